@@ -1,0 +1,82 @@
+"""A sandbox AWS cloud: a moto server on loopback, started as a subprocess and stopped by pid.
+
+Used by ``make run`` (so the whole IaSQL flow works with no AWS account) and by the tests.
+boto3 talks to it over real HTTP at ``endpoint_url``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+
+from proxy.embedded.postgres import free_port
+
+
+class MotoServerError(RuntimeError):
+    """Raised when the moto server is not installed or does not come up."""
+
+
+@dataclass
+class MotoServer:
+    """``moto.server`` on ``host``:``port`` (an ephemeral port when None)."""
+
+    host: str = "127.0.0.1"
+    port: int | None = None
+    process: subprocess.Popen | None = None
+
+    @property
+    def endpoint_url(self) -> str:
+        """The HTTP endpoint to give boto3 (``AWS_ENDPOINT_URL``)."""
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> "MotoServer":
+        """Start the server and wait until it answers HTTP. Returns self; raises MotoServerError."""
+        if self.port is None:
+            self.port = free_port(self.host)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
+                raise MotoServerError(f"moto server exited: {err[-2000:]}")
+            try:
+                with urllib.request.urlopen(self.endpoint_url + "/moto-api/", timeout=1):
+                    return self
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise MotoServerError(f"moto server did not answer within {timeout} s")
+
+    def reset(self) -> None:
+        """Forget every resource (moto's reset API)."""
+        req = urllib.request.Request(self.endpoint_url + "/moto-api/reset", method="POST")
+        urllib.request.urlopen(req, timeout=10).close()
+
+    def stop(self) -> None:
+        """SIGTERM by pid, SIGKILL after 10 s."""
+        if self.process is not None and self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+            except ProcessLookupError:
+                pass
+        if self.process is not None and self.process.stderr:
+            self.process.stderr.close()
+        self.process = None
+
+    def __enter__(self) -> "MotoServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -26,7 +26,7 @@ Sections
 key                        unit        default              notes
 =========================  ==========  ===================  =========================================
 listen_addr                address     127.0.0.1            ``*`` = all addresses; comma-separated list
-listen_port                port        6432                 1-65535
+listen_port                port        6432                 0-65535 (0 = any free port)
 auth_type                  enum        scram-sha-256        trust | md5 | scram-sha-256 | plain | cert
 auth_file                  path        (none)               PgBouncer userlist.txt format
 auth_query                 SQL         pg_authid lookup     ``$1`` = user name; run as ``auth_user``
@@ -348,7 +348,7 @@ Parser = Callable[[str, str], Any]
 
 _PROXY_KEYS: dict[str, Parser] = {
     "listen_addr": _nonempty,
-    "listen_port": _port,
+    "listen_port": lambda key, raw: _int(key, raw, 0, 65535),
     "auth_type": lambda k, v: _auth_type(k, v),
     "auth_file": lambda k, v: v,  # paths are resolved afterwards
     "auth_query": _nonempty,

@@ -1,0 +1,397 @@
+"""One connection from the proxy to a real PostgreSQL server.
+
+It has two modes. In *collect* mode (login, reset, and traffic the proxy itself drives) every
+complete message is queued for ``recv()``. In *relay* mode (a client's ordinary traffic) bytes go
+straight to the attached client's transport as they arrive; a ``RelayScanner`` follows message
+boundaries only to see ReadyForQuery (transaction status) and ParameterStatus. Rows are never
+decoded. Protocol follows the PostgreSQL protocol chapter, "Start-up" and "Message Flow".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import ssl
+import time
+from typing import TYPE_CHECKING, Protocol
+
+from proxy.auth import AuthFailed, ScramClientExchange, Secret, md5_response, md5_secret
+from proxy.wire import backend as B
+from proxy.wire import frontend as F
+from proxy.wire import sqlstate
+from proxy.wire.codec import ProtocolViolation
+from proxy.wire.framing import FrameBuffer, RelayScanner
+
+if TYPE_CHECKING:
+    from proxy.config import DatabaseTarget
+
+log = logging.getLogger("iasql_proxy.server")
+
+_Z, _S = ord("Z"), ord("S")
+_RELAY_WATCH = frozenset((_Z, _S))
+
+
+class ServerError(Exception):
+    """The server refused or failed the login or the link. ``fields`` is its ErrorResponse, if any.
+
+    ``sqlstate``/``message`` describe it for the client (08006 connection_failure when the server
+    sent nothing).
+    """
+
+    def __init__(self, message: str, sqlstate_code: str = sqlstate.CONNECTION_FAILURE,
+                 fields: B.ErrorResponse | None = None):
+        super().__init__(message)
+        self.message = message
+        self.sqlstate = sqlstate_code
+        self.fields = fields
+
+
+class RelayClient(Protocol):
+    """What a server connection needs from the client session it relays to."""
+
+    transport: asyncio.Transport
+
+    def server_ready(self, status: bytes) -> None: ...
+
+    def server_lost(self, server: "ServerConnection") -> None: ...
+
+    def server_parameter(self, name: str, value: str) -> None: ...
+
+
+class ServerConnection(asyncio.Protocol):
+    """An asyncio Protocol for one server link. Create with ``await ServerConnection.open(...)``.
+
+    Attributes: ``params`` (dict of the server's current ParameterStatus values),
+    ``backend_key`` (its BackendKeyData), ``status`` (last ReadyForQuery status: b'I', b'T', b'E'),
+    ``startup_key`` (the start-up parameters it was opened with, used to match pooled reuse),
+    ``created``/``last_used`` (monotonic seconds).
+    """
+
+    def __init__(self, target: "DatabaseTarget", startup_key: frozenset):
+        self.target = target
+        self.startup_key = startup_key
+        self.transport: asyncio.Transport | None = None
+        self.params: dict[str, str] = {}
+        self.backend_key: B.BackendKeyData | None = None
+        self.status = b"I"
+        self.client: RelayClient | None = None
+        self.closed = False
+        self.broken = False
+        self.created = time.monotonic()
+        self.last_used = self.created
+        self.pool = None  # set by the pool that owns it
+        self._frames = FrameBuffer()
+        self._inbox: collections.deque = collections.deque()
+        self._waiter: asyncio.Future | None = None
+        self._scanner = RelayScanner(_RELAY_WATCH, self._on_relay_message)
+        self._raw_waiter: asyncio.Future | None = None
+        self._raw = bytearray()
+        self._raw_mode = False
+        self._paused_client = False
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        client = self.client
+        if client is not None:
+            client.transport.write(data)
+            try:
+                self._scanner.feed(data)
+            except ProtocolViolation:
+                self.abort()
+            return
+        if self._raw_mode:
+            self._raw += data
+            if self._raw_waiter is not None and not self._raw_waiter.done():
+                self._raw_waiter.set_result(None)
+            return
+        self._frames.feed(data)
+        try:
+            for frame in self._frames.frames():
+                self._inbox.append(frame)
+        except ProtocolViolation as e:
+            self._inbox.append(e)
+            self.abort()
+        self._wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._inbox.append(ServerError("server closed the connection unexpectedly"))
+        self._wake()
+        if self._raw_waiter is not None and not self._raw_waiter.done():
+            self._raw_waiter.set_result(None)
+        client = self.client
+        if client is not None:
+            self.client = None
+            client.server_lost(self)
+        if self.pool is not None:
+            self.pool.forget(self)
+
+    def pause_writing(self) -> None:
+        client = self.client
+        if client is not None:
+            client.transport.pause_reading()
+            self._paused_client = True
+
+    def resume_writing(self) -> None:
+        client = self.client
+        if client is not None and self._paused_client:
+            client.transport.resume_reading()
+        self._paused_client = False
+
+    # -- relay mode ---------------------------------------------------------------------------
+    def _on_relay_message(self, t: int, payload: bytes) -> None:
+        if t == _Z:
+            self.status = bytes(payload[:1])
+            client = self.client
+            if client is not None:
+                client.server_ready(self.status)
+        else:  # ParameterStatus
+            try:
+                msg = B.ParameterStatus.decode(payload)
+            except ProtocolViolation:
+                return
+            self.params[msg.name] = msg.value
+            if self.client is not None:
+                self.client.server_parameter(msg.name, msg.value)
+
+    def attach(self, client: RelayClient) -> None:
+        """Start relaying server output to ``client`` (the connection must be idle at a boundary)."""
+        self.client = client
+        self.last_used = time.monotonic()
+
+    def detach(self) -> None:
+        """Stop relaying; later output is collected for ``recv()``."""
+        self.client = None
+        self.last_used = time.monotonic()
+        if self._paused_client:
+            self._paused_client = False
+
+    @property
+    def at_boundary(self) -> bool:
+        """True when relayed output ended exactly at a message boundary."""
+        return self._scanner.at_boundary and not len(self._frames)
+
+    # -- collect mode -------------------------------------------------------------------------
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def recv(self) -> tuple[int, bytes]:
+        """Next complete ``(type, payload)``. Raises ServerError when the link is gone."""
+        while not self._inbox:
+            if self.closed:
+                raise ServerError("server closed the connection unexpectedly")
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        item = self._inbox.popleft()
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    def send(self, data: bytes) -> None:
+        """Write bytes to the server (no-op once closed)."""
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    async def query(self, sql: str) -> list[tuple[int, bytes]]:
+        """Run ``sql`` with the simple protocol in collect mode; return the messages up to ReadyForQuery.
+
+        Raises ServerError when the server reports an error (with its fields) or the link fails.
+        """
+        self.send(F.Query(sql).encode())
+        out = []
+        err = None
+        while True:
+            t, payload = await self.recv()
+            if t == ord("E"):
+                err = B.ErrorResponse.decode(payload)
+            elif t == _Z:
+                self.status = payload[:1]
+                break
+            elif t == _S:
+                ps = B.ParameterStatus.decode(payload)
+                self.params[ps.name] = ps.value
+            out.append((t, payload))
+        if err is not None:
+            raise ServerError(err.message or "error", err.sqlstate or sqlstate.INTERNAL_ERROR, err)
+        return out
+
+    async def extended_query(self, sql: str, params: list[str | None]) -> list[tuple[bytes | None, ...]]:
+        """Run ``sql`` with text parameters ($1...) via Parse/Bind/Execute/Sync; return the DataRow values.
+
+        Raises ServerError with the server's fields on an error.
+        """
+        self.send(F.Parse("", sql).encode()
+                  + F.Bind("", "", (), tuple(None if p is None else p.encode() for p in params), ()).encode()
+                  + F.Execute("", 0).encode() + F.Sync().encode())
+        rows: list[tuple[bytes | None, ...]] = []
+        err = None
+        while True:
+            t, payload = await self.recv()
+            if t == ord("D"):
+                rows.append(B.DataRow.decode(payload).values)
+            elif t == ord("E"):
+                err = B.ErrorResponse.decode(payload)
+            elif t == _Z:
+                self.status = payload[:1]
+                break
+        if err is not None:
+            raise ServerError(err.message or "error", err.sqlstate or sqlstate.INTERNAL_ERROR, err)
+        return rows
+
+    def abort(self) -> None:
+        """Close the link at once; the pool will not reuse it."""
+        self.broken = True
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+
+    def close(self) -> None:
+        """Send Terminate and close."""
+        self.broken = True
+        if self.transport is not None and not self.closed:
+            try:
+                self.transport.write(F.Terminate().encode())
+            finally:
+                self.transport.close()
+
+    # -- opening ------------------------------------------------------------------------------
+    async def _read_raw(self, n: int, timeout: float) -> bytes:
+        while len(self._raw) < n:
+            if self.closed:
+                raise ServerError("server closed the connection during TLS negotiation")
+            self._raw_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await asyncio.wait_for(self._raw_waiter, timeout)
+            finally:
+                self._raw_waiter = None
+        data = bytes(self._raw[:n])
+        del self._raw[:n]
+        return data
+
+    @classmethod
+    async def open(cls, target: "DatabaseTarget", user: str, database: str, params: dict[str, str], *,
+                   tls_mode: str, tls_context: ssl.SSLContext | None, credentials: "Credentials",
+                   timeout: float = 15.0) -> "ServerConnection":
+        """Connect, negotiate TLS per ``tls_mode`` (disable/allow/prefer/require/verify-ca/verify-full),
+        send StartupMessage(user, database, params), authenticate and wait for ReadyForQuery.
+
+        Returns the ready connection in collect mode. Raises ServerError (08006, or the server's own
+        SQLSTATE such as 28P01 or 3D000) and AuthFailed when credentials are missing.
+        """
+        loop = asyncio.get_running_loop()
+        key = frozenset(params.items())
+        try:
+            transport, conn = await asyncio.wait_for(
+                loop.create_connection(lambda: cls(target, key), target.host, target.port), timeout)
+        except (OSError, asyncio.TimeoutError) as e:
+            raise ServerError(f"could not connect to server {target.host}:{target.port}: {e}") from e
+        try:
+            if tls_mode not in ("disable", "allow"):
+                conn._raw_mode = True
+                transport.write(F.SSLRequest().encode())
+                answer = await conn._read_raw(1, timeout)
+                conn._raw_mode = False
+                if answer == b"S":
+                    if conn._raw:
+                        raise ServerError("server sent unencrypted data after SSL response", sqlstate.PROTOCOL_VIOLATION)
+                    ctx = tls_context or ssl.create_default_context()
+                    new_transport = await asyncio.wait_for(loop.start_tls(
+                        transport, conn, ctx,
+                        server_hostname=target.host if tls_mode == "verify-full" else None), timeout)
+                    conn.transport = new_transport
+                elif tls_mode in ("require", "verify-ca", "verify-full"):
+                    raise ServerError("server does not support SSL, but SSL was required")
+            conn.send(F.StartupMessage(F.PROTOCOL_3_0, {"user": user, "database": database, **params}).encode())
+            await asyncio.wait_for(conn._login(user, credentials), timeout)
+        except BaseException:
+            conn.abort()
+            raise
+        return conn
+
+    async def _login(self, user: str, creds: "Credentials") -> None:
+        scram: ScramClientExchange | None = None
+        while True:
+            t, payload = await self.recv()
+            if t == ord("R"):
+                auth = B.Authentication.decode(payload)
+                if auth.code == B.AUTH_OK:
+                    continue
+                if auth.code == B.AUTH_CLEARTEXT:
+                    if creds.password is None:
+                        raise AuthFailed("server asks for a clear-text password and none is configured")
+                    self.send(F.PasswordMessage.from_password(creds.password).encode())
+                elif auth.code == B.AUTH_MD5:
+                    stored = creds.md5_stored(user)
+                    self.send(F.PasswordMessage.from_password(md5_response(stored, auth.data[:4])).encode())
+                elif auth.code == B.AUTH_SASL:
+                    if "SCRAM-SHA-256" not in auth.mechanisms():
+                        raise ServerError("server offers no supported SASL mechanism")
+                    scram = ScramClientExchange(user, password=creds.password, client_key=creds.client_key,
+                                                secret=creds.secret)
+                    self.send(F.SASLInitialResponse("SCRAM-SHA-256", scram.first().encode()).encode())
+                elif auth.code == B.AUTH_SASL_CONTINUE and scram is not None:
+                    self.send(F.SASLResponse(scram.final(auth.data.decode()).encode()).encode())
+                elif auth.code == B.AUTH_SASL_FINAL and scram is not None:
+                    scram.verify(auth.data.decode())
+                else:
+                    raise ServerError(f"unsupported authentication request {auth.code} from server")
+            elif t == ord("E"):
+                err = B.ErrorResponse.decode(payload)
+                raise ServerError(err.message or "server error", err.sqlstate or sqlstate.CONNECTION_FAILURE, err)
+            elif t == _S:
+                ps = B.ParameterStatus.decode(payload)
+                self.params[ps.name] = ps.value
+            elif t == ord("K"):
+                self.backend_key = B.BackendKeyData.decode(payload)
+            elif t == ord("v"):
+                continue  # NegotiateProtocolVersion: we only ask for 3.0
+            elif t == ord("N"):
+                continue
+            elif t == _Z:
+                self.status = payload[:1]
+                return
+            else:
+                raise ServerError(f"unexpected message {chr(t)!r} during server login", sqlstate.PROTOCOL_VIOLATION)
+
+
+class Credentials:
+    """What the proxy can prove to a server for one user: a ``password``, an md5 ``secret``, or a
+    SCRAM ``client_key`` with the matching verifier ``secret`` (pass-through)."""
+
+    def __init__(self, password: str | None = None, secret: Secret | None = None, client_key: bytes | None = None):
+        self.password = password
+        self.secret = secret
+        self.client_key = client_key
+
+    def md5_stored(self, user: str) -> str:
+        """The md5 stored form for AuthenticationMD5Password. Raises AuthFailed when unknown."""
+        if self.password is not None:
+            return md5_secret(user, self.password)
+        if self.secret is not None and self.secret.kind == "md5":
+            return self.secret.value
+        raise AuthFailed("server asks for md5 and the proxy has neither the password nor its md5 hash")
+
+
+async def send_cancel(target: "DatabaseTarget", key: B.BackendKeyData, timeout: float = 5.0) -> None:
+    """Open a new connection to ``target`` and send CancelRequest for ``key`` (Postgres answers nothing)."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(target.host, target.port), timeout)
+    except (OSError, asyncio.TimeoutError):
+        return
+    try:
+        writer.write(F.CancelRequest(key.process_id, key.secret_key).encode())
+        await writer.drain()
+        await asyncio.wait_for(reader.read(1), timeout)
+    except (OSError, asyncio.TimeoutError):
+        pass
+    finally:
+        writer.close()
+

@@ -1,0 +1,136 @@
+"""Server connection pools, one per (database target, database name, user), as PgBouncer divides them.
+
+Session pooling: a client holds one server connection from login to logout. On release the
+connection runs ``server_reset_query`` (default ``DISCARD ALL``) and returns to the idle list, to be
+reused by a client whose start-up parameters are the same (so ParameterStatus and GUC defaults are
+exactly those the client asked for). ``default_pool_size`` bounds open connections per pool; a
+client that cannot get one within ``query_wait_timeout`` seconds gets PgBouncer's error text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from typing import Awaitable, Callable
+
+from proxy.backend.connection import ServerConnection, ServerError
+
+log = logging.getLogger("iasql_proxy.pool")
+
+
+class PoolTimeout(Exception):
+    """No server connection became free within query_wait_timeout (PgBouncer: 'query_wait_timeout')."""
+
+
+Opener = Callable[[], Awaitable[ServerConnection]]
+
+
+class Pool:
+    """Connections of one (target, dbname, user).
+
+    ``size``: maximum open connections (``default_pool_size`` or the database's ``pool_size``);
+    ``reset_query``: run on release ('' to skip); ``wait_timeout``: seconds a client may wait.
+    """
+
+    def __init__(self, name: str, size: int, reset_query: str, wait_timeout: float):
+        self.name = name
+        self.size = size
+        self.reset_query = reset_query
+        self.wait_timeout = wait_timeout
+        self.idle: list[ServerConnection] = []
+        self.active: set[ServerConnection] = set()
+        self.opening = 0
+        self.waiters: collections.deque[asyncio.Future] = collections.deque()
+        self.closed = False
+
+    @property
+    def total(self) -> int:
+        """Open plus opening connections."""
+        return len(self.idle) + len(self.active) + self.opening
+
+    async def acquire(self, startup_key: frozenset, opener: Opener) -> ServerConnection:
+        """A ready server connection whose start-up parameters equal ``startup_key``.
+
+        Reuses an idle match, opens a new one while under ``size`` (closing an idle non-matching
+        one when full), else waits. Raises PoolTimeout after ``wait_timeout`` seconds, and
+        ServerError/AuthFailed from ``opener``.
+        """
+        deadline = time.monotonic() + self.wait_timeout
+        while True:
+            for i in range(len(self.idle) - 1, -1, -1):
+                conn = self.idle[i]
+                if conn.startup_key == startup_key and not conn.closed:
+                    del self.idle[i]
+                    self.active.add(conn)
+                    return conn
+            if self.total >= self.size and self.idle:
+                victim = self.idle.pop(0)
+                victim.close()
+            if self.total < self.size:
+                self.opening += 1
+                try:
+                    conn = await opener()
+                finally:
+                    self.opening -= 1
+                conn.pool = self
+                self.active.add(conn)
+                return conn
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise PoolTimeout()
+            fut = asyncio.get_running_loop().create_future()
+            self.waiters.append(fut)
+            try:
+                await asyncio.wait_for(fut, remaining)
+            except asyncio.TimeoutError:
+                raise PoolTimeout() from None
+            finally:
+                if fut in self.waiters:
+                    self.waiters.remove(fut)
+
+    def _wake_one(self) -> None:
+        while self.waiters:
+            fut = self.waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+
+    def release(self, conn: ServerConnection, clean: bool) -> None:
+        """Give ``conn`` back. A clean, idle connection is reset and reused; otherwise it is closed."""
+        conn.detach()
+        if not clean or conn.closed or conn.broken or conn.status != b"I" or self.closed:
+            self.active.discard(conn)
+            conn.close()
+            self._wake_one()
+            return
+        asyncio.get_running_loop().create_task(self._reset_and_idle(conn))
+
+    async def _reset_and_idle(self, conn: ServerConnection) -> None:
+        try:
+            if self.reset_query:
+                await asyncio.wait_for(conn.query(self.reset_query), 30)
+        except (ServerError, asyncio.TimeoutError, OSError) as e:
+            log.info("event=server_reset_failed pool=%s error=%r", self.name, str(e))
+            conn.close()
+            self.active.discard(conn)
+        else:
+            self.active.discard(conn)
+            if not conn.closed:
+                self.idle.append(conn)
+        self._wake_one()
+
+    def forget(self, conn: ServerConnection) -> None:
+        """Drop a connection that died."""
+        self.active.discard(conn)
+        if conn in self.idle:
+            self.idle.remove(conn)
+        self._wake_one()
+
+    def close_all(self) -> None:
+        """Close idle connections and refuse reuse of active ones."""
+        self.closed = True
+        for conn in self.idle:
+            conn.close()
+        self.idle.clear()

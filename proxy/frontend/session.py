@@ -1,0 +1,518 @@
+"""One client connection: start-up, TLS, authentication, then relaying to its server connection.
+
+Theory of operation
+-------------------
+``ClientSession`` is an asyncio Protocol. Until login completes, received bytes are buffered and
+a login coroutine (``_login``) reads start-up messages from that buffer: SSLRequest (answered 'S'
+and upgraded with ``loop.start_tls``; plaintext bytes pipelined behind it are refused, the
+CVE-2021-23214 class), GSSENCRequest (answered 'N'), CancelRequest, StartupMessage (3.0; newer
+minors and ``_pq_.`` options answered with NegotiateProtocolVersion). It authenticates the client
+(``auth_type``), leases a server connection from the pool and sends the server's ParameterStatus
+values, the proxy's own BackendKeyData and ReadyForQuery.
+
+After login, ``data_received`` is the fast path: it follows message boundaries only, enforces
+``max_packet_size``, and forwards complete messages to the server in one write per read. A Query or
+Parse whose bytes contain ``iasql_`` (case-insensitive) is handed to the interceptor, if one is
+installed; nothing else is parsed. Server output is relayed by ``ServerConnection`` in relay mode.
+Sources: PostgreSQL protocol chapter ("Start-up", "SSL Session Encryption", "Canceling Requests in
+Progress"), PgBouncer's client.c for pooler behaviour and error texts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+import ssl
+import struct
+import time
+from typing import TYPE_CHECKING
+
+from proxy.auth import AuthFailed, ScramServerExchange, Secret, check_md5, check_plain
+from proxy.backend.connection import Credentials, ServerConnection, ServerError
+from proxy.backend.pool import PoolTimeout
+from proxy.tls import peer_common_name
+from proxy.wire import backend as B
+from proxy.wire import frontend as F
+from proxy.wire import sqlstate
+from proxy.wire.codec import ProtocolViolation
+from proxy.wire.framing import startup_frame
+
+if TYPE_CHECKING:
+    from proxy.server import ProxyApp
+
+log = logging.getLogger("iasql_proxy.client")
+
+_HDR = struct.Struct("!Bi")
+_IASQL = re.compile(rb"[iI][aA][sS][qQ][lL]_")
+_Q, _P, _X, _S, _F = ord("Q"), ord("P"), ord("X"), ord("S"), ord("F")
+_SPECIAL = frozenset((_Q, _P, _X))
+#: Messages after which no ReadyForQuery is owed until a Sync (the extended protocol's open batch).
+_EXTENDED = frozenset(map(ord, "PBDECH"))
+#: Start-up parameters that are not run-time settings and are never re-sent as such.
+_NOT_SETTINGS = frozenset(("user", "database", "replication"))
+
+
+class ClientError(Exception):
+    """End the login with an ErrorResponse: ``sqlstate``, ``message``, FATAL unless ``severity`` says."""
+
+    def __init__(self, code: str, message: str, *, severity: str = "FATAL", detail: str | None = None,
+                 fields: B.ErrorResponse | None = None):
+        super().__init__(message)
+        self.sqlstate = code
+        self.message = message
+        self.severity = severity
+        self.detail = detail
+        self.fields = fields
+
+    def encode(self) -> bytes:
+        """The ErrorResponse bytes (the server's own fields when it produced the error)."""
+        if self.fields is not None:
+            return self.fields.encode()
+        return B.error(self.sqlstate, self.message, severity=self.severity, detail=self.detail)
+
+
+class ClientSession(asyncio.Protocol):
+    """A client connection. ``direct_tls`` is True when TLS was negotiated before any protocol byte
+    (PostgreSQL 17 ``sslnegotiation=direct``)."""
+
+    def __init__(self, app: "ProxyApp", direct_tls: bool = False):
+        self.app = app
+        self.cfg = app.cfg
+        self.direct_tls = direct_tls
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.tls_version: str | None = None
+        self.user = ""
+        self.database = ""
+        self.params: dict[str, str] = {}
+        self.server: ServerConnection | None = None
+        self.pool = None
+        self.target = None
+        self.key: tuple[int, int] | None = None
+        self.ready = False
+        self.closed = False
+        self.started = time.monotonic()
+        self.tx_status = b"I"
+        self.pending_ready = 0       # ReadyForQuery messages the server still owes
+        self._last_type = _S         # type of the last message forwarded (to know if a batch is open)
+        self._inbuf = bytearray()
+        self._waiter: asyncio.Future | None = None
+        self._login_task: asyncio.Task | None = None
+        self._busy: asyncio.Task | None = None
+        self._paused_server = False
+        self.max_message = app.cfg.max_packet_size
+        self.counted = False
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.app.clients.add(self)
+        if self.direct_tls:
+            obj = transport.get_extra_info("ssl_object")
+            self.tls_version = obj.version() if obj else None
+        self._login_task = asyncio.get_running_loop().create_task(self._login())
+
+    def data_received(self, data: bytes) -> None:
+        if self.ready and self._busy is None:
+            self._relay(data)
+            return
+        self._inbuf += data
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._login_task is not None and not self._login_task.done():
+            self._login_task.cancel()
+        if self._busy is not None and not self._busy.done():
+            self._busy.cancel()
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+        self._release_server()
+        self.app.session_ended(self)
+        if self.user:
+            log.info("event=session_end client=%s user=%s database=%s tls=%s duration_s=%.3f",
+                     self.peer, self.user, self.database, self.tls_version or "off", time.monotonic() - self.started)
+
+    def pause_writing(self) -> None:
+        if self.server is not None and self.server.transport is not None:
+            self.server.transport.pause_reading()
+            self._paused_server = True
+
+    def resume_writing(self) -> None:
+        if self._paused_server and self.server is not None and self.server.transport is not None:
+            self.server.transport.resume_reading()
+        self._paused_server = False
+
+    # -- output helpers -----------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        """Send bytes to the client (dropped once closed)."""
+        if not self.closed and self.transport is not None:
+            self.transport.write(data)
+
+    def fatal(self, code: str, message: str, fields: B.ErrorResponse | None = None) -> None:
+        """Send FATAL ErrorResponse and close the connection (as Postgres ends a session)."""
+        self.write(fields.encode() if fields is not None else B.error(code, message, severity="FATAL"))
+        self.close()
+
+    def close(self) -> None:
+        """Close the client connection after flushing what was written."""
+        if not self.closed and self.transport is not None:
+            self.transport.close()
+        self.closed = True
+
+    # -- start-up -----------------------------------------------------------------------------
+    async def _wait_data(self) -> None:
+        if self.closed:
+            raise ConnectionResetError()
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+        if self.closed:
+            raise ConnectionResetError()
+
+    async def _read_startup(self) -> bytes:
+        while True:
+            payload = startup_frame(self._inbuf)
+            if payload is not None:
+                return payload
+            await self._wait_data()
+
+    async def _read_message(self) -> tuple[int, bytes]:
+        """Next typed message during authentication (bounded by MAX_STARTUP_PACKET_LENGTH-ish sizes)."""
+        while True:
+            if len(self._inbuf) >= 5:
+                t, length = _HDR.unpack_from(self._inbuf, 0)
+                if length < 4 or length > 65536:
+                    raise ProtocolViolation(f"invalid message length {length}")
+                if len(self._inbuf) >= 1 + length:
+                    payload = bytes(self._inbuf[5:1 + length])
+                    del self._inbuf[:1 + length]
+                    return t, payload
+            await self._wait_data()
+
+    async def _login(self) -> None:
+        try:
+            await asyncio.wait_for(self._startup(), self.cfg.client_login_timeout)
+        except asyncio.TimeoutError:
+            log.info("event=login_timeout client=%s", self.peer)
+            self.fatal(sqlstate.PROTOCOL_VIOLATION, "client_login_timeout")
+        except ClientError as e:
+            if e.sqlstate in (sqlstate.INVALID_PASSWORD, sqlstate.INVALID_AUTHORIZATION_SPECIFICATION):
+                self.app.auth_failures += 1
+            log.info("event=login_failed client=%s user=%s database=%s sqlstate=%s reason=%r",
+                     self.peer, self.user, self.database, e.sqlstate, e.message)
+            self.write(e.encode())
+            self.close()
+        except ProtocolViolation as e:
+            self.fatal(e.sqlstate, e.message)
+        except (ConnectionError, asyncio.CancelledError):
+            self.close()
+        except Exception as e:  # never let one client's bug take the process down
+            log.exception("event=login_error client=%s", self.peer)
+            self.fatal(sqlstate.INTERNAL_ERROR, f"internal proxy error: {type(e).__name__}")
+
+    async def _startup(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.direct_tls:
+            obj = self.transport.get_extra_info("ssl_object")
+            if obj is None or obj.selected_alpn_protocol() != "postgresql":
+                raise ClientError(sqlstate.PROTOCOL_VIOLATION,
+                                  "received direct SSL connection request without ALPN protocol negotiation extension")
+        while True:
+            msg = F.decode_startup(await self._read_startup())
+            if isinstance(msg, F.SSLRequest):
+                ctx = self.app.tls.client
+                if ctx is None or self.tls_version is not None:
+                    self.write(b"N")
+                    continue
+                if self._inbuf:
+                    raise ClientError(sqlstate.PROTOCOL_VIOLATION, "received unencrypted data after SSL request",
+                                      detail="This could be either a client-software bug or evidence of an attempted man-in-the-middle attack.")
+                self.write(b"S")
+                try:
+                    new = await loop.start_tls(self.transport, self, ctx, server_side=True,
+                                               ssl_handshake_timeout=self.cfg.client_login_timeout)
+                except (ssl.SSLError, OSError, ConnectionError) as e:
+                    self.app.tls_failures += 1
+                    log.info("event=tls_handshake_failed client=%s error=%r", self.peer, str(e))
+                    raise ConnectionResetError() from e
+                if new is None:
+                    raise ConnectionResetError()
+                self.transport = new
+                obj = new.get_extra_info("ssl_object")
+                self.tls_version = obj.version() if obj else "TLS"
+                continue
+            if isinstance(msg, F.GSSENCRequest):
+                self.write(b"N")
+                continue
+            if isinstance(msg, F.CancelRequest):
+                await self.app.cancel(msg.process_id, msg.secret_key)
+                self.close()
+                return
+            break
+        major, minor = msg.protocol >> 16, msg.protocol & 0xFFFF
+        if major != 3:
+            raise ClientError(sqlstate.FEATURE_NOT_SUPPORTED,
+                              f"unsupported frontend protocol {major}.{minor}: server supports 3.0 to 3.0")
+        params = dict(msg.parameters)
+        unsupported = tuple(k for k in params if k.startswith("_pq_."))
+        for k in unsupported:
+            del params[k]
+        if minor > 0 or unsupported:
+            self.write(B.NegotiateProtocolVersion(0, unsupported).encode())
+        self.user = params.get("user", "")
+        if not self.user:
+            raise ClientError(sqlstate.INVALID_AUTHORIZATION_SPECIFICATION,
+                              "no PostgreSQL user name specified in startup packet")
+        self.database = params.get("database") or self.user
+        self.params = {k: v for k, v in params.items() if k not in _NOT_SETTINGS}
+        if self.cfg.client_tls_required and self.tls_version is None:
+            raise ClientError(sqlstate.INVALID_AUTHORIZATION_SPECIFICATION,
+                              f'no pg_hba.conf entry for host "{self.peer.rsplit(":", 1)[0]}", user "{self.user}", '
+                              f'database "{self.database}", no encryption')
+        if not self.app.admit(self):
+            raise ClientError(sqlstate.TOO_MANY_CONNECTIONS, "no more connections allowed (max_client_conn)")
+        self.target = self.cfg.target_for(self.database)
+        if self.target is None:
+            raise ClientError(sqlstate.INVALID_CATALOG_NAME, f'database "{self.database}" does not exist')
+        creds = await self._authenticate()
+        self.write(B.AUTHENTICATION_OK)
+        try:
+            self.server, self.pool = await self.app.lease(self, creds)
+        except PoolTimeout:
+            raise ClientError(sqlstate.PROTOCOL_VIOLATION, "query_wait_timeout") from None
+        except ServerError as e:
+            raise ClientError(e.sqlstate, e.message, fields=_as_fatal(e.fields)) from None
+        except AuthFailed as e:
+            raise ClientError(sqlstate.INVALID_PASSWORD, f"server login failed: {e}") from None
+        out = [B.ParameterStatus(k, v).encode() for k, v in self.server.params.items()]
+        self.key = self.app.register_key(self)
+        out.append(B.BackendKeyData(*self.key).encode())
+        out.append(B.ReadyForQuery(b"I").encode())
+        self.write(b"".join(out))
+        self.server.attach(self)
+        self.ready = True
+        log.info("event=session_start client=%s user=%s database=%s tls=%s", self.peer, self.user,
+                 self.database, self.tls_version or "off")
+        if self._inbuf:
+            data = bytes(self._inbuf)
+            self._inbuf.clear()
+            self._relay(data)
+
+    async def _authenticate(self) -> Credentials:
+        """Run ``auth_type``'s exchange; return what the proxy can prove to the server for this user.
+
+        Raises ClientError 28P01 (``password authentication failed for user "x"``, Postgres's
+        text) or 28000 for certificate failures.
+        """
+        auth_type = self.cfg.auth_type
+        user = self.user
+        failed = ClientError(sqlstate.INVALID_PASSWORD, f'password authentication failed for user "{user}"')
+        fixed = self.target.password
+        if auth_type == "trust":
+            secret = await self.app.lookup_secret(user, self.target) if fixed is None else None
+            return _credentials(fixed, secret)
+        if auth_type == "cert":
+            obj = self.transport.get_extra_info("ssl_object")
+            cn = peer_common_name(obj) if obj is not None else None
+            if cn != user:
+                raise ClientError(sqlstate.INVALID_AUTHORIZATION_SPECIFICATION,
+                                  f'certificate authentication failed for user "{user}"')
+            secret = await self.app.lookup_secret(user, self.target) if fixed is None else None
+            return _credentials(fixed, secret)
+        secret = await self.app.lookup_secret(user, self.target)
+        if auth_type == "plain":
+            self.write(B.Authentication(B.AUTH_CLEARTEXT).encode())
+            password = await self._password_message()
+            if secret is None:
+                raise failed
+            try:
+                check_plain(secret, user, password)
+            except AuthFailed:
+                raise failed from None
+            return Credentials(password=fixed or password, secret=secret)
+        if auth_type == "md5":
+            salt = secrets.token_bytes(4)
+            self.write(B.Authentication(B.AUTH_MD5, salt).encode())
+            response = await self._password_message()
+            if secret is None:
+                raise failed
+            try:
+                check_md5(secret, user, salt, response)
+            except AuthFailed:
+                raise failed from None
+            return _credentials(fixed, secret)
+        # scram-sha-256
+        if secret is not None and secret.kind == "md5":
+            raise failed  # Postgres: a user with an md5 password cannot use SCRAM
+        exchange = ScramServerExchange(secret or _mock_secret())
+        self.write(B.Authentication.sasl(["SCRAM-SHA-256"]).encode())
+        t, payload = await self._read_message()
+        if t != ord("p"):
+            raise ClientError(sqlstate.PROTOCOL_VIOLATION, f"expected SASL response, got message type {t}")
+        initial = F.SASLInitialResponse.decode(payload)
+        if initial.mechanism != "SCRAM-SHA-256":
+            raise ClientError(sqlstate.PROTOCOL_VIOLATION, "client selected an invalid SASL authentication mechanism")
+        try:
+            server_first = exchange.first((initial.data or b"").decode())
+        except (AuthFailed, UnicodeDecodeError):
+            raise ClientError(sqlstate.PROTOCOL_VIOLATION, "malformed SCRAM message") from None
+        self.write(B.Authentication(B.AUTH_SASL_CONTINUE, server_first.encode()).encode())
+        t, payload = await self._read_message()
+        if t != ord("p"):
+            raise ClientError(sqlstate.PROTOCOL_VIOLATION, f"expected SASL response, got message type {t}")
+        try:
+            server_final = exchange.final(F.SASLResponse.decode(payload).data.decode())
+        except (AuthFailed, UnicodeDecodeError, ValueError):
+            raise failed from None
+        if secret is None:
+            raise failed
+        self.write(B.Authentication(B.AUTH_SASL_FINAL, server_final.encode()).encode())
+        return Credentials(password=fixed or (secret.value if secret.kind == "plain" else None),
+                           secret=exchange.secret, client_key=exchange.client_key)
+
+    async def _password_message(self) -> str:
+        t, payload = await self._read_message()
+        if t != ord("p"):
+            raise ClientError(sqlstate.PROTOCOL_VIOLATION, f"expected password response, got message type {t}")
+        return F.PasswordMessage(payload).password
+
+    # -- after login: the fast path -----------------------------------------------------------
+    def _relay(self, data: bytes) -> None:
+        buf = self._inbuf
+        buf += data
+        n = len(buf)
+        pos = 0
+        limit = self.max_message
+        pending = 0
+        last = -1
+        try:
+            while n - pos >= 5:
+                t, length = _HDR.unpack_from(buf, pos)
+                if length < 4 or length > limit:
+                    raise ProtocolViolation(
+                        f"invalid message length {length}" if length < 4
+                        else f"message of {length} bytes exceeds max_packet_size ({limit} bytes)")
+                end = pos + 1 + length
+                if end > n:
+                    break
+                if t in _SPECIAL:
+                    if t == _X:
+                        self._flush(buf, pos, pending, last)
+                        self._terminate()
+                        return
+                    if self.app.interceptor is not None and _IASQL.search(buf, pos + 5, end):
+                        self._flush(buf, pos, pending, last)
+                        self._start_intercept()
+                        return
+                if t == _Q or t == _S or t == _F:
+                    pending += 1
+                last = t
+                pos = end
+        except ProtocolViolation as e:
+            self._flush(buf, pos, pending, last)
+            self.fatal(e.sqlstate, e.message)
+            return
+        self._flush(buf, pos, pending, last)
+
+    def _flush(self, buf: bytearray, pos: int, pending: int, last: int) -> None:
+        if not pos:
+            return
+        server = self.server
+        if server is None or server.closed:
+            del buf[:pos]
+            self.fatal(sqlstate.CONNECTION_FAILURE, "server closed the connection unexpectedly")
+            return
+        server.send(bytes(buf[:pos]))
+        del buf[:pos]
+        self.pending_ready += pending
+        if last >= 0:
+            self._last_type = last
+
+    def _start_intercept(self) -> None:
+        """Hand the message at the head of the buffer to the interceptor; pause relaying until done."""
+        self._busy = asyncio.get_running_loop().create_task(self._run_intercept())
+
+    async def _run_intercept(self) -> None:
+        try:
+            await self.app.interceptor.handle(self)
+        except asyncio.CancelledError:
+            return
+        except Exception:
+            log.exception("event=intercept_error client=%s", self.peer)
+            self.fatal(sqlstate.INTERNAL_ERROR, "internal proxy error in iasql_* interception")
+            return
+        finally:
+            self._busy = None
+        if self._inbuf and not self.closed:
+            data = bytes(self._inbuf)
+            self._inbuf.clear()
+            self._relay(data)
+
+    def _terminate(self) -> None:
+        self._inbuf.clear()
+        self.close()
+
+    # -- callbacks from the server connection -------------------------------------------------
+    def server_ready(self, status: bytes) -> None:
+        """ReadyForQuery seen in relayed output."""
+        self.tx_status = status
+        if self.pending_ready:
+            self.pending_ready -= 1
+
+    def server_parameter(self, name: str, value: str) -> None:
+        """ParameterStatus seen in relayed output (already forwarded)."""
+
+    def server_lost(self, server: ServerConnection) -> None:
+        """The server link died: tell the client as Postgres clients expect, then close."""
+        if server is self.server:
+            self.server = None
+            if not self.closed:
+                if server.at_boundary:
+                    self.write(B.error(sqlstate.CONNECTION_FAILURE, "server closed the connection unexpectedly",
+                                       severity="FATAL",
+                                       detail="The server connection ended before the request completed."))
+                self.close()
+
+    def _release_server(self) -> None:
+        server, self.server = self.server, None
+        if server is None:
+            return
+        clean = (self.pending_ready == 0 and self._last_type not in _EXTENDED and server.at_boundary
+                 and server.status == b"I" and self._busy is None)
+        if not clean and server.backend_key is not None and not server.closed:
+            asyncio.get_running_loop().create_task(self.app.cancel_server(server))
+        if self.pool is not None:
+            self.pool.release(server, clean)
+        else:
+            server.close()
+
+
+def _credentials(password: str | None, secret: Secret | None) -> Credentials:
+    if password is not None:
+        return Credentials(password=password)
+    if secret is not None and secret.kind == "plain":
+        return Credentials(password=secret.value, secret=secret)
+    return Credentials(secret=secret)
+
+
+def _mock_secret() -> Secret:
+    """A random verifier, so an unknown user goes through the whole exchange and fails like a wrong
+    password (as Postgres does, to not reveal which user names exist)."""
+    return Secret("scram", "", 4096, secrets.token_bytes(16), secrets.token_bytes(32), secrets.token_bytes(32))
+
+
+def _as_fatal(fields: B.ErrorResponse | None) -> B.ErrorResponse | None:
+    return fields

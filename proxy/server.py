@@ -1,0 +1,308 @@
+"""The proxy process: listening sockets, server-wide state, and the entry point ``run(cfg)``.
+
+``ProxyApp`` owns what is shared between client sessions: the configuration, TLS contexts, the
+pools, the cancel-key map and counters. Per-connection state lives in ``ClientSession``.
+Listening is done with an accept loop rather than ``create_server`` so that, when client TLS is
+on, the first byte can be peeked: 0x16 (a TLS record) means PostgreSQL 17 direct TLS
+(``sslnegotiation=direct``, ALPN ``postgresql``); anything else is the classic SSLRequest path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from proxy.auth import Secret, parse_secret
+from proxy.backend.connection import Credentials, ServerConnection, ServerError, send_cancel
+from proxy.backend.pool import Pool
+from proxy.config import Config, DatabaseTarget, load_auth_file
+from proxy.frontend.session import ClientSession
+from proxy.tls import TLSContexts
+
+log = logging.getLogger("iasql_proxy")
+
+
+class ProxyApp:
+    """Server-wide state for one configuration. ``start()`` opens the listeners; ``stop()`` closes all.
+
+    Attributes: ``cfg``; ``tls`` (TLSContexts); ``pools`` by (target name, dbname, user);
+    ``clients`` (live sessions); ``interceptor`` (None, or an object with ``async handle(session)``
+    that answers messages containing ``iasql_``); ``port`` (the bound port, useful with port 0).
+    """
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.tls = TLSContexts.build(cfg)
+        self.pools: dict[tuple[str, str, str], Pool] = {}
+        self.clients: set[ClientSession] = set()
+        self.admitted = 0
+        self.keys: dict[tuple[int, int], ClientSession] = {}
+        self.interceptor = None
+        self.auth_failures = 0
+        self.tls_failures = 0
+        self._auth_file: dict[str, str] = load_auth_file(cfg.auth_file) if cfg.auth_file else {}
+        self._auth_conns: dict[tuple[str, str], ServerConnection] = {}
+        self._auth_lock = asyncio.Lock()
+        self._listeners: list[socket.socket] = []
+        self._accept_tasks: list[asyncio.Task] = []
+        self.port: int | None = None
+
+    # -- listening ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Bind ``listen_addr``:``listen_port`` (comma-separated addresses, ``*`` = all) and accept."""
+        loop = asyncio.get_running_loop()
+        addrs = [a.strip() for a in self.cfg.listen_addr.split(",") if a.strip()]
+        port = self.cfg.listen_port
+        for addr in addrs:
+            host = None if addr == "*" else addr
+            for family, stype, proto, _, sockaddr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                                          flags=socket.AI_PASSIVE):
+                s = socket.socket(family, stype, proto)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                s.bind(sockaddr if self.port is None or port else (sockaddr[0], self.port, *sockaddr[2:]))
+                s.listen(1024)
+                s.setblocking(False)
+                if self.port is None:
+                    self.port = s.getsockname()[1]
+                    if port == 0:
+                        port = self.port
+                self._listeners.append(s)
+                self._accept_tasks.append(loop.create_task(self._accept_loop(s)))
+        log.info("event=listening addr=%s port=%s tls=%s pool_mode=%s", self.cfg.listen_addr, self.port,
+                 self.cfg.client_tls_sslmode, self.cfg.pool_mode)
+
+    async def _accept_loop(self, lsock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, _addr = await loop.sock_accept(lsock)
+            except asyncio.CancelledError:
+                raise
+            except OSError as e:  # EMFILE and friends: back off, keep serving
+                log.warning("event=accept_failed error=%r", str(e))
+                await asyncio.sleep(0.1)
+                continue
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+            if self.tls.client is None:
+                try:
+                    await loop.connect_accepted_socket(lambda: ClientSession(self), sock)
+                except OSError:
+                    sock.close()
+            else:
+                loop.create_task(self._accept_tls_capable(sock))
+
+    async def _accept_tls_capable(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            first = await asyncio.wait_for(self._peek(sock), self.cfg.client_login_timeout)
+            if first == b"\x16":
+                await loop.connect_accepted_socket(lambda: ClientSession(self, direct_tls=True), sock,
+                                                   ssl=self.tls.client,
+                                                   ssl_handshake_timeout=self.cfg.client_login_timeout)
+            else:
+                await loop.connect_accepted_socket(lambda: ClientSession(self), sock)
+        except (OSError, asyncio.TimeoutError, ConnectionError) as e:
+            if isinstance(e, OSError) and "SSL" in type(e).__name__:
+                self.tls_failures += 1
+            sock.close()
+
+    @staticmethod
+    async def _peek(sock: socket.socket) -> bytes:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        fd = sock.fileno()
+        loop.add_reader(fd, lambda: fut.done() or fut.set_result(None))
+        try:
+            await fut
+        finally:
+            loop.remove_reader(fd)
+        return sock.recv(1, socket.MSG_PEEK)
+
+    async def stop(self) -> None:
+        """Close listeners, clients and server connections."""
+        for t in self._accept_tasks:
+            t.cancel()
+        for s in self._listeners:
+            s.close()
+        for c in list(self.clients):
+            c.close()
+        for p in self.pools.values():
+            p.close_all()
+        for c in self._auth_conns.values():
+            c.close()
+
+    # -- sessions -----------------------------------------------------------------------------
+    def admit(self, session: ClientSession) -> bool:
+        """Count a logging-in client against ``max_client_conn``; False when over the limit."""
+        if self.admitted >= self.cfg.max_client_conn:
+            return False
+        self.admitted += 1
+        session.counted = True
+        return True
+
+    def session_ended(self, session: ClientSession) -> None:
+        """Forget a closed session (its cancel key and its place under max_client_conn)."""
+        self.clients.discard(session)
+        if session.counted:
+            self.admitted -= 1
+            session.counted = False
+        if session.key is not None:
+            self.keys.pop(session.key, None)
+
+    def register_key(self, session: ClientSession) -> tuple[int, int]:
+        """A fresh (process id, secret key) for BackendKeyData, mapped to ``session``."""
+        while True:
+            key = (secrets.randbits(31) or 1, secrets.randbits(32) - (1 << 31))
+            if key not in self.keys:
+                self.keys[key] = session
+                return key
+
+    async def cancel(self, pid: int, secret: int) -> None:
+        """Handle a CancelRequest: forward it to the server running that client's statement; an
+        unknown key is ignored silently, as Postgres does."""
+        session = self.keys.get((pid, secret))
+        if session is None:
+            return
+        if self.interceptor is not None and hasattr(self.interceptor, "cancel"):
+            self.interceptor.cancel(session)
+        server = session.server
+        if server is not None:
+            await self.cancel_server(server)
+
+    async def cancel_server(self, server: ServerConnection) -> None:
+        """Send CancelRequest for ``server``'s backend."""
+        if server.backend_key is not None:
+            await send_cancel(server.target, server.backend_key)
+
+    # -- servers ------------------------------------------------------------------------------
+    def pool_for(self, target: DatabaseTarget, dbname: str, user: str) -> Pool:
+        """The pool of (target, dbname, user), created on first use."""
+        key = (target.name, dbname, user)
+        pool = self.pools.get(key)
+        if pool is None:
+            pool = Pool(f"{dbname}/{user}", target.pool_size or self.cfg.default_pool_size,
+                        self.cfg.server_reset_query, self.cfg.query_wait_timeout)
+            self.pools[key] = pool
+        return pool
+
+    async def lease(self, session: ClientSession, creds: Credentials) -> tuple[ServerConnection, Pool]:
+        """A server connection for ``session`` (session pooling). Raises PoolTimeout, ServerError, AuthFailed."""
+        target = session.target
+        user = target.user or session.user
+        dbname = target.dbname or session.database
+        pool = self.pool_for(target, dbname, user)
+        params = session.params
+
+        async def opener() -> ServerConnection:
+            return await ServerConnection.open(target, user, dbname, params, tls_mode=self.cfg.server_tls_sslmode,
+                                               tls_context=self.tls.server, credentials=creds)
+
+        conn = await pool.acquire(frozenset(params.items()), opener)
+        return conn, pool
+
+    async def lookup_secret(self, user: str, target: DatabaseTarget) -> Secret | None:
+        """The user's secret: from ``auth_file``, else by ``auth_query`` run as ``auth_user`` on the
+        target database, else None (the login then fails as a wrong password would)."""
+        raw = self._auth_file.get(user)
+        if raw is None and self.cfg.auth_user:
+            raw = await self._auth_query(user, target)
+        if raw is None:
+            return None
+        try:
+            return parse_secret(raw)
+        except ValueError:
+            log.warning("event=bad_secret user=%s", user)
+            return None
+
+    async def _auth_query(self, user: str, target: DatabaseTarget) -> str | None:
+        auth_user = self.cfg.auth_user
+        dbname = target.dbname or "postgres"
+        key = (target.name, dbname)
+        async with self._auth_lock:
+            for attempt in range(2):
+                conn = self._auth_conns.get(key)
+                try:
+                    if conn is None or conn.closed:
+                        secret = self._auth_file.get(auth_user)
+                        creds = Credentials(password=target.password) if target.password else (
+                            Credentials(password=secret) if secret and not secret.startswith(("md5", "SCRAM"))
+                            else Credentials(secret=parse_secret(secret) if secret else None))
+                        conn = await ServerConnection.open(target, auth_user, dbname, {}, tls_mode=self.cfg.server_tls_sslmode,
+                                                           tls_context=self.tls.server, credentials=creds)
+                        self._auth_conns[key] = conn
+                    rows = await conn.extended_query(self.cfg.auth_query, [user])
+                except (ServerError, OSError) as e:
+                    self._auth_conns.pop(key, None)
+                    if attempt:
+                        log.warning("event=auth_query_failed user=%s error=%r", user, str(e))
+                        return None
+                    continue
+                except Exception as e:
+                    log.warning("event=auth_query_failed user=%s error=%r", user, str(e))
+                    self._auth_conns.pop(key, None)
+                    return None
+                if not rows or len(rows[0]) < 2 or rows[0][1] is None:
+                    return None
+                return rows[0][1].decode()
+        return None
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+async def serve(cfg: Config) -> ProxyApp:
+    """Start a proxy for ``cfg`` on the running loop; returns the started ProxyApp (call ``stop()``)."""
+    app = ProxyApp(cfg)
+    _install_interceptor(app)
+    await app.start()
+    return app
+
+
+def _install_interceptor(app: ProxyApp) -> None:
+    """Attach the iasql_* interceptor when the engine is enabled and available."""
+    if not app.cfg.engine.enabled:
+        return
+    try:
+        from proxy.intercept import build_interceptor  # type: ignore[attr-defined]
+    except ImportError:
+        return
+    app.interceptor = build_interceptor(app)
+
+
+async def _main(cfg: Config) -> int:
+    app = await serve(cfg)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"iasql-proxy listening on {cfg.listen_addr}:{app.port}", file=sys.stderr, flush=True)
+    await stop.wait()
+    log.info("event=shutdown")
+    await app.stop()
+    return 0
+
+
+def run(cfg: Config) -> int:
+    """Run the proxy until SIGINT/SIGTERM (uvloop when available). Returns the exit status."""
+    _setup_logging()
+    try:
+        import uvloop
+
+        return uvloop.run(_main(cfg))
+    except ImportError:
+        return asyncio.run(_main(cfg))
+
+
+__all__ = ["ProxyApp", "serve", "run", "Path"]

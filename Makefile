@@ -1,0 +1,44 @@
+# iasql-proxy: `make run` starts the development stack, `make test` runs the test suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install system-deps certs run test unit bench clean
+
+# System packages the tests drive: psql (client), PostgreSQL server binaries (or the pgserver
+# wheel when no system Postgres exists), Java + pgJDBC for the JDBC client test.
+system-deps:
+	@bash tools/system-deps.sh
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e '.[test,sandbox]'
+	@if ! $(PY) -c 'from proxy.embedded.postgres import find_bindir; find_bindir()' 2>/dev/null; then \
+		echo "no system PostgreSQL found: installing the pgserver wheel"; \
+		$(PY) -m pip install -q -e '.[embedded-postgres]'; fi
+	touch $(STAMP)
+
+install: $(STAMP)
+
+certs: install
+	$(VENV)/bin/iasql-proxy certs --dir certs
+
+run: install certs
+	$(VENV)/bin/iasql-proxy dev --port 6432
+
+test: system-deps install certs
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests
+
+unit: install
+	$(VENV)/bin/pytest -q tests/unit
+
+bench: system-deps install certs
+	$(PY) -m tools.bench
+
+clean:
+	rm -rf $(VENV) .run *.egg-info

@@ -1,0 +1,215 @@
+"""The ``iasql-proxy`` command.
+
+::
+
+    iasql-proxy --config FILE            run the proxy (same as ``iasql-proxy run --config FILE``)
+    iasql-proxy certs [--dir certs]      create the development CA and server certificate if missing
+    iasql-proxy dev [--port 6432] [--state-dir .run]
+                                         certs + embedded Postgres + moto + the proxy (``make run``)
+    iasql-proxy init-db NAME [--dsn DSN] initialise database NAME for IaSQL (engine.init_db)
+
+Exit status: 0 on a clean stop, 1 on a runtime failure, 2 on a usage or configuration error
+(argparse's convention), with one line ``iasql-proxy: ...`` on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import inspect
+import signal
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from proxy.config import Config, ConfigError, load_config
+
+PROG = "iasql-proxy"
+
+
+def _fail(message: str, status: int) -> int:
+    print(f"{PROG}: {message}", file=sys.stderr)
+    return status
+
+
+def _serve(cfg: Config) -> int:
+    """Run the proxy server until it stops; returns its exit status."""
+    try:
+        from proxy.server import run
+    except ImportError as e:
+        return _fail(f"the proxy server is not available ({e})", 1)
+    return int(run(cfg) or 0)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``iasql-proxy [run] --config FILE``: load and validate the file, then serve."""
+    if not args.config:
+        return _fail("--config FILE is required (or use `iasql-proxy dev` for a development stack)", 2)
+    try:
+        cfg = load_config(args.config)
+        from proxy.tls import TLSContexts
+
+        TLSContexts.build(cfg)  # certificate/key problems are configuration errors too
+    except ConfigError as e:
+        return _fail(f"configuration error: {e}", 2)
+    return _serve(cfg)
+
+
+def cmd_certs(args: argparse.Namespace) -> int:
+    """``iasql-proxy certs [--dir DIR]``: create the development certificates when missing."""
+    from proxy.certs import ensure_dev_certs
+
+    try:
+        ca, crt, key = ensure_dev_certs(Path(args.dir))
+    except (OSError, ValueError) as e:
+        return _fail(f"cannot create certificates in {args.dir}: {e}", 1)
+    print(f"CA certificate:     {ca.absolute()}\nserver certificate: {crt.absolute()}\n"
+          f"server key:         {key.absolute()}")
+    return 0
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    """``iasql-proxy dev``: the development stack of ``make run`` (see proxy/devstack.py)."""
+    from proxy.devstack import DevStack, DevStackError
+    from proxy.embedded.moto import MotoServerError
+    from proxy.embedded.postgres import EmbeddedPostgresError
+
+    stack = DevStack(state_dir=Path(args.state_dir), certs_dir=Path(args.certs_dir), port=args.port,
+                     server_tls_sslmode=args.server_tls_sslmode, with_moto=not args.no_moto)
+    # SIGTERM must unwind through `finally` (stopping Postgres and moto) like Ctrl-C does. The
+    # server may install its own handlers while it runs; this one covers start-up and shutdown.
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        try:
+            cfg = stack.start()
+        except (DevStackError, EmbeddedPostgresError, MotoServerError, ConfigError, OSError) as e:
+            hint = ""
+            if isinstance(e, MotoServerError):
+                hint = " (install the sandbox extra: pip install -e '.[sandbox]', or pass --no-moto)"
+            return _fail(f"development stack failed to start: {e}{hint}", 1)
+        stack.apply_aws_environment()
+        assert stack.pg is not None
+        print(f"Postgres   127.0.0.1:{stack.pg.port}  (data {stack.pg.data_dir}, log {stack.state_dir / 'postgres.log'})")
+        if stack.moto is not None:
+            print(f"AWS (moto) {stack.moto.endpoint_url}")
+        print(f"config     {stack.config_path}")
+        print(f"proxy      {cfg.listen_addr}:{cfg.listen_port}  (TLS required, SCRAM-SHA-256)")
+        print("\nConnect with:\n\n    " + stack.psql_command() + "\n", flush=True)
+        if args.services_only:
+            print("--services-only: not starting the proxy; Ctrl-C stops the services.", flush=True)
+            signal.pause()
+            return 0
+        return _serve(cfg)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip the clean-up
+        try:
+            stack.stop()
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _dev_dsn(state_dir: Path, name: str) -> str | None:
+    """A superuser DSN for database ``name`` on the running dev stack's Postgres, or None."""
+    from proxy.devstack import read_state
+
+    state = read_state(state_dir)
+    if not state or not state.get("postgres_port"):
+        return None
+    return (f"host=127.0.0.1 port={state['postgres_port']} user=postgres "
+            f"password={state['postgres_password']} dbname={name} sslmode=disable")
+
+
+def _ensure_database(dsn: str, name: str) -> None:
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = conninfo_to_dict(dsn)
+    params["dbname"] = "postgres"
+    with psycopg.connect(make_conninfo(**params), autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def cmd_init_db(args: argparse.Namespace) -> int:
+    """``iasql-proxy init-db NAME [--dsn DSN]``: create NAME if needed and run ``engine.init_db``.
+
+    Without ``--dsn`` the running dev stack's Postgres (from ``--state-dir``) is used as the
+    superuser. A ``--dsn`` without ``dbname`` gets ``dbname=NAME``.
+    """
+    try:
+        from engine import init_db  # type: ignore[attr-defined]
+    except ImportError as e:
+        return _fail(f"init-db needs the IaSQL engine, which is not available here ({e})", 1)
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    dsn = args.dsn or _dev_dsn(Path(args.state_dir), args.name)
+    if dsn is None:
+        return _fail(f"no --dsn given and no running dev stack in {args.state_dir} (start `iasql-proxy dev`)", 2)
+    try:
+        params = conninfo_to_dict(dsn)
+    except Exception as e:  # psycopg.ProgrammingError for a malformed DSN
+        return _fail(f"bad --dsn: {e}", 2)
+    params.setdefault("dbname", args.name)
+    dsn = make_conninfo(**params)
+    try:
+        _ensure_database(dsn, params["dbname"])
+        result = init_db(dsn)
+        if inspect.isawaitable(result):
+            asyncio.run(result)  # type: ignore[arg-type]
+    except Exception as e:
+        return _fail(f"init-db {params['dbname']} failed: {e}", 1)
+    print(f"initialised {params['dbname']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser for ``iasql-proxy`` (exposed for tests and documentation)."""
+    parser = argparse.ArgumentParser(prog=PROG, description="PostgreSQL wire-protocol proxy for IaSQL.")
+    parser.add_argument("--config", metavar="FILE", help="ini configuration file (PgBouncer key names)")
+    parser.set_defaults(func=cmd_run)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the proxy with a configuration file")
+    run.add_argument("--config", metavar="FILE", required=True, help="ini configuration file")
+    run.set_defaults(func=cmd_run)
+
+    certs = sub.add_parser("certs", help="create development certificates when missing")
+    certs.add_argument("--dir", default="certs", help="directory (default: certs)")
+    certs.set_defaults(func=cmd_certs)
+
+    dev = sub.add_parser("dev", help="development stack: certs, embedded Postgres, moto and the proxy")
+    dev.add_argument("--port", type=int, default=6432, help="proxy listen port (default: 6432)")
+    dev.add_argument("--state-dir", default=".run", help="data directory, credentials, config (default: .run)")
+    dev.add_argument("--certs-dir", default="certs", help="certificate directory (default: certs)")
+    dev.add_argument("--server-tls-sslmode", default="verify-full",
+                     choices=("disable", "prefer", "require", "verify-ca", "verify-full"),
+                     help="TLS from the proxy to the embedded Postgres (default: verify-full)")
+    dev.add_argument("--no-moto", action="store_true", help="do not start the moto AWS sandbox")
+    dev.add_argument("--services-only", action="store_true",
+                     help="start Postgres and moto and write the config, but not the proxy")
+    dev.set_defaults(func=cmd_dev)
+
+    init = sub.add_parser("init-db", help="initialise a database for IaSQL")
+    init.add_argument("name", metavar="NAME", help="database name")
+    init.add_argument("--dsn", help="libpq connection string (default: the running dev stack's Postgres)")
+    init.add_argument("--state-dir", default=".run", help="dev stack state directory (default: .run)")
+    init.set_defaults(func=cmd_init_db)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``iasql-proxy`` console script. Returns the exit status."""
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

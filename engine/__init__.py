@@ -1,0 +1,101 @@
+"""The IaSQL engine: IaSQL's ``iasql_*`` functions, metadata and AWS modules, in Python over boto3.
+
+Public API (what the proxy calls):
+
+- ``build_registry(config: EngineSettings | None = None) -> rpc.Registry``: every ``iasql_*``
+  function with IaSQL's names, arguments and result columns. Call each ``Function.impl(ctx,
+  *args)`` with a ``rpc.CallContext``; it returns rows or raises ``rpc.EngineError``.
+- ``EngineSettings``: endpoint, lock and AWS timeouts (``engine.settings``).
+- ``ensure_metadata(conn)``: create the metadata (tables, audit trigger function, stubs) in a
+  database; every call does it on first use, so calling it is optional.
+- ``init_db(dsn)``: the same, synchronously, for ``iasql-proxy init-db NAME``.
+
+``CallContext.connect()`` must return a new ``psycopg.AsyncConnection`` to ``ctx.database`` as a
+role that may create tables and functions in schema ``public`` and read ``pg_stat_activity`` (the
+database owner or a superuser is simplest); the engine closes it. The engine marks that connection
+as its own with the session setting ``iasql.engine_call`` so its writes are audited as user
+``iasql_engine`` (see ``engine.schema``). Mutating functions hold a per-database advisory lock
+for their whole run (``engine.core.session``).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from engine import rpc
+from engine.aws import AwsGateway
+from engine.core import functions as F
+from engine.core.session import EngineState
+from engine.rpc import Argument, Column, EngineError, Function, Registry
+from engine.schema import ensure_metadata, init_db
+from engine.settings import EngineSettings
+
+_PLAN = (Column("action", "varchar"), Column("table_name", "varchar"), Column("id", "varchar"),
+         Column("description", "varchar"))
+
+
+def build_registry(config: EngineSettings | None = None) -> Registry:
+    """A Registry holding every IaSQL function, bound to one shared engine state.
+
+    Takes optional settings (default ``EngineSettings()``). Raises nothing. The registry's AWS
+    thread pool lives as long as the registry (``registry.engine_state.aws.close()`` stops it).
+    """
+    settings = config or EngineSettings()
+    state = EngineState(settings=settings, aws=AwsGateway(settings))
+    reg = Registry()
+
+    def add(name: str, args: tuple, cols: tuple, impl: Any, desc: str, usage: str, mutating: bool = False) -> None:
+        reg.register(Function(name=name, arguments=args, columns=cols,
+                              impl=functools.partial(impl, state), description=desc,
+                              sample_usage=usage, mutating=mutating))
+
+    add("iasql_install", (Argument("modules", "text", variadic=True),),
+        (Column("module_name", "varchar"), Column("created_table_name", "varchar"), Column("record_count", "int4")),
+        F.iasql_install, "Install modules in the hosted db", "SELECT * FROM iasql_install('aws_vpc', 'aws_ec2')", True)
+    add("iasql_uninstall", (Argument("modules", "text", variadic=True),),
+        (Column("module_name", "varchar"), Column("dropped_table_name", "varchar"), Column("record_count", "int4")),
+        F.iasql_uninstall, "Uninstall modules in the hosted db",
+        "SELECT * FROM iasql_uninstall('aws_vpc', 'aws_ec2')", True)
+    add("iasql_begin", (), (Column("message", "varchar"), Column("transaction_id", "varchar")), F.iasql_begin,
+        "Opens a transaction used to make changes to the cloud", "SELECT * FROM iasql_begin()", True)
+    add("iasql_commit", (Argument("message", "varchar", default=None),), _PLAN, F.iasql_commit,
+        "Commit changes done to the database by creating, updating or deleting cloud resources",
+        "SELECT * FROM iasql_commit()", True)
+    add("iasql_preview", (), _PLAN, F.iasql_preview,
+        "Preview of the resources in the db to be modified on the next `commit`", "SELECT * FROM iasql_preview()")
+    add("iasql_rollback", (Argument("force", "bool", default=False),), _PLAN, F.iasql_rollback,
+        "Rollback changes done to the database by synchronizing cloud resources",
+        "SELECT * FROM iasql_rollback()", True)
+    add("iasql_get_errors", (), (Column("ts", "timestamptz"), Column("message", "varchar")), F.iasql_get_errors,
+        "Lists the errors recorded by commits, rollbacks and other calls", "SELECT * FROM iasql_get_errors()")
+    add("iasql_get_sql_since", (Argument("limit_date", "timestamptz", default=None),), (Column("sql", "varchar"),),
+        F.iasql_get_sql_since, "Generates the SQL of the changes made since a point in time",
+        "SELECT * FROM iasql_get_sql_since((now() - interval '5 minutes')::timestamptz)")
+    add("iasql_modules_list", (),
+        (Column("module_name", "varchar"), Column("module_version", "varchar"), Column("dependencies", "json")),
+        F.iasql_modules_list, "Lists all modules available to be installed", "SELECT * FROM iasql_modules_list()")
+    add("iasql_modules_installed", (),
+        (Column("module_name", "text"), Column("module_version", "text"), Column("dependencies", "_varchar")),
+        F.iasql_modules_installed, "Lists all modules currently installed in the hosted db",
+        "SELECT * FROM iasql_modules_installed()")
+    add("iasql_version", (), (Column("version", "text"),), F.iasql_version,
+        "Lists the currently installed IaSQL Platform version", "SELECT * from iasql_version()")
+
+    async def iasql_help(state_: Any, ctx: Any) -> list[tuple]:
+        """(module, name, signature, description, sample_usage) of every function."""
+        return [("iasql_functions", fn.name.removeprefix("iasql_"), fn.signature, fn.description, fn.sample_usage)
+                for fn in reg.functions.values()]
+
+    add("iasql_help", (), (Column("module", "text"), Column("name", "text"), Column("signature", "text"),
+                           Column("description", "text"), Column("sample_usage", "text")), iasql_help,
+        "Lists the IaSQL functions", "SELECT * FROM iasql_help()")
+    for old, new in (("iasql_apply", "iasql_commit"), ("iasql_sync", "iasql_commit"),
+                     ("iasql_preview_apply", "iasql_preview"), ("iasql_preview_sync", "iasql_preview")):
+        add(old, (), _PLAN, F.deprecated(old, new), f"Deprecated: use {new}()", f"SELECT * FROM {new}()")
+    state.functions = list(reg.functions.values())
+    reg.engine_state = state  # type: ignore[attr-defined]
+    return reg
+
+
+__all__ = ["build_registry", "EngineSettings", "ensure_metadata", "init_db", "EngineError", "rpc"]

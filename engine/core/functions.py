@@ -1,0 +1,460 @@
+"""Implementations of the ``iasql_*`` functions (registered by ``engine.build_registry``).
+
+Each ``async def`` takes the ``CallContext`` and the bound arguments and returns rows in the
+registered column order; every failure is an ``EngineError`` with a SQLSTATE. Behaviour and
+messages follow IaSQL v0.1's ``src/modules/iasql_functions`` (install/uninstall/begin/commit/
+preview/rollback/get_errors/get_sql_since/modules_*; the deprecated apply/sync family).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import uuid
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from engine.aws import CloudError
+from engine.core import plan
+from engine.core.session import ENGINE_LOCK, EngineSession, EngineState, to_engine_error
+from engine.modules import MODULES, VERSION
+from engine.modules.base import Mapper, MapperContext, Module
+from engine.rpc import EngineError
+from engine.schema import ENGINE_USER
+
+PLATFORM_MODULES = ("iasql_platform", "iasql_functions")
+_MODULE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}(@[0-9][0-9a-z.\-]{0,30})?$")
+
+
+# -- module catalogue -------------------------------------------------------------------------------
+def module_by_name() -> dict[str, Module]:
+    """Installable modules by bare name."""
+    return {m.name: m for m in MODULES}
+
+
+def all_full_names() -> list[str]:
+    """``name@version`` of every module, platform modules included."""
+    return [f"{p}@{VERSION}" for p in PLATFORM_MODULES] + [m.full_name for m in MODULES]
+
+
+def full_dependencies(mod: Module) -> list[str]:
+    """A module's dependencies as ``name@version``, the platform modules included (as in IaSQL)."""
+    return [f"{p}@{VERSION}" for p in PLATFORM_MODULES] + [f"{d}@{VERSION}" for d in mod.dependencies]
+
+
+def validate_names(names: tuple, what: str) -> list[str]:
+    """Check module-name arguments; returns them lower-cased and stripped.
+
+    Raises EngineError 22004 for NULL, 22023 for anything that is not ``name`` or ``name@version``
+    made of [a-z0-9_] (this rejects quotes, semicolons and other injection attempts outright)."""
+    out = []
+    flat: list = []
+    for n in names:
+        if isinstance(n, (list, tuple)):
+            flat.extend(n)
+        else:
+            flat.append(n)
+    if not flat:
+        raise EngineError("22023", f"iasql_{what} needs at least one module name",
+                          hint=f"SELECT * FROM iasql_{what}('aws_s3');")
+    for n in flat:
+        if n is None:
+            raise EngineError("22004", "module name must not be NULL")
+        s = str(n).strip().lower()
+        if not _MODULE_NAME.match(s):
+            raise EngineError("22023", f"invalid module name: {str(n)[:80]!r}",
+                              hint="Module names look like aws_s3 or aws_s3@" + VERSION +
+                                   "; see SELECT * FROM iasql_modules_list();")
+        out.append(s)
+    return out
+
+
+def resolve(names: list[str]) -> list[Module | str]:
+    """Each name as a Module, or as the platform module name; raises EngineError 42704 for unknown
+    names with IaSQL's message and a close-match suggestion."""
+    mods = module_by_name()
+    out: list[Module | str] = []
+    missing = []
+    for n in names:
+        base, _, ver = n.partition("@")
+        if ver and ver != VERSION:
+            missing.append(n)
+        elif base in PLATFORM_MODULES:
+            out.append(base)
+        elif base in mods:
+            out.append(mods[base])
+        else:
+            missing.append(n)
+    if missing:
+        full = [n if "@" in n else f"{n}@{VERSION}" for n in missing]
+        candidates = all_full_names()
+        suggestions = []
+        for m in full:
+            close = difflib.get_close_matches(m, candidates, n=1, cutoff=0.0)
+            if close and close[0] not in suggestions:
+                suggestions.append(close[0])
+        raise EngineError("42704", f"The following modules do not exist: {', '.join(full)}. "
+                                   f"Did you mean: {', '.join(suggestions)}",
+                          hint="SELECT * FROM iasql_modules_list(); lists the modules.")
+    return out
+
+
+def topo_order(mods: list[Module]) -> list[Module]:
+    """``mods`` sorted root-to-leaf by their dependencies (stable by MODULES order)."""
+    index = {m.name: i for i, m in enumerate(MODULES)}
+    names = {m.name for m in mods}
+    done: list[Module] = []
+    seen: set[str] = set()
+    by = module_by_name()
+
+    def visit(m: Module) -> None:
+        if m.name in seen:
+            return
+        seen.add(m.name)
+        for d in m.dependencies:
+            if d in names:
+                visit(by[d])
+        done.append(m)
+
+    for m in sorted(mods, key=lambda m: index[m.name]):
+        visit(m)
+    return done
+
+
+async def installed_modules(s: EngineSession) -> list[Module]:
+    """Installed modules (platform modules excluded), root-to-leaf."""
+    names = set(await s.installed())
+    return topo_order([m for m in MODULES if m.full_name in names])
+
+
+async def mapper_context(s: EngineSession) -> MapperContext:
+    """A MapperContext for this session (credentials and regions read from the tables)."""
+    creds = await s.credentials()
+    regions, default = await s.regions()
+    return MapperContext(conn=s.conn, aws=s.state.aws, creds=creds, regions=regions, default_region=default)
+
+
+def cloud_mappers(mods: list[Module]) -> list[Mapper]:
+    """Mappers of ``mods`` that sync with the cloud, in dependency order."""
+    return [mp for m in mods for mp in m.mappers if mp.cloud]
+
+
+# -- install / uninstall ------------------------------------------------------------------------------
+async def iasql_install(state: EngineState, ctx: Any, *modules: Any) -> list[tuple]:
+    """Install modules and their dependencies, then load their cloud records into the new tables.
+
+    Returns (module_name, created_table_name, record_count) per created table. Raises EngineError
+    22023 (bad name), 42704 (unknown module, with a suggestion), 42P07 (a table already exists),
+    58000 (cloud read failed; nothing is installed), 55P03 (lock)."""
+    names = validate_names(modules, "install")
+    wanted = [m for m in resolve(names) if isinstance(m, Module)]
+    async with EngineSession(ctx, state, "iasql_install", lock=True) as s:
+        installed = set(await s.installed())
+        by = module_by_name()
+        todo: dict[str, Module] = {}
+        stack = list(wanted)
+        while stack:
+            m = stack.pop()
+            if m.full_name in installed or m.name in todo:
+                continue
+            todo[m.name] = m
+            stack += [by[d] for d in m.dependencies]
+        if not todo:
+            ctx.progress("All modules already installed")
+            return []
+        order = topo_order(list(todo.values()))
+        existing = {r[0] for r in await s.fetchall(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")}
+        collisions = [f"Module {m.name} collides with tables: {', '.join(t for t in m.tables if t in existing)}"
+                      for m in order if any(t in existing for t in m.tables)]
+        if collisions:
+            raise EngineError("42P07", "Collision with existing tables detected.\n" + "\n".join(collisions))
+        out: list[tuple] = []
+        async with s.conn.transaction():
+            for m in order:
+                s.check_cancelled()
+                ctx.progress(f"installing {m.full_name}")
+                for stmt in m.install_sql:
+                    await s.conn.execute(stmt)
+                if m.after_install is not None:
+                    await m.after_install(s.conn)
+                await s.conn.execute("INSERT INTO iasql_module (name) VALUES (%s)", (m.full_name,))
+                for dep in full_dependencies(m):
+                    await s.conn.execute("INSERT INTO iasql_dependencies (module, dependency) VALUES (%s, %s)",
+                                         (m.full_name, dep))
+                for t in m.tables:
+                    await s.conn.execute('INSERT INTO iasql_tables ("table", module) VALUES (%s, %s)',
+                                         (t, m.full_name))
+                    await s.conn.execute(sql.SQL(
+                        "GRANT SELECT, INSERT, UPDATE, DELETE ON {t} TO PUBLIC").format(t=sql.Identifier(t)))
+                    await s.conn.execute(sql.SQL(
+                        "CREATE TRIGGER {trg} AFTER INSERT OR UPDATE OR DELETE ON {t} "
+                        "FOR EACH ROW EXECUTE FUNCTION iasql_audit()").format(
+                        trg=sql.Identifier(f"{t}_audit"), t=sql.Identifier(t)))
+            await s.conn.execute("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO PUBLIC")
+            mappers = cloud_mappers(order)
+            if mappers:
+                mc = await mapper_context(s)
+                ctx.progress("reading existing cloud resources for " + ", ".join(m.table for m in mappers))
+                await plan.sync(s, mc, mappers)
+            for m in order:
+                for t in m.tables:
+                    n = (await s.fetchone(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t))))[0]
+                    out.append((m.full_name, t, n))
+        return out
+
+
+async def iasql_uninstall(state: EngineState, ctx: Any, *modules: Any) -> list[tuple]:
+    """Drop modules' tables (cloud resources are left alone). Returns (module_name,
+    dropped_table_name, record_count) per dropped table. Raises EngineError 22023/42704 (names),
+    2BP01 when an installed module still depends on a target (IaSQL's message), 0A000 for the
+    platform modules, 55P03 (lock)."""
+    names = validate_names(modules, "uninstall")
+    resolved = resolve(names)
+    platform = [m for m in resolved if isinstance(m, str)]
+    if platform:
+        raise EngineError("0A000", f"Cannot uninstall {', '.join(platform)}: it is part of the IaSQL platform")
+    wanted = [m for m in resolved if isinstance(m, Module)]
+    async with EngineSession(ctx, state, "iasql_uninstall", lock=True) as s:
+        installed = await installed_modules(s)
+        targets = [m for m in installed if m.name in {w.name for w in wanted}]
+        if not targets:
+            ctx.progress("All modules already uninstalled")
+            return []
+        tnames = {m.name for m in targets}
+        for m in installed:
+            if m.name not in tnames and tnames & set(m.dependencies):
+                raise EngineError("2BP01", f"Cannot uninstall {', '.join(names)} as {m.full_name} still "
+                                           "depends on one or more of them",
+                                  hint=f"Uninstall {m.full_name} first, or together with them.")
+        out: list[tuple] = []
+        async with s.conn.transaction():
+            for m in reversed(topo_order(targets)):
+                s.check_cancelled()
+                ctx.progress(f"uninstalling {m.full_name}")
+                rows = []
+                for t in m.tables:
+                    n = (await s.fetchone(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t))))[0]
+                    rows.append((m.full_name, t, n))
+                for stmt in m.uninstall_sql:
+                    await s.conn.execute(stmt)
+                await s.conn.execute('DELETE FROM iasql_tables WHERE module = %s', (m.full_name,))
+                await s.conn.execute("DELETE FROM iasql_module WHERE name = %s", (m.full_name,))
+                out = rows + out
+        return out
+
+
+# -- transactions -------------------------------------------------------------------------------------
+async def iasql_begin(state: EngineState, ctx: Any) -> list[tuple]:
+    """Open an IaSQL transaction (an OPEN_TRANSACTION audit row with a new transaction id).
+
+    Returns one row (message 'Transaction started', transaction_id). When another transaction is
+    open it waits up to ``lock_wait_timeout`` for it to close, then raises EngineError 55P03
+    'Another transaction is open or running. Please try again later.'; 57014 when cancelled."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + state.settings.lock_wait_timeout
+    async with EngineSession(ctx, state, "iasql_begin") as s:
+        reported = False
+        while True:
+            await s.acquire_lock(max(0.0, deadline - time.monotonic()))
+            try:
+                tx = await s.open_transaction()
+                if tx is None:
+                    tx_id = str(uuid.uuid4())
+                    await s.log("OPEN_TRANSACTION", transaction_id=tx_id, message=f"opened by {ctx.user}")
+                    return [("Transaction started", tx_id)]
+            finally:
+                await s.conn.execute("SELECT pg_advisory_unlock(%s, %s)", ENGINE_LOCK)
+                s.locked = False
+            if time.monotonic() >= deadline:
+                raise EngineError("55P03", "Another transaction is open or running. Please try again later.",
+                                  detail=f"Transaction {tx[0]} was opened at {tx[1]} ({tx[2]}).",
+                                  hint="Finish it with iasql_commit() or iasql_rollback().")
+            if not reported:
+                ctx.progress(f"waiting for open transaction {tx[0]} to finish")
+                reported = True
+            s.check_cancelled()
+            await asyncio.sleep(0.2)
+
+
+async def _run_commit(state: EngineState, ctx: Any, message: str | None, dry_run: bool) -> list[tuple]:
+    fname = "iasql_preview" if dry_run else "iasql_commit"
+    async with EngineSession(ctx, state, fname, lock=True) as s:
+        tx_id = await s.require_transaction("preview" if dry_run else "commit")
+        mods = await installed_modules(s)
+        mappers = cloud_mappers(mods)
+        window = await plan.commit_window_start(s)
+        if dry_run:
+            row = await s.fetchone("SELECT coalesce(max(id), 0) + 1 FROM iasql_audit_log")
+            touched = await plan.user_changes(s, mappers, window, row[0])
+            mc = await mapper_context(s)
+            return await plan.apply(s, mc, mappers, touched, dry_run=True)
+        start_id = await s.log("START_COMMIT", transaction_id=tx_id, message=message)
+        status = "error"
+        try:
+            touched = await plan.user_changes(s, mappers, window, start_id)
+            mc = await mapper_context(s)
+            applied = await plan.apply(s, mc, mappers, touched, dry_run=False)
+            ctx.progress("syncing cloud state back into the tables")
+            synced = await plan.sync(s, mc, mappers)
+            status = "ok"
+        except BaseException as e:
+            err = to_engine_error(e)
+            status = "canceled" if err.sqlstate == "57014" else "error"
+            raise err from e
+        finally:
+            try:
+                if s.conn.info.transaction_status != 0:
+                    await s.conn.rollback()
+                await s.log("END_COMMIT", transaction_id=tx_id, message=message,
+                            change={"status": status, "start_id": start_id})
+            except Exception:
+                pass
+        await s.log("CLOSE_TRANSACTION", transaction_id=tx_id, message=message)
+        return applied + [(a, t, i, "synced from cloud: " + d) for a, t, i, d in synced]
+
+
+async def iasql_commit(state: EngineState, ctx: Any, message: Any = None) -> list[tuple]:
+    """Apply the open transaction's changes to the cloud, sync the cloud back, close the transaction.
+
+    Returns (action, table_name, id, description) rows: cloud actions first, then database
+    changes made by the sync ('synced from cloud: ...'). Raises EngineError 25P01 (no open
+    transaction), 58000 (cloud failures; the transaction stays open, the rows stay as they are),
+    57014 (cancelled; already-done operations are recorded), 55P03 (lock)."""
+    return await _run_commit(state, ctx, None if message is None else str(message), dry_run=False)
+
+
+async def iasql_preview(state: EngineState, ctx: Any) -> list[tuple]:
+    """What ``iasql_commit`` would do to the cloud, without doing it. Same columns as commit.
+    Raises EngineError 25P01 (no open transaction), 58000 (cloud read failed), 55P03 (lock)."""
+    return await _run_commit(state, ctx, None, dry_run=True)
+
+
+async def iasql_rollback(state: EngineState, ctx: Any, force: Any = False) -> list[tuple]:
+    """Discard the transaction's changes: make every module table match the cloud, then close the
+    transaction. ``force`` = true also syncs when no transaction is open. Returns the database
+    changes as (action, table_name, id, description). Raises EngineError 25P01, 58000, 57014, 55P03."""
+    async with EngineSession(ctx, state, "iasql_rollback", lock=True) as s:
+        tx = await s.open_transaction()
+        if tx is None and not force:
+            await s.require_transaction("rollback")
+        tx_id = tx[0] if tx else None
+        start_id = await s.log("START_REVERT", transaction_id=tx_id)
+        status = "error"
+        try:
+            mc = await mapper_context(s)
+            rows = await plan.sync(s, mc, cloud_mappers(await installed_modules(s)))
+            status = "ok"
+        except BaseException as e:
+            err = to_engine_error(e)
+            status = "canceled" if err.sqlstate == "57014" else "error"
+            raise err from e
+        finally:
+            try:
+                if s.conn.info.transaction_status != 0:
+                    await s.conn.rollback()
+                await s.log("END_REVERT", transaction_id=tx_id, change={"status": status, "start_id": start_id})
+            except Exception:
+                pass
+        if tx is not None:
+            await s.log("CLOSE_TRANSACTION", transaction_id=tx_id, message="rollback")
+        return rows
+
+
+# -- read-only ----------------------------------------------------------------------------------------
+async def iasql_get_errors(state: EngineState, ctx: Any) -> list[tuple]:
+    """(ts, message) of every ERROR row of the audit log, oldest first."""
+    async with EngineSession(ctx, state, "iasql_get_errors", record_errors=False) as s:
+        return await s.fetchall("SELECT ts, message FROM iasql_audit_log WHERE change_type = 'ERROR' ORDER BY id")
+
+
+def _where(pk: list[str], rec: dict) -> sql.Composable:
+    return sql.SQL(" AND ").join(
+        sql.SQL("{} = {}").format(sql.Identifier(p), sql.Literal(rec.get(p))) if rec.get(p) is not None
+        else sql.SQL("{} IS NULL").format(sql.Identifier(p)) for p in pk)
+
+
+def _lit(v: Any) -> sql.Composable:
+    if isinstance(v, (dict, list)) and not (isinstance(v, list) and all(isinstance(x, str) for x in v) and v):
+        return sql.Literal(json.dumps(v))
+    return sql.Literal(v)
+
+
+async def iasql_get_sql_since(state: EngineState, ctx: Any, limit_date: Any = None) -> list[tuple]:
+    """The users' (not the engine's) INSERT/UPDATE/DELETE on module tables since ``limit_date``
+    (all when NULL), as SQL statements, oldest first. Raises EngineError 22007 for a bad date."""
+    async with EngineSession(ctx, state, "iasql_get_sql_since", record_errors=False) as s:
+        if isinstance(limit_date, str):
+            try:
+                limit_date = datetime.fromisoformat(limit_date)
+            except ValueError:
+                raise EngineError("22007", f"invalid timestamp: {limit_date[:60]!r}") from None
+        rows = await s.fetchall(
+            """SELECT table_name, change_type, change FROM iasql_audit_log
+                WHERE change_type IN ('INSERT', 'UPDATE', 'DELETE') AND "user" <> %s
+                  AND (%s::timestamptz IS NULL OR ts > %s::timestamptz) ORDER BY id""",
+            (ENGINE_USER, limit_date, limit_date))
+        mappers = {mp.table: mp for m in MODULES for mp in m.mappers}
+        out = []
+        for table, ctype, change in rows:
+            mp = mappers.get(table)
+            serial = {c.name for c in mp.columns if c.role == "pk"} if mp else set()
+            pk = list(mp.pk) if mp else []
+            t = sql.Identifier(table)
+            if ctype == "INSERT":
+                rec = {k: v for k, v in change["change"].items() if k not in serial}
+                q = sql.SQL("INSERT INTO {} ({}) VALUES ({});").format(
+                    t, sql.SQL(", ").join(map(sql.Identifier, rec)), sql.SQL(", ").join(_lit(v) for v in rec.values()))
+            elif ctype == "DELETE":
+                q = sql.SQL("DELETE FROM {} WHERE {};").format(t, _where(pk or list(change["original"]), change["original"]))
+            else:
+                orig, new = change["original"], change["change"]
+                diff = {k: v for k, v in new.items() if orig.get(k) != v}
+                if not diff:
+                    continue
+                q = sql.SQL("UPDATE {} SET {} WHERE {};").format(
+                    t, sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.Identifier(k), _lit(v)) for k, v in diff.items()),
+                    _where(pk or list(orig), orig))
+            out.append((q.as_string(s.conn),))
+        return out
+
+
+async def iasql_modules_list(state: EngineState, ctx: Any) -> list[tuple]:
+    """(module_name, module_version, dependencies json) of every module, platform modules first."""
+    rows = [(p, VERSION, [f"iasql_platform@{VERSION}"] if p == "iasql_functions" else []) for p in PLATFORM_MODULES]
+    return rows + [(m.name, m.version, full_dependencies(m)) for m in MODULES]
+
+
+async def iasql_modules_installed(state: EngineState, ctx: Any) -> list[tuple]:
+    """(module_name, module_version, dependencies varchar[]) of the installed modules."""
+    async with EngineSession(ctx, state, "iasql_modules_installed", record_errors=False) as s:
+        return await s.fetchall(
+            """SELECT split_part(name, '@', 1), split_part(name, '@', 2),
+                      array(SELECT dependency FROM iasql_dependencies d WHERE d.module = m.name ORDER BY dependency)
+                 FROM iasql_module m ORDER BY name""")
+
+
+async def iasql_version(state: EngineState, ctx: Any) -> list[tuple]:
+    """The IaSQL platform version, one row."""
+    return [(VERSION,)]
+
+
+def deprecated(name: str, replacement: str):
+    """An implementation that raises IaSQL's deprecation error (SQLSTATE 0A000)."""
+
+    async def impl(state: EngineState, ctx: Any) -> list[tuple]:
+        raise EngineError("0A000", f"{name}() has been deprecated in favor of {replacement}()",
+                          hint=f"Use SELECT * FROM {replacement}();")
+
+    return impl
+
+
+__all__ = ["iasql_install", "iasql_uninstall", "iasql_begin", "iasql_commit", "iasql_preview",
+           "iasql_rollback", "iasql_get_errors", "iasql_get_sql_since", "iasql_modules_list",
+           "iasql_modules_installed", "iasql_version", "deprecated", "CloudError", "psycopg"]

@@ -1,0 +1,81 @@
+"""Module ``aws_account``: credentials and regions (database-only tables) and ``default_aws_region()``.
+
+Tables and columns follow IaSQL's ``aws_account`` module: ``aws_credentials(id, access_key_id,
+secret_access_key)`` and ``aws_regions(region, is_default, is_enabled)``. Install seeds
+``aws_regions`` with every region botocore knows (no network call); ``us-east-1`` is the default
+and, unlike IaSQL (which enables all), only the default region starts enabled, so that reads of
+regional resources stay fast. Enable more with ``UPDATE aws_regions SET is_enabled = true``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.aws import available_regions
+from engine.modules.base import Col, Mapper, Module
+
+VERSION = "0.1.0"
+DEFAULT_REGION = "us-east-1"
+
+
+class AwsCredentialsMapper(Mapper):
+    """``aws_credentials``: the key pair the engine signs AWS calls with (first row by id)."""
+
+    table = "aws_credentials"
+    columns = (Col("id", "int", "pk"), Col("access_key_id"), Col("secret_access_key"))
+    key = ("id",)
+    pk = ("id",)
+    cloud = False
+
+
+class AwsRegionsMapper(Mapper):
+    """``aws_regions``: which regions exist, which are read, which is the default."""
+
+    table = "aws_regions"
+    columns = (Col("region"), Col("is_default", "bool"), Col("is_enabled", "bool"))
+    key = ("region",)
+    pk = ("region",)
+    cloud = False
+
+
+async def _seed_regions(conn: Any) -> None:
+    regions = available_regions()
+    if DEFAULT_REGION not in regions:
+        regions.append(DEFAULT_REGION)
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            "INSERT INTO aws_regions (region, is_default, is_enabled) VALUES (%s, %s, %s) "
+            "ON CONFLICT (region) DO NOTHING",
+            [(r, r == DEFAULT_REGION, r == DEFAULT_REGION) for r in regions])
+
+
+MODULE = Module(
+    name="aws_account",
+    version=VERSION,
+    dependencies=(),
+    install_sql=(
+        """CREATE TABLE aws_credentials (
+             id SERIAL PRIMARY KEY,
+             access_key_id character varying NOT NULL,
+             secret_access_key character varying NOT NULL)""",
+        """CREATE TABLE aws_regions (
+             region character varying PRIMARY KEY,
+             is_default boolean NOT NULL DEFAULT false,
+             is_enabled boolean NOT NULL DEFAULT true)""",
+        "CREATE UNIQUE INDEX aws_regions_one_default ON aws_regions (is_default) WHERE is_default",
+        """CREATE OR REPLACE FUNCTION default_aws_region() RETURNS text LANGUAGE plpgsql STABLE AS $$
+           DECLARE r text;
+           BEGIN
+             SELECT region INTO r FROM aws_regions WHERE is_default = true;
+             RETURN coalesce(r, 'us-east-1');
+           END $$""",
+    ),
+    uninstall_sql=(
+        "DROP TABLE aws_regions",
+        "DROP TABLE aws_credentials",
+        "DROP FUNCTION IF EXISTS default_aws_region()",
+    ),
+    mappers=(AwsCredentialsMapper(), AwsRegionsMapper()),
+    description="AWS credentials and regions",
+    after_install=_seed_regions,
+)

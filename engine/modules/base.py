@@ -1,0 +1,211 @@
+"""What a module is made of: tables (DDL), dependencies and one mapper per table.
+
+A ``Module`` declares its name, version, dependencies (module names), the DDL that creates and
+drops its tables, and ``mappers``: one ``Mapper`` per table, in dependency order (a table's
+mapper comes after the mappers of tables it references). Adding a module means writing one file
+with a ``MODULE`` object and adding one line to ``engine.modules.MODULES``.
+
+A mapper converts between database rows and cloud records, both plain ``dict``s keyed by column
+name. The engine diffs them by the mapper's ``key`` (the cloud identity, e.g. a bucket name or a
+security-group id) and calls ``create``/``update``/``delete`` on the cloud, or writes the cloud
+record back into the table. Follows IaSQL's ``MapperBase`` (cloud.read/create/update/delete,
+``equals``, ``entityId``), in Python.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from engine.aws import AwsGateway, Credentials
+
+#: Column kinds understood by the engine (how values are compared and written).
+KINDS = {"text", "int", "bool", "json", "jsonb", "text[]", "cidr", "timestamp"}
+
+
+@dataclass(frozen=True)
+class Col:
+    """A mapped column: ``name``, ``kind`` (one of KINDS) and ``role``.
+
+    ``role`` is ``"user"`` (desired state, compared and pushed to the cloud), ``"cloud"``
+    (cloud-managed, e.g. an ARN: never pushed, always copied back from the cloud) or ``"pk"`` (a
+    database-only surrogate key such as a SERIAL id, never compared).
+    """
+
+    name: str
+    kind: str = "text"
+    role: str = "user"
+
+
+def normalize(kind: str, value: Any) -> Any:
+    """The comparable form of a column value of ``kind`` (cidr -> str, json -> canonical, ...)."""
+    if value is None:
+        return None
+    if kind in ("json", "jsonb"):
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                return value
+        return json.dumps(value, sort_keys=True)
+    if kind == "text[]":
+        return tuple(sorted(value)) if value else None
+    if kind == "cidr":
+        try:
+            return str(ipaddress.ip_network(str(value), strict=False))
+        except ValueError:
+            return str(value)
+    if kind == "timestamp":
+        if isinstance(value, datetime) and value.tzinfo is not None:
+            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value.replace(microsecond=0) if isinstance(value, datetime) else value
+    if kind == "int":
+        return int(value)
+    if kind == "bool":
+        return bool(value)
+    return value
+
+
+@dataclass
+class MapperContext:
+    """What a mapper may use while running: the engine's DB connection, AWS, and regions.
+
+    - ``conn``: the engine's ``psycopg.AsyncConnection`` (autocommit; read lookups only).
+    - ``aws``/``creds``: ``await mc.call(service, region, operation, **kw)``.
+    - ``regions``: enabled region names; ``default_region``: ``default_aws_region()``.
+    """
+
+    conn: Any
+    aws: "AwsGateway"
+    creds: "Credentials"
+    regions: list[str]
+    default_region: str
+    memo: dict = field(default_factory=dict)
+
+    async def call(self, service: str, region: str, operation: str, **kwargs: Any) -> Any:
+        """One AWS call (raises engine.aws.CloudError)."""
+        return await self.aws.call(self.creds, service, region, operation, **kwargs)
+
+    async def paginate(self, service: str, region: str, operation: str, result_key: str, **kwargs: Any) -> list:
+        """All pages of one AWS list call (raises engine.aws.CloudError)."""
+        return await self.aws.paginate(self.creds, service, region, operation, result_key, **kwargs)
+
+    async def fetchall(self, query: Any, params: Any = None) -> list[tuple]:
+        """Rows of a read-only lookup query on the engine connection."""
+        async with self.conn.cursor() as cur:
+            await cur.execute(query, params)
+            return await cur.fetchall()
+
+
+class Mapper:
+    """Base mapper. Subclasses set ``table``, ``columns``, ``key``, ``pk`` and the cloud methods.
+
+    ``cloud = False`` marks a database-only table (e.g. ``aws_credentials``) that commit and
+    rollback leave alone.
+    """
+
+    table: str = ""
+    columns: tuple[Col, ...] = ()
+    key: tuple[str, ...] = ()
+    pk: tuple[str, ...] = ()
+    cloud: bool = True
+    #: Cloud calls of create/update/delete. Mapper methods report one progress line each.
+
+    # -- column helpers -------------------------------------------------------------------------
+    def col(self, name: str) -> Col:
+        """The Col named ``name``."""
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    @property
+    def user_cols(self) -> list[Col]:
+        """Columns that hold desired state."""
+        return [c for c in self.columns if c.role == "user"]
+
+    @property
+    def synced_cols(self) -> list[Col]:
+        """Columns written back from the cloud on sync (user and cloud roles)."""
+        return [c for c in self.columns if c.role != "pk"]
+
+    def key_of(self, rec: dict) -> tuple | None:
+        """The cloud identity of ``rec`` (normalized), or None while any key column is NULL."""
+        vals = tuple(normalize(self.col(k).kind, rec.get(k)) for k in self.key)
+        return None if any(v is None for v in vals) else vals
+
+    def id_string(self, rec: dict) -> str:
+        """The ``id`` column of a plan row: the cloud key, else the database primary key."""
+        k = self.key_of(rec)
+        if k is not None:
+            return "|".join(str(v) for v in k)
+        return "|".join(str(rec.get(p)) for p in self.pk)
+
+    def describe(self, rec: dict) -> str:
+        """Human description of a record for plan rows (override for something nicer)."""
+        return f"{self.table} {self.id_string(rec)}"
+
+    def equals(self, row: dict, cloud: dict) -> bool:
+        """True when the database row's desired state matches the cloud record."""
+        return all(normalize(c.kind, row.get(c.name)) == normalize(c.kind, cloud.get(c.name))
+                   for c in self.user_cols)
+
+    def synced_equals(self, row: dict, cloud: dict) -> bool:
+        """True when writing ``cloud`` back into ``row`` would change nothing."""
+        return all(normalize(c.kind, row.get(c.name)) == normalize(c.kind, cloud.get(c.name))
+                   for c in self.synced_cols)
+
+    def needs_replace(self, row: dict, cloud: dict) -> bool:
+        """True when the change can only be made by deleting and re-creating the resource."""
+        return False
+
+    # -- cloud side ------------------------------------------------------------------------------
+    async def read(self, mc: MapperContext) -> list[dict]:
+        """Every cloud record of this type, each a dict of column values (pk columns omitted)."""
+        raise NotImplementedError
+
+    async def create(self, mc: MapperContext, row: dict) -> dict:
+        """Create ``row`` in the cloud; return the cloud record as ``read`` would."""
+        raise NotImplementedError
+
+    async def update(self, mc: MapperContext, row: dict, cloud: dict) -> dict:
+        """Make the cloud record ``cloud`` match ``row``; return the new cloud record."""
+        raise NotImplementedError
+
+    async def delete(self, mc: MapperContext, cloud: dict) -> None:
+        """Delete the cloud record ``cloud``."""
+        raise NotImplementedError
+
+    async def seed(self, conn: Any) -> None:
+        """For database-only tables: rows to insert at install (default none)."""
+        return None
+
+
+@dataclass(frozen=True)
+class Module:
+    """An installable module: ``name``, ``version``, ``dependencies`` (module names, no version),
+    ``install_sql``/``uninstall_sql`` (statements run in order inside one transaction) and
+    ``mappers`` in dependency order. ``tables`` are the mappers' tables."""
+
+    name: str
+    version: str
+    dependencies: tuple[str, ...]
+    install_sql: tuple[str, ...]
+    uninstall_sql: tuple[str, ...]
+    mappers: tuple[Mapper, ...]
+    description: str = ""
+    after_install: Callable[[Any], Awaitable[None]] | None = None
+
+    @property
+    def tables(self) -> list[str]:
+        """The tables this module creates, in dependency order."""
+        return [m.table for m in self.mappers]
+
+    @property
+    def full_name(self) -> str:
+        """``name@version``, as stored in ``iasql_module``."""
+        return f"{self.name}@{self.version}"

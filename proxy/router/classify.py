@@ -1,0 +1,407 @@
+"""Find the calls of registered ``iasql_*`` functions in one statement, with no I/O.
+
+Theory of operation
+-------------------
+The statement is lexed as PostgreSQL lexes it (``lexer.py``), so a name inside a string, comment,
+dollar-quoted body or quoted identifier is never a call. A call is a name token followed by
+``(``, optionally qualified (``schema.name``), whose name as PostgreSQL resolves it (unquoted:
+ASCII-lower-cased; quoted: exactly as written) is registered. Names right after ``FUNCTION``,
+``PROCEDURE``, ``ROUTINE``, ``AGGREGATE``, ``TABLE``, ``INTO``, ``VIEW``, ``TYPE``, ``INDEX``,
+``SEQUENCE``, ``UPDATE`` or ``EXISTS`` are declarations or relations (``DROP FUNCTION
+iasql_install(text)``, the stub functions of the issue's point 8), not calls.
+
+Arguments are evaluated here, because the engine runs the call before PostgreSQL sees anything:
+each must be a constant (string of any kind, number, ``NULL``, ``TRUE``/``FALSE``, ``ARRAY[..]``
+of constants, ``CAST(c AS t)``, ``type 'literal'``, parentheses, any number of ``::type``) or a
+bind parameter ``$n``. Named notation ``name => value`` (and the old ``name := value``) and
+``VARIADIC`` are kept on the argument. Anything else raises ``CallError`` with SQLSTATE 0A000.
+
+The form of the statement is recorded for building the result (issue point 6): ``from`` for
+exactly ``SELECT * FROM [schema.]f(..)``, ``select`` for exactly ``SELECT [schema.]f(..)``,
+``embedded`` otherwise; ``in_from`` says whether the call is a FROM item (after ``FROM``,
+``JOIN``, ``LATERAL`` or a comma of a FROM list), the only place ``rewrite_with_rows`` can put
+rows.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Union
+
+from .lexer import LexError, Token, fold_identifier, identifier_value, lex, string_value
+from .split import Statement
+
+__all__ = ["Arg", "Call", "CallError", "ParamRef", "find_calls", "may_contain_call"]
+
+FEATURE_NOT_SUPPORTED = "0A000"
+SYNTAX_ERROR = "42601"
+
+
+class CallError(Exception):
+    """A call the proxy cannot run, to be reported as ErrorResponse: ``sqlstate``, ``message``,
+    optional ``hint``. The client's fault (its SQL), not the proxy's."""
+
+    def __init__(self, sqlstate: str, message: str, *, hint: str | None = None):
+        super().__init__(message)
+        self.sqlstate = sqlstate
+        self.message = message
+        self.hint = hint
+
+
+@dataclass(frozen=True, slots=True)
+class ParamRef:
+    """A bind parameter ``$n`` (1-based ``n``) used as an argument."""
+
+    n: int
+
+
+Value = Union[str, int, float, bool, None, ParamRef, tuple]
+
+
+@dataclass(frozen=True, slots=True)
+class Arg:
+    """One argument: its ``value`` (str, int, float, bool, None, ``ParamRef``, or a tuple of
+    those for ``ARRAY[..]``), its ``name`` when written in named notation (folded as an
+    identifier), and whether it was marked ``VARIADIC``."""
+
+    value: Value
+    name: str | None = None
+    variadic: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A call of a registered function found in a statement.
+
+    ``name``: the registered lower-case name; ``args``: the arguments in order; ``form``:
+    ``"from"``, ``"select"`` or ``"embedded"`` (module docstring); ``start``/``end``: the span of
+    the call expression (qualifier included, closing parenthesis included) in the statement text;
+    ``in_from``: whether the call is a FROM item.
+    """
+
+    name: str
+    args: tuple[Arg, ...]
+    form: str
+    start: int
+    end: int
+    in_from: bool = False
+
+
+_PRECHECK_STR = re.compile("iasql_", re.IGNORECASE | re.ASCII)
+_PRECHECK_BYTES = re.compile(b"iasql_", re.IGNORECASE)
+
+
+def may_contain_call(sql: str | bytes) -> bool:
+    """The fast path's test (issue point 1): whether ``sql`` contains ``iasql_`` in any ASCII
+    letter case. Takes a str or the raw bytes of a Query; returns False only when no call can be
+    present (PostgreSQL folds only ASCII letters, and a quoted name must match exactly)."""
+    if isinstance(sql, str):
+        return _PRECHECK_STR.search(sql) is not None
+    return _PRECHECK_BYTES.search(sql) is not None
+
+
+_NOT_A_CALL_AFTER = frozenset(
+    "function functions procedure procedures routine routines aggregate table into view type "
+    "index sequence update exists".split()
+)
+_FROM_ITEM_AFTER = frozenset(("from", "join", "lateral"))
+# Clause keywords that change what a comma at the same depth separates.
+_CLAUSES = frozenset(
+    "select from where group having order limit offset window union intersect except returning "
+    "values set using into fetch for".split()
+)
+
+
+def _word(sql: str, tok: Token) -> str:
+    """The folded word of an ``ident`` token, else ''."""
+    return fold_identifier(sql[tok.start : tok.end]) if tok.kind == "ident" else ""
+
+
+def find_calls(
+    stmt: Statement | str, names: frozenset[str], *, standard_conforming_strings: bool = True
+) -> list[Call]:
+    """The calls of functions named in ``names`` (lower-case registered names) in one statement.
+
+    Takes a ``Statement`` or its text (a trailing ``;`` is allowed), the registered names and the
+    session's ``standard_conforming_strings`` (used to decode string arguments). Returns the calls
+    in text order with offsets into the statement text; a call nested in another call's arguments
+    is not listed separately (the outer call's argument check rejects it). Returns ``[]`` when the
+    text cannot be lexed (PostgreSQL will report that error itself).
+    Raises ``CallError('0A000', ..)`` naming the function when an argument is not a constant or
+    bind parameter, and ``CallError('42601', ..)`` when the call's parentheses are not closed.
+    Follows ``scan.l`` for names and literals and ``gram.y`` for argument syntax
+    (``func_arg_expr``: ``a_expr``, ``param_name => a_expr``, ``VARIADIC a_expr``).
+    """
+    sql = stmt.text if isinstance(stmt, Statement) else stmt
+    try:
+        toks = lex(sql, standard_conforming_strings=standard_conforming_strings)
+    except LexError:
+        return []
+    if toks and toks[-1].kind == "punct" and sql[toks[-1].start : toks[-1].end] == ";":
+        toks = toks[:-1]
+    calls: list[Call] = []
+    clause: list[str] = [""]  # the current clause keyword per parenthesis depth
+    n = len(toks)
+    i = 0
+    skip_until = -1  # index of the token closing the last call found
+    while i < n:
+        tok = toks[i]
+        text = sql[tok.start : tok.end]
+        if tok.kind == "punct" and text in "([":
+            clause.append("")
+        elif tok.kind == "punct" and text in ")]":
+            if len(clause) > 1:
+                clause.pop()
+        elif tok.kind == "ident":
+            w = fold_identifier(text)
+            if w in _CLAUSES:
+                clause[-1] = w
+            elif w == "join":
+                clause[-1] = "from"
+        if (
+            i > skip_until
+            and tok.kind in ("ident", "qident")
+            and i + 1 < n
+            and toks[i + 1].kind == "punct"
+            and sql[toks[i + 1].start : toks[i + 1].end] == "("
+            and identifier_value(text) in names
+        ):
+            first = i
+            if i >= 2 and sql[toks[i - 1].start : toks[i - 1].end] == "." and toks[i - 2].kind in (
+                "ident",
+                "qident",
+            ):
+                first = i - 2
+            before = toks[first - 1] if first > 0 else None
+            before_word = _word(sql, before) if before is not None else ""
+            if before_word not in _NOT_A_CALL_AFTER and not (
+                before is not None and sql[before.start : before.end] == "."
+            ):
+                name = identifier_value(text)
+                close = _matching_paren(sql, toks, i + 1)
+                if close is None:
+                    raise CallError(SYNTAX_ERROR, f"unterminated argument list in call of {name}()")
+                args = _arguments(sql, toks[i + 2 : close], name, standard_conforming_strings)
+                in_from = before_word in _FROM_ITEM_AFTER or (
+                    before is not None
+                    and sql[before.start : before.end] == ","
+                    and clause[-1] == "from"
+                )
+                form = _form(sql, toks, first, close)
+                calls.append(Call(name, args, form, toks[first].start, toks[close].end, in_from))
+                skip_until = close
+        i += 1
+    return calls
+
+
+def _matching_paren(sql: str, toks: list[Token], open_index: int) -> int | None:
+    """Index of the ``)`` closing the ``(`` at ``open_index``, or None."""
+    depth = 0
+    for j in range(open_index, len(toks)):
+        t = toks[j]
+        if t.kind == "punct":
+            c = sql[t.start : t.end]
+            if c == "(":
+                depth += 1
+            elif c == ")":
+                depth -= 1
+                if depth == 0:
+                    return j
+    return None
+
+
+def _form(sql: str, toks: list[Token], first: int, close: int) -> str:
+    """``from``/``select``/``embedded`` for a call spanning tokens ``first``..``close``."""
+    if close != len(toks) - 1:
+        return "embedded"
+    head = [sql[t.start : t.end] if t.kind != "ident" else fold_identifier(sql[t.start : t.end]) for t in toks[:first]]
+    if head == ["select", "*", "from"]:
+        return "from"
+    if head == ["select"]:
+        return "select"
+    return "embedded"
+
+
+def _arguments(sql: str, toks: list[Token], name: str, scs: bool) -> tuple[Arg, ...]:
+    """Split the argument tokens at top-level commas and evaluate each argument."""
+    if not toks:
+        return ()
+    groups: list[list[Token]] = [[]]
+    depth = 0
+    for t in toks:
+        c = sql[t.start : t.end] if t.kind == "punct" else ""
+        if c in ("(", "["):
+            depth += 1
+        elif c in (")", "]"):
+            depth -= 1
+        elif c == "," and depth == 0:
+            groups.append([])
+            continue
+        groups[-1].append(t)
+    args = []
+    for position, g in enumerate(groups, 1):
+        arg_name = None
+        variadic = False
+        if len(g) > 2 and g[0].kind in ("ident", "qident") and sql[g[1].start : g[1].end] in ("=>", ":="):
+            arg_name = identifier_value(sql[g[0].start : g[0].end])
+            g = g[2:]
+        if len(g) > 1 and _word(sql, g[0]) == "variadic":
+            variadic = True
+            g = g[1:]
+        ev = _Evaluator(sql, g, scs)
+        try:
+            value = ev.expression()
+            if ev.i != len(g):
+                raise _NotConstant
+        except _NotConstant:
+            shown = sql[g[0].start : g[-1].end] if g else ""
+            raise CallError(
+                FEATURE_NOT_SUPPORTED,
+                f"argument {position} of {name}() must be a constant or a bind parameter, "
+                f"not {shown!r}",
+                hint=f"{name}() runs in iasql-proxy before the statement reaches PostgreSQL, so its "
+                "arguments cannot refer to columns, functions or subqueries.",
+            ) from None
+        args.append(Arg(value, arg_name, variadic))
+    return tuple(args)
+
+
+class _NotConstant(Exception):
+    """An argument that is not a constant expression."""
+
+
+_TYPE_WORDS_STOP = frozenset(("as", "and", "or", "is", "not", "collate", "at"))
+
+
+class _Evaluator:
+    """Evaluates a constant argument expression over tokens (a tiny recursive descent)."""
+
+    def __init__(self, sql: str, toks: list[Token], scs: bool):
+        self.sql, self.toks, self.scs, self.i = sql, toks, scs, 0
+
+    def _text(self, k: int | None = None) -> str:
+        t = self.toks[self.i if k is None else k]
+        return self.sql[t.start : t.end]
+
+    def _peek(self) -> str:
+        return self._text() if self.i < len(self.toks) else ""
+
+    def _expect(self, s: str) -> None:
+        if self.i >= len(self.toks) or self._text().lower() != s:
+            raise _NotConstant
+        self.i += 1
+
+    def expression(self) -> Value:
+        value = self._primary()
+        while self._peek() == "::":
+            self.i += 1
+            self._type_name()
+        return value
+
+    def _type_name(self) -> None:
+        """Consume a type name: words (``double precision``), dots, ``(n, m)``, ``[]``."""
+        toks = self.toks
+        start = self.i
+        while self.i < len(toks):
+            t = toks[self.i]
+            c = self.sql[t.start : t.end]
+            if t.kind in ("ident", "qident") and (t.kind == "qident" or fold_identifier(c) not in _TYPE_WORDS_STOP):
+                self.i += 1
+            elif c == "." or c == "[" or c == "]" or (t.kind == "number" and self.i > start):
+                self.i += 1
+            elif c == "(" and self.i > start:
+                depth = 0
+                while self.i < len(toks):
+                    c2 = self._text()
+                    if c2 == "(":
+                        depth += 1
+                    elif c2 == ")":
+                        depth -= 1
+                    elif toks[self.i].kind not in ("number", "punct", "ident"):
+                        raise _NotConstant
+                    self.i += 1
+                    if depth == 0:
+                        break
+            else:
+                break
+        if self.i == start:
+            raise _NotConstant
+
+    def _primary(self) -> Value:
+        if self.i >= len(self.toks):
+            raise _NotConstant
+        t = self.toks[self.i]
+        text = self._text()
+        if t.kind in ("string", "dollar"):
+            self.i += 1
+            uescape = "\\"
+            if self.i + 1 < len(self.toks) and self._word() == "uescape":
+                esc = self.toks[self.i + 1]
+                if esc.kind == "string":
+                    uescape = string_value(self.sql[esc.start : esc.end])
+                    self.i += 2
+            return string_value(text, standard_conforming_strings=self.scs, uescape=uescape)
+        if t.kind == "param":
+            self.i += 1
+            return ParamRef(int(text[1:]))
+        if t.kind == "number":
+            self.i += 1
+            return _number(text)
+        if t.kind == "op" and text in ("-", "+") and self.i + 1 < len(self.toks) and self.toks[self.i + 1].kind == "number":
+            self.i += 2
+            value = _number(self._text(self.i - 1))
+            return -value if text == "-" else value
+        if text == "(":
+            self.i += 1
+            value = self.expression()
+            self._expect(")")
+            return value
+        if t.kind == "ident":
+            w = fold_identifier(text)
+            if w == "null":
+                self.i += 1
+                return None
+            if w in ("true", "false"):
+                self.i += 1
+                return w == "true"
+            if w == "array" and self.i + 1 < len(self.toks) and self._text(self.i + 1) == "[":
+                self.i += 2
+                items: list[Value] = []
+                if self._peek() != "]":
+                    items.append(self.expression())
+                    while self._peek() == ",":
+                        self.i += 1
+                        items.append(self.expression())
+                self._expect("]")
+                return tuple(items)
+            if w == "cast" and self.i + 1 < len(self.toks) and self._text(self.i + 1) == "(":
+                self.i += 2
+                value = self.expression()
+                self._expect("as")
+                self._type_name()
+                self._expect(")")
+                return value
+            # ``type 'literal'`` (gram.y AexprConst: func_name Sconst, ConstTypename Sconst)
+            start = self.i
+            self._type_name()
+            if self.i < len(self.toks) and self.toks[self.i].kind in ("string", "dollar") and self.toks[self.i].kind == "string":
+                return self._primary()
+            self.i = start
+        raise _NotConstant
+
+    def _word(self) -> str:
+        return _word(self.sql, self.toks[self.i])
+
+
+def _number(text: str) -> int | float:
+    """The value of a numeric literal (``1_000``, ``0x1F``, ``0o17``, ``0b101`` included)."""
+    clean = text.replace("_", "")
+    try:
+        if clean[:2].lower() in ("0x", "0o", "0b"):
+            return int(clean, 0)
+        if clean.isdigit():
+            return int(clean)
+        return float(clean)
+    except ValueError:
+        raise _NotConstant from None

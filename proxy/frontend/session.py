@@ -104,6 +104,7 @@ class ClientSession(asyncio.Protocol):
         self._paused_server = False
         self.max_message = app.cfg.max_packet_size
         self.counted = False
+        self.credentials: Credentials | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -287,7 +288,7 @@ class ClientSession(asyncio.Protocol):
         self.target = self.cfg.target_for(self.database)
         if self.target is None:
             raise ClientError(sqlstate.INVALID_CATALOG_NAME, f'database "{self.database}" does not exist')
-        creds = await self._authenticate()
+        creds = self.credentials = await self._authenticate()
         self.write(B.AUTHENTICATION_OK)
         try:
             self.server, self.pool = await self.app.lease(self, creds)
@@ -460,6 +461,12 @@ class ClientSession(asyncio.Protocol):
             data = bytes(self._inbuf)
             self._inbuf.clear()
             self._relay(data)
+
+    def _forward_head_message(self) -> None:
+        """Send the message at the head of the input buffer to the server unchanged."""
+        _, length = _HDR.unpack_from(self._inbuf, 0)
+        t = self._inbuf[0]
+        self._flush(self._inbuf, 1 + length, 1 if t in (_Q, _S, _F) else 0, t)
 
     def _terminate(self) -> None:
         self._inbuf.clear()

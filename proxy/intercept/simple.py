@@ -1,0 +1,298 @@
+"""Answering a simple-protocol Query that contains ``iasql_*`` calls.
+
+Theory of operation (the contract in README "How iasql_* calls are answered")
+-----------------------------------------------------------------------------
+The Query text is split at PostgreSQL's statement boundaries (``proxy.router.split``) and each
+statement classified (``find_calls``). Runs of ordinary statements are sent to the client's server
+connection as ONE Query each, cut byte for byte from the original text, so PostgreSQL's implicit
+transaction semantics hold inside each run. A statement with calls runs after everything before it
+has finished and committed: the engine answers each call in-process, and its rows are put in place
+of the call as a typed VALUES list that PostgreSQL then evaluates, so RowDescription, type OIDs,
+text/binary output and the session's DateStyle/TimeZone are PostgreSQL's own. The client sees each
+statement's messages in order and exactly one ReadyForQuery. On the first error the rest is
+skipped, as PostgreSQL does. A call inside a transaction block fails like VACUUM (25001) and leaves
+the block failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import struct
+from typing import TYPE_CHECKING, Any
+
+from engine.rpc import NO_DEFAULT, EngineError, Function, Registry
+from proxy.backend.connection import ServerConnection, ServerError
+from proxy.intercept.values import ValueError_, to_text
+from proxy.router import split
+from proxy.router.classify import Call, CallError, ParamRef, find_calls
+from proxy.router.rewrite import rewrite_with_rows
+from proxy.wire import backend as B
+from proxy.wire import sqlstate
+from proxy.wire.codec import frame
+
+if TYPE_CHECKING:
+    from proxy.frontend.session import ClientSession
+
+log = logging.getLogger("iasql_proxy.intercept")
+
+_HDR = struct.Struct("!Bi")
+_Z, _E, _G, _S = ord("Z"), ord("E"), ord("G"), ord("S")
+
+#: Query texts longer than this (characters) are split in a worker thread so that one huge text
+#: never stalls other clients on the event loop.
+SPLIT_OFF_LOOP_CHARS = 64 * 1024
+#: Largest Query text (bytes) the interceptor splits; larger ones get 54000 program_limit_exceeded.
+MAX_INTERCEPTED_QUERY = 16 * 1024 * 1024
+
+
+class _Stop(Exception):
+    """Processing of the current Query ends here (an error was already sent)."""
+
+
+class QueryInterceptor:
+    """Runs intercepted simple Queries for client sessions. ``registry`` maps names to engine Functions;
+    ``make_context(session, fn)`` builds the engine's CallContext."""
+
+    def __init__(self, registry: Registry, make_context):
+        self.registry = registry
+        self.names = registry.names()
+        self.make_context = make_context
+        self.running: dict[Any, Any] = {}
+
+    async def handle_query(self, session: "ClientSession") -> None:
+        """Take the Query at the head of ``session``'s input buffer and answer it completely."""
+        buf = session._inbuf
+        _, length = _HDR.unpack_from(buf, 0)
+        raw = bytes(buf[: 1 + length])
+        del buf[: 1 + length]
+        server = session.server
+        if server is None or server.closed:
+            session.fatal(sqlstate.CONNECTION_FAILURE, "server closed the connection unexpectedly")
+            return
+        try:
+            text = raw[5:-1].decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        if text is None or len(raw) > MAX_INTERCEPTED_QUERY:
+            if text is not None:
+                session.write(B.error(sqlstate.PROGRAM_LIMIT_EXCEEDED,
+                                      f"query containing iasql_ is longer than {MAX_INTERCEPTED_QUERY} bytes")
+                              + B.ReadyForQuery(session.tx_status).encode())
+                return
+            self._forward_unchanged(session, raw)
+            return
+        scs = server.params.get("standard_conforming_strings", "on") == "on"
+        if len(text) > SPLIT_OFF_LOOP_CHARS:
+            stmts = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: split(text, standard_conforming_strings=scs))
+        else:
+            stmts = split(text, standard_conforming_strings=scs)
+        if not stmts:
+            self._forward_unchanged(session, raw)
+            return
+        plan: list[list[Call] | CallError] = []
+        for st in stmts:
+            try:
+                plan.append(find_calls(st, self.names, standard_conforming_strings=scs))
+            except CallError as e:
+                plan.append(e)
+        if not any(isinstance(p, CallError) or p for p in plan):
+            self._forward_unchanged(session, raw)
+            return
+        server.detach()
+        status = session.tx_status
+        try:
+            i = 0
+            while i < len(stmts):
+                if plan[i] == []:
+                    j = i
+                    while j < len(stmts) and plan[j] == []:
+                        j += 1
+                    status = await self._run_sql(session, server, text[stmts[i].start:stmts[j - 1].end])
+                    i = j
+                    continue
+                status = await self._run_statement(session, server, stmts[i].text, plan[i], status, scs)
+                i += 1
+        except _Stop as stop:
+            status = stop.args[0] if stop.args else status
+        except ServerError:
+            session.server_lost(server)
+            return
+        session.tx_status = status
+        session.write(B.ReadyForQuery(status).encode())
+        if not server.closed and session.server is server:
+            server.attach(session)
+
+    def _forward_unchanged(self, session: "ClientSession", raw: bytes) -> None:
+        session.server.send(raw)
+        session.pending_ready += 1
+        session._last_type = ord("Q")
+
+    async def _run_sql(self, session: "ClientSession", server: ServerConnection, sql: str,
+                       drop_row_description: bool = False) -> bytes:
+        """Send one Query, forward every reply but ReadyForQuery; return the status. Raises _Stop
+        (with the status) when the server reported an error."""
+        from proxy.wire import frontend as F
+
+        server.send(F.Query(sql).encode())
+        failed = False
+        out: list[bytes] = []
+        while True:
+            t, payload = await server.recv()
+            if t == _Z:
+                status = bytes(payload[:1])
+                server.status = status
+                break
+            if t == _E:
+                failed = True
+            elif t == _G:  # COPY FROM STDIN inside an intercepted text: the client is not reading
+                server.send(F.CopyFail("COPY FROM STDIN is not supported in a query containing iasql_* calls").encode())
+            elif t == _S:
+                ps = B.ParameterStatus.decode(payload)
+                server.params[ps.name] = ps.value
+            out.append(frame(bytes((t,)), payload))
+            if len(out) >= 256:
+                session.write(b"".join(out))
+                out.clear()
+        session.write(b"".join(out))
+        if failed:
+            raise _Stop(status)
+        return status
+
+    async def _fail(self, session: "ClientSession", status: bytes, code: str, message: str,
+                    hint: str | None = None, detail: str | None = None) -> None:
+        session.write(B.error(code, message, hint=hint, detail=detail))
+        raise _Stop(status)
+
+    async def _run_statement(self, session: "ClientSession", server: ServerConnection, stmt_text: str,
+                             calls: list[Call] | CallError, status: bytes, scs: bool) -> bytes:
+        if isinstance(calls, CallError):
+            await self._fail(session, status, calls.sqlstate, calls.message, hint=calls.hint)
+        assert isinstance(calls, list)
+        if status == b"E":
+            await self._fail(session, status, sqlstate.IN_FAILED_SQL_TRANSACTION,
+                             "current transaction is aborted, commands ignored until end of transaction block")
+        if status == b"T":
+            await self._fail_block(session, server, calls[0].name)
+        sql = stmt_text
+        for call in sorted(calls, key=lambda c: c.start, reverse=True):
+            fn = self.registry.get(call.name)
+            assert fn is not None
+            rows = await self._call(session, fn, call, params=None)
+            columns = [(c.name, c.type_name) for c in fn.columns]
+            text_rows = [tuple(to_text(v, c.type_name) for v, c in zip(row, fn.columns)) for row in rows]
+            if call.form == "select" and len(calls) == 1:
+                synthetic = f"SELECT {fn.name} FROM {fn.name}()"
+                at = synthetic.index(" FROM ") + 6
+                sql = rewrite_with_rows(synthetic, dataclasses.replace(call, start=at, end=len(synthetic), in_from=True),
+                                        columns, text_rows, standard_conforming_strings=scs)
+            else:
+                try:
+                    sql = rewrite_with_rows(sql, call, columns, text_rows, standard_conforming_strings=scs)
+                except CallError as e:
+                    await self._fail(session, b"I", e.sqlstate, e.message, hint=e.hint)
+        return await self._run_sql(session, server, sql)
+
+    async def _fail_block(self, session: "ClientSession", server: ServerConnection, name: str) -> None:
+        """Inside a transaction block: put the block in the failed state on the server (so COMMIT
+        becomes ROLLBACK, as after VACUUM's error) and report 25001 as PostgreSQL words it."""
+        from proxy.wire import frontend as F
+
+        message = f"{name}() cannot run inside a transaction block"
+        server.send(F.Query("DO $iasql$BEGIN RAISE EXCEPTION USING ERRCODE = '25001', MESSAGE = "
+                            "'iasql_* call inside a transaction block'; END$iasql$").encode())
+        status = b"E"
+        while True:
+            t, payload = await server.recv()
+            if t == _Z:
+                status = bytes(payload[:1])
+                server.status = status
+                break
+        await self._fail(session, status, sqlstate.ACTIVE_SQL_TRANSACTION, message)
+
+    def bind_arguments(self, fn: Function, call: Call, params: list[Any] | None) -> list[Any]:
+        """Map the call's arguments onto ``fn``'s declared ones (positional, named, VARIADIC,
+        defaults); ``params`` gives the values of ``$n``. Raises CallError 42883 when they don't fit."""
+        def value(v: Any) -> Any:
+            if isinstance(v, ParamRef):
+                if params is None or v.n > len(params):
+                    raise CallError(sqlstate.UNDEFINED_PARAMETER, f"there is no parameter ${v.n}")
+                return params[v.n - 1]
+            if isinstance(v, tuple):
+                return [value(x) for x in v]
+            return v
+
+        declared = fn.arguments
+        positional: list[Any] = []
+        named: dict[str, Any] = {}
+        for a in call.args:
+            if a.name is not None:
+                named[a.name] = value(a.value)
+            elif a.variadic:
+                v = value(a.value)
+                if not isinstance(v, list):
+                    raise CallError(sqlstate.DATATYPE_MISMATCH, "VARIADIC argument must be an array")
+                positional.extend(v)
+            else:
+                positional.append(value(a.value))
+        out: list[Any] = []
+        if declared and declared[-1].variadic:
+            fixed = declared[:-1]
+            if len(positional) < len(fixed):
+                raise self._no_function(fn, call)
+            return positional
+        if len(positional) > len(declared):
+            raise self._no_function(fn, call)
+        for i, d in enumerate(declared):
+            if i < len(positional):
+                out.append(positional[i])
+            elif d.name in named:
+                out.append(named.pop(d.name))
+            elif d.default is not NO_DEFAULT:
+                out.append(d.default)
+            else:
+                raise self._no_function(fn, call)
+        if named:
+            raise self._no_function(fn, call)
+        return out
+
+    @staticmethod
+    def _no_function(fn: Function, call: Call) -> CallError:
+        return CallError(sqlstate.UNDEFINED_FUNCTION,
+                         f"function {fn.name}({', '.join('unknown' for _ in call.args)}) does not exist",
+                         hint=f"The function is {fn.signature}.")
+
+    async def _call(self, session: "ClientSession", fn: Function, call: Call, params: list[Any] | None) -> list[tuple]:
+        """Run one engine function; progress goes to the client as NOTICE. Raises _Stop after an error."""
+        try:
+            args = self.bind_arguments(fn, call, params)
+        except CallError as e:
+            await self._fail(session, b"I", e.sqlstate, e.message, hint=e.hint)
+        ctx = self.make_context(session, fn)
+        self.running[session] = ctx
+        task = asyncio.get_running_loop().create_task(fn.impl(ctx, *args))
+        try:
+            rows = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            # the client went away: let the engine stop at its next safe point, then give up
+            ctx.cancelled.set()
+            raise
+        except EngineError as e:
+            await self._fail(session, b"I", e.sqlstate, e.message, hint=e.hint, detail=e.detail)
+        except ValueError_ as e:
+            await self._fail(session, b"I", e.sqlstate, e.message)
+        except Exception as e:
+            log.exception("event=engine_error function=%s", fn.name)
+            await self._fail(session, b"I", sqlstate.INTERNAL_ERROR, f"{fn.name}: {type(e).__name__}: {e}")
+        finally:
+            self.running.pop(session, None)
+        return list(rows)
+
+    def cancel(self, session: "ClientSession") -> None:
+        """CancelRequest for ``session``: the running call stops at its next safe point (57014)."""
+        ctx = self.running.get(session)
+        if ctx is not None:
+            ctx.cancelled.set()
+

@@ -1,0 +1,180 @@
+"""Registry shape, install/uninstall, stubs, deprecations, injection attempts (real Postgres + moto)."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from engine import build_registry
+from engine.rpc import EngineError
+from tests.engine.support import call, sql
+
+EXPECTED = {
+    "iasql_install": ([("modules", "text", True)], [("module_name", "varchar"), ("created_table_name", "varchar"), ("record_count", "int4")]),
+    "iasql_uninstall": ([("modules", "text", True)], [("module_name", "varchar"), ("dropped_table_name", "varchar"), ("record_count", "int4")]),
+    "iasql_begin": ([], [("message", "varchar"), ("transaction_id", "varchar")]),
+    "iasql_commit": ([("message", "varchar", False)], [("action", "varchar"), ("table_name", "varchar"), ("id", "varchar"), ("description", "varchar")]),
+    "iasql_preview": ([], [("action", "varchar"), ("table_name", "varchar"), ("id", "varchar"), ("description", "varchar")]),
+    "iasql_rollback": ([("force", "bool", False)], [("action", "varchar"), ("table_name", "varchar"), ("id", "varchar"), ("description", "varchar")]),
+    "iasql_get_errors": ([], [("ts", "timestamptz"), ("message", "varchar")]),
+    "iasql_get_sql_since": ([("limit_date", "timestamptz", False)], [("sql", "varchar")]),
+    "iasql_modules_list": ([], [("module_name", "varchar"), ("module_version", "varchar"), ("dependencies", "json")]),
+    "iasql_modules_installed": ([], [("module_name", "text"), ("module_version", "text"), ("dependencies", "_varchar")]),
+    "iasql_version": ([], [("version", "text")]),
+    "iasql_help": ([], [("module", "text"), ("name", "text"), ("signature", "text"), ("description", "text"), ("sample_usage", "text")]),
+}
+DEPRECATED = {"iasql_apply": "iasql_commit", "iasql_sync": "iasql_commit",
+              "iasql_preview_apply": "iasql_preview", "iasql_preview_sync": "iasql_preview"}
+
+
+def test_registry_names_arguments_and_columns():
+    reg = build_registry()
+    try:
+        assert reg.names() == frozenset(EXPECTED) | frozenset(DEPRECATED)
+        for name, (args, cols) in EXPECTED.items():
+            fn = reg.get(name)
+            assert [(c.name, c.type_name) for c in fn.columns] == cols, name
+            for a, exp in zip(fn.arguments, args, strict=True):
+                assert (a.name, a.type_name) == exp[:2]
+                if len(exp) == 3 and exp[2] is True:
+                    assert a.variadic
+            for c in fn.columns:
+                assert isinstance(c.type_oid, int)
+        assert reg.get("iasql_commit").arguments[0].default is None
+        assert reg.get("iasql_rollback").arguments[0].default is False
+        assert reg.get("iasql_install").signature == "iasql_install(VARIADIC modules text[])"
+        assert reg.get("iasql_commit").mutating and not reg.get("iasql_preview").mutating
+    finally:
+        reg.engine_state.aws.close()
+
+
+async def test_install_with_dependencies_then_uninstall(registry, ctx, dsn):
+    rows = await call(registry, ctx, "iasql_install", "aws_s3")
+    assert [(m, t) for m, t, _ in rows] == [("aws_account@0.1.0", "aws_credentials"),
+                                          ("aws_account@0.1.0", "aws_regions"), ("aws_s3@0.1.0", "bucket")]
+    assert dict(((m, t), n) for m, t, n in rows)[("aws_account@0.1.0", "aws_regions")] > 10
+    installed = await call(registry, ctx, "iasql_modules_installed")
+    by = {r[0]: r for r in installed}
+    assert set(by) == {"aws_account", "aws_s3", "iasql_platform", "iasql_functions"}
+    assert "aws_account@0.1.0" in by["aws_s3"][2]
+    assert await call(registry, ctx, "iasql_install", "aws_s3") == []  # already installed
+    # a module something depends on cannot go
+    with pytest.raises(EngineError) as ei:
+        await call(registry, ctx, "iasql_uninstall", "aws_account")
+    assert ei.value.sqlstate == "2BP01"
+    assert "aws_s3@0.1.0 still depends" in ei.value.message
+    rows = await call(registry, ctx, "iasql_uninstall", "aws_s3", "aws_account")
+    assert [t for _, t, _ in rows] == ["aws_regions", "aws_credentials", "bucket"] or {t for _, t, _ in rows} == {
+        "aws_regions", "aws_credentials", "bucket"}
+    assert await sql(dsn, "SELECT to_regclass('bucket') IS NULL, to_regclass('aws_regions') IS NULL") == [(True, True)]
+    with pytest.raises(EngineError) as ei:
+        await call(registry, ctx, "iasql_uninstall", "iasql_platform")
+    assert ei.value.sqlstate == "0A000"
+
+
+async def test_typo_gets_a_suggestion(registry, ctx):
+    with pytest.raises(EngineError) as ei:
+        await call(registry, ctx, "iasql_install", "aws_s4")
+    assert ei.value.sqlstate == "42704"
+    assert ei.value.message == "The following modules do not exist: aws_s4@0.1.0. Did you mean: aws_s3@0.1.0"
+    with pytest.raises(EngineError) as ei:
+        await call(registry, ctx, "iasql_install", "aws_secrity_group")
+    assert "Did you mean: aws_security_group@0.1.0" in ei.value.message
+
+
+async def test_install_collision(registry, ctx, dsn):
+    await sql(dsn, "CREATE TABLE bucket (x int)")
+    with pytest.raises(EngineError) as ei:
+        await call(registry, ctx, "iasql_install", "aws_s3")
+    assert ei.value.sqlstate == "42P07"
+    assert "Module aws_s3 collides with tables: bucket" in ei.value.message
+    assert await sql(dsn, "SELECT count(*) FROM iasql_module WHERE name LIKE 'aws_%'") == [(0,)]
+
+
+@pytest.mark.parametrize("evil", ["aws_s3'; DROP TABLE iasql_module; --", "aws_s3\"", "aws_s3; select 1",
+                                  "../aws_s3", "", "aws_s3@0.1.0' OR '1'='1", "AWS S3"])
+async def test_injection_through_module_names_is_rejected(registry, ctx, dsn, evil):
+    await call(registry, ctx, "iasql_modules_installed")  # creates the metadata
+    for fn in ("iasql_install", "iasql_uninstall"):
+        with pytest.raises(EngineError) as ei:
+            await call(registry, ctx, fn, evil)
+        assert ei.value.sqlstate in ("22023", "42704")
+    assert await sql(dsn, "SELECT count(*) FROM iasql_module") == [(2,)]
+
+
+async def test_injection_through_arguments_and_values(registry, ctx, dsn):
+    with pytest.raises(EngineError) as ei:
+        await call(registry, ctx, "iasql_get_sql_since", "2020-01-01'; DROP TABLE iasql_module; --")
+    assert ei.value.sqlstate == "22007"
+    with pytest.raises(EngineError):
+        await call(registry, ctx, "iasql_install", None)
+    await call(registry, ctx, "iasql_install", "aws_iam")
+    evil = "r'); DROP TABLE iasql_module; --"
+    await sql(dsn, "INSERT INTO iam_role (role_name, assume_role_policy_document, description) VALUES (%s, '{}', %s)",
+              (evil, "it's"))
+    [(stmt,)] = await call(registry, ctx, "iasql_get_sql_since")
+    # the generated SQL replays the row exactly, quotes and all
+    await sql(dsn, "DELETE FROM iam_role")
+    await sql(dsn, stmt)
+    assert await sql(dsn, "SELECT role_name, description FROM iam_role") == [(evil, "it's")]
+    assert await sql(dsn, "SELECT to_regclass('iasql_module') IS NOT NULL") == [(True,)]
+    # commit message is a bound parameter
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, "DELETE FROM iam_role")
+    await call(registry, ctx, "iasql_commit", "msg'); DROP TABLE iasql_audit_log; --")
+    assert await sql(dsn, "SELECT count(*) > 0 FROM iasql_audit_log WHERE message LIKE 'msg''); DROP%'") == [(True,)]
+
+
+async def test_stubs_raise_on_direct_calls(registry, ctx, dsn):
+    await call(registry, ctx, "iasql_version")  # nothing created by version: metadata via a session call
+    await call(registry, ctx, "iasql_modules_installed")
+    for q in ["SELECT * FROM iasql_install('aws_s3')", "SELECT * FROM iasql_commit()", "SELECT iasql_begin()",
+              "SELECT * FROM iasql_rollback(true)", "SELECT * FROM iasql_apply()",
+              "DO $$ BEGIN PERFORM iasql_commit(); END $$"]:
+        with pytest.raises(psycopg.errors.FeatureNotSupported) as ei:
+            await sql(dsn, q)
+        assert ei.value.diag.message_primary == "iasql_* functions must be called through iasql-proxy"
+        assert "iasql-proxy" in ei.value.diag.message_hint
+
+
+async def test_deprecated_functions(registry, ctx):
+    for old, new in DEPRECATED.items():
+        with pytest.raises(EngineError) as ei:
+            await call(registry, ctx, old)
+        assert ei.value.message == f"{old}() has been deprecated in favor of {new}()"
+
+
+async def test_transaction_required_and_read_only_functions(registry, ctx, dsn):
+    for fn in ("iasql_commit", "iasql_preview", "iasql_rollback"):
+        with pytest.raises(EngineError) as ei:
+            await call(registry, ctx, fn)
+        assert ei.value.sqlstate == "25P01"
+        assert "iasql_begin" in ei.value.hint
+    assert await call(registry, ctx, "iasql_version") == [("0.1.0",)]
+    mods = {r[0]: r for r in await call(registry, ctx, "iasql_modules_list")}
+    assert {"aws_account", "aws_s3", "aws_iam", "aws_security_group", "iasql_platform"} <= set(mods)
+    assert "aws_account@0.1.0" in mods["aws_security_group"][2]
+    helps = await call(registry, ctx, "iasql_help")
+    assert ("iasql_functions", "commit", "iasql_commit(message varchar = NULL)") == helps[3][:3]
+    assert all(len(r) == 5 for r in helps)
+    # begin twice: the second waits, then gives up with IaSQL's message
+    reg_short = build_registry(type(registry.engine_state.settings)(lock_wait_timeout=0.5))
+    try:
+        await call(registry, ctx, "iasql_begin")
+        with pytest.raises(EngineError) as ei:
+            await call(reg_short, ctx, "iasql_begin")
+        assert ei.value.sqlstate == "55P03"
+        assert ei.value.message == "Another transaction is open or running. Please try again later."
+    finally:
+        reg_short.engine_state.aws.close()
+
+
+def test_init_db_is_idempotent(pg, dbname, dsn):
+    from engine import init_db
+
+    init_db(dsn)
+    init_db(dsn)
+    with psycopg.connect(dsn) as c:
+        rows = c.execute("SELECT name FROM iasql_module ORDER BY name").fetchall()
+        assert rows == [("iasql_functions@0.1.0",), ("iasql_platform@0.1.0",)]
+        assert c.execute("SELECT count(*) FROM pg_proc WHERE proname LIKE 'iasql\\_%'").fetchone() == (17,)

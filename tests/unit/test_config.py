@@ -128,6 +128,10 @@ def test_every_key(files: Path) -> None:
                                       enabled=False)
 
 
+def test_listen_port_zero_means_any_free_port() -> None:
+    assert cfg_with("auth_type = trust\nlisten_port = 0").listen_port == 0
+
+
 def test_pgbouncer_section_alias_and_case_insensitive_keys() -> None:
     cfg = parse_config("[databases]\n* = host=h\n[pgbouncer]\nLISTEN_PORT = 1234\nauth_type = TRUST\n")
     assert cfg.listen_port == 1234 and cfg.auth_type == "trust"
@@ -154,8 +158,8 @@ def test_size_units(value: str, size: int) -> None:
 
 
 BAD_VALUES = [
-    ("listen_port", "abc", "listen_port: must be an integer 1-65535, got 'abc'"),
-    ("listen_port", "0", "listen_port"),
+    ("listen_port", "abc", "listen_port: must be an integer 0-65535, got 'abc'"),
+    ("listen_port", "-1", "listen_port"),
     ("listen_port", "65536", "listen_port"),
     ("listen_addr", "", "listen_addr"),
     ("auth_type", "password", "auth_type"),
@@ -406,3 +410,76 @@ def test_scram_secret_from_postgres_format() -> None:
     secret = (f"SCRAM-SHA-256${iters}:{base64.b64encode(salt).decode()}$"
               f"{base64.b64encode(stored).decode()}:{base64.b64encode(server).decode()}")
     assert secret_kind(secret) == "scram-sha-256"
+
+
+# ---------------------------------------------------------------------------------------------
+# the shipped example and the command line
+# ---------------------------------------------------------------------------------------------
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def test_example_config_loads(tmp_path: Path) -> None:
+    """examples/iasql-proxy.ini is valid once the certificates it points to exist."""
+    from proxy.certs import ensure_dev_certs
+
+    (tmp_path / "examples").mkdir()
+    for name in ("iasql-proxy.ini", "userlist.txt"):
+        (tmp_path / "examples" / name).write_text((EXAMPLES / name).read_text())
+    ensure_dev_certs(tmp_path / "certs")
+    cfg = load_config(tmp_path / "examples" / "iasql-proxy.ini")
+    assert cfg.client_tls_cert_file == tmp_path / "examples" / ".." / "certs" / "server.crt"
+    assert cfg.target_for("iasql").dbname == "iasql" and cfg.target_for("other").name == "*"
+    users = load_auth_file(cfg.auth_file)
+    assert secret_kind(users["iasql"]) == "scram-sha-256"
+    # the documented password matches the example verifier
+    scramp = pytest.importorskip("scramp")
+    import base64
+    head, keys = users["iasql"].split("$", 1)[1].split("$")
+    iters, salt = head.split(":")
+    _, stored, server, _ = scramp.ScramMechanism("SCRAM-SHA-256").make_auth_info(
+        "example", iteration_count=int(iters), salt=base64.b64decode(salt))
+    assert keys == f"{base64.b64encode(stored).decode()}:{base64.b64encode(server).decode()}"
+
+
+def test_cli_configuration_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from proxy.cli import main
+
+    path = tmp_path / "bad.ini"
+    path.write_text("[databases]\n* = host=h\n[proxy]\nauth_type = trust\nlisten_port = abc\n")
+    assert main(["--config", str(path)]) == 2
+    assert capsys.readouterr().err.strip() == \
+        "iasql-proxy: configuration error: listen_port: must be an integer 0-65535, got 'abc'"
+    assert main(["run", "--config", str(tmp_path / "missing.ini")]) == 2
+    assert "configuration error: config_file: cannot read" in capsys.readouterr().err
+    assert main([]) == 2
+    assert "--config FILE is required" in capsys.readouterr().err
+
+
+def test_cli_certificate_error_is_a_configuration_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from proxy.cli import main
+
+    (tmp_path / "c.crt").write_text("not a certificate\n")
+    (tmp_path / "c.key").write_text("not a key\n")
+    path = tmp_path / "p.ini"
+    path.write_text("[databases]\n* = host=h\n[proxy]\nauth_type = trust\nclient_tls_sslmode = require\n"
+                    "client_tls_cert_file = c.crt\nclient_tls_key_file = c.key\n")
+    assert main(["--config", str(path)]) == 2
+    assert "configuration error: client_tls_cert_file: cannot load" in capsys.readouterr().err
+
+
+def test_cli_certs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from proxy.cli import main
+
+    assert main(["certs", "--dir", str(tmp_path / "c")]) == 0
+    assert {p.name for p in (tmp_path / "c").iterdir()} == {"ca.crt", "ca.key", "server.crt", "server.key"}
+    assert str(tmp_path / "c" / "ca.crt") in capsys.readouterr().out
+
+
+def test_cli_init_db_without_engine_or_stack(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from proxy.cli import main
+
+    status = main(["init-db", "mydb", "--state-dir", str(tmp_path / "none")])
+    err = capsys.readouterr().err
+    # either the engine is not there yet (1), or there is no dev stack to run it against (2)
+    assert (status == 1 and "needs the IaSQL engine" in err) or (status == 2 and "no running dev stack" in err)

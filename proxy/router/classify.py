@@ -271,7 +271,16 @@ class _NotConstant(Exception):
     """An argument that is not a constant expression."""
 
 
-_TYPE_WORDS_STOP = frozenset(("as", "and", "or", "is", "not", "collate", "at"))
+# PostgreSQL's reserved keywords (kwlist.h, RESERVED_KEYWORD) plus IS/AT: never a type name.
+_TYPE_WORDS_STOP = frozenset(
+    "all analyse analyze and any array as asc asymmetric both case cast check collate column "
+    "constraint create current_catalog current_date current_role current_time current_timestamp "
+    "current_user default deferrable desc distinct do else end except false fetch for foreign "
+    "from grant group having in initially intersect into lateral leading limit localtime "
+    "localtimestamp not null offset on only or order placing primary references returning "
+    "select session_user some symmetric system_user table then to trailing true union unique "
+    "user using variadic when where window with is at".split()
+)
 
 
 class _Evaluator:
@@ -385,7 +394,7 @@ class _Evaluator:
             # ``type 'literal'`` (gram.y AexprConst: func_name Sconst, ConstTypename Sconst)
             start = self.i
             self._type_name()
-            if self.i < len(self.toks) and self.toks[self.i].kind in ("string", "dollar") and self.toks[self.i].kind == "string":
+            if self.i < len(self.toks) and self.toks[self.i].kind == "string":
                 return self._primary()
             self.i = start
         raise _NotConstant

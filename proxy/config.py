@@ -18,7 +18,8 @@ Sections
     The keys in the table below. Key names are case-insensitive.
 ``[engine]`` (ours)
     ``aws_endpoint_url`` (string; empty = boto3's default), ``lock_wait_timeout`` (seconds,
-    default 30), ``enabled`` (boolean, default true).
+    default 30), ``enabled`` (boolean, default true), ``engine_user`` and ``engine_password`` (the
+    role the engine connects as; default: the client's own user).
 
 ``[proxy]`` keys
 ----------------
@@ -130,12 +131,16 @@ class EngineConfig:
     """The ``[engine]`` section (ours): where the IaSQL engine sends AWS calls and how it locks.
 
     ``aws_endpoint_url`` None = boto3's default endpoints (or ``AWS_ENDPOINT_URL``);
-    ``lock_wait_timeout`` in seconds; ``enabled`` False = ``iasql_*`` calls are passed to Postgres.
+    ``lock_wait_timeout`` in seconds; ``enabled`` False = ``iasql_*`` calls are passed to Postgres;
+    ``engine_user``/``engine_password``: the role the engine connects to user databases as (None =
+    the client's own user, with the password the proxy learned at login).
     """
 
     aws_endpoint_url: str | None = None
     lock_wait_timeout: float = 30.0
     enabled: bool = True
+    engine_user: str | None = None
+    engine_password: str | None = None
 
 
 @dataclass(frozen=True)
@@ -385,6 +390,8 @@ _ENGINE_KEYS: dict[str, Parser] = {
     "aws_endpoint_url": lambda k, v: v.strip() or None,
     "lock_wait_timeout": _duration,
     "enabled": _bool,
+    "engine_user": lambda k, v: v.strip() or None,
+    "engine_password": lambda k, v: v if v else None,
 }
 
 _UNSUPPORTED_AUTH = {

@@ -217,8 +217,10 @@ async def apply(s: EngineSession, mc: MapperContext, mappers: list[Mapper], touc
         if failures and progress == 0:
             break
     if failures:
-        raise EngineError("58000", "Forward progress halted. All remaining Cloud changes failing to apply.",
-                          detail="\n".join(failures.values()))
+        listed = list(failures.values())
+        summary = "; ".join(listed[:3]) + (f"; and {len(listed) - 3} more" if len(listed) > 3 else "")
+        raise EngineError("58000", "Forward progress halted. All remaining Cloud changes failing to apply: "
+                          + summary, detail="\n".join(listed))
     raise EngineError("58000", "Forward progress halted: changes keep reappearing after "
                       f"{s.settings.max_apply_passes} passes")
 

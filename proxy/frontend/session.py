@@ -48,6 +48,8 @@ _HDR = struct.Struct("!Bi")
 _IASQL = re.compile(rb"[iI][aA][sS][qQ][lL]_")
 _Q, _P, _X, _S, _F = ord("Q"), ord("P"), ord("X"), ord("S"), ord("F")
 _SPECIAL = frozenset((_Q, _P, _X))
+#: While a session has prepared statements that call iasql_*, all its extended traffic is special.
+SPECIAL_EXTENDED = frozenset(map(ord, "QPXBDECHS"))
 #: Messages after which no ReadyForQuery is owed until a Sync (the extended protocol's open batch).
 _EXTENDED = frozenset(map(ord, "PBDECH"))
 #: Start-up parameters that are not run-time settings and are never re-sent as such.
@@ -77,6 +79,8 @@ class ClientSession(asyncio.Protocol):
     """A client connection. ``direct_tls`` is True when TLS was negotiated before any protocol byte
     (PostgreSQL 17 ``sslnegotiation=direct``)."""
 
+    special_default = _SPECIAL
+
     def __init__(self, app: "ProxyApp", direct_tls: bool = False):
         self.app = app
         self.cfg = app.cfg
@@ -105,6 +109,8 @@ class ClientSession(asyncio.Protocol):
         self.max_message = app.cfg.max_packet_size
         self.counted = False
         self.credentials: Credentials | None = None
+        self.special = _SPECIAL          # message types the fast path looks at
+        self.extended_state = None       # set by the interceptor (intercept.extended.ExtendedState)
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -399,6 +405,7 @@ class ClientSession(asyncio.Protocol):
         limit = self.max_message
         pending = 0
         last = -1
+        special = self.special
         try:
             while n - pos >= 5:
                 t, length = _HDR.unpack_from(buf, pos)
@@ -409,12 +416,13 @@ class ClientSession(asyncio.Protocol):
                 end = pos + 1 + length
                 if end > n:
                     break
-                if t in _SPECIAL:
+                if t in special:
                     if t == _X:
                         self._flush(buf, pos, pending, last)
                         self._terminate()
                         return
-                    if self.app.interceptor is not None and _IASQL.search(buf, pos + 5, end):
+                    if self.app.interceptor is not None and (special is not _SPECIAL
+                                                             or _IASQL.search(buf, pos + 5, end)):
                         self._flush(buf, pos, pending, last)
                         self._start_intercept()
                         return

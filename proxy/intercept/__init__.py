@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from proxy.frontend.session import SPECIAL_EXTENDED
 from proxy.intercept.context import make_context
+from proxy.intercept.extended import ExtendedInterceptor
 from proxy.intercept.simple import QueryInterceptor
 
 if TYPE_CHECKING:
@@ -19,17 +21,22 @@ if TYPE_CHECKING:
 
 
 class Interceptor:
-    """Dispatches intercepted messages by type: Query ('Q') to the simple-query interceptor; an
-    extended-protocol batch ('P' first) is forwarded to the server unchanged, where the stub
-    functions answer it with their error."""
+    """Dispatches intercepted messages by type: a Query ('Q') to the simple-query interceptor,
+    extended-protocol messages to the extended interceptor, batch by batch."""
 
     def __init__(self, query: QueryInterceptor):
         self.query = query
+        self.extended = ExtendedInterceptor(query)
 
     async def handle(self, session: "ClientSession") -> None:
         """Answer the message at the head of ``session._inbuf``."""
-        if session._inbuf[:1] == b"Q":
+        head = session._inbuf[:1]
+        if head == b"Q":
             await self.query.handle_query(session)
+        elif head in (b"P", b"B", b"D", b"E", b"C", b"H", b"S"):
+            await self.extended.handle_batch(session)
+            st = session.extended_state
+            session.special = SPECIAL_EXTENDED if st is not None and st.active else type(session).special_default
         else:
             session._forward_head_message()
 

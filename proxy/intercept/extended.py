@@ -1,0 +1,375 @@
+"""Answering ``iasql_*`` calls sent with the extended query protocol (Parse/Bind/Describe/Execute/Sync).
+
+Theory of operation
+-------------------
+A Parse whose query calls a registered function is not sent as is. The server gets a *shape* of
+it under the same statement name: the call replaced by a typed, zero-row VALUES list, with every
+``$n`` that only the call used declared as text. So Bind, Describe and Close of that statement
+are answered by PostgreSQL itself, with the right ParameterDescription and RowDescription (and
+binary result formats when asked). Only Execute of a portal bound to such a statement is done by
+the proxy: earlier work in the batch is committed first (a call is a commit point), the engine
+runs with the Bind's parameter values, and the statement with the call's rows in place of the call
+is parsed, bound (same parameters and result formats) and executed under private names; its
+DataRows and CommandComplete go to the client in place of the portal's.
+
+While a session has such statements, its extended-protocol traffic runs through this module,
+batch by batch (up to Sync), with server output read in collect mode and tracked against a queue
+of the responses the server still owes, so the proxy's own messages are inserted in the right order
+and hidden replies are dropped. After an error, messages are discarded until Sync, as PostgreSQL
+does (protocol chapter, "Extended Query").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import struct
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from proxy.backend.connection import ServerConnection, ServerError
+from proxy.intercept.values import ValueError_, param_value, to_text
+from proxy.router.classify import Call, CallError, ParamRef, find_calls, may_contain_call
+from proxy.router.rewrite import rewrite_with_rows
+from proxy.wire import backend as B
+from proxy.wire import frontend as F
+from proxy.wire import sqlstate
+from proxy.wire.codec import ProtocolViolation, frame
+
+if TYPE_CHECKING:
+    from proxy.frontend.session import ClientSession
+    from proxy.intercept.simple import QueryInterceptor
+
+_HDR = struct.Struct("!Bi")
+_EXTENDED = frozenset(map(ord, "PBDECHS"))
+_TEXT_OID = 25
+PRIVATE_STMT = "iasql_proxy_stmt"
+PRIVATE_PORTAL = "iasql_proxy_portal"
+
+# What ends each owed reply (a response-queue entry): the message types that complete it.
+_DONE = {
+    "parse": frozenset(b"1"), "bind": frozenset(b"2"), "close": frozenset(b"3"),
+    "describe": frozenset(b"Tn"), "execute": frozenset(b"CIsGH"),
+}
+
+
+@dataclass
+class InterceptedStatement:
+    """A client's prepared statement that calls ``iasql_*``: original text, calls, parameter types."""
+
+    query: str
+    calls: list[Call]
+    param_types: tuple[int, ...]
+
+
+@dataclass
+class ExtendedState:
+    """Per-session: intercepted statements by name and portals bound to them (portal -> (stmt, Bind))."""
+
+    statements: dict[str, InterceptedStatement] = field(default_factory=dict)
+    portals: dict[str, tuple[InterceptedStatement, F.Bind]] = field(default_factory=dict)
+
+    @property
+    def active(self) -> bool:
+        """True while any intercepted statement exists (the session's extended traffic comes here)."""
+        return bool(self.statements)
+
+
+class _Batch:
+    """One batch up to Sync, with the server in collect mode and a reader that relays its replies."""
+
+    def __init__(self, session: "ClientSession", server: ServerConnection):
+        self.session = session
+        self.server = server
+        self.owed: collections.deque[tuple[str, bool]] = collections.deque()  # (kind, forward?)
+        self.failed = False
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.ready: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.reader = asyncio.get_running_loop().create_task(self._read())
+
+    def expect(self, kind: str, forward: bool = True) -> None:
+        self.owed.append((kind, forward))
+        self.idle.clear()
+
+    async def _read(self) -> None:
+        server, session = self.server, self.session
+        while True:
+            t, payload = await server.recv()
+            if t == ord("Z"):
+                server.status = bytes(payload[:1])
+                self.owed.clear()
+                self.idle.set()
+                if not self.ready.done():
+                    self.ready.set_result(server.status)
+                self.ready = asyncio.get_running_loop().create_future()
+                continue
+            if t == ord("S"):
+                ps = B.ParameterStatus.decode(payload)
+                server.params[ps.name] = ps.value
+            forward = self.owed[0][1] if self.owed else True
+            if t == ord("E"):
+                self.failed = True
+                if forward or not self.owed:
+                    session.write(frame(b"E", payload))
+                self.owed.clear()
+                self.idle.set()
+                continue
+            if t in (ord("N"), ord("A"), ord("S")):
+                session.write(frame(bytes((t,)), payload))
+                continue
+            if forward:
+                session.write(frame(bytes((t,)), payload))
+            if self.owed and t in _DONE[self.owed[0][0]]:
+                self.owed.popleft()
+                if not self.owed:
+                    self.idle.set()
+
+    async def flushed(self) -> None:
+        """Ask the server for everything owed so far and wait until it has come."""
+        if not self.idle.is_set():
+            self.server.send(F.Flush().encode())
+            await self.idle.wait()
+
+    async def sync(self) -> bytes:
+        """Send Sync and wait for ReadyForQuery; returns the transaction status (not forwarded)."""
+        fut = self.ready
+        self.server.send(F.Sync().encode())
+        return await fut
+
+    def close(self) -> None:
+        self.reader.cancel()
+
+
+class ExtendedInterceptor:
+    """Runs extended-protocol batches for sessions with intercepted statements."""
+
+    def __init__(self, query: "QueryInterceptor"):
+        self.query = query
+
+    @staticmethod
+    def state(session: "ClientSession") -> ExtendedState:
+        """The session's ExtendedState (created on first use)."""
+        st = getattr(session, "extended_state", None)
+        if st is None:
+            st = session.extended_state = ExtendedState()
+        return st
+
+    async def _next(self, session: "ClientSession") -> tuple[int, bytes, bytes]:
+        while True:
+            buf = session._inbuf
+            if len(buf) >= 5:
+                t, length = _HDR.unpack_from(buf, 0)
+                if length < 4 or length > session.max_message:
+                    raise ProtocolViolation(f"invalid message length {length}")
+                if len(buf) >= 1 + length:
+                    raw = bytes(buf[: 1 + length])
+                    del buf[: 1 + length]
+                    return t, raw[5:], raw
+            await session._wait_data()
+
+    async def handle_batch(self, session: "ClientSession") -> None:
+        """Process extended messages from the head of the session's input up to and including Sync."""
+        server = session.server
+        if server is None or server.closed:
+            session.fatal(sqlstate.CONNECTION_FAILURE, "server closed the connection unexpectedly")
+            return
+        st = self.state(session)
+        server.detach()
+        batch = _Batch(session, server)
+        status = session.tx_status
+        try:
+            while True:
+                if session._inbuf[:1] and session._inbuf[0] not in _EXTENDED:
+                    # a Query or other message without a Sync first: finish what is owed, hand back
+                    await batch.flushed()
+                    break
+                t, payload, raw = await self._next(session)
+                if t == ord("S"):
+                    await batch.flushed()
+                    status = await batch.sync()
+                    session.tx_status = status
+                    session.write(B.ReadyForQuery(status).encode())
+                    break
+                if batch.failed:
+                    continue  # discard until Sync
+                if t == ord("P"):
+                    await self._parse(session, batch, st, F.Parse.decode(payload), raw)
+                elif t == ord("B"):
+                    msg = F.Bind.decode(payload)
+                    stmt = st.statements.get(msg.statement)
+                    if stmt is not None:
+                        st.portals[msg.portal] = (stmt, msg)
+                    else:
+                        st.portals.pop(msg.portal, None)
+                    server.send(raw)
+                    batch.expect("bind")
+                elif t == ord("D"):
+                    server.send(raw)
+                    batch.expect("describe")
+                elif t == ord("E"):
+                    msg = F.Execute.decode(payload)
+                    bound = st.portals.get(msg.portal)
+                    if bound is None:
+                        server.send(raw)
+                        batch.expect("execute")
+                    else:
+                        await self._execute(session, batch, bound, msg)
+                elif t == ord("C"):
+                    msg = F.Close.decode(payload)
+                    if msg.kind == b"S":
+                        st.statements.pop(msg.name, None)
+                    else:
+                        st.portals.pop(msg.name, None)
+                    server.send(raw)
+                    batch.expect("close")
+                elif t == ord("H"):
+                    await batch.flushed()
+        except ServerError:
+            batch.close()
+            session.server_lost(server)
+            return
+        except ProtocolViolation as e:
+            batch.close()
+            session.fatal(e.sqlstate, e.message)
+            return
+        batch.close()
+        if not server.closed and session.server is server:
+            server.attach(session)
+
+    def _fail(self, session: "ClientSession", batch: _Batch, code: str, message: str, hint: str | None = None,
+              detail: str | None = None) -> None:
+        session.write(B.error(code, message, hint=hint, detail=detail))
+        batch.failed = True
+
+    async def _parse(self, session: "ClientSession", batch: _Batch, st: ExtendedState, msg: F.Parse, raw: bytes) -> None:
+        server = session.server
+        scs = server.params.get("standard_conforming_strings", "on") == "on"
+        calls: list[Call] = []
+        if may_contain_call(msg.query):
+            try:
+                calls = find_calls(msg.query, self.query.names, standard_conforming_strings=scs)
+            except CallError as e:
+                await batch.flushed()
+                self._fail(session, batch, e.sqlstate, e.message, hint=e.hint)
+                return
+        if not calls:
+            st.statements.pop(msg.statement, None)
+            server.send(raw)
+            batch.expect("parse")
+            return
+        n_params = max([msg.query.count("$")] + [0])
+        types = list(msg.param_types)
+        used = _param_numbers(calls)
+        top = max(used | {len(types)}) if used or types else 0
+        types += [0] * (top - len(types))
+        for n in used:
+            if types[n - 1] == 0:
+                types[n - 1] = _TEXT_OID
+        stmt = InterceptedStatement(msg.query, calls, tuple(types))
+        try:
+            shape = self._with_rows(stmt, [[] for _ in calls], scs)
+        except CallError as e:
+            await batch.flushed()
+            self._fail(session, batch, e.sqlstate, e.message, hint=e.hint)
+            return
+        del n_params
+        st.statements[msg.statement] = stmt
+        server.send(F.Parse(msg.statement, shape, tuple(types)).encode())
+        batch.expect("parse")
+
+    def _with_rows(self, stmt: InterceptedStatement, rows_per_call: list[list[tuple]], scs: bool) -> str:
+        """The statement with each call replaced by its rows (text values), last call first."""
+        sql = stmt.query
+        pairs = sorted(zip(stmt.calls, rows_per_call), key=lambda p: p[0].start, reverse=True)
+        for call, rows in pairs:
+            fn = self.query.registry.get(call.name)
+            columns = [(c.name, c.type_name) for c in fn.columns]
+            text_rows = [tuple(to_text(v, c.type_name) for v, c in zip(row, fn.columns)) for row in rows]
+            if call.form == "select" and len(stmt.calls) == 1:
+                synthetic = f"SELECT {fn.name} FROM {fn.name}()"
+                at = synthetic.index(" FROM ") + 6
+                call = dataclasses.replace(call, start=at, end=len(synthetic), in_from=True)
+                sql = synthetic
+            sql = rewrite_with_rows(sql, call, columns, text_rows, standard_conforming_strings=scs)
+        return sql
+
+    async def _execute(self, session: "ClientSession", batch: _Batch, bound: tuple[InterceptedStatement, F.Bind],
+                       msg: F.Execute) -> None:
+        stmt, bind = bound
+        server = session.server
+        await batch.flushed()
+        if batch.failed:
+            return
+        # a call is a commit point: what the batch did so far commits before the engine runs
+        status = await batch.sync()
+        if status != b"I":
+            if status == b"E":
+                self._fail(session, batch, sqlstate.IN_FAILED_SQL_TRANSACTION,
+                           "current transaction is aborted, commands ignored until end of transaction block")
+            else:
+                server.send(F.Execute("iasql_proxy_no_such_portal").encode())  # fails the open block
+                batch.expect("execute", forward=False)
+                await batch.flushed()
+                self._fail(session, batch, sqlstate.ACTIVE_SQL_TRANSACTION,
+                           f"{stmt.calls[0].name}() cannot run inside a transaction block")
+                batch.failed = True
+            return
+        try:
+            used = _param_numbers(stmt.calls)
+            params = [param_value(v, bind.param_format(i), stmt.param_types[i] if i < len(stmt.param_types) else 0)
+                      if i + 1 in used else None for i, v in enumerate(bind.params)]
+        except ValueError_ as e:
+            self._fail(session, batch, e.sqlstate, e.message)
+            return
+        from proxy.intercept.simple import _Stop
+
+        rows_per_call = []
+        try:
+            for call in stmt.calls:
+                fn = self.query.registry.get(call.name)
+                rows_per_call.append(await self.query._call(session, fn, call, params))
+        except _Stop:
+            batch.failed = True
+            return
+        scs = server.params.get("standard_conforming_strings", "on") == "on"
+        try:
+            sql = self._with_rows(stmt, rows_per_call, scs)
+        except CallError as e:
+            self._fail(session, batch, e.sqlstate, e.message, hint=e.hint)
+            return
+        server.send(F.Parse(PRIVATE_STMT, sql, stmt.param_types).encode()
+                    + F.Bind(PRIVATE_PORTAL, PRIVATE_STMT, bind.param_formats, bind.params, bind.result_formats).encode()
+                    + F.Execute(PRIVATE_PORTAL, 0).encode()
+                    + F.Close(b"S", PRIVATE_STMT).encode() + F.Close(b"P", PRIVATE_PORTAL).encode())
+        batch.expect("parse", forward=False)
+        batch.expect("bind", forward=False)
+        batch.expect("execute")
+        batch.expect("close", forward=False)
+        batch.expect("close", forward=False)
+        await batch.flushed()
+        if batch.failed:
+            # the private statement may survive an error in Execute: drop it once the batch is synced
+            asyncio.get_running_loop().call_soon(lambda: None)
+            server.send(F.Sync().encode() + F.Close(b"S", PRIVATE_STMT).encode())
+            batch.expect("close", forward=False)
+            batch.failed = False
+            status = await batch.sync()
+            batch.failed = True
+
+
+def _param_numbers(calls: list[Call]) -> set[int]:
+    out: set[int] = set()
+
+    def walk(v: Any) -> None:
+        if isinstance(v, ParamRef):
+            out.add(v.n)
+        elif isinstance(v, tuple):
+            for x in v:
+                walk(x)
+
+    for c in calls:
+        for a in c.args:
+            walk(a.value)
+    return out

@@ -340,6 +340,8 @@ async def iasql_rollback(state: EngineState, ctx: Any, force: Any = False) -> li
     """Discard the transaction's changes: make every module table match the cloud, then close the
     transaction. ``force`` = true also syncs when no transaction is open. Returns the database
     changes as (action, table_name, id, description). Raises EngineError 25P01, 58000, 57014, 55P03."""
+    if isinstance(force, str):
+        force = force.strip().lower() in ("t", "true", "1", "on", "yes", "y")
     async with EngineSession(ctx, state, "iasql_rollback", lock=True) as s:
         tx = await s.open_transaction()
         if tx is None and not force:

@@ -191,6 +191,7 @@ async def apply(s: EngineSession, mc: MapperContext, mappers: list[Mapper], touc
         for m in mappers:
             s.check_cancelled()
             rows = await read_db(s, m)
+            s.ctx.progress(f"reading {m.table} from the cloud")
             cloud = await m.read(mc)
             ops += diff_for_apply(m, rows, cloud, touched[m.table])
         if dry_run:
@@ -257,6 +258,7 @@ async def sync(s: EngineSession, mc: MapperContext, mappers: list[Mapper], *, dr
     cache: dict[str, list[dict]] = {}
     for m in reversed(mappers):
         s.check_cancelled()
+        s.ctx.progress(f"reading {m.table} from the cloud")
         cloud = await m.read(mc)
         cache[m.table] = cloud
         keys = {m.key_of(c) for c in cloud}
@@ -268,7 +270,11 @@ async def sync(s: EngineSession, mc: MapperContext, mappers: list[Mapper], *, dr
                     await _delete_row(s, m, row)
     for m in mappers:
         s.check_cancelled()
-        cloud = await m.read(mc) if getattr(m, "cloud_read_uses_db", False) else cache[m.table]
+        if m.cloud_read_uses_db:
+            s.ctx.progress(f"reading {m.table} from the cloud")
+            cloud = await m.read(mc)
+        else:
+            cloud = cache[m.table]
         rows = {m.key_of(r): r for r in await read_db(s, m)}
         for c in cloud:
             k = m.key_of(c)

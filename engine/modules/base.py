@@ -113,7 +113,9 @@ class Mapper:
     key: tuple[str, ...] = ()
     pk: tuple[str, ...] = ()
     cloud: bool = True
-    #: Cloud calls of create/update/delete. Mapper methods report one progress line each.
+    #: True when ``read`` resolves foreign keys through other tables (so sync re-reads it after
+    #: the tables it depends on were synced).
+    cloud_read_uses_db: bool = False
 
     # -- column helpers -------------------------------------------------------------------------
     def col(self, name: str) -> Col:

@@ -163,7 +163,9 @@ async def ensure_metadata(conn: Any, functions: Iterable["Function"] | None = No
     if functions is None:
         from engine import build_registry
 
-        functions = build_registry().functions.values()
+        reg = build_registry()
+        reg.engine_state.aws.close()  # type: ignore[attr-defined]
+        functions = list(reg.functions.values())
     stubs = stub_statements(functions)
     was_autocommit = conn.autocommit
     if not was_autocommit and conn.info.transaction_status != 0:

@@ -12,7 +12,11 @@ from engine.rpc import CallContext, Registry
 
 @dataclass
 class Ctx:
-    """A CallContext whose connections go straight to Postgres with ``dsn``; progress is collected."""
+    """A CallContext whose connections go straight to Postgres with ``dsn``; progress is collected.
+
+    ``cancel_after_progress = n`` sets ``cancelled`` when the n-th cloud-operation progress line
+    (create/update/replace/delete) arrives, i.e. while that operation runs.
+    """
 
     dsn: str
     database: str
@@ -26,7 +30,8 @@ class Ctx:
 
     def progress(self, message: str) -> None:
         self.lines.append(message)
-        if self.cancel_after_progress is not None and len(self.lines) >= self.cancel_after_progress:
+        ops = [ln for ln in self.lines if ln.startswith(("create ", "update ", "replace ", "delete "))]
+        if self.cancel_after_progress is not None and len(ops) >= self.cancel_after_progress:
             self.cancelled.set()
 
 

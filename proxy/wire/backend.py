@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from proxy.wire.codec import ProtocolViolation, Reader, cstr, frame, i16, i32, nullable
+from proxy.wire.codec import ProtocolViolation, Reader, cstr, frame, i16, i32, nullable, u32
 
 # Authentication request codes (message 'R').
 AUTH_OK = 0
@@ -41,6 +41,19 @@ class Authentication:
     def decode(cls, payload: bytes) -> "Authentication":
         r = Reader(payload)
         code = r.int32()
+        if code in (AUTH_OK, AUTH_CLEARTEXT):
+            r.end()
+            return cls(code)
+        if code == AUTH_MD5:
+            salt = r.bytes_(4)
+            r.end()
+            return cls(code, salt)
+        if code == AUTH_SASL:
+            start = r.pos
+            while r.cstring():  # mechanism names, then an empty one
+                pass
+            r.end()
+            return cls(code, bytes(payload[start:]))
         return cls(code, r.rest())
 
     @classmethod
@@ -129,7 +142,7 @@ class _Fields:
     fields: tuple[tuple[str, str], ...]
 
     def encode(self) -> bytes:
-        return frame(self.TYPE, b"".join(k.encode() + cstr(v) for k, v in self.fields) + b"\0")
+        return frame(self.TYPE, b"".join(k.encode("latin-1") + cstr(v) for k, v in self.fields) + b"\0")
 
     @classmethod
     def decode(cls, payload: bytes):
@@ -139,7 +152,7 @@ class _Fields:
             code = r.int8()
             if code == 0:
                 break
-            out.append((chr(code), r.cstring()))
+            out.append((chr(code), r.cstring()))  # chr(byte): encode() maps it back via latin-1
         r.end()
         return cls(tuple(out))
 
@@ -190,7 +203,12 @@ class NoticeResponse(_Fields):
 
 @dataclass(frozen=True, slots=True)
 class NegotiateProtocolVersion:
-    """NegotiateProtocolVersion ('v'): newest minor version supported and unrecognised options."""
+    """NegotiateProtocolVersion ('v'): newest version supported and unrecognised options.
+
+    The spec calls the first Int32 the "newest minor protocol version", but PostgreSQL sends the
+    whole version number there (``3 << 16 | minor``, e.g. 196608 for 3.0) and libpq reads it so:
+    a bare minor such as 0 makes libpq fail with "server requested downgrade to pre-3.0".
+    """
 
     TYPE: ClassVar[bytes] = b"v"
     newest_minor: int
@@ -209,6 +227,14 @@ class NegotiateProtocolVersion:
         opts = tuple(r.cstring() for _ in range(n))
         r.end()
         return cls(minor, opts)
+
+
+def _count(r: Reader) -> int:
+    """An Int16 element count; a negative one is a protocol violation (not "zero")."""
+    n = r.int16()
+    if n < 0:
+        raise ProtocolViolation("invalid count in message")
+    return n
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,16 +260,16 @@ class RowDescription:
     def encode(self) -> bytes:
         body = i16(len(self.fields))
         for f in self.fields:
-            body += (cstr(f.name) + i32(f.table_oid) + i16(f.column_attr) + i32(f.type_oid)
+            body += (cstr(f.name) + u32(f.table_oid) + i16(f.column_attr) + u32(f.type_oid)
                      + i16(f.type_size) + i32(f.type_modifier) + i16(f.format_code))
         return frame(self.TYPE, body)
 
     @classmethod
     def decode(cls, payload: bytes) -> "RowDescription":
         r = Reader(payload)
-        n = r.int16()
+        n = _count(r)
         out = []
-        for _ in range(max(n, 0)):
+        for _ in range(n):
             out.append(FieldDescription(r.cstring(), r.int32() & 0xFFFFFFFF, r.int16(), r.int32() & 0xFFFFFFFF,
                                         r.int16(), r.int32(), r.int16()))
         r.end()
@@ -263,8 +289,7 @@ class DataRow:
     @classmethod
     def decode(cls, payload: bytes) -> "DataRow":
         r = Reader(payload)
-        n = r.int16()
-        vals = tuple(r.nullable_bytes() for _ in range(max(n, 0)))
+        vals = tuple(r.nullable_bytes() for _ in range(_count(r)))
         r.end()
         return cls(vals)
 
@@ -315,13 +340,12 @@ class ParameterDescription:
     type_oids: tuple[int, ...]
 
     def encode(self) -> bytes:
-        return frame(self.TYPE, i16(len(self.type_oids)) + b"".join(i32(o) for o in self.type_oids))
+        return frame(self.TYPE, i16(len(self.type_oids)) + b"".join(u32(o) for o in self.type_oids))
 
     @classmethod
     def decode(cls, payload: bytes) -> "ParameterDescription":
         r = Reader(payload)
-        n = r.int16()
-        oids = tuple(r.int32() & 0xFFFFFFFF for _ in range(max(n, 0)))
+        oids = tuple(r.int32() & 0xFFFFFFFF for _ in range(_count(r)))
         r.end()
         return cls(oids)
 
@@ -339,8 +363,8 @@ class _CopyResponse:
     @classmethod
     def decode(cls, payload: bytes):
         r = Reader(payload)
-        fmt, n = r.int8(), r.int16()
-        cols = tuple(r.int16() for _ in range(max(n, 0)))
+        fmt = r.int8()
+        cols = tuple(r.int16() for _ in range(_count(r)))
         r.end()
         return cls(fmt, cols)
 

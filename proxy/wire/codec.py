@@ -13,6 +13,7 @@ from proxy.wire import sqlstate
 
 _I16 = struct.Struct("!h")
 _I32 = struct.Struct("!i")
+_U32 = struct.Struct("!I")
 _HDR = struct.Struct("!ci")
 
 
@@ -108,6 +109,11 @@ def i16(v: int) -> bytes:
 def i32(v: int) -> bytes:
     """Encode a signed Int32."""
     return _I32.pack(v)
+
+
+def u32(v: int) -> bytes:
+    """Encode an unsigned Int32 (an OID: decoders read OIDs as unsigned, so values >= 2**31 occur)."""
+    return _U32.pack(v)
 
 
 def cstr(s: str) -> bytes:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from proxy.wire.codec import ProtocolViolation, Reader, cstr, frame, i16, i32, nullable, untyped_frame
+from proxy.wire.codec import ProtocolViolation, Reader, cstr, frame, i16, i32, nullable, u32, untyped_frame
 
 # Request codes of the untyped start-up messages.
 PROTOCOL_3_0 = 196608  # (3 << 16) | 0
@@ -189,7 +189,7 @@ class Parse:
 
     def encode(self) -> bytes:
         body = cstr(self.statement) + cstr(self.query) + i16(len(self.param_types))
-        body += b"".join(i32(t) for t in self.param_types)
+        body += b"".join(u32(t) for t in self.param_types)
         return frame(self.TYPE, body)
 
     @classmethod
@@ -396,7 +396,7 @@ class FunctionCall:
     result_format: int = 0
 
     def encode(self) -> bytes:
-        body = i32(self.function_oid) + i16(len(self.arg_formats)) + b"".join(i16(f) for f in self.arg_formats)
+        body = u32(self.function_oid) + i16(len(self.arg_formats)) + b"".join(i16(f) for f in self.arg_formats)
         body += i16(len(self.args)) + b"".join(nullable(a) for a in self.args) + i16(self.result_format)
         return frame(self.TYPE, body)
 

@@ -44,8 +44,8 @@ def parse_secret(text: str) -> Secret:
             _, it_salt, keys = text.split("$")
             it, salt = it_salt.split(":")
             sk, svk = keys.split(":")
-            return Secret("scram", text, int(it), base64.b64decode(salt), base64.b64decode(sk),
-                          base64.b64decode(svk))
+            return Secret("scram", text, int(it), base64.b64decode(salt, validate=True),
+                          base64.b64decode(sk, validate=True), base64.b64decode(svk, validate=True))
         except (ValueError, TypeError) as e:
             raise ValueError("invalid SCRAM-SHA-256 verifier") from e
     if len(text) == 35 and text.startswith("md5") and all(c in "0123456789abcdef" for c in text[3:]):
@@ -224,7 +224,12 @@ class ScramClientExchange:
         assert self.secret is not None and self.client_key is not None
         if not attrs.get("r", "").startswith(self._nonce):
             raise AuthFailed("server nonce does not extend the client nonce")
-        if base64.b64decode(attrs.get("s", "")) != self.secret.salt or int(attrs.get("i", "0")) != self.secret.iterations:
+        try:
+            same = (base64.b64decode(attrs.get("s", ""), validate=True) == self.secret.salt
+                    and int(attrs.get("i", "0")) == self.secret.iterations)
+        except ValueError as e:
+            raise AuthFailed("malformed SCRAM server-first message") from e
+        if not same:
             raise AuthFailed("the server's SCRAM salt or iteration count differs from the proxy's verifier")
         without_proof = f"c=biws,r={attrs['r']}"
         self._auth_msg = ",".join((self._bare, server_first, without_proof)).encode()

@@ -43,6 +43,7 @@ class ProxyApp:
         self.admitted = 0
         self.keys: dict[tuple[int, int], ClientSession] = {}
         self.interceptor = None
+        self.admin = None  # the admin console (proxy.admin), answering its virtual database in-process
         self.auth_failures = 0
         self.tls_failures = 0
         self._auth_file: dict[str, str] = load_auth_file(cfg.auth_file) if cfg.auth_file else {}

@@ -110,6 +110,11 @@ class ClientSession(asyncio.Protocol):
         self.counted = False
         self.credentials: Credentials | None = None
         self.special = _SPECIAL          # message types the fast path looks at
+        # counters read by the admin console and metrics (plain ints: cheap on the fast path)
+        self.bytes_in = 0
+        self.queries = 0
+        self.transactions = 0
+        self.wait_started: float | None = None
         self.extended_state = None       # set by the interceptor (intercept.extended.ExtendedState)
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
@@ -291,6 +296,10 @@ class ClientSession(asyncio.Protocol):
                               f'database "{self.database}", no encryption')
         if not self.app.admit(self):
             raise ClientError(sqlstate.TOO_MANY_CONNECTIONS, "no more connections allowed (max_client_conn)")
+        admin = self.app.admin
+        if admin is not None and self.database == admin.database:
+            await admin.login(self)  # the admin console answers this session in-process
+            return
         self.target = self.cfg.target_for(self.database)
         if self.target is None:
             raise ClientError(sqlstate.INVALID_CATALOG_NAME, f'database "{self.database}" does not exist')
@@ -398,6 +407,7 @@ class ClientSession(asyncio.Protocol):
 
     # -- after login: the fast path -----------------------------------------------------------
     def _relay(self, data: bytes) -> None:
+        self.bytes_in += len(data)
         buf = self._inbuf
         buf += data
         n = len(buf)
@@ -447,6 +457,7 @@ class ClientSession(asyncio.Protocol):
         server.send(bytes(buf[:pos]))
         del buf[:pos]
         self.pending_ready += pending
+        self.queries += pending
         if last >= 0:
             self._last_type = last
 
@@ -484,6 +495,8 @@ class ClientSession(asyncio.Protocol):
     def server_ready(self, status: bytes) -> None:
         """ReadyForQuery seen in relayed output."""
         self.tx_status = status
+        if status == b"I":
+            self.transactions += 1
         if self.pending_ready:
             self.pending_ready -= 1
 

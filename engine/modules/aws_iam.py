@@ -36,9 +36,11 @@ class RoleMapper(Mapper):
     pk = ("role_name",)
 
     def describe(self, rec: dict) -> str:
+        """The plan-row description of ``rec``."""
         return f"IAM role {rec.get('role_name')}"
 
     def equals(self, row: dict, cloud: dict) -> bool:
+        """True when the row's desired state matches the cloud record (IaSQL's mapper ``equals``)."""
         return (normalize("jsonb", _policy_doc(row.get("assume_role_policy_document")))
                 == normalize("jsonb", _policy_doc(cloud.get("assume_role_policy_document")))
                 and (row.get("description") or None) == (cloud.get("description") or None)
@@ -57,6 +59,7 @@ class RoleMapper(Mapper):
         }
 
     async def read(self, mc: MapperContext) -> list[dict]:
+        """Every cloud record of this type. Raises engine.aws.CloudError (reported as SQLSTATE 58000)."""
         roles = await mc.paginate("iam", IAM_REGION, "list_roles", "Roles")
         out = []
         for r in roles:
@@ -73,6 +76,7 @@ class RoleMapper(Mapper):
             await mc.call("iam", IAM_REGION, "detach_role_policy", RoleName=name, PolicyArn=arn)
 
     async def create(self, mc: MapperContext, row: dict) -> dict:
+        """Create the row's resource in the cloud; returns its cloud record. Raises engine.aws.CloudError."""
         doc = _policy_doc(row.get("assume_role_policy_document"))
         kw: dict[str, Any] = {"RoleName": row["role_name"],
                               "AssumeRolePolicyDocument": doc if isinstance(doc, str) else json.dumps(doc)}
@@ -83,6 +87,7 @@ class RoleMapper(Mapper):
         return await self._record(mc, res["Role"])
 
     async def update(self, mc: MapperContext, row: dict, cloud: dict) -> dict:
+        """Make the cloud record match the row in place; returns the new record. Raises engine.aws.CloudError."""
         name = row["role_name"]
         doc = _policy_doc(row.get("assume_role_policy_document"))
         if normalize("jsonb", doc) != normalize("jsonb", cloud.get("assume_role_policy_document")):
@@ -95,6 +100,7 @@ class RoleMapper(Mapper):
         return await self._record(mc, res["Role"])
 
     async def delete(self, mc: MapperContext, cloud: dict) -> None:
+        """Delete the cloud resource. Raises engine.aws.CloudError."""
         name = cloud["role_name"]
         await self._sync_policies(mc, name, [], cloud.get("attached_policies_arns"))
         await mc.call("iam", IAM_REGION, "delete_role", RoleName=name)

@@ -28,9 +28,11 @@ class BucketMapper(Mapper):
     pk = ("name",)
 
     def describe(self, rec: dict) -> str:
+        """The plan-row description of ``rec``."""
         return f"bucket {rec.get('name')} in {rec.get('region')}"
 
     def equals(self, row: dict, cloud: dict) -> bool:
+        """True when the row's desired state matches the cloud record (IaSQL's mapper ``equals``)."""
         tags_row = row.get("tags") or None
         tags_cloud = cloud.get("tags") or None
         return (row.get("name") == cloud.get("name") and row.get("region") == cloud.get("region")
@@ -38,6 +40,7 @@ class BucketMapper(Mapper):
                 and normalize("json", tags_row) == normalize("json", tags_cloud))
 
     def needs_replace(self, row: dict, cloud: dict) -> bool:
+        """True when only delete + create can make the cloud match the row."""
         return row.get("region") != cloud.get("region")
 
     async def _describe_one(self, mc: MapperContext, name: str, created: Any) -> dict | None:
@@ -67,6 +70,7 @@ class BucketMapper(Mapper):
         return {"name": name, "policy": policy, "created_at": created, "tags": tags, "region": region}
 
     async def read(self, mc: MapperContext) -> list[dict]:
+        """Every cloud record of this type. Raises engine.aws.CloudError (reported as SQLSTATE 58000)."""
         res = await mc.call("s3", GLOBAL_REGION, "list_buckets")
         out = []
         for b in res.get("Buckets", []):
@@ -98,6 +102,7 @@ class BucketMapper(Mapper):
                 await mc.call("s3", region, "delete_bucket_tagging", Bucket=name)
 
     async def create(self, mc: MapperContext, row: dict) -> dict:
+        """Create the row's resource in the cloud; returns its cloud record. Raises engine.aws.CloudError."""
         region = row.get("region") or mc.default_region
         kw: dict[str, Any] = {"Bucket": row["name"]}
         if region != GLOBAL_REGION:
@@ -115,11 +120,13 @@ class BucketMapper(Mapper):
         return rec
 
     async def update(self, mc: MapperContext, row: dict, cloud: dict) -> dict:
+        """Make the cloud record match the row in place; returns the new record. Raises engine.aws.CloudError."""
         await self._apply_policy_tags(mc, row, cloud["region"], cloud)
         rec = await self._describe_one(mc, row["name"], cloud.get("created_at"))
         return rec or cloud
 
     async def delete(self, mc: MapperContext, cloud: dict) -> None:
+        """Delete the cloud resource. Raises engine.aws.CloudError."""
         await mc.call("s3", cloud.get("region") or GLOBAL_REGION, "delete_bucket", Bucket=cloud["name"])
 
 

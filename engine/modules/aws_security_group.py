@@ -38,9 +38,11 @@ class SecurityGroupMapper(Mapper):
     pk = ("id",)
 
     def describe(self, rec: dict) -> str:
+        """The plan-row description of ``rec``."""
         return f"security group {rec.get('group_name')} ({rec.get('group_id') or 'new'}) in {rec.get('region')}"
 
     def needs_replace(self, row: dict, cloud: dict) -> bool:
+        """True when only delete + create can make the cloud match the row."""
         return True
 
     @staticmethod
@@ -49,6 +51,7 @@ class SecurityGroupMapper(Mapper):
                 "owner_id": g.get("OwnerId"), "group_id": g.get("GroupId"), "region": region, "vpc_id": None}
 
     async def read(self, mc: MapperContext) -> list[dict]:
+        """Every cloud record of this type. Raises engine.aws.CloudError (reported as SQLSTATE 58000)."""
         out = []
         for region in mc.regions:
             vpc = await _default_vpc(mc, region)
@@ -60,6 +63,7 @@ class SecurityGroupMapper(Mapper):
         return out
 
     async def create(self, mc: MapperContext, row: dict) -> dict:
+        """Create the row's resource in the cloud; returns its cloud record. Raises engine.aws.CloudError."""
         region = row.get("region") or mc.default_region
         res = await mc.call("ec2", region, "create_security_group", GroupName=row["group_name"],
                             Description=row["description"])
@@ -67,9 +71,11 @@ class SecurityGroupMapper(Mapper):
         return self._record(got["SecurityGroups"][0], region)
 
     async def update(self, mc: MapperContext, row: dict, cloud: dict) -> dict:
+        """Make the cloud record match the row in place; returns the new record. Raises engine.aws.CloudError."""
         raise CloudError("Unsupported", "security groups are replaced, not updated", "ec2.update")
 
     async def delete(self, mc: MapperContext, cloud: dict) -> None:
+        """Delete the cloud resource. Raises engine.aws.CloudError."""
         if cloud.get("group_name") == "default":
             return  # AWS refuses; the sync that follows restores the row
         await mc.call("ec2", cloud["region"], "delete_security_group", GroupId=cloud["group_id"])
@@ -88,6 +94,7 @@ class SecurityGroupRuleMapper(Mapper):
     cloud_read_uses_db = True  # group ids are resolved through the security_group table
 
     def describe(self, rec: dict) -> str:
+        """The plan-row description of ``rec``."""
         direction = "egress" if rec.get("is_egress") else "ingress"
         target = rec.get("cidr_ipv4") or rec.get("cidr_ipv6") or rec.get("prefix_list_id") or (
             f"group #{rec.get('source_security_group')}")
@@ -95,6 +102,7 @@ class SecurityGroupRuleMapper(Mapper):
                 f"{target} on security group #{rec.get('security_group_id')}")
 
     def needs_replace(self, row: dict, cloud: dict) -> bool:
+        """True when only delete + create can make the cloud match the row."""
         return True
 
     async def _group_maps(self, mc: MapperContext) -> tuple[dict, dict]:
@@ -116,6 +124,7 @@ class SecurityGroupRuleMapper(Mapper):
                 "_aws_group_id": r.get("GroupId")}
 
     async def read(self, mc: MapperContext) -> list[dict]:
+        """Every cloud record of this type. Raises engine.aws.CloudError (reported as SQLSTATE 58000)."""
         by_aws, _ = await self._group_maps(mc)
         out = []
         for region in mc.regions:
@@ -136,6 +145,7 @@ class SecurityGroupRuleMapper(Mapper):
         return out
 
     async def create(self, mc: MapperContext, row: dict) -> dict:
+        """Create the row's resource in the cloud; returns its cloud record. Raises engine.aws.CloudError."""
         by_aws, by_db = await self._group_maps(mc)
         group = by_db.get(row.get("security_group_id"))
         if group is None:
@@ -172,9 +182,11 @@ class SecurityGroupRuleMapper(Mapper):
         return rec
 
     async def update(self, mc: MapperContext, row: dict, cloud: dict) -> dict:
+        """Make the cloud record match the row in place; returns the new record. Raises engine.aws.CloudError."""
         raise CloudError("Unsupported", "security group rules are replaced, not updated", "ec2.update")
 
     async def delete(self, mc: MapperContext, cloud: dict) -> None:
+        """Delete the cloud resource. Raises engine.aws.CloudError."""
         group = cloud.get("_aws_group_id")
         if group is None:
             _, by_db = await self._group_maps(mc)

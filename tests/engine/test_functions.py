@@ -178,3 +178,22 @@ def test_init_db_is_idempotent(pg, dbname, dsn):
         rows = c.execute("SELECT name FROM iasql_module ORDER BY name").fetchall()
         assert rows == [("iasql_functions@0.1.0",), ("iasql_platform@0.1.0",)]
         assert c.execute("SELECT count(*) FROM pg_proc WHERE proname LIKE 'iasql\\_%'").fetchone() == (17,)
+
+
+async def test_install_is_atomic_when_the_cloud_is_unreachable(pg, ctx, dsn):
+    from engine import EngineSettings
+    from proxy.embedded.postgres import free_port
+
+    dead = build_registry(EngineSettings(aws_endpoint_url=f"http://127.0.0.1:{free_port()}", aws_max_attempts=1,
+                                         aws_connect_timeout=1, aws_read_timeout=1))
+    try:
+        with pytest.raises(EngineError) as ei:
+            await call(dead, ctx, "iasql_install", "aws_s3")
+        assert ei.value.sqlstate == "58000"
+        assert "s3.list_buckets" in ei.value.message
+        errors = await call(dead, ctx, "iasql_get_errors")
+        assert len(errors) == 1 and errors[0][1].startswith("iasql_install: AWS call failed")
+    finally:
+        dead.engine_state.aws.close()
+    assert await sql(dsn, "SELECT to_regclass('bucket'), to_regclass('aws_regions')") == [(None, None)]
+    assert await sql(dsn, "SELECT count(*) FROM iasql_module") == [(2,)]

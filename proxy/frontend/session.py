@@ -283,7 +283,7 @@ class ClientSession(asyncio.Protocol):
         for k in unsupported:
             del params[k]
         if minor > 0 or unsupported:
-            self.write(B.NegotiateProtocolVersion(0, unsupported).encode())
+            self.write(B.NegotiateProtocolVersion(F.PROTOCOL_3_0, unsupported).encode())
         self.user = params.get("user", "")
         if not self.user:
             raise ClientError(sqlstate.INVALID_AUTHORIZATION_SPECIFICATION,
@@ -359,7 +359,8 @@ class ClientSession(asyncio.Protocol):
             except AuthFailed:
                 raise failed from None
             return Credentials(password=fixed or password, secret=secret)
-        if auth_type == "md5":
+        if auth_type == "md5" and not (secret is not None and secret.kind == "scram"):
+            # as in pg_hba's md5 method, a user whose secret is a SCRAM verifier authenticates with SCRAM
             salt = secrets.token_bytes(4)
             self.write(B.Authentication(B.AUTH_MD5, salt).encode())
             response = await self._password_message()

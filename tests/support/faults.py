@@ -127,6 +127,11 @@ class RawConn:
         del self.buf[:1 + length]
         return t.decode("latin-1"), payload
 
+    def unread(self, msg: Message) -> None:
+        """Put a message read with ``read_message`` back in front of the buffer."""
+        t, payload = msg
+        self.buf[0:0] = t.encode("latin-1") + struct.pack("!i", len(payload) + 4) + payload
+
     def read_until_ready(self, count: int = 1) -> list[Message]:
         """Messages up to and including the ``count``-th ReadyForQuery. AssertionError on EOF."""
         out: list[Message] = []

@@ -382,9 +382,11 @@ def _where(pk: list[str], rec: dict) -> sql.Composable:
         else sql.SQL("{} IS NULL").format(sql.Identifier(p)) for p in pk)
 
 
-def _lit(v: Any) -> sql.Composable:
-    if isinstance(v, (dict, list)) and not (isinstance(v, list) and all(isinstance(x, str) for x in v) and v):
-        return sql.Literal(json.dumps(v))
+def _lit(v: Any, kind: str | None) -> sql.Composable:
+    if kind in ("json", "jsonb") or (kind is None and isinstance(v, dict)):
+        return sql.Literal(None if v is None else json.dumps(v))
+    if kind == "text[]" and isinstance(v, list):
+        return sql.SQL("{}::text[]").format(sql.Literal([str(x) for x in v]))
     return sql.Literal(v)
 
 
@@ -408,11 +410,12 @@ async def iasql_get_sql_since(state: EngineState, ctx: Any, limit_date: Any = No
             mp = mappers.get(table)
             serial = {c.name for c in mp.columns if c.role == "pk"} if mp else set()
             pk = list(mp.pk) if mp else []
+            kinds = {c.name: c.kind for c in mp.columns} if mp else {}
             t = sql.Identifier(table)
             if ctype == "INSERT":
                 rec = {k: v for k, v in change["change"].items() if k not in serial}
                 q = sql.SQL("INSERT INTO {} ({}) VALUES ({});").format(
-                    t, sql.SQL(", ").join(map(sql.Identifier, rec)), sql.SQL(", ").join(_lit(v) for v in rec.values()))
+                    t, sql.SQL(", ").join(map(sql.Identifier, rec)), sql.SQL(", ").join(_lit(v, kinds.get(k)) for k, v in rec.items()))
             elif ctype == "DELETE":
                 q = sql.SQL("DELETE FROM {} WHERE {};").format(t, _where(pk or list(change["original"]), change["original"]))
             else:
@@ -421,7 +424,7 @@ async def iasql_get_sql_since(state: EngineState, ctx: Any, limit_date: Any = No
                 if not diff:
                     continue
                 q = sql.SQL("UPDATE {} SET {} WHERE {};").format(
-                    t, sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.Identifier(k), _lit(v)) for k, v in diff.items()),
+                    t, sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.Identifier(k), _lit(v, kinds.get(k))) for k, v in diff.items()),
                     _where(pk or list(orig), orig))
             out.append((q.as_string(s.conn),))
         return out

@@ -110,13 +110,18 @@ async def test_injection_through_arguments_and_values(registry, ctx, dsn):
         await call(registry, ctx, "iasql_install", None)
     await call(registry, ctx, "iasql_install", "aws_iam")
     evil = "r'); DROP TABLE iasql_module; --"
-    await sql(dsn, "INSERT INTO iam_role (role_name, assume_role_policy_document, description) VALUES (%s, '{}', %s)",
-              (evil, "it's"))
-    [(stmt,)] = await call(registry, ctx, "iasql_get_sql_since")
-    # the generated SQL replays the row exactly, quotes and all
+    await sql(dsn, "INSERT INTO iam_role (role_name, assume_role_policy_document, description, attached_policies_arns) "
+                   "VALUES (%s, '{\"a\": \"b'')\"}', %s, ARRAY['x''y'])", (evil, "it's"))
+    await sql(dsn, "UPDATE iam_role SET attached_policies_arns = '{}'")
+    stmts = [r[0] for r in await call(registry, ctx, "iasql_get_sql_since")]
+    assert len(stmts) == 2 and stmts[0].startswith("INSERT INTO") and stmts[1].startswith("UPDATE")
+    # the generated SQL replays the changes exactly, quotes and all
+    before = await sql(dsn, "SELECT * FROM iam_role")
     await sql(dsn, "DELETE FROM iam_role")
-    await sql(dsn, stmt)
-    assert await sql(dsn, "SELECT role_name, description FROM iam_role") == [(evil, "it's")]
+    for stmt in stmts:
+        await sql(dsn, stmt)
+    assert await sql(dsn, "SELECT * FROM iam_role") == before
+    assert before[0][1] == evil and before[0][2] == {"a": "b')"}
     assert await sql(dsn, "SELECT to_regclass('iasql_module') IS NOT NULL") == [(True,)]
     # commit message is a bound parameter
     await call(registry, ctx, "iasql_begin")

@@ -22,13 +22,13 @@ does (protocol chapter, "Extended Query").
 from __future__ import annotations
 
 import asyncio
-import collections
 import dataclasses
 import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from proxy.backend.connection import ServerConnection, ServerError
+from proxy.backend.batch import ServerBatch
+from proxy.backend.connection import ServerError
 from proxy.intercept.values import ValueError_, param_value, to_text
 from proxy.router.classify import Call, CallError, ParamRef, find_calls, may_contain_call
 from proxy.router.rewrite import rewrite_with_rows
@@ -46,13 +46,6 @@ _EXTENDED = frozenset(map(ord, "PBDECHS"))
 _TEXT_OID = 25
 PRIVATE_STMT = "iasql_proxy_stmt"
 PRIVATE_PORTAL = "iasql_proxy_portal"
-
-# What ends each owed reply (a response-queue entry): the message types that complete it.
-_DONE = {
-    "parse": frozenset(b"1"), "bind": frozenset(b"2"), "close": frozenset(b"3"),
-    "describe": frozenset(b"Tn"), "execute": frozenset(b"CIsGH"),
-}
-
 
 @dataclass
 class InterceptedStatement:
@@ -74,72 +67,6 @@ class ExtendedState:
     def active(self) -> bool:
         """True while any intercepted statement exists (the session's extended traffic comes here)."""
         return bool(self.statements)
-
-
-class _Batch:
-    """One batch up to Sync, with the server in collect mode and a reader that relays its replies."""
-
-    def __init__(self, session: "ClientSession", server: ServerConnection):
-        self.session = session
-        self.server = server
-        self.owed: collections.deque[tuple[str, bool]] = collections.deque()  # (kind, forward?)
-        self.failed = False
-        self.idle = asyncio.Event()
-        self.idle.set()
-        self.ready: asyncio.Future = asyncio.get_running_loop().create_future()
-        self.reader = asyncio.get_running_loop().create_task(self._read())
-
-    def expect(self, kind: str, forward: bool = True) -> None:
-        self.owed.append((kind, forward))
-        self.idle.clear()
-
-    async def _read(self) -> None:
-        server, session = self.server, self.session
-        while True:
-            t, payload = await server.recv()
-            if t == ord("Z"):
-                server.status = bytes(payload[:1])
-                self.owed.clear()
-                self.idle.set()
-                if not self.ready.done():
-                    self.ready.set_result(server.status)
-                self.ready = asyncio.get_running_loop().create_future()
-                continue
-            if t == ord("S"):
-                ps = B.ParameterStatus.decode(payload)
-                server.params[ps.name] = ps.value
-            forward = self.owed[0][1] if self.owed else True
-            if t == ord("E"):
-                self.failed = True
-                if forward or not self.owed:
-                    session.write(frame(b"E", payload))
-                self.owed.clear()
-                self.idle.set()
-                continue
-            if t in (ord("N"), ord("A"), ord("S")):
-                session.write(frame(bytes((t,)), payload))
-                continue
-            if forward:
-                session.write(frame(bytes((t,)), payload))
-            if self.owed and t in _DONE[self.owed[0][0]]:
-                self.owed.popleft()
-                if not self.owed:
-                    self.idle.set()
-
-    async def flushed(self) -> None:
-        """Ask the server for everything owed so far and wait until it has come."""
-        if not self.idle.is_set():
-            self.server.send(F.Flush().encode())
-            await self.idle.wait()
-
-    async def sync(self) -> bytes:
-        """Send Sync and wait for ReadyForQuery; returns the transaction status (not forwarded)."""
-        fut = self.ready
-        self.server.send(F.Sync().encode())
-        return await fut
-
-    def close(self) -> None:
-        self.reader.cancel()
 
 
 class ExtendedInterceptor:
@@ -177,7 +104,7 @@ class ExtendedInterceptor:
             return
         st = self.state(session)
         server.detach()
-        batch = _Batch(session, server)
+        batch = ServerBatch(session, server)
         status = session.tx_status
         try:
             while True:
@@ -238,12 +165,12 @@ class ExtendedInterceptor:
         if not server.closed and session.server is server:
             server.attach(session)
 
-    def _fail(self, session: "ClientSession", batch: _Batch, code: str, message: str, hint: str | None = None,
+    def _fail(self, session: "ClientSession", batch: ServerBatch, code: str, message: str, hint: str | None = None,
               detail: str | None = None) -> None:
         session.write(B.error(code, message, hint=hint, detail=detail))
         batch.failed = True
 
-    async def _parse(self, session: "ClientSession", batch: _Batch, st: ExtendedState, msg: F.Parse, raw: bytes) -> None:
+    async def _parse(self, session: "ClientSession", batch: ServerBatch, st: ExtendedState, msg: F.Parse, raw: bytes) -> None:
         server = session.server
         scs = server.params.get("standard_conforming_strings", "on") == "on"
         calls: list[Call] = []
@@ -295,7 +222,7 @@ class ExtendedInterceptor:
             sql = rewrite_with_rows(sql, call, columns, text_rows, standard_conforming_strings=scs)
         return sql
 
-    async def _execute(self, session: "ClientSession", batch: _Batch, bound: tuple[InterceptedStatement, F.Bind],
+    async def _execute(self, session: "ClientSession", batch: ServerBatch, bound: tuple[InterceptedStatement, F.Bind],
                        msg: F.Execute) -> None:
         stmt, bind = bound
         server = session.server

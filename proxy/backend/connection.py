@@ -28,8 +28,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("iasql_proxy.server")
 
-_Z, _S = ord("Z"), ord("S")
-_RELAY_WATCH = frozenset((_Z, _S))
+_Z, _S, _E = ord("Z"), ord("S"), ord("E")
+#: Relayed messages the proxy looks at: ReadyForQuery, ParameterStatus, ErrorResponse (to see FATAL).
+_RELAY_WATCH = frozenset((_Z, _S, _E))
 
 
 class ServerError(Exception):
@@ -89,6 +90,7 @@ class ServerConnection(asyncio.Protocol):
         self._raw = bytearray()
         self._raw_mode = False
         self._paused_client = False
+        self.sent_fatal = False  # a FATAL/PANIC ErrorResponse was relayed (the server is ending the session)
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -149,6 +151,13 @@ class ServerConnection(asyncio.Protocol):
             client = self.client
             if client is not None:
                 client.server_ready(self.status)
+        elif t == _E:
+            try:
+                err = B.ErrorResponse.decode(payload)
+            except ProtocolViolation:
+                return
+            if (err.get("V") or err.get("S")) in ("FATAL", "PANIC"):
+                self.sent_fatal = True
         else:  # ParameterStatus
             try:
                 msg = B.ParameterStatus.decode(payload)

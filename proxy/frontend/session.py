@@ -509,7 +509,7 @@ class ClientSession(asyncio.Protocol):
         if server is self.server:
             self.server = None
             if not self.closed:
-                if server.at_boundary:
+                if server.at_boundary and not server.sent_fatal:  # Postgres's own FATAL already says why
                     self.write(B.error(sqlstate.CONNECTION_FAILURE, "server closed the connection unexpectedly",
                                        severity="FATAL",
                                        detail="The server connection ended before the request completed."))

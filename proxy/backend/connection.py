@@ -82,6 +82,8 @@ class ServerConnection(asyncio.Protocol):
         self.created = time.monotonic()
         self.last_used = self.created
         self.pool = None  # set by the pool that owns it
+        self.gucs: dict[str, str] = {}   # session parameters applied for transaction pooling
+        self.prepared: set[str] = set()  # server-side prepared statement names it holds
         self._frames = FrameBuffer()
         self._inbox: collections.deque = collections.deque()
         self._waiter: asyncio.Future | None = None
@@ -178,6 +180,14 @@ class ServerConnection(asyncio.Protocol):
         self.last_used = time.monotonic()
         if self._paused_client:
             self._paused_client = False
+
+    def clear_inbox(self) -> None:
+        """Drop messages that arrived while the connection sat idle in the pool (e.g. notices)."""
+        while self._inbox and not isinstance(self._inbox[0], Exception):
+            t, payload = self._inbox.popleft()
+            if t == _S:
+                ps = B.ParameterStatus.decode(payload)
+                self.params[ps.name] = ps.value
 
     @property
     def at_boundary(self) -> bool:

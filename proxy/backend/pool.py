@@ -97,12 +97,18 @@ class Pool:
                 fut.set_result(None)
                 return
 
-    def release(self, conn: ServerConnection, clean: bool) -> None:
-        """Give ``conn`` back. A clean, idle connection is reset and reused; otherwise it is closed."""
+    def release(self, conn: ServerConnection, clean: bool, reset: bool = True) -> None:
+        """Give ``conn`` back. A clean, idle connection is reset (``server_reset_query``, session
+        pooling only: ``reset``) and reused; otherwise it is closed."""
         conn.detach()
         if not clean or conn.closed or conn.broken or conn.status != b"I" or self.closed:
             self.active.discard(conn)
             conn.close()
+            self._wake_one()
+            return
+        if not reset:
+            self.active.discard(conn)
+            self.idle.append(conn)
             self._wake_one()
             return
         asyncio.get_running_loop().create_task(self._reset_and_idle(conn))
@@ -117,6 +123,8 @@ class Pool:
             self.active.discard(conn)
         else:
             self.active.discard(conn)
+            conn.gucs = {}
+            conn.prepared.clear()
             if not conn.closed:
                 self.idle.append(conn)
         self._wake_one()

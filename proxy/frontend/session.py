@@ -32,6 +32,12 @@ from typing import TYPE_CHECKING
 from proxy.auth import AuthFailed, ScramServerExchange, Secret, check_md5, check_plain
 from proxy.backend.connection import Credentials, ServerConnection, ServerError
 from proxy.backend.pool import PoolTimeout
+from proxy.frontend import transaction as txn
+try:
+    from proxy.router.session_state import STATEFUL_HINT, analyze
+except ImportError:  # pragma: no cover - being written
+    STATEFUL_HINT = re.compile(rb"(?i)set|reset|discard|prepare|deallocate|listen|declare|close|temp|advisory|begin|start|load")
+    analyze = None
 from proxy.tls import peer_common_name
 from proxy.wire import backend as B
 from proxy.wire import frontend as F
@@ -48,6 +54,8 @@ _HDR = struct.Struct("!Bi")
 _IASQL = re.compile(rb"[iI][aA][sS][qQ][lL]_")
 _Q, _P, _X, _S, _F = ord("Q"), ord("P"), ord("X"), ord("S"), ord("F")
 _SPECIAL = frozenset((_Q, _P, _X))
+#: In transaction/statement pooling, messages that may name a prepared statement are looked at too.
+_SPECIAL_TXN = frozenset(map(ord, "QPXBDC"))
 #: While a session has prepared statements that call iasql_*, all its extended traffic is special.
 SPECIAL_EXTENDED = frozenset(map(ord, "QPXBDECHS"))
 #: Messages after which no ReadyForQuery is owed until a Sync (the extended protocol's open batch).
@@ -79,8 +87,6 @@ class ClientSession(asyncio.Protocol):
     """A client connection. ``direct_tls`` is True when TLS was negotiated before any protocol byte
     (PostgreSQL 17 ``sslnegotiation=direct``)."""
 
-    special_default = _SPECIAL
-
     def __init__(self, app: "ProxyApp", direct_tls: bool = False):
         self.app = app
         self.cfg = app.cfg
@@ -110,11 +116,20 @@ class ClientSession(asyncio.Protocol):
         self.counted = False
         self.credentials: Credentials | None = None
         self.special = _SPECIAL          # message types the fast path looks at
+        self.special_default = _SPECIAL
         # counters read by the admin console and metrics (plain ints: cheap on the fast path)
         self.bytes_in = 0
         self.queries = 0
         self.transactions = 0
         self.wait_started: float | None = None
+        # transaction / statement pooling (proxy.frontend.transaction)
+        self.pool_mode = "session"
+        self.gucs: dict[str, str] = {}          # session parameters the client changed, by name
+        self.touched_gucs: set[str] = set()     # names to read back when the transaction ends
+        self.reset_all_pending = False
+        self.pins: dict[str, str] = {}          # state that keeps the client on its connection
+        self.prepared = txn.PreparedStatements()
+        self._drained: asyncio.Future | None = None
         self.extended_state = None       # set by the interceptor (intercept.extended.ExtendedState)
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
@@ -314,12 +329,18 @@ class ClientSession(asyncio.Protocol):
         except AuthFailed as e:
             raise ClientError(sqlstate.INVALID_PASSWORD, f"server login failed: {e}") from None
         out = [B.ParameterStatus(k, v).encode() for k, v in self.server.params.items()]
+        self.pool_mode = self.target.pool_mode or self.cfg.pool_mode
+        if self.pool_mode != "session":
+            self.special = self.special_default = _SPECIAL_TXN
         self.key = self.app.register_key(self)
         out.append(B.BackendKeyData(*self.key).encode())
         out.append(B.ReadyForQuery(b"I").encode())
         self.write(b"".join(out))
-        self.server.attach(self)
         self.ready = True
+        if self.pool_mode == "session":
+            self.server.attach(self)
+        else:
+            self._give_back()
         log.info("event=session_start client=%s user=%s database=%s tls=%s", self.peer, self.user,
                  self.database, self.tls_version or "off")
         if self._inbuf:
@@ -411,6 +432,13 @@ class ClientSession(asyncio.Protocol):
         self.bytes_in += len(data)
         buf = self._inbuf
         buf += data
+        if self.server is None and self.pool_mode != "session":
+            if buf[:1] == b"X":
+                self._terminate()
+                return
+            if len(buf) >= 5:
+                self._busy = asyncio.get_running_loop().create_task(self._lease_then_relay())
+            return
         n = len(buf)
         pos = 0
         limit = self.max_message
@@ -432,11 +460,21 @@ class ClientSession(asyncio.Protocol):
                         self._flush(buf, pos, pending, last)
                         self._terminate()
                         return
-                    if self.app.interceptor is not None and (special is not _SPECIAL
-                                                             or _IASQL.search(buf, pos + 5, end)):
+                    if self.app.interceptor is not None and (special is SPECIAL_EXTENDED
+                                                             or ((t == _Q or t == _P) and _IASQL.search(buf, pos + 5, end))):
                         self._flush(buf, pos, pending, last)
                         self._start_intercept()
                         return
+                    if special is _SPECIAL_TXN:
+                        if (t == _Q or t == _P) and STATEFUL_HINT.search(buf, pos + 5, end):
+                            if not self._note_state(t, buf, pos, end):
+                                self._flush(buf, pos, pending, last)
+                                self._refuse_block(buf, end)
+                                return
+                        if t != _Q and txn.needs_rename(t, buf, pos, end):
+                            self._flush(buf, pos, pending, last)
+                            self._busy = asyncio.get_running_loop().create_task(self._run_named())
+                            return
                 if t == _Q or t == _S or t == _F:
                     pending += 1
                 last = t
@@ -462,12 +500,166 @@ class ClientSession(asyncio.Protocol):
         if last >= 0:
             self._last_type = last
 
+    # -- transaction and statement pooling ----------------------------------------------------
+    def _note_state(self, t: int, buf: bytearray, pos: int, end: int) -> bool:
+        """Record what a Query/Parse may change in session state. Returns False when statement
+        pooling must refuse it (it opens a transaction block)."""
+        raw = bytes(buf[pos + 5:end])
+        try:
+            text = (raw[:-1] if t == _Q else raw[raw.index(b"\0") + 1:raw.index(b"\0", raw.index(b"\0") + 1)]).decode()
+        except (ValueError, UnicodeDecodeError):
+            return True
+        scs = self.server.params.get("standard_conforming_strings", "on") == "on" if self.server else True
+        fx = analyze(text, standard_conforming_strings=scs)
+        if fx.begins_block and self.pool_mode == "statement":
+            return False
+        self.touched_gucs |= fx.gucs
+        if fx.reset_all:
+            self.reset_all_pending = True
+        for why in fx.pins:
+            if why not in self.pins:
+                self.pins[why] = why
+                log.info("event=pinned client=%s user=%s reason=%r", self.peer, self.user, why)
+        for what in fx.unpins:
+            self._unpin(what)
+        if fx.discard_all:
+            self.pins.clear()
+        return True
+
+    def _unpin(self, what: str) -> None:
+        kind, _, name = what.partition(" ")
+        prefix = {"UNLISTEN": "LISTEN", "DEALLOCATE": "PREPARE", "CLOSE": "DECLARE", "DISCARD": "CREATE TEMP",
+                  "pg_advisory_unlock_all": "pg_advisory_lock"}.get(kind)
+        if prefix is None:
+            return
+        for why in list(self.pins):
+            if why.startswith(prefix) and (name in ("", "*", "ALL", "TEMP") or why.split(" ")[-1] == name):
+                del self.pins[why]
+
+    def _refuse_block(self, buf: bytearray, end: int) -> None:
+        """Statement pooling: answer a transaction block with an ERROR; the client stays connected."""
+        t, length = _HDR.unpack_from(buf, 0)
+        del buf[:1 + length]
+        self.write(B.error(sqlstate.ACTIVE_SQL_TRANSACTION,
+                           "transaction blocks are not allowed in statement pooling mode",
+                           hint="Use pool_mode = transaction, or run the statements one at a time."))
+        if t == _Q:
+            self.write(B.ReadyForQuery(self.tx_status).encode())
+        if buf and not self.closed:
+            data = bytes(buf)
+            buf.clear()
+            self._relay(data)
+
+    async def _lease_then_relay(self) -> None:
+        try:
+            await self._lease()
+        except asyncio.CancelledError:
+            return
+        except PoolTimeout:
+            self._busy = None
+            self.fatal(sqlstate.PROTOCOL_VIOLATION, "query_wait_timeout")
+            return
+        except ServerError as e:
+            self._busy = None
+            self.write(e.fields.encode() if e.fields is not None else B.error(e.sqlstate, e.message, severity="FATAL"))
+            self.close()
+            return
+        except AuthFailed as e:
+            self._busy = None
+            self.fatal(sqlstate.INVALID_PASSWORD, f"server login failed: {e}")
+            return
+        self._busy = None
+        if self._inbuf and not self.closed:
+            data = bytes(self._inbuf)
+            self._inbuf.clear()
+            self.bytes_in -= len(data)
+            self._relay(data)
+
+    async def _lease(self) -> None:
+        """Lease a server connection for the next transaction and give it the client's state."""
+        self.wait_started = time.monotonic()
+        server, self.pool = await self.app.lease(self, self.credentials)
+        self.wait_started = None
+        server.clear_inbox()
+        try:
+            await txn.apply_state(self, server)
+        except ServerError:
+            self.pool.release(server, False)
+            raise
+        if self.closed:
+            self.pool.release(server, True, reset=False)
+            return
+        self.server = server
+        server.attach(self)
+
+    async def _run_named(self) -> None:
+        try:
+            await self.wait_replies()
+            await txn.run_named_batch(self)
+        except asyncio.CancelledError:
+            return
+        finally:
+            self._busy = None
+        self._maybe_give_back()
+        if self._inbuf and not self.closed:
+            data = bytes(self._inbuf)
+            self._inbuf.clear()
+            self.bytes_in -= len(data)
+            self._relay(data)
+
+    async def wait_replies(self) -> None:
+        """Wait until every ReadyForQuery the server owes for relayed messages has been relayed."""
+        while self.pending_ready and self.server is not None and not self.server.closed:
+            self._drained = asyncio.get_running_loop().create_future()
+            try:
+                await self._drained
+            finally:
+                self._drained = None
+
+    def _maybe_give_back(self) -> None:
+        """In transaction/statement pooling, return the server once the client is idle between transactions."""
+        if (self.pool_mode == "session" or self.server is None or self.pending_ready or self._busy is not None
+                or self.tx_status != b"I" or self._last_type in _EXTENDED or self.pins or self.closed):
+            return
+        if self.touched_gucs or self.reset_all_pending:
+            self._busy = asyncio.get_running_loop().create_task(self._read_back_then_give_back())
+            return
+        self._give_back()
+
+    async def _read_back_then_give_back(self) -> None:
+        server = self.server
+        try:
+            server.detach()
+            await txn.read_back(self, server)
+        except asyncio.CancelledError:
+            return
+        except ServerError:
+            self._busy = None
+            self.server_lost(server)
+            return
+        self._busy = None
+        if self.server is server:
+            self._give_back()
+        if self._inbuf and not self.closed:
+            data = bytes(self._inbuf)
+            self._inbuf.clear()
+            self.bytes_in -= len(data)
+            self._relay(data)
+
+    def _give_back(self) -> None:
+        server, self.server = self.server, None
+        if server is not None and self.pool is not None:
+            self.pool.release(server, True, reset=False)
+
     def _start_intercept(self) -> None:
         """Hand the message at the head of the buffer to the interceptor; pause relaying until done."""
         self._busy = asyncio.get_running_loop().create_task(self._run_intercept())
 
     async def _run_intercept(self) -> None:
         try:
+            if self.server is None and self.pool_mode != "session":
+                await self._lease()
+            await self.wait_replies()
             await self.app.interceptor.handle(self)
         except asyncio.CancelledError:
             return
@@ -477,9 +669,11 @@ class ClientSession(asyncio.Protocol):
             return
         finally:
             self._busy = None
+        self._maybe_give_back()
         if self._inbuf and not self.closed:
             data = bytes(self._inbuf)
             self._inbuf.clear()
+            self.bytes_in -= len(data)
             self._relay(data)
 
     def _forward_head_message(self) -> None:
@@ -500,6 +694,12 @@ class ClientSession(asyncio.Protocol):
             self.transactions += 1
         if self.pending_ready:
             self.pending_ready -= 1
+        if not self.pending_ready:
+            d = self._drained
+            if d is not None and not d.done():
+                d.set_result(None)
+            if self.pool_mode != "session" and status == b"I":
+                self._maybe_give_back()
 
     def server_parameter(self, name: str, value: str) -> None:
         """ParameterStatus seen in relayed output (already forwarded)."""
@@ -523,10 +723,13 @@ class ClientSession(asyncio.Protocol):
                  and server.status == b"I" and self._busy is None)
         if not clean and server.backend_key is not None and not server.closed:
             asyncio.get_running_loop().create_task(self.app.cancel_server(server))
-        if self.pool is not None:
+        if self.pool is None:
+            server.close()
+        elif self.pool_mode == "session":
             self.pool.release(server, clean)
         else:
-            server.close()
+            # a pinned connection holds state no later client may see: it is closed, not reused
+            self.pool.release(server, clean and not self.pins, reset=False)
 
 
 def _credentials(password: str | None, secret: Secret | None) -> Credentials:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from proxy.frontend.session import SPECIAL_EXTENDED
 from proxy.intercept.context import make_context
 from proxy.intercept.extended import ExtendedInterceptor
 from proxy.intercept.simple import QueryInterceptor
@@ -34,9 +33,11 @@ class Interceptor:
         if head == b"Q":
             await self.query.handle_query(session)
         elif head in (b"P", b"B", b"D", b"E", b"C", b"H", b"S"):
+            from proxy.frontend.session import SPECIAL_EXTENDED
+
             await self.extended.handle_batch(session)
             st = session.extended_state
-            session.special = SPECIAL_EXTENDED if st is not None and st.active else type(session).special_default
+            session.special = SPECIAL_EXTENDED if st is not None and st.active else session.special_default
         else:
             session._forward_head_message()
 

@@ -1,0 +1,257 @@
+"""Transaction and statement pooling: what makes a client unable to tell that its transactions run
+on different server connections.
+
+Theory of operation
+-------------------
+In ``pool_mode = transaction`` a client holds a server connection only from its first message
+after ReadyForQuery(idle) until the next ReadyForQuery(idle); ``statement`` mode is the same but
+refuses explicit transaction blocks (PgDog's kinder rule: an ERROR, the client stays connected).
+
+*Session state follows the client.* Messages are not parsed on the fast path; a Query or Parse
+whose bytes match ``STATEFUL_HINT`` (set, reset, discard, prepare, listen, ...) is analysed with the
+router's lexer (``analyze``). Parameters a transaction may have changed at session level are read
+back with ``current_setting`` when it ends (so a SET rolled back by an error, or a SET LOCAL, is
+not kept, exactly as PostgreSQL decides) into ``session.gucs``. Each server connection remembers
+what it has applied (``server.gucs``); before a client's transaction runs on a connection, the
+difference is applied with ``set_config``/``RESET`` in one round trip, its replies hidden.
+
+*Prepared statements follow the client.* A named Parse gets a server-side name derived from its
+text and parameter types, shared by every client that prepares the same statement; each server
+connection knows which it holds. Bind/Describe/Close of a client's name are renamed, and the
+statement is prepared first on a connection that lacks it. Such batches run through the owed-reply
+queue (``ServerBatch``) so replies the client did not ask for are dropped and the ones it expects
+(ParseComplete for a statement the connection already had, CloseComplete) are inserted in order.
+
+*What cannot follow pins*: SQL PREPARE, LISTEN, temporary tables, cursors WITH HOLD, session
+advisory locks and LOAD keep the client on its connection until the state is gone (UNLISTEN *,
+DEALLOCATE ALL, DISCARD, CLOSE ALL, pg_advisory_unlock_all) or the client leaves; a log line says why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import struct
+from typing import TYPE_CHECKING
+
+from proxy.backend.batch import ServerBatch
+from proxy.backend.connection import ServerConnection, ServerError
+from proxy.intercept.values import array_literal
+from proxy.wire import backend as B
+from proxy.wire import frontend as F
+from proxy.wire import sqlstate
+from proxy.wire.codec import ProtocolViolation
+
+if TYPE_CHECKING:
+    from proxy.frontend.session import ClientSession
+
+log = logging.getLogger("iasql_proxy.transaction")
+
+_HDR = struct.Struct("!Bi")
+_EXTENDED = frozenset(map(ord, "PBDECHS"))
+#: GUCs that must be applied before others (SET SESSION AUTHORIZATION resets ROLE).
+_FIRST = ("session_authorization",)
+_RESET_SPECIAL = {"session_authorization": "RESET SESSION AUTHORIZATION", "role": "RESET ROLE"}
+
+
+def server_statement_name(query: str, param_types: tuple[int, ...]) -> str:
+    """The server-side name of a prepared statement: ``iasqlp_`` + 24 hex digits of SHA-256 over
+    its text and parameter types, so identical statements share one server statement."""
+    h = hashlib.sha256(query.encode() + b"\0" + b",".join(str(t).encode() for t in param_types)).hexdigest()
+    return "iasqlp_" + h[:24]
+
+
+def _literal(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+async def apply_state(session: "ClientSession", server: ServerConnection) -> None:
+    """Make ``server``'s session parameters equal the client's (``session.gucs``), in one Query whose
+    replies (including ParameterStatus) are not forwarded. Raises ServerError."""
+    want: dict[str, str] = session.gucs
+    have: dict[str, str] = server.gucs
+    if want == have:
+        return
+    parts: list[str] = []
+    names = sorted(set(want) | set(have), key=lambda n: (n not in _FIRST, n))
+    calls = []
+    for n in names:
+        if n in want:
+            if have.get(n) != want[n]:
+                calls.append(f"set_config({_literal(n)}, {_literal(want[n])}, false)")
+        else:
+            if calls:
+                parts.append("SELECT " + ", ".join(calls))
+                calls = []
+            parts.append(_RESET_SPECIAL.get(n, f'RESET "{n}"' if "." not in n else f"RESET {n}"))
+    if calls:
+        parts.append("SELECT " + ", ".join(calls))
+    if parts:
+        await server.query("; ".join(parts))
+    server.gucs = dict(want)
+
+
+async def read_back(session: "ClientSession", server: ServerConnection) -> None:
+    """After a transaction that may have changed session parameters, read their values from the
+    server (``current_setting(name, true)``) into ``session.gucs`` and ``server.gucs``."""
+    names = sorted(session.touched_gucs)
+    session.touched_gucs = set()
+    if session.reset_all_pending:
+        session.gucs.clear()
+        server.gucs = {}
+        session.reset_all_pending = False
+    if not names:
+        return
+    rows = await server.extended_query("SELECT n, current_setting(n, true) FROM unnest($1::text[]) AS n",
+                                       [array_literal(names)])
+    for n_raw, v_raw in rows:
+        if n_raw is None:
+            continue
+        n = n_raw.decode()
+        if v_raw is None:
+            session.gucs.pop(n, None)
+            server.gucs.pop(n, None)
+        else:
+            session.gucs[n] = server.gucs[n] = v_raw.decode()
+
+
+class PreparedStatements:
+    """A client's named prepared statements: client name -> (server name, query, parameter types)."""
+
+    def __init__(self) -> None:
+        self.by_name: dict[str, tuple[str, str, tuple[int, ...]]] = {}
+
+
+def needs_rename(t: int, buf: bytearray, pos: int, end: int) -> bool:
+    """Whether message ``t`` at ``buf[pos:end]`` names a prepared statement (cheap byte checks only)."""
+    body = pos + 5
+    if t == ord("P"):
+        return buf[body] != 0
+    if t == ord("B"):
+        nul = buf.find(b"\0", body, end)
+        return nul >= 0 and nul + 1 < end and buf[nul + 1] != 0
+    if t in (ord("D"), ord("C")):
+        return buf[body] == ord("S") and buf[body + 1] != 0
+    return False
+
+
+async def run_named_batch(session: "ClientSession") -> None:
+    """Process extended messages from the head of the session's input up to Sync, renaming named
+    statements (see the module docstring). The session holds a leased ``server`` here."""
+    server = session.server
+    prepared: PreparedStatements = session.prepared
+    server.detach()
+    batch = ServerBatch(session, server)
+    try:
+        while True:
+            buf = session._inbuf
+            if buf[:1] and buf[0] not in _EXTENDED:
+                await batch.flushed()
+                break
+            t, payload, raw = await _next(session)
+            if t == ord("S"):
+                await batch.flushed()
+                status = await batch.sync()
+                session.write(B.ReadyForQuery(status).encode())
+                session.tx_status = status
+                session.pending_ready = 0
+                break
+            if batch.failed:
+                continue
+            if t == ord("P"):
+                msg = F.Parse.decode(payload)
+                if not msg.statement:
+                    server.send(raw)
+                    batch.expect("parse")
+                    continue
+                sname = server_statement_name(msg.query, msg.param_types)
+                prepared.by_name[msg.statement] = (sname, msg.query, msg.param_types)
+                if sname in server.prepared:
+                    batch.inject(B.ParseComplete().encode())
+                else:
+                    server.send(F.Parse(sname, msg.query, msg.param_types).encode())
+                    server.prepared.add(sname)
+                    batch.expect("parse")
+            elif t == ord("B"):
+                msg = F.Bind.decode(payload)
+                if msg.statement:
+                    sname = _ensure(session, server, batch, msg.statement)
+                    if sname is None:
+                        continue
+                    server.send(F.Bind(msg.portal, sname, msg.param_formats, msg.params, msg.result_formats).encode())
+                else:
+                    server.send(raw)
+                batch.expect("bind")
+            elif t == ord("D"):
+                msg = F.Describe.decode(payload)
+                if msg.kind == b"S" and msg.name:
+                    sname = _ensure(session, server, batch, msg.name)
+                    if sname is None:
+                        continue
+                    server.send(F.Describe(b"S", sname).encode())
+                else:
+                    server.send(raw)
+                batch.expect("describe")
+            elif t == ord("C"):
+                msg = F.Close.decode(payload)
+                if msg.kind == b"S" and msg.name:
+                    prepared.by_name.pop(msg.name, None)  # the shared server statement stays
+                    batch.inject(B.CloseComplete().encode())
+                else:
+                    server.send(raw)
+                    batch.expect("close")
+            elif t == ord("E"):
+                server.send(raw)
+                batch.expect("execute")
+            elif t == ord("H"):
+                await batch.flushed()
+        if batch.failed:
+            server.prepared.intersection_update(_confirmed(server))
+    except ServerError:
+        batch.close()
+        session.server_lost(server)
+        return
+    except ProtocolViolation as e:
+        batch.close()
+        session.fatal(e.sqlstate, e.message)
+        return
+    batch.close()
+    if not server.closed and session.server is server:
+        server.attach(session)
+
+
+def _confirmed(server: ServerConnection) -> set[str]:
+    # after an error we cannot tell which Parse of the batch succeeded: forget them all so they are
+    # prepared again (a duplicate Parse is avoided by Close before Parse in _ensure)
+    return set()
+
+
+def _ensure(session: "ClientSession", server: ServerConnection, batch: ServerBatch, client_name: str) -> str | None:
+    """The server name of ``client_name``, preparing it on ``server`` first when needed; None (and an
+    ErrorResponse, as PostgreSQL's 26000) when the client never prepared it."""
+    entry = session.prepared.by_name.get(client_name)
+    if entry is None:
+        session.write(B.error(sqlstate.INVALID_SQL_STATEMENT_NAME, f'prepared statement "{client_name}" does not exist'))
+        batch.failed = True
+        return None
+    sname, query, types = entry
+    if sname not in server.prepared:
+        server.send(F.Close(b"S", sname).encode() + F.Parse(sname, query, types).encode())
+        batch.expect("close", forward=False)
+        batch.expect("parse", forward=False)
+        server.prepared.add(sname)
+    return sname
+
+
+async def _next(session: "ClientSession") -> tuple[int, bytes, bytes]:
+    while True:
+        buf = session._inbuf
+        if len(buf) >= 5:
+            t, length = _HDR.unpack_from(buf, 0)
+            if length < 4 or length > session.max_message:
+                raise ProtocolViolation(f"invalid message length {length}")
+            if len(buf) >= 1 + length:
+                raw = bytes(buf[: 1 + length])
+                del buf[: 1 + length]
+                return t, raw[5:], raw
+        await session._wait_data()

@@ -47,6 +47,21 @@ SPLIT_OFF_LOOP_CHARS = 64 * 1024
 MAX_INTERCEPTED_QUERY = 16 * 1024 * 1024
 
 
+def _shift_position(payload: bytes | bytearray, offset: int) -> bytes:
+    """An ErrorResponse payload with its position field (P, 1-based characters) moved by ``offset``
+    characters: the error was reported for a run cut out of the client's text at ``offset``."""
+    out = bytearray()
+    pos = 0
+    while pos < len(payload) and payload[pos] != 0:
+        end = payload.index(b"\0", pos + 1)
+        value = bytes(payload[pos + 1:end])
+        if payload[pos] == ord("P") and value.isdigit():
+            value = str(int(value) + offset).encode()
+        out += payload[pos:pos + 1] + value + b"\0"
+        pos = end + 1
+    return bytes(out + b"\0")
+
+
 class _Stop(Exception):
     """Processing of the current Query ends here (an error was already sent)."""
 
@@ -110,7 +125,8 @@ class QueryInterceptor:
                     j = i
                     while j < len(stmts) and plan[j] == []:
                         j += 1
-                    status = await self._run_sql(session, server, text[stmts[i].start:stmts[j - 1].end])
+                    status = await self._run_sql(session, server, text[stmts[i].start:stmts[j - 1].end],
+                                                 position_offset=stmts[i].start)
                     i = j
                     continue
                 status = await self._run_statement(session, server, stmts[i].text, plan[i], status, scs)
@@ -131,9 +147,10 @@ class QueryInterceptor:
         session._last_type = ord("Q")
 
     async def _run_sql(self, session: "ClientSession", server: ServerConnection, sql: str,
-                       drop_row_description: bool = False) -> bytes:
+                       drop_row_description: bool = False, position_offset: int = 0) -> bytes:
         """Send one Query, forward every reply but ReadyForQuery; return the status. Raises _Stop
-        (with the status) when the server reported an error."""
+        (with the status) when the server reported an error. ``position_offset``: where ``sql``
+        starts in the client's text (characters), added to an error's position field."""
         from proxy.wire import frontend as F
 
         server.send(F.Query(sql).encode())
@@ -147,6 +164,8 @@ class QueryInterceptor:
                 break
             if t == _E:
                 failed = True
+                if position_offset:
+                    payload = _shift_position(payload, position_offset)
             elif t == _G:  # COPY FROM STDIN inside an intercepted text: the client is not reading
                 server.send(F.CopyFail("COPY FROM STDIN is not supported in a query containing iasql_* calls").encode())
             elif t == _S:

@@ -1,0 +1,3 @@
+select 'before';
+select 1/0;
+select 'after';

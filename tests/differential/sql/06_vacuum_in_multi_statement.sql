@@ -1,0 +1,3 @@
+select 'start';
+VACUUM diff_fixed;
+select 'after vacuum';

@@ -1,0 +1,10 @@
+BEGIN;
+create temp table sp_t(a int);
+insert into sp_t values (1);
+SAVEPOINT s1;
+insert into sp_t values (2);
+select 1/0;
+ROLLBACK TO SAVEPOINT s1;
+insert into sp_t values (3);
+select array_agg(a order by a) from sp_t;
+COMMIT;

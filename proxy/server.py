@@ -44,6 +44,7 @@ class ProxyApp:
         self.keys: dict[tuple[int, int], ClientSession] = {}
         self.interceptor = None
         self.admin = None  # the admin console (proxy.admin), answering its virtual database in-process
+        self.ops = None  # proxy.admin.ops.Operations: reload, pause, shutdown, metrics (set by serve)
         self.auth_failures = 0
         self.tls_failures = 0
         self._auth_file: dict[str, str] = load_auth_file(cfg.auth_file) if cfg.auth_file else {}
@@ -76,8 +77,19 @@ class ProxyApp:
                         port = self.port
                 self._listeners.append(s)
                 self._accept_tasks.append(loop.create_task(self._accept_loop(s)))
+        self._accept_tasks.append(loop.create_task(self._maintain_pools()))
         log.info("event=listening addr=%s port=%s tls=%s pool_mode=%s", self.cfg.listen_addr, self.port,
                  self.cfg.client_tls_sslmode, self.cfg.pool_mode)
+
+    async def _maintain_pools(self) -> None:
+        """Once a second: pool housekeeping (idle timeout, lifetime, min_pool_size)."""
+        while True:
+            await asyncio.sleep(1.0)
+            for pool in list(self.pools.values()):
+                try:
+                    await pool.maintain()
+                except Exception:  # never let housekeeping stop
+                    log.exception("event=pool_maintenance_failed pool=%s", pool.name)
 
     async def _accept_loop(self, lsock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -129,12 +141,18 @@ class ProxyApp:
             loop.remove_reader(fd)
         return sock.recv(1, socket.MSG_PEEK)
 
-    async def stop(self) -> None:
-        """Close listeners, clients and server connections."""
+    def stop_listening(self) -> None:
+        """Stop accepting connections (graceful shutdown); connected clients stay."""
         for t in self._accept_tasks:
             t.cancel()
         for s in self._listeners:
             s.close()
+
+    async def stop(self) -> None:
+        """Close listeners, clients and server connections."""
+        self.stop_listening()
+        if self.ops is not None:
+            self.ops.close()
         for c in list(self.clients):
             c.close()
         for p in self.pools.values():
@@ -191,8 +209,12 @@ class ProxyApp:
         key = (target.name, dbname, user)
         pool = self.pools.get(key)
         if pool is None:
-            pool = Pool(f"{dbname}/{user}", target.pool_size or self.cfg.default_pool_size,
-                        self.cfg.server_reset_query, self.cfg.query_wait_timeout)
+            cfg = self.cfg
+            pool = Pool(f"{dbname}/{user}", target.pool_size or cfg.default_pool_size,
+                        cfg.server_reset_query, cfg.query_wait_timeout, min_size=cfg.min_pool_size,
+                        reserve_size=cfg.reserve_pool_size,
+                        reserve_timeout=getattr(cfg, "reserve_pool_timeout", 5.0),
+                        lifetime=cfg.server_lifetime, idle_timeout=cfg.server_idle_timeout)
             self.pools[key] = pool
         return pool
 
@@ -265,9 +287,13 @@ def _setup_logging() -> None:
 
 async def serve(cfg: Config) -> ProxyApp:
     """Start a proxy for ``cfg`` on the running loop; returns the started ProxyApp (call ``stop()``)."""
+    from proxy.admin import install, start_metrics
+
     app = ProxyApp(cfg)
     _install_interceptor(app)
+    install(app)
     await app.start()
+    await start_metrics(app)
     return app
 
 
@@ -284,19 +310,22 @@ def _install_interceptor(app: ProxyApp) -> None:
 
 async def _main(cfg: Config) -> int:
     app = await serve(cfg)
-    stop = asyncio.Event()
+    ops = app.ops
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    # SIGTERM: graceful (running statements and iasql_* calls finish, up to shutdown_timeout);
+    # SIGINT or a second SIGTERM: immediate; SIGHUP: reload the configuration (proxy.admin.ops).
+    loop.add_signal_handler(signal.SIGTERM, ops.request_shutdown, True)
+    loop.add_signal_handler(signal.SIGINT, ops.request_shutdown, False)
+    loop.add_signal_handler(signal.SIGHUP, ops.reload)
     print(f"iasql-proxy listening on {cfg.listen_addr}:{app.port}", file=sys.stderr, flush=True)
-    await stop.wait()
-    log.info("event=shutdown")
-    await app.stop()
+    await ops.run_until_shutdown()
+    log.info("event=shutdown_done")
     return 0
 
 
 def run(cfg: Config) -> int:
-    """Run the proxy until SIGINT/SIGTERM (uvloop when available). Returns the exit status."""
+    """Run the proxy until SIGTERM (graceful) or SIGINT (immediate); SIGHUP reloads (uvloop when
+    available). Returns the exit status."""
     _setup_logging()
     try:
         import uvloop

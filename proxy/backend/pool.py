@@ -34,11 +34,21 @@ class Pool:
     ``reset_query``: run on release ('' to skip); ``wait_timeout``: seconds a client may wait.
     """
 
-    def __init__(self, name: str, size: int, reset_query: str, wait_timeout: float):
+    def __init__(self, name: str, size: int, reset_query: str, wait_timeout: float, *, min_size: int = 0,
+                 reserve_size: int = 0, reserve_timeout: float = 5.0, lifetime: float = 3600.0,
+                 idle_timeout: float = 600.0):
         self.name = name
         self.size = size
         self.reset_query = reset_query
         self.wait_timeout = wait_timeout
+        self.min_size = min_size
+        self.reserve_size = reserve_size
+        self.reserve_timeout = reserve_timeout
+        self.lifetime = lifetime
+        self.idle_timeout = idle_timeout
+        self.last_opener: Opener | None = None
+        self.last_key: frozenset | None = None
+        self.waits: list[float] = []  # seconds each acquire waited (drained by metrics)
         self.idle: list[ServerConnection] = []
         self.active: set[ServerConnection] = set()
         self.opening = 0
@@ -57,18 +67,24 @@ class Pool:
         one when full), else waits. Raises PoolTimeout after ``wait_timeout`` seconds, and
         ServerError/AuthFailed from ``opener``.
         """
-        deadline = time.monotonic() + self.wait_timeout
+        started = time.monotonic()
+        deadline = started + self.wait_timeout if self.wait_timeout > 0 else float("inf")
+        self.last_opener, self.last_key = opener, startup_key
         while True:
+            capacity = self.size
+            if self.reserve_size and time.monotonic() - started >= self.reserve_timeout:
+                capacity += self.reserve_size  # PgBouncer's reserve pool: for clients that waited
             for i in range(len(self.idle) - 1, -1, -1):
                 conn = self.idle[i]
                 if conn.startup_key == startup_key and not conn.closed:
                     del self.idle[i]
                     self.active.add(conn)
+                    self._waited(started)
                     return conn
-            if self.total >= self.size and self.idle:
+            if self.total >= capacity and self.idle:
                 victim = self.idle.pop(0)
                 victim.close()
-            if self.total < self.size:
+            if self.total < capacity:
                 self.opening += 1
                 try:
                     conn = await opener()
@@ -76,19 +92,27 @@ class Pool:
                     self.opening -= 1
                 conn.pool = self
                 self.active.add(conn)
+                self._waited(started)
                 return conn
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise PoolTimeout()
+            if self.reserve_size and time.monotonic() - started < self.reserve_timeout:
+                remaining = min(remaining, self.reserve_timeout - (time.monotonic() - started) + 0.001)
             fut = asyncio.get_running_loop().create_future()
             self.waiters.append(fut)
             try:
-                await asyncio.wait_for(fut, remaining)
+                await asyncio.wait_for(fut, None if remaining == float("inf") else remaining)
             except asyncio.TimeoutError:
-                raise PoolTimeout() from None
+                if time.monotonic() >= deadline:
+                    raise PoolTimeout() from None
             finally:
                 if fut in self.waiters:
                     self.waiters.remove(fut)
+
+    def _waited(self, started: float) -> None:
+        if len(self.waits) < 10000:
+            self.waits.append(time.monotonic() - started)
 
     def _wake_one(self) -> None:
         while self.waiters:
@@ -104,6 +128,11 @@ class Pool:
         if not clean or conn.closed or conn.broken or conn.status != b"I" or self.closed:
             self.active.discard(conn)
             conn.close()
+            self._wake_one()
+            return
+        if self.lifetime > 0 and time.monotonic() - conn.created > self.lifetime:
+            self.active.discard(conn)
+            conn.close()  # server_lifetime: replaced by a fresh connection on demand
             self._wake_one()
             return
         if not reset:
@@ -135,6 +164,31 @@ class Pool:
         if conn in self.idle:
             self.idle.remove(conn)
         self._wake_one()
+
+    async def maintain(self) -> None:
+        """Housekeeping, called about once a second: close idle connections past
+        ``server_idle_timeout`` or ``server_lifetime`` (keeping ``min_pool_size``), and open
+        connections up to ``min_pool_size`` with the last opener used."""
+        now = time.monotonic()
+        for conn in list(self.idle):
+            expired = (self.lifetime > 0 and now - conn.created > self.lifetime)
+            idle_too_long = self.idle_timeout > 0 and now - conn.last_used > self.idle_timeout
+            if conn.closed or expired or (idle_too_long and self.total > self.min_size):
+                self.idle.remove(conn)
+                conn.close()
+        while (self.min_size and self.total < min(self.min_size, self.size) and self.last_opener is not None
+               and not self.closed):
+            self.opening += 1
+            try:
+                conn = await self.last_opener()
+            except Exception as e:  # a failing server: try again at the next tick
+                log.info("event=min_pool_open_failed pool=%s error=%r", self.name, str(e))
+                return
+            finally:
+                self.opening -= 1
+            conn.pool = self
+            self.idle.append(conn)
+            self._wake_one()
 
     def close_all(self) -> None:
         """Close idle connections and refuse reuse of active ones."""

@@ -375,3 +375,17 @@ class TestClientLoginTimeout:
                              connect_timeout=5) as conn:
             time.sleep(1.5)  # longer than client_login_timeout, after login
             assert conn.execute("select 1").fetchone() == (1,)
+
+
+def test_unknown_database_same_error_as_postgres(scram_proxy, pg, pg_roles):
+    errs = []
+    for port in (scram_proxy.port, pg.port):
+        with RawConn(port) as c:
+            with pytest.raises(ServerFatal) as exc:
+                c.startup("alice", database="no_such_db", password=pg_roles["alice"])
+            errs.append(exc.value)
+    through, direct = errs
+    assert (through.severity, through.sqlstate, through.message) == \
+        ("FATAL", "3D000", 'database "no_such_db" does not exist')
+    assert (through.severity, through.sqlstate, through.message) == \
+        (direct.severity, direct.sqlstate, direct.message)

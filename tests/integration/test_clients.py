@@ -375,3 +375,57 @@ class TestPg8000:
         assert exc.value.args[0]["C"] == "57014"
         assert time.monotonic() - start < 5
         assert conn.run("select 3") == [[3]]
+
+
+# ---------------------------------------------------------------------------------------------
+# cancel routing and bulk data
+# ---------------------------------------------------------------------------------------------
+
+def test_cancel_reaches_only_the_right_client(scram_proxy, password):
+    a = psycopg.connect(scram_proxy.dsn(user=USER, password=password, sslmode="verify-full"), autocommit=True)
+    b = psycopg.connect(scram_proxy.dsn(user=USER, password=password, sslmode="verify-full"), autocommit=True)
+    outcome: dict = {}
+
+    def run(name, conn, seconds):
+        try:
+            outcome[name] = conn.execute(f"select pg_sleep({seconds}), 'done'").fetchone()[1]
+        except psycopg.Error as e:
+            outcome[name] = e.sqlstate
+
+    try:
+        ta = threading.Thread(target=run, args=("a", a, 10))
+        tb = threading.Thread(target=run, args=("b", b, 1.5))
+        ta.start()
+        tb.start()
+        time.sleep(0.4)
+        # an unknown key is ignored silently, as Postgres does
+        cancel_request(scram_proxy.port, 12345, 67890)
+        cancel_request(scram_proxy.port, a.info.backend_pid, 0)
+        a.cancel_safe()
+        ta.join(5)
+        tb.join(5)
+        assert outcome == {"a": "57014", "b": "done"}
+    finally:
+        a.close()
+        b.close()
+
+
+def test_large_copy_both_ways(scram_proxy, password):
+    rows = 200_000
+    line = b"%d\t" + b"p" * 90 + b"\n"
+    with psycopg.connect(scram_proxy.dsn(user=USER, password=password, sslmode="verify-full"),
+                         autocommit=True) as conn:
+        conn.execute("create temp table big(a int, b text)")
+        with conn.cursor().copy("COPY big FROM STDIN") as copy:
+            for start in range(0, rows, 10_000):
+                copy.write(b"".join(line % i for i in range(start, start + 10_000)))
+        assert conn.execute("select count(*), sum(a) from big").fetchone() == (rows, rows * (rows - 1) // 2)
+        total = 0
+        digest = __import__("hashlib").md5()
+        with conn.cursor().copy("COPY (select * from big order by a) TO STDOUT") as copy:
+            for chunk in copy:
+                total += len(chunk)
+                digest.update(chunk)
+        expected = __import__("hashlib").md5(b"".join(line % i for i in range(rows))).hexdigest()
+        assert (total, digest.hexdigest()) == (rows * (len(line) - 2) + sum(len(str(i)) for i in range(rows)),
+                                               expected)

@@ -151,3 +151,35 @@ def test_failed_logins_do_not_leak_client_slots(dsn, pool_proxy):
             if "max_client_conn" not in str(e) or time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+def test_client_vanishing_mid_result_does_not_poison_the_pool(pool_proxy, dsn, pg_roles):
+    from proxy.wire import frontend as F
+
+    c = RawConn(pool_proxy.port)
+    c.startup("alice", password=pg_roles["alice"])
+    c.send(F.Query("select g, repeat('x', 100) from generate_series(1, 2000000) g").encode())
+    assert c.read_message()[0] == "T"  # the result started streaming
+    c.close()  # leave in the middle of it
+    start = time.monotonic()
+    with psycopg.connect(dsn(), autocommit=True) as b:
+        assert b.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert b.execute("select 'clean'").fetchone() == ("clean",)
+    assert time.monotonic() - start < 5
+
+
+def test_client_vanishing_inside_an_unsynced_extended_batch(pool_proxy, dsn, pg_roles):
+    from proxy.wire import frontend as F
+
+    c = RawConn(pool_proxy.port)
+    c.startup("alice", password=pg_roles["alice"])
+    c.send(F.Query("begin").encode())
+    c.read_until_ready()
+    c.send(F.Parse("dangling", "select 1/0").encode() + F.Bind("", "dangling", (), (), ()).encode()
+           + F.Execute("", 0).encode())  # no Sync: the server sits in an aborted, unsynced batch
+    time.sleep(0.2)
+    c.close()
+    with psycopg.connect(dsn(), autocommit=True) as b:
+        assert b.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert b.execute("select count(*) from pg_prepared_statements").fetchone() == (0,)
+        assert b.execute("select 'ok'").fetchone() == ("ok",)

@@ -53,6 +53,9 @@ record_dir                 path        (none)               ours: where session 
 metrics_port               port        (none)               ours: Prometheus endpoint
 admin_users                list        (empty)              comma-separated role names
 stats_users                list        (empty)              comma-separated role names
+admin_database             name        iasql_proxy          ours: the admin console's virtual database
+metrics_addr               address     127.0.0.1            ours: where the Prometheus endpoint listens
+shutdown_timeout           seconds     30                   ours: SIGTERM waits this long for statements
 =========================  ==========  ===================  =========================================
 
 Durations are numbers of seconds (fractions allowed) and may carry a unit suffix ``ms``, ``s``,
@@ -175,6 +178,9 @@ class Config:
     metrics_port: int | None = None
     admin_users: tuple[str, ...] = ()
     stats_users: tuple[str, ...] = ()
+    admin_database: str = "iasql_proxy"
+    metrics_addr: str = "127.0.0.1"
+    shutdown_timeout: float = 30.0
     engine: EngineConfig = field(default_factory=EngineConfig)
     config_file: Path | None = None
 
@@ -379,6 +385,9 @@ _PROXY_KEYS: dict[str, Parser] = {
     "metrics_port": _port,
     "admin_users": _names,
     "stats_users": _names,
+    "admin_database": _nonempty,
+    "metrics_addr": _nonempty,
+    "shutdown_timeout": _duration,
 }
 _PATH_KEYS = ("auth_file", "client_tls_cert_file", "client_tls_key_file", "client_tls_ca_file",
               "server_tls_ca_file", "record_dir")
@@ -523,6 +532,10 @@ def parse_config(text: str, base_dir: Path | None = None, *, config_file: Path |
             databases[name] = _database(name, v)
     if not databases:
         raise ConfigError("[databases]", "no database entries; add e.g. `* = host=127.0.0.1 port=5432`")
+    admin_db = merged["admin_database"]
+    if admin_db in databases:
+        raise ConfigError(f"databases.{admin_db}", "this name is the admin console's (admin_database); "
+                          "rename the entry or set admin_database to another name")
 
     return Config(databases=databases, engine=EngineConfig(**engine_values), config_file=config_file,
                   **raw)

@@ -75,6 +75,9 @@ class QueryInterceptor:
         self.names = registry.names()
         self.make_context = make_context
         self.running: dict[Any, Any] = {}
+        self.journal = None  # proxy.admin.journal.EngineJournal (SHOW ENGINE, metrics, shutdown), when installed
+        self.split_statements = 0        # statements split out of intercepted Queries (metrics)
+        self.intercepted_statements = 0  # ... of which called iasql_* (or failed to parse as a call)
 
     async def handle_query(self, session: "ClientSession") -> None:
         """Take the Query at the head of ``session``'s input buffer and answer it completely."""
@@ -113,6 +116,8 @@ class QueryInterceptor:
                 plan.append(find_calls(st, self.names, standard_conforming_strings=scs))
             except CallError as e:
                 plan.append(e)
+        self.split_statements += len(stmts)
+        self.intercepted_statements += sum(1 for p in plan if isinstance(p, CallError) or p)
         if not any(isinstance(p, CallError) or p for p in plan):
             self._forward_unchanged(session, raw)
             return
@@ -292,6 +297,8 @@ class QueryInterceptor:
         ctx = self.make_context(session, fn)
         self.running[session] = ctx
         task = asyncio.get_running_loop().create_task(fn.impl(ctx, *args))
+        if self.journal is not None:
+            self.journal.track(session, fn.name, task)
         try:
             rows = await asyncio.shield(task)
         except asyncio.CancelledError:

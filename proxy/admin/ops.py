@@ -1,0 +1,281 @@
+"""Operations of a running proxy: reload, pause/resume, graceful and immediate shutdown.
+
+``Operations(app)`` is installed by ``proxy.admin.install`` as ``app.ops``. It wraps two
+ProxyApp methods on the instance (no per-message work):
+
+- ``app.lease``: measures the wait for a server connection (the ``pool_wait_seconds`` histogram
+  and SHOW STATS' wait time) and holds clients of paused databases until RESUME;
+- ``app.session_ended``: keeps an ending session's counters in the per-database totals.
+
+Reload (SIGHUP or the console's RELOAD) re-reads the config file, the TLS certificate/key and the
+auth_file; anything that fails to load or validate leaves the running configuration untouched and
+is logged as ``event=reload_failed``. Connected clients keep their connections. New sessions use
+the new configuration; pools get the new sizes (growing wakes waiting clients, shrinking closes
+idle connections beyond the size); a database entry whose host, port, dbname, user or password
+changed has its idle server connections closed. ``listen_addr``, ``listen_port``, ``metrics_*``
+and ``[engine]`` need a restart (logged when they changed).
+
+Graceful shutdown (SIGTERM, ``SHUTDOWN WAIT_FOR_SERVERS``): stop accepting, close every client
+that is between statements (after a FATAL 57P01, as Postgres does on shutdown), let clients in
+the middle of a statement, an open transaction block, an extended-protocol batch or an iasql_* call
+finish and then close them, for at most ``shutdown_timeout`` seconds. Engine calls still running
+then are asked to stop at their next safe point (the engine rolls back its own transaction there;
+see engine docs) and get a few more seconds before everything is closed. SIGINT and the console's
+``SHUTDOWN`` close at once; a second SIGTERM during a graceful shutdown does too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from proxy.admin.journal import EngineJournal
+from proxy.config import Config, ConfigError, load_auth_file, load_config
+from proxy.metrics import Metrics
+
+if TYPE_CHECKING:
+    from proxy.server import ProxyApp
+
+log = logging.getLogger("iasql_proxy.ops")
+
+#: Keys that only take effect when the proxy restarts.
+RESTART_KEYS = ("listen_addr", "listen_port", "metrics_port", "metrics_addr", "engine")
+#: Seconds engine calls get to stop after being cancelled at the end of a graceful shutdown.
+ENGINE_STOP_GRACE = 10.0
+#: How often the graceful shutdown looks at clients.
+DRAIN_POLL = 0.05
+_OPEN_BATCH = frozenset(map(ord, "PBDECH"))
+
+
+class Operations:
+    """Reload, pause/resume and shutdown for ``app``; also owns ``metrics`` and ``journal``."""
+
+    def __init__(self, app: "ProxyApp"):
+        self.app = app
+        self.waiting: dict[Any, float] = {}
+        self.metrics = Metrics(app, self.waiting)
+        self.journal = EngineJournal(on_end=self.metrics.engine_call_ended)
+        self.paused_all = False
+        self.paused: set[str] = set()
+        self._resumed = asyncio.Event()
+        self.shutdown_requested = asyncio.Event()
+        self.graceful = True
+        self.draining = False
+        self.reloads = 0
+        self._drain_task: asyncio.Task | None = None
+        self._lease = app.lease
+        self._session_ended = app.session_ended
+        app.lease = self._timed_lease  # type: ignore[method-assign]
+        app.session_ended = self._retire  # type: ignore[method-assign]
+
+    # -- wrappers -----------------------------------------------------------------------------
+    async def _timed_lease(self, session: Any, *args: Any, **kwargs: Any) -> Any:
+        t0 = time.monotonic()
+        self.waiting[session] = t0
+        try:
+            if self.paused_all or self.paused:
+                await self._wait_resumed(session)
+            result = await self._lease(session, *args, **kwargs)
+        finally:
+            self.waiting.pop(session, None)
+        self.metrics.observe_wait(session, time.monotonic() - t0)
+        return result
+
+    def _retire(self, session: Any) -> None:
+        was_client = session in self.app.clients
+        self._session_ended(session)
+        if was_client:
+            self.metrics.retire(session)
+
+    # -- pause / resume -----------------------------------------------------------------------
+    def is_paused(self, session: Any) -> bool:
+        """True when ``session``'s database (the name it asked for, or its entry's) is paused."""
+        if self.paused_all:
+            return True
+        target = getattr(session, "target", None)
+        return session.database in self.paused or (target is not None and target.name in self.paused)
+
+    async def _wait_resumed(self, session: Any) -> None:
+        while self.is_paused(session):
+            ev = self._resumed
+            await ev.wait()
+
+    def _matches(self, db: str | None, tname: str, dbname: str) -> bool:
+        return db is None or db == tname or db == dbname
+
+    def server_count(self, db: str | None) -> int:
+        """Open or opening server connections of pools of ``db`` (None: all)."""
+        return sum(pool.total for (tname, dbname, _), pool in list(self.app.pools.items())
+                   if self._matches(db, tname, dbname))
+
+    async def pause(self, db: str | None) -> None:
+        """PAUSE [db]: new leases wait; idle server connections close; returns when the database
+        has no server connection left (in session pooling: when its clients have left)."""
+        if db is None:
+            self.paused_all = True
+        else:
+            self.paused.add(db)
+        log.info("event=pause database=%s", db or "*")
+        while True:
+            for (tname, dbname, _), pool in list(self.app.pools.items()):
+                if self._matches(db, tname, dbname):
+                    while pool.idle:
+                        pool.idle.pop().close()
+            if self.server_count(db) == 0:
+                return
+            await asyncio.sleep(DRAIN_POLL)
+
+    def resume(self, db: str | None) -> bool:
+        """RESUME [db]; False when that was not paused."""
+        if db is None:
+            if not (self.paused_all or self.paused):
+                return False
+            self.paused_all = False
+            self.paused.clear()
+        else:
+            if db not in self.paused:
+                return False
+            self.paused.discard(db)
+        log.info("event=resume database=%s", db or "*")
+        ev, self._resumed = self._resumed, asyncio.Event()
+        ev.set()
+        return True
+
+    # -- reload -------------------------------------------------------------------------------
+    def reload(self) -> str | None:
+        """Re-read the configuration; returns None on success, else the error (the old one stays)."""
+        from proxy.tls import TLSContexts
+
+        app = self.app
+        old: Config = app.cfg
+        path = old.config_file
+        if path is None:
+            msg = "no configuration file to reload (the proxy was started from text)"
+            log.error("event=reload_failed error=%r", msg)
+            return msg
+        try:
+            new = load_config(path)
+            tls = TLSContexts.build(new)
+            auth = load_auth_file(new.auth_file) if new.auth_file else {}
+        except ConfigError as e:
+            log.error("event=reload_failed file=%s error=%r (keeping the running configuration)", path, str(e))
+            return str(e)
+        except Exception as e:  # never let a reload take the process down
+            log.exception("event=reload_failed file=%s", path)
+            return f"{type(e).__name__}: {e}"
+        need_restart = [k for k in RESTART_KEYS if getattr(old, k) != getattr(new, k)]
+        app.cfg = new
+        app.tls = tls
+        app._auth_file = auth
+        if (old.auth_user, old.auth_query, old.databases) != (new.auth_user, new.auth_query, new.databases):
+            for conn in list(app._auth_conns.values()):
+                conn.close()
+            app._auth_conns.clear()
+        resized = self._apply_pools(old, new)
+        if app.admin is not None:
+            app.admin.database = new.admin_database
+        self.reloads += 1
+        log.info("event=reload file=%s pools_resized=%d", path, resized)
+        if need_restart:
+            log.warning("event=reload_needs_restart keys=%s (running with the old values)", ",".join(need_restart))
+        return None
+
+    def _apply_pools(self, old: Config, new: Config) -> int:
+        resized = 0
+        for (tname, _dbname, _user), pool in list(self.app.pools.items()):
+            target = new.databases.get(tname)
+            size = (target.pool_size if target is not None else None) or new.default_pool_size
+            pool.reset_query = new.server_reset_query
+            pool.wait_timeout = new.query_wait_timeout
+            before = old.databases.get(tname)
+            if target is None or before is None or _endpoint(before) != _endpoint(target):
+                while pool.idle:  # connections to the old place are not reused
+                    pool.idle.pop().close()
+            if pool.size == size:
+                continue
+            grew = size > pool.size
+            pool.size = size
+            resized += 1
+            if grew:
+                for fut in list(pool.waiters):
+                    if not fut.done():
+                        fut.set_result(None)
+            else:
+                while pool.total > size and pool.idle:
+                    pool.idle.pop(0).close()
+        return resized
+
+    # -- shutdown -----------------------------------------------------------------------------
+    def request_shutdown(self, graceful: bool = True) -> None:
+        """Ask the main loop to stop (graceful: drain first). A second request is immediate."""
+        if self.shutdown_requested.is_set():
+            graceful = False
+        self.graceful = graceful
+        self.shutdown_requested.set()
+        if not graceful and self._drain_task is not None and not self._drain_task.done():
+            log.info("event=shutdown mode=immediate reason=second_request")
+            self._drain_task.cancel()
+
+    async def run_until_shutdown(self) -> None:
+        """Wait for a shutdown request, drain when it is graceful, then stop the app."""
+        await self.shutdown_requested.wait()
+        if self.graceful:
+            log.info("event=shutdown mode=graceful timeout_s=%s", self.app.cfg.shutdown_timeout)
+            self._drain_task = asyncio.get_running_loop().create_task(self.drain(self.app.cfg.shutdown_timeout))
+            await asyncio.wait([self._drain_task])
+        else:
+            log.info("event=shutdown mode=immediate")
+        await self.app.stop()
+
+    async def drain(self, timeout: float) -> None:
+        """Graceful shutdown up to ``timeout`` seconds (see the module docstring)."""
+        app = self.app
+        self.draining = True
+        app.stop_listening()
+        deadline = time.monotonic() + timeout
+        while True:
+            for s in list(app.clients):
+                if not _busy(s):
+                    _terminate(s)
+            if not app.clients and not self.journal.running:
+                log.info("event=shutdown_drained")
+                return
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(DRAIN_POLL)
+        busy = len(app.clients)
+        log.warning("event=shutdown_timeout clients_still_busy=%d engine_calls=%d", busy, len(self.journal.running))
+        if self.journal.running:
+            interceptor = app.interceptor
+            for call in list(self.journal.running):
+                if interceptor is not None and call.session is not None and hasattr(interceptor, "cancel"):
+                    interceptor.cancel(call.session)
+            await self.journal.wait_idle(ENGINE_STOP_GRACE)
+
+    def close(self) -> None:
+        """Stop the metrics endpoint."""
+        self.metrics.close()
+
+
+def _endpoint(t: Any) -> tuple:
+    return (t.host, t.port, t.dbname, t.user, t.password)
+
+
+def _busy(session: Any) -> bool:
+    """True while a client is in the middle of something a graceful shutdown lets finish."""
+    if getattr(session, "admin_role", None) is not None or not session.ready or session.closed:
+        return False
+    return (session.pending_ready > 0 or session._busy is not None or session.tx_status != b"I"
+            or getattr(session, "_last_type", 0) in _OPEN_BATCH)
+
+
+def _terminate(session: Any) -> None:
+    """Close a client as Postgres does on shutdown (FATAL 57P01)."""
+    if session.closed:
+        return
+    if session.ready or getattr(session, "admin_role", None) is not None:
+        session.fatal("57P01", "terminating connection due to administrator command")
+    else:
+        session.close()

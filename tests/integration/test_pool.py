@@ -183,3 +183,34 @@ def test_client_vanishing_inside_an_unsynced_extended_batch(pool_proxy, dsn, pg_
         assert b.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         assert b.execute("select count(*) from pg_prepared_statements").fetchone() == (0,)
         assert b.execute("select 'ok'").fetchone() == ("ok",)
+
+
+def test_reported_parameters_reset_for_the_next_client(dsn, pg):
+    with psycopg.connect(pg.dsn()) as direct:
+        default_tz = direct.info.parameter_status("TimeZone")
+    with psycopg.connect(dsn(), autocommit=True) as a:
+        a.execute("set timezone = 'Asia/Tokyo'")
+        a.execute("set application_name = 'left-behind'")
+        assert a.info.parameter_status("TimeZone") == "Asia/Tokyo"
+        server_pid = a.execute("select pg_backend_pid()").fetchone()[0]
+    with psycopg.connect(dsn(), autocommit=True) as b:
+        assert b.execute("select pg_backend_pid()").fetchone()[0] == server_pid
+        assert b.info.parameter_status("TimeZone") == default_tz
+        assert b.info.parameter_status("application_name") in (None, "")
+        assert b.execute("show timezone").fetchone() == (default_tz,)
+
+
+def test_pooled_server_connection_killed_while_idle(dsn, pg):
+    with psycopg.connect(dsn(), autocommit=True) as a:
+        server_pid = a.execute("select pg_backend_pid()").fetchone()[0]
+    time.sleep(0.2)  # let the reset finish: the connection is now idle in the pool
+    with psycopg.connect(pg.dsn(), autocommit=True) as admin:
+        assert admin.execute("select pg_terminate_backend(%s)", (server_pid,)).fetchone() == (True,)
+        deadline = time.monotonic() + 5
+        while admin.execute("select 1 from pg_stat_activity where pid = %s", (server_pid,)).fetchone():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    with psycopg.connect(dsn(), autocommit=True) as b:
+        new_pid = b.execute("select pg_backend_pid()").fetchone()[0]
+        assert new_pid != server_pid
+        assert b.execute("select 'fresh'").fetchone() == ("fresh",)

@@ -201,6 +201,9 @@ class Metrics:
                 v = views[(db, user)] = PoolView(db, user, mode)
             v.target_names.add(tname)
             v.size += pool.size
+            waits = getattr(pool, "waits", None)
+            if waits:
+                waits.clear()  # the pool's own record; pool_wait_seconds is measured around app.lease
             for conn in list(pool.active):
                 if conn in linked:
                     v.sv_active += 1

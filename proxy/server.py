@@ -292,8 +292,8 @@ async def serve(cfg: Config) -> ProxyApp:
     app = ProxyApp(cfg)
     _install_interceptor(app)
     install(app)
+    await start_metrics(app)  # before the listeners: once clients can connect, metrics are up
     await app.start()
-    await start_metrics(app)
     return app
 
 

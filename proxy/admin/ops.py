@@ -189,6 +189,10 @@ class Operations:
             size = (target.pool_size if target is not None else None) or new.default_pool_size
             pool.reset_query = new.server_reset_query
             pool.wait_timeout = new.query_wait_timeout
+            for attr, value in (("min_size", new.min_pool_size), ("reserve_size", new.reserve_pool_size),
+                                ("lifetime", new.server_lifetime), ("idle_timeout", new.server_idle_timeout)):
+                if hasattr(pool, attr):
+                    setattr(pool, attr, value)
             before = old.databases.get(tname)
             if target is None or before is None or _endpoint(before) != _endpoint(target):
                 while pool.idle:  # connections to the old place are not reused

@@ -81,6 +81,7 @@ class QueryInterceptor:
 
     async def handle_query(self, session: "ClientSession") -> None:
         """Take the Query at the head of ``session``'s input buffer and answer it completely."""
+        session.queries += 1  # the counters the fast path keeps (metrics, SHOW STATS)
         buf = session._inbuf
         _, length = _HDR.unpack_from(buf, 0)
         raw = bytes(buf[: 1 + length])
@@ -142,6 +143,8 @@ class QueryInterceptor:
             session.server_lost(server)
             return
         session.tx_status = status
+        if status == b"I":
+            session.transactions += 1
         session.write(B.ReadyForQuery(status).encode())
         if not server.closed and session.server is server:
             server.attach(session)

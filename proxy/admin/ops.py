@@ -243,6 +243,8 @@ class Operations:
             for s in list(app.clients):
                 if not _busy(s):
                     _terminate(s)
+                else:
+                    _close_when_done(s)
             if not app.clients and not self.journal.running:
                 log.info("event=shutdown_drained")
                 return
@@ -273,6 +275,23 @@ def _busy(session: Any) -> bool:
         return False
     return (session.pending_ready > 0 or session._busy is not None or session.tx_status != b"I"
             or getattr(session, "_last_type", 0) in _OPEN_BATCH)
+
+
+def _close_when_done(session: Any) -> None:
+    """Close ``session`` as soon as the server's ReadyForQuery that ends its work is relayed (so a
+    client cannot slip its next statement in between two looks of the drain loop). Installed on
+    the instance during a graceful shutdown only."""
+    if getattr(session, "_drain_hooked", False):
+        return
+    session._drain_hooked = True
+    original = session.server_ready
+
+    def server_ready(status: bytes) -> None:
+        original(status)
+        if not _busy(session):
+            _terminate(session)
+
+    session.server_ready = server_ready
 
 
 def _terminate(session: Any) -> None:

@@ -46,6 +46,7 @@ class Pool:
         self.reserve_timeout = reserve_timeout
         self.lifetime = lifetime
         self.idle_timeout = idle_timeout
+        self.welcome: dict[frozenset, dict[str, str]] = {}  # ParameterStatus values by start-up parameters
         self.last_opener: Opener | None = None
         self.last_key: frozenset | None = None
         self.waits: list[float] = []  # seconds each acquire waited (drained by metrics)

@@ -33,11 +33,7 @@ from proxy.auth import AuthFailed, ScramServerExchange, Secret, check_md5, check
 from proxy.backend.connection import Credentials, ServerConnection, ServerError
 from proxy.backend.pool import PoolTimeout
 from proxy.frontend import transaction as txn
-try:
-    from proxy.router.session_state import STATEFUL_HINT, analyze
-except ImportError:  # pragma: no cover - being written
-    STATEFUL_HINT = re.compile(rb"(?i)set|reset|discard|prepare|deallocate|listen|declare|close|temp|advisory|begin|start|load")
-    analyze = None
+from proxy.router.session_state import STATEFUL_HINT, analyze
 from proxy.tls import peer_common_name
 from proxy.wire import backend as B
 from proxy.wire import frontend as F
@@ -320,16 +316,26 @@ class ClientSession(asyncio.Protocol):
             raise ClientError(sqlstate.INVALID_CATALOG_NAME, f'database "{self.database}" does not exist')
         creds = self.credentials = await self._authenticate()
         self.write(B.AUTHENTICATION_OK)
+        self.pool_mode = self.target.pool_mode or self.cfg.pool_mode
+        welcome = None
+        if self.pool_mode != "session":
+            # as PgBouncer: a pool that already knows the server's parameters for these start-up
+            # parameters logs clients in without waiting for a server connection
+            self.pool = self.app.pool_for(self.target, self.target.dbname or self.database,
+                                          self.target.user or self.user)
+            welcome = self.pool.welcome.get(frozenset(self.params.items()))
         try:
-            self.server, self.pool = await self.app.lease(self, creds)
+            if welcome is None:
+                self.server, self.pool = await self.app.lease(self, creds)
+                welcome = dict(self.server.params)
+                self.pool.welcome[frozenset(self.params.items())] = welcome
         except PoolTimeout:
             raise ClientError(sqlstate.PROTOCOL_VIOLATION, "query_wait_timeout") from None
         except ServerError as e:
             raise ClientError(e.sqlstate, e.message, fields=_as_fatal(e.fields)) from None
         except AuthFailed as e:
             raise ClientError(sqlstate.INVALID_PASSWORD, f"server login failed: {e}") from None
-        out = [B.ParameterStatus(k, v).encode() for k, v in self.server.params.items()]
-        self.pool_mode = self.target.pool_mode or self.cfg.pool_mode
+        out = [B.ParameterStatus(k, v).encode() for k, v in welcome.items()]
         if self.pool_mode != "session":
             self.special = self.special_default = _SPECIAL_TXN
         self.key = self.app.register_key(self)

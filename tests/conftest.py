@@ -129,6 +129,15 @@ def start_proxy(tmp_path_factory):
         return proc
 
     yield start
+    import os as _os
+    import signal as _signal
+
+    for proc in started:  # signal all first, so they shut down in parallel
+        if proc.process is not None and proc.process.poll() is None:
+            try:
+                _os.kill(proc.process.pid, _signal.SIGTERM)
+            except ProcessLookupError:
+                pass
     for proc in started:
         proc.stop()
 
@@ -137,3 +146,9 @@ def start_proxy(tmp_path_factory):
 def scram_proxy(pg, pg_roles, proxy_ini, start_proxy):
     """The main proxy: SCRAM pass-through for users not in the auth_file, client TLS prefer."""
     return start_proxy(proxy_ini(), "scram-proxy")
+
+
+@pytest.fixture(scope="session")
+def hardened_proxy(pg, pg_roles, proxy_ini, start_proxy):
+    """Like scram_proxy, with ``max_packet_size = 1024`` and ``client_login_timeout = 1`` (seconds)."""
+    return start_proxy(proxy_ini(max_packet_size=1024, client_login_timeout=1), "hardened-proxy")

@@ -345,14 +345,9 @@ class TestTrust:
             assert conn.execute("select current_user").fetchone() == ("bob",)
 
 
-@pytest.fixture(scope="module")
-def timeout_proxy(proxy_ini, start_proxy, pg_roles):
-    return start_proxy(proxy_ini(client_login_timeout="1"), "login-timeout-proxy")
-
-
 class TestClientLoginTimeout:
-    def test_silent_client_disconnected(self, timeout_proxy):
-        with socket.create_connection(("127.0.0.1", timeout_proxy.port), timeout=5) as s:
+    def test_silent_client_disconnected(self, hardened_proxy):
+        with socket.create_connection(("127.0.0.1", hardened_proxy.port), timeout=5) as s:
             start = time.monotonic()
             closed, got = wait_closed(s, 5)
             elapsed = time.monotonic() - start
@@ -360,8 +355,8 @@ class TestClientLoginTimeout:
         assert 0.8 <= elapsed < 3.5, elapsed
         assert got == b"" or got[:1] == b"E"
 
-    def test_client_stalled_in_authentication(self, timeout_proxy):
-        with socket.create_connection(("127.0.0.1", timeout_proxy.port), timeout=5) as s:
+    def test_client_stalled_in_authentication(self, hardened_proxy):
+        with socket.create_connection(("127.0.0.1", hardened_proxy.port), timeout=5) as s:
             s.sendall(F.StartupMessage(F.PROTOCOL_3_0, {"user": "alice", "database": "postgres"}).encode())
             start = time.monotonic()
             closed, got = wait_closed(s, 5)
@@ -370,8 +365,8 @@ class TestClientLoginTimeout:
         assert 0.8 <= elapsed < 3.5, elapsed
         assert got[:1] == b"R"  # AuthenticationSASL, never answered
 
-    def test_normal_client_unaffected(self, timeout_proxy, pg_roles):
-        with psycopg.connect(timeout_proxy.dsn(user="alice", password=pg_roles["alice"], sslmode="verify-full"),
+    def test_normal_client_unaffected(self, hardened_proxy, pg_roles):
+        with psycopg.connect(hardened_proxy.dsn(user="alice", password=pg_roles["alice"], sslmode="verify-full"),
                              connect_timeout=5) as conn:
             time.sleep(1.5)  # longer than client_login_timeout, after login
             assert conn.execute("select 1").fetchone() == (1,)

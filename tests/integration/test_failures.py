@@ -107,11 +107,6 @@ def test_terminated_during_a_query(scram_proxy, pg, pg_roles, admin):
 # malformed, oversized, garbage
 # ---------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def hardened_proxy(proxy_ini, start_proxy, pg_roles):
-    return start_proxy(proxy_ini(max_packet_size=1024, client_login_timeout=2), "hardened-proxy")
-
-
 def logged_in(proxy, pg_roles) -> RawConn:
     c = RawConn(proxy.port, timeout=5)
     c.startup("alice", password=pg_roles["alice"])

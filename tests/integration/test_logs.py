@@ -17,8 +17,9 @@ WRONG = "Wr0ng-and-Distinctive-pw"
 
 
 @pytest.fixture(scope="module")
-def log_proxy(proxy_ini, start_proxy, pg_roles):
-    return start_proxy(proxy_ini(), "log-proxy")
+def log_proxy(scram_proxy):
+    """The shared proxy: its log then also holds every session the other tests ran through it."""
+    return scram_proxy
 
 
 def kv(line: str) -> dict[str, str]:

@@ -247,3 +247,29 @@ def test_set_application_name_parameter_status(targets):
     got = both(targets, data, 3)
     statuses = [p for t, p in got if t == "S"]
     assert statuses == [b"application_name\0renamed\0", b"application_name\0differential\0"]
+
+
+def test_batch_sent_one_byte_at_a_time(targets):
+    """Message boundaries split anywhere (inside headers too) must not change anything."""
+    import socket
+    import time
+
+    data = (F.Parse("", "select $1::int * 2").encode() + F.Bind("", "", (), (b"21",), ()).encode()
+            + F.Execute("", 0).encode() + F.Sync().encode()
+            + F.Query("select 'split'; select 1/0").encode())
+    streams = []
+    for name in ("direct", "proxy"):
+        conn, login_stream = login(targets[name])
+        try:
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for i in range(len(data)):
+                conn.send(data[i:i + 1])
+                if i % 7 == 0:
+                    time.sleep(0.001)
+            streams.append((login_stream, conn.read_until_ready(2)))
+        finally:
+            conn.terminate()
+    (ld, d), (lp, p) = streams
+    assert_same(ld, lp)
+    assert_same(d, p)
+    assert [t for t, _ in p].count("E") == 1

@@ -135,6 +135,38 @@ def needs_rename(t: int, buf: bytearray, pos: int, end: int) -> bool:
     return False
 
 
+def rename_inline(session: "ClientSession", t: int, payload: bytes) -> bytes | None:
+    """The fast path of statement renaming: the message with the client's statement name replaced
+    by the server's, when the server connection's replies need no editing (the statement is new to
+    it for a Parse, or already on it for Bind/Describe). None when the slow path (``run_named_batch``)
+    is needed. Raises ProtocolViolation on a malformed message."""
+    server = session.server
+    if server is None:
+        return None
+    by_name = session.prepared.by_name
+    if t == ord("P"):
+        msg = F.Parse.decode(payload)
+        sname = server_statement_name(msg.query, msg.param_types)
+        if sname in server.prepared:
+            return None
+        by_name[msg.statement] = (sname, msg.query, msg.param_types)
+        server.prepared.add(sname)
+        return F.Parse(sname, msg.query, msg.param_types).encode()
+    if t == ord("B"):
+        msg = F.Bind.decode(payload)
+        entry = by_name.get(msg.statement)
+        if entry is None or entry[0] not in server.prepared:
+            return None
+        return F.Bind(msg.portal, entry[0], msg.param_formats, msg.params, msg.result_formats).encode()
+    if t == ord("D"):
+        msg = F.Describe.decode(payload)
+        entry = by_name.get(msg.name)
+        if entry is None or entry[0] not in server.prepared:
+            return None
+        return F.Describe(b"S", entry[0]).encode()
+    return None  # Close: the client's CloseComplete is made up by the slow path
+
+
 async def run_named_batch(session: "ClientSession") -> None:
     """Process extended messages from the head of the session's input up to Sync, renaming named
     statements (see the module docstring). The session holds a leased ``server`` here."""

@@ -44,6 +44,7 @@ class ProxyApp:
         self.keys: dict[tuple[int, int], ClientSession] = {}
         self.interceptor = None
         self.admin = None  # the admin console (proxy.admin), answering its virtual database in-process
+        self.record_dir = cfg.record_dir  # where session traces go (proxy.trace), None = off
         self.ops = None  # proxy.admin.ops.Operations: reload, pause, shutdown, metrics (set by serve)
         self.auth_failures = 0
         self.tls_failures = 0
@@ -161,6 +162,12 @@ class ProxyApp:
             c.close()
 
     # -- sessions -----------------------------------------------------------------------------
+    def new_recorder(self, session: ClientSession):
+        """A trace recorder for ``session`` (``proxy.trace.Recorder``), when ``record_dir`` is set."""
+        from proxy.trace import Recorder  # only imported when tracing is on
+
+        return Recorder.for_session(self.record_dir, session)
+
     def admit(self, session: ClientSession) -> bool:
         """Count a logging-in client against ``max_client_conn``; False when over the limit."""
         if self.admitted >= self.cfg.max_client_conn:

@@ -53,6 +53,7 @@ class RelayClient(Protocol):
     """What a server connection needs from the client session it relays to."""
 
     transport: asyncio.Transport
+    recorder: object | None
 
     def server_ready(self, status: bytes) -> None: ...
 
@@ -108,6 +109,8 @@ class ServerConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         client = self.client
         if client is not None:
+            if client.recorder is not None:
+                client.recorder.backend(data)
             client.transport.write(data)
             try:
                 self._scanner.feed(data)

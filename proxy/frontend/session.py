@@ -126,6 +126,8 @@ class ClientSession(asyncio.Protocol):
         self.pins: dict[str, str] = {}          # state that keeps the client on its connection
         self.prepared = txn.PreparedStatements()
         self._drained: asyncio.Future | None = None
+        # wire trace of this session (proxy.trace), or None: gets raw bytes after TLS, both ways
+        self.recorder = app.new_recorder(self) if app.record_dir is not None else None
         self.extended_state = None       # set by the interceptor (intercept.extended.ExtendedState)
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
@@ -140,6 +142,8 @@ class ClientSession(asyncio.Protocol):
         self._login_task = asyncio.get_running_loop().create_task(self._login())
 
     def data_received(self, data: bytes) -> None:
+        if self.recorder is not None:
+            self.recorder.frontend(data)
         if self.ready and self._busy is None:
             self._relay(data)
             return
@@ -162,6 +166,8 @@ class ClientSession(asyncio.Protocol):
             w.set_result(None)
         self._release_server()
         self.app.session_ended(self)
+        if self.recorder is not None:
+            self.recorder.close()
         if self.user:
             log.info("event=session_end client=%s user=%s database=%s tls=%s duration_s=%.3f",
                      self.peer, self.user, self.database, self.tls_version or "off", time.monotonic() - self.started)
@@ -180,6 +186,8 @@ class ClientSession(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         """Send bytes to the client (dropped once closed)."""
         if not self.closed and self.transport is not None:
+            if self.recorder is not None:
+                self.recorder.backend(data)
             self.transport.write(data)
 
     def fatal(self, code: str, message: str, fields: B.ErrorResponse | None = None) -> None:

@@ -50,6 +50,12 @@ _HDR = struct.Struct("!Bi")
 _IASQL = re.compile(rb"[iI][aA][sS][qQ][lL]_")
 _Q, _P, _X, _S, _F = ord("Q"), ord("P"), ord("X"), ord("S"), ord("F")
 _SPECIAL = frozenset((_Q, _P, _X))
+#: Second, finer pre-check before ``analyze`` (STATEFUL_HINT also matches ``UPDATE t SET``): the
+#: state-changing keywords only count at a statement start; comments could hide a start, so their
+#: presence sends the text to ``analyze`` too. No false negatives against ``analyze``.
+_STATE_STATEMENT = re.compile(
+    rb"(?:^|;)\s*(?:set|reset|discard|prepare|deallocate|listen|unlisten|declare|close|begin|start|load)\b"
+    rb"|temp|set_config|advisory|u&|/\*|--", re.IGNORECASE)
 #: In transaction/statement pooling, messages that may name a prepared statement are looked at too.
 _SPECIAL_TXN = frozenset(map(ord, "QPXBDC"))
 #: While a session has prepared statements that call iasql_*, all its extended traffic is special.
@@ -533,6 +539,8 @@ class ClientSession(asyncio.Protocol):
         try:
             text = (raw[:-1] if t == _Q else raw[raw.index(b"\0") + 1:raw.index(b"\0", raw.index(b"\0") + 1)]).decode()
         except (ValueError, UnicodeDecodeError):
+            return True
+        if not _STATE_STATEMENT.search(text.encode()):
             return True
         scs = self.server.params.get("standard_conforming_strings", "on") == "on" if self.server else True
         fx = analyze(text, standard_conforming_strings=scs)

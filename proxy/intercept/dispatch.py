@@ -1,0 +1,60 @@
+"""Dispatch of intercepted messages to the simple-query and extended-protocol interceptors.
+
+``build_interceptor(app)`` returns an object with ``async handle(session)`` (the message at the head
+of the session's input buffer) and ``cancel(session)``; ``ProxyApp`` installs it when the engine is
+enabled. Simple Queries are answered by ``simple.QueryInterceptor``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from proxy.intercept.context import make_context
+from proxy.intercept.extended import ExtendedInterceptor
+from proxy.intercept.simple import QueryInterceptor
+
+if TYPE_CHECKING:
+    from proxy.frontend.session import ClientSession
+    from proxy.server import ProxyApp
+
+
+class Interceptor:
+    """Dispatches intercepted messages by type: a Query ('Q') to the simple-query interceptor,
+    extended-protocol messages to the extended interceptor, batch by batch."""
+
+    def __init__(self, query: QueryInterceptor):
+        self.query = query
+        self.extended = ExtendedInterceptor(query)
+
+    async def handle(self, session: "ClientSession") -> None:
+        """Answer the message at the head of ``session._inbuf``."""
+        head = session._inbuf[:1]
+        if head == b"Q":
+            await self.query.handle_query(session)
+        elif head in (b"P", b"B", b"D", b"E", b"C", b"H", b"S"):
+            from proxy.frontend.session import SPECIAL_EXTENDED
+
+            await self.extended.handle_batch(session)
+            st = session.extended_state
+            session.special = SPECIAL_EXTENDED if st is not None and st.active else session.special_default
+        else:
+            session._forward_head_message()
+
+    def cancel(self, session: "ClientSession") -> None:
+        """Forward a CancelRequest to a running engine call."""
+        self.query.cancel(session)
+
+
+def build_interceptor(app: "ProxyApp") -> Interceptor:
+    """Build the engine registry from ``app.cfg.engine`` and the interceptor around it."""
+    from engine import EngineSettings, build_registry
+
+    eng = app.cfg.engine
+    kwargs = {}
+    endpoint = eng.aws_endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        kwargs["aws_endpoint_url"] = endpoint
+    kwargs["lock_wait_timeout"] = eng.lock_wait_timeout
+    registry = build_registry(EngineSettings(**kwargs))
+    return Interceptor(QueryInterceptor(registry, make_context))

@@ -12,6 +12,7 @@
 from .classify import Arg, Call, CallError, ParamRef, find_calls, may_contain_call
 from .lexer import LexError, Token, lex
 from .rewrite import rewrite_with_rows
+from .session_state import STATEFUL_HINT, StateEffects, analyze
 from .split import Statement, split
 
 __all__ = [
@@ -20,8 +21,11 @@ __all__ = [
     "CallError",
     "LexError",
     "ParamRef",
+    "STATEFUL_HINT",
+    "StateEffects",
     "Statement",
     "Token",
+    "analyze",
     "find_calls",
     "lex",
     "may_contain_call",

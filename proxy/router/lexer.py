@@ -94,13 +94,15 @@ _MASTER = re.compile(
 )
 
 # Bodies of quoted strings, from just after the opening quote to just after the closing one.
-_BODY_STANDARD = re.compile(r"(?:[^']+|'')*'")  # xq, xn, xus: only '' escapes a quote
-_BODY_EXTENDED = re.compile(r"(?:[^'\\]+|''|\\.)*'", re.DOTALL)  # xe: backslash escapes too
+# possessive quantifiers: an unterminated quote must fail in linear time, never backtrack
+# exponentially (a client could otherwise stall the proxy with a short text)
+_BODY_STANDARD = re.compile(r"(?:[^']++|'')*+'")  # xq, xn, xus: only '' escapes a quote
+_BODY_EXTENDED = re.compile(r"(?:[^'\\]++|''|\\.)*+'", re.DOTALL)  # xe: backslash escapes too
 _BODY_BITS = re.compile(r"[^']*'")  # xb, xh
-_BODY_QIDENT = re.compile(r'(?:[^"]+|"")*"')
+_BODY_QIDENT = re.compile(r'(?:[^"]++|"")*+"')
 # scan.l: quotecontinue = {whitespace_with_newline}{quote}, where
 # whitespace_with_newline = {horiz_whitespace}*{newline}{special_whitespace}*.
-_CONTINUE = re.compile(r"(?:[ \t\f\v]|--[^\n\r]*)*[\n\r](?:[ \t\n\r\f\v]+|--[^\n\r]*[\n\r])*'")
+_CONTINUE = re.compile(r"(?:[ \t\f\v]|--[^\n\r]*+)*+[\n\r](?:[ \t\n\r\f\v]++|--[^\n\r]*+[\n\r])*+'")
 _COMMENT_MARK = re.compile(r"/\*|\*/")
 # Operators: scan.l drops trailing + and - from a multi-character operator unless it contains
 # one of ~ ! @ # ^ & | ` ? % (so that "=-1" lexes as "=" "-" "1").

@@ -214,10 +214,10 @@ QUOTES = ["'", '"', "E'", "x"]
 @settings(max_examples=1500, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.one_of(
-        st.text(max_size=18),
+        st.text(max_size=200),
         st.lists(st.sampled_from(FRAGMENTS), max_size=16).map(" ".join),
         st.lists(st.sampled_from(FRAGMENTS), max_size=16).map("".join),
-        st.lists(st.sampled_from(FRAGMENTS + QUOTES), max_size=6).map(lambda p: " ".join(p)[:18]),
+        st.lists(st.sampled_from(FRAGMENTS + QUOTES), max_size=16).map(" ".join),
     ),
     st.booleans(),
 )
@@ -236,15 +236,9 @@ def test_never_raises_and_hint_has_no_false_negatives(sql, scs):
         assert STATEFUL_HINT.search(sql.encode("utf-8", "surrogatepass")), (sql, result)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lexer.py's quoted-body patterns (_BODY_STANDARD, _BODY_EXTENDED, _BODY_QIDENT: "
-    "(?:[^']+|'')*') backtrack exponentially on an unterminated quote; possessive "
-    "quantifiers ((?:[^']++|'')*+') would make them linear",
-)
-@pytest.mark.parametrize("opener", ["'", '"'])
-def test_unterminated_quote_is_linear(opener):
-    sql = "SELECT " + opener + "a" * 22  # about 0.25 s today, doubling with every 2 more characters
-    started = time.perf_counter()
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("opener", ["'", '"', "E'"])
+def test_unterminated_quote_does_not_hang(opener):
+    # exponential backtracking here once let a 40-byte text stall the proxy for minutes
+    sql = "SELECT " + opener + "a" * 5000
     assert analyze(sql) == StateEffects(unknown_gucs_possible=True)
-    assert time.perf_counter() - started < 0.05

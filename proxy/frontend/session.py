@@ -555,6 +555,11 @@ class ClientSession(asyncio.Protocol):
                 log.info("event=pinned client=%s user=%s reason=%r", self.peer, self.user, why)
         for what in fx.unpins:
             self._unpin(what)
+        if fx.discard_all or "*" in fx.deallocate:
+            # the server drops every prepared statement, the shared renamed ones included
+            self.prepared.by_name.clear()
+            if self.server is not None:
+                self.server.prepared.clear()
         if fx.discard_all:
             self.pins.clear()
         return True

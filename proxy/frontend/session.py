@@ -116,6 +116,7 @@ class ClientSession(asyncio.Protocol):
         self._paused_server = False
         self.max_message = app.cfg.max_packet_size
         self.counted = False
+        self._auth_ok_pending = False
         self.credentials: Credentials | None = None
         self.special = _SPECIAL          # message types the fast path looks at
         self.special_default = _SPECIAL
@@ -191,6 +192,9 @@ class ClientSession(asyncio.Protocol):
     # -- output helpers -----------------------------------------------------------------------
     def write(self, data: bytes) -> None:
         """Send bytes to the client (dropped once closed)."""
+        if self._auth_ok_pending:  # an error after authentication: AuthenticationOk came first
+            self._auth_ok_pending = False
+            data = B.AUTHENTICATION_OK + data
         if not self.closed and self.transport is not None:
             if self.recorder is not None:
                 self.recorder.backend(data)
@@ -329,7 +333,7 @@ class ClientSession(asyncio.Protocol):
         if self.target is None:
             raise ClientError(sqlstate.INVALID_CATALOG_NAME, f'database "{self.database}" does not exist')
         creds = self.credentials = await self._authenticate()
-        self.write(B.AUTHENTICATION_OK)
+        self._auth_ok_pending = True  # sent with the rest of the welcome, in one write
         self.pool_mode = self.target.pool_mode or self.cfg.pool_mode
         welcome = None
         if self.pool_mode != "session":
@@ -349,7 +353,9 @@ class ClientSession(asyncio.Protocol):
             raise ClientError(e.sqlstate, e.message, fields=_as_fatal(e.fields)) from None
         except AuthFailed as e:
             raise ClientError(sqlstate.INVALID_PASSWORD, f"server login failed: {e}") from None
-        out = [B.ParameterStatus(k, v).encode() for k, v in welcome.items()]
+        out = [B.AUTHENTICATION_OK]
+        self._auth_ok_pending = False
+        out += [B.ParameterStatus(k, v).encode() for k, v in welcome.items()]
         if self.pool_mode != "session":
             self.special = self.special_default = _SPECIAL_TXN
         self.key = self.app.register_key(self)

@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install system-deps certs run test unit bench clean
+.PHONY: install system-deps certs run test unit bench traces clean
 
 # System packages the tests drive: psql (client), PostgreSQL server binaries (or the pgserver
 # wheel when no system Postgres exists), Java + pgJDBC for the JDBC client test.
@@ -39,6 +39,11 @@ unit: install
 
 bench: system-deps install certs
 	$(PY) -m tools.bench
+
+# Re-record the wire-trace corpus tests/traces/*.jsonl (psql, psycopg, psycopg2, asyncpg, pg8000,
+# node-postgres, pgJDBC through a recording proxy); `make traces CLIENTS="psql jdbc"` for some.
+traces: system-deps install certs
+	$(PY) -m tests.traces.record $(CLIENTS)
 
 clean:
 	rm -rf $(VENV) .run *.egg-info

@@ -7,6 +7,10 @@
     iasql-proxy dev [--port 6432] [--state-dir .run]
                                          certs + embedded Postgres + moto + the proxy (``make run``)
     iasql-proxy init-db NAME [--dsn DSN] initialise database NAME for IaSQL (engine.init_db)
+    iasql-proxy replay TRACE --dsn DSN   replay a wire trace and compare (proxy.trace.replay)
+
+``--record-dir DIR`` (with ``run``/``--config``) writes one wire trace per client session to DIR,
+overriding the file's ``record_dir``.
 
 Exit status: 0 on a clean stop, 1 on a runtime failure, 2 on a usage or configuration error
 (argparse's convention), with one line ``iasql-proxy: ...`` on stderr.
@@ -47,6 +51,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _fail("--config FILE is required (or use `iasql-proxy dev` for a development stack)", 2)
     try:
         cfg = load_config(args.config)
+        if getattr(args, "record_dir", None):
+            import dataclasses
+
+            cfg = dataclasses.replace(cfg, record_dir=Path(args.record_dir))
         from proxy.tls import TLSContexts
 
         TLSContexts.build(cfg)  # certificate/key problems are configuration errors too
@@ -170,15 +178,36 @@ def cmd_init_db(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    """``iasql-proxy replay TRACE --dsn DSN``: 0 when the replies match the trace, 1 with a diff."""
+    from proxy.trace.replay import ReplayError, TraceFormatError, replay
+
+    try:
+        result = replay(args.trace, args.dsn, timeout=args.timeout, cancel_delay_max=args.cancel_delay_max)
+    except TraceFormatError as e:
+        return _fail(f"bad trace {args.trace}: {e}", 2)
+    except ReplayError as e:
+        return _fail(f"replay of {args.trace} failed: {e}", 1)
+    if result.diff is not None:
+        print(result.diff)
+        return 1
+    print(f"{args.trace}: {result.summary()}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser for ``iasql-proxy`` (exposed for tests and documentation)."""
     parser = argparse.ArgumentParser(prog=PROG, description="PostgreSQL wire-protocol proxy for IaSQL.")
     parser.add_argument("--config", metavar="FILE", help="ini configuration file (PgBouncer key names)")
+    parser.add_argument("--record-dir", metavar="DIR",
+                        help="write a wire trace of every client session to DIR (overrides record_dir)")
     parser.set_defaults(func=cmd_run)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the proxy with a configuration file")
     run.add_argument("--config", metavar="FILE", required=True, help="ini configuration file")
+    run.add_argument("--record-dir", metavar="DIR",
+                     help="write a wire trace of every client session to DIR (overrides record_dir)")
     run.set_defaults(func=cmd_run)
 
     certs = sub.add_parser("certs", help="create development certificates when missing")
@@ -202,6 +231,16 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--dsn", help="libpq connection string (default: the running dev stack's Postgres)")
     init.add_argument("--state-dir", default=".run", help="dev stack state directory (default: .run)")
     init.set_defaults(func=cmd_init_db)
+
+    rep = sub.add_parser("replay", help="replay a wire trace against a proxy or Postgres and compare the replies")
+    rep.add_argument("trace", metavar="TRACE", help="a .jsonl trace written with record_dir / --record-dir")
+    rep.add_argument("--dsn", required=True,
+                     help="libpq connection string: host, port, user, password, dbname, sslmode (sslrootcert)")
+    rep.add_argument("--timeout", type=float, default=30.0,
+                     help="seconds to wait for each expected reply (default: 30)")
+    rep.add_argument("--cancel-delay-max", type=float, default=2.0,
+                     help="longest wait before a recorded CancelRequest is sent (default: 2 s)")
+    rep.set_defaults(func=cmd_replay)
     return parser
 
 

@@ -127,3 +127,11 @@ class ServerBatch:
     def close(self) -> None:
         """Stop reading (the server connection returns to relay or collect mode)."""
         self.reader.cancel()
+
+    async def aclose(self) -> None:
+        """Stop reading and wait until the reader has really stopped."""
+        self.reader.cancel()
+        try:
+            await self.reader
+        except BaseException:  # its cancellation or the link's failure: both already handled
+            pass

@@ -86,6 +86,7 @@ class ServerConnection(asyncio.Protocol):
         self.pool = None  # set by the pool that owns it
         self.gucs: dict[str, str] = {}   # session parameters applied for transaction pooling
         self.prepared: set[str] = set()  # server-side prepared statement names it holds
+        self.custom_seen: set[str] = set()  # custom (dotted) GUCs ever set here: placeholders stay
         self._frames = FrameBuffer()
         self._inbox: collections.deque = collections.deque()
         self._waiter: asyncio.Future | None = None
@@ -215,11 +216,13 @@ class ServerConnection(asyncio.Protocol):
         while not self._inbox:
             if self.closed:
                 raise ServerError("server closed the connection unexpectedly")
-            self._waiter = asyncio.get_running_loop().create_future()
+            fut = self._waiter = asyncio.get_running_loop().create_future()
             try:
-                await self._waiter
+                await fut
             finally:
-                self._waiter = None
+                # a reader cancelled late (a finished batch) must not clear the next owner's waiter
+                if self._waiter is fut:
+                    self._waiter = None
         item = self._inbox.popleft()
         if isinstance(item, Exception):
             raise item

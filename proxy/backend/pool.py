@@ -77,6 +77,10 @@ class Pool:
                 capacity += self.reserve_size  # PgBouncer's reserve pool: for clients that waited
             for i in range(len(self.idle) - 1, -1, -1):
                 conn = self.idle[i]
+                if self.lifetime > 0 and time.monotonic() - conn.created > self.lifetime:
+                    del self.idle[i]  # server_lifetime passed while it sat idle
+                    conn.close()
+                    continue
                 if conn.startup_key == startup_key and not conn.closed:
                     del self.idle[i]
                     self.active.add(conn)

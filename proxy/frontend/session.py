@@ -33,6 +33,7 @@ from proxy.auth import AuthFailed, ScramServerExchange, Secret, check_md5, check
 from proxy.backend.connection import Credentials, ServerConnection, ServerError
 from proxy.backend.pool import PoolTimeout
 from proxy.frontend import transaction as txn
+from proxy.router import split
 from proxy.router.session_state import STATEFUL_HINT, analyze
 from proxy.tls import peer_common_name
 from proxy.wire import backend as B
@@ -56,6 +57,8 @@ _SPECIAL = frozenset((_Q, _P, _X))
 _STATE_STATEMENT = re.compile(
     rb"(?:^|;)\s*(?:set|reset|discard|prepare|deallocate|listen|unlisten|declare|close|begin|start|load)\b"
     rb"|temp|set_config|advisory|u&|/\*|--", re.IGNORECASE)
+#: While discarding an extended batch until Sync, every message is looked at.
+_SPECIAL_SKIP = frozenset(range(256))
 #: In transaction/statement pooling, messages that may name a prepared statement are looked at too.
 _SPECIAL_TXN = frozenset(map(ord, "QPXBDC"))
 #: While a session has prepared statements that call iasql_*, all its extended traffic is special.
@@ -133,6 +136,9 @@ class ClientSession(asyncio.Protocol):
         self.pins: dict[str, str] = {}          # state that keeps the client on its connection
         self.prepared = txn.PreparedStatements()
         self._drained: asyncio.Future | None = None
+        self._answer: bytes | None = None     # a reply the proxy gives instead of forwarding
+        self._skip_to_sync = False            # discarding an extended batch after refusing it
+        self._pins_dirty = False              # pins taken or released since the last check
         # wire trace of this session (proxy.trace), or None: gets raw bytes after TLS, both ways
         self.recorder = app.new_recorder(self) if app.record_dir is not None else None
         self.extended_state = None       # set by the interceptor (intercept.extended.ExtendedState)
@@ -482,6 +488,16 @@ class ClientSession(asyncio.Protocol):
                 if end > n:
                     break
                 if t in special:
+                    if self._skip_to_sync:
+                        self._flush(buf, pos, pending, last)
+                        pending, last = 0, -1
+                        del buf[:end - pos]
+                        n, pos = len(buf), 0
+                        if t == _S:
+                            self._skip_to_sync = False
+                            self.special = special = self.special_default
+                            self.write(B.ReadyForQuery(self.tx_status).encode())
+                        continue
                     if t == _X:
                         self._flush(buf, pos, pending, last)
                         self._terminate()
@@ -552,9 +568,22 @@ class ClientSession(asyncio.Protocol):
         fx = analyze(text, standard_conforming_strings=scs)
         if fx.begins_block and self.pool_mode == "statement":
             return False
+        if t == _Q and fx.deallocate and "*" not in fx.deallocate:
+            protocol_names = [n for n in fx.deallocate
+                              if n in self.prepared.by_name and f"PREPARE {n}" not in self.pins]
+            if protocol_names and len(protocol_names) == len(fx.deallocate) and len(split(text) or ()) == 1:
+                # DEALLOCATE of a protocol-level statement: its server name is shared, so the proxy
+                # forgets the client's name and answers as Postgres would
+                for n in protocol_names:
+                    del self.prepared.by_name[n]
+                    self.prepared.confirmed.discard(n)
+                self._answer = B.CommandComplete("DEALLOCATE").encode()
+                return False
         self.touched_gucs |= fx.gucs
         if fx.reset_all:
             self.reset_all_pending = True
+        if fx.pins or fx.unpins:
+            self._pins_dirty = True
         for why in fx.pins:
             if why not in self.pins:
                 self.pins[why] = why
@@ -564,6 +593,7 @@ class ClientSession(asyncio.Protocol):
         if fx.discard_all or "*" in fx.deallocate:
             # the server drops every prepared statement, the shared renamed ones included
             self.prepared.by_name.clear()
+            self.prepared.confirmed.clear()
             if self.server is not None:
                 self.server.prepared.clear()
         if fx.discard_all:
@@ -571,24 +601,43 @@ class ClientSession(asyncio.Protocol):
         return True
 
     def _unpin(self, what: str) -> None:
+        """Drop the pins that ``what`` (an ``unpins`` entry of ``analyze``) releases."""
         kind, _, name = what.partition(" ")
-        prefix = {"UNLISTEN": "LISTEN", "DEALLOCATE": "PREPARE", "CLOSE": "DECLARE", "DISCARD": "CREATE TEMP",
-                  "pg_advisory_unlock_all": "pg_advisory_lock"}.get(kind)
-        if prefix is None:
-            return
         for why in list(self.pins):
-            if why.startswith(prefix) and (name in ("", "*", "ALL", "TEMP") or why.split(" ")[-1] == name):
+            words = why.split(" ")
+            if kind == "UNLISTEN":
+                hit = words[0] == "LISTEN" and name in ("*", words[-1])
+            elif kind == "DEALLOCATE":
+                hit = words[0] == "PREPARE" and name in ("ALL", words[-1])
+            elif kind == "CLOSE":
+                hit = words[0] == "DECLARE" and name in ("ALL", words[1] if len(words) > 1 else "")
+            elif kind == "DISCARD":
+                hit = "TEMP" in why.upper()
+            elif kind == "pg_advisory_unlock_all":
+                hit = "advisory" in why
+            else:
+                hit = False
+            if hit:
                 del self.pins[why]
 
     def _refuse_block(self, buf: bytearray, end: int) -> None:
-        """Statement pooling: answer a transaction block with an ERROR; the client stays connected."""
+        """Answer the message at the head of ``buf`` without forwarding it: the reply ``_note_state``
+        prepared, or (statement pooling) an ERROR for a transaction block; the client stays
+        connected. An extended-protocol message is followed by discarding until Sync."""
         t, length = _HDR.unpack_from(buf, 0)
         del buf[:1 + length]
-        self.write(B.error(sqlstate.ACTIVE_SQL_TRANSACTION,
-                           "transaction blocks are not allowed in statement pooling mode",
-                           hint="Use pool_mode = transaction, or run the statements one at a time."))
-        if t == _Q:
-            self.write(B.ReadyForQuery(self.tx_status).encode())
+        answer, self._answer = self._answer, None
+        if answer is not None:
+            self.write(answer + B.ReadyForQuery(self.tx_status).encode())
+        else:
+            self.write(B.error(sqlstate.ACTIVE_SQL_TRANSACTION,
+                               "transaction blocks are not allowed in statement pooling mode",
+                               hint="Use pool_mode = transaction, or run the statements one at a time."))
+            if t == _Q:
+                self.write(B.ReadyForQuery(self.tx_status).encode())
+            else:
+                self._skip_to_sync = True
+                self.special = _SPECIAL_SKIP
         if buf and not self.closed:
             data = bytes(buf)
             buf.clear()
@@ -623,6 +672,13 @@ class ClientSession(asyncio.Protocol):
         """Lease a server connection for the next transaction and give it the client's state."""
         self.wait_started = time.monotonic()
         server, self.pool = await self.app.lease(self, self.credentials)
+        for _ in range(3):
+            # a custom parameter set on a connection leaves a placeholder no RESET removes: a
+            # client that never set it must not see it, so such a connection is replaced
+            if not (server.custom_seen - set(self.gucs)):
+                break
+            self.pool.release(server, False)
+            server, self.pool = await self.app.lease(self, self.credentials)
         self.wait_started = None
         server.clear_inbox()
         try:
@@ -663,12 +719,43 @@ class ClientSession(asyncio.Protocol):
     def _maybe_give_back(self) -> None:
         """In transaction/statement pooling, return the server once the client is idle between transactions."""
         if (self.pool_mode == "session" or self.server is None or self.pending_ready or self._busy is not None
-                or self.tx_status != b"I" or self._last_type in _EXTENDED or self.pins or self.closed):
+                or self.tx_status != b"I" or self._last_type in _EXTENDED or self.closed):
+            return
+        if self.pins:
+            if self._pins_dirty and "LOAD" not in self.pins:
+                self._busy = asyncio.get_running_loop().create_task(self._verify_pins())
             return
         if self.touched_gucs or self.reset_all_pending:
             self._busy = asyncio.get_running_loop().create_task(self._read_back_then_give_back())
             return
         self._give_back()
+
+    async def _verify_pins(self) -> None:
+        """After a transaction that took or released pinned state, ask the server whether any is
+        left (a failed pg_try_advisory_lock takes none; CLOSE of the last cursor releases it)."""
+        server = self.server
+        self._pins_dirty = False
+        try:
+            server.detach()
+            pinned = await txn.still_pinned(server)
+        except asyncio.CancelledError:
+            return
+        except ServerError:
+            self._busy = None
+            self.server_lost(server)
+            return
+        if self.server is server and not server.closed:
+            server.attach(self)
+        self._busy = None
+        if not pinned:
+            log.info("event=unpinned client=%s user=%s", self.peer, self.user)
+            self.pins.clear()
+            self._maybe_give_back()
+        if self._inbuf and not self.closed and self._busy is None:
+            data = bytes(self._inbuf)
+            self._inbuf.clear()
+            self.bytes_in -= len(data)
+            self._relay(data)
 
     async def _read_back_then_give_back(self) -> None:
         server = self.server

@@ -73,11 +73,12 @@ async def apply_state(session: "ClientSession", server: ServerConnection) -> Non
     if want == have:
         return
     parts: list[str] = []
-    names = sorted(set(want) | set(have), key=lambda n: (n not in _FIRST, n))
+    names = sorted(set(want) | set(have), key=lambda n: (n not in _FIRST, n != "role", n))
+    sa_changed = want.get("session_authorization") != have.get("session_authorization")
     calls = []
     for n in names:
         if n in want:
-            if have.get(n) != want[n]:
+            if have.get(n) != want[n] or (n == "role" and sa_changed):  # SET SESSION AUTHORIZATION resets ROLE
                 calls.append(f"set_config({_literal(n)}, {_literal(want[n])}, false)")
         else:
             if calls:
@@ -89,17 +90,20 @@ async def apply_state(session: "ClientSession", server: ServerConnection) -> Non
     if parts:
         await server.query("; ".join(parts))
     server.gucs = dict(want)
+    server.custom_seen |= {n for n in want if "." in n}
 
 
 async def read_back(session: "ClientSession", server: ServerConnection) -> None:
     """After a transaction that may have changed session parameters, read their values from the
     server (``current_setting(name, true)``) into ``session.gucs`` and ``server.gucs``."""
-    names = sorted(session.touched_gucs)
+    touched = set(session.touched_gucs)
     session.touched_gucs = set()
     if session.reset_all_pending:
-        session.gucs.clear()
-        server.gucs = {}
+        # RESET ALL may have been rolled back, and it keeps role and session_authorization: read
+        # back every parameter either side knows about rather than assume defaults
+        touched |= set(session.gucs) | set(server.gucs)
         session.reset_all_pending = False
+    names = sorted(touched)
     if not names:
         return
     rows = await server.extended_query("SELECT n, current_setting(n, true) FROM unnest($1::text[]) AS n",
@@ -113,13 +117,37 @@ async def read_back(session: "ClientSession", server: ServerConnection) -> None:
             server.gucs.pop(n, None)
         else:
             session.gucs[n] = server.gucs[n] = v_raw.decode()
+            if "." in n:
+                server.custom_seen.add(n)
+
+
+#: One round trip that tells whether a pinned connection still holds state no other client may
+#: see (LISTEN channels, SQL prepared statements, WITH HOLD cursors, advisory locks, temp objects).
+PINNED_STATE_QUERY = (
+    "SELECT EXISTS (SELECT 1 FROM pg_listening_channels())"
+    " OR EXISTS (SELECT 1 FROM pg_prepared_statements WHERE from_sql)"
+    " OR EXISTS (SELECT 1 FROM pg_cursors WHERE is_holdable)"
+    " OR EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid())"
+    " OR EXISTS (SELECT 1 FROM pg_class WHERE relnamespace = pg_my_temp_schema())"
+)
+
+
+async def still_pinned(server: ServerConnection) -> bool:
+    """Whether ``server`` still holds session state that pins its client (PINNED_STATE_QUERY)."""
+    rows = await server.extended_query(PINNED_STATE_QUERY, [])
+    return bool(rows) and rows[0][0] == b"t"
 
 
 class PreparedStatements:
-    """A client's named prepared statements: client name -> (server name, query, parameter types)."""
+    """A client's named prepared statements: client name -> (server name, query, parameter types).
+
+    ``confirmed`` holds the client names whose Parse is known to have succeeded (a batch that
+    prepared them reached Sync without error); a name not confirmed may be parsed again.
+    """
 
     def __init__(self) -> None:
         self.by_name: dict[str, tuple[str, str, tuple[int, ...]]] = {}
+        self.confirmed: set[str] = set()
 
 
 def needs_rename(t: int, buf: bytearray, pos: int, end: int) -> bool:
@@ -136,22 +164,15 @@ def needs_rename(t: int, buf: bytearray, pos: int, end: int) -> bool:
 
 
 def rename_inline(session: "ClientSession", t: int, payload: bytes) -> bytes | None:
-    """The fast path of statement renaming: the message with the client's statement name replaced
-    by the server's, when the server connection's replies need no editing (the statement is new to
-    it for a Parse, or already on it for Bind/Describe). None when the slow path (``run_named_batch``)
-    is needed. Raises ProtocolViolation on a malformed message."""
+    """The fast path of statement renaming: a Bind or Describe with the client's statement name
+    replaced by the server's, when that server connection holds the statement for sure. None when
+    the slow path (``run_named_batch``) is needed. Raises ProtocolViolation on a malformed message."""
     server = session.server
     if server is None:
         return None
     by_name = session.prepared.by_name
     if t == ord("P"):
-        msg = F.Parse.decode(payload)
-        sname = server_statement_name(msg.query, msg.param_types)
-        if sname in server.prepared:
-            return None
-        by_name[msg.statement] = (sname, msg.query, msg.param_types)
-        server.prepared.add(sname)
-        return F.Parse(sname, msg.query, msg.param_types).encode()
+        return None  # a Parse is confirmed through the slow path (once per statement and client)
     if t == ord("B"):
         msg = F.Bind.decode(payload)
         entry = by_name.get(msg.statement)
@@ -174,6 +195,8 @@ async def run_named_batch(session: "ClientSession") -> None:
     prepared: PreparedStatements = session.prepared
     server.detach()
     batch = ServerBatch(session, server)
+    parsed_here: set[str] = set()   # server names parsed on this connection in this batch
+    named_here: set[str] = set()    # client names parsed or used in this batch
     try:
         while True:
             buf = session._inbuf
@@ -183,7 +206,12 @@ async def run_named_batch(session: "ClientSession") -> None:
             t, payload, raw = await _next(session)
             if t == ord("S"):
                 await batch.flushed()
+                failed = batch.failed
                 status = await batch.sync()
+                if not failed:
+                    server.prepared |= parsed_here
+                    prepared.confirmed |= {n for n in named_here if n in prepared.by_name}
+                parsed_here.clear()
                 session.write(B.ReadyForQuery(status).encode())
                 session.tx_status = status
                 session.pending_ready = 0
@@ -196,18 +224,27 @@ async def run_named_batch(session: "ClientSession") -> None:
                     server.send(raw)
                     batch.expect("parse")
                     continue
+                if msg.statement in prepared.confirmed:
+                    session.write(B.error(sqlstate.DUPLICATE_PREPARED_STATEMENT,
+                                          f'prepared statement "{msg.statement}" already exists'))
+                    batch.failed = True
+                    continue
                 sname = server_statement_name(msg.query, msg.param_types)
                 prepared.by_name[msg.statement] = (sname, msg.query, msg.param_types)
+                named_here.add(msg.statement)
                 if sname in server.prepared:
                     batch.inject(B.ParseComplete().encode())
                 else:
-                    server.send(F.Parse(sname, msg.query, msg.param_types).encode())
-                    server.prepared.add(sname)
+                    # Close first: after an earlier failed batch the server may hold it already
+                    server.send(F.Close(b"S", sname).encode() + F.Parse(sname, msg.query, msg.param_types).encode())
+                    batch.expect("close", forward=False)
                     batch.expect("parse")
+                    parsed_here.add(sname)
             elif t == ord("B"):
                 msg = F.Bind.decode(payload)
                 if msg.statement:
-                    sname = _ensure(session, server, batch, msg.statement)
+                    sname = _ensure(session, server, batch, msg.statement, parsed_here)
+                    named_here.add(msg.statement)
                     if sname is None:
                         continue
                     server.send(F.Bind(msg.portal, sname, msg.param_formats, msg.params, msg.result_formats).encode())
@@ -217,7 +254,8 @@ async def run_named_batch(session: "ClientSession") -> None:
             elif t == ord("D"):
                 msg = F.Describe.decode(payload)
                 if msg.kind == b"S" and msg.name:
-                    sname = _ensure(session, server, batch, msg.name)
+                    sname = _ensure(session, server, batch, msg.name, parsed_here)
+                    named_here.add(msg.name)
                     if sname is None:
                         continue
                     server.send(F.Describe(b"S", sname).encode())
@@ -228,6 +266,7 @@ async def run_named_batch(session: "ClientSession") -> None:
                 msg = F.Close.decode(payload)
                 if msg.kind == b"S" and msg.name:
                     prepared.by_name.pop(msg.name, None)  # the shared server statement stays
+                    prepared.confirmed.discard(msg.name)
                     batch.inject(B.CloseComplete().encode())
                 else:
                     server.send(raw)
@@ -237,8 +276,6 @@ async def run_named_batch(session: "ClientSession") -> None:
                 batch.expect("execute")
             elif t == ord("H"):
                 await batch.flushed()
-        if batch.failed:
-            server.prepared.intersection_update(_confirmed(server))
     except ServerError:
         batch.close()
         session.server_lost(server)
@@ -247,18 +284,13 @@ async def run_named_batch(session: "ClientSession") -> None:
         batch.close()
         session.fatal(e.sqlstate, e.message)
         return
-    batch.close()
+    await batch.aclose()
     if not server.closed and session.server is server:
         server.attach(session)
 
 
-def _confirmed(server: ServerConnection) -> set[str]:
-    # after an error we cannot tell which Parse of the batch succeeded: forget them all so they are
-    # prepared again (a duplicate Parse is avoided by Close before Parse in _ensure)
-    return set()
-
-
-def _ensure(session: "ClientSession", server: ServerConnection, batch: ServerBatch, client_name: str) -> str | None:
+def _ensure(session: "ClientSession", server: ServerConnection, batch: ServerBatch, client_name: str,
+            parsed_here: set[str]) -> str | None:
     """The server name of ``client_name``, preparing it on ``server`` first when needed; None (and an
     ErrorResponse, as PostgreSQL's 26000) when the client never prepared it."""
     entry = session.prepared.by_name.get(client_name)
@@ -267,11 +299,11 @@ def _ensure(session: "ClientSession", server: ServerConnection, batch: ServerBat
         batch.failed = True
         return None
     sname, query, types = entry
-    if sname not in server.prepared:
+    if sname not in server.prepared and sname not in parsed_here:
         server.send(F.Close(b"S", sname).encode() + F.Parse(sname, query, types).encode())
         batch.expect("close", forward=False)
         batch.expect("parse", forward=False)
-        server.prepared.add(sname)
+        parsed_here.add(sname)
     return sname
 
 

@@ -161,7 +161,7 @@ class ExtendedInterceptor:
             batch.close()
             session.fatal(e.sqlstate, e.message)
             return
-        batch.close()
+        await batch.aclose()
         if not server.closed and session.server is server:
             server.attach(session)
 

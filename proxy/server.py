@@ -53,6 +53,7 @@ class ProxyApp:
         self._auth_lock = asyncio.Lock()
         self._listeners: list[socket.socket] = []
         self._accept_tasks: list[asyncio.Task] = []
+        self._tasks: set[asyncio.Task] = set()
         self.port: int | None = None
 
     # -- listening ----------------------------------------------------------------------------
@@ -184,6 +185,13 @@ class ProxyApp:
             session.counted = False
         if session.key is not None:
             self.keys.pop(session.key, None)
+
+    def spawn(self, coro) -> asyncio.Task:
+        """Run ``coro`` as a task the app keeps a reference to until it ends."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     def register_key(self, session: ClientSession) -> tuple[int, int]:
         """A fresh (process id, secret key) for BackendKeyData, mapped to ``session``."""

@@ -31,7 +31,8 @@ log = logging.getLogger("iasql_proxy.server")
 
 _Z, _S, _E = ord("Z"), ord("S"), ord("E")
 #: Relayed messages the proxy looks at: ReadyForQuery, ParameterStatus, ErrorResponse (to see FATAL).
-_RELAY_WATCH = frozenset((_Z, _S, _E))
+_G = ord("G")
+_RELAY_WATCH = frozenset((_Z, _S, _E, _G))
 
 
 class ServerError(Exception):
@@ -60,6 +61,8 @@ class RelayClient(Protocol):
     def server_lost(self, server: "ServerConnection") -> None: ...
 
     def server_parameter(self, name: str, value: str) -> None: ...
+
+    def copy_in_started(self) -> None: ...
 
 
 class ServerConnection(asyncio.Protocol):
@@ -164,6 +167,10 @@ class ServerConnection(asyncio.Protocol):
             client = self.client
             if client is not None:
                 client.server_ready(self.status)
+        elif t == _G:  # CopyInResponse: until CopyDone/CopyFail the server ignores Sync
+            client = self.client
+            if client is not None:
+                client.copy_in_started()
         elif t == _E:
             try:
                 err = B.ErrorResponse.decode(payload)

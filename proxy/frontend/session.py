@@ -50,7 +50,8 @@ log = logging.getLogger("iasql_proxy.client")
 _HDR = struct.Struct("!Bi")
 _IASQL = re.compile(rb"[iI][aA][sS][qQ][lL]_")
 _Q, _P, _X, _S, _F = ord("Q"), ord("P"), ord("X"), ord("S"), ord("F")
-_SPECIAL = frozenset((_Q, _P, _X))
+_COPY_DONE, _COPY_FAIL = ord("c"), ord("f")
+_SPECIAL = frozenset((_Q, _P, _X, ord("c"), ord("f")))
 #: Second, finer pre-check before ``analyze`` (STATEFUL_HINT also matches ``UPDATE t SET``): the
 #: state-changing keywords only count at a statement start; comments could hide a start, so their
 #: presence sends the text to ``analyze`` too. No false negatives against ``analyze``.
@@ -60,9 +61,9 @@ _STATE_STATEMENT = re.compile(
 #: While discarding an extended batch until Sync, every message is looked at.
 _SPECIAL_SKIP = frozenset(range(256))
 #: In transaction/statement pooling, messages that may name a prepared statement are looked at too.
-_SPECIAL_TXN = frozenset(map(ord, "QPXBDC"))
+_SPECIAL_TXN = frozenset(map(ord, "QPXBDCcf"))
 #: While a session has prepared statements that call iasql_*, all its extended traffic is special.
-SPECIAL_EXTENDED = frozenset(map(ord, "QPXBDECHS"))
+SPECIAL_EXTENDED = frozenset(map(ord, "QPXBDECHScf"))
 #: Messages after which no ReadyForQuery is owed until a Sync (the extended protocol's open batch).
 _EXTENDED = frozenset(map(ord, "PBDECH"))
 #: Start-up parameters that are not run-time settings and are never re-sent as such.
@@ -139,6 +140,9 @@ class ClientSession(asyncio.Protocol):
         self._answer: bytes | None = None     # a reply the proxy gives instead of forwarding
         self._skip_to_sync = False            # discarding an extended batch after refusing it
         self._pins_dirty = False              # pins taken or released since the last check
+        self.copy_in = False                  # COPY FROM STDIN in progress (Sync owes nothing)
+        self._copy_done_early = 0             # CopyDone/CopyFail sent before the CopyInResponse came
+        self._special_before_copy = _SPECIAL
         # wire trace of this session (proxy.trace), or None: gets raw bytes after TLS, both ways
         self.recorder = app.new_recorder(self) if app.record_dir is not None else None
         self.extended_state = None       # set by the interceptor (intercept.extended.ExtendedState)
@@ -305,7 +309,8 @@ class ClientSession(asyncio.Protocol):
                 self.write(b"N")
                 continue
             if isinstance(msg, F.CancelRequest):
-                await self.app.cancel(msg.process_id, msg.secret_key)
+                # detached: the sender may hang up at once, which must not abort the cancel
+                self.app.spawn(self.app.cancel(msg.process_id, msg.secret_key))
                 self.close()
                 return
             break
@@ -488,6 +493,24 @@ class ClientSession(asyncio.Protocol):
                 if end > n:
                     break
                 if t in special:
+                    if self.copy_in:
+                        if t == _COPY_DONE or t == _COPY_FAIL:
+                            self.copy_in = False
+                            self.special = special = self._special_before_copy
+                        elif t == _S:  # ignored by the server during COPY FROM STDIN: no ReadyForQuery owed
+                            last = t
+                            pos = end
+                            continue
+                        last = t
+                        pos = end
+                        continue
+                    if t == _COPY_DONE or t == _COPY_FAIL:
+                        # the client pipelined its COPY data behind the COPY command: the copy is
+                        # over before the server's CopyInResponse arrives
+                        self._copy_done_early += 1
+                        last = t
+                        pos = end
+                        continue
                     if self._skip_to_sync:
                         self._flush(buf, pos, pending, last)
                         pending, last = 0, -1
@@ -831,6 +854,20 @@ class ClientSession(asyncio.Protocol):
                 d.set_result(None)
             if self.pool_mode != "session" and status == b"I":
                 self._maybe_give_back()
+
+    def copy_in_started(self) -> None:
+        """CopyInResponse relayed: look at every client message until CopyDone/CopyFail."""
+        if self._copy_done_early:
+            self._copy_done_early -= 1
+            return
+        if not self.copy_in:
+            if self._last_type == _S and self.pending_ready:
+                # COPY started by Execute with a Sync pipelined behind it: the server read that
+                # Sync in copy-in mode and ignored it, so it owes no ReadyForQuery for it
+                self.pending_ready -= 1
+            self.copy_in = True
+            self._special_before_copy = self.special
+            self.special = _SPECIAL_SKIP
 
     def server_parameter(self, name: str, value: str) -> None:
         """ParameterStatus seen in relayed output (already forwarded)."""

@@ -115,6 +115,7 @@ class ServerConnection(asyncio.Protocol):
         if client is not None:
             if client.recorder is not None:
                 client.recorder.backend(data)
+            client.bytes_out += len(data)
             client.transport.write(data)
             try:
                 self._scanner.feed(data)

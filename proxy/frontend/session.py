@@ -126,6 +126,7 @@ class ClientSession(asyncio.Protocol):
         self.special_default = _SPECIAL
         # counters read by the admin console and metrics (plain ints: cheap on the fast path)
         self.bytes_in = 0
+        self.bytes_out = 0
         self.queries = 0
         self.transactions = 0
         self.wait_started: float | None = None
@@ -208,6 +209,7 @@ class ClientSession(asyncio.Protocol):
         if not self.closed and self.transport is not None:
             if self.recorder is not None:
                 self.recorder.backend(data)
+            self.bytes_out += len(data)
             self.transport.write(data)
 
     def fatal(self, code: str, message: str, fields: B.ErrorResponse | None = None) -> None:

@@ -73,8 +73,9 @@ class ProxyProcess:
         parts += [f"{k}={v}" for k, v in extra.items()]
         return " ".join(parts)
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
-        """Signal the process by pid and wait; SIGKILL after ``timeout`` seconds. Returns its exit code."""
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 10.0) -> int | None:
+        """Signal the process by pid (SIGINT: immediate stop; SIGTERM would drain clients for
+        ``shutdown_timeout``) and wait; SIGKILL after ``timeout`` seconds. Returns its exit code."""
         if self.process is None:
             return None
         if self.process.poll() is None:

@@ -1,0 +1,58 @@
+"""The engine issue's "Done when", through psql and the proxy on the sandbox cloud (moto over HTTP):
+install aws_s3 and aws_iam, begin, insert a bucket and a role, commit, both exist in the cloud;
+delete the bucket row, commit, and it is gone from the cloud; all with IaSQL's result columns."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+
+from tests.intercept.conftest import psql
+
+ROLE_POLICY = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {
+    "Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]})
+
+
+def _client(moto_server, service: str):
+    return boto3.client(service, endpoint_url=moto_server.endpoint_url, region_name="us-east-1",
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def _csv_rows(out: str) -> list[list[str]]:
+    return [line.split("|") for line in out.splitlines() if line]
+
+
+def test_bucket_and_role_created_then_bucket_deleted(iasql_proxy, fresh_db, moto_server):
+    s3, iam = _client(moto_server, "s3"), _client(moto_server, "iam")
+    bucket, role = f"e2e-{fresh_db[-8:]}", f"e2e-role-{fresh_db[-8:]}"
+
+    res = psql(iasql_proxy.port, fresh_db, "SELECT * FROM iasql_install('aws_s3', 'aws_iam')", "-A", "-F|")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0] == "module_name|created_table_name|record_count"
+    installed = {tuple(r[:2]) for r in _csv_rows("\n".join(lines[1:-1]))}
+    assert ("aws_s3@0.1.0", "bucket") in installed and ("aws_iam@0.1.0", "iam_role") in installed
+
+    sql = ("SELECT * FROM iasql_begin(); "
+           f"INSERT INTO bucket (name) VALUES ('{bucket}'); "
+           f"INSERT INTO iam_role (role_name, assume_role_policy_document) VALUES ('{role}', '{ROLE_POLICY}'); "
+           "SELECT * FROM iasql_commit();")
+    res = psql(iasql_proxy.port, fresh_db, sql, "-A", "-F|")
+    assert res.returncode == 0, res.stderr
+    assert "action|table_name|id|description" in res.stdout
+    assert f"create|bucket|{bucket}|" in res.stdout
+    assert f"create|iam_role|{role}|" in res.stdout
+    assert bucket in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    assert iam.get_role(RoleName=role)["Role"]["RoleName"] == role
+
+    sql = f"SELECT * FROM iasql_begin(); DELETE FROM bucket WHERE name = '{bucket}'; SELECT * FROM iasql_commit();"
+    res = psql(iasql_proxy.port, fresh_db, sql, "-A", "-F|")
+    assert res.returncode == 0, res.stderr
+    assert f"delete|bucket|{bucket}|" in res.stdout
+    assert bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    assert iam.get_role(RoleName=role)["Role"]["RoleName"] == role  # untouched
+
+    res = psql(iasql_proxy.port, fresh_db, "SELECT name FROM bucket; SELECT role_name FROM iam_role", "-A", "-t")
+    assert res.returncode == 0, res.stderr
+    assert bucket not in res.stdout and role in res.stdout

@@ -10,6 +10,11 @@ ASCII-lower-cased; quoted: exactly as written) is registered. Names right after 
 ``SEQUENCE``, ``UPDATE`` or ``EXISTS`` are declarations or relations (``DROP FUNCTION
 iasql_install(text)``, the stub functions of the issue's point 8), not calls.
 
+Only statements that run their query now are looked at (``SELECT``, ``WITH``, ``VALUES``,
+``TABLE``, ``INSERT``, ``UPDATE``, ``DELETE``, ``MERGE``, possibly in parentheses): EXPLAIN would
+otherwise run a call it should only describe, and CREATE VIEW / TABLE AS / PREPARE would store one
+result forever; those reach PostgreSQL, where the stub function fails loudly if it runs.
+
 Arguments are evaluated here, because the engine runs the call before PostgreSQL sees anything:
 each must be a constant (string of any kind, number, ``NULL``, ``TRUE``/``FALSE``, ``ARRAY[..]``
 of constants, ``CAST(c AS t)``, ``type 'literal'``, parentheses, any number of ``::type``) or a
@@ -106,6 +111,9 @@ _NOT_A_CALL_AFTER = frozenset(
     "index sequence update exists".split()
 )
 _FROM_ITEM_AFTER = frozenset(("from", "join", "lateral"))
+#: Statements that run their query when executed; a call in any other statement (EXPLAIN, CREATE
+#: VIEW, CREATE TABLE AS, PREPARE, DECLARE, COPY, CREATE FUNCTION ...) is not intercepted.
+_RUNS_NOW = frozenset("select with values table insert update delete merge".split())
 # Clause keywords that change what a comma at the same depth separates.
 _CLAUSES = frozenset(
     "select from where group having order limit offset window union intersect except returning "
@@ -140,6 +148,12 @@ def find_calls(
         return []
     if toks and toks[-1].kind == "punct" and sql[toks[-1].start : toks[-1].end] == ";":
         toks = toks[:-1]
+    lead = next((t for t in toks if not (t.kind == "punct" and sql[t.start : t.end] == "(")), None)
+    if lead is None or _word(sql, lead) not in _RUNS_NOW:
+        # EXPLAIN, CREATE VIEW / TABLE AS / FUNCTION / RULE, PREPARE, DECLARE, COPY (query) ...:
+        # the statement stores or describes the query instead of running it now, so the call is
+        # left to PostgreSQL, whose stub function fails loudly if it ever runs
+        return []
     calls: list[Call] = []
     clause: list[str] = [""]  # the current clause keyword per parenthesis depth
     n = len(toks)

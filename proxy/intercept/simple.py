@@ -26,7 +26,7 @@ from engine.rpc import NO_DEFAULT, EngineError, Function, Registry
 from proxy.backend.connection import ServerConnection, ServerError
 from proxy.intercept.values import ValueError_, to_text
 from proxy.router import split
-from proxy.router.classify import Call, CallError, ParamRef, find_calls
+from proxy.router.classify import Call, CallError, ParamRef, find_calls, may_contain_call
 from proxy.router.rewrite import rewrite_with_rows
 from proxy.wire import backend as B
 from proxy.wire import sqlstate
@@ -104,19 +104,13 @@ class QueryInterceptor:
             return
         scs = server.params.get("standard_conforming_strings", "on") == "on"
         if len(text) > SPLIT_OFF_LOOP_CHARS:
-            stmts = await asyncio.get_running_loop().run_in_executor(
-                None, lambda: split(text, standard_conforming_strings=scs))
+            # splitting AND classifying a large text both take long: neither may stall the loop
+            stmts, plan = await asyncio.get_running_loop().run_in_executor(None, self._plan, text, scs)
         else:
-            stmts = split(text, standard_conforming_strings=scs)
+            stmts, plan = self._plan(text, scs)
         if not stmts:
             self._forward_unchanged(session, raw)
             return
-        plan: list[list[Call] | CallError] = []
-        for st in stmts:
-            try:
-                plan.append(find_calls(st, self.names, standard_conforming_strings=scs))
-            except CallError as e:
-                plan.append(e)
         self.split_statements += len(stmts)
         self.intercepted_statements += sum(1 for p in plan if isinstance(p, CallError) or p)
         if not any(isinstance(p, CallError) or p for p in plan):
@@ -148,6 +142,21 @@ class QueryInterceptor:
         session.write(B.ReadyForQuery(status).encode())
         if not server.closed and session.server is server:
             server.attach(session)
+
+    def _plan(self, text: str, scs: bool) -> tuple[list | None, list[list[Call] | CallError]]:
+        """Split ``text`` and classify each statement (pure; run off the loop for large texts).
+        A statement without ``iasql_`` in it has no call and is not lexed again."""
+        stmts = split(text, standard_conforming_strings=scs)
+        plan: list[list[Call] | CallError] = []
+        for st in stmts or ():
+            if not may_contain_call(st.text):
+                plan.append([])
+                continue
+            try:
+                plan.append(find_calls(st, self.names, standard_conforming_strings=scs))
+            except CallError as e:
+                plan.append(e)
+        return stmts, plan
 
     def _forward_unchanged(self, session: "ClientSession", raw: bytes) -> None:
         session.server.send(raw)
@@ -183,6 +192,8 @@ class QueryInterceptor:
             if len(out) >= 256:
                 session.write(b"".join(out))
                 out.clear()
+                # recv() does not yield while messages are queued: let other clients run
+                await asyncio.sleep(0)
         session.write(b"".join(out))
         if failed:
             raise _Stop(status)

@@ -52,6 +52,8 @@ class ServerBatch:
         loop = asyncio.get_running_loop()
         self.ready: asyncio.Future = loop.create_future()
         self.reader = loop.create_task(self._read())
+        # the reader's failure is re-raised by the awaits; never log it as "never retrieved"
+        self.reader.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     def expect(self, kind: str, forward: bool = True) -> None:
         """Record that the server owes one reply of ``kind``; forward it to the client or drop it."""

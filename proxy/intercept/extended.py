@@ -22,6 +22,7 @@ does (protocol chapter, "Extended Query").
 from __future__ import annotations
 
 import asyncio
+import itertools
 import dataclasses
 import struct
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ _EXTENDED = frozenset(map(ord, "PBDECHS"))
 _TEXT_OID = 25
 PRIVATE_STMT = "iasql_proxy_stmt"
 PRIVATE_PORTAL = "iasql_proxy_portal"
+_private_ids = itertools.count(1)
 
 @dataclass
 class InterceptedStatement:
@@ -62,6 +64,7 @@ class ExtendedState:
 
     statements: dict[str, InterceptedStatement] = field(default_factory=dict)
     portals: dict[str, tuple[InterceptedStatement, F.Bind]] = field(default_factory=dict)
+    running: dict[str, str] = field(default_factory=dict)  # client portal -> proxy portal (row limits)
 
     @property
     def active(self) -> bool:
@@ -116,6 +119,7 @@ class ExtendedInterceptor:
                 if t == ord("S"):
                     await batch.flushed()
                     status = await batch.sync()
+                    st.running.clear()  # portals end with the transaction
                     session.tx_status = status
                     session.write(B.ReadyForQuery(status).encode())
                     break
@@ -125,6 +129,7 @@ class ExtendedInterceptor:
                     await self._parse(session, batch, st, F.Parse.decode(payload), raw)
                 elif t == ord("B"):
                     msg = F.Bind.decode(payload)
+                    st.running.pop(msg.portal, None)
                     stmt = st.statements.get(msg.statement)
                     if stmt is not None:
                         st.portals[msg.portal] = (stmt, msg)
@@ -138,7 +143,11 @@ class ExtendedInterceptor:
                 elif t == ord("E"):
                     msg = F.Execute.decode(payload)
                     bound = st.portals.get(msg.portal)
-                    if bound is None:
+                    running = st.running.get(msg.portal)
+                    if running is not None:
+                        server.send(F.Execute(running, msg.max_rows).encode())
+                        batch.expect("execute")
+                    elif bound is None:
                         server.send(raw)
                         batch.expect("execute")
                     else:
@@ -149,6 +158,10 @@ class ExtendedInterceptor:
                         st.statements.pop(msg.name, None)
                     else:
                         st.portals.pop(msg.name, None)
+                        running = st.running.pop(msg.name, None)
+                        if running is not None:
+                            server.send(F.Close(b"P", running).encode())
+                            batch.expect("close", forward=False)
                     server.send(raw)
                     batch.expect("close")
                 elif t == ord("H"):
@@ -266,24 +279,26 @@ class ExtendedInterceptor:
         except CallError as e:
             self._fail(session, batch, e.sqlstate, e.message, hint=e.hint)
             return
-        server.send(F.Parse(PRIVATE_STMT, sql, stmt.param_types).encode()
-                    + F.Bind(PRIVATE_PORTAL, PRIVATE_STMT, bind.param_formats, bind.params, bind.result_formats).encode()
-                    + F.Execute(PRIVATE_PORTAL, 0).encode()
-                    + F.Close(b"S", PRIVATE_STMT).encode() + F.Close(b"P", PRIVATE_PORTAL).encode())
+        # unique private names: a statement or portal left behind by an error is never reused
+        n = next(_private_ids)
+        pstmt, pportal = f"{PRIVATE_STMT}_{n}", f"{PRIVATE_PORTAL}_{n}"
+        out = (F.Parse(pstmt, sql, stmt.param_types).encode()
+               + F.Bind(pportal, pstmt, bind.param_formats, bind.params, bind.result_formats).encode()
+               + F.Execute(pportal, msg.max_rows).encode() + F.Close(b"S", pstmt).encode())
+        if msg.max_rows <= 0:
+            out += F.Close(b"P", pportal).encode()
+        server.send(out)
         batch.expect("parse", forward=False)
         batch.expect("bind", forward=False)
         batch.expect("execute")
         batch.expect("close", forward=False)
-        batch.expect("close", forward=False)
-        await batch.flushed()
-        if batch.failed:
-            # the private statement may survive an error in Execute: drop it once the batch is synced
-            asyncio.get_running_loop().call_soon(lambda: None)
-            server.send(F.Sync().encode() + F.Close(b"S", PRIVATE_STMT).encode())
+        if msg.max_rows > 0:
+            # the client may Execute this portal again for the next rows: they come from our
+            # portal, and the call is not run again (it lives until Sync ends the transaction)
+            self.state(session).running[msg.portal] = pportal
+        else:
             batch.expect("close", forward=False)
-            batch.failed = False
-            status = await batch.sync()
-            batch.failed = True
+        await batch.flushed()
 
 
 def _param_numbers(calls: list[Call]) -> set[int]:

@@ -12,6 +12,7 @@ import struct
 from proxy.wire import sqlstate
 
 _I16 = struct.Struct("!h")
+_U16 = struct.Struct("!H")
 _I32 = struct.Struct("!i")
 _U32 = struct.Struct("!I")
 _HDR = struct.Struct("!ci")
@@ -50,6 +51,14 @@ class Reader:
         """A signed big-endian Int16."""
         self._need(2)
         (v,) = _I16.unpack_from(self.buf, self.pos)
+        self.pos += 2
+        return v
+
+    def uint16(self) -> int:
+        """An unsigned big-endian Int16: PostgreSQL reads the counts of Parse, Bind and
+        FunctionCall with ``pq_getmsgint(msg, 2)``, so 0..65535."""
+        self._need(2)
+        (v,) = _U16.unpack_from(self.buf, self.pos)
         self.pos += 2
         return v
 
@@ -104,6 +113,11 @@ class Reader:
 def i16(v: int) -> bytes:
     """Encode a signed Int16."""
     return _I16.pack(v)
+
+
+def u16(v: int) -> bytes:
+    """Encode an unsigned Int16 (a count of parameters or formats, 0..65535)."""
+    return _U16.pack(v)
 
 
 def i32(v: int) -> bytes:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from proxy.wire.codec import ProtocolViolation, Reader, cstr, frame, i16, i32, nullable, u32, untyped_frame
+from proxy.wire.codec import ProtocolViolation, Reader, cstr, frame, i16, i32, nullable, u16, u32, untyped_frame
 
 # Request codes of the untyped start-up messages.
 PROTOCOL_3_0 = 196608  # (3 << 16) | 0
@@ -188,7 +188,7 @@ class Parse:
     param_types: tuple[int, ...] = ()
 
     def encode(self) -> bytes:
-        body = cstr(self.statement) + cstr(self.query) + i16(len(self.param_types))
+        body = cstr(self.statement) + cstr(self.query) + u16(len(self.param_types))
         body += b"".join(u32(t) for t in self.param_types)
         return frame(self.TYPE, body)
 
@@ -196,9 +196,7 @@ class Parse:
     def decode(cls, payload: bytes) -> "Parse":
         r = Reader(payload)
         name, query = r.cstring(), r.cstring()
-        n = r.int16()
-        if n < 0:
-            raise ProtocolViolation("invalid parameter count in Parse")
+        n = r.uint16()
         types = tuple(r.int32() & 0xFFFFFFFF for _ in range(n))
         r.end()
         return cls(name, query, types)
@@ -217,9 +215,9 @@ class Bind:
 
     def encode(self) -> bytes:
         body = cstr(self.portal) + cstr(self.statement)
-        body += i16(len(self.param_formats)) + b"".join(i16(f) for f in self.param_formats)
-        body += i16(len(self.params)) + b"".join(nullable(p) for p in self.params)
-        body += i16(len(self.result_formats)) + b"".join(i16(f) for f in self.result_formats)
+        body += u16(len(self.param_formats)) + b"".join(i16(f) for f in self.param_formats)
+        body += u16(len(self.params)) + b"".join(nullable(p) for p in self.params)
+        body += u16(len(self.result_formats)) + b"".join(i16(f) for f in self.result_formats)
         return frame(self.TYPE, body)
 
     @classmethod
@@ -242,10 +240,7 @@ class Bind:
 
 
 def _count(r: Reader) -> int:
-    n = r.int16()
-    if n < 0:
-        raise ProtocolViolation("invalid count in message")
-    return n
+    return r.uint16()
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,8 +391,8 @@ class FunctionCall:
     result_format: int = 0
 
     def encode(self) -> bytes:
-        body = u32(self.function_oid) + i16(len(self.arg_formats)) + b"".join(i16(f) for f in self.arg_formats)
-        body += i16(len(self.args)) + b"".join(nullable(a) for a in self.args) + i16(self.result_format)
+        body = u32(self.function_oid) + u16(len(self.arg_formats)) + b"".join(i16(f) for f in self.arg_formats)
+        body += u16(len(self.args)) + b"".join(nullable(a) for a in self.args) + i16(self.result_format)
         return frame(self.TYPE, body)
 
     @classmethod

@@ -132,10 +132,11 @@ def test_asyncpg(iasql_proxy, fresh_db):
             [rec] = await conn.fetch("SELECT * FROM iasql_version()")
             assert re.match(VERSION_RE, rec["version"])
             # $1 used in the call and in WHERE: installs aws_iam (and its dependency), keeps its rows
-            rows = await conn.fetch("SELECT module_name, created_table_name FROM iasql_install($1) "
+            rows = await conn.fetch("SELECT module_name, created_table_name, record_count FROM iasql_install($1) "
                                     "WHERE module_name LIKE $1 || '@%'", "aws_iam")
-            assert [r["module_name"] for r in rows] and {r["module_name"] for r in rows} == {"aws_iam@0.1.0"}
-            assert await conn.fetchval("SELECT count(*) FROM iam_role") == 0
+            assert [(r["module_name"], r["created_table_name"]) for r in rows] == [("aws_iam@0.1.0", "iam_role")]
+            # the next statement sees the table the call created, with the rows it loaded from the cloud
+            assert await conn.fetchval("SELECT count(*) FROM iam_role") == rows[0]["record_count"]
             stmt = await conn.prepare("SELECT module_name, dependencies FROM iasql_modules_list() WHERE module_name = $1")
             for i in range(5):
                 mod = ["aws_s3", "aws_iam", "aws_account", "aws_s3", "nope"][i]

@@ -9,8 +9,8 @@ import asyncio
 import json
 import re
 import shutil
-import struct
 import subprocess
+from pathlib import Path
 
 import asyncpg
 import pg8000.native
@@ -21,7 +21,6 @@ from psycopg import errors as pe
 
 from tests.intercept.conftest import PASSWORD, row_description
 from tests.intercept.helpers import VERSION_RE, data_rows, errors_in
-from tests.support.faults import RawConn
 from proxy.wire import frontend as F
 
 pytestmark = pytest.mark.timeout(90)
@@ -194,7 +193,7 @@ def test_psycopg2_client_side_params(iasql_proxy, db):
 # -- pgJDBC ----------------------------------------------------------------------------------------
 
 def test_pgjdbc(iasql_proxy, db, jdbc_jar, tmp_path):
-    src = __import__("pathlib").Path(__file__).parent / "java" / "IasqlJdbc.java"
+    src = Path(__file__).parent / "java" / "IasqlJdbc.java"
     res = subprocess.run([shutil.which("javac"), "-d", str(tmp_path), "-cp", str(jdbc_jar), str(src)],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr

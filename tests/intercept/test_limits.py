@@ -10,7 +10,6 @@ import threading
 import time
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from tests.intercept.helpers import VERSION_RE, data_rows, errors_in, results

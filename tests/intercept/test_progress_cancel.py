@@ -10,9 +10,12 @@ afterwards (no stray server-side cancel hitting the next statement).
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import signal
+import subprocess
 import threading
 import time
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -23,6 +26,7 @@ from proxy.config import parse_config
 from proxy.intercept.dispatch import Interceptor
 from proxy.intercept.context import make_context
 from proxy.intercept.simple import QueryInterceptor
+from proxy.wire import frontend as F
 from tests.intercept.conftest import PASSWORD, InProcessProxy, psql
 from tests.intercept.helpers import data_rows, errors_in
 from tests.support.faults import RawConn, cancel_request, error_fields
@@ -102,7 +106,7 @@ def test_progress_arrives_while_the_call_runs(test_proxy):
     with RawConn(test_proxy.port, timeout=10) as conn:
         conn.startup("postgres", "postgres", password=PASSWORD)
         t0 = time.monotonic()
-        conn.send(__import__("proxy.wire.frontend", fromlist=["Query"]).Query("SELECT * FROM iasql_sleep(2)").encode())
+        conn.send(F.Query("SELECT * FROM iasql_sleep(2)").encode())
         t, payload = conn.read_message()
         first_at = time.monotonic() - t0
         assert t == "N" and error_fields(payload).message == "slept 0.00 s"
@@ -158,11 +162,6 @@ def test_cancel_stops_the_call_with_57014(test_proxy, probe, with_params):
 
 
 def test_psql_ctrl_c(test_proxy, probe):
-    import os
-    import shutil
-    import signal
-    import subprocess
-
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env["PGPASSWORD"] = PASSWORD
     probe.started.clear()
@@ -187,8 +186,6 @@ def test_psql_ctrl_c(test_proxy, probe):
 def test_raw_cancel_request(test_proxy, probe):
     with RawConn(test_proxy.port, timeout=10) as conn:
         conn.startup("postgres", "postgres", password=PASSWORD)
-        from proxy.wire import frontend as F
-
         probe.started.clear()
         conn.send(F.Query("SELECT 1; SELECT * FROM iasql_sleep(30); SELECT 2").encode())
         assert probe.started.wait(10)

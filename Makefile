@@ -7,8 +7,8 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: install system-deps certs run test unit bench traces clean
 
-# System packages the tests drive: psql (client), PostgreSQL server binaries (or the pgserver
-# wheel when no system Postgres exists), Java + pgJDBC for the JDBC client test.
+# System packages the tests drive: psql and pgbench (tools/system-deps.sh); the PostgreSQL server
+# comes from the system or the pgserver wheel; the JDBC tests install pgJDBC themselves.
 system-deps:
 	@bash tools/system-deps.sh
 

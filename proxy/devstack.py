@@ -246,6 +246,10 @@ client_tls_key_file = {server_key}
 server_tls_sslmode = {self.server_tls_sslmode}
 server_tls_ca_file = {self.ca_file}
 pool_mode = session
+; one server connection per psql/IDE session: leave room for many (Postgres allows 300 here)
+default_pool_size = 100
+max_client_conn = 200
+admin_users = {self.user}
 {engine}"""
         self.config_path = self.state_dir / "iasql-proxy.ini"
         _write_private(self.config_path, text)

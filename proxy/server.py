@@ -207,8 +207,8 @@ class ProxyApp:
         session = self.keys.get((pid, secret))
         if session is None:
             return
-        if self.interceptor is not None and hasattr(self.interceptor, "cancel"):
-            self.interceptor.cancel(session)
+        if self.interceptor is not None and self.interceptor.cancel(session):
+            return  # an iasql_* call was running: it stops at its next safe point (57014)
         server = session.server
         if server is not None:
             await self.cancel_server(server)

@@ -257,7 +257,12 @@ class ClientSession(asyncio.Protocol):
 
     async def _login(self) -> None:
         try:
-            await asyncio.wait_for(self._startup(), self.cfg.client_login_timeout)
+            # client_login_timeout bounds start-up, TLS and authentication; waiting for a server
+            # connection after that is bounded by query_wait_timeout, as in PgBouncer
+            timeout = self.cfg.client_login_timeout
+            proceed = await asyncio.wait_for(self._startup(), timeout if timeout > 0 else None)
+            if proceed:
+                await self._welcome()
         except asyncio.TimeoutError:
             log.info("event=login_timeout client=%s", self.peer)
             self.fatal(sqlstate.PROTOCOL_VIOLATION, "client_login_timeout")
@@ -276,7 +281,9 @@ class ClientSession(asyncio.Protocol):
             log.exception("event=login_error client=%s", self.peer)
             self.fatal(sqlstate.INTERNAL_ERROR, f"internal proxy error: {type(e).__name__}")
 
-    async def _startup(self) -> None:
+    async def _startup(self) -> bool:
+        """Start-up messages, TLS and authentication. Returns True when the client is authenticated
+        and waits for its welcome (False: a CancelRequest or the admin console took over)."""
         loop = asyncio.get_running_loop()
         if self.direct_tls:
             obj = self.transport.get_extra_info("ssl_object")
@@ -287,7 +294,10 @@ class ClientSession(asyncio.Protocol):
             msg = F.decode_startup(await self._read_startup())
             if isinstance(msg, F.SSLRequest):
                 ctx = self.app.tls.client
-                if ctx is None or self.tls_version is not None:
+                if self.tls_version is not None:  # a second SSLRequest inside TLS: as Postgres
+                    raise ClientError(sqlstate.FEATURE_NOT_SUPPORTED,
+                                      "unsupported frontend protocol 1234.5679: server supports 3.0 to 3.0")
+                if ctx is None:
                     self.write(b"N")
                     continue
                 if self._inbuf:
@@ -314,7 +324,7 @@ class ClientSession(asyncio.Protocol):
                 # detached: the sender may hang up at once, which must not abort the cancel
                 self.app.spawn(self.app.cancel(msg.process_id, msg.secret_key))
                 self.close()
-                return
+                return False
             break
         major, minor = msg.protocol >> 16, msg.protocol & 0xFFFF
         if major != 3:
@@ -341,12 +351,18 @@ class ClientSession(asyncio.Protocol):
         admin = self.app.admin
         if admin is not None and self.database == admin.database:
             await admin.login(self)  # the admin console answers this session in-process
-            return
+            return False
         self.target = self.cfg.target_for(self.database)
         if self.target is None:
             raise ClientError(sqlstate.INVALID_CATALOG_NAME, f'database "{self.database}" does not exist')
-        creds = self.credentials = await self._authenticate()
+        self.credentials = await self._authenticate()
         self._auth_ok_pending = True  # sent with the rest of the welcome, in one write
+        return True
+
+    async def _welcome(self) -> None:
+        """Lease a server (or use the pool's known parameters) and send AuthenticationOk,
+        ParameterStatus, BackendKeyData and ReadyForQuery. Raises ClientError."""
+        creds = self.credentials
         self.pool_mode = self.target.pool_mode or self.cfg.pool_mode
         welcome = None
         if self.pool_mode != "session":

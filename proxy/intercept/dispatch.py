@@ -41,9 +41,9 @@ class Interceptor:
         else:
             session._forward_head_message()
 
-    def cancel(self, session: "ClientSession") -> None:
-        """Forward a CancelRequest to a running engine call."""
-        self.query.cancel(session)
+    def cancel(self, session: "ClientSession") -> bool:
+        """Forward a CancelRequest to a running engine call; True when one was running."""
+        return self.query.cancel(session)
 
 
 def build_interceptor(app: "ProxyApp") -> Interceptor:

@@ -94,13 +94,14 @@ class QueryInterceptor:
             text = raw[5:-1].decode("utf-8")
         except UnicodeDecodeError:
             text = None
-        if text is None or len(raw) > MAX_INTERCEPTED_QUERY:
-            if text is not None:
-                session.write(B.error(sqlstate.PROGRAM_LIMIT_EXCEEDED,
-                                      f"query containing iasql_ is longer than {MAX_INTERCEPTED_QUERY} bytes")
-                              + B.ReadyForQuery(session.tx_status).encode())
-                return
+        if text is None or "\0" in text:
+            # invalid UTF-8, or a NUL inside the string: Postgres reports the malformed message
             self._forward_unchanged(session, raw)
+            return
+        if len(raw) > MAX_INTERCEPTED_QUERY:
+            session.write(B.error(sqlstate.PROGRAM_LIMIT_EXCEEDED,
+                                  f"query containing iasql_ is longer than {MAX_INTERCEPTED_QUERY} bytes")
+                          + B.ReadyForQuery(session.tx_status).encode())
             return
         scs = server.params.get("standard_conforming_strings", "on") == "on"
         if len(text) > SPLIT_OFF_LOOP_CHARS:
@@ -330,9 +331,12 @@ class QueryInterceptor:
             self.running.pop(session, None)
         return list(rows)
 
-    def cancel(self, session: "ClientSession") -> None:
-        """CancelRequest for ``session``: the running call stops at its next safe point (57014)."""
+    def cancel(self, session: "ClientSession") -> bool:
+        """CancelRequest for ``session``: the running call stops at its next safe point (57014).
+        Returns True when a call was running (the request is then not forwarded to the server)."""
         ctx = self.running.get(session)
-        if ctx is not None:
-            ctx.cancelled.set()
+        if ctx is None:
+            return False
+        ctx.cancelled.set()
+        return True
 

@@ -75,9 +75,10 @@ def test_large_text_works_and_other_clients_are_served(raw, connect, iasql_proxy
     th.join()
     assert outcome == [0, ""], outcome
     assert len(latencies) >= 5, latencies
-    # served meanwhile: no ping waited for a whole split/classification/relay of the big text
-    assert max(latencies) < 0.25, (f"a concurrent SELECT 1 waited {max(latencies):.3f} s while 3 large texts "
-                                   f"took {elapsed:.3f} s")
+    # served meanwhile: relative, not a wall-clock budget (CI machines are slow and shared): no
+    # ping waited as long as one large text took, which it would if the split blocked the loop
+    assert max(latencies) < elapsed / 3, (f"a concurrent SELECT 1 waited {max(latencies):.3f} s while 3 large "
+                                          f"texts took {elapsed:.3f} s")
 
 
 def test_text_over_16_mib_with_iasql_gets_54000(raw):

@@ -50,7 +50,11 @@ log = logging.getLogger("iasql_proxy.client")
 _HDR = struct.Struct("!Bi")
 _IASQL = re.compile(rb"[iI][aA][sS][qQ][lL]_")
 _Q, _P, _X, _S, _F = ord("Q"), ord("P"), ord("X"), ord("S"), ord("F")
-_COPY_DONE, _COPY_FAIL = ord("c"), ord("f")
+_COPY_DONE, _COPY_FAIL, _COPY_DATA = ord("c"), ord("f"), ord("d")
+#: Messages above this size (bytes) other than Query and Parse are streamed to the server as they
+#: arrive, so a client cannot make the proxy hold a huge message in memory; Query and Parse are
+#: inspected for iasql_ and stay bounded by max_packet_size.
+_STREAM_ABOVE = 1 << 20
 _SPECIAL = frozenset((_Q, _P, _X, ord("c"), ord("f")))
 #: Second, finer pre-check before ``analyze`` (STATEFUL_HINT also matches ``UPDATE t SET``): the
 #: state-changing keywords only count at a statement start; comments could hide a start, so their
@@ -143,6 +147,7 @@ class ClientSession(asyncio.Protocol):
         self._pins_dirty = False              # pins taken or released since the last check
         self.copy_in = False                  # COPY FROM STDIN in progress (Sync owes nothing)
         self._copy_done_early = 0             # CopyDone/CopyFail sent before the CopyInResponse came
+        self._passthrough = 0                 # bytes of a large message still to stream to the server
         self._special_before_copy = _SPECIAL
         # wire trace of this session (proxy.trace), or None: gets raw bytes after TLS, both ways
         self.recorder = app.new_recorder(self) if app.record_dir is not None else None
@@ -485,6 +490,15 @@ class ClientSession(asyncio.Protocol):
     # -- after login: the fast path -----------------------------------------------------------
     def _relay(self, data: bytes) -> None:
         self.bytes_in += len(data)
+        if self._passthrough:
+            # the rest of a large message being streamed to the server as it arrives
+            take = min(self._passthrough, len(data))
+            if self.server is not None:
+                self.server.send(data[:take])
+            self._passthrough -= take
+            data = data[take:]
+            if not data:
+                return
         buf = self._inbuf
         buf += data
         if self.server is None and self.pool_mode != "session":
@@ -509,6 +523,15 @@ class ClientSession(asyncio.Protocol):
                         else f"message of {length} bytes exceeds max_packet_size ({limit} bytes)")
                 end = pos + 1 + length
                 if end > n:
+                    if (length > _STREAM_ABOVE and (t == _COPY_DATA or t not in special)
+                            and self.server is not None):
+                        # a large message that needs no inspection (COPY data, Bind values...):
+                        # forward it as it arrives instead of holding it whole in memory
+                        if t == _F:
+                            pending += 1
+                        self._flush(buf, n, pending, t)
+                        self._passthrough = end - n
+                        return
                     break
                 if t in special:
                     if self.copy_in:

@@ -115,6 +115,25 @@ class Pool:
                 if fut in self.waiters:
                     self.waiters.remove(fut)
 
+    def take_idle(self, startup_key: frozenset) -> ServerConnection | None:
+        """An idle connection with these start-up parameters, taken at once (no await), or None.
+        The fast path of transaction pooling; ``acquire`` does the rest."""
+        idle = self.idle
+        for i in range(len(idle) - 1, -1, -1):
+            conn = idle[i]
+            if conn.startup_key == startup_key and not conn.closed:
+                if self.lifetime > 0 and time.monotonic() - conn.created > self.lifetime:
+                    return None  # let acquire replace it
+                del idle[i]
+                self.active.add(conn)
+                return conn
+        return None
+
+    def put_back(self, conn: ServerConnection) -> None:
+        """Undo ``take_idle`` for a connection that was not used."""
+        self.active.discard(conn)
+        self.idle.append(conn)
+
     def _waited(self, started: float) -> None:
         if len(self.waits) < 10000:
             self.waits.append(time.monotonic() - started)

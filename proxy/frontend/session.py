@@ -34,7 +34,7 @@ from proxy.backend.connection import Credentials, ServerConnection, ServerError
 from proxy.backend.pool import PoolTimeout
 from proxy.frontend import transaction as txn
 from proxy.router import split
-from proxy.router.session_state import STATEFUL_HINT, analyze
+from proxy.router.session_state import analyze, may_change_state
 from proxy.tls import peer_common_name
 from proxy.wire import backend as B
 from proxy.wire import frontend as F
@@ -148,6 +148,7 @@ class ClientSession(asyncio.Protocol):
         self.copy_in = False                  # COPY FROM STDIN in progress (Sync owes nothing)
         self._copy_done_early = 0             # CopyDone/CopyFail sent before the CopyInResponse came
         self._passthrough = 0                 # bytes of a large message still to stream to the server
+        self._startup_key: frozenset = frozenset()
         self._special_before_copy = _SPECIAL
         # wire trace of this session (proxy.trace), or None: gets raw bytes after TLS, both ways
         self.recorder = app.new_recorder(self) if app.record_dir is not None else None
@@ -361,6 +362,7 @@ class ClientSession(asyncio.Protocol):
         if self.target is None:
             raise ClientError(sqlstate.INVALID_CATALOG_NAME, f'database "{self.database}" does not exist')
         self.credentials = await self._authenticate()
+        self._startup_key = frozenset(self.params.items())
         self._auth_ok_pending = True  # sent with the rest of the welcome, in one write
         return True
 
@@ -505,9 +507,11 @@ class ClientSession(asyncio.Protocol):
             if buf[:1] == b"X":
                 self._terminate()
                 return
-            if len(buf) >= 5:
+            if len(buf) < 5:
+                return
+            if not self._lease_now():
                 self._busy = asyncio.get_running_loop().create_task(self._lease_then_relay())
-            return
+                return
         n = len(buf)
         pos = 0
         limit = self.max_message
@@ -572,7 +576,7 @@ class ClientSession(asyncio.Protocol):
                         self._start_intercept()
                         return
                     if special is _SPECIAL_TXN:
-                        if (t == _Q or t == _P) and STATEFUL_HINT.search(buf, pos + 5, end):
+                        if (t == _Q or t == _P) and may_change_state(buf[pos + 5:end]):
                             if not self._note_state(t, buf, pos, end):
                                 self._flush(buf, pos, pending, last)
                                 self._refuse_block(buf, end)
@@ -706,6 +710,24 @@ class ClientSession(asyncio.Protocol):
             data = bytes(buf)
             buf.clear()
             self._relay(data)
+
+    def _lease_now(self) -> bool:
+        """Transaction pooling's fast path: take an idle connection whose session state already
+        matches the client's, without a task or an await. False when the slow path must run
+        (nothing idle, state to apply, a paused database)."""
+        pool = self.pool
+        ops = self.app.ops
+        if pool is None or (ops is not None and (ops.paused_all or ops.paused)):
+            return False
+        server = pool.take_idle(self._startup_key)
+        if server is None:
+            return False
+        if server.gucs != self.gucs or server.custom_seen or server._inbox:
+            pool.put_back(server)
+            return False
+        self.server = server
+        server.attach(self)
+        return True
 
     async def _lease_then_relay(self) -> None:
         try:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.rpc import NO_DEFAULT, EngineError, Function, Registry
 from proxy.backend.connection import ServerConnection, ServerError
+from proxy.backend.pool import PoolTimeout
 from proxy.intercept.values import ValueError_, to_text
 from proxy.router import split
 from proxy.router.classify import Call, CallError, ParamRef, find_calls, may_contain_call
@@ -122,6 +123,7 @@ class QueryInterceptor:
         try:
             i = 0
             while i < len(stmts):
+                server = await self._server(session)
                 if plan[i] == []:
                     j = i
                     while j < len(stmts) and plan[j] == []:
@@ -137,12 +139,43 @@ class QueryInterceptor:
         except ServerError:
             session.server_lost(server)
             return
+        except PoolTimeout:
+            session.fatal(sqlstate.PROTOCOL_VIOLATION, "query_wait_timeout")
+            return
         session.tx_status = status
         if status == b"I":
             session.transactions += 1
         session.write(B.ReadyForQuery(status).encode())
-        if not server.closed and session.server is server:
+        server = session.server
+        if server is not None and not server.closed:
             server.attach(session)
+
+    @staticmethod
+    async def _server(session: "ClientSession") -> ServerConnection:
+        """The session's server connection in collect mode, leased again when transaction pooling
+        gave it back while the engine ran. Raises ServerError."""
+        if session.server is None:
+            await session._lease()
+            if session.server is None:
+                raise ServerError("no server connection for this session")
+            session.server.detach()
+        return session.server
+
+    @staticmethod
+    async def _give_back_during_call(session: "ClientSession") -> None:
+        """Transaction pooling: an engine call can take seconds and holds nothing on the client's
+        server connection (everything before it has committed), so the connection goes back to the
+        pool for its duration; each segment around the call is its own lease."""
+        server = session.server
+        if (session.pool_mode == "session" or server is None or session.pins or session.pool is None
+                or server.status != b"I"):
+            return
+        from proxy.frontend import transaction as txn
+
+        if session.touched_gucs or session.reset_all_pending:
+            await txn.read_back(session, server)
+        session.server = None
+        session.pool.release(server, True, reset=False)
 
     def _plan(self, text: str, scs: bool) -> tuple[list | None, list[list[Call] | CallError]]:
         """Split ``text`` and classify each statement (pure; run off the loop for large texts).
@@ -216,6 +249,7 @@ class QueryInterceptor:
         if status == b"T":
             await self._fail_block(session, server, calls[0].name)
         sql = stmt_text
+        await self._give_back_during_call(session)
         for call in sorted(calls, key=lambda c: c.start, reverse=True):
             fn = self.registry.get(call.name)
             assert fn is not None
@@ -232,7 +266,7 @@ class QueryInterceptor:
                     sql = rewrite_with_rows(sql, call, columns, text_rows, standard_conforming_strings=scs)
                 except CallError as e:
                     await self._fail(session, b"I", e.sqlstate, e.message, hint=e.hint)
-        return await self._run_sql(session, server, sql)
+        return await self._run_sql(session, await self._server(session), sql)
 
     async def _fail_block(self, session: "ClientSession", server: ServerConnection, name: str) -> None:
         """Inside a transaction block: put the block in the failed state on the server (so COMMIT

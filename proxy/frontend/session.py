@@ -241,6 +241,29 @@ class ClientSession(asyncio.Protocol):
         if self.closed:
             raise ConnectionResetError()
 
+    def _resume_relay(self) -> None:
+        """Relay what the client sent while the session was busy (leasing, intercepting, ...)."""
+        if self._inbuf and not self.closed:
+            data = bytes(self._inbuf)
+            self._inbuf.clear()
+            self.bytes_in -= len(data)  # counted when it arrived
+            self._relay(data)
+
+    async def next_message(self) -> tuple[int, bytes, bytes]:
+        """The next complete message from the client's input, waiting for more bytes if needed:
+        ``(type, payload, raw)``. Raises ProtocolViolation (08P01) on a bad length."""
+        while True:
+            buf = self._inbuf
+            if len(buf) >= 5:
+                t, length = _HDR.unpack_from(buf, 0)
+                if length < 4 or length > self.max_message:
+                    raise ProtocolViolation(f"invalid message length {length}")
+                if len(buf) >= 1 + length:
+                    raw = bytes(buf[: 1 + length])
+                    del buf[: 1 + length]
+                    return t, raw[5:], raw
+            await self._wait_data()
+
     async def _read_startup(self) -> bytes:
         while True:
             payload = startup_frame(self._inbuf)
@@ -748,11 +771,7 @@ class ClientSession(asyncio.Protocol):
             self.fatal(sqlstate.INVALID_PASSWORD, f"server login failed: {e}")
             return
         self._busy = None
-        if self._inbuf and not self.closed:
-            data = bytes(self._inbuf)
-            self._inbuf.clear()
-            self.bytes_in -= len(data)
-            self._relay(data)
+        self._resume_relay()
 
     async def _lease(self) -> None:
         """Lease a server connection for the next transaction and give it the client's state."""
@@ -787,11 +806,7 @@ class ClientSession(asyncio.Protocol):
         finally:
             self._busy = None
         self._maybe_give_back()
-        if self._inbuf and not self.closed:
-            data = bytes(self._inbuf)
-            self._inbuf.clear()
-            self.bytes_in -= len(data)
-            self._relay(data)
+        self._resume_relay()
 
     async def wait_replies(self) -> None:
         """Wait until every ReadyForQuery the server owes for relayed messages has been relayed."""
@@ -837,11 +852,8 @@ class ClientSession(asyncio.Protocol):
             log.info("event=unpinned client=%s user=%s", self.peer, self.user)
             self.pins.clear()
             self._maybe_give_back()
-        if self._inbuf and not self.closed and self._busy is None:
-            data = bytes(self._inbuf)
-            self._inbuf.clear()
-            self.bytes_in -= len(data)
-            self._relay(data)
+        if self._busy is None:
+            self._resume_relay()
 
     async def _read_back_then_give_back(self) -> None:
         server = self.server
@@ -857,11 +869,7 @@ class ClientSession(asyncio.Protocol):
         self._busy = None
         if self.server is server:
             self._give_back()
-        if self._inbuf and not self.closed:
-            data = bytes(self._inbuf)
-            self._inbuf.clear()
-            self.bytes_in -= len(data)
-            self._relay(data)
+        self._resume_relay()
 
     def _give_back(self) -> None:
         server, self.server = self.server, None
@@ -887,11 +895,7 @@ class ClientSession(asyncio.Protocol):
         finally:
             self._busy = None
         self._maybe_give_back()
-        if self._inbuf and not self.closed:
-            data = bytes(self._inbuf)
-            self._inbuf.clear()
-            self.bytes_in -= len(data)
-            self._relay(data)
+        self._resume_relay()
 
     def _forward_head_message(self) -> None:
         """Send the message at the head of the input buffer to the server unchanged."""

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import struct
 from typing import TYPE_CHECKING
 
 from proxy.backend.batch import ServerBatch
@@ -47,7 +46,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("iasql_proxy.transaction")
 
-_HDR = struct.Struct("!Bi")
 _EXTENDED = frozenset(map(ord, "PBDECHS"))
 #: GUCs that must be applied before others (SET SESSION AUTHORIZATION resets ROLE).
 _FIRST = ("session_authorization",)
@@ -203,7 +201,7 @@ async def run_named_batch(session: "ClientSession") -> None:
             if buf[:1] and buf[0] not in _EXTENDED:
                 await batch.flushed()
                 break
-            t, payload, raw = await _next(session)
+            t, payload, raw = await session.next_message()
             if t == ord("S"):
                 await batch.flushed()
                 failed = batch.failed
@@ -305,17 +303,3 @@ def _ensure(session: "ClientSession", server: ServerConnection, batch: ServerBat
         batch.expect("parse", forward=False)
         parsed_here.add(sname)
     return sname
-
-
-async def _next(session: "ClientSession") -> tuple[int, bytes, bytes]:
-    while True:
-        buf = session._inbuf
-        if len(buf) >= 5:
-            t, length = _HDR.unpack_from(buf, 0)
-            if length < 4 or length > session.max_message:
-                raise ProtocolViolation(f"invalid message length {length}")
-            if len(buf) >= 1 + length:
-                raw = bytes(buf[: 1 + length])
-                del buf[: 1 + length]
-                return t, raw[5:], raw
-        await session._wait_data()

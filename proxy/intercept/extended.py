@@ -21,10 +21,8 @@ does (protocol chapter, "Extended Query").
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import dataclasses
-import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,13 +34,12 @@ from proxy.router.rewrite import rewrite_with_rows
 from proxy.wire import backend as B
 from proxy.wire import frontend as F
 from proxy.wire import sqlstate
-from proxy.wire.codec import ProtocolViolation, frame
+from proxy.wire.codec import ProtocolViolation
 
 if TYPE_CHECKING:
     from proxy.frontend.session import ClientSession
     from proxy.intercept.simple import QueryInterceptor
 
-_HDR = struct.Struct("!Bi")
 _EXTENDED = frozenset(map(ord, "PBDECHS"))
 _TEXT_OID = 25
 PRIVATE_STMT = "iasql_proxy_stmt"
@@ -86,19 +83,6 @@ class ExtendedInterceptor:
             st = session.extended_state = ExtendedState()
         return st
 
-    async def _next(self, session: "ClientSession") -> tuple[int, bytes, bytes]:
-        while True:
-            buf = session._inbuf
-            if len(buf) >= 5:
-                t, length = _HDR.unpack_from(buf, 0)
-                if length < 4 or length > session.max_message:
-                    raise ProtocolViolation(f"invalid message length {length}")
-                if len(buf) >= 1 + length:
-                    raw = bytes(buf[: 1 + length])
-                    del buf[: 1 + length]
-                    return t, raw[5:], raw
-            await session._wait_data()
-
     async def handle_batch(self, session: "ClientSession") -> None:
         """Process extended messages from the head of the session's input up to and including Sync."""
         server = session.server
@@ -115,7 +99,7 @@ class ExtendedInterceptor:
                     # a Query or other message without a Sync first: finish what is owed, hand back
                     await batch.flushed()
                     break
-                t, payload, raw = await self._next(session)
+                t, payload, raw = await session.next_message()
                 if t == ord("S"):
                     await batch.flushed()
                     status = await batch.sync()

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Union
 
 from .lexer import LexError, Token, fold_identifier, identifier_value, lex, string_value
 from .split import Statement

@@ -8,7 +8,7 @@ builds (authentication, errors, intercepted results) and for tests and traces.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 from proxy.wire.codec import ProtocolViolation, Reader, cstr, frame, i16, i32, nullable, u32

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 from typing import TYPE_CHECKING
 
 from proxy.wire import backend as B
 from proxy.wire import frontend as F
-from proxy.wire.codec import frame
+from proxy.backend.connection import ServerError
+from proxy.wire.codec import ProtocolViolation, frame
 
 if TYPE_CHECKING:
     from proxy.backend.connection import ServerConnection
@@ -137,3 +139,25 @@ class ServerBatch:
             await self.reader
         except BaseException:  # its cancellation or the link's failure: both already handled
             pass
+
+
+@contextlib.asynccontextmanager
+async def server_batch(session, server: "ServerConnection"):
+    """Run a batch the proxy drives on ``server`` for ``session``: collect mode and a ServerBatch
+    inside, relay mode again after. A lost server connection ends the session as Postgres clients
+    expect (``session.server_lost``); a malformed client message ends it with FATAL 08P01."""
+    server.detach()
+    batch = ServerBatch(session, server)
+    try:
+        yield batch
+    except ServerError:
+        batch.close()
+        session.server_lost(server)
+        return
+    except ProtocolViolation as e:
+        batch.close()
+        session.fatal(e.sqlstate, e.message)
+        return
+    await batch.aclose()
+    if not server.closed and session.server is server:
+        server.attach(session)

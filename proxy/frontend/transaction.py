@@ -33,13 +33,12 @@ import hashlib
 import logging
 from typing import TYPE_CHECKING
 
-from proxy.backend.batch import ServerBatch
-from proxy.backend.connection import ServerConnection, ServerError
+from proxy.backend.batch import ServerBatch, server_batch
+from proxy.backend.connection import ServerConnection
 from proxy.intercept.values import array_literal
 from proxy.wire import backend as B
 from proxy.wire import frontend as F
 from proxy.wire import sqlstate
-from proxy.wire.codec import ProtocolViolation
 
 if TYPE_CHECKING:
     from proxy.frontend.session import ClientSession
@@ -191,11 +190,9 @@ async def run_named_batch(session: "ClientSession") -> None:
     statements (see the module docstring). The session holds a leased ``server`` here."""
     server = session.server
     prepared: PreparedStatements = session.prepared
-    server.detach()
-    batch = ServerBatch(session, server)
     parsed_here: set[str] = set()   # server names parsed on this connection in this batch
     named_here: set[str] = set()    # client names parsed or used in this batch
-    try:
+    async with server_batch(session, server) as batch:
         while True:
             buf = session._inbuf
             if buf[:1] and buf[0] not in _EXTENDED:
@@ -274,17 +271,6 @@ async def run_named_batch(session: "ClientSession") -> None:
                 batch.expect("execute")
             elif t == ord("H"):
                 await batch.flushed()
-    except ServerError:
-        batch.close()
-        session.server_lost(server)
-        return
-    except ProtocolViolation as e:
-        batch.close()
-        session.fatal(e.sqlstate, e.message)
-        return
-    await batch.aclose()
-    if not server.closed and session.server is server:
-        server.attach(session)
 
 
 def _ensure(session: "ClientSession", server: ServerConnection, batch: ServerBatch, client_name: str,

@@ -26,15 +26,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from proxy.backend.batch import ServerBatch
-from proxy.backend.connection import ServerError
+from proxy.backend.batch import ServerBatch, server_batch
 from proxy.intercept.values import ValueError_, param_value, to_text
 from proxy.router.classify import Call, CallError, ParamRef, find_calls, may_contain_call
 from proxy.router.rewrite import rewrite_with_rows
 from proxy.wire import backend as B
 from proxy.wire import frontend as F
 from proxy.wire import sqlstate
-from proxy.wire.codec import ProtocolViolation
 
 if TYPE_CHECKING:
     from proxy.frontend.session import ClientSession
@@ -90,10 +88,8 @@ class ExtendedInterceptor:
             session.fatal(sqlstate.CONNECTION_FAILURE, "server closed the connection unexpectedly")
             return
         st = self.state(session)
-        server.detach()
-        batch = ServerBatch(session, server)
         status = session.tx_status
-        try:
+        async with server_batch(session, server) as batch:
             while True:
                 if session._inbuf[:1] and session._inbuf[0] not in _EXTENDED:
                     # a Query or other message without a Sync first: finish what is owed, hand back
@@ -150,17 +146,6 @@ class ExtendedInterceptor:
                     batch.expect("close")
                 elif t == ord("H"):
                     await batch.flushed()
-        except ServerError:
-            batch.close()
-            session.server_lost(server)
-            return
-        except ProtocolViolation as e:
-            batch.close()
-            session.fatal(e.sqlstate, e.message)
-            return
-        await batch.aclose()
-        if not server.closed and session.server is server:
-            server.attach(session)
 
     def _fail(self, session: "ClientSession", batch: ServerBatch, code: str, message: str, hint: str | None = None,
               detail: str | None = None) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from proxy.wire.codec import ProtocolViolation, Reader, cstr, frame, i16, i32, nullable, u32
+from proxy.wire.common import CopyData, CopyDone, EmptyMessage
 
 # Authentication request codes (message 'R').
 AUTH_OK = 0
@@ -409,80 +410,45 @@ class FunctionCallResponse:
 
 
 @dataclass(frozen=True, slots=True)
-class _Empty:
-    TYPE: ClassVar[bytes] = b"?"
-
-    def encode(self) -> bytes:
-        return frame(self.TYPE, b"")
-
-    @classmethod
-    def decode(cls, payload: bytes):
-        Reader(payload).end()
-        return cls()
-
-
-@dataclass(frozen=True, slots=True)
-class ParseComplete(_Empty):
+class ParseComplete(EmptyMessage):
     """ParseComplete ('1')."""
 
     TYPE: ClassVar[bytes] = b"1"
 
 
 @dataclass(frozen=True, slots=True)
-class BindComplete(_Empty):
+class BindComplete(EmptyMessage):
     """BindComplete ('2')."""
 
     TYPE: ClassVar[bytes] = b"2"
 
 
 @dataclass(frozen=True, slots=True)
-class CloseComplete(_Empty):
+class CloseComplete(EmptyMessage):
     """CloseComplete ('3')."""
 
     TYPE: ClassVar[bytes] = b"3"
 
 
 @dataclass(frozen=True, slots=True)
-class NoData(_Empty):
+class NoData(EmptyMessage):
     """NoData ('n'): the statement or portal returns no rows."""
 
     TYPE: ClassVar[bytes] = b"n"
 
 
 @dataclass(frozen=True, slots=True)
-class EmptyQueryResponse(_Empty):
+class EmptyQueryResponse(EmptyMessage):
     """EmptyQueryResponse ('I'): the query string was empty."""
 
     TYPE: ClassVar[bytes] = b"I"
 
 
 @dataclass(frozen=True, slots=True)
-class PortalSuspended(_Empty):
+class PortalSuspended(EmptyMessage):
     """PortalSuspended ('s'): Execute's row limit was reached."""
 
     TYPE: ClassVar[bytes] = b"s"
-
-
-@dataclass(frozen=True, slots=True)
-class CopyDone(_Empty):
-    """CopyDone ('c')."""
-
-    TYPE: ClassVar[bytes] = b"c"
-
-
-@dataclass(frozen=True, slots=True)
-class CopyData:
-    """CopyData ('d')."""
-
-    TYPE: ClassVar[bytes] = b"d"
-    data: bytes
-
-    def encode(self) -> bytes:
-        return frame(self.TYPE, self.data)
-
-    @classmethod
-    def decode(cls, payload: bytes) -> "CopyData":
-        return cls(bytes(payload))
 
 
 BACKEND_TYPES: dict[bytes, type] = {

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from proxy.wire.codec import ProtocolViolation, Reader, cstr, frame, i16, i32, nullable, u16, u32, untyped_frame
+from proxy.wire.common import CopyData, CopyDone, EmptyMessage
 
 # Request codes of the untyped start-up messages.
 PROTOCOL_3_0 = 196608  # (3 << 16) | 0
@@ -307,59 +308,24 @@ class Close:
 
 
 @dataclass(frozen=True, slots=True)
-class _Empty:
-    TYPE: ClassVar[bytes] = b"?"
-
-    def encode(self) -> bytes:
-        return frame(self.TYPE, b"")
-
-    @classmethod
-    def decode(cls, payload: bytes):
-        Reader(payload).end()
-        return cls()
-
-
-@dataclass(frozen=True, slots=True)
-class Sync(_Empty):
+class Sync(EmptyMessage):
     """Sync ('S'): end of an extended-query batch; the server answers ReadyForQuery."""
 
     TYPE: ClassVar[bytes] = b"S"
 
 
 @dataclass(frozen=True, slots=True)
-class Flush(_Empty):
+class Flush(EmptyMessage):
     """Flush ('H'): asks the server to send what it has buffered."""
 
     TYPE: ClassVar[bytes] = b"H"
 
 
 @dataclass(frozen=True, slots=True)
-class Terminate(_Empty):
+class Terminate(EmptyMessage):
     """Terminate ('X'): the client is closing the connection."""
 
     TYPE: ClassVar[bytes] = b"X"
-
-
-@dataclass(frozen=True, slots=True)
-class CopyDone(_Empty):
-    """CopyDone ('c'): end of COPY data."""
-
-    TYPE: ClassVar[bytes] = b"c"
-
-
-@dataclass(frozen=True, slots=True)
-class CopyData:
-    """CopyData ('d'): a chunk of COPY data (same layout in both directions)."""
-
-    TYPE: ClassVar[bytes] = b"d"
-    data: bytes
-
-    def encode(self) -> bytes:
-        return frame(self.TYPE, self.data)
-
-    @classmethod
-    def decode(cls, payload: bytes) -> "CopyData":
-        return cls(bytes(payload))
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,11 +70,10 @@ _HIGH = "\x80-\U0010ffff"
 _IDENT_START = f"A-Za-z_{_HIGH}"
 _IDENT_CONT = f"A-Za-z_0-9${_HIGH}"
 
-_MASTER = re.compile(
-    rf"""
-     (?P<ws>[ \t\n\r\f\v]+)
-    |(?P<lc>--[^\n\r]*)
-    |(?P<bc>/\*)
+#: Openers of comments, strings, quoted identifiers and dollar quotes (scan.l's xc, xe, xb/xh, xn,
+#: xus, xui, xq, xd, xdolq starts), shared by the lexer and the splitter's scanner.
+OPENERS = rf"""
+     (?P<bc>/\*)
     |(?P<xe>[eE]')
     |(?P<xb>[bBxX]')
     |(?P<xn>[nN]')
@@ -83,6 +82,13 @@ _MASTER = re.compile(
     |(?P<xq>')
     |(?P<xd>")
     |(?P<dq>\$(?:[{_IDENT_START}][A-Za-z_0-9{_HIGH}]*)?\$)
+"""
+
+_MASTER = re.compile(
+    rf"""
+     (?P<ws>[ \t\n\r\f\v]+)
+    |(?P<lc>--[^\n\r]*)
+    |{OPENERS}
     |(?P<param>\$[0-9]+)
     |(?P<ident>[{_IDENT_START}][{_IDENT_CONT}]*)
     |(?P<number>(?:[0-9][0-9_]*(?:\.(?!\.)[0-9_]*)?|\.[0-9][0-9_]*)(?:[eE][+-]?[0-9]+)?[{_IDENT_CONT}]*)

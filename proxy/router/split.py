@@ -29,6 +29,7 @@ import re
 from dataclasses import dataclass
 
 from .lexer import (
+    OPENERS,
     _BODY_BITS,
     _BODY_EXTENDED,
     _BODY_QIDENT,
@@ -76,15 +77,7 @@ _CHUNK = re.compile(
     |(?P<semi>;(?:{_WS_CHARS}*;)*)
     |(?P<lp>\(+)
     |(?P<rp>\)+)
-    |(?P<bc>/\*)
-    |(?P<xe>[eE]')
-    |(?P<xb>[bBxX]')
-    |(?P<xn>[nN]')
-    |(?P<xus>[uU]&')
-    |(?P<xui>[uU]&")
-    |(?P<xq>')
-    |(?P<xd>")
-    |(?P<dq>\$(?:[{_IDENT_START}][A-Za-z_0-9{_HIGH}]*)?\$)
+    |{OPENERS}
     |(?P<other>.)
     |(?P<eof>\Z)
     )

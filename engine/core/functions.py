@@ -8,6 +8,7 @@ preview/rollback/get_errors/get_sql_since/modules_*; the deprecated apply/sync f
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import re
@@ -283,6 +284,32 @@ async def iasql_begin(state: EngineState, ctx: Any) -> list[tuple]:
             await asyncio.sleep(0.2)
 
 
+@contextlib.asynccontextmanager
+async def _logged_run(s: Any, kind: str, tx_id: str | None, message: str | None):
+    """Bracket a commit or revert in the audit log: ``START_<kind>`` before (its id is yielded),
+    ``END_<kind>`` with status ok/error/canceled after, whatever happens; a failure is re-raised
+    as EngineError (``to_engine_error``). An open database transaction is rolled back first so the
+    END line is written."""
+    extra = {} if message is None else {"message": message}
+    start_id = await s.log(f"START_{kind}", transaction_id=tx_id, **extra)
+    status = "error"
+    try:
+        yield start_id
+        status = "ok"
+    except BaseException as e:
+        err = to_engine_error(e)
+        status = "canceled" if err.sqlstate == "57014" else "error"
+        raise err from e
+    finally:
+        try:
+            if s.conn.info.transaction_status != 0:
+                await s.conn.rollback()
+            await s.log(f"END_{kind}", transaction_id=tx_id, change={"status": status, "start_id": start_id},
+                        **extra)
+        except Exception:  # the audit line is best effort; the call's own outcome stands
+            pass
+
+
 async def _run_commit(state: EngineState, ctx: Any, message: str | None, dry_run: bool) -> list[tuple]:
     fname = "iasql_preview" if dry_run else "iasql_commit"
     async with EngineSession(ctx, state, fname, lock=True) as s:
@@ -295,27 +322,12 @@ async def _run_commit(state: EngineState, ctx: Any, message: str | None, dry_run
             touched = await plan.user_changes(s, mappers, window, row[0])
             mc = await mapper_context(s)
             return await plan.apply(s, mc, mappers, touched, dry_run=True)
-        start_id = await s.log("START_COMMIT", transaction_id=tx_id, message=message)
-        status = "error"
-        try:
+        async with _logged_run(s, "COMMIT", tx_id, message) as start_id:
             touched = await plan.user_changes(s, mappers, window, start_id)
             mc = await mapper_context(s)
             applied = await plan.apply(s, mc, mappers, touched, dry_run=False)
             ctx.progress("syncing cloud state back into the tables")
             synced = await plan.sync(s, mc, mappers)
-            status = "ok"
-        except BaseException as e:
-            err = to_engine_error(e)
-            status = "canceled" if err.sqlstate == "57014" else "error"
-            raise err from e
-        finally:
-            try:
-                if s.conn.info.transaction_status != 0:
-                    await s.conn.rollback()
-                await s.log("END_COMMIT", transaction_id=tx_id, message=message,
-                            change={"status": status, "start_id": start_id})
-            except Exception:
-                pass
         await s.log("CLOSE_TRANSACTION", transaction_id=tx_id, message=message)
         return applied + [(a, t, i, "synced from cloud: " + d) for a, t, i, d in synced]
 
@@ -347,23 +359,9 @@ async def iasql_rollback(state: EngineState, ctx: Any, force: Any = False) -> li
         if tx is None and not force:
             await s.require_transaction("rollback")
         tx_id = tx[0] if tx else None
-        start_id = await s.log("START_REVERT", transaction_id=tx_id)
-        status = "error"
-        try:
+        async with _logged_run(s, "REVERT", tx_id, None):
             mc = await mapper_context(s)
             rows = await plan.sync(s, mc, cloud_mappers(await installed_modules(s)))
-            status = "ok"
-        except BaseException as e:
-            err = to_engine_error(e)
-            status = "canceled" if err.sqlstate == "57014" else "error"
-            raise err from e
-        finally:
-            try:
-                if s.conn.info.transaction_status != 0:
-                    await s.conn.rollback()
-                await s.log("END_REVERT", transaction_id=tx_id, change={"status": status, "start_id": start_id})
-            except Exception:
-                pass
         if tx is not None:
             await s.log("CLOSE_TRANSACTION", transaction_id=tx_id, message="rollback")
         return rows

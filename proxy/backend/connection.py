@@ -33,6 +33,7 @@ _Z, _S, _E = ord("Z"), ord("S"), ord("E")
 #: Relayed messages the proxy looks at: ReadyForQuery, ParameterStatus, ErrorResponse (to see FATAL).
 _G = ord("G")
 _RELAY_WATCH = frozenset((_Z, _S, _E, _G))
+_BYTE = tuple(bytes((i,)) for i in range(256))
 
 
 class ServerError(Exception):
@@ -113,14 +114,18 @@ class ServerConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         client = self.client
         if client is not None:
+            client.transport.write(data)
+            client.bytes_out += len(data)
             if client.recorder is not None:
                 client.recorder.backend(data)
-            client.bytes_out += len(data)
-            client.transport.write(data)
             try:
-                self._scanner.feed(data)
+                status = self._scanner.feed_ready(data)
             except ProtocolViolation:
                 self.abort()
+                return
+            if status >= 0:  # the reply ended with ReadyForQuery
+                self.status = _BYTE[status]
+                client.server_ready(self.status)
             return
         if self._raw_mode:
             self._raw += data
@@ -164,7 +169,7 @@ class ServerConnection(asyncio.Protocol):
     # -- relay mode ---------------------------------------------------------------------------
     def _on_relay_message(self, t: int, payload: bytes) -> None:
         if t == _Z:
-            self.status = bytes(payload[:1])
+            self.status = _BYTE[payload[0]] if payload else b""
             client = self.client
             if client is not None:
                 client.server_ready(self.status)

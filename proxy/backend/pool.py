@@ -145,6 +145,24 @@ class Pool:
                 fut.set_result(None)
                 return
 
+    def give_back(self, conn: ServerConnection) -> None:
+        """``release(conn, True, reset=False)`` for transaction pooling's fast path: a connection
+        idle at a message boundary after ReadyForQuery 'I' goes straight to the idle list."""
+        if conn.closed or conn.broken or self.closed or conn.status != b"I":
+            self.release(conn, True, reset=False)
+            return
+        conn.client = None
+        conn._paused_client = False
+        now = time.monotonic()
+        conn.last_used = now
+        self.active.discard(conn)
+        if self.lifetime > 0 and now - conn.created > self.lifetime:
+            conn.close()  # server_lifetime: replaced by a fresh connection on demand
+        else:
+            self.idle.append(conn)
+        if self.waiters:
+            self._wake_one()
+
     def release(self, conn: ServerConnection, clean: bool, reset: bool = True) -> None:
         """Give ``conn`` back. A clean, idle connection is reset (``server_reset_query``, session
         pooling only: ``reset``) and reused; otherwise it is closed."""

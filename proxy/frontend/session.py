@@ -34,7 +34,7 @@ from proxy.backend.connection import Credentials, ServerConnection, ServerError
 from proxy.backend.pool import PoolTimeout
 from proxy.frontend import transaction as txn
 from proxy.router import split
-from proxy.router.session_state import analyze, may_change_state
+from proxy.router.session_state import analyze, lowered_may_change_state, may_change_state
 from proxy.tls import peer_common_name
 from proxy.wire import backend as B
 from proxy.wire import frontend as F
@@ -56,12 +56,13 @@ _COPY_DONE, _COPY_FAIL, _COPY_DATA = ord("c"), ord("f"), ord("d")
 #: inspected for iasql_ and stay bounded by max_packet_size.
 _STREAM_ABOVE = 1 << 20
 _SPECIAL = frozenset((_Q, _P, _X, ord("c"), ord("f")))
-#: Second, finer pre-check before ``analyze`` (STATEFUL_HINT also matches ``UPDATE t SET``): the
-#: state-changing keywords only count at a statement start; comments could hide a start, so their
-#: presence sends the text to ``analyze`` too. No false negatives against ``analyze``.
-_STATE_STATEMENT = re.compile(
-    rb"(?:^|;)\s*(?:set|reset|discard|prepare|deallocate|listen|unlisten|declare|close|begin|start|load)\b"
-    rb"|temp|set_config|advisory|u&|/\*|--", re.IGNORECASE)
+#: ``_relay_fast`` hands a Query/Parse to ``_relay`` when its lower-cased text contains ``iasql_``
+#: or, in transaction pooling, may change session state (``lowered_may_change_state``).
+_FAST_IASQL = re.compile(rb"iasql_")
+#: Other messages ``_relay_fast`` looks at; those in ``_FAST_NEVER`` always go to ``_relay``.
+_FAST_OTHER = frozenset(map(ord, "XcfBDC"))
+_FAST_NEVER = frozenset(map(ord, "Xcf"))
+_B = ord("B")
 #: While discarding an extended batch until Sync, every message is looked at.
 _SPECIAL_SKIP = frozenset(range(256))
 #: In transaction/statement pooling, messages that may name a prepared statement are looked at too.
@@ -136,6 +137,7 @@ class ClientSession(asyncio.Protocol):
         self.wait_started: float | None = None
         # transaction / statement pooling (proxy.frontend.transaction)
         self.pool_mode = "session"
+        self.pooled = False                     # transaction or statement pooling
         self.gucs: dict[str, str] = {}          # session parameters the client changed, by name
         self.touched_gucs: set[str] = set()     # names to read back when the transaction ends
         self.reset_all_pending = False
@@ -168,6 +170,9 @@ class ClientSession(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.recorder is not None:
             self.recorder.frontend(data)
+        elif (self.ready and self._busy is None and self.special is self.special_default and not self._inbuf
+              and not self._passthrough and self._relay_fast(data)):
+            return
         if self.ready and self._busy is None:
             self._relay(data)
             return
@@ -417,6 +422,7 @@ class ClientSession(asyncio.Protocol):
         out += [B.ParameterStatus(k, v).encode() for k, v in welcome.items()]
         if self.pool_mode != "session":
             self.special = self.special_default = _SPECIAL_TXN
+            self.pooled = True
         self.key = self.app.register_key(self)
         out.append(B.BackendKeyData(*self.key).encode())
         out.append(B.ReadyForQuery(b"I").encode())
@@ -513,6 +519,70 @@ class ClientSession(asyncio.Protocol):
         return F.PasswordMessage(payload).password
 
     # -- after login: the fast path -----------------------------------------------------------
+    def _relay_fast(self, data: bytes) -> bool:
+        """Forward ``data`` in one write when it is whole messages that need nothing but counting:
+        no partial message, no Terminate or copy end, no Query/Parse text that may call iasql_ or
+        change session state, no named prepared statement in transaction pooling. Returns False,
+        having done nothing, when ``_relay`` must handle ``data`` instead."""
+        n = len(data)
+        pos = 0
+        pending = 0
+        t = -1
+        low = None
+        txn = self.pooled
+        limit = self.max_message
+        unpack = _HDR.unpack_from
+        while pos < n:
+            if n - pos < 5:
+                return False
+            t, length = unpack(data, pos)
+            end = pos + 1 + length
+            if end > n or length < 4 or length > limit:
+                return False
+            if t == _Q or t == _P:
+                if t == _Q:
+                    a, b = pos + 5, end - 1
+                    pending += 1
+                elif txn and (length < 5 or data[pos + 5]):  # a named statement: renamed by _relay
+                    return False
+                else:
+                    a = data.find(b"\0", pos + 5, end) + 1
+                    b = data.find(b"\0", a, end) if a else -1
+                    if b < 0:
+                        return False
+                if low is None:
+                    low = data.lower()
+                if _FAST_IASQL.search(low, a, b) is not None or (txn and lowered_may_change_state(low, a, b)):
+                    return False
+            elif t == _S or t == _F:
+                pending += 1
+            elif t in _FAST_OTHER:
+                if t in _FAST_NEVER:
+                    return False
+                if not txn:
+                    pass
+                elif t == _B:
+                    nul = data.find(b"\0", pos + 5, end)
+                    if nul < 0 or nul + 1 >= end or data[nul + 1]:
+                        return False
+                elif end - pos < 7 or (data[pos + 5] == _S and data[pos + 6]):  # Describe/Close 'S' name
+                    return False
+            pos = end
+        server = self.server
+        if server is None:
+            if self.pool_mode == "session" or not self._lease_now():
+                return False
+            server = self.server
+        elif server.closed or server.transport is None:
+            return False
+        server.transport.write(data)
+        self.bytes_in += n
+        if pending:
+            self.pending_ready += pending
+            self.queries += pending
+        self._last_type = t
+        return True
+
     def _relay(self, data: bytes) -> None:
         self.bytes_in += len(data)
         if self._passthrough:
@@ -599,7 +669,7 @@ class ClientSession(asyncio.Protocol):
                         self._start_intercept()
                         return
                     if special is _SPECIAL_TXN:
-                        if (t == _Q or t == _P) and may_change_state(buf[pos + 5:end]):
+                        if (t == _Q or t == _P) and may_change_state(buf, *_text_span(t, buf, pos, end)):
                             if not self._note_state(t, buf, pos, end):
                                 self._flush(buf, pos, pending, last)
                                 self._refuse_block(buf, end)
@@ -653,7 +723,7 @@ class ClientSession(asyncio.Protocol):
             text = (raw[:-1] if t == _Q else raw[raw.index(b"\0") + 1:raw.index(b"\0", raw.index(b"\0") + 1)]).decode()
         except (ValueError, UnicodeDecodeError):
             return True
-        if not _STATE_STATEMENT.search(text.encode()):
+        if not may_change_state(text.encode()):
             return True
         scs = self.server.params.get("standard_conforming_strings", "on") == "on" if self.server else True
         fx = analyze(text, standard_conforming_strings=scs)
@@ -911,16 +981,29 @@ class ClientSession(asyncio.Protocol):
     def server_ready(self, status: bytes) -> None:
         """ReadyForQuery seen in relayed output."""
         self.tx_status = status
+        pending = self.pending_ready
+        if pending:
+            self.pending_ready = pending = pending - 1
         if status == b"I":
             self.transactions += 1
-        if self.pending_ready:
-            self.pending_ready -= 1
-        if not self.pending_ready:
+        if not pending:
             d = self._drained
-            if d is not None and not d.done():
-                d.set_result(None)
-            if self.pool_mode != "session" and status == b"I":
+            if d is not None:
+                if not d.done():
+                    d.set_result(None)
+            elif status == b"I" and self.pooled and self._may_give_back_now():
+                server, self.server = self.server, None
+                self.pool.give_back(server)
+                return
+            if self.pooled and status == b"I":
                 self._maybe_give_back()
+
+    def _may_give_back_now(self) -> bool:
+        """The common end of a transaction in transaction pooling: nothing owed, nothing to read
+        back, no pins, no task running; the server connection can go back to the pool at once."""
+        return (self._busy is None and self._last_type not in _EXTENDED and not self.pins and not self.touched_gucs
+                and not self.reset_all_pending and not self.closed and self.server is not None
+                and self.pool is not None)
 
     def copy_in_started(self) -> None:
         """CopyInResponse relayed: look at every client message until CopyDone/CopyFail."""
@@ -965,6 +1048,16 @@ class ClientSession(asyncio.Protocol):
         else:
             # a pinned connection holds state no later client may see: it is closed, not reused
             self.pool.release(server, clean and not self.pins, reset=False)
+
+
+def _text_span(t: int, buf: bytes | bytearray, pos: int, end: int) -> tuple[int, int]:
+    """Offsets of the SQL text in the Query or Parse message at ``buf[pos:end]`` (without its NUL);
+    for a malformed message, the whole payload (the server will reject it)."""
+    if t == _Q:
+        return pos + 5, end - 1
+    a = buf.find(b"\0", pos + 5, end) + 1
+    b = buf.find(b"\0", a, end) if a else -1
+    return (a, b) if b >= 0 else (pos + 5, end)
 
 
 def _credentials(password: str | None, secret: Secret | None) -> Credentials:

@@ -8,8 +8,8 @@ behind: run-time parameters to re-apply elsewhere, state that cannot be replayed
 client to its connection (SQL ``PREPARE``, ``LISTEN``, temporary tables, ``DECLARE .. WITH HOLD``,
 session advisory locks, ``LOAD``), state removed again, and whether an explicit block opens.
 
-The proxy first runs the cheap byte pre-check ``STATEFUL_HINT``; only when it matches does it call
-``analyze``. ``analyze`` splits the text at PostgreSQL's statement boundaries (``split.py``) and
+The proxy first runs the cheap byte pre-check ``may_change_state``; only when it matches does it
+call ``analyze``. ``analyze`` splits the text at PostgreSQL's statement boundaries (``split.py``) and
 lexes each statement (``lexer.py``), so words inside strings, comments, dollar-quoted bodies and
 quoted identifiers never count. It reads the *start* of each statement for the utility commands
 (grammar of ``gram.y``: ``VariableSetStmt``/``set_rest``/``set_rest_more``/``generic_set``,
@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from .lexer import Token, identifier_value, lex, string_value
 from .split import split
 
-__all__ = ["STATEFUL_HINT", "StateEffects", "analyze", "may_change_state"]
+__all__ = ["STATEFUL_HINT", "StateEffects", "analyze", "lowered_may_change_state", "may_change_state"]
 
 STATEFUL_HINT: re.Pattern[bytes] = re.compile(
     rb"set|reset|discard|prepare|deallocate|listen|unlisten|declare|close|temp|temporary"
@@ -59,15 +59,31 @@ When it does not match, ``analyze`` of the same text returns no effect (or fails
 case PostgreSQL rejects the text and nothing changes either).
 """
 
-_HINT_LOWER = re.compile(STATEFUL_HINT.pattern)  # the same words, for text already lower-cased
+#: ``may_change_state``'s two patterns, for lower-cased bytes. The utility commands of ``analyze``
+#: only count at a statement start: the start of the text (comments could hide one, so they are
+#: in the second pattern) or after a ``;`` followed by more text. The calls and names ``analyze``
+#: finds anywhere are matched by a distinctive part: ``_config`` (``set_config``), ``visory``
+#: (the advisory lock functions), ``mp`` (``temp``, ``temporary``, ``pg_temp``), ``&``
+#: (``U&".."`` can spell any of them with escapes). Rare first bytes keep the search fast.
+_STATE_AT_START = re.compile(
+    rb"\s*(?:s(?:et|tart)|reset|d(?:iscard|e(?:allocate|clare))|prepare|l(?:isten|oad)|unlisten|close|begin)")
+_STATE_ANYWHERE_PATTERN = rb";\s*[^\s]|/\*|--|&|visory|_config|mp"
+_STATE_ANYWHERE = re.compile(_STATE_ANYWHERE_PATTERN)
 
 
-def may_change_state(data: bytes | bytearray) -> bool:
-    """``STATEFUL_HINT.search(data)``, about 4 times faster: lower-case the bytes (ASCII only, as
-    the pattern's IGNORECASE does for bytes) and search case-sensitively. The fast path of
-    transaction pooling calls it for every Query and Parse."""
-    return _HINT_LOWER.search(data.lower()) is not None
+def may_change_state(data: bytes | bytearray, pos: int = 0, endpos: int | None = None) -> bool:
+    """Whether the SQL text ``data[pos:endpos]`` may change session state: no false negatives
+    against ``analyze`` (when this returns False, ``analyze`` of the same text reports no effect,
+    or the text does not lex and PostgreSQL rejects it). About 3 times cheaper than
+    ``STATEFUL_HINT`` (which also matches ``UPDATE t SET``); transaction pooling's fast path calls
+    it for every Query and Parse text. ``endpos`` defaults to the end of ``data``."""
+    low = data.lower()
+    return lowered_may_change_state(low, pos, len(low) if endpos is None else endpos)
 
+
+def lowered_may_change_state(low: bytes, pos: int, endpos: int) -> bool:
+    """``may_change_state`` for bytes already lower-cased (ASCII, ``bytes.lower``)."""
+    return _STATE_AT_START.match(low, pos, endpos) is not None or _STATE_ANYWHERE.search(low, pos, endpos) is not None
 
 
 @dataclass(frozen=True)

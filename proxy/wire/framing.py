@@ -22,6 +22,7 @@ from typing import Callable, Iterator
 from proxy.wire.codec import ProtocolViolation
 
 _HDR = struct.Struct("!Bi")
+_Z = ord("Z")
 _I32 = struct.Struct("!i")
 
 #: PostgreSQL's own limit for a start-up packet (MAX_STARTUP_PACKET_LENGTH in pqcomm.h): 10000 bytes.
@@ -118,9 +119,32 @@ class RelayScanner:
         self._cur = bytearray()
         self._cur_need = 0
 
-    def feed(self, data: bytes) -> None:
-        """Scan ``data``; call ``on_message`` for each completed watched message."""
+    def feed_ready(self, data: bytes) -> int:
+        """``feed(data)``, except when ``data`` ends with a ReadyForQuery ('Z') and holds no other
+        watched message: then its status byte (an int, e.g. ``ord('I')``) is returned instead of
+        calling ``on_message``. Returns -1 otherwise. This is the relay's common case (a reply
+        ending with ReadyForQuery in one read), kept to one header unpack per message.
+        Raises ProtocolViolation (08P01) on a length below 4."""
+        n = len(data)
         pos = 0
+        if not (self._skip or self._hdr or self._cur_need):
+            watch = self.watch
+            unpack = _HDR.unpack_from
+            while n - pos >= 5:
+                t, length = unpack(data, pos)
+                end = pos + 1 + length
+                if t in watch:
+                    if end == n and t == _Z and length == 5:
+                        return data[pos + 5]
+                    break
+                if end >= n or length < 4:
+                    break
+                pos = end
+        self.feed(data, pos)
+        return -1
+
+    def feed(self, data: bytes, pos: int = 0) -> None:
+        """Scan ``data`` from offset ``pos``; call ``on_message`` for each completed watched message."""
         n = len(data)
         while pos < n:
             if self._skip:

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from proxy.router import STATEFUL_HINT, StateEffects, analyze, split
+from proxy.router.session_state import may_change_state
 
 G = frozenset
 
@@ -160,6 +161,7 @@ def test_analyze(sql, fields):
     assert result == StateEffects(**fields)
     if any(getattr(result, f) for f in fields):
         assert STATEFUL_HINT.search(sql.encode())
+        assert may_change_state(sql.encode())
 
 
 def test_standard_conforming_strings_off():
@@ -174,6 +176,7 @@ def test_hint_u_and_identifier():
     sql = 'SELECT U&"\\0073et_config"(\'work_mem\', \'1MB\', false)'
     assert analyze(sql).gucs == {"work_mem"}
     assert STATEFUL_HINT.search(sql.encode())
+    assert may_change_state(sql.encode())
 
 
 @pytest.mark.parametrize(
@@ -233,7 +236,37 @@ def test_never_raises_and_hint_has_no_false_negatives(sql, scs):
          result.deallocate, result.begins_block, result.unknown_gucs_possible)
     )
     if nonempty:
-        assert STATEFUL_HINT.search(sql.encode("utf-8", "surrogatepass")), (sql, result)
+        raw = sql.encode("utf-8", "surrogatepass")
+        assert STATEFUL_HINT.search(raw), (sql, result)
+        assert may_change_state(raw), (sql, result)
+        # as the fast path calls it: the text inside a Query message (type, length, text, NUL)
+        framed = b"Q\0\0\0\0" + raw + b"\0"
+        assert may_change_state(framed, 5, len(framed) - 1), (sql, result)
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT abalance FROM pgbench_accounts WHERE aid = 1;",
+    "select 1",
+    "UPDATE t SET a = 1 WHERE id = 2",   # SET not at a statement start
+    "INSERT INTO offsets VALUES (1)",
+    "SELECT 1;  \n",
+])
+def test_may_change_state_lets_ordinary_statements_pass(sql):
+    """The pre-check lets through the texts the fast path sees most (no ``analyze`` needed)."""
+    assert analyze(sql) == StateEffects()
+    assert not may_change_state(sql.encode())
+
+
+@pytest.mark.parametrize("sql", [
+    "  set search_path = x", "SELECT 1; SET x.y = 1", "/* c */ SET a = 1", "-- c\nLISTEN ch",
+    "select pg_catalog.set_config('a', 'b', false)", "SELECT pg_advisory_lock(1)",
+    "CREATE TEMP TABLE t (a int)", "SELECT 1 INTO TEMPORARY t", "CREATE TABLE pg_temp.t (a int)",
+    'SELECT U&"\\0073et_config"(\'a\', \'b\', false)', "begin", "START TRANSACTION", "load 'x'",
+    "DECLARE c CURSOR WITH HOLD FOR SELECT 1", "close c", "prepare p as select 1", "DEALLOCATE p",
+    "discard all", "reset all", "unlisten *",
+])
+def test_may_change_state_catches_state(sql):
+    assert may_change_state(sql.encode())
 
 
 @pytest.mark.timeout(20)

@@ -107,8 +107,10 @@ class Metrics:
         self.app = app
         self.waiting: dict = waiting if waiting is not None else {}
         self.registry = CollectorRegistry(auto_describe=False)
+        # registered through _Collector, which first folds in the waits kept by observe_wait
         self.pool_wait = Histogram(PREFIX + "pool_wait_seconds", "Time clients waited for a server connection",
-                                   buckets=WAIT_BUCKETS, registry=self.registry)
+                                   buckets=WAIT_BUCKETS, registry=None)
+        self._waits: list[float] = []  # seconds, not yet in pool_wait
         self.engine_calls = Histogram(PREFIX + "engine_call_duration_seconds", "Duration of iasql_* engine calls",
                                       ["function", "outcome"], buckets=ENGINE_BUCKETS, registry=self.registry)
         self.registry.register(_Collector(self))
@@ -121,13 +123,24 @@ class Metrics:
 
     # -- events -------------------------------------------------------------------------------
     def observe_wait(self, session: Any, seconds: float) -> None:
-        """A server connection was assigned to ``session`` after ``seconds`` of waiting."""
-        self.pool_wait.observe(seconds)
+        """A server connection was assigned to ``session`` after ``seconds`` of waiting. The
+        histogram is updated at scrape time (``fold_waits``): this runs on the fast path."""
+        waits = self._waits
+        waits.append(seconds)
+        if len(waits) >= 10000:
+            self.fold_waits()
         a = self.assignments.get(session.database)
         if a is None:
             a = self.assignments[session.database] = [0, 0]
         a[0] += 1
         a[1] += int(seconds * 1e6)
+
+    def fold_waits(self) -> None:
+        """Move the waits recorded by ``observe_wait`` into the ``pool_wait_seconds`` histogram."""
+        waits, self._waits = self._waits, []
+        observe = self.pool_wait.observe
+        for seconds in waits:
+            observe(seconds)
 
     def retire(self, session: Any) -> None:
         """``session`` ended: keep its counters in its database's totals."""
@@ -285,6 +298,8 @@ class _Collector:
     def collect(self) -> Iterable[Any]:
         m = self.m
         app = m.app
+        m.fold_waits()
+        yield from m.pool_wait.collect()
         clients = GaugeMetricFamily(PREFIX + "client_connections", "Client connections by pool and state",
                                     labels=["database", "user", "state"])
         servers = GaugeMetricFamily(PREFIX + "server_connections", "Server connections by pool and state",

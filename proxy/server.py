@@ -245,7 +245,7 @@ class ProxyApp:
             return await ServerConnection.open(target, user, dbname, params, tls_mode=self.cfg.server_tls_sslmode,
                                                tls_context=self.tls.server, credentials=creds)
 
-        conn = await pool.acquire(frozenset(params.items()), opener)
+        conn = await pool.acquire(frozenset(params.items()), opener, started=getattr(session, "wait_started", None))
         return conn, pool
 
     async def lookup_secret(self, user: str, target: DatabaseTarget) -> Secret | None:

@@ -194,9 +194,9 @@ class ServerConnection(asyncio.Protocol):
                 self.client.server_parameter(msg.name, msg.value)
 
     def attach(self, client: RelayClient) -> None:
-        """Start relaying server output to ``client`` (the connection must be idle at a boundary)."""
+        """Start relaying server output to ``client`` (the connection must be idle at a boundary).
+        ``last_used`` is set when the connection is given back (``detach``, ``Pool.give_back``)."""
         self.client = client
-        self.last_used = time.monotonic()
 
     def detach(self) -> None:
         """Stop relaying; later output is collected for ``recv()``."""

@@ -54,6 +54,9 @@ class Pool:
         self.active: set[ServerConnection] = set()
         self.opening = 0
         self.waiters: collections.deque[asyncio.Future] = collections.deque()
+        #: client sessions waiting without a task (transaction pooling's fast path): each has
+        #: ``server_granted()``, ``leave_queue()``, ``closed`` and ``wait_started``
+        self.queued: collections.deque = collections.deque()
         self.closed = False
 
     @property
@@ -61,14 +64,15 @@ class Pool:
         """Open plus opening connections."""
         return len(self.idle) + len(self.active) + self.opening
 
-    async def acquire(self, startup_key: frozenset, opener: Opener) -> ServerConnection:
+    async def acquire(self, startup_key: frozenset, opener: Opener, started: float | None = None) -> ServerConnection:
         """A ready server connection whose start-up parameters equal ``startup_key``.
 
         Reuses an idle match, opens a new one while under ``size`` (closing an idle non-matching
-        one when full), else waits. Raises PoolTimeout after ``wait_timeout`` seconds, and
-        ServerError/AuthFailed from ``opener``.
+        one when full), else waits. Raises PoolTimeout ``wait_timeout`` seconds after ``started``
+        (monotonic seconds; default now), and ServerError/AuthFailed from ``opener``.
         """
-        started = time.monotonic()
+        if started is None:
+            started = time.monotonic()
         deadline = started + self.wait_timeout if self.wait_timeout > 0 else float("inf")
         self.last_opener, self.last_key = opener, startup_key
         while True:
@@ -117,13 +121,16 @@ class Pool:
 
     def take_idle(self, startup_key: frozenset) -> ServerConnection | None:
         """An idle connection with these start-up parameters, taken at once (no await), or None.
-        The fast path of transaction pooling; ``acquire`` does the rest."""
+        The fast path of transaction pooling; ``acquire`` does the rest. (``server_lifetime`` is
+        enforced when a connection is given back and by ``maintain``, once a second.)"""
         idle = self.idle
         for i in range(len(idle) - 1, -1, -1):
             conn = idle[i]
-            if conn.startup_key == startup_key and not conn.closed:
-                if self.lifetime > 0 and time.monotonic() - conn.created > self.lifetime:
-                    return None  # let acquire replace it
+            key = conn.startup_key
+            if key is startup_key or key == startup_key:
+                if conn.closed:
+                    continue
+                conn.startup_key = startup_key  # the same object from now on: an identity check
                 del idle[i]
                 self.active.add(conn)
                 return conn
@@ -138,12 +145,23 @@ class Pool:
         if len(self.waits) < 10000:
             self.waits.append(time.monotonic() - started)
 
+    def queue(self, session) -> None:
+        """Let ``session`` wait for the next connection to go idle (see ``queued``)."""
+        self.queued.append(session)
+
     def _wake_one(self) -> None:
+        """A connection went idle or a place opened: wake one waiting ``acquire``, else hand the
+        place to sessions in the queue (in arrival order) until one takes a connection."""
         while self.waiters:
             fut = self.waiters.popleft()
             if not fut.done():
                 fut.set_result(None)
                 return
+        queued = self.queued
+        if self.idle or self.total < self.size:
+            while queued:
+                if queued.popleft().server_granted():
+                    return
 
     def give_back(self, conn: ServerConnection) -> None:
         """``release(conn, True, reset=False)`` for transaction pooling's fast path: a connection
@@ -160,7 +178,7 @@ class Pool:
             conn.close()  # server_lifetime: replaced by a fresh connection on demand
         else:
             self.idle.append(conn)
-        if self.waiters:
+        if self.waiters or self.queued:
             self._wake_one()
 
     def release(self, conn: ServerConnection, clean: bool, reset: bool = True) -> None:
@@ -212,6 +230,10 @@ class Pool:
         ``server_idle_timeout`` or ``server_lifetime`` (keeping ``min_pool_size``), and open
         connections up to ``min_pool_size`` with the last opener used."""
         now = time.monotonic()
+        if self.queued:  # waited a tick: the task path enforces query_wait_timeout and the reserve
+            waiting, self.queued = self.queued, collections.deque()
+            for session in waiting:
+                session.leave_queue()
         for conn in list(self.idle):
             expired = (self.lifetime > 0 and now - conn.created > self.lifetime)
             idle_too_long = self.idle_timeout > 0 and now - conn.last_used > self.idle_timeout

@@ -34,12 +34,13 @@ from proxy.backend.connection import Credentials, ServerConnection, ServerError
 from proxy.backend.pool import PoolTimeout
 from proxy.frontend import transaction as txn
 from proxy.router import split
-from proxy.router.session_state import analyze, lowered_may_change_state, may_change_state
+from proxy.router.session_state import analyze, may_change_state
 from proxy.tls import peer_common_name
 from proxy.wire import backend as B
 from proxy.wire import frontend as F
 from proxy.wire import sqlstate
 from proxy.wire.codec import ProtocolViolation
+from proxy.wire.fastpath import SCAN_CLIENT
 from proxy.wire.framing import startup_frame
 
 if TYPE_CHECKING:
@@ -56,13 +57,6 @@ _COPY_DONE, _COPY_FAIL, _COPY_DATA = ord("c"), ord("f"), ord("d")
 #: inspected for iasql_ and stay bounded by max_packet_size.
 _STREAM_ABOVE = 1 << 20
 _SPECIAL = frozenset((_Q, _P, _X, ord("c"), ord("f")))
-#: ``_relay_fast`` hands a Query/Parse to ``_relay`` when its lower-cased text contains ``iasql_``
-#: or, in transaction pooling, may change session state (``lowered_may_change_state``).
-_FAST_IASQL = re.compile(rb"iasql_")
-#: Other messages ``_relay_fast`` looks at; those in ``_FAST_NEVER`` always go to ``_relay``.
-_FAST_OTHER = frozenset(map(ord, "XcfBDC"))
-_FAST_NEVER = frozenset(map(ord, "Xcf"))
-_B = ord("B")
 #: While discarding an extended batch until Sync, every message is looked at.
 _SPECIAL_SKIP = frozenset(range(256))
 #: In transaction/statement pooling, messages that may name a prepared statement are looked at too.
@@ -73,6 +67,22 @@ SPECIAL_EXTENDED = frozenset(map(ord, "QPXBDECHScf"))
 _EXTENDED = frozenset(map(ord, "PBDECH"))
 #: Start-up parameters that are not run-time settings and are never re-sent as such.
 _NOT_SETTINGS = frozenset(("user", "database", "replication"))
+
+
+class _QueuedForServer:
+    """Stands in ``ClientSession._busy`` while the session waits in its pool's queue for a server
+    connection (``Pool.queue``): relaying is paused as for a running task, but no task exists."""
+
+    __slots__ = ()
+
+    def done(self) -> bool:
+        return False
+
+    def cancel(self) -> bool:
+        return True
+
+
+QUEUED = _QueuedForServer()
 
 
 class ClientError(Exception):
@@ -150,6 +160,7 @@ class ClientSession(asyncio.Protocol):
         self.copy_in = False                  # COPY FROM STDIN in progress (Sync owes nothing)
         self._copy_done_early = 0             # CopyDone/CopyFail sent before the CopyInResponse came
         self._passthrough = 0                 # bytes of a large message still to stream to the server
+        self._checked: tuple[int, int, int] | None = None  # (bytes, pending, last type) queued by _relay_fast
         self._startup_key: frozenset = frozenset()
         self._special_before_copy = _SPECIAL
         # wire trace of this session (proxy.trace), or None: gets raw bytes after TLS, both ways
@@ -252,6 +263,8 @@ class ClientSession(asyncio.Protocol):
             data = bytes(self._inbuf)
             self._inbuf.clear()
             self.bytes_in -= len(data)  # counted when it arrived
+            if self.special is self.special_default and not self._passthrough and self._relay_fast(data):
+                return
             self._relay(data)
 
     async def next_message(self) -> tuple[int, bytes, bytes]:
@@ -520,68 +533,42 @@ class ClientSession(asyncio.Protocol):
 
     # -- after login: the fast path -----------------------------------------------------------
     def _relay_fast(self, data: bytes) -> bool:
-        """Forward ``data`` in one write when it is whole messages that need nothing but counting:
-        no partial message, no Terminate or copy end, no Query/Parse text that may call iasql_ or
-        change session state, no named prepared statement in transaction pooling. Returns False,
-        having done nothing, when ``_relay`` must handle ``data`` instead."""
+        """Forward ``data`` in one write when it is whole messages that need nothing but counting
+        (``proxy.wire.fastpath.scan_client``: no partial message, no Terminate or copy end, no
+        Query/Parse text that may call iasql_ or change session state, no named prepared
+        statement in transaction pooling). Returns False, having done nothing, when ``_relay``
+        must handle ``data`` instead."""
+        r = SCAN_CLIENT(data, self.pooled, self.max_message)
+        if r < 0:
+            return False
+        pending, t = divmod(r, 256)
         n = len(data)
-        pos = 0
-        pending = 0
-        t = -1
-        low = None
-        txn = self.pooled
-        limit = self.max_message
-        unpack = _HDR.unpack_from
-        while pos < n:
-            if n - pos < 5:
-                return False
-            t, length = unpack(data, pos)
-            end = pos + 1 + length
-            if end > n or length < 4 or length > limit:
-                return False
-            if t == _Q or t == _P:
-                if t == _Q:
-                    a, b = pos + 5, end - 1
-                    pending += 1
-                elif txn and (length < 5 or data[pos + 5]):  # a named statement: renamed by _relay
-                    return False
-                else:
-                    a = data.find(b"\0", pos + 5, end) + 1
-                    b = data.find(b"\0", a, end) if a else -1
-                    if b < 0:
-                        return False
-                if low is None:
-                    low = data.lower()
-                if _FAST_IASQL.search(low, a, b) is not None or (txn and lowered_may_change_state(low, a, b)):
-                    return False
-            elif t == _S or t == _F:
-                pending += 1
-            elif t in _FAST_OTHER:
-                if t in _FAST_NEVER:
-                    return False
-                if not txn:
-                    pass
-                elif t == _B:
-                    nul = data.find(b"\0", pos + 5, end)
-                    if nul < 0 or nul + 1 >= end or data[nul + 1]:
-                        return False
-                elif end - pos < 7 or (data[pos + 5] == _S and data[pos + 6]):  # Describe/Close 'S' name
-                    return False
-            pos = end
         server = self.server
         if server is None:
-            if self.pool_mode == "session" or not self._lease_now():
+            if self.pool_mode == "session":
                 return False
+            if not self._lease_now():
+                if not self._queue_now():
+                    return False
+                self._inbuf += data  # whole, checked messages: relayed when the pool grants a server
+                self._checked = (n, pending, t)
+                self.bytes_in += n
+                return True
             server = self.server
         elif server.closed or server.transport is None:
             return False
+        self._send_checked(server, data, pending, t)
+        return True
+
+    def _send_checked(self, server: ServerConnection, data: bytes, pending: int, last: int) -> None:
+        """Write whole messages ``data`` to ``server``: ``pending`` of them owe a ReadyForQuery,
+        ``last`` is the type of the last one."""
         server.transport.write(data)
-        self.bytes_in += n
+        self.bytes_in += len(data)
         if pending:
             self.pending_ready += pending
             self.queries += pending
-        self._last_type = t
-        return True
+        self._last_type = last
 
     def _relay(self, data: bytes) -> None:
         self.bytes_in += len(data)
@@ -603,7 +590,8 @@ class ClientSession(asyncio.Protocol):
             if len(buf) < 5:
                 return
             if not self._lease_now():
-                self._busy = asyncio.get_running_loop().create_task(self._lease_then_relay())
+                if not self._queue_now():
+                    self._busy = asyncio.get_running_loop().create_task(self._lease_then_relay())
                 return
         n = len(buf)
         pos = 0
@@ -822,6 +810,53 @@ class ClientSession(asyncio.Protocol):
         server.attach(self)
         return True
 
+    def _queue_now(self) -> bool:
+        """Transaction pooling with every connection of the pool busy: wait in the pool's queue,
+        without a task, until ``server_granted``. False when the slow path must run instead (the
+        pool may open a connection, the database is paused)."""
+        pool = self.pool
+        ops = self.app.ops
+        if pool is None or pool.total < pool.size or (ops is not None and (ops.paused_all or ops.paused)):
+            return False
+        self.wait_started = time.monotonic()
+        self._busy = QUEUED
+        pool.queue(self)
+        return True
+
+    def server_granted(self) -> bool:
+        """Called by the pool when a connection went idle (or a place opened) while this session
+        waited in its queue. Takes the idle connection and relays what the client sent; if the
+        connection needs the client's state applied first, or none is idle, the task path takes
+        over (the wait still counts from when it began). Returns False when the session no longer
+        waits (closed, or already on the task path), True when it took the grant."""
+        if self._busy is not QUEUED or self.closed:
+            return False
+        self._busy = None
+        if not self._lease_now():
+            self._busy = asyncio.get_running_loop().create_task(self._lease_then_relay())
+            return True
+        started, self.wait_started = self.wait_started, None
+        ops = self.app.ops
+        if ops is not None and started is not None:
+            ops.metrics.observe_wait(self, time.monotonic() - started)
+        checked, self._checked = self._checked, None
+        buf = self._inbuf
+        if checked is not None and checked[0] == len(buf) and self.special is self.special_default:
+            # nothing came after the messages _relay_fast checked before queueing
+            data = bytes(buf)
+            buf.clear()
+            self.bytes_in -= len(data)
+            self._send_checked(self.server, data, checked[1], checked[2])
+        else:
+            self._resume_relay()
+        return True
+
+    def leave_queue(self) -> None:
+        """Stop waiting in the pool's queue and wait the slow way (``Pool.maintain`` calls this for a
+        session that waited a tick: the task path enforces query_wait_timeout and the reserve pool)."""
+        if self._busy is QUEUED and not self.closed:
+            self._busy = asyncio.get_running_loop().create_task(self._lease_then_relay())
+
     async def _lease_then_relay(self) -> None:
         try:
             await self._lease()
@@ -845,7 +880,8 @@ class ClientSession(asyncio.Protocol):
 
     async def _lease(self) -> None:
         """Lease a server connection for the next transaction and give it the client's state."""
-        self.wait_started = time.monotonic()
+        if self.wait_started is None:  # else it began in the pool's queue
+            self.wait_started = time.monotonic()
         server, self.pool = await self.app.lease(self, self.credentials)
         for _ in range(3):
             # a custom parameter set on a connection leaves a placeholder no RESET removes: a

@@ -20,6 +20,7 @@ import struct
 from typing import Callable, Iterator
 
 from proxy.wire.codec import ProtocolViolation
+from proxy.wire.fastpath import SCAN_REPLY, watch_table
 
 _HDR = struct.Struct("!Bi")
 _Z = ord("Z")
@@ -108,10 +109,11 @@ class RelayScanner:
     stream. Raises ProtocolViolation (08P01) on a length below 4.
     """
 
-    __slots__ = ("watch", "on_message", "_skip", "_hdr", "_cur_type", "_cur", "_cur_need")
+    __slots__ = ("watch", "on_message", "_skip", "_hdr", "_cur_type", "_cur", "_cur_need", "_table")
 
     def __init__(self, watch: frozenset[int], on_message: Callable[[int, bytes], None]):
         self.watch = watch
+        self._table = watch_table(watch)
         self.on_message = on_message
         self._skip = 0          # bytes of an unwatched message still to pass
         self._hdr = b""          # partial header (< 5 bytes)
@@ -125,22 +127,15 @@ class RelayScanner:
         calling ``on_message``. Returns -1 otherwise. This is the relay's common case (a reply
         ending with ReadyForQuery in one read), kept to one header unpack per message.
         Raises ProtocolViolation (08P01) on a length below 4."""
-        n = len(data)
-        pos = 0
-        if not (self._skip or self._hdr or self._cur_need):
-            watch = self.watch
-            unpack = _HDR.unpack_from
-            while n - pos >= 5:
-                t, length = unpack(data, pos)
-                end = pos + 1 + length
-                if t in watch:
-                    if end == n and t == _Z and length == 5:
-                        return data[pos + 5]
-                    break
-                if end >= n or length < 4:
-                    break
-                pos = end
-        self.feed(data, pos)
+        if self._skip or self._hdr or self._cur_need:
+            self.feed(data)
+            return -1
+        r = SCAN_REPLY(data, self._table)
+        if r >= 0:
+            return r
+        pos = -1 - r
+        if pos < len(data):
+            self.feed(data, pos)
         return -1
 
     def feed(self, data: bytes, pos: int = 0) -> None:

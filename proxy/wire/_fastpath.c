@@ -1,0 +1,245 @@
+/*
+ * proxy.wire._fastpath: the relay's two per-read scans in C (optional; proxy/wire/fastpath.py has
+ * the same functions in Python and is the reference: tests/unit/test_fastpath.py compares them).
+ *
+ * scan_client(data, txn, limit) -> int
+ *     Whole frontend messages in `data` that the fast path may forward unchanged. Returns -1 when
+ *     the slow path must look (a partial message, a bad length, Terminate, CopyDone/CopyFail, a
+ *     Query/Parse text containing iasql_ or, with `txn`, text that may change session state, a
+ *     named prepared statement with `txn`); else pending * 256 + type of the last message, where
+ *     pending counts Query, Sync and FunctionCall (each owes a ReadyForQuery).
+ *
+ * scan_reply(data, watch) -> int
+ *     Walks whole backend messages from the start of `data` while their type is not watched
+ *     (`watch`: 256 bytes, non-zero for a watched type). Returns the status byte (0..255) when
+ *     `data` ends with a ReadyForQuery ('Z', length 5) that is the first watched message; else
+ *     -1 - pos, where pos is the offset the caller's general scanner must continue from.
+ *
+ * Message format: PostgreSQL protocol chapter, "Message Formats" (Byte1 type, Int32 length that
+ * counts itself). Keyword rules: proxy/router/session_state.py, may_change_state.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+
+static inline unsigned char lower(unsigned char c) {
+    return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
+}
+
+static inline int is_space(unsigned char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
+/* case-insensitive: does s[i..e) start with the lower-case word w? */
+static inline int starts(const unsigned char *s, Py_ssize_t i, Py_ssize_t e, const char *w, Py_ssize_t wl) {
+    if (e - i < wl)
+        return 0;
+    for (Py_ssize_t k = 0; k < wl; k++)
+        if (lower(s[i + k]) != (unsigned char)w[k])
+            return 0;
+    return 1;
+}
+
+static const char *START_WORDS[] = {"set", "start", "reset", "discard", "deallocate", "declare", "prepare",
+                                    "listen", "load", "unlisten", "close", "begin", NULL};
+
+/* 1 when the text s[a..b) must go to the slow path: iasql_ anywhere; with txn, a state keyword at
+ * the start, or anywhere: ';' followed by more text, comment openers, '&', visory, _config, mp */
+static int text_stops(const unsigned char *s, Py_ssize_t a, Py_ssize_t b, int txn) {
+    if (txn) {
+        Py_ssize_t i = a;
+        while (i < b && is_space(s[i]))
+            i++;
+        for (const char **w = START_WORDS; *w != NULL; w++)
+            if (starts(s, i, b, *w, (Py_ssize_t)strlen(*w)))
+                return 1;
+    }
+    for (Py_ssize_t i = a; i < b; i++) {
+        unsigned char c = lower(s[i]);
+        switch (c) {
+        case 'i':
+            if (starts(s, i, b, "iasql_", 6))
+                return 1;
+            break;
+        case ';':
+            if (txn) {
+                Py_ssize_t j = i + 1;
+                while (j < b && is_space(s[j]))
+                    j++;
+                if (j < b)
+                    return 1;
+            }
+            break;
+        case '/':
+            if (txn && i + 1 < b && s[i + 1] == '*')
+                return 1;
+            break;
+        case '-':
+            if (txn && i + 1 < b && s[i + 1] == '-')
+                return 1;
+            break;
+        case '&':
+            if (txn)
+                return 1;
+            break;
+        case 'v':
+            if (txn && starts(s, i, b, "visory", 6))
+                return 1;
+            break;
+        case '_':
+            if (txn && starts(s, i, b, "_config", 7))
+                return 1;
+            break;
+        case 'm':
+            if (txn && i + 1 < b && lower(s[i + 1]) == 'p')
+                return 1;
+            break;
+        default:
+            break;
+        }
+    }
+    return 0;
+}
+
+static inline Py_ssize_t find_nul(const unsigned char *s, Py_ssize_t a, Py_ssize_t e) {
+    const unsigned char *p = memchr(s + a, 0, (size_t)(e - a));
+    return p == NULL ? -1 : (Py_ssize_t)(p - s);
+}
+
+static inline long be32(const unsigned char *p) {
+    return (long)(int32_t)(((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | (uint32_t)p[3]);
+}
+
+static PyObject *scan_client(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "scan_client(data, txn, limit)");
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    int txn = PyObject_IsTrue(args[1]);
+    long long limit = PyLong_AsLongLong(args[2]);
+    if (txn < 0 || (limit == -1 && PyErr_Occurred())) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    const unsigned char *s = view.buf;
+    Py_ssize_t n = view.len, pos = 0;
+    long pending = 0;
+    int t = -1;
+    long result = -1;
+    while (pos < n) {
+        if (n - pos < 5)
+            goto done;
+        t = s[pos];
+        long length = be32(s + pos + 1);
+        if (length < 4 || length > limit || (Py_ssize_t)length > n - pos - 1)
+            goto done;
+        Py_ssize_t end = pos + 1 + (Py_ssize_t)length;
+        switch (t) {
+        case 'Q':
+            pending++;
+            if (text_stops(s, pos + 5, end - 1, txn))
+                goto done;
+            break;
+        case 'P': {
+            if (txn && (length < 5 || s[pos + 5] != 0))
+                goto done;
+            Py_ssize_t a = find_nul(s, pos + 5, end);
+            if (a < 0)
+                goto done;
+            a++;
+            Py_ssize_t b = find_nul(s, a, end);
+            if (b < 0 || text_stops(s, a, b, txn))
+                goto done;
+            break;
+        }
+        case 'S':
+        case 'F':
+            pending++;
+            break;
+        case 'X':
+        case 'c':
+        case 'f':
+            goto done;
+        case 'B':
+            if (txn) {
+                Py_ssize_t nul = find_nul(s, pos + 5, end);
+                if (nul < 0 || nul + 1 >= end || s[nul + 1] != 0)
+                    goto done;
+            }
+            break;
+        case 'D':
+        case 'C':
+            if (txn && (end - pos < 7 || (s[pos + 5] == 'S' && s[pos + 6] != 0)))
+                goto done;
+            break;
+        default:
+            break;
+        }
+        pos = end;
+    }
+    result = pending * 256 + t;
+done:
+    PyBuffer_Release(&view);
+    return PyLong_FromLong(result);
+}
+
+static PyObject *scan_reply(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "scan_reply(data, watch)");
+        return NULL;
+    }
+    Py_buffer view, wv;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[1], &wv, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    if (wv.len != 256) {
+        PyBuffer_Release(&view);
+        PyBuffer_Release(&wv);
+        PyErr_SetString(PyExc_ValueError, "watch must be 256 bytes");
+        return NULL;
+    }
+    const unsigned char *s = view.buf, *watch = wv.buf;
+    Py_ssize_t n = view.len, pos = 0;
+    long result;
+    for (;;) {
+        if (n - pos < 5) {
+            result = -1 - (long)pos;
+            break;
+        }
+        unsigned char t = s[pos];
+        long length = be32(s + pos + 1);
+        if (watch[t]) {
+            if (t == 'Z' && length == 5 && n - pos == 6)
+                result = s[pos + 5];
+            else
+                result = -1 - (long)pos;
+            break;
+        }
+        if (length < 4 || (Py_ssize_t)length >= n - pos - 1) {  /* bad, or reaches the end of data */
+            result = -1 - (long)pos;
+            break;
+        }
+        pos += 1 + (Py_ssize_t)length;
+    }
+    PyBuffer_Release(&view);
+    PyBuffer_Release(&wv);
+    return PyLong_FromLong(result);
+}
+
+static PyMethodDef methods[] = {
+    {"scan_client", (PyCFunction)(void (*)(void))scan_client, METH_FASTCALL,
+     "scan_client(data, txn, limit) -> int: see proxy/wire/fastpath.py"},
+    {"scan_reply", (PyCFunction)(void (*)(void))scan_reply, METH_FASTCALL,
+     "scan_reply(data, watch) -> int: see proxy/wire/fastpath.py"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fastpath", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__fastpath(void) { return PyModule_Create(&module); }

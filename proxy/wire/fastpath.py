@@ -1,0 +1,121 @@
+"""The relay's two per-read scans, without I/O: which client reads can be forwarded as they are, and
+whether a server read ends with ReadyForQuery.
+
+Theory of operation
+-------------------
+After login most reads are whole messages that need nothing but counting: a Query, or a
+Parse/Bind/Describe/Execute/Sync batch, from the client; rows ending with ReadyForQuery from the
+server. ``scan_client`` and ``scan_reply`` decide that in one pass over the bytes, so the relay
+(``proxy.frontend.session``, ``proxy.wire.framing.RelayScanner``) can forward the read in one write
+and fall back to its general, message-by-message path only when a read needs more.
+
+Both exist twice: in C (``proxy/wire/_fastpath.c``, built at install when a compiler is present)
+and here in Python, the reference. ``SCAN_CLIENT``/``SCAN_REPLY`` are the C versions when the
+extension imports, else these. ``tests/unit/test_fastpath.py`` checks that both agree.
+
+Message format: PostgreSQL protocol chapter, "Message Formats". Keyword rules: ``may_change_state``
+in ``proxy.router.session_state`` (no false negatives against ``analyze``).
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+
+from proxy.router.session_state import lowered_may_change_state
+
+__all__ = ["SCAN_CLIENT", "SCAN_REPLY", "compiled", "scan_client", "scan_reply", "watch_table"]
+
+_HDR = struct.Struct("!Bi")
+_Q, _P, _S, _F, _B, _Z = (ord(c) for c in "QPSFBZ")
+_IASQL = re.compile(rb"iasql_")
+_NEVER = frozenset(map(ord, "Xcf"))
+_NAMED = frozenset(map(ord, "BDC"))
+
+
+def scan_client(data: bytes, txn: bool, limit: int) -> int:
+    """Whole frontend messages in ``data`` that may be forwarded unchanged.
+
+    ``txn``: transaction or statement pooling (state and statement names matter); ``limit``: the
+    largest message length allowed (``max_packet_size``, bytes). Returns -1 when the slow path must
+    look: a partial message, a length below 4 or above ``limit``, Terminate, CopyDone/CopyFail, a
+    Query/Parse text containing ``iasql_`` (any case) or, with ``txn``, text that may change session
+    state, or a named prepared statement (Parse, Bind, Describe/Close 'S'). Else returns
+    ``pending * 256 + last``: ``pending`` counts Query, Sync and FunctionCall (each owes a
+    ReadyForQuery), ``last`` is the type byte of the last message. Never raises.
+    """
+    n = len(data)
+    pos = 0
+    pending = 0
+    t = -1
+    low = None
+    while pos < n:
+        if n - pos < 5:
+            return -1
+        t, length = _HDR.unpack_from(data, pos)
+        end = pos + 1 + length
+        if length < 4 or length > limit or end > n:
+            return -1
+        if t == _Q or t == _P:
+            if t == _Q:
+                a, b = pos + 5, end - 1
+                pending += 1
+            elif txn and (length < 5 or data[pos + 5]):
+                return -1
+            else:
+                a = data.find(b"\0", pos + 5, end) + 1
+                b = data.find(b"\0", a, end) if a else -1
+                if b < 0:
+                    return -1
+            if low is None:
+                low = data.lower()
+            if _IASQL.search(low, a, b) is not None or (txn and lowered_may_change_state(low, a, b)):
+                return -1
+        elif t == _S or t == _F:
+            pending += 1
+        elif t in _NEVER:
+            return -1
+        elif txn and t in _NAMED:
+            if t == _B:
+                nul = data.find(b"\0", pos + 5, end)
+                if nul < 0 or nul + 1 >= end or data[nul + 1]:
+                    return -1
+            elif end - pos < 7 or (data[pos + 5] == _S and data[pos + 6]):
+                return -1
+        pos = end
+    return pending * 256 + t
+
+
+def scan_reply(data: bytes, watch: bytes) -> int:
+    """Walk whole backend messages from the start of ``data`` while their type is not watched
+    (``watch``: 256 bytes, non-zero at a watched type, see ``watch_table``). Returns the status
+    byte (0..255) when ``data`` ends with a ReadyForQuery (length 5) that is its first watched
+    message; else ``-1 - pos``, ``pos`` being the offset from which the caller's general scanner
+    must continue (a watched message, a partial or bad one, or ``len(data)``). Never raises."""
+    n = len(data)
+    pos = 0
+    while n - pos >= 5:
+        t, length = _HDR.unpack_from(data, pos)
+        if watch[t]:
+            if t == _Z and length == 5 and n - pos == 6:
+                return data[pos + 5]
+            break
+        if length < 4 or length >= n - pos - 1:
+            break
+        pos += 1 + length
+    return -1 - pos
+
+
+def watch_table(types: frozenset[int]) -> bytes:
+    """The 256-byte ``watch`` argument of ``scan_reply`` for these type bytes."""
+    return bytes(1 if i in types else 0 for i in range(256))
+
+
+try:  # the C versions, when the extension was built
+    from proxy.wire._fastpath import scan_client as SCAN_CLIENT  # type: ignore[import-not-found]
+    from proxy.wire._fastpath import scan_reply as SCAN_REPLY  # type: ignore[import-not-found]
+
+    compiled = True
+except ImportError:  # pragma: no cover - depends on the build
+    SCAN_CLIENT, SCAN_REPLY = scan_client, scan_reply
+    compiled = False

@@ -56,6 +56,8 @@ stats_users                list        (empty)              comma-separated role
 admin_database             name        iasql_proxy          ours: the admin console's virtual database
 metrics_addr               address     127.0.0.1            ours: where the Prometheus endpoint listens
 shutdown_timeout           seconds     30                   ours: SIGTERM waits this long for statements
+log_connections            boolean     1                    log each successful login (event=session_start)
+log_disconnections         boolean     1                    log each session end (event=session_end)
 =========================  ==========  ===================  =========================================
 
 Durations are numbers of seconds (fractions allowed) and may carry a unit suffix ``ms``, ``s``,
@@ -181,6 +183,8 @@ class Config:
     admin_database: str = "iasql_proxy"
     metrics_addr: str = "127.0.0.1"
     shutdown_timeout: float = 30.0
+    log_connections: bool = True
+    log_disconnections: bool = True
     engine: EngineConfig = field(default_factory=EngineConfig)
     config_file: Path | None = None
 
@@ -388,6 +392,8 @@ _PROXY_KEYS: dict[str, Parser] = {
     "admin_database": _nonempty,
     "metrics_addr": _nonempty,
     "shutdown_timeout": _duration,
+    "log_connections": _bool,
+    "log_disconnections": _bool,
 }
 _PATH_KEYS = ("auth_file", "client_tls_cert_file", "client_tls_key_file", "client_tls_ca_file",
               "server_tls_ca_file", "record_dir")

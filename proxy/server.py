@@ -15,6 +15,7 @@ import secrets
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 
 from proxy.auth import Secret, parse_secret
@@ -53,6 +54,7 @@ class ProxyApp:
         self._auth_lock = asyncio.Lock()
         self._listeners: list[socket.socket] = []
         self._accept_tasks: list[asyncio.Task] = []
+        self._servers: list[asyncio.AbstractServer] = []
         self._tasks: set[asyncio.Task] = set()
         self.port: int | None = None
 
@@ -78,7 +80,12 @@ class ProxyApp:
                     if port == 0:
                         port = self.port
                 self._listeners.append(s)
-                self._accept_tasks.append(loop.create_task(self._accept_loop(s)))
+                if self.tls.client is None:
+                    # no TLS to detect: the loop accepts natively (uvloop sets TCP_NODELAY)
+                    self._servers.append(await loop.create_server(lambda: ClientSession(self), sock=s,
+                                                                  backlog=1024))
+                else:
+                    self._accept_tasks.append(loop.create_task(self._accept_loop(s)))
         self._accept_tasks.append(loop.create_task(self._maintain_pools()))
         log.info("event=listening addr=%s port=%s tls=%s pool_mode=%s", self.cfg.listen_addr, self.port,
                  self.cfg.client_tls_sslmode, self.cfg.pool_mode)
@@ -147,6 +154,8 @@ class ProxyApp:
         """Stop accepting connections (graceful shutdown); connected clients stay."""
         for t in self._accept_tasks:
             t.cancel()
+        for srv in self._servers:
+            srv.close()
         for s in self._listeners:
             s.close()
 
@@ -196,7 +205,8 @@ class ProxyApp:
     def register_key(self, session: ClientSession) -> tuple[int, int]:
         """A fresh (process id, secret key) for BackendKeyData, mapped to ``session``."""
         while True:
-            key = (secrets.randbits(31) or 1, secrets.randbits(32) - (1 << 31))
+            raw = int.from_bytes(secrets.token_bytes(8), "big")  # one system call for both
+            key = ((raw >> 33) or 1, (raw & 0xFFFFFFFF) - (1 << 31))
             if key not in self.keys:
                 self.keys[key] = session
                 return key
@@ -295,9 +305,31 @@ class ProxyApp:
         return None
 
 
+class _LogFormatter(logging.Formatter):
+    """``asctime levelname name message``, with the date and time formatted once per second (a
+    connection-heavy load logs two lines per connection: see log_connections)."""
+
+    _second = -1
+    _text = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = int(record.created)
+        if second != self._second:
+            self._text = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second))
+            self._second = second
+        return "%s,%03d" % (self._text, record.msecs)
+
+
 def _setup_logging() -> None:
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    """Log to stderr at INFO. Records skip what the proxy never prints (caller's file and line,
+    thread and process names): the Logging HOWTO's "Optimization" settings."""
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LogFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
 
 
 async def serve(cfg: Config) -> ProxyApp:

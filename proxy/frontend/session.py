@@ -208,7 +208,7 @@ class ClientSession(asyncio.Protocol):
         self.app.session_ended(self)
         if self.recorder is not None:
             self.recorder.close()
-        if self.user:
+        if self.user and self.cfg.log_disconnections:
             log.info("event=session_end client=%s user=%s database=%s tls=%s duration_s=%.3f",
                      self.peer, self.user, self.database, self.tls_version or "off", time.monotonic() - self.started)
 
@@ -307,12 +307,15 @@ class ClientSession(asyncio.Protocol):
             # client_login_timeout bounds start-up, TLS and authentication; waiting for a server
             # connection after that is bounded by query_wait_timeout, as in PgBouncer
             timeout = self.cfg.client_login_timeout
-            proceed = await asyncio.wait_for(self._startup(), timeout if timeout > 0 else None)
+            timer = (asyncio.get_running_loop().call_later(timeout, self._login_timed_out)
+                     if timeout > 0 else None)
+            try:
+                proceed = await self._startup()
+            finally:
+                if timer is not None:
+                    timer.cancel()
             if proceed:
                 await self._welcome()
-        except asyncio.TimeoutError:
-            log.info("event=login_timeout client=%s", self.peer)
-            self.fatal(sqlstate.PROTOCOL_VIOLATION, "client_login_timeout")
         except ClientError as e:
             if e.sqlstate in (sqlstate.INVALID_PASSWORD, sqlstate.INVALID_AUTHORIZATION_SPECIFICATION):
                 self.app.auth_failures += 1
@@ -327,6 +330,15 @@ class ClientSession(asyncio.Protocol):
         except Exception as e:  # never let one client's bug take the process down
             log.exception("event=login_error client=%s", self.peer)
             self.fatal(sqlstate.INTERNAL_ERROR, f"internal proxy error: {type(e).__name__}")
+
+    def _login_timed_out(self) -> None:
+        """client_login_timeout passed before start-up, TLS and authentication completed."""
+        task = self._login_task
+        if task is not None and not task.done() and not self.ready:
+            self._login_task = None
+            task.cancel()
+            log.info("event=login_timeout client=%s", self.peer)
+            self.fatal(sqlstate.PROTOCOL_VIOLATION, "client_login_timeout")
 
     async def _startup(self) -> bool:
         """Start-up messages, TLS and authentication. Returns True when the client is authenticated
@@ -418,12 +430,12 @@ class ClientSession(asyncio.Protocol):
             # parameters logs clients in without waiting for a server connection
             self.pool = self.app.pool_for(self.target, self.target.dbname or self.database,
                                           self.target.user or self.user)
-            welcome = self.pool.welcome.get(frozenset(self.params.items()))
+            welcome = self.pool.welcome.get(self._startup_key)
         try:
             if welcome is None:
                 self.server, self.pool = await self.app.lease(self, creds)
                 welcome = dict(self.server.params)
-                self.pool.welcome[frozenset(self.params.items())] = welcome
+                self.pool.welcome[self._startup_key] = welcome
         except PoolTimeout:
             raise ClientError(sqlstate.PROTOCOL_VIOLATION, "query_wait_timeout") from None
         except ServerError as e:
@@ -432,7 +444,8 @@ class ClientSession(asyncio.Protocol):
             raise ClientError(sqlstate.INVALID_PASSWORD, f"server login failed: {e}") from None
         out = [B.AUTHENTICATION_OK]
         self._auth_ok_pending = False
-        out += [B.ParameterStatus(k, v).encode() for k, v in welcome.items()]
+        out.append(_parameter_status(welcome) if self.pool_mode != "session"
+                   else b"".join(B.ParameterStatus(k, v).encode() for k, v in welcome.items()))
         if self.pool_mode != "session":
             self.special = self.special_default = _SPECIAL_TXN
             self.pooled = True
@@ -445,8 +458,9 @@ class ClientSession(asyncio.Protocol):
             self.server.attach(self)
         else:
             self._give_back()
-        log.info("event=session_start client=%s user=%s database=%s tls=%s", self.peer, self.user,
-                 self.database, self.tls_version or "off")
+        if self.cfg.log_connections:
+            log.info("event=session_start client=%s user=%s database=%s tls=%s", self.peer, self.user,
+                     self.database, self.tls_version or "off")
         if self._inbuf:
             data = bytes(self._inbuf)
             self._inbuf.clear()
@@ -1084,6 +1098,22 @@ class ClientSession(asyncio.Protocol):
         else:
             # a pinned connection holds state no later client may see: it is closed, not reused
             self.pool.release(server, clean and not self.pins, reset=False)
+
+
+_WELCOME_BYTES: dict[int, tuple[dict[str, str], bytes]] = {}
+
+
+def _parameter_status(values: dict[str, str]) -> bytes:
+    """ParameterStatus messages for ``values``, encoded once per dict object (pools keep the dict
+    of each start-up parameter set, so a login reuses the bytes of the previous one)."""
+    hit = _WELCOME_BYTES.get(id(values))
+    if hit is not None and hit[0] is values:
+        return hit[1]
+    data = b"".join(B.ParameterStatus(k, v).encode() for k, v in values.items())
+    if len(_WELCOME_BYTES) > 1000:
+        _WELCOME_BYTES.clear()
+    _WELCOME_BYTES[id(values)] = (values, data)
+    return data
 
 
 def _text_span(t: int, buf: bytes | bytearray, pos: int, end: int) -> tuple[int, int]:

@@ -60,13 +60,13 @@ case PostgreSQL rejects the text and nothing changes either).
 """
 
 #: ``may_change_state``'s two patterns, for lower-cased bytes. The utility commands of ``analyze``
-#: only count at a statement start: the start of the text (comments could hide one, so they are
+#: (and ``EXPLAIN``, whose statement it reads) only count at a statement start: the start of the text (comments could hide one, so they are
 #: in the second pattern) or after a ``;`` followed by more text. The calls and names ``analyze``
 #: finds anywhere are matched by a distinctive part: ``_config`` (``set_config``), ``visory``
 #: (the advisory lock functions), ``mp`` (``temp``, ``temporary``, ``pg_temp``), ``&``
 #: (``U&".."`` can spell any of them with escapes). Rare first bytes keep the search fast.
 _STATE_AT_START = re.compile(
-    rb"\s*(?:s(?:et|tart)|reset|d(?:iscard|e(?:allocate|clare))|prepare|l(?:isten|oad)|unlisten|close|begin)")
+    rb"\s*(?:s(?:et|tart)|reset|d(?:iscard|e(?:allocate|clare))|prepare|l(?:isten|oad)|unlisten|close|begin|explain)")
 _STATE_ANYWHERE_PATTERN = rb";\s*[^\s]|/\*|--|&|visory|_config|mp"
 _STATE_ANYWHERE = re.compile(_STATE_ANYWHERE_PATTERN)
 

@@ -89,3 +89,24 @@ def test_no_password_in_the_log(log_proxy, pg_roles, pg):
     assert "SCRAM-SHA-256$" not in log  # no verifier either
     assert not re.search(r"\bp=[A-Za-z0-9+/]{20,}", log)  # no SCRAM client proof
     assert not re.search(r"md5[0-9a-f]{32}", log)
+
+
+def test_log_connections_and_disconnections_off(proxy_ini, start_proxy, pg):
+    """PgBouncer's log_connections = 0 and log_disconnections = 0: no session_start/session_end
+    lines, while failed logins are still logged."""
+    proxy = start_proxy(proxy_ini(log_connections=0, log_disconnections=0), "quietlog")
+    with psycopg.connect(proxy.dsn(user="postgres", password=pg.password, sslmode="disable")) as conn:
+        assert conn.execute("select 7").fetchone() == (7,)
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(proxy.dsn(user="postgres", password=WRONG, sslmode="disable"))
+    log = wait_for(proxy, lambda log: log if "event=login_failed" in log else "")
+    assert "event=login_failed" in log
+    assert "event=session_start" not in log and "event=session_end" not in log
+
+
+def test_log_connections_on_by_default(proxy_ini, start_proxy, pg):
+    proxy = start_proxy(proxy_ini(), "defaultlog")
+    with psycopg.connect(proxy.dsn(user="postgres", password=pg.password, sslmode="disable")) as conn:
+        assert conn.execute("select 1").fetchone() == (1,)
+    log = wait_for(proxy, lambda log: log if "event=session_end" in log else "")
+    assert "event=session_start" in log and "event=session_end" in log

@@ -58,6 +58,7 @@ def test_extension_is_built():
     (q("SET search_path = x"), True, -1),
     (q("SET search_path = x"), False, 1 * 256 + ord("Q")),  # session pooling: state stays with the client
     (q("  begin"), True, -1),
+    (q("EXPLAIN SET x = 1"), True, -1),                  # analyze reads the statement EXPLAIN names
     (q("SELECT 1; SET x.y = 1"), True, -1),
     (q("SELECT 1;  \n"), True, 1 * 256 + ord("Q")),
     (q("UPDATE t SET a = 1"), True, 1 * 256 + ord("Q")),

@@ -263,7 +263,7 @@ def test_may_change_state_lets_ordinary_statements_pass(sql):
     "CREATE TEMP TABLE t (a int)", "SELECT 1 INTO TEMPORARY t", "CREATE TABLE pg_temp.t (a int)",
     'SELECT U&"\\0073et_config"(\'a\', \'b\', false)', "begin", "START TRANSACTION", "load 'x'",
     "DECLARE c CURSOR WITH HOLD FOR SELECT 1", "close c", "prepare p as select 1", "DEALLOCATE p",
-    "discard all", "reset all", "unlisten *",
+    "discard all", "reset all", "unlisten *", "EXPLAIN (ANALYZE) DECLARE c CURSOR WITH HOLD FOR SELECT 1",
 ])
 def test_may_change_state_catches_state(sql):
     assert may_change_state(sql.encode())

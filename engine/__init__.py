@@ -45,10 +45,11 @@ def build_registry(config: EngineSettings | None = None) -> Registry:
     state = EngineState(settings=settings, aws=AwsGateway(settings))
     reg = Registry()
 
-    def add(name: str, args: tuple, cols: tuple, impl: Any, desc: str, usage: str, mutating: bool = False) -> None:
+    def add(name: str, args: tuple, cols: tuple, impl: Any, desc: str, usage: str, mutating: bool = False,
+            instant: bool = False) -> None:
         reg.register(Function(name=name, arguments=args, columns=cols,
                               impl=functools.partial(impl, state), description=desc,
-                              sample_usage=usage, mutating=mutating))
+                              sample_usage=usage, mutating=mutating, instant=instant))
 
     add("iasql_install", (Argument("modules", "text", variadic=True),),
         (Column("module_name", "varchar"), Column("created_table_name", "varchar"), Column("record_count", "int4")),
@@ -74,13 +75,14 @@ def build_registry(config: EngineSettings | None = None) -> Registry:
         "SELECT * FROM iasql_get_sql_since((now() - interval '5 minutes')::timestamptz)")
     add("iasql_modules_list", (),
         (Column("module_name", "varchar"), Column("module_version", "varchar"), Column("dependencies", "json")),
-        F.iasql_modules_list, "Lists all modules available to be installed", "SELECT * FROM iasql_modules_list()")
+        F.iasql_modules_list, "Lists all modules available to be installed", "SELECT * FROM iasql_modules_list()",
+        instant=True)
     add("iasql_modules_installed", (),
         (Column("module_name", "text"), Column("module_version", "text"), Column("dependencies", "_varchar")),
         F.iasql_modules_installed, "Lists all modules currently installed in the hosted db",
         "SELECT * FROM iasql_modules_installed()")
     add("iasql_version", (), (Column("version", "text"),), F.iasql_version,
-        "Lists the currently installed IaSQL Platform version", "SELECT * from iasql_version()")
+        "Lists the currently installed IaSQL Platform version", "SELECT * from iasql_version()", instant=True)
 
     async def iasql_help(state_: Any, ctx: Any) -> list[tuple]:
         """(module, name, signature, description, sample_usage) of every function."""
@@ -89,7 +91,7 @@ def build_registry(config: EngineSettings | None = None) -> Registry:
 
     add("iasql_help", (), (Column("module", "text"), Column("name", "text"), Column("signature", "text"),
                            Column("description", "text"), Column("sample_usage", "text")), iasql_help,
-        "Lists the IaSQL functions", "SELECT * FROM iasql_help()")
+        "Lists the IaSQL functions", "SELECT * FROM iasql_help()", instant=True)
     for old, new in (("iasql_apply", "iasql_commit"), ("iasql_sync", "iasql_commit"),
                      ("iasql_preview_apply", "iasql_preview"), ("iasql_preview_sync", "iasql_preview")):
         add(old, (), _PLAN, F.deprecated(old, new), f"Deprecated: use {new}()", f"SELECT * FROM {new}()")

@@ -83,6 +83,9 @@ class Function:
     description: str = ""
     sample_usage: str = ""
     mutating: bool = False
+    #: answers from the engine's memory alone (no database, no cloud, no await that waits): the
+    #: proxy keeps the client's server connection during the call and runs it without a task
+    instant: bool = False
 
     @property
     def signature(self) -> str:

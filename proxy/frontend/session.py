@@ -1002,7 +1002,7 @@ class ClientSession(asyncio.Protocol):
 
     async def _run_intercept(self) -> None:
         try:
-            if self.server is None and self.pool_mode != "session":
+            if self.server is None and self.pool_mode != "session" and not self._lease_now():
                 await self._lease()
             await self.wait_replies()
             await self.app.interceptor.handle(self)

@@ -260,7 +260,8 @@ class QueryInterceptor:
         if status == b"T":
             await self._fail_block(session, server, calls[0].name)
         sql = stmt_text
-        await self._give_back_during_call(session)
+        if not all(self.registry.get(c.name).instant for c in calls):
+            await self._give_back_during_call(session)
         for call in sorted(calls, key=lambda c: c.start, reverse=True):
             fn = self.registry.get(call.name)
             assert fn is not None
@@ -355,6 +356,11 @@ class QueryInterceptor:
         except CallError as e:
             await self._fail(session, b"I", e.sqlstate, e.message, hint=e.hint)
         ctx = self.make_context(session, fn)
+        if fn.instant:  # no await inside that waits: nothing to cancel or to show as running
+            try:
+                return list(await fn.impl(ctx, *args))
+            except EngineError as e:
+                await self._fail(session, b"I", e.sqlstate, e.message, hint=e.hint, detail=e.detail)
         self.running[session] = ctx
         task = asyncio.get_running_loop().create_task(fn.impl(ctx, *args))
         if self.journal is not None:

@@ -17,6 +17,8 @@ off, backslashes in values are doubled, since that session reads ``'..'`` with b
 
 from __future__ import annotations
 
+import functools
+
 from sqlglot import exp
 
 from .classify import FEATURE_NOT_SUPPORTED, Call, CallError
@@ -69,18 +71,39 @@ def rewrite_with_rows(
             hint=f"Write SELECT ... FROM {call.name}(...) AS r WHERE ..., or call it in its own statement.",
         )
     user_alias = _has_alias(stmt_text, call.end)
+    for row in rows:
+        if len(row) != len(columns):
+            raise ValueError(f"row has {len(row)} values for {len(columns)} columns")
+    key_rows = tuple(map(tuple, rows))
+    if sum(len(v) for row in key_rows for v in row if v is not None) <= _CACHE_VALUE_BYTES:
+        replacement = _cached_replacement(call.name, tuple(columns), key_rows, standard_conforming_strings, user_alias)
+    else:
+        replacement = _replacement(call.name, columns, rows, standard_conforming_strings, user_alias)
+    return stmt_text[: call.start] + replacement + stmt_text[call.end :]
+
+
+#: Results up to this many characters of values have their replacement text cached (the same
+#: call with the same result, e.g. ``iasql_version()``, is then not built again).
+_CACHE_VALUE_BYTES = 4096
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_replacement(name: str, columns: tuple, rows: tuple, scs: bool, user_alias: bool) -> str:
+    return _replacement(name, columns, rows, scs, user_alias)
+
+
+def _replacement(name: str, columns, rows, scs: bool, user_alias: bool) -> str:
+    """The FROM item (SQL text) that stands for the call's rows; see the module docstring."""
     col_ids = [_ident(c) for c, _ in columns]
     types = [_type(t) for _, t in columns]
-    alias = exp.TableAlias(this=_ident(call.name), columns=col_ids)
+    alias = exp.TableAlias(this=_ident(name), columns=col_ids)
     if rows:
         tuples = []
         for row in rows:
-            if len(row) != len(columns):
-                raise ValueError(f"row has {len(row)} values for {len(columns)} columns")
             tuples.append(
                 exp.Tuple(
                     expressions=[
-                        exp.Cast(this=_literal(v, standard_conforming_strings), to=t.copy())
+                        exp.Cast(this=_literal(v, scs), to=t.copy())
                         for v, t in zip(row, types)
                     ]
                 )
@@ -93,8 +116,7 @@ def rewrite_with_rows(
         item = exp.Subquery(this=select, alias=alias)
     if user_alias:
         item = exp.select("*").from_(item).subquery()
-    replacement = item.sql(dialect="postgres")
-    return stmt_text[: call.start] + replacement + stmt_text[call.end :]
+    return item.sql(dialect="postgres")
 
 
 def _literal(value: str | None, scs: bool) -> exp.Expression:

@@ -48,6 +48,20 @@ def test_registry_names_arguments_and_columns():
         reg.engine_state.aws.close()
 
 
+async def test_instant_functions_need_no_database_or_cloud():
+    """The functions the proxy runs without giving the server connection back answer with no
+    context at all (no database, no cloud)."""
+    reg = build_registry()
+    try:
+        instant = {fn.name for fn in reg.functions.values() if fn.instant}
+        assert instant == {"iasql_version", "iasql_help", "iasql_modules_list"}
+        for name in sorted(instant):
+            rows = await reg.get(name).impl(None)
+            assert rows and all(len(r) == len(reg.get(name).columns) for r in rows), name
+    finally:
+        reg.engine_state.aws.close()
+
+
 async def test_install_with_dependencies_then_uninstall(registry, ctx, dsn):
     rows = await call(registry, ctx, "iasql_install", "aws_s3")
     assert [(m, t) for m, t, _ in rows] == [("aws_account@0.1.0", "aws_credentials"),

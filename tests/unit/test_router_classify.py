@@ -269,3 +269,28 @@ def test_rewrite_outside_from_is_a_clear_error():
         rewrite_with_rows(sql, call, INSTALL_COLUMNS, ROWS)
     assert e.value.sqlstate == "0A000"
     assert "FROM item" in e.value.message
+
+
+def test_rewrite_same_result_reuses_text_but_keeps_each_statement(conn):
+    """The replacement for a call with the same small result is cached; the statement around it,
+    the scs mode and the user's alias still make their own text."""
+    a = "SELECT module_name FROM iasql_install('x') WHERE record_count = 3"
+    b = "SELECT count(*) FROM iasql_install('y') r WHERE r.record_count = 0"
+    new_a1, rows_a1 = run_rewritten(conn, a)
+    new_a2, rows_a2 = run_rewritten(conn, a)
+    new_b, rows_b = run_rewritten(conn, b)
+    assert new_a1 == new_a2 and rows_a1 == rows_a2 == [("aws_s3",)]
+    assert rows_b == [(1,)]
+    (call,) = find_calls(a, NAMES)
+    other = rewrite_with_rows(a, call, INSTALL_COLUMNS, [("aws_s3", "bucket", "4")])
+    assert conn.execute(other).fetchall() == []  # a different result is not served from the cache
+    scs_off = rewrite_with_rows(a, call, INSTALL_COLUMNS, [("a\\b", None, "3")], standard_conforming_strings=False)
+    scs_on = rewrite_with_rows(a, call, INSTALL_COLUMNS, [("a\\b", None, "3")])
+    assert scs_off != scs_on
+
+
+def test_rewrite_row_length_mismatch_raises():
+    sql = "SELECT * FROM iasql_install('x') WHERE true"
+    (call,) = find_calls(sql, NAMES)
+    with pytest.raises(ValueError):
+        rewrite_with_rows(sql, call, INSTALL_COLUMNS, [("only", "two")])

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import inspect
+import os
 import signal
 import sys
 from pathlib import Path
@@ -245,8 +246,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``iasql-proxy`` console script. Returns the exit status."""
+    """Entry point of the ``iasql-proxy`` console script. Returns the exit status.
+
+    The long-running commands (``run``, ``dev``) start the interpreter again, in the same process
+    (``os.execv``, same pid), with ``PYTHONMALLOC=malloc`` unless that variable is already set:
+    with the C allocator for Python objects too, memory freed after a crowd of clients leaves goes
+    back to the system (``proxy.memory``); CPython's own small-object arenas stay fragmented.
+    """
     args = build_parser().parse_args(argv)
+    if argv is None and args.func in (cmd_run, cmd_dev) and "PYTHONMALLOC" not in os.environ:
+        os.environ["PYTHONMALLOC"] = "malloc"
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, "-m", "proxy.cli", *sys.argv[1:]])
     return args.func(args)
 
 

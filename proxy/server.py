@@ -23,6 +23,7 @@ from proxy.backend.connection import Credentials, ServerConnection, ServerError,
 from proxy.backend.pool import Pool
 from proxy.config import Config, DatabaseTarget, load_auth_file
 from proxy.frontend.session import ClientSession
+from proxy.memory import MemoryReturn
 from proxy.tls import TLSContexts
 
 log = logging.getLogger("iasql_proxy")
@@ -55,6 +56,7 @@ class ProxyApp:
         self._listeners: list[socket.socket] = []
         self._accept_tasks: list[asyncio.Task] = []
         self._servers: list[asyncio.AbstractServer] = []
+        self.memory = MemoryReturn()
         self._tasks: set[asyncio.Task] = set()
         self.port: int | None = None
 
@@ -91,9 +93,11 @@ class ProxyApp:
                  self.cfg.client_tls_sslmode, self.cfg.pool_mode)
 
     async def _maintain_pools(self) -> None:
-        """Once a second: pool housekeeping (idle timeout, lifetime, min_pool_size)."""
+        """Once a second: pool housekeeping (idle timeout, lifetime, min_pool_size), and memory
+        given back to the system after many clients left (``proxy.memory``)."""
         while True:
             await asyncio.sleep(1.0)
+            self.memory.tick(len(self.clients))
             for pool in list(self.pools.values()):
                 try:
                     await pool.maintain()
@@ -121,12 +125,31 @@ class ProxyApp:
                 except OSError:
                     sock.close()
             else:
-                loop.create_task(self._accept_tls_capable(sock))
+                try:  # the client's first byte is usually there already: decide without waiting
+                    first = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    first = None
+                except OSError:
+                    sock.close()
+                    continue
+                if first == b"":  # gone before saying anything
+                    sock.close()
+                elif first is None or first == b"\x16":
+                    loop.create_task(self._accept_tls_capable(sock, first))
+                else:  # SSLRequest or StartupMessage: TLS, if any, starts inside the session
+                    try:
+                        await loop.connect_accepted_socket(lambda: ClientSession(self), sock)
+                    except OSError:
+                        sock.close()
 
-    async def _accept_tls_capable(self, sock: socket.socket) -> None:
+    async def _accept_tls_capable(self, sock: socket.socket, first: bytes | None = None) -> None:
+        """Serve an accepted socket whose first byte (``first``, peeked) is a TLS record (direct
+        TLS, PostgreSQL 17 ``sslnegotiation=direct``) or not known yet (waited for, at most
+        ``client_login_timeout`` seconds)."""
         loop = asyncio.get_running_loop()
         try:
-            first = await asyncio.wait_for(self._peek(sock), self.cfg.client_login_timeout)
+            if first is None:
+                first = await asyncio.wait_for(self._peek(sock), self.cfg.client_login_timeout)
             if first == b"\x16":
                 await loop.connect_accepted_socket(lambda: ClientSession(self, direct_tls=True), sock,
                                                    ssl=self.tls.client,

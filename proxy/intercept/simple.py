@@ -356,11 +356,17 @@ class QueryInterceptor:
         except CallError as e:
             await self._fail(session, b"I", e.sqlstate, e.message, hint=e.hint)
         ctx = self.make_context(session, fn)
-        if fn.instant:  # no await inside that waits: nothing to cancel or to show as running
+        if fn.instant:  # no await inside that waits: no task, nothing to cancel; still journaled
+            record = self.journal.begin(session, fn.name) if self.journal is not None else None
             try:
-                return list(await fn.impl(ctx, *args))
+                rows = list(await fn.impl(ctx, *args))
             except EngineError as e:
+                if record is not None:
+                    self.journal.end(record, e)
                 await self._fail(session, b"I", e.sqlstate, e.message, hint=e.hint, detail=e.detail)
+            if record is not None:
+                self.journal.end(record, None)
+            return rows
         self.running[session] = ctx
         task = asyncio.get_running_loop().create_task(fn.impl(ctx, *args))
         if self.journal is not None:

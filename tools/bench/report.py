@@ -206,6 +206,12 @@ def build(res, opts) -> tuple[str, dict]:
                 targets.append((f"{row['clients']:,} idle TLS clients at most 50 KiB each",
                                 f"{_f(per / 1024 if per else None, 1)} KiB ({connected:,} connected)",
                                 None if per is None or connected < row["clients"] * 0.99 else per <= 50 * 1024))
+                added, left = row["rss"] - base, row["after"] - base
+                targets.append((f"RSS back to baseline after {row['clients']:,} clients left (within 10% of what "
+                                "they added)",
+                                f"{row['after'] / 2**20:.1f} MiB after, baseline {base / 2**20:.1f} MiB "
+                                f"({left / 2**20:+.1f} of {added / 2**20:+.1f} MiB)",
+                                None if added <= 0 else left <= 0.1 * added))
         if res.pool_mode == "session":
             lines += ["", f"In session mode only {res.pool_size} clients get a server connection; the others are "
                       "logged in (AuthenticationOk) and wait in the pool queue, which is what they cost here."]

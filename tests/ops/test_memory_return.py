@@ -1,0 +1,67 @@
+"""After a crowd of clients leaves, the proxy gives memory back (proxy.memory) and runs with the C
+allocator for Python objects (proxy.cli re-executes itself with PYTHONMALLOC=malloc)."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+
+import pytest
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _startup(user: str, database: str) -> bytes:
+    body = struct.pack("!i", 196608) + b"".join(k + b"\0" + v + b"\0" for k, v in
+                                                   ((b"user", user.encode()), (b"database", database.encode()))) + b"\0"
+    return struct.pack("!i", len(body) + 4) + body
+
+
+def test_proxy_runs_with_the_c_allocator(proxy_ini, start_proxy):
+    proxy = start_proxy(proxy_ini(), "malloc")
+    with open(f"/proc/{proxy.process.pid}/environ", "rb") as f:
+        env = dict(item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item)
+    assert env.get(b"PYTHONMALLOC") == b"malloc"
+
+
+def test_memory_goes_back_after_clients_leave(proxy_ini, start_proxy, pg):
+    """1,500 clients log in (trust) and stay, then leave: the log says memory was returned and the
+    resident size falls back close to where it was before they came."""
+    proxy = start_proxy(proxy_ini(auth_type="trust", max_client_conn=3000, pool_mode="transaction",
+                                  log_connections=0, log_disconnections=0), "memory")
+    pid = proxy.process.pid
+    time.sleep(1.5)
+    before = _rss(pid)
+    socks = []
+    for _ in range(1500):
+        s = socket.create_connection(("127.0.0.1", proxy.port))
+        s.sendall(_startup("postgres", "postgres"))
+        socks.append(s)
+    for s in socks:  # read each welcome up to ReadyForQuery
+        s.settimeout(30)
+        data = b""
+        while not data.endswith(b"Z\0\0\0\x05I"):
+            chunk = s.recv(65536)
+            assert chunk, "proxy closed a client during login"
+            data += chunk
+    peak = _rss(pid)
+    for s in socks:
+        s.close()
+    deadline = time.monotonic() + 20
+    while "event=memory_returned" not in proxy.log() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "event=memory_returned" in proxy.log()
+    time.sleep(0.5)
+    after = _rss(pid)
+    assert peak > before
+    print(f"rss before {before >> 20} MiB, peak {peak >> 20} MiB, after {after >> 20} MiB")
+    assert after - before <= 0.5 * (peak - before), (before, peak, after)

@@ -124,6 +124,12 @@ class Pool:
         The fast path of transaction pooling; ``acquire`` does the rest. (``server_lifetime`` is
         enforced when a connection is given back and by ``maintain``, once a second.)"""
         idle = self.idle
+        if idle:  # the common case: the connection given back last fits
+            conn = idle[-1]
+            if conn.startup_key is startup_key and not conn.closed:
+                idle.pop()
+                self.active.add(conn)
+                return conn
         for i in range(len(idle) - 1, -1, -1):
             conn = idle[i]
             key = conn.startup_key

@@ -821,7 +821,7 @@ class ClientSession(asyncio.Protocol):
             pool.put_back(server)
             return False
         self.server = server
-        server.attach(self)
+        server.client = self  # ServerConnection.attach, inlined: this runs once per transaction
         return True
 
     def _queue_now(self) -> bool:

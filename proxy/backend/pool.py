@@ -54,8 +54,10 @@ class Pool:
         self.active: set[ServerConnection] = set()
         self.opening = 0
         self.waiters: collections.deque[asyncio.Future] = collections.deque()
-        #: client sessions waiting without a task (transaction pooling's fast path): each has
-        #: ``server_granted()``, ``leave_queue()``, ``closed`` and ``wait_started``
+        #: client sessions waiting without a task (transaction pooling's fast path), in arrival
+        #: order: each has ``server_granted()``, ``leave_queue()``, ``queue_timed_out()``,
+        #: ``in_queue`` and ``wait_started`` (monotonic seconds); ``maintain`` enforces
+        #: ``wait_timeout`` and moves sessions that waited ``reserve_timeout`` to ``acquire``
         self.queued: collections.deque = collections.deque()
         self.closed = False
 
@@ -236,10 +238,18 @@ class Pool:
         ``server_idle_timeout`` or ``server_lifetime`` (keeping ``min_pool_size``), and open
         connections up to ``min_pool_size`` with the last opener used."""
         now = time.monotonic()
-        if self.queued:  # waited a tick: the task path enforces query_wait_timeout and the reserve
+        if self.queued:
             waiting, self.queued = self.queued, collections.deque()
             for session in waiting:
-                session.leave_queue()
+                if not session.in_queue:
+                    continue
+                waited = now - (session.wait_started or now)
+                if self.wait_timeout > 0 and waited >= self.wait_timeout:
+                    session.queue_timed_out()
+                elif self.reserve_size and waited >= self.reserve_timeout:
+                    session.leave_queue()  # acquire() may open a reserve connection for it
+                else:
+                    self.queued.append(session)
         for conn in list(self.idle):
             expired = (self.lifetime > 0 and now - conn.created > self.lifetime)
             idle_too_long = self.idle_timeout > 0 and now - conn.last_used > self.idle_timeout

@@ -826,12 +826,14 @@ class ClientSession(asyncio.Protocol):
 
     def _queue_now(self) -> bool:
         """Transaction pooling with every connection of the pool busy: wait in the pool's queue,
-        without a task, until ``server_granted``. False when the slow path must run instead (the
-        pool may open a connection, the database is paused)."""
+        without a task, until ``server_granted``. False when the slow path must run instead (an
+        idle connection has other session state, the pool may open a connection, the database is
+        paused)."""
         pool = self.pool
         ops = self.app.ops
-        if pool is None or pool.total < pool.size or (ops is not None and (ops.paused_all or ops.paused)):
-            return False
+        if (pool is None or pool.idle or pool.total < pool.size
+                or (ops is not None and (ops.paused_all or ops.paused))):
+            return False  # an idle connection needs this client's state applied: the task path
         self.wait_started = time.monotonic()
         self._busy = QUEUED
         pool.queue(self)
@@ -865,11 +867,24 @@ class ClientSession(asyncio.Protocol):
             self._resume_relay()
         return True
 
+    @property
+    def in_queue(self) -> bool:
+        """True while the session waits in its pool's queue (``_queue_now``)."""
+        return self._busy is QUEUED and not self.closed
+
     def leave_queue(self) -> None:
-        """Stop waiting in the pool's queue and wait the slow way (``Pool.maintain`` calls this for a
-        session that waited a tick: the task path enforces query_wait_timeout and the reserve pool)."""
-        if self._busy is QUEUED and not self.closed:
+        """Stop waiting in the pool's queue and wait the slow way (``Pool.maintain`` calls this
+        when the session waited ``reserve_pool_timeout``: ``acquire`` may open a reserve connection)."""
+        if self.in_queue:
             self._busy = asyncio.get_running_loop().create_task(self._lease_then_relay())
+
+    def queue_timed_out(self) -> None:
+        """No connection came within ``query_wait_timeout``: end the session with PgBouncer's
+        error (08P01 ``query_wait_timeout``), as the task path does."""
+        if self.in_queue:
+            self._busy = None
+            self.wait_started = None
+            self.fatal(sqlstate.PROTOCOL_VIOLATION, "query_wait_timeout")
 
     async def _lease_then_relay(self) -> None:
         try:

@@ -19,6 +19,7 @@ in ``proxy.router.session_state`` (no false negatives against ``analyze``).
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
 
@@ -106,8 +107,10 @@ def scan_reply(data: bytes, watch: bytes) -> int:
     return -1 - pos
 
 
+@functools.lru_cache(maxsize=16)
 def watch_table(types: frozenset[int]) -> bytes:
-    """The 256-byte ``watch`` argument of ``scan_reply`` for these type bytes."""
+    """The 256-byte ``watch`` argument of ``scan_reply`` for these type bytes (cached: every
+    server connection's scanner asks for the same set)."""
     return bytes(1 if i in types else 0 for i in range(256))
 
 

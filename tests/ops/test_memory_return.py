@@ -9,15 +9,9 @@ import time
 
 import pytest
 
+from tools.bench.stack import rss_bytes as _rss
+
 pytestmark = pytest.mark.timeout(120)
-
-
-def _rss(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def _startup(user: str, database: str) -> bytes:

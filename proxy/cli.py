@@ -258,7 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ["PYTHONMALLOC"] = "malloc"
         sys.stdout.flush()
         sys.stderr.flush()
-        os.execv(sys.executable, [sys.executable, "-m", "proxy.cli", *sys.argv[1:]])
+        # -P: the current directory is not put on the import path (it could shadow the proxy)
+        os.execv(sys.executable, [sys.executable, "-P", "-m", "proxy.cli", *sys.argv[1:]])
     return args.func(args)
 
 

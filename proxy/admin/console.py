@@ -142,8 +142,9 @@ class AdminConsole:
         out.append(B.BackendKeyData(*session.key).encode())
         out.append(B.ReadyForQuery(b"I").encode())
         session.write(b"".join(out))
-        log.info("event=admin_login client=%s user=%s role=%s tls=%s", session.peer, user, role,
-                 session.tls_version or "off")
+        if session.cfg.log_connections:
+            log.info("event=admin_login client=%s user=%s role=%s tls=%s", session.peer, user, role,
+                     session.tls_version or "off")
         task = asyncio.get_running_loop().create_task(self._serve(session))
         session._busy = task  # cancelled by connection_lost
         self.tasks.add(task)

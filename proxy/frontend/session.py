@@ -50,7 +50,7 @@ log = logging.getLogger("iasql_proxy.client")
 
 _HDR = struct.Struct("!Bi")
 _IASQL = re.compile(rb"[iI][aA][sS][qQ][lL]_")
-_Q, _P, _X, _S, _F = ord("Q"), ord("P"), ord("X"), ord("S"), ord("F")
+_Q, _P, _X, _S, _F, _H = ord("Q"), ord("P"), ord("X"), ord("S"), ord("F"), ord("H")
 _COPY_DONE, _COPY_FAIL, _COPY_DATA = ord("c"), ord("f"), ord("d")
 #: Messages above this size (bytes) other than Query and Parse are streamed to the server as they
 #: arrive, so a client cannot make the proxy hold a huge message in memory; Query and Parse are
@@ -258,7 +258,11 @@ class ClientSession(asyncio.Protocol):
             raise ConnectionResetError()
 
     def _resume_relay(self) -> None:
-        """Relay what the client sent while the session was busy (leasing, intercepting, ...)."""
+        """Relay what the client sent while the session was busy (leasing, intercepting, ...).
+        Nothing happens while a task still owns the session (``_busy``, e.g. the read-back that
+        ``_maybe_give_back`` just started): that task resumes relaying when it ends."""
+        if self._busy is not None:
+            return
         if self._inbuf and not self.closed:
             data = bytes(self._inbuf)
             self._inbuf.clear()
@@ -576,13 +580,14 @@ class ClientSession(asyncio.Protocol):
 
     def _send_checked(self, server: ServerConnection, data: bytes, pending: int, last: int) -> None:
         """Write whole messages ``data`` to ``server``: ``pending`` of them owe a ReadyForQuery,
-        ``last`` is the type of the last one."""
+        ``last`` is the type of the last one that is not Flush (Flush when all are)."""
         server.transport.write(data)
         self.bytes_in += len(data)
         if pending:
             self.pending_ready += pending
             self.queries += pending
-        self._last_type = last
+        if last != _H:  # only Flush messages: the batch is as open or closed as it was
+            self._last_type = last
 
     def _relay(self, data: bytes) -> None:
         self.bytes_in += len(data)
@@ -693,7 +698,8 @@ class ClientSession(asyncio.Protocol):
                             continue
                 if t == _Q or t == _S or t == _F:
                     pending += 1
-                last = t
+                if t != _H:  # Flush neither opens nor closes an extended-protocol batch
+                    last = t
                 pos = end
         except ProtocolViolation as e:
             self._flush(buf, pos, pending, last)
@@ -722,9 +728,13 @@ class ClientSession(asyncio.Protocol):
         pooling must refuse it (it opens a transaction block)."""
         raw = bytes(buf[pos + 5:end])
         try:
-            text = (raw[:-1] if t == _Q else raw[raw.index(b"\0") + 1:raw.index(b"\0", raw.index(b"\0") + 1)]).decode()
-        except (ValueError, UnicodeDecodeError):
-            return True
+            body = raw[:-1] if t == _Q else raw[raw.index(b"\0") + 1:raw.index(b"\0", raw.index(b"\0") + 1)]
+        except ValueError:
+            return True  # malformed: the server rejects it
+        try:
+            text = body.decode()
+        except UnicodeDecodeError:  # another client_encoding: the keywords are ASCII in all of them
+            text = body.decode("latin-1")
         if not may_change_state(text.encode()):
             return True
         scs = self.server.params.get("standard_conforming_strings", "on") == "on" if self.server else True
@@ -999,6 +1009,12 @@ class ClientSession(asyncio.Protocol):
             return
         except ServerError:
             self._busy = None
+            self.server_lost(server)
+            return
+        except Exception:  # the connection's state is unknown: it must not be reused
+            log.exception("event=read_back_failed client=%s", self.peer)
+            self._busy = None
+            server.close()
             self.server_lost(server)
             return
         self._busy = None

@@ -6,8 +6,9 @@
  *     Whole frontend messages in `data` that the fast path may forward unchanged. Returns -1 when
  *     the slow path must look (a partial message, a bad length, Terminate, CopyDone/CopyFail, a
  *     Query/Parse text containing iasql_ or, with `txn`, text that may change session state, a
- *     named prepared statement with `txn`); else pending * 256 + type of the last message, where
- *     pending counts Query, Sync and FunctionCall (each owes a ReadyForQuery).
+ *     named prepared statement with `txn`); else pending * 256 + type of the last message that is
+ *     not Flush ('H' when all are), where pending counts Query, Sync and FunctionCall (each owes a
+ *     ReadyForQuery).
  *
  * scan_reply(data, watch) -> int
  *     Walks whole backend messages from the start of `data` while their type is not watched
@@ -127,7 +128,7 @@ static PyObject *scan_client(PyObject *self, PyObject *const *args, Py_ssize_t n
     const unsigned char *s = view.buf;
     Py_ssize_t n = view.len, pos = 0;
     long pending = 0;
-    int t = -1;
+    int t = -1, last = -1;
     long result = -1;
     while (pos < n) {
         if (n - pos < 5)
@@ -178,9 +179,11 @@ static PyObject *scan_client(PyObject *self, PyObject *const *args, Py_ssize_t n
         default:
             break;
         }
+        if (t != 'H')
+            last = t;
         pos = end;
     }
-    result = pending * 256 + t;
+    result = pending * 256 + (last >= 0 ? last : 'H');
 done:
     PyBuffer_Release(&view);
     return PyLong_FromLong(result);

@@ -28,7 +28,7 @@ from proxy.router.session_state import lowered_may_change_state
 __all__ = ["SCAN_CLIENT", "SCAN_REPLY", "compiled", "scan_client", "scan_reply", "watch_table"]
 
 _HDR = struct.Struct("!Bi")
-_Q, _P, _S, _F, _B, _Z = (ord(c) for c in "QPSFBZ")
+_Q, _P, _S, _F, _B, _Z, _H = (ord(c) for c in "QPSFBZH")
 _IASQL = re.compile(rb"iasql_")
 _NEVER = frozenset(map(ord, "Xcf"))
 _NAMED = frozenset(map(ord, "BDC"))
@@ -43,12 +43,13 @@ def scan_client(data: bytes, txn: bool, limit: int) -> int:
     Query/Parse text containing ``iasql_`` (any case) or, with ``txn``, text that may change session
     state, or a named prepared statement (Parse, Bind, Describe/Close 'S'). Else returns
     ``pending * 256 + last``: ``pending`` counts Query, Sync and FunctionCall (each owes a
-    ReadyForQuery), ``last`` is the type byte of the last message. Never raises.
+    ReadyForQuery), ``last`` is the type byte of the last message that is not Flush (``H`` when
+    all are: Flush neither opens nor closes an extended-protocol batch). Never raises.
     """
     n = len(data)
     pos = 0
     pending = 0
-    t = -1
+    t = last = -1
     low = None
     while pos < n:
         if n - pos < 5:
@@ -83,8 +84,10 @@ def scan_client(data: bytes, txn: bool, limit: int) -> int:
                     return -1
             elif end - pos < 7 or (data[pos + 5] == _S and data[pos + 6]):
                 return -1
+        if t != _H:
+            last = t
         pos = end
-    return pending * 256 + t
+    return pending * 256 + (last if last >= 0 else _H)
 
 
 def scan_reply(data: bytes, watch: bytes) -> int:

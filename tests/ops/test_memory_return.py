@@ -59,3 +59,22 @@ def test_memory_goes_back_after_clients_leave(proxy_ini, start_proxy, pg):
     assert peak > before
     print(f"rss before {before >> 20} MiB, peak {peak >> 20} MiB, after {after >> 20} MiB")
     assert after - before <= 0.5 * (peak - before), (before, peak, after)
+
+
+def test_restart_ignores_modules_in_the_current_directory(tmp_path):
+    """The in-place restart runs ``python -P -m proxy.cli``: a ``proxy`` package in the directory
+    the command is started from is not imported instead of the installed one."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    fake = tmp_path / "proxy"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise SystemExit('HIJACKED')\n")
+    (fake / "cli.py").write_text("raise SystemExit('HIJACKED')\n")
+    (tmp_path / "bad.ini").write_text("[databases]\npostgres = host=127.0.0.1\n[proxy]\nno_such_key = 1\n")
+    script = Path(sys.executable).with_name("iasql-proxy")
+    proc = subprocess.run([str(script), "--config", "bad.ini"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60, env={k: v for k, v in __import__("os").environ.items() if k != "PYTHONMALLOC"})
+    assert "HIJACKED" not in proc.stderr + proc.stdout
+    assert proc.returncode == 2 and "configuration error" in proc.stderr

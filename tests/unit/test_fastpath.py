@@ -46,6 +46,9 @@ def test_extension_is_built():
     (q(SELECT), True, 1 * 256 + ord("Q")),
     (q(SELECT) + q("SELECT 2"), True, 2 * 256 + ord("Q")),
     (BATCH, True, 1 * 256 + ord("S")),
+    (BATCH + F.Flush().encode(), True, 1 * 256 + ord("S")),   # Flush neither opens nor closes a batch
+    (F.Flush().encode(), True, ord("H")),                     # only Flush: the caller keeps its state
+    (F.Parse("", "SELECT 1").encode() + F.Flush().encode(), True, ord("P")),
     (F.Parse("", "SELECT 1").encode() + F.Bind("", "", (), (), ()).encode(), True, ord("B")),  # no Sync yet
     (q(SELECT)[:-1], True, -1),                          # partial message
     (q(SELECT) + b"Q\0\0", True, -1),                    # partial header after a whole message

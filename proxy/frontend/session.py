@@ -566,11 +566,14 @@ class ClientSession(asyncio.Protocol):
             if self.pool_mode == "session":
                 return False
             if not self._lease_now():
-                if not self._queue_now():
-                    return False
-                self._inbuf += data  # whole, checked messages: relayed when the pool grants a server
-                self._checked = (n, pending, t)
+                # whole, checked messages: relayed when the pool grants a server (queue), or when
+                # the task path has leased one (opening a connection, applying state, paused)
+                self._inbuf += data
                 self.bytes_in += n
+                if self._queue_now():
+                    self._checked = (n, pending, t)
+                else:
+                    self._busy = asyncio.get_running_loop().create_task(self._lease_then_relay())
                 return True
             server = self.server
         elif server.closed or server.transport is None:
@@ -976,19 +979,33 @@ class ClientSession(asyncio.Protocol):
             return
         self._give_back()
 
+    async def _ask_server(self, server: ServerConnection, question) -> tuple[bool, object]:
+        """Run ``question`` (a coroutine using ``server`` in collect mode) between two transactions.
+        Returns (True, its result); on failure the client is told and the server connection, whose
+        state is then unknown, is not reused: returns (False, None)."""
+        try:
+            server.detach()
+            return True, await question
+        except ServerError:
+            self._busy = None
+            self.server_lost(server)
+        except Exception:
+            log.exception("event=session_check_failed client=%s", self.peer)
+            self._busy = None
+            server.close()
+            self.server_lost(server)
+        return False, None
+
     async def _verify_pins(self) -> None:
         """After a transaction that took or released pinned state, ask the server whether any is
         left (a failed pg_try_advisory_lock takes none; CLOSE of the last cursor releases it)."""
         server = self.server
         self._pins_dirty = False
         try:
-            server.detach()
-            pinned = await txn.still_pinned(server)
+            ok, pinned = await self._ask_server(server, txn.still_pinned(server))
         except asyncio.CancelledError:
             return
-        except ServerError:
-            self._busy = None
-            self.server_lost(server)
+        if not ok:
             return
         if self.server is server and not server.closed:
             server.attach(self)
@@ -997,25 +1014,15 @@ class ClientSession(asyncio.Protocol):
             log.info("event=unpinned client=%s user=%s", self.peer, self.user)
             self.pins.clear()
             self._maybe_give_back()
-        if self._busy is None:
-            self._resume_relay()
+        self._resume_relay()
 
     async def _read_back_then_give_back(self) -> None:
         server = self.server
         try:
-            server.detach()
-            await txn.read_back(self, server)
+            ok, _ = await self._ask_server(server, txn.read_back(self, server))
         except asyncio.CancelledError:
             return
-        except ServerError:
-            self._busy = None
-            self.server_lost(server)
-            return
-        except Exception:  # the connection's state is unknown: it must not be reused
-            log.exception("event=read_back_failed client=%s", self.peer)
-            self._busy = None
-            server.close()
-            self.server_lost(server)
+        if not ok:
             return
         self._busy = None
         if self.server is server:

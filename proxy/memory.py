@@ -6,8 +6,9 @@ Each client connection costs the proxy about 30 KiB (its session, its transport,
 OpenSSL object and buffers). When thousands of clients leave, CPython frees those objects, but the
 C allocator (glibc malloc) keeps the freed pages in its heap for reuse, so the process's resident
 size stays at its peak. ``MemoryReturn.tick(live)``, called once a second by the server's
-housekeeping with the number of live client sessions, notices a large drop from the recent peak
-and then runs a full garbage collection (sessions, transports and tasks form reference cycles) and
+housekeeping with the number of live client sessions, notices a large drop from the recent peak,
+waits until the count has stopped falling (a crowd of thousands takes more than one tick to close,
+and trimming half-way leaves the second half's pages fragmented in the heap), and then runs a full garbage collection (sessions, transports and tasks form reference cycles) and
 glibc's ``malloc_trim(0)``, which returns free heap pages to the system (``man 3 malloc_trim``).
 On a C library without ``malloc_trim`` only the collection runs.
 """
@@ -43,17 +44,20 @@ class MemoryReturn:
         self.min_drop = min_drop
         self.fraction = fraction
         self.peak = 0
+        self.last = 0
         self.trims = 0
         self._trim = _malloc_trim()
 
     def tick(self, live: int) -> bool:
         """Called about once a second with the number of live client sessions. Returns True when it
-        collected and trimmed this time (the peak then restarts from ``live``)."""
+        collected and trimmed this time (the peak then restarts from ``live``). While the count is
+        still falling since the previous tick it waits for the next one."""
+        falling, self.last = live < self.last, live
         if live > self.peak:
             self.peak = live
             return False
         drop = self.peak - live
-        if drop < self.min_drop or drop < self.fraction * self.peak:
+        if falling or drop < self.min_drop or drop < self.fraction * self.peak:
             return False
         self.peak = live
         collected = gc.collect()

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from proxy.auth import AuthFailed, ScramServerExchange, Secret, check_md5, check_plain
 from proxy.backend.connection import Credentials, ServerConnection, ServerError
+from proxy.backend.drain import Drain
 from proxy.backend.pool import PoolTimeout
 from proxy.frontend import transaction as txn
 from proxy.router import split
@@ -1125,10 +1126,25 @@ class ClientSession(asyncio.Protocol):
         server, self.server = self.server, None
         if server is None:
             return
-        clean = (self.pending_ready == 0 and self._last_type not in _EXTENDED and server.at_boundary
-                 and server.status == b"I" and self._busy is None)
-        if not clean and server.backend_key is not None and not server.closed:
+        boundary = self._last_type not in _EXTENDED and self._busy is None
+        if (self.pending_ready and boundary and not self.copy_in and not self._passthrough
+                and not self._skip_to_sync and not server.closed and not server.broken):
+            # the client left with replies owed (Query + Terminate, or a statement running): let
+            # the server finish, as Postgres would, then hand the connection back
+            self._paused_server = False
+            Drain(server, self.pending_ready, self._hand_back_drained).start()
+            return
+        clean = self.pending_ready == 0 and boundary and server.at_boundary and server.status == b"I"
+        if not clean and self._busy is not None and server.backend_key is not None and not server.closed:
+            # a task (an iasql_* call, a lease, a read-back) was interrupted mid-exchange
             asyncio.get_running_loop().create_task(self.app.cancel_server(server))
+        self._hand_back(server, clean)
+
+    def _hand_back_drained(self, server: ServerConnection, status: bytes) -> None:
+        self._hand_back(server, status == b"I" and server.at_boundary)
+
+    def _hand_back(self, server: ServerConnection, clean: bool) -> None:
+        """Return ``server`` to the pool (reused when ``clean``: idle at a boundary) or close it."""
         if self.pool is None:
             server.close()
         elif self.pool_mode == "session":

@@ -33,11 +33,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
 if TYPE_CHECKING:
     from proxy.server import ProxyApp
@@ -107,10 +109,10 @@ class Metrics:
         self.app = app
         self.waiting: dict = waiting if waiting is not None else {}
         self.registry = CollectorRegistry(auto_describe=False)
-        # registered through _Collector, which first folds in the waits kept by observe_wait
-        self.pool_wait = Histogram(PREFIX + "pool_wait_seconds", "Time clients waited for a server connection",
-                                   buckets=WAIT_BUCKETS, registry=None)
-        self._waits: list[float] = []  # seconds, not yet in pool_wait
+        # pool_wait_seconds: per-bucket counts kept by observe_wait (one bisect, no lock: it runs
+        # on the fast path), exported by _Collector as a histogram
+        self.wait_counts: list[int] = [0] * (len(WAIT_BUCKETS) + 1)  # the last one is +Inf
+        self.wait_sum = 0.0  # seconds
         self.engine_calls = Histogram(PREFIX + "engine_call_duration_seconds", "Duration of iasql_* engine calls",
                                       ["function", "outcome"], buckets=ENGINE_BUCKETS, registry=self.registry)
         self.registry.register(_Collector(self))
@@ -123,24 +125,25 @@ class Metrics:
 
     # -- events -------------------------------------------------------------------------------
     def observe_wait(self, session: Any, seconds: float) -> None:
-        """A server connection was assigned to ``session`` after ``seconds`` of waiting. The
-        histogram is updated at scrape time (``fold_waits``): this runs on the fast path."""
-        waits = self._waits
-        waits.append(seconds)
-        if len(waits) >= 10000:
-            self.fold_waits()
+        """A server connection was assigned to ``session`` after ``seconds`` of waiting: counted in
+        the ``pool_wait_seconds`` bucket whose upper bound ``le`` is the first >= ``seconds``
+        (Prometheus's bucket rule). This runs on the fast path."""
+        self.wait_counts[bisect_left(WAIT_BUCKETS, seconds)] += 1
+        self.wait_sum += seconds
         a = self.assignments.get(session.database)
         if a is None:
             a = self.assignments[session.database] = [0, 0]
         a[0] += 1
         a[1] += int(seconds * 1e6)
 
-    def fold_waits(self) -> None:
-        """Move the waits recorded by ``observe_wait`` into the ``pool_wait_seconds`` histogram."""
-        waits, self._waits = self._waits, []
-        observe = self.pool_wait.observe
-        for seconds in waits:
-            observe(seconds)
+    def pool_wait(self) -> HistogramMetricFamily:
+        """The ``pool_wait_seconds`` histogram as of now (cumulative buckets, sum in seconds)."""
+        cumulative, buckets = 0, []
+        for le, n in zip((*WAIT_BUCKETS, float("inf")), self.wait_counts):
+            cumulative += n
+            buckets.append((floatToGoString(le), cumulative))
+        return HistogramMetricFamily(PREFIX + "pool_wait_seconds", "Time clients waited for a server connection",
+                                     buckets=buckets, sum_value=self.wait_sum)
 
     def retire(self, session: Any) -> None:
         """``session`` ended: keep its counters in its database's totals."""
@@ -298,8 +301,7 @@ class _Collector:
     def collect(self) -> Iterable[Any]:
         m = self.m
         app = m.app
-        m.fold_waits()
-        yield from m.pool_wait.collect()
+        yield m.pool_wait()
         clients = GaugeMetricFamily(PREFIX + "client_connections", "Client connections by pool and state",
                                     labels=["database", "user", "state"])
         servers = GaugeMetricFamily(PREFIX + "server_connections", "Server connections by pool and state",

@@ -420,7 +420,10 @@ class ClientSession(asyncio.Protocol):
         if self.target is None:
             raise ClientError(sqlstate.INVALID_CATALOG_NAME, f'database "{self.database}" does not exist')
         self.credentials = await self._authenticate()
-        self._startup_key = frozenset(self.params.items())
+        key = frozenset(self.params.items())
+        self._startup_key = _STARTUP_KEYS.setdefault(key, key)  # one object per parameter set
+        if len(_STARTUP_KEYS) > 10000:
+            _STARTUP_KEYS.clear()
         self._auth_ok_pending = True  # sent with the rest of the welcome, in one write
         return True
 
@@ -831,7 +834,7 @@ class ClientSession(asyncio.Protocol):
         server = pool.take_idle(self._startup_key)
         if server is None:
             return False
-        if server.gucs != self.gucs or server.custom_seen or server._inbox:
+        if (server.gucs is not self.gucs and server.gucs != self.gucs) or server.custom_seen or server._inbox:
             pool.put_back(server)
             return False
         self.server = server
@@ -1155,6 +1158,9 @@ class ClientSession(asyncio.Protocol):
 
 
 _WELCOME_BYTES: dict[int, tuple[dict[str, str], bytes]] = {}
+#: Start-up parameter sets seen, each kept as one frozenset object, so that ``Pool.take_idle``
+#: recognises a connection opened for the same parameters by identity (no set comparison).
+_STARTUP_KEYS: dict[frozenset, frozenset] = {}
 
 
 def _parameter_status(values: dict[str, str]) -> bytes:

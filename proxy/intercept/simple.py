@@ -11,7 +11,9 @@ of the call as a typed VALUES list that PostgreSQL then evaluates, so RowDescrip
 text/binary output and the session's DateStyle/TimeZone are PostgreSQL's own. The client sees each
 statement's messages in order and exactly one ReadyForQuery. On the first error the rest is
 skipped, as PostgreSQL does. A call inside a transaction block fails like VACUUM (25001) and leaves
-the block failed.
+the block failed. A text whose calls are all ``instant`` (constant rows, no side effects) is sent
+whole, as one Query with the calls' rows in place (``_fold_instant``), when nothing before the last
+call can open a transaction block: one round trip, and the implicit transaction covers the text.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import re
 import struct
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from engine.rpc import NO_DEFAULT, EngineError, Function, Registry
 from proxy.backend.connection import ServerConnection, ServerError
@@ -39,7 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("iasql_proxy.intercept")
 
 _HDR = struct.Struct("!Bi")
-_Z, _E, _G, _S = ord("Z"), ord("E"), ord("G"), ord("S")
+_Z, _E, _G, _S, _C, _I = ord("Z"), ord("E"), ord("G"), ord("S"), ord("C"), ord("I")
 
 #: Query texts longer than this (characters) are split in a worker thread so that one huge text
 #: never stalls other clients on the event loop.
@@ -48,16 +51,38 @@ SPLIT_OFF_LOOP_CHARS = 64 * 1024
 MAX_INTERCEPTED_QUERY = 16 * 1024 * 1024
 
 
-def _shift_position(payload: bytes | bytearray, offset: int) -> bytes:
+#: A statement that may open (or end) a transaction block, or that starts with a comment (which
+#: could hide such a keyword from this check): an instant call after it is not folded.
+_MAY_OPEN_BLOCK = re.compile(r"\s*(?:--|/\*|(?:begin|start|commit|end|rollback|abort|savepoint|release|prepare)\b)",
+                             re.IGNORECASE)
+
+
+def _with_rows(sql: str, fn: Function, call: Call, ncalls: int, rows: list[tuple], scs: bool) -> str:
+    """``sql`` (a statement's text) with ``call`` replaced by ``rows`` (the engine's values, in
+    ``fn.columns`` order) as a typed VALUES list; a statement that is nothing but the call (form
+    'select', ``ncalls`` 1) becomes ``SELECT <fn> FROM (VALUES ...)``. Raises CallError (0A000)
+    when the call is not a FROM item, ValueError_ for a value that does not fit its column."""
+    columns = [(c.name, c.type_name) for c in fn.columns]
+    text_rows = [tuple(to_text(v, c.type_name) for v, c in zip(row, fn.columns)) for row in rows]
+    if call.form == "select" and ncalls == 1:
+        synthetic = f"SELECT {fn.name} FROM {fn.name}()"
+        at = synthetic.index(" FROM ") + 6
+        return rewrite_with_rows(synthetic, dataclasses.replace(call, start=at, end=len(synthetic), in_from=True),
+                                 columns, text_rows, standard_conforming_strings=scs)
+    return rewrite_with_rows(sql, call, columns, text_rows, standard_conforming_strings=scs)
+
+
+def _shift_position(payload: bytes | bytearray, offset: int | Callable[[int], int]) -> bytes:
     """An ErrorResponse payload with its position field (P, 1-based characters) moved by ``offset``
-    characters: the error was reported for a run cut out of the client's text at ``offset``."""
+    characters (the error was reported for a run cut out of the client's text at ``offset``), or
+    mapped by ``offset`` when it is a function (a text with statements replaced)."""
     out = bytearray()
     pos = 0
     while pos < len(payload) and payload[pos] != 0:
         end = payload.index(b"\0", pos + 1)
         value = bytes(payload[pos + 1:end])
         if payload[pos] == ord("P") and value.isdigit():
-            value = str(int(value) + offset).encode()
+            value = str(offset(int(value)) if callable(offset) else int(value) + offset).encode()
         out += payload[pos:pos + 1] + value + b"\0"
         pos = end + 1
     return bytes(out + b"\0")
@@ -120,6 +145,10 @@ class QueryInterceptor:
             return
         server.detach()
         status = session.tx_status
+        folded = await self._fold_instant(session, text, stmts, plan, scs)
+        if folded is not None:
+            await self._run_folded(session, server, *folded)
+            return
         # a call's result statement (a VALUES list, no side effects) goes out in the same Query as
         # the run of ordinary statements after it: one round trip instead of two
         carry: str | None = None
@@ -151,6 +180,11 @@ class QueryInterceptor:
         except PoolTimeout:
             session.fatal(sqlstate.PROTOCOL_VIOLATION, "query_wait_timeout")
             return
+        self._finish(session, status)
+
+    @staticmethod
+    def _finish(session: "ClientSession", status: bytes) -> None:
+        """The reply's ReadyForQuery with ``status``; relaying resumes on the session's server."""
         session.tx_status = status
         if status == b"I":
             session.transactions += 1
@@ -207,10 +241,13 @@ class QueryInterceptor:
         session._last_type = ord("Q")
 
     async def _run_sql(self, session: "ClientSession", server: ServerConnection, sql: str,
-                       drop_row_description: bool = False, position_offset: int = 0) -> bytes:
+                       drop_row_description: bool = False, position_offset: int | Callable[[int], int] = 0,
+                       completed: list[int] | None = None) -> bytes:
         """Send one Query, forward every reply but ReadyForQuery; return the status. Raises _Stop
         (with the status) when the server reported an error. ``position_offset``: where ``sql``
-        starts in the client's text (characters), added to an error's position field."""
+        starts in the client's text (characters), added to an error's position field, or a
+        function mapping a position in ``sql`` to one in the client's text. ``completed``: when
+        given, ``[0]`` counts the statements that ended (CommandComplete, EmptyQueryResponse)."""
         from proxy.wire import frontend as F
 
         server.send(F.Query(sql).encode())
@@ -218,6 +255,8 @@ class QueryInterceptor:
         out: list[bytes] = []
         while True:
             t, payload = await server.recv()
+            if completed is not None and (t == _C or t == _I):
+                completed[0] += 1
             if t == _Z:
                 status = bytes(payload[:1])
                 server.status = status
@@ -241,6 +280,37 @@ class QueryInterceptor:
         if failed:
             raise _Stop(status)
         return status
+
+    async def _run_folded(self, session: "ClientSession", server: ServerConnection, sql: str,
+                          edits: list[tuple[int, int, int]], calls: list[tuple[int, Function]]) -> None:
+        """Run the text ``_fold_instant`` built as one Query and end the reply with ReadyForQuery;
+        each call is journaled (SHOW ENGINE, metrics) only if its statement was reached."""
+
+        def to_client(p: int) -> int:  # 1-based position in sql -> in the client's text
+            shift = 0
+            for start, new_len, old_len in edits:
+                if p <= start:
+                    break
+                if p <= start + new_len:  # inside a replaced statement: its first character
+                    return start + 1 + shift
+                shift += old_len - new_len
+            return p + shift
+
+        completed = [0]
+        status = session.tx_status
+        try:
+            status = await self._run_sql(session, server, sql, position_offset=to_client, completed=completed)
+        except _Stop as stop:
+            status = stop.args[0] if stop.args else status
+        except ServerError:
+            session.server_lost(server)
+            return
+        finally:
+            if self.journal is not None:
+                for i, fn in calls:
+                    if i < completed[0]:
+                        self.journal.end(self.journal.begin(session, fn.name), None)
+        self._finish(session, status)
 
     async def _fail(self, session: "ClientSession", status: bytes, code: str, message: str,
                     hint: str | None = None, detail: str | None = None) -> None:
@@ -266,19 +336,61 @@ class QueryInterceptor:
             fn = self.registry.get(call.name)
             assert fn is not None
             rows = await self._call(session, fn, call, params=None)
-            columns = [(c.name, c.type_name) for c in fn.columns]
-            text_rows = [tuple(to_text(v, c.type_name) for v, c in zip(row, fn.columns)) for row in rows]
-            if call.form == "select" and len(calls) == 1:
-                synthetic = f"SELECT {fn.name} FROM {fn.name}()"
-                at = synthetic.index(" FROM ") + 6
-                sql = rewrite_with_rows(synthetic, dataclasses.replace(call, start=at, end=len(synthetic), in_from=True),
-                                        columns, text_rows, standard_conforming_strings=scs)
-            else:
-                try:
-                    sql = rewrite_with_rows(sql, call, columns, text_rows, standard_conforming_strings=scs)
-                except CallError as e:
-                    await self._fail(session, b"I", e.sqlstate, e.message, hint=e.hint)
+            try:
+                sql = _with_rows(sql, fn, call, len(calls), rows, scs)
+            except CallError as e:
+                await self._fail(session, b"I", e.sqlstate, e.message, hint=e.hint)
         return sql
+
+    async def _fold_instant(self, session: "ClientSession", text: str, stmts: list, plan: list,
+                      scs: bool) -> tuple[str, list[tuple[int, int, int]], list[tuple[int, Function]]] | None:
+        """When every call in ``text`` is an ``instant`` function (constant rows: no arguments, no
+        database, no side effects) and nothing before the last call can open a transaction block,
+        the calls are answered now and the whole text, each calling statement replaced by its rows,
+        goes to the server as ONE Query: one round trip instead of one per run, and PostgreSQL's
+        implicit transaction covers the whole text exactly as it would without the calls.
+        Returns ``(sql, edits, calls)`` or None when the general path must run: ``edits`` are
+        ``(start in sql, length in sql, length in text)`` of each replaced statement (characters,
+        for error positions), ``calls`` the ``(statement index, function)`` pairs to journal once
+        their statement has run."""
+        if session.tx_status != b"I":
+            return None
+        last = max(i for i, p in enumerate(plan) if p)
+        for st, calls in zip(stmts[:last + 1], plan):
+            if isinstance(calls, CallError):
+                return None
+            if not calls and _MAY_OPEN_BLOCK.match(st.text):
+                return None
+        parts: list[str] = []
+        edits: list[tuple[int, int, int]] = []
+        ran: list[tuple[int, Function]] = []
+        at = 0      # where the next unread part of text starts
+        size = 0    # characters in parts so far
+        for i, (st, calls) in enumerate(zip(stmts, plan)):
+            if not calls:
+                continue
+            sql = st.text
+            for call in sorted(calls, key=lambda c: c.start, reverse=True):
+                fn = self.registry.get(call.name)
+                if fn is None or not fn.instant:
+                    return None
+                try:
+                    args = self.bind_arguments(fn, call, None)
+                    if args:
+                        return None
+                    rows = list(await fn.impl(self.make_context(session, fn)))
+                    sql = _with_rows(sql, fn, call, len(calls), rows, scs)
+                except (CallError, EngineError, ValueError_, ValueError):
+                    return None
+                ran.append((i, fn))
+            head = text[at:st.start]
+            parts.append(head)
+            parts.append(sql)
+            edits.append((size + len(head), len(sql), st.end - st.start))
+            size += len(head) + len(sql)
+            at = st.end
+        parts.append(text[at:])
+        return "".join(parts), edits, ran
 
     async def _fail_block(self, session: "ClientSession", server: ServerConnection, name: str) -> None:
         """Inside a transaction block: put the block in the failed state on the server (so COMMIT

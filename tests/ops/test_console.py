@@ -102,6 +102,21 @@ def test_show_engine_lists_iasql_calls(ops_proxy, pg_roles):
     assert float(call["duration"]) >= 0 and call["start"].endswith("UTC")
 
 
+def test_show_engine_lists_only_calls_that_were_reached(ops_proxy, pg_roles):
+    """In a text whose calls are answered from memory, a call after a failed statement was never
+    reached (Postgres skips the rest of the text) and is not listed."""
+    def count(function: str) -> int:
+        _, rows = ok(psql(ops_proxy, "SHOW ENGINE"))
+        return sum(1 for r in rows if r["function"] == function)
+
+    help0, modules0 = count("iasql_help"), count("iasql_modules_list")
+    with psycopg.connect(ops_proxy.dsn(), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            conn.execute("SELECT 1/0; SELECT * FROM iasql_help()")
+        conn.execute("SELECT 1; SELECT * FROM iasql_modules_list()")
+    assert (count("iasql_help"), count("iasql_modules_list")) == (help0, modules0 + 1)
+
+
 def test_stats_user_may_only_show(ops_proxy, pg_roles):
     alice = pg_roles["alice"]
     ok(psql(ops_proxy, "SHOW POOLS", user="alice", password=alice))

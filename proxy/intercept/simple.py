@@ -183,12 +183,14 @@ class QueryInterceptor:
         self._finish(session, status)
 
     @staticmethod
-    def _finish(session: "ClientSession", status: bytes) -> None:
-        """The reply's ReadyForQuery with ``status``; relaying resumes on the session's server."""
+    def _finish(session: "ClientSession", status: bytes, ready_sent: bool = False) -> None:
+        """The reply's ReadyForQuery with ``status`` (unless ``ready_sent``); relaying resumes on
+        the session's server."""
         session.tx_status = status
         if status == b"I":
             session.transactions += 1
-        session.write(B.ReadyForQuery(status).encode())
+        if not ready_sent:
+            session.write(B.ReadyForQuery(status).encode())
         server = session.server
         if server is not None and not server.closed:
             server.attach(session)
@@ -242,12 +244,13 @@ class QueryInterceptor:
 
     async def _run_sql(self, session: "ClientSession", server: ServerConnection, sql: str,
                        drop_row_description: bool = False, position_offset: int | Callable[[int], int] = 0,
-                       completed: list[int] | None = None) -> bytes:
+                       completed: list[int] | None = None, end_reply: bool = False) -> bytes:
         """Send one Query, forward every reply but ReadyForQuery; return the status. Raises _Stop
         (with the status) when the server reported an error. ``position_offset``: where ``sql``
         starts in the client's text (characters), added to an error's position field, or a
         function mapping a position in ``sql`` to one in the client's text. ``completed``: when
-        given, ``[0]`` counts the statements that ended (CommandComplete, EmptyQueryResponse)."""
+        given, ``[0]`` counts the statements that ended (CommandComplete, EmptyQueryResponse).
+        ``end_reply``: the ReadyForQuery goes to the client too, in the same write as the rest."""
         from proxy.wire import frontend as F
 
         server.send(F.Query(sql).encode())
@@ -276,6 +279,8 @@ class QueryInterceptor:
                 out.clear()
                 # recv() does not yield while messages are queued: let other clients run
                 await asyncio.sleep(0)
+        if end_reply:
+            out.append(B.ReadyForQuery(status).encode())
         session.write(b"".join(out))
         if failed:
             raise _Stop(status)
@@ -299,7 +304,8 @@ class QueryInterceptor:
         completed = [0]
         status = session.tx_status
         try:
-            status = await self._run_sql(session, server, sql, position_offset=to_client, completed=completed)
+            status = await self._run_sql(session, server, sql, position_offset=to_client, completed=completed,
+                                         end_reply=True)
         except _Stop as stop:
             status = stop.args[0] if stop.args else status
         except ServerError:
@@ -310,7 +316,7 @@ class QueryInterceptor:
                 for i, fn in calls:
                     if i < completed[0]:
                         self.journal.end(self.journal.begin(session, fn.name), None)
-        self._finish(session, status)
+        self._finish(session, status, ready_sent=True)
 
     async def _fail(self, session: "ClientSession", status: bytes, code: str, message: str,
                     hint: str | None = None, detail: str | None = None) -> None:

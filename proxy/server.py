@@ -15,9 +15,9 @@ import secrets
 import signal
 import socket
 import sys
-import time
 from pathlib import Path
 
+from proxy import logs
 from proxy.auth import Secret, parse_secret
 from proxy.backend.connection import Credentials, ServerConnection, ServerError, send_cancel
 from proxy.backend.pool import Pool
@@ -328,33 +328,6 @@ class ProxyApp:
         return None
 
 
-class _LogFormatter(logging.Formatter):
-    """``asctime levelname name message``, with the date and time formatted once per second (a
-    connection-heavy load logs two lines per connection: see log_connections)."""
-
-    _second = -1
-    _text = ""
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        second = int(record.created)
-        if second != self._second:
-            self._text = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second))
-            self._second = second
-        return "%s,%03d" % (self._text, record.msecs)
-
-
-def _setup_logging() -> None:
-    """Log to stderr at INFO. Records skip what the proxy never prints (caller's file and line,
-    thread and process names): the Logging HOWTO's "Optimization" settings."""
-    logging._srcfile = None  # type: ignore[attr-defined]
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_LogFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
-
-
 async def serve(cfg: Config) -> ProxyApp:
     """Start a proxy for ``cfg`` on the running loop; returns the started ProxyApp (call ``stop()``)."""
     from proxy.admin import install, start_metrics
@@ -396,7 +369,7 @@ async def _main(cfg: Config) -> int:
 def run(cfg: Config) -> int:
     """Run the proxy until SIGTERM (graceful) or SIGINT (immediate); SIGHUP reloads (uvloop when
     available). Returns the exit status."""
-    _setup_logging()
+    logs.setup()
     try:
         import uvloop
 

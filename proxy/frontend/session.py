@@ -29,6 +29,7 @@ import struct
 import time
 from typing import TYPE_CHECKING
 
+from proxy import logs
 from proxy.auth import AuthFailed, ScramServerExchange, Secret, check_md5, check_plain
 from proxy.backend.connection import Credentials, ServerConnection, ServerError
 from proxy.backend.drain import Drain
@@ -210,8 +211,8 @@ class ClientSession(asyncio.Protocol):
         if self.recorder is not None:
             self.recorder.close()
         if self.user and self.cfg.log_disconnections:
-            log.info("event=session_end client=%s user=%s database=%s tls=%s duration_s=%.3f",
-                     self.peer, self.user, self.database, self.tls_version or "off", time.monotonic() - self.started)
+            logs.info(log, "event=session_end client=%s user=%s database=%s tls=%s duration_s=%.3f",
+                      self.peer, self.user, self.database, self.tls_version or "off", time.monotonic() - self.started)
 
     def pause_writing(self) -> None:
         if self.server is not None and self.server.transport is not None:
@@ -467,8 +468,8 @@ class ClientSession(asyncio.Protocol):
         else:
             self._give_back()
         if self.cfg.log_connections:
-            log.info("event=session_start client=%s user=%s database=%s tls=%s", self.peer, self.user,
-                     self.database, self.tls_version or "off")
+            logs.info(log, "event=session_start client=%s user=%s database=%s tls=%s", self.peer, self.user,
+                      self.database, self.tls_version or "off")
         if self._inbuf:
             data = bytes(self._inbuf)
             self._inbuf.clear()

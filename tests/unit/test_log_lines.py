@@ -1,0 +1,67 @@
+"""proxy.logs.info: the same line as logging's own, and logging's own path whenever anything but
+the proxy's stderr handler would see the record (a filter, another handler, a level)."""
+
+from __future__ import annotations
+
+import io
+import logging
+import sys
+
+import pytest
+
+from proxy import logs
+
+
+@pytest.fixture
+def stderr(monkeypatch):
+    buf = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", buf)
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    root.handlers.clear()
+    logs.setup()
+    yield buf
+    root.handlers[:], root.level = saved
+    logs._handler = None
+
+
+def test_same_line_as_logging(stderr):
+    lg = logging.getLogger("iasql_proxy.test_a")
+    logs.info(lg, "event=x client=%s duration_s=%.3f", "127.0.0.1:5", 1.25)
+    lg.info("event=x client=%s duration_s=%.3f", "127.0.0.1:5", 1.25)
+    fast, slow = stderr.getvalue().splitlines()
+    assert fast[24:] == slow[24:] == "INFO iasql_proxy.test_a event=x client=127.0.0.1:5 duration_s=1.250"
+    assert fast[:19] == slow[:19] or fast[:17] == slow[:17]  # same date and time (a second may tick)
+
+
+def test_other_handlers_and_filters_still_see_records(stderr):
+    lg = logging.getLogger("iasql_proxy.test_b")
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    extra = Keep()
+    logging.getLogger("iasql_proxy").addHandler(extra)
+    try:
+        logs.info(lg, "event=y n=%d", 1)
+    finally:
+        logging.getLogger("iasql_proxy").removeHandler(extra)
+    assert seen == ["event=y n=1"] and "event=y n=1" in stderr.getvalue()
+    lg.addFilter(lambda r: False)
+    try:
+        logs.info(lg, "event=z")
+    finally:
+        lg.filters.clear()
+    assert "event=z" not in stderr.getvalue()
+
+
+def test_level_is_respected(stderr):
+    lg = logging.getLogger("iasql_proxy.test_c")
+    lg.setLevel(logging.WARNING)
+    try:
+        logs.info(lg, "event=quiet")
+    finally:
+        lg.setLevel(logging.NOTSET)
+    assert stderr.getvalue() == ""

@@ -29,6 +29,19 @@ from proxy.tls import TLSContexts
 log = logging.getLogger("iasql_proxy")
 
 
+#: How long (seconds) a departed client's cancel key still reaches the statement it left running.
+LEFT_BEHIND_CANCEL_SECONDS = 600.0
+
+
+class _LeftBehind:
+    """Stands in the cancel-key table for a session whose client left while its statement ran."""
+
+    __slots__ = ("server",)
+
+    def __init__(self, server: ServerConnection):
+        self.server = server
+
+
 class ProxyApp:
     """Server-wide state for one configuration. ``start()`` opens the listeners; ``stop()`` closes all.
 
@@ -215,8 +228,22 @@ class ProxyApp:
         if session.counted:
             self.admitted -= 1
             session.counted = False
-        if session.key is not None:
-            self.keys.pop(session.key, None)
+        if session.key is not None and self.keys.get(session.key) is session:
+            del self.keys[session.key]
+
+    def keep_cancel_key(self, key: tuple[int, int] | None, server: ServerConnection) -> None:
+        """The client of ``key`` left while ``server`` still worked for it (the connection is being
+        closed, its backend runs on): for ``LEFT_BEHIND_CANCEL_SECONDS`` a CancelRequest with that
+        key still reaches that backend, as it would reach a Postgres backend until it exits."""
+        if key is None or server.backend_key is None:
+            return
+        stand_in = _LeftBehind(server)
+        self.keys[key] = stand_in
+        asyncio.get_running_loop().call_later(LEFT_BEHIND_CANCEL_SECONDS, self._forget_left_behind, key, stand_in)
+
+    def _forget_left_behind(self, key: tuple[int, int], stand_in: "_LeftBehind") -> None:
+        if self.keys.get(key) is stand_in:
+            del self.keys[key]
 
     def spawn(self, coro) -> asyncio.Task:
         """Run ``coro`` as a task the app keeps a reference to until it ends."""

@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING
 from proxy import logs
 from proxy.auth import AuthFailed, ScramServerExchange, Secret, check_md5, check_plain
 from proxy.backend.connection import Credentials, ServerConnection, ServerError
-from proxy.backend.drain import Drain
 from proxy.backend.pool import PoolTimeout
 from proxy.frontend import transaction as txn
 from proxy.router import split
@@ -941,7 +940,7 @@ class ClientSession(asyncio.Protocol):
         server.clear_inbox()
         try:
             await txn.apply_state(self, server)
-        except ServerError:
+        except (ServerError, asyncio.CancelledError):  # cancelled: the client left meanwhile
             self.pool.release(server, False)
             raise
         if self.closed:
@@ -1130,25 +1129,16 @@ class ClientSession(asyncio.Protocol):
         server, self.server = self.server, None
         if server is None:
             return
-        boundary = self._last_type not in _EXTENDED and self._busy is None
-        if (self.pending_ready and boundary and not self.copy_in and not self._passthrough
-                and not self._skip_to_sync and not server.closed and not server.broken):
-            # the client left with replies owed (Query + Terminate, or a statement running): let
-            # the server finish, as Postgres would, then hand the connection back
-            self._paused_server = False
-            Drain(server, self.pending_ready, self._hand_back_drained).start()
-            return
-        clean = self.pending_ready == 0 and boundary and server.at_boundary and server.status == b"I"
-        if not clean and self._busy is not None and server.backend_key is not None and not server.closed:
-            # a task (an iasql_* call, a lease, a read-back) was interrupted mid-exchange
-            asyncio.get_running_loop().create_task(self.app.cancel_server(server))
-        self._hand_back(server, clean)
-
-    def _hand_back_drained(self, server: ServerConnection, status: bytes) -> None:
-        self._hand_back(server, status == b"I" and server.at_boundary)
-
-    def _hand_back(self, server: ServerConnection, clean: bool) -> None:
-        """Return ``server`` to the pool (reused when ``clean``: idle at a boundary) or close it."""
+        clean = (self.pending_ready == 0 and self._last_type not in _EXTENDED and self._busy is None
+                 and server.at_boundary and server.status == b"I")
+        # Not clean (replies still owed, a batch or COPY half sent, a transaction open): the
+        # connection is closed, not cancelled. Postgres then treats what it already received as
+        # it would for a client that went away itself: the running statement finishes (an
+        # autocommit write commits), an open transaction rolls back, and it stops once a write
+        # to the vanished peer fails. (PgBouncer also just closes the server connection.) Until
+        # it exits, the departed client's cancel key still reaches it.
+        if not clean and (self.pending_ready or self._busy is not None):
+            self.app.keep_cancel_key(self.key, server)
         if self.pool is None:
             server.close()
         elif self.pool_mode == "session":

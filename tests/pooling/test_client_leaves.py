@@ -1,8 +1,10 @@
 """A client that sends work and leaves before the replies (Query + Terminate in one write, or a
-socket closed while a statement runs): Postgres runs what it received, so an autocommit write is
-committed and an open transaction is rolled back. Each case runs against Postgres directly and
-through the proxy (transaction and session pooling) and must end with the same rows; afterwards the
-proxy's pool of one connection still serves the next client (proxy.backend.drain)."""
+socket closed while a statement runs): Postgres finishes the statement it is running, so an
+autocommit write is committed and an open transaction is rolled back. The proxy closes the server
+connection without cancelling it, so Postgres sees what it would see without the proxy. Each case
+runs against Postgres directly and through the proxy (transaction and session pooling) and must end
+with the same rows; afterwards the proxy's pool of one connection serves the next client with none
+of the departed client's session state."""
 
 from __future__ import annotations
 
@@ -78,16 +80,58 @@ def test_work_sent_before_leaving_ends_as_on_postgres(case, pool_mode, make_prox
         assert after.execute("SELECT pg_current_xact_id_if_assigned() IS NULL").fetchone() == (True,)
 
 
-def test_drained_connection_is_reused(make_proxy, pool_db, pg):
-    """After the replies owed to a departed client are read, the connection goes back to the pool
-    (the next client gets the same server process) instead of being cancelled and closed."""
+def test_state_of_a_departed_client_does_not_reach_the_next(make_proxy, pool_db, pg):
+    """SETs, SET ROLE and an UNLISTEN that an error rolled back, sent just before leaving, stay
+    with the departed client's connection: the next client sees defaults and hears nothing."""
     proxy = make_proxy(pool_mode="transaction", default_pool_size=1, query_wait_timeout=10)
     with psycopg.connect(proxy_dsn(proxy, pool_db), autocommit=True) as c:
-        before = c.execute("SELECT pg_backend_pid()").fetchone()[0]
+        default = c.execute("SHOW work_mem").fetchone()[0]
     raw = RawConn(proxy.port)
     raw.startup("postgres", pool_db, password="postgres")
-    raw.send(F.Query("SELECT pg_sleep(0.3)").encode() + F.Terminate().encode())
+    raw.query("LISTEN chan_left")
+    raw.send(F.Query("SET work_mem = '1234kB'; SET ROLE pg_read_all_data; SELECT pg_sleep(0.2)").encode()
+             + F.Query("UNLISTEN *; SELECT 1/0").encode() + F.Terminate().encode())
     raw.sock.close()
     time.sleep(0.6)
     with psycopg.connect(proxy_dsn(proxy, pool_db), autocommit=True) as c:
-        assert c.execute("SELECT pg_backend_pid()").fetchone()[0] == before
+        assert c.execute("SELECT current_setting('work_mem'), current_user, "
+                         "(SELECT count(*) FROM pg_listening_channels())").fetchone() == (default, "postgres", 0)
+
+
+def test_cancel_key_of_a_departed_client_still_cancels(make_proxy, pool_db, pg):
+    """A driver that sends CancelRequest and closes its socket races the two: the cancel still
+    reaches the statement the client left running (as it reaches a Postgres backend)."""
+    proxy = make_proxy(pool_mode="transaction", default_pool_size=1, query_wait_timeout=10)
+    table = f"leave_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(direct_dsn(pg, pool_db), autocommit=True) as c:
+        c.execute(f"CREATE TABLE {table} (v int)")
+    raw = RawConn(proxy.port)
+    raw.startup("postgres", pool_db, password="postgres")
+    assert raw.backend_key is not None
+    raw.send(F.Query(f"SELECT pg_sleep(3); INSERT INTO {table} VALUES (1)").encode() + F.Terminate().encode())
+    raw.sock.close()
+    time.sleep(0.3)
+    cancel = RawConn(proxy.port)
+    cancel.send(F.CancelRequest(*raw.backend_key).encode())
+    cancel.sock.close()
+    time.sleep(3.5)
+    with psycopg.connect(direct_dsn(pg, pool_db), autocommit=True) as c:
+        assert c.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
+
+
+def test_client_leaving_while_its_state_is_applied_does_not_lose_the_connection(make_proxy, pool_db):
+    """The next client's lease must first RESET what the previous one SET; if that client leaves
+    during it, the connection is given back (before, it stayed 'tested' for good and every later
+    client got query_wait_timeout)."""
+    proxy = make_proxy(pool_mode="transaction", default_pool_size=1, query_wait_timeout=5)
+    with psycopg.connect(proxy_dsn(proxy, pool_db), autocommit=True) as a:
+        a.execute("SET work_mem = '2MB'")
+        for _ in range(5):
+            b = RawConn(proxy.port)
+            b.startup("postgres", pool_db, password="postgres")
+            b.send(F.Query("SELECT 1").encode() + F.Terminate().encode())
+            b.sock.close()
+            time.sleep(0.05)
+        with psycopg.connect(proxy_dsn(proxy, pool_db), autocommit=True) as c:
+            assert c.execute("SELECT current_setting('work_mem')").fetchone() != ("2MB",)
+        assert a.execute("SHOW work_mem").fetchone() == ("2MB",)

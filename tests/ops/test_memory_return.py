@@ -4,6 +4,7 @@ allocator for Python objects (proxy.cli re-executes itself with PYTHONMALLOC=mal
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 import time
 
@@ -28,20 +29,26 @@ def test_proxy_runs_with_the_c_allocator(proxy_ini, start_proxy):
 
 
 def test_memory_goes_back_after_clients_leave(proxy_ini, start_proxy, pg):
-    """1,500 clients log in (trust) and stay, then leave: the log says memory was returned and the
-    resident size falls back close to where it was before they came."""
+    """1,500 TLS clients log in (trust) and stay, then leave: the log says memory was returned and
+    the resident size falls back close to where it was before they came. (TLS clients cost about
+    30 KiB each, so what they add stands well above the allocator's page-level noise.)"""
     proxy = start_proxy(proxy_ini(auth_type="trust", max_client_conn=3000, pool_mode="transaction",
                                   log_connections=0, log_disconnections=0), "memory")
     pid = proxy.process.pid
     time.sleep(1.5)
     before = _rss(pid)
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
     socks = []
     for _ in range(1500):
-        s = socket.create_connection(("127.0.0.1", proxy.port))
+        s = socket.create_connection(("127.0.0.1", proxy.port), timeout=30)
+        s.sendall(struct.pack("!ii", 8, 80877103))  # SSLRequest
+        assert s.recv(1) == b"S"
+        s = ctx.wrap_socket(s, server_hostname="localhost")
         s.sendall(_startup("postgres", "postgres"))
         socks.append(s)
     for s in socks:  # read each welcome up to ReadyForQuery
-        s.settimeout(30)
         data = b""
         while not data.endswith(b"Z\0\0\0\x05I"):
             chunk = s.recv(65536)
@@ -56,9 +63,9 @@ def test_memory_goes_back_after_clients_leave(proxy_ini, start_proxy, pg):
     assert "event=memory_returned" in proxy.log()
     time.sleep(0.5)
     after = _rss(pid)
-    assert peak > before
     print(f"rss before {before >> 20} MiB, peak {peak >> 20} MiB, after {after >> 20} MiB")
-    assert after - before <= 0.5 * (peak - before), (before, peak, after)
+    assert peak - before > 20 << 20, "1,500 TLS clients should cost more than 20 MiB"
+    assert after - before <= 0.25 * (peak - before), (before, peak, after)
 
 
 def test_restart_ignores_modules_in_the_current_directory(tmp_path):

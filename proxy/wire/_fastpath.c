@@ -10,8 +10,8 @@
  *     not Flush ('H' when all are), where pending counts Query, Sync and FunctionCall (each owes a
  *     ReadyForQuery).
  *
- * scan_reply(data, watch) -> int
- *     Walks whole backend messages from the start of `data` while their type is not watched
+ * scan_reply(data, watch, start=0) -> int
+ *     Walks whole backend messages from offset `start` of `data` while their type is not watched
  *     (`watch`: 256 bytes, non-zero for a watched type). Returns the status byte (0..255) when
  *     `data` ends with a ReadyForQuery ('Z', length 5) that is the first watched message; else
  *     -1 - pos, where pos is the offset the caller's general scanner must continue from.
@@ -190,9 +190,15 @@ done:
 }
 
 static PyObject *scan_reply(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "scan_reply(data, watch)");
+    if (nargs != 2 && nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "scan_reply(data, watch, start=0)");
         return NULL;
+    }
+    Py_ssize_t start = 0;
+    if (nargs == 3) {
+        start = PyLong_AsSsize_t(args[2]);
+        if (start == -1 && PyErr_Occurred())
+            return NULL;
     }
     Py_buffer view, wv;
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
@@ -208,7 +214,13 @@ static PyObject *scan_reply(PyObject *self, PyObject *const *args, Py_ssize_t na
         return NULL;
     }
     const unsigned char *s = view.buf, *watch = wv.buf;
-    Py_ssize_t n = view.len, pos = 0;
+    Py_ssize_t n = view.len, pos = start;
+    if (start < 0 || start > n) {
+        PyBuffer_Release(&view);
+        PyBuffer_Release(&wv);
+        PyErr_SetString(PyExc_ValueError, "start out of range");
+        return NULL;
+    }
     long result;
     for (;;) {
         if (n - pos < 5) {
@@ -239,7 +251,7 @@ static PyMethodDef methods[] = {
     {"scan_client", (PyCFunction)(void (*)(void))scan_client, METH_FASTCALL,
      "scan_client(data, txn, limit) -> int: see proxy/wire/fastpath.py"},
     {"scan_reply", (PyCFunction)(void (*)(void))scan_reply, METH_FASTCALL,
-     "scan_reply(data, watch) -> int: see proxy/wire/fastpath.py"},
+     "scan_reply(data, watch, start=0) -> int: see proxy/wire/fastpath.py"},
     {NULL, NULL, 0, NULL},
 };
 

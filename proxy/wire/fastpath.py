@@ -90,14 +90,17 @@ def scan_client(data: bytes, txn: bool, limit: int) -> int:
     return pending * 256 + (last if last >= 0 else _H)
 
 
-def scan_reply(data: bytes, watch: bytes) -> int:
-    """Walk whole backend messages from the start of ``data`` while their type is not watched
-    (``watch``: 256 bytes, non-zero at a watched type, see ``watch_table``). Returns the status
-    byte (0..255) when ``data`` ends with a ReadyForQuery (length 5) that is its first watched
-    message; else ``-1 - pos``, ``pos`` being the offset from which the caller's general scanner
-    must continue (a watched message, a partial or bad one, or ``len(data)``). Never raises."""
+def scan_reply(data: bytes, watch: bytes, start: int = 0) -> int:
+    """Walk whole backend messages from offset ``start`` of ``data`` (a message boundary) while
+    their type is not watched (``watch``: 256 bytes, non-zero at a watched type, see
+    ``watch_table``). Returns the status byte (0..255) when ``data`` ends with a ReadyForQuery
+    (length 5) that is its first watched message; else ``-1 - pos``, ``pos`` being the offset from
+    which the caller's general scanner must continue (a watched message, a partial or bad one, or
+    ``len(data)``). Raises ValueError only for ``start`` outside ``0..len(data)``."""
     n = len(data)
-    pos = 0
+    if not 0 <= start <= n:
+        raise ValueError("start out of range")
+    pos = start
     while n - pos >= 5:
         t, length = _HDR.unpack_from(data, pos)
         if watch[t]:

@@ -127,10 +127,14 @@ class RelayScanner:
         calling ``on_message``. Returns -1 otherwise. This is the relay's common case (a reply
         ending with ReadyForQuery in one read), kept to one header unpack per message.
         Raises ProtocolViolation (08P01) on a length below 4."""
+        start = 0
         if self._skip or self._hdr or self._cur_need:
-            self.feed(data)
-            return -1
-        r = SCAN_REPLY(data, self._table)
+            # the rest of a message the previous read began (large results rarely end reads at a
+            # boundary): finish it here, then scan the whole messages after it in C
+            start = self.feed(data, 0, stop_at_boundary=True)
+            if start >= len(data):
+                return -1
+        r = SCAN_REPLY(data, self._table, start)
         if r >= 0:
             return r
         pos = -1 - r
@@ -138,10 +142,14 @@ class RelayScanner:
             self.feed(data, pos)
         return -1
 
-    def feed(self, data: bytes, pos: int = 0) -> None:
-        """Scan ``data`` from offset ``pos``; call ``on_message`` for each completed watched message."""
+    def feed(self, data: bytes, pos: int = 0, stop_at_boundary: bool = False) -> int:
+        """Scan ``data`` from offset ``pos``; call ``on_message`` for each completed watched message.
+        Returns the offset where scanning stopped: ``len(data)``, or with ``stop_at_boundary`` the
+        first message boundary reached."""
         n = len(data)
         while pos < n:
+            if stop_at_boundary and not (self._skip or self._hdr or self._cur_need):
+                return pos
             if self._skip:
                 step = min(self._skip, n - pos)
                 self._skip -= step
@@ -162,7 +170,7 @@ class RelayScanner:
                 self._hdr += data[pos:pos + need]
                 pos += min(need, n - pos)
                 if len(self._hdr) < 5:
-                    return
+                    return n
                 t, length = _HDR.unpack(self._hdr)
                 self._hdr = b""
             else:
@@ -182,6 +190,7 @@ class RelayScanner:
                     self._cur_need = body
             else:
                 self._skip = body
+        return pos
 
     @property
     def at_boundary(self) -> bool:

@@ -112,6 +112,20 @@ def test_scan_reply_cases(impl, data, expected):
     assert scan(data, REPLY_WATCH) == expected
 
 
+@pytest.mark.parametrize("impl", [fastpath.scan_reply, pytest.param("C", marks=C)])
+def test_scan_reply_from_an_offset(impl):
+    """``start``: where the first whole message begins (the rest of a message a previous read
+    began is before it)."""
+    scan = fastpath.SCAN_REPLY if impl == "C" else impl
+    tail = b"yyy" + msg(b"D", b"y") + msg(b"C", b"SELECT 1\0") + msg(b"Z", b"I")
+    assert scan(tail, REPLY_WATCH, 3) == ord("I")
+    assert scan(tail, REPLY_WATCH, len(tail)) == -1 - len(tail)
+    assert scan(b"yy" + msg(b"S", b"a\0b\0"), REPLY_WATCH, 2) == -1 - 2
+    for bad in (-1, len(tail) + 1):
+        with pytest.raises(ValueError):
+            scan(tail, REPLY_WATCH, bad)
+
+
 # -- differential: C against Python, and Python against the slow path's own checks ---------------
 
 WORDS = ["SELECT", "set", "SET", " ", "\n", "\t", ";", "iasql_", "IaSQL_", "begin", "temp", "pg_temp", "_config",
@@ -157,6 +171,34 @@ def test_scan_reply_c_agrees_with_python(parts, cut):
     data = b"".join(msg(bytes([t]), b) for t, b in parts)
     for d in (data, data[:len(data) - cut], data + b"Z\0\0\0\x05I"):
         assert fastpath.SCAN_REPLY(d, REPLY_WATCH) == fastpath.scan_reply(d, REPLY_WATCH), d
+        start = min(cut, len(d))
+        assert fastpath.SCAN_REPLY(d, REPLY_WATCH, start) == fastpath.scan_reply(d, REPLY_WATCH, start), (d, start)
+
+
+@settings(max_examples=500)
+@given(st.lists(st.tuples(st.sampled_from(b"TDCZSEGN"), st.binary(max_size=40)), max_size=8),
+       st.lists(st.integers(1, 60), max_size=6))
+def test_relay_scanner_any_split_sees_the_same(parts, cuts):
+    """Fed in any pieces, ``RelayScanner.feed_ready`` reports the same watched messages, the same
+    final ReadyForQuery status and the same boundary as one ``feed`` of the whole stream."""
+    from proxy.wire.framing import RelayScanner
+
+    watch = frozenset(b"ZSGE")
+    data = b"".join(msg(bytes([t]), b) for t, b in parts)
+    whole: list = []
+    RelayScanner(watch, lambda t, p: whole.append((t, p))).feed(data)
+    pieces: list = []
+    sc = RelayScanner(watch, lambda t, p: pieces.append((t, p)))
+    pos = 0
+    for c in cuts + [len(data)]:
+        chunk = data[pos:pos + c]
+        pos += len(chunk)
+        if chunk:
+            status = sc.feed_ready(chunk)
+            if status >= 0:  # a read that ended with ReadyForQuery and held no other watched message
+                pieces.append((ord("Z"), bytes([status])))
+    assert pieces == whole
+    assert sc.at_boundary
 
 
 @settings(max_examples=1500, suppress_health_check=[HealthCheck.too_slow])

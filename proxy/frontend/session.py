@@ -155,6 +155,7 @@ class ClientSession(asyncio.Protocol):
         self.pins: dict[str, str] = {}          # state that keeps the client on its connection
         self.prepared = txn.PreparedStatements()
         self._drained: asyncio.Future | None = None
+        self._eof = False  # the client half-closed: end the session once the replies are out
         self._answer: bytes | None = None     # a reply the proxy gives instead of forwarding
         self._skip_to_sync = False            # discarding an extended batch after refusing it
         self._pins_dirty = False              # pins taken or released since the last check
@@ -194,7 +195,20 @@ class ClientSession(asyncio.Protocol):
             w.set_result(None)
 
     def eof_received(self) -> bool | None:
+        """The client half-closed its side (shutdown SHUT_WR) after its last message. Postgres
+        still answers what it received before ending the session, so the write side stays open
+        until the replies owed are out (not possible over TLS, which has no half-close)."""
+        if self.tls_version is None and self.ready and not self.closed:
+            self._eof = True
+            self._end_after_eof()
+            return True
         return None
+
+    def _end_after_eof(self) -> None:
+        """After a half-close: end the session once nothing is owed or being done for the client."""
+        if self.pending_ready or self._busy is not None or self.closed:
+            return
+        self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -268,9 +282,10 @@ class ClientSession(asyncio.Protocol):
             data = bytes(self._inbuf)
             self._inbuf.clear()
             self.bytes_in -= len(data)  # counted when it arrived
-            if self.special is self.special_default and not self._passthrough and self._relay_fast(data):
-                return
-            self._relay(data)
+            if not (self.special is self.special_default and not self._passthrough and self._relay_fast(data)):
+                self._relay(data)
+        if self._eof:
+            self._end_after_eof()
 
     async def next_message(self) -> tuple[int, bytes, bytes]:
         """The next complete message from the client's input, waiting for more bytes if needed:
@@ -1086,9 +1101,13 @@ class ClientSession(asyncio.Protocol):
             elif status == b"I" and self.pooled and self._may_give_back_now():
                 server, self.server = self.server, None
                 self.pool.give_back(server)
+                if self._eof:
+                    self.close()
                 return
             if self.pooled and status == b"I":
                 self._maybe_give_back()
+            if self._eof:
+                self._end_after_eof()
 
     def _may_give_back_now(self) -> bool:
         """The common end of a transaction in transaction pooling: nothing owed, nothing to read

@@ -135,3 +135,23 @@ def test_client_leaving_while_its_state_is_applied_does_not_lose_the_connection(
         with psycopg.connect(proxy_dsn(proxy, pool_db), autocommit=True) as c:
             assert c.execute("SELECT current_setting('work_mem')").fetchone() != ("2MB",)
         assert a.execute("SHOW work_mem").fetchone() == ("2MB",)
+
+
+@pytest.mark.parametrize("pool_mode", ["transaction", "session"])
+def test_half_closed_client_gets_its_replies(pool_mode, make_proxy, pool_db, pg):
+    """A client that sends its Queries and then shuts down its sending side (shutdown SHUT_WR)
+    still gets every reply, then the connection ends: the same messages as from Postgres."""
+    import socket
+
+    proxy = make_proxy(pool_mode=pool_mode, default_pool_size=1, query_wait_timeout=10)
+    seen = {}
+    for where, port in (("direct", pg.port), ("proxy", proxy.port)):
+        raw = RawConn(port)
+        raw.startup("postgres", pool_db, password="postgres")
+        raw.send(F.Query("SELECT 1 AS a").encode() + F.Query("SELECT pg_sleep(0.2), 2 AS b").encode())
+        raw.sock.shutdown(socket.SHUT_WR)
+        seen[where] = [t for t, _ in raw.read_until_closed()]
+        raw.sock.close()
+    assert seen["proxy"] == seen["direct"] == ["T", "D", "C", "Z", "T", "D", "C", "Z"]
+    with psycopg.connect(proxy_dsn(proxy, pool_db), autocommit=True) as c:  # the pool still serves
+        assert c.execute("SELECT 3").fetchone() == (3,)

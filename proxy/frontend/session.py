@@ -692,17 +692,20 @@ class ClientSession(asyncio.Protocol):
                         self._flush(buf, pos, pending, last)
                         self._terminate()
                         return
+                    if (self.pooled and (t == _Q or t == _P)
+                            and may_change_state(buf, *_text_span(t, buf, pos, end))):
+                        # before interception too: state set in a text that also calls iasql_*
+                        # follows the client (or pins it) like any other
+                        if not self._note_state(t, buf, pos, end):
+                            self._flush(buf, pos, pending, last)
+                            self._refuse_block(buf, end)
+                            return
                     if self.app.interceptor is not None and (special is SPECIAL_EXTENDED
                                                              or ((t == _Q or t == _P) and _IASQL.search(buf, pos + 5, end))):
                         self._flush(buf, pos, pending, last)
                         self._start_intercept()
                         return
                     if special is _SPECIAL_TXN:
-                        if (t == _Q or t == _P) and may_change_state(buf, *_text_span(t, buf, pos, end)):
-                            if not self._note_state(t, buf, pos, end):
-                                self._flush(buf, pos, pending, last)
-                                self._refuse_block(buf, end)
-                                return
                         if t != _Q and txn.needs_rename(t, buf, pos, end):
                             renamed = txn.rename_inline(self, t, bytes(buf[pos + 5:end]))
                             self._flush(buf, pos, pending, last)
@@ -745,6 +748,12 @@ class ClientSession(asyncio.Protocol):
             self._last_type = last
 
     # -- transaction and statement pooling ----------------------------------------------------
+    def note_state(self, raw: bytes) -> None:
+        """Record the session state a whole Query/Parse message ``raw`` may change (transaction
+        pooling; the extended-protocol interceptor calls this for the Parse messages it consumes)."""
+        if self.pooled and may_change_state(raw, *_text_span(raw[0], raw, 0, len(raw))):
+            self._note_state(raw[0], raw, 0, len(raw))
+
     def _note_state(self, t: int, buf: bytearray, pos: int, end: int) -> bool:
         """Record what a Query/Parse may change in session state. Returns False when statement
         pooling must refuse it (it opens a transaction block)."""

@@ -106,6 +106,8 @@ class ExtendedInterceptor:
                 if batch.failed:
                     continue  # discard until Sync
                 if t == ord("P"):
+                    if not batch.failed:  # (the first Parse was noted by the relay already: idempotent)
+                        session.note_state(raw)
                     await self._parse(session, batch, st, F.Parse.decode(payload), raw)
                 elif t == ord("B"):
                     msg = F.Bind.decode(payload)

@@ -34,12 +34,14 @@ LEFT_BEHIND_CANCEL_SECONDS = 600.0
 
 
 class _LeftBehind:
-    """Stands in the cancel-key table for a session whose client left while its statement ran."""
+    """Stands in the cancel-key table for a session whose client left while its statement ran:
+    what a CancelRequest needs (the server's target and BackendKeyData), not the connection."""
 
-    __slots__ = ("server",)
+    __slots__ = ("target", "backend_key")
 
     def __init__(self, server: ServerConnection):
-        self.server = server
+        self.target = server.target
+        self.backend_key = server.backend_key
 
 
 class ProxyApp:
@@ -56,7 +58,7 @@ class ProxyApp:
         self.pools: dict[tuple[str, str, str], Pool] = {}
         self.clients: set[ClientSession] = set()
         self.admitted = 0
-        self.keys: dict[tuple[int, int], ClientSession] = {}
+        self.keys: dict[tuple[int, int], ClientSession | _LeftBehind] = {}
         self.interceptor = None
         self.admin = None  # the admin console (proxy.admin), answering its virtual database in-process
         self.record_dir = cfg.record_dir  # where session traces go (proxy.trace), None = off
@@ -266,6 +268,9 @@ class ProxyApp:
         unknown key is ignored silently, as Postgres does."""
         session = self.keys.get((pid, secret))
         if session is None:
+            return
+        if isinstance(session, _LeftBehind):
+            await send_cancel(session.target, session.backend_key)
             return
         if self.interceptor is not None and self.interceptor.cancel(session):
             return  # an iasql_* call was running: it stops at its next safe point (57014)

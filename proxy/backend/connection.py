@@ -299,9 +299,9 @@ class ServerConnection(asyncio.Protocol):
             self.transport.abort()
 
     def close(self) -> None:
-        """Send Terminate and close."""
+        """Send Terminate and close (nothing more once ``abort`` ran)."""
         self.broken = True
-        if self.transport is not None and not self.closed:
+        if self.transport is not None and not self.closed and not self.transport.is_closing():
             try:
                 self.transport.write(F.Terminate().encode())
             finally:

@@ -1167,6 +1167,10 @@ class ClientSession(asyncio.Protocol):
         # it exits, the departed client's cancel key still reaches it.
         if not clean and (self.pending_ready or self._busy is not None):
             self.app.keep_cancel_key(self.key, server)
+        if not clean:
+            # dropped at once, without Terminate: over TLS a graceful close would go on reading
+            # (and discarding) the server's output, so Postgres would never see its client gone
+            server.abort()
         if self.pool is None:
             server.close()
         elif self.pool_mode == "session":

@@ -155,3 +155,37 @@ def test_half_closed_client_gets_its_replies(pool_mode, make_proxy, pool_db, pg)
     assert seen["proxy"] == seen["direct"] == ["T", "D", "C", "Z", "T", "D", "C", "Z"]
     with psycopg.connect(proxy_dsn(proxy, pool_db), autocommit=True) as c:  # the pool still serves
         assert c.execute("SELECT 3").fetchone() == (3,)
+
+
+def test_departed_client_over_server_tls_stops_like_postgres(dev_certs, tmp_path):
+    """With TLS between the proxy and Postgres, the connection of a client that left with work
+    pipelined is dropped at once (a graceful TLS close would keep reading Postgres's output, so
+    all the work would run): as directly, Postgres runs what it can before its writes fail."""
+    from proxy.embedded.postgres import EmbeddedPostgres
+    from tests.support.proxy import ProxyProcess
+
+    ca, crt, key = dev_certs
+    pg = EmbeddedPostgres(password="postgres", ssl_cert=crt, ssl_key=key)
+    pg.start()
+    proxy = None
+    try:
+        ini = (f"[databases]\n* = host=127.0.0.1 port={pg.port}\n[proxy]\nauth_type = trust\n"
+               f"server_tls_sslmode = verify-full\nserver_tls_ca_file = {ca}\nauth_file = {tmp_path / 'users.txt'}\n"
+               "auth_user = postgres\npool_mode = session\ndefault_pool_size = 2\n")
+        (tmp_path / "users.txt").write_text('"postgres" "postgres"\n')
+        proxy = ProxyProcess(ini.replace("host=127.0.0.1", "host=localhost"), tmp_path / "px").start()
+        table = "leave_tls"
+        with psycopg.connect(direct_dsn(pg, "postgres"), autocommit=True) as c:
+            c.execute(f"CREATE TABLE {table} (v int)")
+        raw = RawConn(proxy.port)
+        raw.startup("postgres", "postgres")
+        raw.send(F.Query("SELECT repeat('x', 1000) FROM generate_series(1, 20000)").encode()
+                 + F.Query(f"INSERT INTO {table} VALUES (2)").encode())
+        raw.sock.close()
+        time.sleep(1.5)
+        with psycopg.connect(direct_dsn(pg, "postgres"), autocommit=True) as c:
+            assert c.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
+    finally:
+        if proxy is not None:
+            proxy.stop()
+        pg.stop()

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("iasql_proxy.intercept")
 
 _HDR = struct.Struct("!Bi")
-_Z, _E, _G, _S, _C, _I = ord("Z"), ord("E"), ord("G"), ord("S"), ord("C"), ord("I")
+_Z, _E, _N, _G, _S, _C, _I = ord("Z"), ord("E"), ord("N"), ord("G"), ord("S"), ord("C"), ord("I")
 
 #: Query texts longer than this (characters) are split in a worker thread so that one huge text
 #: never stalls other clients on the event loop.
@@ -50,6 +50,9 @@ SPLIT_OFF_LOOP_CHARS = 64 * 1024
 #: Largest Query text (bytes) the interceptor splits; larger ones get 54000 program_limit_exceeded.
 MAX_INTERCEPTED_QUERY = 16 * 1024 * 1024
 
+
+#: Largest text (characters) ``_fold_instant`` builds; beyond it the general path sends run by run.
+FOLD_MAX_CHARS = 1 << 20
 
 #: A statement that may open (or end) a transaction block, or that starts with a comment (which
 #: could hide such a keyword from this check): an instant call after it is not folded.
@@ -264,8 +267,8 @@ class QueryInterceptor:
                 status = bytes(payload[:1])
                 server.status = status
                 break
-            if t == _E:
-                failed = True
+            if t == _E or t == _N:
+                failed = failed or t == _E
                 if position_offset:
                     payload = _shift_position(payload, position_offset)
             elif t == _G:  # COPY FROM STDIN inside an intercepted text: the client is not reading
@@ -376,25 +379,48 @@ class QueryInterceptor:
             if not calls:
                 continue
             sql = st.text
+            local: list[tuple[int, int, int]] | None = []  # (start in st.text, old length, new length)
             for call in sorted(calls, key=lambda c: c.start, reverse=True):
                 fn = self.registry.get(call.name)
                 if fn is None or not fn.instant:
                     return None
                 try:
-                    args = self.bind_arguments(fn, call, None)
-                    if args:
+                    if self.bind_arguments(fn, call, None):
                         return None
+                except CallError:
+                    # arguments an instant function does not take: the statement goes to Postgres
+                    # as written, where no function matches, so Postgres reports the error (its
+                    # text, position and hint) and the implicit transaction rolls back
+                    continue
+                try:
                     rows = list(await fn.impl(self.make_context(session, fn)))
-                    sql = _with_rows(sql, fn, call, len(calls), rows, scs)
+                    new = _with_rows(sql, fn, call, len(calls), rows, scs)
                 except (CallError, EngineError, ValueError_, ValueError):
                     return None
+                tail = len(sql) - call.end
+                if local is not None and new[:call.start] == sql[:call.start] and new[len(new) - tail:] == sql[call.end:]:
+                    local.append((call.start, call.end - call.start, len(new) - call.start - tail))
+                else:  # the statement was rebuilt: positions inside it map to its first character
+                    local = None
+                sql = new
                 ran.append((i, fn))
+            if sql == st.text:
+                continue
             head = text[at:st.start]
             parts.append(head)
             parts.append(sql)
-            edits.append((size + len(head), len(sql), st.end - st.start))
+            base = size + len(head)
+            if local is None:
+                edits.append((base, len(sql), st.end - st.start))
+            else:
+                shift = 0
+                for start, old_len, new_len in sorted(local):
+                    edits.append((base + start + shift, new_len, old_len))
+                    shift += new_len - old_len
             size += len(head) + len(sql)
             at = st.end
+            if size > FOLD_MAX_CHARS:  # many or large results: built and sent run by run instead
+                return None
         parts.append(text[at:])
         return "".join(parts), edits, ran
 

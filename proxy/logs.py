@@ -19,9 +19,18 @@ import logging
 import sys
 import time
 
-__all__ = ["LineFormatter", "setup", "info"]
+__all__ = ["LineFormatter", "setup", "info", "escape"]
 
 _handler: logging.StreamHandler | None = None
+
+#: Control characters in a message are written escaped (``\n``, ``\x1b``...): a client-chosen
+#: user or database name can never start a line of its own that looks like the proxy's.
+_CONTROLS = {i: f"\\x{i:02x}" for i in range(32)} | {10: "\\n", 13: "\\r", 9: "\\t", 127: "\\x7f"}
+
+
+def escape(message: str) -> str:
+    """``message`` with control characters escaped (printable text is returned as it is)."""
+    return message if message.isprintable() else message.translate(_CONTROLS)
 
 
 class LineFormatter(logging.Formatter):
@@ -40,6 +49,10 @@ class LineFormatter(logging.Formatter):
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return self.stamp(record.created)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape(record.message)  # a traceback, added after this, keeps its lines
+        return super().formatMessage(record)
 
 
 def setup() -> None:
@@ -82,7 +95,7 @@ def info(logger: logging.Logger, fmt: str, *args: object) -> None:
         logger.info(fmt, *args)
         return
     fm = h.formatter
-    line = f"{fm.stamp(time.time())} INFO {logger.name} {fmt % args}\n"  # type: ignore[union-attr]
+    line = f"{fm.stamp(time.time())} INFO {logger.name} {escape(fmt % args)}\n"  # type: ignore[union-attr]
     h.acquire()
     try:
         stream = h.stream

@@ -65,3 +65,21 @@ def test_level_is_respected(stderr):
     finally:
         lg.setLevel(logging.NOTSET)
     assert stderr.getvalue() == ""
+
+
+def test_control_characters_cannot_forge_a_line(stderr):
+    """A user name with a newline (chosen by the client) is written escaped, on one line, by both
+    paths; a traceback keeps its own lines."""
+    lg = logging.getLogger("iasql_proxy.test_d")
+    forged = "x\n2026-11-29 00:00:00,000 INFO iasql_proxy event=session_start user=admin\r\x1b[2J"
+    logs.info(lg, "event=session_start user=%s", forged)
+    lg.info("event=login_failed user=%s", forged)
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        lg.exception("event=error user=%s", "é ok")
+    lines = stderr.getvalue().splitlines()
+    assert lines[0].endswith("user=x\\n2026-11-29 00:00:00,000 INFO iasql_proxy event=session_start user=admin\\r\\x1b[2J")
+    assert lines[1].endswith("event=login_failed user=x\\n2026-11-29 00:00:00,000 INFO iasql_proxy "
+                             "event=session_start user=admin\\r\\x1b[2J")
+    assert lines[2].endswith("event=error user=é ok") and lines[3] == "Traceback (most recent call last):"

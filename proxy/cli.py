@@ -206,8 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the proxy with a configuration file")
-    run.add_argument("--config", metavar="FILE", required=True, help="ini configuration file")
-    run.add_argument("--record-dir", metavar="DIR",
+    # SUPPRESS: given before or after ``run``, the option counts (cmd_run reports it missing)
+    run.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help="ini configuration file")
+    run.add_argument("--record-dir", metavar="DIR", default=argparse.SUPPRESS,
                      help="write a wire trace of every client session to DIR (overrides record_dir)")
     run.set_defaults(func=cmd_run)
 

@@ -454,6 +454,10 @@ def test_cli_configuration_error(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "configuration error: config_file: cannot read" in capsys.readouterr().err
     assert main([]) == 2
     assert "--config FILE is required" in capsys.readouterr().err
+    assert main(["run"]) == 2
+    assert "--config FILE is required" in capsys.readouterr().err
+    assert main(["--config", str(path), "run"]) == 2  # the option before the command counts too
+    assert "listen_port: must be an integer" in capsys.readouterr().err
 
 
 def test_cli_certificate_error_is_a_configuration_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

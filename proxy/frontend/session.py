@@ -748,11 +748,19 @@ class ClientSession(asyncio.Protocol):
             self._last_type = last
 
     # -- transaction and statement pooling ----------------------------------------------------
-    def note_state(self, raw: bytes) -> None:
-        """Record the session state a whole Query/Parse message ``raw`` may change (transaction
-        pooling; the extended-protocol interceptor calls this for the Parse messages it consumes)."""
+    def note_state(self, raw: bytes) -> bool:
+        """Record the session state a whole Parse message ``raw`` may change (transaction and
+        statement pooling; the extended-protocol interceptor calls this for the Parse messages it
+        consumes). Returns False when statement pooling must refuse it (a transaction block)."""
         if self.pooled and may_change_state(raw, *_text_span(raw[0], raw, 0, len(raw))):
-            self._note_state(raw[0], raw, 0, len(raw))
+            return self._note_state(raw[0], raw, 0, len(raw))
+        return True
+
+    async def wait_input(self) -> None:
+        """Wait until the client has sent something (nothing is consumed). Raises
+        ConnectionResetError once the client is gone."""
+        while not self._inbuf:
+            await self._wait_data()
 
     def _note_state(self, t: int, buf: bytearray, pos: int, end: int) -> bool:
         """Record what a Query/Parse may change in session state. Returns False when statement

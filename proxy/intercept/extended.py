@@ -90,12 +90,22 @@ class ExtendedInterceptor:
         st = self.state(session)
         status = session.tx_status
         async with server_batch(session, server) as batch:
+            open_batch = False  # a message other than Flush since the last Sync
             while True:
-                if session._inbuf[:1] and session._inbuf[0] not in _EXTENDED:
+                if not session._inbuf:
+                    if not open_batch:
+                        # only Flush (psycopg's pipeline sends Sync then Flush): nothing is owed
+                        # and nothing to wait for; the client's next message is relayed as usual
+                        await batch.flushed()
+                        break
+                    await session.wait_input()
+                if session._inbuf[0] not in _EXTENDED:
                     # a Query or other message without a Sync first: finish what is owed, hand back
                     await batch.flushed()
                     break
                 t, payload, raw = await session.next_message()
+                if t != ord("H"):
+                    open_batch = True
                 if t == ord("S"):
                     await batch.flushed()
                     status = await batch.sync()
@@ -106,8 +116,13 @@ class ExtendedInterceptor:
                 if batch.failed:
                     continue  # discard until Sync
                 if t == ord("P"):
-                    if not batch.failed:  # (the first Parse was noted by the relay already: idempotent)
-                        session.note_state(raw)
+                    # (the first Parse was noted by the relay already: noting is idempotent)
+                    if not session.note_state(raw):
+                        await batch.flushed()
+                        self._fail(session, batch, sqlstate.ACTIVE_SQL_TRANSACTION,
+                                   "transaction blocks are not allowed in statement pooling mode",
+                                   hint="Use pool_mode = transaction, or run the statements one at a time.")
+                        continue
                     await self._parse(session, batch, st, F.Parse.decode(payload), raw)
                 elif t == ord("B"):
                     msg = F.Bind.decode(payload)

@@ -56,3 +56,54 @@ def test_listen_in_an_iasql_text_pins(pooled_proxy, db):
     with _other(pooled_proxy, db) as b:  # the pinned connection was closed when A left
         assert b.execute("SELECT count(*) FROM pg_listening_channels()").fetchone() == (0,)
         assert b.execute("SELECT pg_backend_pid()").fetchone()[0] != a_pid
+
+
+def _ext(sql: str) -> bytes:
+    from proxy.wire import frontend as F
+
+    return (F.Parse("", sql).encode() + F.Bind("", "", (), (), ()).encode() + F.Describe(b"P", "").encode()
+            + F.Execute("", 0).encode())
+
+
+def test_sync_then_flush_after_a_batch_with_a_call(pooled_proxy, db):
+    """psycopg's pipeline ends with Sync then Flush: after a batch that called iasql_*, the next
+    Query is answered and the connection is free for other clients (it used to hang both)."""
+    from proxy.wire import frontend as F
+    from tests.intercept.conftest import PASSWORD
+    from tests.intercept.helpers import data_rows, errors_in
+    from tests.support.faults import RawConn
+
+    c = RawConn(pooled_proxy.port, timeout=10)
+    c.startup("postgres", db, password=PASSWORD)
+    c.send(_ext("SELECT 1") + _ext("SELECT * FROM iasql_version()") + F.Sync().encode() + F.Flush().encode())
+    assert not errors_in(c.read_until_ready())
+    assert data_rows(c.query("SELECT 42")) == [["42"]]
+    with _other(pooled_proxy, db) as b, _other(pooled_proxy, db) as b2:
+        assert b.execute("SELECT 1").fetchone() == (1,) and b2.execute("SELECT 2").fetchone() == (2,)
+    with psycopg.connect(pooled_proxy.dsn(dbname=db), autocommit=True, connect_timeout=5) as a:
+        with a.pipeline():
+            a.execute("SELECT 1")
+            a.execute("SELECT * FROM iasql_version() WHERE %s::int = 1", [1])
+        assert a.execute("SELECT 7").fetchone() == (7,)
+    c.terminate()
+
+
+def test_statement_pooling_refuses_a_block_inside_a_batch_with_a_call(pooled_proxy, db, request):
+    from proxy.wire import frontend as F
+    from tests.intercept.conftest import PASSWORD
+    from tests.intercept.helpers import errors_in
+    from tests.support.faults import RawConn
+
+    """Statement pooling answers 25001 and stays out of a block; transaction pooling opens the
+    block as Postgres does."""
+    c = RawConn(pooled_proxy.port, timeout=10)
+    c.startup("postgres", db, password=PASSWORD)
+    c.send(_ext("SELECT * FROM iasql_version()") + _ext("BEGIN") + _ext("SET LOCAL work_mem = '5MB'")
+           + F.Sync().encode())
+    msgs = c.read_until_ready()
+    if "statement" in request.node.callspec.id:
+        assert [e.sqlstate for e in errors_in(msgs)] == ["25001"] and msgs[-1] == ("Z", b"I")
+    else:
+        assert errors_in(msgs) == [] and msgs[-1] == ("Z", b"T")
+        assert c.query("ROLLBACK")[-1] == ("Z", b"I")
+    c.terminate()

@@ -692,16 +692,17 @@ class ClientSession(asyncio.Protocol):
                         self._flush(buf, pos, pending, last)
                         self._terminate()
                         return
-                    if (self.pooled and (t == _Q or t == _P)
+                    intercept = self.app.interceptor is not None and (
+                        special is SPECIAL_EXTENDED or ((t == _Q or t == _P) and _IASQL.search(buf, pos + 5, end)))
+                    # state set in a text that also calls iasql_* follows the client (or pins it)
+                    # like any other; an intercepted Parse is noted by the extended interceptor
+                    if (self.pooled and (t == _Q or (t == _P and not intercept))
                             and may_change_state(buf, *_text_span(t, buf, pos, end))):
-                        # before interception too: state set in a text that also calls iasql_*
-                        # follows the client (or pins it) like any other
                         if not self._note_state(t, buf, pos, end):
                             self._flush(buf, pos, pending, last)
                             self._refuse_block(buf, end)
                             return
-                    if self.app.interceptor is not None and (special is SPECIAL_EXTENDED
-                                                             or ((t == _Q or t == _P) and _IASQL.search(buf, pos + 5, end))):
+                    if intercept:
                         self._flush(buf, pos, pending, last)
                         self._start_intercept()
                         return
@@ -763,8 +764,9 @@ class ClientSession(asyncio.Protocol):
             await self._wait_data()
 
     def _note_state(self, t: int, buf: bytearray, pos: int, end: int) -> bool:
-        """Record what a Query/Parse may change in session state. Returns False when statement
-        pooling must refuse it (it opens a transaction block)."""
+        """Record what a Query/Parse may change in session state (its text passed
+        ``may_change_state``: the callers check). Returns False when statement pooling must refuse
+        it (it opens a transaction block)."""
         raw = bytes(buf[pos + 5:end])
         try:
             body = raw[:-1] if t == _Q else raw[raw.index(b"\0") + 1:raw.index(b"\0", raw.index(b"\0") + 1)]
@@ -774,8 +776,6 @@ class ClientSession(asyncio.Protocol):
             text = body.decode()
         except UnicodeDecodeError:  # another client_encoding: the keywords are ASCII in all of them
             text = body.decode("latin-1")
-        if not may_change_state(text.encode()):
-            return True
         scs = self.server.params.get("standard_conforming_strings", "on") == "on" if self.server else True
         fx = analyze(text, standard_conforming_strings=scs)
         if fx.begins_block and self.pool_mode == "statement":

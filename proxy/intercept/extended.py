@@ -116,7 +116,6 @@ class ExtendedInterceptor:
                 if batch.failed:
                     continue  # discard until Sync
                 if t == ord("P"):
-                    # (the first Parse was noted by the relay already: noting is idempotent)
                     if not session.note_state(raw):
                         await batch.flushed()
                         self._fail(session, batch, sqlstate.ACTIVE_SQL_TRANSACTION,

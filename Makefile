@@ -16,7 +16,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-$(STAMP): pyproject.toml setup.py proxy/wire/_fastpath.c | $(PY)
+$(STAMP): pyproject.toml setup.py proxy/wire/_fastpath.c proxy/wire/framing.py proxy/wire/framing.pxd proxy/relay/core.py proxy/relay/core.pxd | $(PY)
 	$(PY) -m pip install -q -e '.[test,sandbox]'
 	@if ! $(PY) -c 'from proxy.embedded.postgres import find_bindir; find_bindir()' 2>/dev/null; then \
 		echo "no system PostgreSQL found: installing the pgserver wheel"; \

@@ -1,10 +1,27 @@
-"""Only the optional C extension lives here; everything else is in pyproject.toml.
+"""Only the optional compiled modules live here; everything else is in pyproject.toml.
 
-``proxy.wire._fastpath`` speeds up the relay's per-read scans. It is optional: without a C
-compiler the install still succeeds and ``proxy.wire.fastpath`` uses its Python versions.
+- ``proxy.wire._fastpath`` (C): the relay's per-read scans.
+- ``proxy.relay.core`` and ``proxy.wire.framing`` (Python, compiled with Cython, C types from
+  their ``.pxd``): the per-transaction relay path and the server-output scanner.
+
+All are optional: without a C compiler the install still succeeds and the same modules run as
+Python (``proxy.wire.fastpath`` has Python versions of the scans).
 """
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("proxy.wire._fastpath", ["proxy/wire/_fastpath.c"], optional=True,
-                             extra_compile_args=["-O2"])])
+try:
+    from Cython.Build import cythonize
+except ImportError:  # pragma: no cover - Cython is a build requirement (pyproject.toml)
+    cythonize = None
+
+extensions = [Extension("proxy.wire._fastpath", ["proxy/wire/_fastpath.c"], optional=True,
+                        extra_compile_args=["-O2"])]
+if cythonize is not None:
+    compiled = [Extension(name, [name.replace(".", "/") + ".py"], optional=True, extra_compile_args=["-O2"])
+                for name in ("proxy.wire.framing", "proxy.relay.core")]
+    extensions += cythonize(compiled, language_level=3, quiet=True,
+                            compiler_directives={"annotation_typing": False, "binding": True,
+                                                 "embedsignature": True})
+
+setup(ext_modules=extensions)

@@ -24,6 +24,7 @@ from proxy.backend.pool import Pool
 from proxy.config import Config, DatabaseTarget, load_auth_file
 from proxy.frontend.session import ClientSession
 from proxy.memory import MemoryReturn
+from proxy.relay.core import compiled as relay_compiled
 from proxy.tls import TLSContexts
 
 log = logging.getLogger("iasql_proxy")
@@ -104,8 +105,8 @@ class ProxyApp:
                 else:
                     self._accept_tasks.append(loop.create_task(self._accept_loop(s)))
         self._accept_tasks.append(loop.create_task(self._maintain_pools()))
-        log.info("event=listening addr=%s port=%s tls=%s pool_mode=%s", self.cfg.listen_addr, self.port,
-                 self.cfg.client_tls_sslmode, self.cfg.pool_mode)
+        log.info("event=listening addr=%s port=%s tls=%s pool_mode=%s relay=%s", self.cfg.listen_addr, self.port,
+                 self.cfg.client_tls_sslmode, self.cfg.pool_mode, "compiled" if relay_compiled else "python")
 
     async def _maintain_pools(self) -> None:
         """Once a second: pool housekeeping (idle timeout, lifetime, min_pool_size), and memory

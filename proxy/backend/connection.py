@@ -18,6 +18,7 @@ import time
 from typing import TYPE_CHECKING, Protocol
 
 from proxy.auth import AuthFailed, ScramClientExchange, Secret, md5_response, md5_secret
+from proxy.relay.core import ServerCore
 from proxy.wire import backend as B
 from proxy.wire import frontend as F
 from proxy.wire import sqlstate
@@ -66,7 +67,7 @@ class RelayClient(Protocol):
     def copy_in_started(self) -> None: ...
 
 
-class ServerConnection(asyncio.Protocol):
+class ServerConnection(ServerCore, asyncio.Protocol):
     """An asyncio Protocol for one server link. Create with ``await ServerConnection.open(...)``.
 
     Attributes: ``params`` (dict of the server's current ParameterStatus values),
@@ -111,22 +112,9 @@ class ServerConnection(asyncio.Protocol):
             except OSError:
                 pass
 
-    def data_received(self, data: bytes) -> None:
-        client = self.client
-        if client is not None:
-            client.transport.write(data)
-            client.bytes_out += len(data)
-            if client.recorder is not None:
-                client.recorder.backend(data)
-            try:
-                status = self._scanner.feed_ready(data)
-            except ProtocolViolation:
-                self.abort()
-                return
-            if status >= 0:  # the reply ended with ReadyForQuery
-                self.status = _BYTE[status]
-                client.server_ready(self.status)
-            return
+    def _collect(self, data: bytes) -> None:
+        """Server output while no client is attached (``ServerCore.data_received`` relays the
+        rest): kept whole in raw mode, else cut into frames for ``recv``."""
         if self._raw_mode:
             self._raw += data
             if self._raw_waiter is not None and not self._raw_waiter.done():

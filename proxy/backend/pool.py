@@ -16,6 +16,7 @@ import time
 from typing import Awaitable, Callable
 
 from proxy.backend.connection import ServerConnection, ServerError
+from proxy.relay.core import PoolCore
 
 log = logging.getLogger("iasql_proxy.pool")
 
@@ -27,8 +28,9 @@ class PoolTimeout(Exception):
 Opener = Callable[[], Awaitable[ServerConnection]]
 
 
-class Pool:
-    """Connections of one (target, dbname, user).
+class Pool(PoolCore):
+    """Connections of one (target, dbname, user). The transaction-pooling fast path (``take_idle``,
+    ``put_back``, ``give_back``, ``queue``, ``_wake_one``) is ``proxy.relay.core.PoolCore``.
 
     ``size``: maximum open connections (``default_pool_size`` or the database's ``pool_size``);
     ``reset_query``: run on release ('' to skip); ``wait_timeout``: seconds a client may wait.
@@ -121,73 +123,9 @@ class Pool:
                 if fut in self.waiters:
                     self.waiters.remove(fut)
 
-    def take_idle(self, startup_key: frozenset) -> ServerConnection | None:
-        """An idle connection with these start-up parameters, taken at once (no await), or None.
-        The fast path of transaction pooling; ``acquire`` does the rest. (``server_lifetime`` is
-        enforced when a connection is given back and by ``maintain``, once a second.)"""
-        idle = self.idle
-        if idle:  # the common case: the connection given back last fits
-            conn = idle[-1]
-            if conn.startup_key is startup_key and not conn.closed:
-                idle.pop()
-                self.active.add(conn)
-                return conn
-        for i in range(len(idle) - 1, -1, -1):
-            conn = idle[i]
-            key = conn.startup_key
-            if key is startup_key or key == startup_key:
-                if conn.closed:
-                    continue
-                conn.startup_key = startup_key  # the same object from now on: an identity check
-                del idle[i]
-                self.active.add(conn)
-                return conn
-        return None
-
-    def put_back(self, conn: ServerConnection) -> None:
-        """Undo ``take_idle`` for a connection that was not used."""
-        self.active.discard(conn)
-        self.idle.append(conn)
-
     def _waited(self, started: float) -> None:
         if len(self.waits) < 10000:
             self.waits.append(time.monotonic() - started)
-
-    def queue(self, session) -> None:
-        """Let ``session`` wait for the next connection to go idle (see ``queued``)."""
-        self.queued.append(session)
-
-    def _wake_one(self) -> None:
-        """A connection went idle or a place opened: wake one waiting ``acquire``, else hand the
-        place to sessions in the queue (in arrival order) until one takes a connection."""
-        while self.waiters:
-            fut = self.waiters.popleft()
-            if not fut.done():
-                fut.set_result(None)
-                return
-        queued = self.queued
-        if self.idle or self.total < self.size:
-            while queued:
-                if queued.popleft().server_granted():
-                    return
-
-    def give_back(self, conn: ServerConnection) -> None:
-        """``release(conn, True, reset=False)`` for transaction pooling's fast path: a connection
-        idle at a message boundary after ReadyForQuery 'I' goes straight to the idle list."""
-        if conn.closed or conn.broken or self.closed or conn.status != b"I":
-            self.release(conn, True, reset=False)
-            return
-        conn.client = None
-        conn._paused_client = False
-        now = time.monotonic()
-        conn.last_used = now
-        self.active.discard(conn)
-        if self.lifetime > 0 and now - conn.created > self.lifetime:
-            conn.close()  # server_lifetime: replaced by a fresh connection on demand
-        else:
-            self.idle.append(conn)
-        if self.waiters or self.queued:
-            self._wake_one()
 
     def release(self, conn: ServerConnection, clean: bool, reset: bool = True) -> None:
         """Give ``conn`` back. A clean, idle connection is reset (``server_reset_query``, session

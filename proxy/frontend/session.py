@@ -10,8 +10,9 @@ minors and ``_pq_.`` options answered with NegotiateProtocolVersion). It authent
 (``auth_type``), leases a server connection from the pool and sends the server's ParameterStatus
 values, the proxy's own BackendKeyData and ReadyForQuery.
 
-After login, ``data_received`` is the fast path: it follows message boundaries only, enforces
-``max_packet_size``, and forwards complete messages to the server in one write per read. A Query or
+After login, ``data_received`` is the fast path (``proxy.relay.core.ClientCore``, compiled): it
+follows message boundaries only, enforces ``max_packet_size``, and forwards complete messages to
+the server in one write per read; ``_relay`` here takes every read the fast path cannot. A Query or
 Parse whose bytes contain ``iasql_`` (case-insensitive) is handed to the interceptor, if one is
 installed; nothing else is parsed. Server output is relayed by ``ServerConnection`` in relay mode.
 Sources: PostgreSQL protocol chapter ("Start-up", "SSL Session Encryption", "Canceling Requests in
@@ -34,6 +35,8 @@ from proxy.auth import AuthFailed, ScramServerExchange, Secret, check_md5, check
 from proxy.backend.connection import Credentials, ServerConnection, ServerError
 from proxy.backend.pool import PoolTimeout
 from proxy.frontend import transaction as txn
+from proxy.relay.core import EXTENDED as _EXTENDED
+from proxy.relay.core import QUEUED, ClientCore
 from proxy.router import split
 from proxy.router.session_state import analyze, may_change_state
 from proxy.tls import peer_common_name
@@ -41,7 +44,6 @@ from proxy.wire import backend as B
 from proxy.wire import frontend as F
 from proxy.wire import sqlstate
 from proxy.wire.codec import ProtocolViolation
-from proxy.wire.fastpath import SCAN_CLIENT
 from proxy.wire.framing import startup_frame
 
 if TYPE_CHECKING:
@@ -64,26 +66,8 @@ _SPECIAL_SKIP = frozenset(range(256))
 _SPECIAL_TXN = frozenset(map(ord, "QPXBDCcf"))
 #: While a session has prepared statements that call iasql_*, all its extended traffic is special.
 SPECIAL_EXTENDED = frozenset(map(ord, "QPXBDECHScf"))
-#: Messages after which no ReadyForQuery is owed until a Sync (the extended protocol's open batch).
-_EXTENDED = frozenset(map(ord, "PBDECH"))
 #: Start-up parameters that are not run-time settings and are never re-sent as such.
 _NOT_SETTINGS = frozenset(("user", "database", "replication"))
-
-
-class _QueuedForServer:
-    """Stands in ``ClientSession._busy`` while the session waits in its pool's queue for a server
-    connection (``Pool.queue``): relaying is paused as for a running task, but no task exists."""
-
-    __slots__ = ()
-
-    def done(self) -> bool:
-        return False
-
-    def cancel(self) -> bool:
-        return True
-
-
-QUEUED = _QueuedForServer()
 
 
 class ClientError(Exception):
@@ -105,7 +89,7 @@ class ClientError(Exception):
         return B.error(self.sqlstate, self.message, severity=self.severity, detail=self.detail)
 
 
-class ClientSession(asyncio.Protocol):
+class ClientSession(ClientCore, asyncio.Protocol):
     """A client connection. ``direct_tls`` is True when TLS was negotiated before any protocol byte
     (PostgreSQL 17 ``sslnegotiation=direct``)."""
 
@@ -180,16 +164,9 @@ class ClientSession(asyncio.Protocol):
             self.tls_version = obj.version() if obj else None
         self._login_task = asyncio.get_running_loop().create_task(self._login())
 
-    def data_received(self, data: bytes) -> None:
-        if self.recorder is not None:
-            self.recorder.frontend(data)
-        elif (self.ready and self._busy is None and self.special is self.special_default and not self._inbuf
-              and not self._passthrough and self._relay_fast(data)):
-            return
-        if self.ready and self._busy is None:
-            self._relay(data)
-            return
-        self._inbuf += data
+    def _data_waiting(self) -> None:
+        """Bytes were buffered while a task owns the session (``ClientCore.data_received``): wake
+        the task's ``_wait_data``."""
         w = self._waiter
         if w is not None and not w.done():
             w.set_result(None)
@@ -569,48 +546,6 @@ class ClientSession(asyncio.Protocol):
         return F.PasswordMessage(payload).password
 
     # -- after login: the fast path -----------------------------------------------------------
-    def _relay_fast(self, data: bytes) -> bool:
-        """Forward ``data`` in one write when it is whole messages that need nothing but counting
-        (``proxy.wire.fastpath.scan_client``: no partial message, no Terminate or copy end, no
-        Query/Parse text that may call iasql_ or change session state, no named prepared
-        statement in transaction pooling). Returns False, having done nothing, when ``_relay``
-        must handle ``data`` instead."""
-        r = SCAN_CLIENT(data, self.pooled, self.max_message)
-        if r < 0:
-            return False
-        pending, t = divmod(r, 256)
-        n = len(data)
-        server = self.server
-        if server is None:
-            if self.pool_mode == "session":
-                return False
-            if not self._lease_now():
-                # whole, checked messages: relayed when the pool grants a server (queue), or when
-                # the task path has leased one (opening a connection, applying state, paused)
-                self._inbuf += data
-                self.bytes_in += n
-                if self._queue_now():
-                    self._checked = (n, pending, t)
-                else:
-                    self._busy = asyncio.get_running_loop().create_task(self._lease_then_relay())
-                return True
-            server = self.server
-        elif server.closed or server.transport is None:
-            return False
-        self._send_checked(server, data, pending, t)
-        return True
-
-    def _send_checked(self, server: ServerConnection, data: bytes, pending: int, last: int) -> None:
-        """Write whole messages ``data`` to ``server``: ``pending`` of them owe a ReadyForQuery,
-        ``last`` is the type of the last one that is not Flush (Flush when all are)."""
-        server.transport.write(data)
-        self.bytes_in += len(data)
-        if pending:
-            self.pending_ready += pending
-            self.queries += pending
-        if last != _H:  # only Flush messages: the batch is as open or closed as it was
-            self._last_type = last
-
     def _relay(self, data: bytes) -> None:
         self.bytes_in += len(data)
         if self._passthrough:
@@ -855,67 +790,6 @@ class ClientSession(asyncio.Protocol):
             buf.clear()
             self._relay(data)
 
-    def _lease_now(self) -> bool:
-        """Transaction pooling's fast path: take an idle connection whose session state already
-        matches the client's, without a task or an await. False when the slow path must run
-        (nothing idle, state to apply, a paused database)."""
-        pool = self.pool
-        ops = self.app.ops
-        if pool is None or (ops is not None and (ops.paused_all or ops.paused)):
-            return False
-        server = pool.take_idle(self._startup_key)
-        if server is None:
-            return False
-        if (server.gucs is not self.gucs and server.gucs != self.gucs) or server.custom_seen or server._inbox:
-            pool.put_back(server)
-            return False
-        self.server = server
-        server.client = self  # ServerConnection.attach, inlined: this runs once per transaction
-        return True
-
-    def _queue_now(self) -> bool:
-        """Transaction pooling with every connection of the pool busy: wait in the pool's queue,
-        without a task, until ``server_granted``. False when the slow path must run instead (an
-        idle connection has other session state, the pool may open a connection, the database is
-        paused)."""
-        pool = self.pool
-        ops = self.app.ops
-        if (pool is None or pool.idle or pool.total < pool.size
-                or (ops is not None and (ops.paused_all or ops.paused))):
-            return False  # an idle connection needs this client's state applied: the task path
-        self.wait_started = time.monotonic()
-        self._busy = QUEUED
-        pool.queue(self)
-        return True
-
-    def server_granted(self) -> bool:
-        """Called by the pool when a connection went idle (or a place opened) while this session
-        waited in its queue. Takes the idle connection and relays what the client sent; if the
-        connection needs the client's state applied first, or none is idle, the task path takes
-        over (the wait still counts from when it began). Returns False when the session no longer
-        waits (closed, or already on the task path), True when it took the grant."""
-        if self._busy is not QUEUED or self.closed:
-            return False
-        self._busy = None
-        if not self._lease_now():
-            self._busy = asyncio.get_running_loop().create_task(self._lease_then_relay())
-            return True
-        started, self.wait_started = self.wait_started, None
-        ops = self.app.ops
-        if ops is not None and started is not None:
-            ops.metrics.observe_wait(self, time.monotonic() - started)
-        checked, self._checked = self._checked, None
-        buf = self._inbuf
-        if checked is not None and checked[0] == len(buf) and self.special is self.special_default:
-            # nothing came after the messages _relay_fast checked before queueing
-            data = bytes(buf)
-            buf.clear()
-            self.bytes_in -= len(data)
-            self._send_checked(self.server, data, checked[1], checked[2])
-        else:
-            self._resume_relay()
-        return True
-
     @property
     def in_queue(self) -> bool:
         """True while the session waits in its pool's queue (``_queue_now``)."""
@@ -1102,37 +976,6 @@ class ClientSession(asyncio.Protocol):
         self.close()
 
     # -- callbacks from the server connection -------------------------------------------------
-    def server_ready(self, status: bytes) -> None:
-        """ReadyForQuery seen in relayed output."""
-        self.tx_status = status
-        pending = self.pending_ready
-        if pending:
-            self.pending_ready = pending = pending - 1
-        if status == b"I":
-            self.transactions += 1
-        if not pending:
-            d = self._drained
-            if d is not None:
-                if not d.done():
-                    d.set_result(None)
-            elif status == b"I" and self.pooled and self._may_give_back_now():
-                server, self.server = self.server, None
-                self.pool.give_back(server)
-                if self._eof:
-                    self.close()
-                return
-            if self.pooled and status == b"I":
-                self._maybe_give_back()
-            if self._eof:
-                self._end_after_eof()
-
-    def _may_give_back_now(self) -> bool:
-        """The common end of a transaction in transaction pooling: nothing owed, nothing to read
-        back, no pins, no task running; the server connection can go back to the pool at once."""
-        return (self._busy is None and self._last_type not in _EXTENDED and not self.pins and not self.touched_gucs
-                and not self.reset_all_pending and not self.closed and self.server is not None
-                and self.pool is not None)
-
     def copy_in_started(self) -> None:
         """CopyInResponse relayed: look at every client message until CopyDone/CopyFail."""
         if self._copy_done_early:

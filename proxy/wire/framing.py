@@ -109,8 +109,6 @@ class RelayScanner:
     stream. Raises ProtocolViolation (08P01) on a length below 4.
     """
 
-    __slots__ = ("watch", "on_message", "_skip", "_hdr", "_cur_type", "_cur", "_cur_need", "_table")
-
     def __init__(self, watch: frozenset[int], on_message: Callable[[int, bytes], None]):
         self.watch = watch
         self._table = watch_table(watch)

@@ -5,7 +5,8 @@
 - ``txn_proxy``: the real proxy as a subprocess, ``pool_mode = transaction``,
   ``default_pool_size = 2``, ``query_wait_timeout = 5`` (a wrongly pinned connection gives an
   error instead of hanging a test).
-- ``make_proxy(**keys)``: another proxy with its own keys, stopped when the test ends.
+- ``make_proxy(env=None, **keys)``: another proxy with its own keys (and extra environment
+  variables), stopped when the test ends.
 - ``direct(db)`` / ``via(proxy, db)``: psycopg connection strings.
 - ``jdbc_jar``: pgJDBC, from the interception suite's fixture (apt-get installs it when missing).
 """
@@ -62,8 +63,8 @@ def txn_proxy(pg, proxy_ini, start_proxy):
 def make_proxy(proxy_ini, tmp_path):
     started: list[ProxyProcess] = []
 
-    def make(**keys: object) -> ProxyProcess:
-        proc = ProxyProcess(proxy_ini(**keys), tmp_path / f"proxy{len(started)}").start()
+    def make(env: dict[str, str] | None = None, **keys: object) -> ProxyProcess:
+        proc = ProxyProcess(proxy_ini(**keys), tmp_path / f"proxy{len(started)}", env=env).start()
         started.append(proc)
         return proc
 

@@ -32,11 +32,20 @@ def schemas(pg, pool_db):
     return [f"sc_{i:03d}" for i in range(CLIENTS)]
 
 
-@pytest.fixture
-def scale_proxy(make_proxy):
-    """Its own proxy per test: a hung run is ended by stopping it, without touching the next test."""
-    return make_proxy(pool_mode="transaction", default_pool_size=POOL, query_wait_timeout=60,
-                      max_client_conn=CLIENTS + 50)
+@pytest.fixture(params=["compiled", "python"])
+def scale_proxy(request, make_proxy):
+    """Its own proxy per test: a hung run is ended by stopping it, without touching the next test.
+    Run twice: with the relay path compiled at install (``proxy.relay.core``, when the build had a
+    C compiler) and as Python (``IASQL_PROXY_PURE=1``, what an install without a compiler runs)."""
+    from proxy.relay import core
+
+    if request.param == "compiled" and not core.compiled:
+        pytest.skip("the relay path was not compiled at install (tests/unit/test_relay_build.py says why)")
+    proxy = make_proxy(env={"IASQL_PROXY_PURE": "1"} if request.param == "python" else None,
+                       pool_mode="transaction", default_pool_size=POOL, query_wait_timeout=60,
+                       max_client_conn=CLIENTS + 50)
+    assert f"relay={request.param}" in proxy.log()
+    return proxy
 
 
 async def _finish(proxy, tasks: list) -> None:

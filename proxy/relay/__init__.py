@@ -1,0 +1,1 @@
+"""The per-transaction relay path of transaction pooling, compiled (``proxy.relay.core``)."""

@@ -12,6 +12,9 @@ proxy must see whole messages (client input, authentication, intercepted traffic
 ``RelayScanner`` is the fast path for server output: bytes are forwarded as they arrive and the
 scanner only follows message boundaries, handing over the few message types the proxy must see
 (ReadyForQuery, ParameterStatus, ...) in full. Rows are never decoded.
+
+This module is compiled with Cython at install (``framing.pxd`` makes ``RelayScanner`` an
+extension type that ``proxy.relay.core`` calls directly); without a compiler it runs as Python.
 """
 
 from __future__ import annotations

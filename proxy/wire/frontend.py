@@ -86,14 +86,36 @@ def decode_startup(payload: bytes) -> StartupPhaseMessage:
         pid, key = r.int32(), r.int32()
         r.end()
         return CancelRequest(pid, key)
-    params: dict[str, str] = {}
-    while True:
-        name = r.cstring()
-        if name == "":
-            break
-        params[name] = r.cstring()
-    r.end()
+    params = _parameters(payload, 4)
+    if params is None:  # malformed: read string by string, which raises the precise error
+        params = {}
+        while True:
+            name = r.cstring()
+            if name == "":
+                break
+            params[name] = r.cstring()
+        r.end()
     return StartupMessage(code, params)
+
+
+def _parameters(payload: bytes, start: int) -> dict[str, str] | None:
+    """The StartupMessage's ``name\\0value\\0 ... \\0`` list from offset ``start`` in one
+    decode and one split (every client connection runs this), or None when it is not exactly
+    that in valid UTF-8: then ``decode_startup`` reads it string by string to raise its error."""
+    body = payload[start:]
+    if not body.endswith(b"\0"):
+        return None
+    try:
+        parts = body[:-1].decode("utf-8").split("\0")
+    except UnicodeDecodeError:
+        return None
+    n = len(parts)
+    if not n % 2 or parts[-1]:
+        return None
+    names = parts[0:n - 1:2]
+    if not all(names):
+        return None
+    return dict(zip(names, parts[1:n:2]))
 
 
 # -- authentication responses ('p') ------------------------------------------------------------

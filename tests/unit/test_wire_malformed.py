@@ -227,6 +227,39 @@ def test_fuzz_decode_startup(payload):
         pass
 
 
+def _startup_by_strings(payload: bytes):
+    """Reference reading of a StartupMessage's parameters, string by string (the protocol
+    chapter's definition): the dict, or the ProtocolViolation's SQLSTATE."""
+    r = Reader(payload)
+    r.int32()
+    params = {}
+    try:
+        while True:
+            name = r.cstring()
+            if name == "":
+                break
+            params[name] = r.cstring()
+        r.end()
+    except ProtocolViolation as e:
+        return e.sqlstate
+    return params
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(st.sampled_from([b"user", b"", b"\x00", b"bob", b"\xff", b"\xc3\xa9", b"database", b"a\x00b",
+                                 b"\xc3"]), max_size=10))
+def test_startup_parameters_same_as_string_by_string(chunks):
+    """decode_startup reads the parameter list in one split; every input gives what reading it
+    string by string gives: the same parameters, or a ProtocolViolation with the same SQLSTATE."""
+    payload = b"\x00\x03\x00\x00" + b"".join(chunks)
+    want = _startup_by_strings(payload)
+    try:
+        got = F.decode_startup(payload).parameters
+    except ProtocolViolation as e:
+        got = e.sqlstate
+    assert got == want
+
+
 @st.composite
 def _valid_typed_payload(draw):
     """A real message's payload with a few bytes flipped, inserted or removed."""

@@ -20,8 +20,11 @@ extensions = [Extension("proxy.wire._fastpath", ["proxy/wire/_fastpath.c"], opti
 if cythonize is not None:
     compiled = [Extension(name, [name.replace(".", "/") + ".py"], optional=True, extra_compile_args=["-O2"])
                 for name in ("proxy.wire.framing", "proxy.relay.core")]
-    extensions += cythonize(compiled, language_level=3, quiet=True,
-                            compiler_directives={"annotation_typing": False, "binding": True,
-                                                 "embedsignature": True})
+    cythonized = cythonize(compiled, language_level=3, quiet=True,
+                           compiler_directives={"annotation_typing": False, "binding": True,
+                                                "embedsignature": True})
+    for ext in cythonized:  # cythonize() returns new Extension objects without ``optional``
+        ext.optional = True
+    extensions += cythonized
 
 setup(ext_modules=extensions)

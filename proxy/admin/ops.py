@@ -279,19 +279,14 @@ def _busy(session: Any) -> bool:
 
 def _close_when_done(session: Any) -> None:
     """Close ``session`` as soon as the server's ReadyForQuery that ends its work is relayed (so a
-    client cannot slip its next statement in between two looks of the drain loop). Installed on
-    the instance during a graceful shutdown only."""
-    if getattr(session, "_drain_hooked", False):
-        return
-    session._drain_hooked = True
-    original = session.server_ready
+    client cannot slip its next statement in between two looks of the drain loop): set as the
+    session's ``after_ready`` hook (``proxy.relay.core.ClientCore``) during a graceful shutdown."""
+    session.after_ready = _terminate_when_idle
 
-    def server_ready(status: bytes) -> None:
-        original(status)
-        if not _busy(session):
-            _terminate(session)
 
-    session.server_ready = server_ready
+def _terminate_when_idle(session: Any) -> None:
+    if not _busy(session):
+        _terminate(session)
 
 
 def _terminate(session: Any) -> None:

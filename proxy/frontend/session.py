@@ -124,6 +124,7 @@ class ClientSession(ClientCore, asyncio.Protocol):
         self.credentials: Credentials | None = None
         self.special = _SPECIAL          # message types the fast path looks at
         self.special_default = _SPECIAL
+        self.after_ready = None          # called after each ReadyForQuery (graceful shutdown)
         # counters read by the admin console and metrics (plain ints: cheap on the fast path)
         self.bytes_in = 0
         self.bytes_out = 0

@@ -47,7 +47,7 @@ cdef class ServerCore:
 cdef class ClientCore:
     cdef public object app, transport, recorder, _busy, special, special_default, _inbuf
     cdef public object tx_status, _drained, _startup_key, gucs, pins, touched_gucs
-    cdef public object wait_started, _checked, pool_mode
+    cdef public object wait_started, _checked, pool_mode, after_ready
     cdef public ServerCore server
     cdef public PoolCore pool
     cdef public bint ready, closed, pooled, _eof, reset_all_pending

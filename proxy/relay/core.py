@@ -170,6 +170,8 @@ class ServerCore:
         if status >= 0:  # the reply ended with ReadyForQuery
             self.status = _BYTE[status]
             client._ready(self.status)
+            if client.after_ready is not None:
+                client.after_ready(client)
 
 
 class ClientCore:
@@ -183,7 +185,8 @@ class ClientCore:
     ``tx_status``, ``_drained``, ``_startup_key``, ``gucs``, ``pins``, ``touched_gucs``,
     ``wait_started``, ``_checked``, ``pool_mode``, ``ready``, ``closed``, ``pooled``, ``_eof``,
     ``reset_all_pending``, ``_passthrough``, ``max_message`` (bytes), ``pending_ready``,
-    ``_last_type``, and the counters ``bytes_in``, ``bytes_out``, ``queries``, ``transactions``.
+    ``_last_type``, the counters ``bytes_in``, ``bytes_out``, ``queries``, ``transactions``, and
+    ``after_ready`` (None, or a callable run with the session after each ReadyForQuery relayed).
     """
 
     def data_received(self, data) -> None:
@@ -322,8 +325,12 @@ class ClientCore:
 
     def server_ready(self, status) -> None:
         """ReadyForQuery (``status``: b'I', b'T' or b'E') seen in relayed output. The last one
-        owed, in transaction pooling between transactions, gives the server connection back."""
+        owed, in transaction pooling between transactions, gives the server connection back.
+        Then ``after_ready(session)`` runs when set (a graceful shutdown closes a client whose
+        work is done: ``proxy.admin.ops``)."""
         self._ready(status)
+        if self.after_ready is not None:
+            self.after_ready(self)
 
     def _ready(self, status) -> None:
         self.tx_status = status

@@ -86,3 +86,46 @@ def test_sigterm_timeout_and_sigint(proxy_ini, start_proxy, pg_roles):
     assert time.monotonic() - t0 < 2
     t.join(10)
     assert "row" not in out and "event=shutdown mode=immediate" in proxy.log()
+
+
+@pytest.mark.parametrize("pool_mode", ["transaction", "session"])
+@pytest.mark.parametrize("form", ["compiled", "python"])
+def test_sigterm_closes_a_busy_client_when_its_transaction_ends(proxy_ini, tmp_path, pg_roles, pool_mode, form):
+    """A client running transactions back to back is closed (57P01) right after the transaction
+    that was running at SIGTERM ends; it cannot slip in more until shutdown_timeout."""
+    from tests.support.proxy import ProxyProcess
+
+    proxy = ProxyProcess(proxy_ini(shutdown_timeout=8, pool_mode=pool_mode), tmp_path,
+                         env={"IASQL_PROXY_PURE": "1"} if form == "python" else None).start()
+    try:
+        conn = psycopg.connect(proxy.dsn(user="alice", password=pg_roles["alice"]), autocommit=True)
+        signalled = threading.Event()
+        out = {"after": 0}
+
+        def loop():
+            try:
+                while True:
+                    conn.execute("BEGIN")
+                    conn.execute("SELECT pg_sleep(0.02)")
+                    conn.execute("COMMIT")
+                    if signalled.is_set():
+                        out["after"] += 1
+            except psycopg.Error as e:
+                out["error"] = e
+
+        t = threading.Thread(target=loop, daemon=True)
+        t.start()
+        time.sleep(0.3)
+        os.kill(proxy.process.pid, signal.SIGTERM)
+        signalled.set()
+        t.join(15)
+        # FATAL 57P01; or, when the client's next statement reached the proxy's socket before the
+        # close, the kernel resets the connection and libpq reports only the closed connection
+        assert isinstance(out.get("error"), psycopg.OperationalError), out
+        assert ("administrator command" in str(out["error"])
+                or "server closed the connection unexpectedly" in str(out["error"])), out
+        assert out["after"] <= 1, f"{out['after']} transactions completed after SIGTERM"
+        assert proxy.process.wait(10) == 0
+    finally:
+        proxy.stop()
+

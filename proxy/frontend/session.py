@@ -712,11 +712,19 @@ class ClientSession(ClientCore, asyncio.Protocol):
             text = body.decode()
         except UnicodeDecodeError:  # another client_encoding: the keywords are ASCII in all of them
             text = body.decode("latin-1")
+        return self.note_text_state(text, t == _Q)
+
+    def note_text_state(self, text: str, simple: bool = False) -> bool:
+        """Record what the SQL ``text`` may change in session state: a Query's text (``simple``),
+        a Parse's, or the query of a named prepared statement being bound (``Bind`` runs it
+        again, maybe in a later transaction than its Parse). Returns False when statement pooling
+        must refuse it (it opens a transaction block), or when the proxy answers it itself
+        (``_answer``: DEALLOCATE of a protocol-level statement)."""
         scs = self.server.params.get("standard_conforming_strings", "on") == "on" if self.server else True
         fx = analyze(text, standard_conforming_strings=scs)
         if fx.begins_block and self.pool_mode == "statement":
             return False
-        if t == _Q and fx.deallocate and "*" not in fx.deallocate:
+        if simple and fx.deallocate and "*" not in fx.deallocate:
             protocol_names = [n for n in fx.deallocate
                               if n in self.prepared.by_name and f"PREPARE {n}" not in self.pins]
             if protocol_names and len(protocol_names) == len(fx.deallocate) and len(split(text) or ()) == 1:

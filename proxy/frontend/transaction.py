@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 from proxy.backend.batch import ServerBatch, server_batch
 from proxy.backend.connection import ServerConnection
 from proxy.intercept.values import array_literal
+from proxy.router.session_state import may_change_state
 from proxy.wire import backend as B
 from proxy.wire import frontend as F
 from proxy.wire import sqlstate
@@ -136,14 +137,17 @@ async def still_pinned(server: ServerConnection) -> bool:
 
 
 class PreparedStatements:
-    """A client's named prepared statements: client name -> (server name, query, parameter types).
+    """A client's named prepared statements: client name -> (server name, query, parameter types,
+    stateful); ``stateful`` is True when the query may change session state (``may_change_state``):
+    each Bind of it is noted like the text itself (``ClientSession.note_text_state``), since a
+    client may Parse in one transaction (Parse, Sync) and execute in later ones.
 
     ``confirmed`` holds the client names whose Parse is known to have succeeded (a batch that
     prepared them reached Sync without error); a name not confirmed may be parsed again.
     """
 
     def __init__(self) -> None:
-        self.by_name: dict[str, tuple[str, str, tuple[int, ...]]] = {}
+        self.by_name: dict[str, tuple[str, str, tuple[int, ...], bool]] = {}
         self.confirmed: set[str] = set()
 
 
@@ -175,6 +179,8 @@ def rename_inline(session: "ClientSession", t: int, payload: bytes) -> bytes | N
         entry = by_name.get(msg.statement)
         if entry is None or entry[0] not in server.prepared:
             return None
+        if entry[3]:
+            session.note_text_state(entry[1])
         return F.Bind(msg.portal, entry[0], msg.param_formats, msg.params, msg.result_formats).encode()
     if t == ord("D"):
         msg = F.Describe.decode(payload)
@@ -225,7 +231,8 @@ async def run_named_batch(session: "ClientSession") -> None:
                     batch.failed = True
                     continue
                 sname = server_statement_name(msg.query, msg.param_types)
-                prepared.by_name[msg.statement] = (sname, msg.query, msg.param_types)
+                prepared.by_name[msg.statement] = (sname, msg.query, msg.param_types,
+                                                   may_change_state(msg.query.encode()))
                 named_here.add(msg.statement)
                 if sname in server.prepared:
                     batch.inject(B.ParseComplete().encode())
@@ -242,6 +249,8 @@ async def run_named_batch(session: "ClientSession") -> None:
                     named_here.add(msg.statement)
                     if sname is None:
                         continue
+                    if prepared.by_name[msg.statement][3]:
+                        session.note_text_state(prepared.by_name[msg.statement][1])
                     server.send(F.Bind(msg.portal, sname, msg.param_formats, msg.params, msg.result_formats).encode())
                 else:
                     server.send(raw)
@@ -282,7 +291,7 @@ def _ensure(session: "ClientSession", server: ServerConnection, batch: ServerBat
         session.write(B.error(sqlstate.INVALID_SQL_STATEMENT_NAME, f'prepared statement "{client_name}" does not exist'))
         batch.failed = True
         return None
-    sname, query, types = entry
+    sname, query, types, _ = entry
     if sname not in server.prepared and sname not in parsed_here:
         server.send(F.Close(b"S", sname).encode() + F.Parse(sname, query, types).encode())
         batch.expect("close", forward=False)

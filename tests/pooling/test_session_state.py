@@ -237,3 +237,36 @@ def test_set_in_failed_implicit_transaction_is_not_kept(diff):
         (0, show), (1, "SELECT 1"), (0, "SELECT v FROM t"),
         (0, "SELECT set_config('search_path', 's3', false), 1/0"), (0, show),
     ], clients=2)
+
+
+@pytest.mark.parametrize("prepare_threshold", [0, None])
+def test_state_set_by_a_prepared_statement_follows_its_client(make_proxy, via, direct, pool_db, prepare_threshold):
+    """A SET (or set_config) run as a named prepared statement: psycopg parses it in one batch
+    (Parse, Sync) and binds it in later ones (Bind, Execute, Sync), so the change happens in a
+    transaction whose texts never mention it. Each client must still see only its own value, on a
+    pool of one connection: compared with the same steps on direct connections. ``prepare_threshold
+    = None`` is psycopg's default (prepare after 5 runs); 0 prepares at once."""
+    proxy = make_proxy(pool_mode="transaction", default_pool_size=1)
+
+    def run(dsn: str) -> list:
+        seen = []
+        a = psycopg.connect(dsn, autocommit=True, prepare_threshold=prepare_threshold if prepare_threshold is not None else 5)
+        b = psycopg.connect(dsn, autocommit=True, prepare_threshold=prepare_threshold if prepare_threshold is not None else 5)
+        try:
+            for i in range(7):
+                a.execute("select set_config('search_path', %s, false)", (f"a_path{i}, public",))
+                b.execute("select set_config('search_path', %s, false)", (f"b_path{i}, public",))
+                seen.append((a.execute("select current_setting('search_path')").fetchone()[0],
+                             b.execute("select current_setting('search_path')").fetchone()[0]))
+            a.execute("set statement_timeout = '7s'")
+            b.execute("set statement_timeout = '9s'")
+            seen.append((a.execute("show statement_timeout").fetchone()[0],
+                         b.execute("show statement_timeout").fetchone()[0]))
+        finally:
+            a.close()
+            b.close()
+        return seen
+
+    want = run(direct(pool_db))
+    assert want[-1] == ("7s", "9s")
+    assert run(via(proxy, pool_db)) == want

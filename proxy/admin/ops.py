@@ -199,14 +199,16 @@ class Operations:
                     pool.idle.pop().close()
             if pool.size == size:
                 continue
-            grew = size > pool.size
+            added = size - pool.size
             pool.size = size
             resized += 1
-            if grew:
+            if added > 0:
                 for fut in list(pool.waiters):
                     if not fut.done():
                         fut.set_result(None)
-            else:
+                for _ in range(added):  # the new places go to clients waiting in the queue, in order
+                    pool._wake_one()
+            elif added < 0:
                 while pool.total > size and pool.idle:
                     pool.idle.pop(0).close()
         return resized

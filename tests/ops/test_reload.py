@@ -98,3 +98,39 @@ def test_reload_pool_size_and_certificate(proxy_ini, start_proxy, pg_roles, tmp_
         assert c.execute("select 1").fetchone() == (1,)
     first.close()
     assert proxy.process.poll() is None
+
+
+def test_bigger_pool_serves_clients_already_queued(proxy_ini, start_proxy, pg_roles):
+    """Transaction pooling, pool of one held by an open transaction: a logged-in client's query
+    waits in the pool's queue; RELOAD with default_pool_size = 2 runs it at once (before, only
+    clients still logging in were woken, and the query waited for the first transaction to end)."""
+    proxy = start_proxy(proxy_ini(pool_mode="transaction", default_pool_size=1, query_wait_timeout=30,
+                                  admin_users="postgres"), "reload-queue-proxy")
+    plain = f"host=127.0.0.1 port={proxy.port} user=alice dbname=postgres password={pg_roles['alice']} sslmode=disable"
+    holder = psycopg.connect(plain, autocommit=True)
+    waiter = psycopg.connect(plain, autocommit=True)
+    try:
+        holder.execute("BEGIN")
+        held = holder.execute("select pg_backend_pid()").fetchone()[0]
+        out: dict = {}
+
+        def query():
+            try:
+                out["pid"] = waiter.execute("select pg_backend_pid()").fetchone()[0]
+            except BaseException as e:
+                out["error"] = e
+
+        t = threading.Thread(target=query, daemon=True)
+        t.start()
+        wait_for(lambda: any(r["user"] == "alice" and r["cl_waiting"] == "1"
+                             for r in table(psql(proxy, "SHOW POOLS").stdout)[1]))
+        proxy.config_path.write_text(proxy.config_path.read_text().replace("default_pool_size = 1",
+                                                                           "default_pool_size = 2"))
+        assert psql(proxy, "RELOAD").returncode == 0
+        t.join(10)
+        assert "error" not in out and out.get("pid") not in (None, held), out
+        assert holder.execute("select pg_backend_pid()").fetchone()[0] == held  # its transaction still open
+        holder.execute("COMMIT")
+    finally:
+        holder.close()
+        waiter.close()

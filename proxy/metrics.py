@@ -116,7 +116,7 @@ class Metrics:
         self.engine_calls = Histogram(PREFIX + "engine_call_duration_seconds", "Duration of iasql_* engine calls",
                                       ["function", "outcome"], buckets=ENGINE_BUCKETS, registry=self.registry)
         self.registry.register(_Collector(self))
-        self.retired: dict[str, list[int]] = {}       # database -> TOTAL_FIELDS of ended sessions
+        self.retired: dict[str, list[int]] = {}       # database -> first five TOTAL_FIELDS of ended sessions
         self.assignments: dict[str, list[int]] = {}   # database -> [server assignments, wait µs]
         self.started = time.time()
         self._period: tuple[float, dict[str, list[int]]] = (time.monotonic(), {})
@@ -124,16 +124,18 @@ class Metrics:
         self.port: int | None = None
 
     # -- events -------------------------------------------------------------------------------
-    def observe_wait(self, session: Any, seconds: float) -> None:
+    def observe_wait(self, session: Any, seconds: float, count: bool = True) -> None:
         """A server connection was assigned to ``session`` after ``seconds`` of waiting: counted in
         the ``pool_wait_seconds`` bucket whose upper bound ``le`` is the first >= ``seconds``
-        (Prometheus's bucket rule). This runs on the fast path."""
+        (Prometheus's bucket rule), and as one server assignment unless ``count`` is False (the
+        relay's fast path counts its own in ``session.assignments``). This runs on the fast path."""
         self.wait_counts[bisect_left(WAIT_BUCKETS, seconds)] += 1
         self.wait_sum += seconds
         a = self.assignments.get(session.database)
         if a is None:
             a = self.assignments[session.database] = [0, 0]
-        a[0] += 1
+        if count:
+            a[0] += 1
         a[1] += int(seconds * 1e6)
 
     def pool_wait(self) -> HistogramMetricFamily:
@@ -151,7 +153,8 @@ class Metrics:
             return
         t = self.retired.get(session.database)
         if t is None:
-            t = self.retired[session.database] = [0, 0, 0, 0]
+            t = self.retired[session.database] = [0, 0, 0, 0, 0]
+        t[4] += getattr(session, "assignments", 0)
         t[0] += session.transactions
         t[1] += session.queries
         t[2] += session.bytes_in
@@ -164,7 +167,7 @@ class Metrics:
     # -- reading ------------------------------------------------------------------------------
     def totals(self) -> dict[str, list[int]]:
         """Per database: the TOTAL_FIELDS values since start (live sessions included)."""
-        out: dict[str, list[int]] = {db: v[:] + [0, 0] for db, v in self.retired.items()}
+        out: dict[str, list[int]] = {db: v[:] + [0] for db, v in self.retired.items()}
         for s in list(self.app.clients):
             if getattr(s, "admin_role", None) is not None or not s.user:
                 continue
@@ -175,6 +178,7 @@ class Metrics:
             t[1] += s.queries
             t[2] += s.bytes_in
             t[3] += getattr(s, "bytes_out", 0)
+            t[4] += getattr(s, "assignments", 0)
         for db, (n, us) in self.assignments.items():
             t = out.get(db)
             if t is None:

@@ -130,6 +130,7 @@ class ClientSession(ClientCore, asyncio.Protocol):
         self.bytes_out = 0
         self.queries = 0
         self.transactions = 0
+        self.assignments = 0    # server connections taken on the fast path (the slow path: metrics)
         self.wait_started: float | None = None
         # transaction / statement pooling (proxy.frontend.transaction)
         self.pool_mode = "session"

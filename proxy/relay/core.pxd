@@ -52,7 +52,7 @@ cdef class ClientCore:
     cdef public PoolCore pool
     cdef public bint ready, closed, pooled, _eof, reset_all_pending
     cdef public Py_ssize_t _passthrough, max_message, pending_ready, _last_type
-    cdef public long long bytes_in, bytes_out, queries, transactions
+    cdef public long long bytes_in, bytes_out, queries, transactions, assignments
 
     @cython.locals(r=Py_ssize_t, pending=Py_ssize_t, t=Py_ssize_t, server=ServerCore)
     cdef bint _fast(self, object data) except -1

@@ -185,7 +185,8 @@ class ClientCore:
     ``tx_status``, ``_drained``, ``_startup_key``, ``gucs``, ``pins``, ``touched_gucs``,
     ``wait_started``, ``_checked``, ``pool_mode``, ``ready``, ``closed``, ``pooled``, ``_eof``,
     ``reset_all_pending``, ``_passthrough``, ``max_message`` (bytes), ``pending_ready``,
-    ``_last_type``, the counters ``bytes_in``, ``bytes_out``, ``queries``, ``transactions``, and
+    ``_last_type``, the counters ``bytes_in``, ``bytes_out``, ``queries``, ``transactions``,
+    ``assignments`` (server connections taken here, as PgBouncer's server_assignment_count), and
     ``after_ready`` (None, or a callable run with the session after each ReadyForQuery relayed).
     """
 
@@ -269,6 +270,7 @@ class ClientCore:
             return False
         self.server = server
         server.client = self  # ServerConnection.attach, inlined: this runs once per transaction
+        self.assignments += 1
         return True
 
     def _queue_now(self) -> bool:
@@ -309,7 +311,7 @@ class ClientCore:
         self.wait_started = None
         ops = self.app.ops
         if ops is not None and started is not None:
-            ops.metrics.observe_wait(self, _monotonic() - started)
+            ops.metrics.observe_wait(self, _monotonic() - started, count=False)  # counted above
         checked = self._checked
         self._checked = None
         buf = self._inbuf

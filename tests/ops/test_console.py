@@ -224,3 +224,28 @@ def test_shutdown_command(proxy_ini, start_proxy):
     proc.process.wait(10)
     assert proc.process.returncode == 0
     assert "event=shutdown mode=immediate" in proc.log()
+
+
+def test_stats_count_every_server_assignment_in_transaction_pooling(proxy_ini, start_proxy, pg_roles):
+    """In transaction pooling each transaction takes a server connection: SHOW STATS'
+    total_server_assignment_count counts them all, as PgBouncer's does (it counted only the
+    assignments that had to wait)."""
+    proxy = start_proxy(proxy_ini(pool_mode="transaction", admin_users="postgres"), "assign-proxy")
+    dsn = f"host=127.0.0.1 port={proxy.port} user=alice dbname=postgres password={pg_roles['alice']} sslmode=disable"
+
+    def stats() -> tuple[int, int]:
+        row = next(r for r in ok(psql(proxy, "SHOW STATS"))[1] if r["database"] == "postgres")
+        return int(row["total_xact_count"]), int(row["total_server_assignment_count"])
+
+    # prepare_threshold=None: psycopg never prepares, so each transaction is one batch (a
+    # prepared statement's Parse runs in a batch of its own, a server assignment of its own)
+    with psycopg.connect(dsn, autocommit=True, prepare_threshold=None) as c:
+        c.execute("select 0")
+        xact0, assigned0 = stats()
+        for _ in range(6):
+            c.execute("select 1")
+        with c.transaction():
+            c.execute("select 2")
+            c.execute("select 3")
+        xact1, assigned1 = stats()
+    assert (xact1 - xact0, assigned1 - assigned0) == (7, 7)

@@ -70,23 +70,40 @@ SPECIAL_EXTENDED = frozenset(map(ord, "QPXBDECHScf"))
 _NOT_SETTINGS = frozenset(("user", "database", "replication"))
 
 
+def _replication_requested(value: str) -> bool:
+    """The start-up parameter ``replication`` as PostgreSQL reads it (ProcessStartupPacket:
+    ``database`` or a boolean by ``parse_bool``'s rules: a prefix of true/false/yes/no, on/off
+    from two letters, 1/0; any case). Returns whether a walsender was asked for. Raises
+    ClientError 22023 for any other value, with PostgreSQL's message and hint."""
+    if value == "database":
+        return True
+    v = value.lower()
+    if v and ("true".startswith(v) or "yes".startswith(v) or v == "1" or (len(v) >= 2 and "on".startswith(v))):
+        return True
+    if v and ("false".startswith(v) or "no".startswith(v) or v == "0" or (len(v) >= 2 and "off".startswith(v))):
+        return False
+    raise ClientError(sqlstate.INVALID_PARAMETER_VALUE, f'invalid value for parameter "replication": "{value}"',
+                      hint='Valid values are: "false", 0, "true", 1, "database".')
+
+
 class ClientError(Exception):
     """End the login with an ErrorResponse: ``sqlstate``, ``message``, FATAL unless ``severity`` says."""
 
     def __init__(self, code: str, message: str, *, severity: str = "FATAL", detail: str | None = None,
-                 fields: B.ErrorResponse | None = None):
+                 fields: B.ErrorResponse | None = None, hint: str | None = None):
         super().__init__(message)
         self.sqlstate = code
         self.message = message
         self.severity = severity
         self.detail = detail
+        self.hint = hint
         self.fields = fields
 
     def encode(self) -> bytes:
         """The ErrorResponse bytes (the server's own fields when it produced the error)."""
         if self.fields is not None:
             return self.fields.encode()
-        return B.error(self.sqlstate, self.message, severity=self.severity, detail=self.detail)
+        return B.error(self.sqlstate, self.message, severity=self.severity, detail=self.detail, hint=self.hint)
 
 
 class ClientSession(ClientCore, asyncio.Protocol):
@@ -394,6 +411,11 @@ class ClientSession(ClientCore, asyncio.Protocol):
             del params[k]
         if minor > 0 or unsupported:
             self.write(B.NegotiateProtocolVersion(F.PROTOCOL_3_0, unsupported).encode())
+        replication = params.get("replication")
+        if replication is not None and _replication_requested(replication):
+            raise ClientError(sqlstate.FEATURE_NOT_SUPPORTED,
+                              "replication connections are not supported by iasql-proxy",
+                              detail="Connect to the PostgreSQL server itself for physical or logical replication.")
         self.user = params.get("user", "")
         if not self.user:
             raise ClientError(sqlstate.INVALID_AUTHORIZATION_SPECIFICATION,

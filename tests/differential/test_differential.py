@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from proxy.wire import frontend as F
-from tests.support.faults import Message, RawConn
+from tests.support.faults import Message, RawConn, ServerFatal
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -273,3 +273,48 @@ def test_batch_sent_one_byte_at_a_time(targets):
     assert_same(ld, lp)
     assert_same(d, p)
     assert [t for t, _ in p].count("E") == 1
+
+
+@pytest.mark.parametrize("value", ["bogus", "2", "o", "", "TRUE ", "databases"])
+def test_startup_replication_bad_value_as_postgres(targets, value):
+    """An invalid ``replication`` start-up parameter: the same FATAL (22023, message and hint)."""
+    got = {}
+    for name, port in targets.items():
+        conn = RawConn(port, timeout=15)
+        try:
+            with pytest.raises(ServerFatal) as e:
+                conn.startup(USER, password=PASSWORD, params={"replication": value})
+            got[name] = {k: e.value.fields.get(k) for k in ("S", "C", "M", "H")}
+        finally:
+            conn.sock.close()
+    assert got["proxy"] == got["direct"]
+    assert got["direct"]["C"] == "22023"
+
+
+@pytest.mark.parametrize("value", ["false", "0", "off", "no", "F", "of"])
+def test_startup_replication_off_is_an_ordinary_session(targets, value):
+    """``replication`` set to a false boolean: an ordinary session, on Postgres and through the proxy."""
+    streams = []
+    for port in targets.values():
+        conn, _ = login(port, params={"replication": value})
+        try:
+            conn.send(F.Query("select 1").encode())
+            streams.append(normalise(conn.read_until_ready(1)))
+        finally:
+            conn.terminate()
+    assert streams[0] == streams[1]
+    assert [t for t, _ in streams[0]] == ["T", "D", "C", "Z"]
+
+
+@pytest.mark.parametrize("value", ["true", "on", "1", "yes", "database"])
+def test_startup_replication_requested_is_refused(scram_proxy, value):
+    """A walsender connection cannot go through a pooler: FATAL 0A000 (Postgres would start
+    physical or logical replication)."""
+    conn = RawConn(scram_proxy.port, timeout=15)
+    try:
+        with pytest.raises(ServerFatal) as e:
+            conn.startup(USER, password=PASSWORD, params={"replication": value})
+        assert e.value.fields.get("C") == "0A000"
+        assert "replication connections are not supported" in e.value.fields.get("M")
+    finally:
+        conn.sock.close()

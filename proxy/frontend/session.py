@@ -66,6 +66,12 @@ _SPECIAL_SKIP = frozenset(range(256))
 _SPECIAL_TXN = frozenset(map(ord, "QPXBDCcf"))
 #: While a session has prepared statements that call iasql_*, all its extended traffic is special.
 SPECIAL_EXTENDED = frozenset(map(ord, "QPXBDECHScf"))
+#: Message types a client may send after login, and how long each may be (PostgreSQL's
+#: SocketBackend): 0 unknown (FATAL "invalid frontend message type"), _SMALL at most
+#: PQ_SMALL_MESSAGE_LIMIT (10000) bytes, _LARGE up to max_packet_size.
+_SMALL, _LARGE = 1, 2
+_PQ_SMALL_MESSAGE_LIMIT = 10000
+_MESSAGE_LIMITS = bytes(_LARGE if chr(i) in "QFBPd" else _SMALL if chr(i) in "XCDEHScf" else 0 for i in range(256))
 #: Start-up parameters that are not run-time settings and are never re-sent as such.
 _NOT_SETTINGS = frozenset(("user", "database", "replication"))
 
@@ -606,6 +612,14 @@ class ClientSession(ClientCore, asyncio.Protocol):
                     raise ProtocolViolation(
                         f"invalid message length {length}" if length < 4
                         else f"message of {length} bytes exceeds max_packet_size ({limit} bytes)")
+                kind = _MESSAGE_LIMITS[t]
+                if kind != _LARGE:
+                    # as Postgres (SocketBackend): an unknown type, or a short message declaring
+                    # a long body, ends the session at once instead of waiting for that body
+                    if not kind:
+                        raise ProtocolViolation(f"invalid frontend message type {t}")
+                    if length > _PQ_SMALL_MESSAGE_LIMIT:
+                        raise ProtocolViolation(f"invalid message length {length}")
                 end = pos + 1 + length
                 if end > n:
                     if (length > _STREAM_ABOVE and (t == _COPY_DATA or t not in special)

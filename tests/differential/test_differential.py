@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from proxy.wire import frontend as F
-from tests.support.faults import Message, RawConn, ServerFatal
+from tests.support.faults import Message, RawConn, ServerFatal, error_fields
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -318,3 +318,39 @@ def test_startup_replication_requested_is_refused(scram_proxy, value):
         assert "replication connections are not supported" in e.value.fields.get("M")
     finally:
         conn.sock.close()
+
+
+@pytest.mark.parametrize("head", [b"k\x00\x00\x00\x05!", b"k\x00\x10\x00\x00", b"p\x00\x00\x00\x09pass\x00"],
+                         ids=["unknown-whole", "unknown-long-body", "password-after-login"])
+def test_unknown_message_type_after_login_as_postgres(targets, head):
+    """A message type Postgres does not know after login: FATAL 08P01 "invalid frontend message
+    type N" at once, even when the declared body never comes (before, the proxy waited for it)."""
+    got = {}
+    for name, port in targets.items():
+        conn, _ = login(port)
+        try:
+            conn.send(head)
+            msg = conn.read_message()
+            assert msg is not None and msg[0] == "E", (name, msg)
+            fields = error_fields(msg[1])
+            got[name] = (fields.get("S"), fields.get("C"), fields.get("M"))
+            assert conn.read_message() is None  # then the connection is closed
+        finally:
+            conn.sock.close()
+    assert got["proxy"] == got["direct"]
+    assert got["direct"][1] == "08P01"
+
+
+def test_short_message_declaring_a_long_body_ends_the_session_at_once(targets):
+    """A Sync declaring a 100 MB body: Postgres (PQ_SMALL_MESSAGE_LIMIT) and the proxy both end
+    the session without waiting for the body (Postgres says nothing; the proxy sends FATAL 08P01)."""
+    for name, port in targets.items():
+        conn, _ = login(port)
+        try:
+            conn.send(b"S" + struct.pack("!i", 100_000_000))
+            msgs = []
+            while (msg := conn.read_message()) is not None:
+                msgs.append(msg)
+            assert all(t == "E" and error_fields(p).get("C") == "08P01" for t, p in msgs), (name, msgs)
+        finally:
+            conn.sock.close()

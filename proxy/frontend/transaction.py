@@ -195,7 +195,6 @@ async def run_named_batch(session: "ClientSession") -> None:
     """Process extended messages from the head of the session's input up to Sync, renaming named
     statements (see the module docstring). The session holds a leased ``server`` here."""
     server = session.server
-    prepared: PreparedStatements = session.prepared
     parsed_here: set[str] = set()   # server names parsed on this connection in this batch
     named_here: set[str] = set()    # client names parsed or used in this batch
     async with server_batch(session, server) as batch:
@@ -209,10 +208,7 @@ async def run_named_batch(session: "ClientSession") -> None:
                 await batch.flushed()
                 failed = batch.failed
                 status = await batch.sync()
-                if not failed:
-                    server.prepared |= parsed_here
-                    prepared.confirmed |= {n for n in named_here if n in prepared.by_name}
-                parsed_here.clear()
+                synced(session, server, failed, parsed_here, named_here)
                 session.write(B.ReadyForQuery(status).encode())
                 session.tx_status = status
                 session.pending_ready = 0
@@ -225,32 +221,13 @@ async def run_named_batch(session: "ClientSession") -> None:
                     server.send(raw)
                     batch.expect("parse")
                     continue
-                if msg.statement in prepared.confirmed:
-                    session.write(B.error(sqlstate.DUPLICATE_PREPARED_STATEMENT,
-                                          f'prepared statement "{msg.statement}" already exists'))
-                    batch.failed = True
-                    continue
-                sname = server_statement_name(msg.query, msg.param_types)
-                prepared.by_name[msg.statement] = (sname, msg.query, msg.param_types,
-                                                   may_change_state(msg.query.encode()))
-                named_here.add(msg.statement)
-                if sname in server.prepared:
-                    batch.inject(B.ParseComplete().encode())
-                else:
-                    # Close first: after an earlier failed batch the server may hold it already
-                    server.send(F.Close(b"S", sname).encode() + F.Parse(sname, msg.query, msg.param_types).encode())
-                    batch.expect("close", forward=False)
-                    batch.expect("parse")
-                    parsed_here.add(sname)
+                parse_named(session, server, batch, msg.statement, msg.query, msg.param_types, parsed_here, named_here)
             elif t == ord("B"):
                 msg = F.Bind.decode(payload)
                 if msg.statement:
-                    sname = _ensure(session, server, batch, msg.statement, parsed_here)
-                    named_here.add(msg.statement)
+                    sname = bound_name(session, server, batch, msg.statement, parsed_here, named_here)
                     if sname is None:
                         continue
-                    if prepared.by_name[msg.statement][3]:
-                        session.note_text_state(prepared.by_name[msg.statement][1])
                     server.send(F.Bind(msg.portal, sname, msg.param_formats, msg.params, msg.result_formats).encode())
                 else:
                     server.send(raw)
@@ -258,8 +235,7 @@ async def run_named_batch(session: "ClientSession") -> None:
             elif t == ord("D"):
                 msg = F.Describe.decode(payload)
                 if msg.kind == b"S" and msg.name:
-                    sname = _ensure(session, server, batch, msg.name, parsed_here)
-                    named_here.add(msg.name)
+                    sname = described_name(session, server, batch, msg.name, parsed_here, named_here)
                     if sname is None:
                         continue
                     server.send(F.Describe(b"S", sname).encode())
@@ -269,9 +245,7 @@ async def run_named_batch(session: "ClientSession") -> None:
             elif t == ord("C"):
                 msg = F.Close.decode(payload)
                 if msg.kind == b"S" and msg.name:
-                    prepared.by_name.pop(msg.name, None)  # the shared server statement stays
-                    prepared.confirmed.discard(msg.name)
-                    batch.inject(B.CloseComplete().encode())
+                    close_named(session, batch, msg.name)
                 else:
                     server.send(raw)
                     batch.expect("close")
@@ -280,6 +254,72 @@ async def run_named_batch(session: "ClientSession") -> None:
                 batch.expect("execute")
             elif t == ord("H"):
                 await batch.flushed()
+
+
+def parse_named(session: "ClientSession", server: ServerConnection, batch: ServerBatch, client_name: str,
+                query: str, param_types: tuple[int, ...], parsed_here: set[str], named_here: set[str]) -> None:
+    """A Parse of the client's statement ``client_name`` in transaction pooling: recorded under its
+    shared server name (``server_statement_name``) and parsed on ``server`` unless it holds it
+    already (then ParseComplete is made up). A name already confirmed gets PostgreSQL's 42P05 and
+    fails the batch. ``parsed_here``/``named_here``: server and client names of this batch."""
+    prepared = session.prepared
+    if client_name in prepared.confirmed:
+        session.write(B.error(sqlstate.DUPLICATE_PREPARED_STATEMENT,
+                              f'prepared statement "{client_name}" already exists'))
+        batch.failed = True
+        return
+    sname = server_statement_name(query, param_types)
+    prepared.by_name[client_name] = (sname, query, param_types, may_change_state(query.encode()))
+    named_here.add(client_name)
+    if sname in server.prepared:
+        batch.inject(B.ParseComplete().encode())
+    else:
+        # Close first: after an earlier failed batch the server may hold it already
+        server.send(F.Close(b"S", sname).encode() + F.Parse(sname, query, param_types).encode())
+        batch.expect("close", forward=False)
+        batch.expect("parse")
+        parsed_here.add(sname)
+
+
+def bound_name(session: "ClientSession", server: ServerConnection, batch: ServerBatch, client_name: str,
+               parsed_here: set[str], named_here: set[str]) -> str | None:
+    """The server name to Bind for the client's statement ``client_name`` (prepared on ``server``
+    first when needed), having noted the session state it may change; None (with 26000 sent and
+    the batch failed) when the client never prepared it."""
+    sname = _ensure(session, server, batch, client_name, parsed_here)
+    named_here.add(client_name)
+    if sname is not None:
+        entry = session.prepared.by_name[client_name]
+        if entry[3]:
+            session.note_text_state(entry[1])
+    return sname
+
+
+def described_name(session: "ClientSession", server: ServerConnection, batch: ServerBatch, client_name: str,
+                   parsed_here: set[str], named_here: set[str]) -> str | None:
+    """``bound_name`` for a Describe (nothing runs, so no session state is noted)."""
+    sname = _ensure(session, server, batch, client_name, parsed_here)
+    named_here.add(client_name)
+    return sname
+
+
+def close_named(session: "ClientSession", batch: ServerBatch, client_name: str) -> None:
+    """Close of the client's statement ``client_name``: forgotten for this client, CloseComplete
+    made up; the shared server statement stays for other clients."""
+    session.prepared.by_name.pop(client_name, None)
+    session.prepared.confirmed.discard(client_name)
+    batch.inject(B.CloseComplete().encode())
+
+
+def synced(session: "ClientSession", server: ServerConnection, failed: bool, parsed_here: set[str],
+           named_here: set[str]) -> None:
+    """A batch reached Sync: unless it ``failed``, the statements parsed in it are now held by
+    ``server`` and the client's names used in it are confirmed. Clears ``parsed_here``."""
+    if not failed:
+        server.prepared |= parsed_here
+        prepared = session.prepared
+        prepared.confirmed |= {n for n in named_here if n in prepared.by_name}
+    parsed_here.clear()
 
 
 def _ensure(session: "ClientSession", server: ServerConnection, batch: ServerBatch, client_name: str,

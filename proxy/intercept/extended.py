@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from proxy.backend.batch import ServerBatch, server_batch
+from proxy.frontend import transaction as txn
 from proxy.intercept.values import ValueError_, param_value, to_text
 from proxy.router.classify import Call, CallError, ParamRef, find_calls, may_contain_call
 from proxy.router.rewrite import rewrite_with_rows
@@ -89,6 +90,9 @@ class ExtendedInterceptor:
             return
         st = self.state(session)
         status = session.tx_status
+        # transaction pooling: the client's statement names are renamed as everywhere else in that
+        # mode (proxy.frontend.transaction), since the server connection is shared
+        names = _Renames(session, server) if session.pooled else None
         async with server_batch(session, server) as batch:
             open_batch = False  # a message other than Flush since the last Sync
             while True:
@@ -108,7 +112,10 @@ class ExtendedInterceptor:
                     open_batch = True
                 if t == ord("S"):
                     await batch.flushed()
+                    failed = batch.failed
                     status = await batch.sync()
+                    if names is not None:
+                        txn.synced(session, server, failed, names.parsed_here, names.named_here)
                     st.running.clear()  # portals end with the transaction
                     session.tx_status = status
                     session.write(B.ReadyForQuery(status).encode())
@@ -122,7 +129,7 @@ class ExtendedInterceptor:
                                    "transaction blocks are not allowed in statement pooling mode",
                                    hint="Use pool_mode = transaction, or run the statements one at a time.")
                         continue
-                    await self._parse(session, batch, st, F.Parse.decode(payload), raw)
+                    await self._parse(session, batch, st, F.Parse.decode(payload), raw, names)
                 elif t == ord("B"):
                     msg = F.Bind.decode(payload)
                     st.running.pop(msg.portal, None)
@@ -131,9 +138,23 @@ class ExtendedInterceptor:
                         st.portals[msg.portal] = (stmt, msg)
                     else:
                         st.portals.pop(msg.portal, None)
+                    if names is not None and msg.statement:
+                        sname = txn.bound_name(session, server, batch, msg.statement, names.parsed_here,
+                                               names.named_here)
+                        if sname is None:
+                            continue
+                        raw = F.Bind(msg.portal, sname, msg.param_formats, msg.params, msg.result_formats).encode()
                     server.send(raw)
                     batch.expect("bind")
                 elif t == ord("D"):
+                    if names is not None:
+                        msg = F.Describe.decode(payload)
+                        if msg.kind == b"S" and msg.name:
+                            sname = txn.described_name(session, server, batch, msg.name, names.parsed_here,
+                                                       names.named_here)
+                            if sname is None:
+                                continue
+                            raw = F.Describe(b"S", sname).encode()
                     server.send(raw)
                     batch.expect("describe")
                 elif t == ord("E"):
@@ -152,6 +173,9 @@ class ExtendedInterceptor:
                     msg = F.Close.decode(payload)
                     if msg.kind == b"S":
                         st.statements.pop(msg.name, None)
+                        if names is not None and msg.name:
+                            txn.close_named(session, batch, msg.name)
+                            continue
                     else:
                         st.portals.pop(msg.name, None)
                         running = st.running.pop(msg.name, None)
@@ -168,7 +192,8 @@ class ExtendedInterceptor:
         session.write(B.error(code, message, hint=hint, detail=detail))
         batch.failed = True
 
-    async def _parse(self, session: "ClientSession", batch: ServerBatch, st: ExtendedState, msg: F.Parse, raw: bytes) -> None:
+    async def _parse(self, session: "ClientSession", batch: ServerBatch, st: ExtendedState, msg: F.Parse, raw: bytes,
+                     names: "_Renames | None" = None) -> None:
         server = session.server
         scs = server.params.get("standard_conforming_strings", "on") == "on"
         calls: list[Call] = []
@@ -181,6 +206,10 @@ class ExtendedInterceptor:
                 return
         if not calls:
             st.statements.pop(msg.statement, None)
+            if names is not None and msg.statement:
+                txn.parse_named(session, server, batch, msg.statement, msg.query, msg.param_types,
+                                names.parsed_here, names.named_here)
+                return
             server.send(raw)
             batch.expect("parse")
             return
@@ -200,6 +229,12 @@ class ExtendedInterceptor:
             self._fail(session, batch, e.sqlstate, e.message, hint=e.hint)
             return
         del n_params
+        if names is not None and msg.statement:
+            txn.parse_named(session, server, batch, msg.statement, shape, tuple(types),
+                            names.parsed_here, names.named_here)
+            if not batch.failed:
+                st.statements[msg.statement] = stmt
+            return
         st.statements[msg.statement] = stmt
         server.send(F.Parse(msg.statement, shape, tuple(types)).encode())
         batch.expect("parse")
@@ -284,6 +319,17 @@ class ExtendedInterceptor:
         else:
             batch.expect("close", forward=False)
         await batch.flushed()
+
+
+@dataclass
+class _Renames:
+    """One batch's statement renaming in transaction pooling (``proxy.frontend.transaction``):
+    server names parsed on the connection and client names used, for ``synced``."""
+
+    session: Any
+    server: Any
+    parsed_here: set[str] = field(default_factory=set)
+    named_here: set[str] = field(default_factory=set)
 
 
 def _param_numbers(calls: list[Call]) -> set[int]:

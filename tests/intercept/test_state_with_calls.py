@@ -107,3 +107,49 @@ def test_statement_pooling_refuses_a_block_inside_a_batch_with_a_call(pooled_pro
         assert errors_in(msgs) == [] and msgs[-1] == ("Z", b"T")
         assert c.query("ROLLBACK")[-1] == ("Z", b"I")
     c.terminate()
+
+
+async def test_asyncpg_prepared_calls_and_statements_share_the_pool(pooled_proxy, db):
+    """asyncpg names every statement (``__asyncpg_stmt_N__``); once a client prepared a statement
+    calling iasql_* with a parameter, its named statements went to the shared server connections
+    under the client's own names: other clients' statements of the same name collided ("already
+    exists", "does not exist"). Three asyncpg clients each interleave a parameterised call and
+    plain statements while a fourth keeps the pool busy; every result must be right."""
+    import asyncio
+
+    import asyncpg
+
+    async def client(i: int) -> list:
+        c = await asyncpg.connect(host="127.0.0.1", port=pooled_proxy.port, user="postgres", password="postgres",
+                                  database=db, ssl=False)
+        errors = []
+        try:
+            for k in range(12):
+                try:
+                    n = await c.fetchval("select count(*) from iasql_modules_list() where $1::int >= 0", k)
+                    assert n > 0
+                    assert await c.fetchval("select $1::int * 2", i * 100 + k) == 2 * (i * 100 + k)
+                    assert await c.fetchval("select $1::text || 'x'", f"c{i}") == f"c{i}x"
+                except (asyncpg.PostgresError, AssertionError) as e:
+                    errors.append(f"{type(e).__name__}: {e}")
+        finally:
+            await c.close()
+        return errors
+
+    async def busy(stop: asyncio.Event) -> None:
+        c = await asyncpg.connect(host="127.0.0.1", port=pooled_proxy.port, user="postgres", password="postgres",
+                                  database=db, ssl=False)
+        try:
+            while not stop.is_set():
+                await c.execute("select pg_sleep(0.005)")
+        finally:
+            await c.close()
+
+    stop = asyncio.Event()
+    bg = asyncio.create_task(busy(stop))
+    try:
+        results = await asyncio.gather(*(client(i) for i in range(3)))
+    finally:
+        stop.set()
+        await bg
+    assert results == [[], [], []]

@@ -92,7 +92,7 @@ class ExtendedInterceptor:
         status = session.tx_status
         # transaction pooling: the client's statement names are renamed as everywhere else in that
         # mode (proxy.frontend.transaction), since the server connection is shared
-        names = _Renames(session, server) if session.pooled else None
+        names = _Renames() if session.pooled else None
         async with server_batch(session, server) as batch:
             open_batch = False  # a message other than Flush since the last Sync
             while True:
@@ -326,8 +326,6 @@ class _Renames:
     """One batch's statement renaming in transaction pooling (``proxy.frontend.transaction``):
     server names parsed on the connection and client names used, for ``synced``."""
 
-    session: Any
-    server: Any
     parsed_here: set[str] = field(default_factory=set)
     named_here: set[str] = field(default_factory=set)
 

@@ -197,20 +197,8 @@ class Operations:
             if target is None or before is None or _endpoint(before) != _endpoint(target):
                 while pool.idle:  # connections to the old place are not reused
                     pool.idle.pop().close()
-            if pool.size == size:
-                continue
-            added = size - pool.size
-            pool.size = size
-            resized += 1
-            if added > 0:
-                for fut in list(pool.waiters):
-                    if not fut.done():
-                        fut.set_result(None)
-                for _ in range(added):  # the new places go to clients waiting in the queue, in order
-                    pool._wake_one()
-            elif added < 0:
-                while pool.total > size and pool.idle:
-                    pool.idle.pop(0).close()
+            if pool.resize(size):
+                resized += 1
         return resized
 
     # -- shutdown -----------------------------------------------------------------------------

@@ -123,6 +123,25 @@ class Pool(PoolCore):
                 if fut in self.waiters:
                     self.waiters.remove(fut)
 
+    def resize(self, size: int) -> bool:
+        """Set ``size`` (RELOAD of ``default_pool_size``/``pool_size``). New places go at once to
+        waiting ``acquire`` calls and to sessions in the queue (in arrival order); fewer places
+        close idle connections beyond the new size. Returns False when the size is unchanged."""
+        added = size - self.size
+        if not added:
+            return False
+        self.size = size
+        if added > 0:
+            for fut in list(self.waiters):
+                if not fut.done():
+                    fut.set_result(None)
+            for _ in range(added):
+                self._wake_one()
+        else:
+            while self.total > size and self.idle:
+                self.idle.pop(0).close()
+        return True
+
     def _waited(self, started: float) -> None:
         if len(self.waits) < 10000:
             self.waits.append(time.monotonic() - started)

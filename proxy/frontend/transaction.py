@@ -195,9 +195,8 @@ async def run_named_batch(session: "ClientSession") -> None:
     """Process extended messages from the head of the session's input up to Sync, renaming named
     statements (see the module docstring). The session holds a leased ``server`` here."""
     server = session.server
-    parsed_here: set[str] = set()   # server names parsed on this connection in this batch
-    named_here: set[str] = set()    # client names parsed or used in this batch
     async with server_batch(session, server) as batch:
+        names = Renamer(session, server, batch)
         while True:
             buf = session._inbuf
             if buf[:1] and buf[0] not in _EXTENDED:
@@ -208,7 +207,7 @@ async def run_named_batch(session: "ClientSession") -> None:
                 await batch.flushed()
                 failed = batch.failed
                 status = await batch.sync()
-                synced(session, server, failed, parsed_here, named_here)
+                names.synced(failed)
                 session.write(B.ReadyForQuery(status).encode())
                 session.tx_status = status
                 session.pending_ready = 0
@@ -221,31 +220,29 @@ async def run_named_batch(session: "ClientSession") -> None:
                     server.send(raw)
                     batch.expect("parse")
                     continue
-                parse_named(session, server, batch, msg.statement, msg.query, msg.param_types, parsed_here, named_here)
+                names.parse(msg.statement, msg.query, msg.param_types)
             elif t == ord("B"):
                 msg = F.Bind.decode(payload)
                 if msg.statement:
-                    sname = bound_name(session, server, batch, msg.statement, parsed_here, named_here)
-                    if sname is None:
+                    renamed = names.bind(msg)
+                    if renamed is None:
                         continue
-                    server.send(F.Bind(msg.portal, sname, msg.param_formats, msg.params, msg.result_formats).encode())
-                else:
-                    server.send(raw)
+                    raw = renamed
+                server.send(raw)
                 batch.expect("bind")
             elif t == ord("D"):
                 msg = F.Describe.decode(payload)
                 if msg.kind == b"S" and msg.name:
-                    sname = described_name(session, server, batch, msg.name, parsed_here, named_here)
-                    if sname is None:
+                    renamed = names.describe(msg.name)
+                    if renamed is None:
                         continue
-                    server.send(F.Describe(b"S", sname).encode())
-                else:
-                    server.send(raw)
+                    raw = renamed
+                server.send(raw)
                 batch.expect("describe")
             elif t == ord("C"):
                 msg = F.Close.decode(payload)
                 if msg.kind == b"S" and msg.name:
-                    close_named(session, batch, msg.name)
+                    names.close(msg.name)
                 else:
                     server.send(raw)
                     batch.expect("close")
@@ -256,85 +253,90 @@ async def run_named_batch(session: "ClientSession") -> None:
                 await batch.flushed()
 
 
-def parse_named(session: "ClientSession", server: ServerConnection, batch: ServerBatch, client_name: str,
-                query: str, param_types: tuple[int, ...], parsed_here: set[str], named_here: set[str]) -> None:
-    """A Parse of the client's statement ``client_name`` in transaction pooling: recorded under its
-    shared server name (``server_statement_name``) and parsed on ``server`` unless it holds it
-    already (then ParseComplete is made up). A name already confirmed gets PostgreSQL's 42P05 and
-    fails the batch. ``parsed_here``/``named_here``: server and client names of this batch."""
-    prepared = session.prepared
-    if client_name in prepared.confirmed:
-        session.write(B.error(sqlstate.DUPLICATE_PREPARED_STATEMENT,
-                              f'prepared statement "{client_name}" already exists'))
-        batch.failed = True
-        return
-    sname = server_statement_name(query, param_types)
-    prepared.by_name[client_name] = (sname, query, param_types, may_change_state(query.encode()))
-    named_here.add(client_name)
-    if sname in server.prepared:
-        batch.inject(B.ParseComplete().encode())
-    else:
-        # Close first: after an earlier failed batch the server may hold it already
-        server.send(F.Close(b"S", sname).encode() + F.Parse(sname, query, param_types).encode())
-        batch.expect("close", forward=False)
-        batch.expect("parse")
-        parsed_here.add(sname)
+class Renamer:
+    """Transaction pooling's statement renaming for one extended batch on ``server`` (see the
+    module docstring), used by ``run_named_batch`` and by the extended ``iasql_*`` interceptor.
+    It remembers the server names parsed on the connection and the client names used in the
+    batch, for ``synced``."""
 
+    def __init__(self, session: "ClientSession", server: ServerConnection, batch: ServerBatch):
+        self.session = session
+        self.server = server
+        self.batch = batch
+        self.parsed_here: set[str] = set()   # server names parsed on this connection in this batch
+        self.named_here: set[str] = set()    # client names parsed or used in this batch
 
-def bound_name(session: "ClientSession", server: ServerConnection, batch: ServerBatch, client_name: str,
-               parsed_here: set[str], named_here: set[str]) -> str | None:
-    """The server name to Bind for the client's statement ``client_name`` (prepared on ``server``
-    first when needed), having noted the session state it may change; None (with 26000 sent and
-    the batch failed) when the client never prepared it."""
-    sname = _ensure(session, server, batch, client_name, parsed_here)
-    named_here.add(client_name)
-    if sname is not None:
-        entry = session.prepared.by_name[client_name]
+    def parse(self, client_name: str, query: str, param_types: tuple[int, ...]) -> None:
+        """A Parse of the client's statement ``client_name``: recorded under its shared server
+        name (``server_statement_name``) and parsed on the server unless it holds it already
+        (then ParseComplete is made up). A name already confirmed gets PostgreSQL's 42P05 and
+        fails the batch."""
+        prepared = self.session.prepared
+        batch = self.batch
+        if client_name in prepared.confirmed:
+            self.session.write(B.error(sqlstate.DUPLICATE_PREPARED_STATEMENT,
+                                       f'prepared statement "{client_name}" already exists'))
+            batch.failed = True
+            return
+        sname = server_statement_name(query, param_types)
+        prepared.by_name[client_name] = (sname, query, param_types, may_change_state(query.encode()))
+        self.named_here.add(client_name)
+        if sname in self.server.prepared:
+            batch.inject(B.ParseComplete().encode())
+        else:
+            # Close first: after an earlier failed batch the server may hold it already
+            self.server.send(F.Close(b"S", sname).encode() + F.Parse(sname, query, param_types).encode())
+            batch.expect("close", forward=False)
+            batch.expect("parse")
+            self.parsed_here.add(sname)
+
+    def bind(self, msg: F.Bind) -> bytes | None:
+        """``msg`` (naming a client statement) with the server's name, the statement prepared on
+        the server first when needed and the session state it may change noted; None (with
+        26000 sent and the batch failed) when the client never prepared it."""
+        sname = self._server_name(msg.statement)
+        if sname is None:
+            return None
+        entry = self.session.prepared.by_name[msg.statement]
         if entry[3]:
-            session.note_text_state(entry[1])
-    return sname
+            self.session.note_text_state(entry[1])
+        return F.Bind(msg.portal, sname, msg.param_formats, msg.params, msg.result_formats).encode()
 
+    def describe(self, client_name: str) -> bytes | None:
+        """Describe of the client's statement under the server's name (None as in ``bind``)."""
+        sname = self._server_name(client_name)
+        return None if sname is None else F.Describe(b"S", sname).encode()
 
-def described_name(session: "ClientSession", server: ServerConnection, batch: ServerBatch, client_name: str,
-                   parsed_here: set[str], named_here: set[str]) -> str | None:
-    """``bound_name`` for a Describe (nothing runs, so no session state is noted)."""
-    sname = _ensure(session, server, batch, client_name, parsed_here)
-    named_here.add(client_name)
-    return sname
+    def close(self, client_name: str) -> None:
+        """Close of the client's statement: forgotten for this client, CloseComplete made up; the
+        shared server statement stays for other clients."""
+        self.session.prepared.by_name.pop(client_name, None)
+        self.session.prepared.confirmed.discard(client_name)
+        self.batch.inject(B.CloseComplete().encode())
 
+    def synced(self, failed: bool) -> None:
+        """The batch reached Sync: unless it ``failed``, the statements parsed in it are now held
+        by the server and the client's names used in it are confirmed."""
+        if not failed:
+            self.server.prepared |= self.parsed_here
+            prepared = self.session.prepared
+            prepared.confirmed |= {n for n in self.named_here if n in prepared.by_name}
+        self.parsed_here.clear()
 
-def close_named(session: "ClientSession", batch: ServerBatch, client_name: str) -> None:
-    """Close of the client's statement ``client_name``: forgotten for this client, CloseComplete
-    made up; the shared server statement stays for other clients."""
-    session.prepared.by_name.pop(client_name, None)
-    session.prepared.confirmed.discard(client_name)
-    batch.inject(B.CloseComplete().encode())
-
-
-def synced(session: "ClientSession", server: ServerConnection, failed: bool, parsed_here: set[str],
-           named_here: set[str]) -> None:
-    """A batch reached Sync: unless it ``failed``, the statements parsed in it are now held by
-    ``server`` and the client's names used in it are confirmed. Clears ``parsed_here``."""
-    if not failed:
-        server.prepared |= parsed_here
-        prepared = session.prepared
-        prepared.confirmed |= {n for n in named_here if n in prepared.by_name}
-    parsed_here.clear()
-
-
-def _ensure(session: "ClientSession", server: ServerConnection, batch: ServerBatch, client_name: str,
-            parsed_here: set[str]) -> str | None:
-    """The server name of ``client_name``, preparing it on ``server`` first when needed; None (and an
-    ErrorResponse, as PostgreSQL's 26000) when the client never prepared it."""
-    entry = session.prepared.by_name.get(client_name)
-    if entry is None:
-        session.write(B.error(sqlstate.INVALID_SQL_STATEMENT_NAME, f'prepared statement "{client_name}" does not exist'))
-        batch.failed = True
-        return None
-    sname, query, types, _ = entry
-    if sname not in server.prepared and sname not in parsed_here:
-        server.send(F.Close(b"S", sname).encode() + F.Parse(sname, query, types).encode())
-        batch.expect("close", forward=False)
-        batch.expect("parse", forward=False)
-        parsed_here.add(sname)
-    return sname
+    def _server_name(self, client_name: str) -> str | None:
+        """The server name of ``client_name``, preparing it on the server first when needed; None
+        (and an ErrorResponse, as PostgreSQL's 26000) when the client never prepared it."""
+        self.named_here.add(client_name)
+        entry = self.session.prepared.by_name.get(client_name)
+        if entry is None:
+            self.session.write(B.error(sqlstate.INVALID_SQL_STATEMENT_NAME,
+                                       f'prepared statement "{client_name}" does not exist'))
+            self.batch.failed = True
+            return None
+        sname, query, types, _ = entry
+        if sname not in self.server.prepared and sname not in self.parsed_here:
+            self.server.send(F.Close(b"S", sname).encode() + F.Parse(sname, query, types).encode())
+            self.batch.expect("close", forward=False)
+            self.batch.expect("parse", forward=False)
+            self.parsed_here.add(sname)
+        return sname

@@ -90,10 +90,10 @@ class ExtendedInterceptor:
             return
         st = self.state(session)
         status = session.tx_status
-        # transaction pooling: the client's statement names are renamed as everywhere else in that
-        # mode (proxy.frontend.transaction), since the server connection is shared
-        names = _Renames() if session.pooled else None
         async with server_batch(session, server) as batch:
+            # transaction pooling: the client's statement names are renamed as everywhere else in
+            # that mode (proxy.frontend.transaction), since the server connection is shared
+            names = txn.Renamer(session, server, batch) if session.pooled else None
             open_batch = False  # a message other than Flush since the last Sync
             while True:
                 if not session._inbuf:
@@ -115,7 +115,7 @@ class ExtendedInterceptor:
                     failed = batch.failed
                     status = await batch.sync()
                     if names is not None:
-                        txn.synced(session, server, failed, names.parsed_here, names.named_here)
+                        names.synced(failed)
                     st.running.clear()  # portals end with the transaction
                     session.tx_status = status
                     session.write(B.ReadyForQuery(status).encode())
@@ -139,22 +139,20 @@ class ExtendedInterceptor:
                     else:
                         st.portals.pop(msg.portal, None)
                     if names is not None and msg.statement:
-                        sname = txn.bound_name(session, server, batch, msg.statement, names.parsed_here,
-                                               names.named_here)
-                        if sname is None:
+                        renamed = names.bind(msg)
+                        if renamed is None:
                             continue
-                        raw = F.Bind(msg.portal, sname, msg.param_formats, msg.params, msg.result_formats).encode()
+                        raw = renamed
                     server.send(raw)
                     batch.expect("bind")
                 elif t == ord("D"):
                     if names is not None:
                         msg = F.Describe.decode(payload)
                         if msg.kind == b"S" and msg.name:
-                            sname = txn.described_name(session, server, batch, msg.name, names.parsed_here,
-                                                       names.named_here)
-                            if sname is None:
+                            renamed = names.describe(msg.name)
+                            if renamed is None:
                                 continue
-                            raw = F.Describe(b"S", sname).encode()
+                            raw = renamed
                     server.send(raw)
                     batch.expect("describe")
                 elif t == ord("E"):
@@ -174,7 +172,7 @@ class ExtendedInterceptor:
                     if msg.kind == b"S":
                         st.statements.pop(msg.name, None)
                         if names is not None and msg.name:
-                            txn.close_named(session, batch, msg.name)
+                            names.close(msg.name)
                             continue
                     else:
                         st.portals.pop(msg.name, None)
@@ -193,7 +191,7 @@ class ExtendedInterceptor:
         batch.failed = True
 
     async def _parse(self, session: "ClientSession", batch: ServerBatch, st: ExtendedState, msg: F.Parse, raw: bytes,
-                     names: "_Renames | None" = None) -> None:
+                     names: txn.Renamer | None = None) -> None:
         server = session.server
         scs = server.params.get("standard_conforming_strings", "on") == "on"
         calls: list[Call] = []
@@ -207,8 +205,7 @@ class ExtendedInterceptor:
         if not calls:
             st.statements.pop(msg.statement, None)
             if names is not None and msg.statement:
-                txn.parse_named(session, server, batch, msg.statement, msg.query, msg.param_types,
-                                names.parsed_here, names.named_here)
+                names.parse(msg.statement, msg.query, msg.param_types)
                 return
             server.send(raw)
             batch.expect("parse")
@@ -230,8 +227,7 @@ class ExtendedInterceptor:
             return
         del n_params
         if names is not None and msg.statement:
-            txn.parse_named(session, server, batch, msg.statement, shape, tuple(types),
-                            names.parsed_here, names.named_here)
+            names.parse(msg.statement, shape, tuple(types))
             if not batch.failed:
                 st.statements[msg.statement] = stmt
             return
@@ -319,15 +315,6 @@ class ExtendedInterceptor:
         else:
             batch.expect("close", forward=False)
         await batch.flushed()
-
-
-@dataclass
-class _Renames:
-    """One batch's statement renaming in transaction pooling (``proxy.frontend.transaction``):
-    server names parsed on the connection and client names used, for ``synced``."""
-
-    parsed_here: set[str] = field(default_factory=set)
-    named_here: set[str] = field(default_factory=set)
 
 
 def _param_numbers(calls: list[Call]) -> set[int]:

@@ -25,6 +25,21 @@ def dsn(proxy, password: str, ca, **extra: str) -> str:
     return " ".join(parts)
 
 
+def in_thread(fn) -> tuple[threading.Thread, dict]:
+    """Run ``fn`` in a started daemon thread; the dict gets ``pid`` (its result) or ``error``."""
+    out: dict = {}
+
+    def run():
+        try:
+            out["pid"] = fn()
+        except BaseException as e:
+            out["error"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, out
+
+
 def config_value(proxy, key: str) -> str:
     out = psql(proxy, "SHOW CONFIG")
     assert out.returncode == 0, out.stderr
@@ -48,17 +63,11 @@ def test_reload_pool_size_and_certificate(proxy_ini, start_proxy, pg_roles, tmp_
     backend = first.execute("select pg_backend_pid()").fetchone()[0]
     assert sample(scrape(metrics_port), "iasql_proxy_pool_size", user="alice") == 1
 
-    second: dict = {}
-
     def connect_second():  # waits: the pool's one server connection is the first client's
-        try:
-            with psycopg.connect(dsn(proxy, password, old_ca, application_name="second"), autocommit=True) as c:
-                second["pid"] = c.execute("select pg_backend_pid()").fetchone()[0]
-        except BaseException as e:
-            second["error"] = e
+        with psycopg.connect(dsn(proxy, password, old_ca, application_name="second"), autocommit=True) as c:
+            return c.execute("select pg_backend_pid()").fetchone()[0]
 
-    t = threading.Thread(target=connect_second, daemon=True)
-    t.start()
+    t, second = in_thread(connect_second)
     wait_for(lambda: any(r["user"] == "alice" and r["cl_waiting"] == "1"
                          for r in table(psql(proxy, "SHOW POOLS").stdout)[1]))
 
@@ -112,16 +121,7 @@ def test_bigger_pool_serves_clients_already_queued(proxy_ini, start_proxy, pg_ro
     try:
         holder.execute("BEGIN")
         held = holder.execute("select pg_backend_pid()").fetchone()[0]
-        out: dict = {}
-
-        def query():
-            try:
-                out["pid"] = waiter.execute("select pg_backend_pid()").fetchone()[0]
-            except BaseException as e:
-                out["error"] = e
-
-        t = threading.Thread(target=query, daemon=True)
-        t.start()
+        t, out = in_thread(lambda: waiter.execute("select pg_backend_pid()").fetchone()[0])
         wait_for(lambda: any(r["user"] == "alice" and r["cl_waiting"] == "1"
                              for r in table(psql(proxy, "SHOW POOLS").stdout)[1]))
         proxy.config_path.write_text(proxy.config_path.read_text().replace("default_pool_size = 1",

@@ -4,18 +4,21 @@ Public API (what the proxy calls):
 
 - ``build_registry(config: EngineSettings | None = None) -> rpc.Registry``: every ``iasql_*``
   function with IaSQL's names, arguments and result columns. Call each ``Function.impl(ctx,
-  *args)`` with a ``rpc.CallContext``; it returns rows or raises ``rpc.EngineError``.
+  *args)`` with an ``rpc.CallContext``; it returns rows or raises ``rpc.EngineError``.
+- ``rpc.CallContext``: the one interface through which the engine reaches the database: run a
+  statement in the caller's transaction (on the caller's own connection, with the caller's
+  rights), report progress, learn of a cancel. The proxy implements it over the client's server
+  connection (``proxy.intercept.caller``), ``engine.local.PsycopgCaller`` over a psycopg
+  connection. The engine never opens or ends a transaction and never opens a connection.
+- ``error_row(message)``: the statement that records a failed call (``EngineError.audit``) in the
+  audit log; the caller runs it after its transaction has ended.
 - ``EngineSettings``: endpoint, lock and AWS timeouts (``engine.settings``).
-- ``ensure_metadata(conn)``: create the metadata (tables, audit trigger function, stubs) in a
-  database; every call does it on first use, so calling it is optional.
+- ``ensure_metadata(ctx)``: create the metadata (tables, audit trigger function, stubs, argument
+  probes) in the caller's database; every call does it on first use, so calling it is optional.
 - ``init_db(dsn)``: the same, synchronously, for ``iasql-proxy init-db NAME``.
 
-``CallContext.connect()`` must return a new ``psycopg.AsyncConnection`` to ``ctx.database`` as a
-role that may create tables and functions in schema ``public`` and read ``pg_stat_activity`` (the
-database owner or a superuser is simplest); the engine closes it. The engine marks that connection
-as its own with the session setting ``iasql.engine_call`` so its writes are audited as user
-``iasql_engine`` (see ``engine.schema``). Mutating functions hold a per-database advisory lock
-for their whole run (``engine.core.session``).
+Mutating functions hold a per-database transaction-level advisory lock until the caller's
+transaction ends (``engine.core.session``).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from engine.aws import AwsGateway
 from engine.core import functions as F
 from engine.core.session import EngineState
 from engine.rpc import Argument, Column, EngineError, Function, Registry
-from engine.schema import ensure_metadata, init_db
+from engine.schema import ensure_metadata, error_row, init_db
 from engine.settings import EngineSettings
 
 _PLAN = (Column("action", "varchar"), Column("table_name", "varchar"), Column("id", "varchar"),
@@ -100,4 +103,4 @@ def build_registry(config: EngineSettings | None = None) -> Registry:
     return reg
 
 
-__all__ = ["build_registry", "EngineSettings", "ensure_metadata", "init_db", "EngineError", "rpc"]
+__all__ = ["build_registry", "EngineSettings", "ensure_metadata", "error_row", "init_db", "EngineError", "rpc"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Awaitable, Callable, Protocol, Sequence
 
 #: Postgres type OIDs used by IaSQL's result columns (from pg_type.dat).
 OID = {
@@ -45,23 +45,44 @@ class Argument:
     variadic: bool = False
 
 
-class CallContext(Protocol):
-    """What a running function may use. Supplied by the caller (the proxy, or a test).
+@dataclass(frozen=True)
+class Result:
+    """What one statement returned: ``columns`` (names), ``rows`` (tuples of Python values:
+    None for NULL; str, int, float, bool, datetime, Decimal, dict/list for json, list for arrays)
+    and the CommandComplete ``command`` tag (e.g. ``INSERT 0 1``)."""
 
-    - ``database``: the database name the call was made in.
-    - ``user``: the session user name of the client that made the call.
-    - ``connect()``: an awaitable giving a new ``psycopg.AsyncConnection`` to that database as the
-      engine's own role; the function closes it.
-    - ``progress(message)``: report one progress line (the proxy sends it as a NOTICE).
+    columns: tuple[str, ...] = ()
+    rows: list[tuple] = field(default_factory=list)
+    command: str = ""
+
+
+class CallContext(Protocol):
+    """The caller, as the engine sees it: the one interface between the engine and whoever runs
+    its calls (the proxy's ``proxy.intercept.caller.ServerCaller``; ``engine.local.PsycopgCaller``
+    for ``init-db`` and the engine's own tests).
+
+    - ``database``: the database name the call was made in; ``user``: the caller's user name.
+    - ``await run(query, params)``: run ONE statement in the caller's transaction, on the caller's
+      own server connection and with the caller's rights, and return its ``Result``. ``query``
+      uses PostgreSQL's ``$1``-style placeholders; ``params`` are Python values (str, int, float,
+      bool, None, datetime, lists, ``psycopg.types.json.Json``). Raises ``SqlError`` with the
+      server's SQLSTATE when the statement fails; the caller's transaction is then aborted, as
+      after any failed statement, so the engine must not run anything else afterwards.
+    - ``progress(message)``: report one progress line (the proxy sends it as a NOTICE at once).
     - ``cancelled``: an ``asyncio.Event`` set when the client sends a CancelRequest; functions check
-      it between cloud operations and raise ``EngineError('57014', ...)`` at a safe point.
+      it between cloud operations and raise ``EngineError('57014', ...)`` at a safe point (a
+      statement running on the server is cancelled by the server itself).
+
+    The engine never opens, commits or rolls back transactions: the caller's transaction (an
+    explicit block, the implicit transaction of a multi-statement Query, or the statement's own)
+    is the unit, and whoever implements this interface ends it.
     """
 
     database: str
     user: str
     cancelled: asyncio.Event
 
-    def connect(self) -> Awaitable[Any]: ...
+    async def run(self, query: str, params: Sequence[Any] = ()) -> Result: ...
 
     def progress(self, message: str) -> None: ...
 
@@ -100,7 +121,13 @@ class Function:
 
 
 class EngineError(Exception):
-    """A failure to report to the client as ErrorResponse: ``sqlstate`` (5 chars), message, detail, hint."""
+    """A failure to report to the client as ErrorResponse: ``sqlstate`` (5 chars), message, detail, hint.
+
+    ``audit``: the text of the ``ERROR`` row IaSQL keeps for this failure in ``iasql_audit_log``
+    (``iasql_get_errors`` lists it), or None when the failure is not recorded. The row is written
+    by whoever runs the call, after the caller's transaction has ended (``engine.error_row``),
+    since a row written inside the failed transaction would be rolled back with it.
+    """
 
     def __init__(self, sqlstate: str, message: str, *, detail: str | None = None, hint: str | None = None):
         super().__init__(message)
@@ -108,6 +135,18 @@ class EngineError(Exception):
         self.message = message
         self.detail = detail
         self.hint = hint
+        self.audit: str | None = None
+
+
+class SqlError(EngineError):
+    """A statement run through ``CallContext.run`` failed on the server. ``fields`` holds every
+    field of the server's ErrorResponse by its one-letter code (protocol chapter "Error and
+    Notice Message Fields"), so the caller can relay the server's own error."""
+
+    def __init__(self, fields: dict[str, str]):
+        super().__init__(fields.get("C", "XX000"), fields.get("M", "error"), detail=fields.get("D"),
+                         hint=fields.get("H"))
+        self.fields = dict(fields)
 
 
 @dataclass

@@ -23,8 +23,6 @@ class EngineSettings:
       real AWS.
     - ``lock_wait_timeout``: seconds a mutating call waits for the per-database IaSQL lock before it
       fails with SQLSTATE 55P03 naming the holder.
-    - ``statement_lock_timeout``: seconds, Postgres ``lock_timeout`` for every engine statement, so a
-      user's open transaction holding a row/table lock makes the engine fail (55P03) instead of hang.
     - ``aws_max_workers``: size of the thread pool that runs blocking boto3 calls.
     - ``aws_connect_timeout`` / ``aws_read_timeout``: botocore socket timeouts, seconds.
     - ``aws_max_attempts``: botocore retry attempts (``standard`` retry mode).
@@ -35,7 +33,6 @@ class EngineSettings:
 
     aws_endpoint_url: str | None = field(default_factory=_env_endpoint)
     lock_wait_timeout: float = 30.0
-    statement_lock_timeout: float = 5.0
     aws_max_workers: int = 8
     aws_connect_timeout: float = 10.0
     aws_read_timeout: float = 60.0

@@ -21,7 +21,7 @@ from psycopg import sql
 
 from engine.aws import CloudError
 from engine.core import plan
-from engine.core.session import ENGINE_LOCK, EngineSession, EngineState, to_engine_error
+from engine.core.session import EngineSession, EngineState
 from engine.modules import MODULES, VERSION
 from engine.modules.base import Mapper, MapperContext, Module
 from engine.rpc import EngineError
@@ -136,7 +136,7 @@ async def mapper_context(s: EngineSession) -> MapperContext:
     """A MapperContext for this session (credentials and regions read from the tables)."""
     creds = await s.credentials()
     regions, default = await s.regions()
-    return MapperContext(conn=s.conn, aws=s.state.aws, creds=creds, regions=regions, default_region=default)
+    return MapperContext(db=s, aws=s.state.aws, creds=creds, regions=regions, default_region=default)
 
 
 def cloud_mappers(mods: list[Module]) -> list[Mapper]:
@@ -175,37 +175,37 @@ async def iasql_install(state: EngineState, ctx: Any, *modules: Any) -> list[tup
         if collisions:
             raise EngineError("42P07", "Collision with existing tables detected.\n" + "\n".join(collisions))
         out: list[tuple] = []
-        async with s.conn.transaction():
-            for m in order:
-                s.check_cancelled()
-                ctx.progress(f"installing {m.full_name}")
-                for stmt in m.install_sql:
-                    await s.conn.execute(stmt)
-                if m.after_install is not None:
-                    await m.after_install(s.conn)
-                await s.conn.execute("INSERT INTO iasql_module (name) VALUES (%s)", (m.full_name,))
-                for dep in full_dependencies(m):
-                    await s.conn.execute("INSERT INTO iasql_dependencies (module, dependency) VALUES (%s, %s)",
-                                         (m.full_name, dep))
-                for t in m.tables:
-                    await s.conn.execute('INSERT INTO iasql_tables ("table", module) VALUES (%s, %s)',
-                                         (t, m.full_name))
-                    await s.conn.execute(sql.SQL(
-                        "GRANT SELECT, INSERT, UPDATE, DELETE ON {t} TO PUBLIC").format(t=sql.Identifier(t)))
-                    await s.conn.execute(sql.SQL(
-                        "CREATE TRIGGER {trg} AFTER INSERT OR UPDATE OR DELETE ON {t} "
-                        "FOR EACH ROW EXECUTE FUNCTION iasql_audit()").format(
-                        trg=sql.Identifier(f"{t}_audit"), t=sql.Identifier(t)))
-            await s.conn.execute("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO PUBLIC")
-            mappers = cloud_mappers(order)
-            if mappers:
-                mc = await mapper_context(s)
-                ctx.progress("reading existing cloud resources for " + ", ".join(m.table for m in mappers))
-                await plan.sync(s, mc, mappers)
-            for m in order:
-                for t in m.tables:
-                    n = (await s.fetchone(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t))))[0]
-                    out.append((m.full_name, t, n))
+        # everything below is part of the caller's transaction: a failure (a cloud read, a
+        # missing privilege, a cancel) leaves nothing installed once the transaction rolls back
+        for m in order:
+            s.check_cancelled()
+            ctx.progress(f"installing {m.full_name}")
+            for stmt in m.install_sql:
+                await s.execute(stmt)
+            if m.after_install is not None:
+                await m.after_install(s)
+            await s.execute("INSERT INTO iasql_module (name) VALUES ($1)", (m.full_name,))
+            deps = full_dependencies(m)
+            await s.execute("INSERT INTO iasql_dependencies (module, dependency) SELECT $1, unnest($2::varchar[])",
+                            (m.full_name, deps))
+            for t in m.tables:
+                await s.execute('INSERT INTO iasql_tables ("table", module) VALUES ($1, $2)', (t, m.full_name))
+                await s.execute(sql.SQL(
+                    "GRANT SELECT, INSERT, UPDATE, DELETE ON {t} TO PUBLIC").format(t=sql.Identifier(t)))
+                await s.execute(sql.SQL(
+                    "CREATE TRIGGER {trg} AFTER INSERT OR UPDATE OR DELETE ON {t} "
+                    "FOR EACH ROW EXECUTE FUNCTION iasql_audit()").format(
+                    trg=sql.Identifier(f"{t}_audit"), t=sql.Identifier(t)))
+        await s.execute("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO PUBLIC")
+        mappers = cloud_mappers(order)
+        if mappers:
+            mc = await mapper_context(s)
+            ctx.progress("reading existing cloud resources for " + ", ".join(m.table for m in mappers))
+            await plan.sync(s, mc, mappers)
+        for m in order:
+            for t in m.tables:
+                n = (await s.fetchone(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t))))[0]
+                out.append((m.full_name, t, n))
         return out
 
 
@@ -233,19 +233,18 @@ async def iasql_uninstall(state: EngineState, ctx: Any, *modules: Any) -> list[t
                                            "depends on one or more of them",
                                   hint=f"Uninstall {m.full_name} first, or together with them.")
         out: list[tuple] = []
-        async with s.conn.transaction():
-            for m in reversed(topo_order(targets)):
-                s.check_cancelled()
-                ctx.progress(f"uninstalling {m.full_name}")
-                rows = []
-                for t in m.tables:
-                    n = (await s.fetchone(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t))))[0]
-                    rows.append((m.full_name, t, n))
-                for stmt in m.uninstall_sql:
-                    await s.conn.execute(stmt)
-                await s.conn.execute('DELETE FROM iasql_tables WHERE module = %s', (m.full_name,))
-                await s.conn.execute("DELETE FROM iasql_module WHERE name = %s", (m.full_name,))
-                out = rows + out
+        for m in reversed(topo_order(targets)):
+            s.check_cancelled()
+            ctx.progress(f"uninstalling {m.full_name}")
+            rows = []
+            for t in m.tables:
+                n = (await s.fetchone(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t))))[0]
+                rows.append((m.full_name, t, n))
+            for stmt in m.uninstall_sql:
+                await s.execute(stmt)
+            await s.execute('DELETE FROM iasql_tables WHERE module = $1', (m.full_name,))
+            await s.execute("DELETE FROM iasql_module WHERE name = $1", (m.full_name,))
+            out = rows + out
         return out
 
 
@@ -255,7 +254,9 @@ async def iasql_begin(state: EngineState, ctx: Any) -> list[tuple]:
 
     Returns one row (message 'Transaction started', transaction_id). When another transaction is
     open it waits up to ``lock_wait_timeout`` for it to close, then raises EngineError 55P03
-    'Another transaction is open or running. Please try again later.'; 57014 when cancelled."""
+    'Another transaction is open or running. Please try again later.'; 57014 when cancelled.
+    The IaSQL lock is taken only once no transaction is open (it is held until the caller's
+    transaction ends, so waiting while holding it would keep the open transaction from closing)."""
     import asyncio
     import time
 
@@ -263,16 +264,15 @@ async def iasql_begin(state: EngineState, ctx: Any) -> list[tuple]:
     async with EngineSession(ctx, state, "iasql_begin") as s:
         reported = False
         while True:
-            await s.acquire_lock(max(0.0, deadline - time.monotonic()))
-            try:
-                tx = await s.open_transaction()
+            tx = await s.open_transaction()
+            if tx is None:
+                await s.acquire_lock(max(0.0, deadline - time.monotonic()))
+                tx = await s.open_transaction()  # opened by someone else meanwhile?
                 if tx is None:
                     tx_id = str(uuid.uuid4())
                     await s.log("OPEN_TRANSACTION", transaction_id=tx_id, message=f"opened by {ctx.user}")
                     return [("Transaction started", tx_id)]
-            finally:
-                await s.conn.execute("SELECT pg_advisory_unlock(%s, %s)", ENGINE_LOCK)
-                s.locked = False
+                deadline = 0.0  # the lock is ours until the caller's transaction ends: no waiting
             if time.monotonic() >= deadline:
                 raise EngineError("55P03", "Another transaction is open or running. Please try again later.",
                                   detail=f"Transaction {tx[0]} was opened at {tx[1]} ({tx[2]}).",
@@ -281,33 +281,19 @@ async def iasql_begin(state: EngineState, ctx: Any) -> list[tuple]:
                 ctx.progress(f"waiting for open transaction {tx[0]} to finish")
                 reported = True
             s.check_cancelled()
-            await asyncio.sleep(0.2)
+            await s._sleep(min(0.2, max(0.0, deadline - time.monotonic())))
 
 
 @contextlib.asynccontextmanager
 async def _logged_run(s: Any, kind: str, tx_id: str | None, message: str | None):
     """Bracket a commit or revert in the audit log: ``START_<kind>`` before (its id is yielded),
-    ``END_<kind>`` with status ok/error/canceled after, whatever happens; a failure is re-raised
-    as EngineError (``to_engine_error``). An open database transaction is rolled back first so the
-    END line is written."""
+    ``END_<kind>`` with status ok after. Both rows are part of the caller's transaction: when the
+    run fails, the transaction is rolled back with them, and the failure is recorded as an
+    ``ERROR`` row written afterwards (``EngineError.audit``)."""
     extra = {} if message is None else {"message": message}
     start_id = await s.log(f"START_{kind}", transaction_id=tx_id, **extra)
-    status = "error"
-    try:
-        yield start_id
-        status = "ok"
-    except BaseException as e:
-        err = to_engine_error(e)
-        status = "canceled" if err.sqlstate == "57014" else "error"
-        raise err from e
-    finally:
-        try:
-            if s.conn.info.transaction_status != 0:
-                await s.conn.rollback()
-            await s.log(f"END_{kind}", transaction_id=tx_id, change={"status": status, "start_id": start_id},
-                        **extra)
-        except Exception:  # the audit line is best effort; the call's own outcome stands
-            pass
+    yield start_id
+    await s.log(f"END_{kind}", transaction_id=tx_id, change={"status": "ok", "start_id": start_id}, **extra)
 
 
 async def _run_commit(state: EngineState, ctx: Any, message: str | None, dry_run: bool) -> list[tuple]:
@@ -399,9 +385,9 @@ async def iasql_get_sql_since(state: EngineState, ctx: Any, limit_date: Any = No
                 raise EngineError("22007", f"invalid timestamp: {limit_date[:60]!r}") from None
         rows = await s.fetchall(
             """SELECT table_name, change_type, change FROM iasql_audit_log
-                WHERE change_type IN ('INSERT', 'UPDATE', 'DELETE') AND "user" <> %s
-                  AND (%s::timestamptz IS NULL OR ts > %s::timestamptz) ORDER BY id""",
-            (ENGINE_USER, limit_date, limit_date))
+                WHERE change_type IN ('INSERT', 'UPDATE', 'DELETE') AND "user" <> $1
+                  AND ($2::timestamptz IS NULL OR ts > $2::timestamptz) ORDER BY id""",
+            (ENGINE_USER, limit_date))
         mappers = {mp.table: mp for m in MODULES for mp in m.mappers}
         out = []
         for table, ctype, change in rows:
@@ -424,7 +410,7 @@ async def iasql_get_sql_since(state: EngineState, ctx: Any, limit_date: Any = No
                 q = sql.SQL("UPDATE {} SET {} WHERE {};").format(
                     t, sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.Identifier(k), _lit(v, kinds.get(k))) for k, v in diff.items()),
                     _where(pk or list(orig), orig))
-            out.append((q.as_string(s.conn),))
+            out.append((q.as_string(None),))
         return out
 
 

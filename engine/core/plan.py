@@ -22,7 +22,7 @@ from psycopg import sql
 from psycopg.types.json import Json, Jsonb
 
 from engine.aws import CloudError
-from engine.core.session import EngineSession
+from engine.core.session import EngineSession, placeholders
 from engine.modules.base import Mapper, MapperContext, normalize
 from engine.rpc import EngineError
 from engine.schema import ENGINE_USER
@@ -61,8 +61,8 @@ async def user_changes(s: EngineSession, mappers: list[Mapper], after_id: int, b
     by_table = {m.table: m for m in mappers}
     rows = await s.fetchall(
         """SELECT table_name, change FROM iasql_audit_log
-            WHERE id > %s AND id < %s AND "user" <> %s AND change_type IN ('INSERT', 'UPDATE', 'DELETE')
-              AND table_name = ANY(%s) ORDER BY id""", (after_id, before_id, ENGINE_USER, list(by_table)))
+            WHERE id > $1 AND id < $2 AND "user" <> $3 AND change_type IN ('INSERT', 'UPDATE', 'DELETE')
+              AND table_name = ANY($4::varchar[]) ORDER BY id""", (after_id, before_id, ENGINE_USER, list(by_table)))
     out: dict[str, Touched] = {}
     for table, change in rows:
         m = by_table[table]
@@ -143,17 +143,28 @@ def diff_for_apply(mapper: Mapper, rows: list[dict], cloud: list[dict], touched:
     return ops
 
 
+def _assignments(cols: list) -> sql.Composable:
+    """``"c1" = $1, "c2" = $2, ...`` for ``cols`` (Col objects)."""
+    return sql.SQL(", ").join(sql.SQL("{} = ${}").format(sql.Identifier(c.name), sql.SQL(str(i)))
+                              for i, c in enumerate(cols, 1))
+
+
+def _conditions(names: tuple | list, start: int = 1) -> sql.Composable:
+    """``"p1" = $start AND "p2" = $start+1 ...`` for the column ``names``."""
+    return sql.SQL(" AND ").join(sql.SQL("{} = ${}").format(sql.Identifier(p), sql.SQL(str(i)))
+                                 for i, p in enumerate(names, start))
+
+
 async def _write_back(s: EngineSession, mapper: Mapper, row: dict, rec: dict) -> None:
     cols = [c for c in mapper.columns if c.role == "cloud" or c.name in mapper.key]
     cols = [c for c in cols if c.name not in mapper.pk or mapper.pk == mapper.key]
     if not cols:
         return
     q = sql.SQL("UPDATE {} SET {} WHERE {}").format(
-        sql.Identifier(mapper.table),
-        sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(c.name)) for c in cols),
-        sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(p)) for p in mapper.pk))
+        sql.Identifier(mapper.table), _assignments(cols),
+        _conditions(mapper.pk, start=len(cols) + 1))
     params = [adapt(c.kind, rec.get(c.name)) for c in cols] + [row.get(p) for p in mapper.pk]
-    await s.conn.execute(q, params)
+    await s.execute(q, params)
 
 
 async def _run_op(s: EngineSession, mc: MapperContext, op: Op) -> None:
@@ -230,24 +241,20 @@ async def _insert_row(s: EngineSession, m: Mapper, rec: dict) -> None:
     cols = m.synced_cols
     q = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
         sql.Identifier(m.table), sql.SQL(", ").join(sql.Identifier(c.name) for c in cols),
-        sql.SQL(", ").join(sql.Placeholder() for _ in cols))
-    await s.conn.execute(q, [adapt(c.kind, rec.get(c.name)) for c in cols])
+        sql.SQL(placeholders(len(cols))))
+    await s.execute(q, [adapt(c.kind, rec.get(c.name)) for c in cols])
 
 
 async def _update_row(s: EngineSession, m: Mapper, row: dict, rec: dict) -> None:
     cols = m.synced_cols
     q = sql.SQL("UPDATE {} SET {} WHERE {}").format(
-        sql.Identifier(m.table),
-        sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(c.name)) for c in cols),
-        sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(p)) for p in m.pk))
-    await s.conn.execute(q, [adapt(c.kind, rec.get(c.name)) for c in cols] + [row.get(p) for p in m.pk])
+        sql.Identifier(m.table), _assignments(cols), _conditions(m.pk, start=len(cols) + 1))
+    await s.execute(q, [adapt(c.kind, rec.get(c.name)) for c in cols] + [row.get(p) for p in m.pk])
 
 
 async def _delete_row(s: EngineSession, m: Mapper, row: dict) -> None:
-    q = sql.SQL("DELETE FROM {} WHERE {}").format(
-        sql.Identifier(m.table),
-        sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(p)) for p in m.pk))
-    await s.conn.execute(q, [row.get(p) for p in m.pk])
+    q = sql.SQL("DELETE FROM {} WHERE {}").format(sql.Identifier(m.table), _conditions(m.pk))
+    await s.execute(q, [row.get(p) for p in m.pk])
 
 
 async def sync(s: EngineSession, mc: MapperContext, mappers: list[Mapper], *, dry_run: bool = False) -> list[tuple]:

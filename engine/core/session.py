@@ -1,32 +1,43 @@
-"""One engine call's database session: connection setup, the per-database lock, audit-log writes.
+"""One engine call's view of the database: the caller's transaction, the IaSQL lock, audit rows.
 
-``EngineSession`` wraps ``CallContext.connect()``: it switches the connection to autocommit, marks
-it as the engine's (``iasql.engine_call``, see ``engine.schema``), sets ``lock_timeout`` and an
-``application_name`` that names the running function, creates the metadata when missing, and
-optionally takes the per-database IaSQL advisory lock. On the way out it converts any failure into
-``EngineError`` (recording it in ``iasql_audit_log`` as an ``ERROR`` row, which is what
-``iasql_get_errors`` lists), releases the lock and closes the connection.
+``EngineSession`` wraps the caller (``engine.rpc.CallContext``). Every statement goes through
+``CallContext.run``, so it runs on the caller's own server connection, inside the caller's
+transaction and with the caller's rights: a call's table changes are visible to the caller's next
+statement and are rolled back with the caller's transaction, and a role that may not create or
+read a table gets the same 42501 from a call as from its own SQL.
+
+On entry (one round trip) it reads the caller's ``search_path``, sets it to ``public, pg_temp``
+for the call (IaSQL's tables and functions live in ``public``; a user's schema earlier in the path
+must not capture the engine's unqualified names), marks the transaction as the engine's with the
+transaction-local setting ``iasql.engine_call`` (the audit trigger then records the engine's
+writes as ``iasql_engine``, see ``engine.schema``), and checks the metadata marker. It creates the
+metadata when missing and optionally takes the per-database IaSQL lock: a transaction-level
+advisory lock, held until the caller's transaction ends. On a normal exit it puts both settings
+back (so the caller's later statements in the same transaction are attributed to the caller).
+On a failure it converts the exception to ``EngineError`` and marks it for the ``ERROR`` audit row
+(``EngineError.audit``), which the caller writes once its transaction has ended
+(``engine.error_row``): nothing more is run, since the caller's transaction may be aborted.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
-import psycopg
 from psycopg import sql
+from psycopg.types.json import Json
 
 from engine.aws import AwsGateway, CloudError, Credentials
-from engine.rpc import EngineError
-from engine.schema import ENGINE_GUC, ENGINE_USER, ensure_metadata
+from engine.rpc import EngineError, Result, SqlError
+from engine.schema import ENGINE_GUC, ENGINE_USER, METADATA_MARKER_SQL, ensure_metadata, metadata_marker
 from engine.settings import EngineSettings
 
 #: Advisory lock (two-int form; advisory locks are per database) held by mutating calls.
 ENGINE_LOCK = (7355608, 1)
+#: The search_path the engine's statements run with (restored when the call ends).
+ENGINE_SEARCH_PATH = "public, pg_temp"
 
 
 @dataclass
@@ -44,30 +55,31 @@ def cancelled_error() -> EngineError:
 
 
 def to_engine_error(exc: BaseException) -> EngineError:
-    """Map any failure to an EngineError: psycopg errors keep their SQLSTATE, cloud errors get
-    58000, anything else XX000."""
+    """Map any failure to an EngineError: engine and server errors keep their SQLSTATE, cloud
+    errors get 58000, a cancelled task 57014, anything else XX000."""
     if isinstance(exc, EngineError):
         return exc
     if isinstance(exc, CloudError):
         return EngineError("58000", f"AWS call failed: {exc}")
-    if isinstance(exc, psycopg.errors.LockNotAvailable):
-        return EngineError("55P03", f"could not obtain a lock within the engine's lock_timeout: {exc}",
-                           hint="A transaction holds a lock on an IaSQL table; commit or roll it back "
-                                "and call the function again.")
-    if isinstance(exc, psycopg.Error):
-        diag = exc.diag
-        return EngineError(exc.sqlstate or "XX000", diag.message_primary or str(exc),
-                           detail=diag.message_detail, hint=diag.message_hint)
     if isinstance(exc, asyncio.CancelledError):
         return cancelled_error()
     return EngineError("XX000", f"internal engine error: {type(exc).__name__}: {exc}")
 
 
+def query_text(query: str | sql.Composable) -> str:
+    """``query`` as SQL text (a ``psycopg.sql`` composition is rendered; it only ever holds
+    identifiers and SQL fragments, values travel as ``$n`` parameters)."""
+    return query if isinstance(query, str) else query.as_string(None)
+
+
 class EngineSession:
     """``async with EngineSession(ctx, state, "iasql_commit", lock=True) as s:`` …
 
+    Takes the caller's ``CallContext``, the registry's ``EngineState``, the function's SQL name,
+    whether to take the IaSQL lock, and whether a failure is recorded as an ``ERROR`` audit row.
     Raises EngineError: 55P03 when the lock is not obtained within ``lock_wait_timeout`` (the
-    message names the holder from ``pg_stat_activity``), 57014 when cancelled while waiting.
+    message names the holder from ``pg_stat_activity``), 57014 when cancelled while waiting,
+    the server's SQLSTATE (``SqlError``) when a statement fails (e.g. 42501 without privileges).
     """
 
     def __init__(self, ctx: Any, state: EngineState, function: str, *, lock: bool = False,
@@ -78,67 +90,78 @@ class EngineSession:
         self.function = function
         self.want_lock = lock
         self.record_errors = record_errors
-        self.conn: Any = None
-        self.locked = False
+        self.search_path: str | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def __aenter__(self) -> "EngineSession":
         try:
-            self.conn = await self.ctx.connect()
-            await self.conn.set_autocommit(True)
-            ms = int(self.settings.statement_lock_timeout * 1000)
-            await self.conn.execute(
-                "SELECT set_config(%s, 'on', false), set_config('lock_timeout', %s, false), "
-                "set_config('application_name', %s, false)",
-                (ENGINE_GUC, f"{ms}ms", f"iasql-engine {self.function} (pid {os.getpid()})"[:63]))
-            await ensure_metadata(self.conn, self.state.functions)
+            row = await self.fetchone(
+                f"SELECT current_setting('search_path'), set_config('search_path', $1, true), "
+                f"set_config('{ENGINE_GUC}', 'on', true), ({METADATA_MARKER_SQL})", (ENGINE_SEARCH_PATH,))
+            assert row is not None
+            self.search_path = row[0]
+            if row[3] != metadata_marker():
+                await ensure_metadata(self.ctx, self.state.functions)
             if self.want_lock:
                 await self.acquire_lock()
         except BaseException as e:
-            await self._close()
-            raise to_engine_error(e) from e
+            err = self._failed(e)
+            if err is e:
+                raise
+            raise err from e
         return self
 
     async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
-        err: EngineError | None = None
         if exc is not None:
-            err = to_engine_error(exc)
-            if self.record_errors and err.sqlstate != "25P01":
-                await self.log_error(err.message if not err.detail else f"{err.message}\n{err.detail}")
-        await self._close()
-        if err is not None and err is not exc:
-            raise err from exc
+            err = self._failed(exc)
+            if err is not exc:
+                raise err from exc
+            return False
+        await self.run(f"SELECT set_config('search_path', $1, true), set_config('{ENGINE_GUC}', 'off', true)",
+                       (self.search_path,))
         return False
 
-    async def _close(self) -> None:
-        if self.conn is None:
-            return
-        try:
-            if self.locked and not self.conn.closed:
-                if self.conn.info.transaction_status != 0:
-                    await self.conn.rollback()
-                await self.conn.execute("SELECT pg_advisory_unlock(%s, %s)", ENGINE_LOCK)
-        except Exception:
-            pass  # closing the connection releases the lock anyway
-        finally:
-            self.locked = False
-            try:
-                await self.conn.close()
-            except Exception:
-                pass
-            self.conn = None
+    def _failed(self, exc: BaseException) -> EngineError:
+        """``exc`` as an EngineError, marked for the ERROR audit row when this function records
+        its failures (a missing IaSQL transaction, 25P01, is not recorded, as in IaSQL)."""
+        err = to_engine_error(exc)
+        if self.record_errors and err.sqlstate != "25P01" and err.audit is None:
+            err.audit = f"{self.function}: {err.message}" + (f"\n{err.detail}" if err.detail else "")
+        return err
+
+    # -- statements -------------------------------------------------------------------------------
+    async def run(self, query: str | sql.Composable, params: Sequence[Any] = ()) -> Result:
+        """Run one statement in the caller's transaction. Raises SqlError."""
+        return await self.ctx.run(query_text(query), tuple(params))
+
+    async def execute(self, query: str | sql.Composable, params: Sequence[Any] = ()) -> str:
+        """Run one statement; returns its command tag."""
+        return (await self.run(query, params)).command
+
+    async def fetchall(self, query: str | sql.Composable, params: Sequence[Any] = ()) -> list[tuple]:
+        """Rows of ``query``."""
+        return (await self.run(query, params)).rows
+
+    async def fetchone(self, query: str | sql.Composable, params: Sequence[Any] = ()) -> tuple | None:
+        """First row of ``query`` or None."""
+        rows = (await self.run(query, params)).rows
+        return rows[0] if rows else None
+
+    def check_cancelled(self) -> None:
+        """Raise EngineError 57014 when the client has cancelled."""
+        if self.ctx.cancelled.is_set():
+            raise cancelled_error()
 
     # -- lock -------------------------------------------------------------------------------------
     async def lock_holder(self) -> str:
         """A description of the session holding the IaSQL lock on this database (or 'unknown')."""
-        cur = await self.conn.execute(
+        row = await self.fetchone(
             """SELECT a.pid, a.usename, a.application_name, a.client_addr::text, a.state,
                       a.backend_start, a.query_start, left(a.query, 200)
-                 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-                WHERE l.locktype = 'advisory' AND l.granted
-                  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                  AND l.classid = %s AND l.objid = %s AND l.objsubid = 2""", ENGINE_LOCK)
-        row = await cur.fetchone()
+                 FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
+                WHERE l.locktype = 'advisory' AND l.granted AND l.pid <> pg_catalog.pg_backend_pid()
+                  AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
+                  AND l.classid = $1 AND l.objid = $2 AND l.objsubid = 2""", ENGINE_LOCK)
         if row is None:
             return "unknown (the holder was not visible in pg_stat_activity)"
         pid, user, app, addr, state, started, qstart, query = row
@@ -148,18 +171,19 @@ class EngineSession:
                 f"pid {pid} (user {user}, application \"{app}\", state {state})")
 
     async def acquire_lock(self, timeout: float | None = None) -> None:
-        """Take the per-database IaSQL advisory lock, polling until ``timeout`` (default
-        ``lock_wait_timeout``). Raises EngineError 55P03 naming the holder, or 57014."""
+        """Take the per-database IaSQL lock as a transaction-level advisory lock (released when
+        the caller's transaction ends; taking it again in the same transaction is immediate, so a
+        caller never waits for itself), polling until ``timeout`` seconds (default
+        ``lock_wait_timeout``) with one progress NOTICE. Raises EngineError 55P03 naming the
+        holder, or 57014 when cancelled while waiting."""
         timeout = self.settings.lock_wait_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         reported = False
         while True:
-            cur = await self.conn.execute("SELECT pg_try_advisory_lock(%s, %s)", ENGINE_LOCK)
-            if (await cur.fetchone())[0]:
-                self.locked = True
+            row = await self.fetchone("SELECT pg_catalog.pg_try_advisory_xact_lock($1, $2)", ENGINE_LOCK)
+            if row and row[0]:
                 return
-            if self.ctx.cancelled.is_set():
-                raise cancelled_error()
+            self.check_cancelled()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 holder = await self.lock_holder()
@@ -167,61 +191,42 @@ class EngineSession:
                     "55P03",
                     f"could not obtain the IaSQL lock on database \"{self.ctx.database}\" within "
                     f"{timeout:g} s: it is held by {holder}",
-                    hint="Another iasql_* call is running on this database; try again when it finishes.")
+                    hint="Another iasql_* call is running on this database, or a transaction that "
+                         "made one is still open; try again when it ends.")
             if not reported:
                 self.ctx.progress(f"waiting for another IaSQL call on database \"{self.ctx.database}\" to finish")
                 reported = True
-            await asyncio.sleep(min(0.1, remaining))
+            await self._sleep(min(0.1, remaining))
 
-    # -- helpers ----------------------------------------------------------------------------------
-    def check_cancelled(self) -> None:
-        """Raise EngineError 57014 when the client has cancelled."""
-        if self.ctx.cancelled.is_set():
-            raise cancelled_error()
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep up to ``seconds``, waking at once when the client cancels."""
+        try:
+            await asyncio.wait_for(self.ctx.cancelled.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
 
-    async def fetchall(self, query: Any, params: Any = None) -> list[tuple]:
-        """Rows of ``query``."""
-        async with self.conn.cursor() as cur:
-            await cur.execute(query, params)
-            return await cur.fetchall()
-
-    async def fetchone(self, query: Any, params: Any = None) -> tuple | None:
-        """First row of ``query`` or None."""
-        async with self.conn.cursor() as cur:
-            await cur.execute(query, params)
-            return await cur.fetchone()
-
+    # -- audit log ---------------------------------------------------------------------------------
     async def log(self, change_type: str, *, message: str | None = None, change: dict | None = None,
                   transaction_id: str | None = None, table_name: str = "iasql_audit_log") -> int:
-        """Insert an engine row into ``iasql_audit_log``; returns its id."""
+        """Insert an engine row into ``iasql_audit_log`` (in the caller's transaction); returns its id."""
         row = await self.fetchone(
-            'INSERT INTO iasql_audit_log ("user", table_name, change_type, change, message, transaction_id) '
-            "VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
-            (ENGINE_USER, table_name, change_type, json.dumps(change or {}), message, transaction_id))
+            'INSERT INTO public.iasql_audit_log ("user", table_name, change_type, change, message, transaction_id) '
+            "VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            (ENGINE_USER, table_name, change_type, Json(change or {}), message, transaction_id))
         assert row is not None
         return row[0]
 
-    async def log_error(self, message: str) -> None:
-        """Record an ERROR row (best effort: never raises)."""
-        try:
-            if self.conn is not None and not self.conn.closed:
-                if self.conn.info.transaction_status != 0:
-                    await self.conn.rollback()
-                await self.log("ERROR", message=f"{self.function}: {message}")
-        except Exception:
-            pass
-
     # -- IaSQL transactions ------------------------------------------------------------------------
     async def open_transaction(self) -> tuple[str, Any, str] | None:
-        """(transaction_id, opened ts, user) of the open IaSQL transaction, or None.
+        """(transaction_id, opened ts, message) of the open IaSQL transaction, or None.
 
         A transaction is open when the latest OPEN/CLOSE_TRANSACTION row is an OPEN younger than
         ``transaction_ttl_seconds`` (IaSQL: 30 minutes)."""
         row = await self.fetchone(
-            """SELECT change_type, transaction_id, ts, message FROM iasql_audit_log
+            """SELECT change_type, transaction_id, ts, message FROM public.iasql_audit_log
                 WHERE change_type IN ('OPEN_TRANSACTION', 'CLOSE_TRANSACTION')
-                  AND ts > now() - make_interval(secs => %s)
-                ORDER BY id DESC LIMIT 1""", (self.settings.transaction_ttl_seconds,))
+                  AND ts > now() - make_interval(secs => $1::float8)
+                ORDER BY id DESC LIMIT 1""", (float(self.settings.transaction_ttl_seconds),))
         if row is None or row[0] != "OPEN_TRANSACTION":
             return None
         return row[1], row[2], row[3] or ""
@@ -238,14 +243,15 @@ class EngineSession:
     # -- AWS --------------------------------------------------------------------------------------
     async def table_exists(self, name: str) -> bool:
         """True when public.<name> exists."""
-        row = await self.fetchone("SELECT to_regclass(%s) IS NOT NULL", (f"public.{name}",))
+        row = await self.fetchone("SELECT to_regclass($1) IS NOT NULL", (f"public.{name}",))
         return bool(row and row[0])
 
     async def credentials(self) -> Credentials:
         """The first ``aws_credentials`` row; with none, and a sandbox endpoint configured, moto's
         ``testing`` pair; otherwise boto3's default chain (None, None)."""
         if await self.table_exists("aws_credentials"):
-            row = await self.fetchone("SELECT access_key_id, secret_access_key FROM aws_credentials ORDER BY id LIMIT 1")
+            row = await self.fetchone(
+                "SELECT access_key_id, secret_access_key FROM public.aws_credentials ORDER BY id LIMIT 1")
             if row:
                 return Credentials(row[0], row[1])
         if self.settings.aws_endpoint_url:
@@ -256,8 +262,8 @@ class EngineSession:
         """(enabled regions, default region) from ``aws_regions`` (us-east-1 without it)."""
         if not await self.table_exists("aws_regions"):
             return ["us-east-1"], "us-east-1"
-        rows = await self.fetchall("SELECT region FROM aws_regions WHERE is_enabled ORDER BY region")
-        default = (await self.fetchone("SELECT default_aws_region()"))[0]
+        rows = await self.fetchall("SELECT region FROM public.aws_regions WHERE is_enabled ORDER BY region")
+        default = (await self.fetchone("SELECT public.default_aws_region()"))[0]
         regions = [r[0] for r in rows]
         if default not in regions:
             regions.append(default)
@@ -265,9 +271,18 @@ class EngineSession:
 
     async def installed(self) -> list[str]:
         """Installed module names (``name@version``)."""
-        return [r[0] for r in await self.fetchall("SELECT name FROM iasql_module ORDER BY name")]
+        return [r[0] for r in await self.fetchall("SELECT name FROM public.iasql_module ORDER BY name")]
 
 
 def ident(name: str) -> sql.Identifier:
     """A quoted SQL identifier."""
     return sql.Identifier(name)
+
+
+def placeholders(n: int, start: int = 1) -> str:
+    """``$start, $start+1, ...`` (``n`` of them)."""
+    return ", ".join(f"${i}" for i in range(start, start + n))
+
+
+__all__ = ["EngineSession", "EngineState", "ENGINE_LOCK", "SqlError", "cancelled_error", "to_engine_error",
+           "ident", "placeholders", "query_text"]

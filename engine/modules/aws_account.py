@@ -38,15 +38,15 @@ class AwsRegionsMapper(Mapper):
     cloud = False
 
 
-async def _seed_regions(conn: Any) -> None:
+async def _seed_regions(db: Any) -> None:
+    """Insert every region botocore knows into ``aws_regions`` (``db``: the call's EngineSession)."""
     regions = available_regions()
     if DEFAULT_REGION not in regions:
         regions.append(DEFAULT_REGION)
-    async with conn.cursor() as cur:
-        await cur.executemany(
-            "INSERT INTO aws_regions (region, is_default, is_enabled) VALUES (%s, %s, %s) "
-            "ON CONFLICT (region) DO NOTHING",
-            [(r, r == DEFAULT_REGION, r == DEFAULT_REGION) for r in regions])
+    await db.execute(
+        "INSERT INTO aws_regions (region, is_default, is_enabled) "
+        "SELECT r, r = $2, r = $2 FROM unnest($1::varchar[]) AS r ON CONFLICT (region) DO NOTHING",
+        (regions, DEFAULT_REGION))
 
 
 MODULE = Module(

@@ -72,14 +72,15 @@ def normalize(kind: str, value: Any) -> Any:
 
 @dataclass
 class MapperContext:
-    """What a mapper may use while running: the engine's DB connection, AWS, and regions.
+    """What a mapper may use while running: the caller's database, AWS, and regions.
 
-    - ``conn``: the engine's ``psycopg.AsyncConnection`` (autocommit; read lookups only).
+    - ``db``: the call's ``engine.core.session.EngineSession`` (statements in the caller's
+      transaction; mappers use it for read lookups only, ``fetchall``).
     - ``aws``/``creds``: ``await mc.call(service, region, operation, **kw)``.
     - ``regions``: enabled region names; ``default_region``: ``default_aws_region()``.
     """
 
-    conn: Any
+    db: Any
     aws: "AwsGateway"
     creds: "Credentials"
     regions: list[str]
@@ -95,10 +96,8 @@ class MapperContext:
         return await self.aws.paginate(self.creds, service, region, operation, result_key, **kwargs)
 
     async def fetchall(self, query: Any, params: Any = None) -> list[tuple]:
-        """Rows of a read-only lookup query on the engine connection."""
-        async with self.conn.cursor() as cur:
-            await cur.execute(query, params)
-            return await cur.fetchall()
+        """Rows of a read-only lookup query (``$n`` placeholders) in the caller's transaction."""
+        return await self.db.fetchall(query, params or ())
 
 
 class Mapper:
@@ -182,7 +181,7 @@ class Mapper:
         """Delete the cloud record ``cloud``."""
         raise NotImplementedError
 
-    async def seed(self, conn: Any) -> None:
+    async def seed(self, db: Any) -> None:
         """For database-only tables: rows to insert at install (default none)."""
         return None
 
@@ -191,7 +190,8 @@ class Mapper:
 class Module:
     """An installable module: ``name``, ``version``, ``dependencies`` (module names, no version),
     ``install_sql``/``uninstall_sql`` (statements run in order inside one transaction) and
-    ``mappers`` in dependency order. ``tables`` are the mappers' tables."""
+    ``mappers`` in dependency order. ``tables`` are the mappers' tables. ``after_install(db)``,
+    when set, runs after the DDL with the call's ``EngineSession`` (e.g. to seed rows)."""
 
     name: str
     version: str

@@ -12,13 +12,23 @@
   raises ``iasql_* functions must be called through iasql-proxy`` (SQLSTATE 0A000) with a HINT, so
   a direct connection or a DO block fails loudly instead of silently doing nothing.
 
-**How engine writes are told apart from the user's.** The engine's connection (whatever role the
-proxy connects it as, superuser or not) runs ``SELECT set_config('iasql.engine_call', 'on',
-false)``; ``iasql_audit()`` records ``"user"`` as ``iasql_engine`` when that setting is ``on`` and
-as ``session_user`` otherwise. A dedicated ``SET ROLE`` was not used because it needs the role to
-exist and be granted to every proxy login, and it would change the owner of the tables the engine
-creates. The setting is a marker, not a security boundary: a user who sets it by hand only
-mislabels their own audit entries (which then are not treated as their changes at commit).
+- schema ``iasql_args`` with one *argument probe* per function: same name and argument list as the
+  stub, returning the arguments it was given as one row (``a1``, ``a2``, ...). The proxy evaluates
+  a call's argument expressions by calling the probe on the caller's connection, so PostgreSQL's
+  own function resolution (named and VARIADIC notation, defaults, implicit casts, its error
+  messages) applies to ``iasql_*`` arguments exactly as to any function's.
+
+Everything is created in the caller's transaction, as the caller (``ensure_metadata`` runs
+through ``engine.rpc.CallContext``), so the caller needs the right to create in ``public``.
+
+**How engine writes are told apart from the user's.** Engine calls run on the caller's own
+connection, as the caller; for the duration of a call the engine sets the transaction-local
+setting ``iasql.engine_call`` to ``on`` (``set_config(..., true)``) and back to ``off`` when the
+call ends. ``iasql_audit()`` records ``"user"`` as ``iasql_engine`` while that setting is ``on`` and
+as ``session_user`` otherwise, so the caller's own statements before and after the call, even in
+the same transaction, are attributed to the caller. The setting is a marker, not a security
+boundary: a user who sets it by hand only mislabels their own audit entries (which then are not
+treated as their changes at commit).
 
 Follows IaSQL's ``iasql_platform`` entities and ``iasql_functions/sql/after_install.sql``.
 """
@@ -33,13 +43,17 @@ if TYPE_CHECKING:  # pragma: no cover
     from engine.rpc import Function
 
 #: Bumped whenever the metadata DDL changes; stored as the comment of ``iasql_audit_log``.
-METADATA_VERSION = "iasql-proxy metadata 1"
+METADATA_VERSION = "iasql-proxy metadata 2"
 #: The name recorded in the audit log for the engine's own writes.
 ENGINE_USER = "iasql_engine"
 #: The session setting that marks a connection as the engine's.
 ENGINE_GUC = "iasql.engine_call"
 #: Advisory lock (two-int form) serialising metadata DDL across processes.
 METADATA_LOCK = (7355608, 2)
+#: The schema holding the argument probes (one per function, see the module docstring).
+ARGS_SCHEMA = "iasql_args"
+#: One SQL expression giving the metadata marker of the current database (NULL when absent).
+METADATA_MARKER_SQL = "SELECT pg_catalog.obj_description(to_regclass('public.iasql_audit_log'), 'pg_class')"
 
 STUB_MESSAGE = "iasql_* functions must be called through iasql-proxy"
 STUB_HINT = ("Connect to this database through iasql-proxy, which answers iasql_* calls itself; "
@@ -95,6 +109,8 @@ BASE_DDL = [
          RETURN NULL;
        END $$""",
     "GRANT SELECT ON iasql_module, iasql_dependencies, iasql_tables, iasql_audit_log TO PUBLIC",
+    f"CREATE SCHEMA IF NOT EXISTS {ARGS_SCHEMA}",
+    f"GRANT USAGE ON SCHEMA {ARGS_SCHEMA} TO PUBLIC",
 ]
 
 
@@ -137,28 +153,67 @@ def stub_statements(functions: Iterable["Function"]) -> list[sql.Composable]:
     return out
 
 
-async def _marker(conn: Any) -> str | None:
-    cur = await conn.execute(
-        "SELECT obj_description(to_regclass('public.iasql_audit_log'), 'pg_class')")
-    row = await cur.fetchone()
-    return row[0] if row else None
+def probe_statements(functions: Iterable["Function"]) -> list[sql.Composable]:
+    """``CREATE OR REPLACE FUNCTION`` statements for the argument probes of ``functions``.
 
-
-async def ensure_metadata(conn: Any, functions: Iterable["Function"] | None = None, version: str | None = None) -> bool:
-    """Create the IaSQL metadata in ``conn``'s database unless it is already current.
-
-    Takes a ``psycopg.AsyncConnection`` (any autocommit state; left as found). ``functions`` are
-    the registry's functions to stub (default: ``engine.build_registry()``'s); ``version`` the
-    platform version recorded as ``iasql_platform@version``/``iasql_functions@version``. Returns
-    True when it created or upgraded something, False when the metadata was already current.
-    Concurrent callers are serialised by a transaction-scoped advisory lock. Raises
-    psycopg errors (e.g. 42501 insufficient_privilege) unchanged.
+    Each probe ``iasql_args.<name>`` has the function's argument list (names, types, VARIADIC,
+    defaults) and returns one row of its arguments as columns ``a1``..``an`` (a VARIADIC argument
+    as its array). Functions without arguments get a probe too, so that a call given arguments it
+    does not take fails with PostgreSQL's own 42883.
     """
+    from engine.rpc import NO_DEFAULT
+
+    out: list[sql.Composable] = []
+    for fn in functions:
+        args = []
+        types = []
+        cols = []
+        for i, a in enumerate(fn.arguments, 1):
+            typ = sql.SQL(a.type_name + ("[]" if a.variadic else ""))
+            piece = sql.SQL("{}{} {}").format(sql.SQL("VARIADIC ") if a.variadic else sql.SQL(""),
+                                              sql.Identifier(a.name), typ)
+            if a.default is not NO_DEFAULT:
+                piece = sql.SQL("{} DEFAULT {}").format(piece, sql.Literal(a.default))
+            args.append(piece)
+            types.append(sql.SQL("{}{}").format(sql.SQL("VARIADIC ") if a.variadic else sql.SQL(""), typ))
+            cols.append(sql.SQL("{} {}").format(sql.Identifier(f"a{i}"), typ))
+        name = sql.Identifier(ARGS_SCHEMA, fn.name)
+        body = "SELECT " + ", ".join(f"${i}" for i in range(1, len(fn.arguments) + 1)) if fn.arguments else "SELECT"
+        out.append(sql.SQL("DROP FUNCTION IF EXISTS {name}({types})").format(name=name, types=sql.SQL(", ").join(types)))
+        out.append(sql.SQL(
+            "CREATE FUNCTION {name}({args}) RETURNS {ret} LANGUAGE sql IMMUTABLE PARALLEL SAFE AS {body}"
+        ).format(name=name, args=sql.SQL(", ").join(args),
+                 ret=sql.SQL("TABLE ({})").format(sql.SQL(", ").join(cols)) if cols else sql.SQL("void"),
+                 body=sql.Literal(body if cols else "SELECT NULL::void")))
+    return out
+
+
+def metadata_marker(version: str | None = None) -> str:
+    """The marker (comment of ``iasql_audit_log``) of current metadata for platform ``version``."""
+    from engine.modules import VERSION
+
+    return f"{METADATA_VERSION} ({version or VERSION})"
+
+
+async def ensure_metadata(ctx: Any, functions: Iterable["Function"] | None = None, version: str | None = None) -> bool:
+    """Create the IaSQL metadata in the caller's database unless it is already current.
+
+    Takes an ``engine.rpc.CallContext`` (the statements run in the caller's transaction, as the
+    caller), the registry's functions to stub (default: ``engine.build_registry()``'s) and the
+    platform ``version`` recorded as ``iasql_platform@version``/``iasql_functions@version``.
+    Returns True when it created or upgraded something, False when the metadata was already
+    current. Concurrent callers are serialised by a transaction-level advisory lock (a second
+    caller waits until the first one's transaction ends). Sets ``search_path`` to ``public,
+    pg_temp`` for the rest of the caller's transaction. Raises ``engine.rpc.SqlError`` from the
+    DDL (e.g. 42501 insufficient_privilege when the caller may not create in ``public``).
+    """
+    marker = metadata_marker(version)
     from engine.modules import VERSION
 
     version = version or VERSION
-    marker = f"{METADATA_VERSION} ({version})"
-    if await _marker(conn) == marker:
+    await ctx.run("SELECT set_config('search_path', 'public, pg_temp', true), "
+                  "pg_catalog.pg_advisory_xact_lock($1, $2)", METADATA_LOCK)
+    if (await ctx.run(METADATA_MARKER_SQL)).rows[0][0] == marker:
         return False
     if functions is None:
         from engine import build_registry
@@ -166,49 +221,45 @@ async def ensure_metadata(conn: Any, functions: Iterable["Function"] | None = No
         reg = build_registry()
         reg.engine_state.aws.close()  # type: ignore[attr-defined]
         functions = list(reg.functions.values())
-    stubs = stub_statements(functions)
-    was_autocommit = conn.autocommit
-    if not was_autocommit and conn.info.transaction_status != 0:
-        raise RuntimeError("ensure_metadata needs a connection outside a transaction")
-    await conn.set_autocommit(True)
-    try:
-        async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", METADATA_LOCK)
-            if await _marker(conn) == marker:
-                return False
-            for stmt in BASE_DDL:
-                await conn.execute(stmt)
-            for stmt in stubs:
-                await conn.execute(stmt)
-            for mod in ("iasql_platform", "iasql_functions"):
-                await conn.execute("DELETE FROM iasql_module WHERE name LIKE %s AND name <> %s",
-                                   (mod + "@%", f"{mod}@{version}"))
-                await conn.execute("INSERT INTO iasql_module (name) VALUES (%s) ON CONFLICT DO NOTHING",
-                                   (f"{mod}@{version}",))
-            await conn.execute("INSERT INTO iasql_dependencies (module, dependency) VALUES (%s, %s) "
-                               "ON CONFLICT DO NOTHING",
-                               (f"iasql_functions@{version}", f"iasql_platform@{version}"))
-            await conn.execute(sql.SQL("COMMENT ON TABLE iasql_audit_log IS {}").format(sql.Literal(marker)))
-        return True
-    finally:
-        await conn.set_autocommit(was_autocommit)
+    functions = list(functions)
+    for stmt in BASE_DDL:
+        await ctx.run(stmt)
+    for stmt in stub_statements(functions) + probe_statements(functions):
+        await ctx.run(stmt.as_string(None))
+    for mod in ("iasql_platform", "iasql_functions"):
+        await ctx.run("DELETE FROM iasql_module WHERE name LIKE $1 AND name <> $2", (mod + "@%", f"{mod}@{version}"))
+        await ctx.run("INSERT INTO iasql_module (name) VALUES ($1) ON CONFLICT DO NOTHING", (f"{mod}@{version}",))
+    await ctx.run("INSERT INTO iasql_dependencies (module, dependency) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                  (f"iasql_functions@{version}", f"iasql_platform@{version}"))
+    await ctx.run(sql.SQL("COMMENT ON TABLE iasql_audit_log IS {}").format(sql.Literal(marker)).as_string(None))
+    return True
+
+
+def error_row(message: str) -> tuple[str, tuple]:
+    """The statement (SQL with ``$n``, parameters) that records a failed call as IaSQL's ``ERROR``
+    row in ``iasql_audit_log`` (``EngineError.audit`` is the message). Run it after the caller's
+    transaction has ended, as the caller, in a transaction of its own."""
+    return ('INSERT INTO public.iasql_audit_log ("user", table_name, change_type, change, message) '
+            "VALUES ($1, 'iasql_audit_log', 'ERROR', '{}', $2)", (ENGINE_USER, message))
 
 
 def init_db(dsn: str) -> None:
     """Create the IaSQL metadata in the database ``dsn`` names (for ``iasql-proxy init-db NAME``).
 
-    Synchronous wrapper around ``ensure_metadata`` over a fresh psycopg connection. Raises
-    psycopg.OperationalError when it cannot connect, other psycopg errors from the DDL.
+    Runs ``ensure_metadata`` in one transaction of a fresh psycopg connection
+    (``engine.local.PsycopgCaller``). Raises psycopg.OperationalError when it cannot connect,
+    ``engine.rpc.SqlError`` from the DDL.
     """
     import asyncio
 
-    import psycopg
+    from engine.local import PsycopgCaller
 
     async def run() -> None:
-        conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+        caller = await PsycopgCaller.connect(dsn)
         try:
-            await ensure_metadata(conn)
+            await ensure_metadata(caller)
+            await caller.commit()
         finally:
-            await conn.close()
+            await caller.close()
 
     asyncio.run(run())

@@ -16,7 +16,7 @@ from tests.engine.support import Ctx
 def settings(moto_server):
     """Engine settings aimed at moto, with short lock waits."""
     return EngineSettings(aws_endpoint_url=moto_server.endpoint_url, lock_wait_timeout=5.0,
-                          statement_lock_timeout=2.0, aws_max_attempts=1, aws_read_timeout=20)
+                          aws_max_attempts=1, aws_read_timeout=20)
 
 
 @pytest.fixture
@@ -44,8 +44,10 @@ def dsn(pg, dbname):
 
 
 @pytest.fixture
-def ctx(dsn, dbname):
-    return Ctx(dsn=dsn, database=dbname)
+async def ctx(dsn, dbname):
+    c = Ctx(dsn=dsn, database=dbname)
+    yield c
+    await c.close()
 
 
 @pytest.fixture

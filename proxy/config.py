@@ -18,8 +18,9 @@ Sections
     The keys in the table below. Key names are case-insensitive.
 ``[engine]`` (ours)
     ``aws_endpoint_url`` (string; empty = boto3's default), ``lock_wait_timeout`` (seconds,
-    default 30), ``enabled`` (boolean, default true), ``engine_user`` and ``engine_password`` (the
-    role the engine connects as; default: the client's own user).
+    default 30), ``enabled`` (boolean, default true). ``engine_user`` and ``engine_password`` are
+    deprecated and ignored (a warning is logged at start): ``iasql_*`` calls run as the calling
+    user, on the caller's own server connection.
 
 ``[proxy]`` keys
 ----------------
@@ -137,15 +138,14 @@ class EngineConfig:
 
     ``aws_endpoint_url`` None = boto3's default endpoints (or ``AWS_ENDPOINT_URL``);
     ``lock_wait_timeout`` in seconds; ``enabled`` False = ``iasql_*`` calls are passed to Postgres;
-    ``engine_user``/``engine_password``: the role the engine connects to user databases as (None =
-    the client's own user, with the password the proxy learned at login).
+    ``deprecated_keys``: keys given that are no longer used (``engine_user``, ``engine_password``:
+    calls run as the caller), logged as a warning at start.
     """
 
     aws_endpoint_url: str | None = None
     lock_wait_timeout: float = 30.0
     enabled: bool = True
-    engine_user: str | None = None
-    engine_password: str | None = None
+    deprecated_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -405,8 +405,11 @@ _ENGINE_KEYS: dict[str, Parser] = {
     "aws_endpoint_url": lambda k, v: v.strip() or None,
     "lock_wait_timeout": _duration,
     "enabled": _bool,
-    "engine_user": lambda k, v: v.strip() or None,
-    "engine_password": lambda k, v: v if v else None,
+}
+#: [engine] keys that are accepted and ignored, with why (logged as a warning at start).
+DEPRECATED_ENGINE_KEYS = {
+    "engine_user": "iasql_* calls run as the calling user on its own server connection; remove this key",
+    "engine_password": "iasql_* calls run as the calling user on its own server connection; remove this key",
 }
 
 _UNSUPPORTED_AUTH = {
@@ -527,6 +530,9 @@ def parse_config(text: str, base_dir: Path | None = None, *, config_file: Path |
     if "engine" in sections:
         for k, v in parser.items(sections["engine"]):
             key = k.lower()
+            if key in DEPRECATED_ENGINE_KEYS:
+                engine_values["deprecated_keys"] = engine_values.get("deprecated_keys", ()) + (key,)
+                continue
             if key not in _ENGINE_KEYS:
                 raise ConfigError(f"engine.{key}", f"unknown key in [engine]{_suggest(key, _ENGINE_KEYS)}")
             engine_values[key] = _ENGINE_KEYS[key](f"engine.{key}", v)

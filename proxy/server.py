@@ -107,6 +107,10 @@ class ProxyApp:
         self._accept_tasks.append(loop.create_task(self._maintain_pools()))
         log.info("event=listening addr=%s port=%s tls=%s pool_mode=%s relay=%s", self.cfg.listen_addr, self.port,
                  self.cfg.client_tls_sslmode, self.cfg.pool_mode, "compiled" if relay_compiled else "python")
+        from proxy.config import DEPRECATED_ENGINE_KEYS
+
+        for key in self.cfg.engine.deprecated_keys:
+            log.warning("event=deprecated_key key=engine.%s reason=%r", key, DEPRECATED_ENGINE_KEYS[key])
 
     async def _maintain_pools(self) -> None:
         """Once a second: pool housekeeping (idle timeout, lifetime, min_pool_size), and memory
@@ -274,7 +278,7 @@ class ProxyApp:
             await send_cancel(session.target, session.backend_key)
             return
         if self.interceptor is not None and self.interceptor.cancel(session):
-            return  # an iasql_* call was running: it stops at its next safe point (57014)
+            return  # an iasql_* call was running between statements: it stops at its next safe point
         server = session.server
         if server is not None:
             await self.cancel_server(server)

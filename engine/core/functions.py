@@ -194,7 +194,7 @@ async def iasql_install(state: EngineState, ctx: Any, *modules: Any) -> list[tup
                     "GRANT SELECT, INSERT, UPDATE, DELETE ON {t} TO PUBLIC").format(t=sql.Identifier(t)))
                 await s.execute(sql.SQL(
                     "CREATE TRIGGER {trg} AFTER INSERT OR UPDATE OR DELETE ON {t} "
-                    "FOR EACH ROW EXECUTE FUNCTION iasql_audit()").format(
+                    "FOR EACH ROW EXECUTE FUNCTION public.iasql_audit()").format(
                     trg=sql.Identifier(f"{t}_audit"), t=sql.Identifier(t)))
         await s.execute("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO PUBLIC")
         mappers = cloud_mappers(order)

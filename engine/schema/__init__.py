@@ -64,16 +64,16 @@ CHANGE_TYPES = ("INSERT", "UPDATE", "DELETE", "START_COMMIT", "PREVIEW_START_COM
                 "END_REVERT")
 
 BASE_DDL = [
-    """CREATE TABLE IF NOT EXISTS iasql_module (name character varying PRIMARY KEY)""",
-    """CREATE TABLE IF NOT EXISTS iasql_dependencies (
-         module character varying NOT NULL REFERENCES iasql_module (name) ON DELETE CASCADE,
-         dependency character varying NOT NULL REFERENCES iasql_module (name) ON DELETE CASCADE,
+    """CREATE TABLE IF NOT EXISTS public.iasql_module (name character varying PRIMARY KEY)""",
+    """CREATE TABLE IF NOT EXISTS public.iasql_dependencies (
+         module character varying NOT NULL REFERENCES public.iasql_module (name) ON DELETE CASCADE,
+         dependency character varying NOT NULL REFERENCES public.iasql_module (name) ON DELETE CASCADE,
          PRIMARY KEY (module, dependency))""",
-    """CREATE TABLE IF NOT EXISTS iasql_tables (
+    """CREATE TABLE IF NOT EXISTS public.iasql_tables (
          "table" character varying NOT NULL,
-         module character varying NOT NULL REFERENCES iasql_module (name) ON DELETE CASCADE,
+         module character varying NOT NULL REFERENCES public.iasql_module (name) ON DELETE CASCADE,
          PRIMARY KEY ("table", module))""",
-    f"""CREATE TABLE IF NOT EXISTS iasql_audit_log (
+    f"""CREATE TABLE IF NOT EXISTS public.iasql_audit_log (
          id bigserial PRIMARY KEY,
          ts timestamp with time zone NOT NULL DEFAULT clock_timestamp(),
          "user" character varying NOT NULL,
@@ -83,9 +83,9 @@ BASE_DDL = [
          change json NOT NULL DEFAULT '{{}}',
          message character varying,
          transaction_id character varying)""",
-    "CREATE INDEX IF NOT EXISTS iasql_audit_log_ts ON iasql_audit_log (ts)",
-    "CREATE INDEX IF NOT EXISTS iasql_audit_log_type ON iasql_audit_log (change_type, id)",
-    f"""CREATE OR REPLACE FUNCTION iasql_audit() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+    "CREATE INDEX IF NOT EXISTS iasql_audit_log_ts ON public.iasql_audit_log (ts)",
+    "CREATE INDEX IF NOT EXISTS iasql_audit_log_type ON public.iasql_audit_log (change_type, id)",
+    f"""CREATE OR REPLACE FUNCTION public.iasql_audit() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
        SET search_path = public, pg_temp AS $$
        DECLARE
          _user text := CASE WHEN current_setting('{ENGINE_GUC}', true) = 'on' THEN '{ENGINE_USER}'
@@ -108,7 +108,7 @@ BASE_DDL = [
          END IF;
          RETURN NULL;
        END $$""",
-    "GRANT SELECT ON iasql_module, iasql_dependencies, iasql_tables, iasql_audit_log TO PUBLIC",
+    "GRANT SELECT ON public.iasql_module, public.iasql_dependencies, public.iasql_tables, public.iasql_audit_log TO PUBLIC",
     f"CREATE SCHEMA IF NOT EXISTS {ARGS_SCHEMA}",
     f"GRANT USAGE ON SCHEMA {ARGS_SCHEMA} TO PUBLIC",
 ]
@@ -140,14 +140,14 @@ def stub_statements(functions: Iterable["Function"]) -> list[sql.Composable]:
         types = sql.SQL(", ").join(sql.SQL("{}{}{}").format(
             sql.SQL("VARIADIC ") if a.variadic else sql.SQL(""), sql.SQL(a.type_name),
             sql.SQL("[]") if a.variadic else sql.SQL("")) for a in fn.arguments)
-        out.append(sql.SQL("DROP FUNCTION IF EXISTS {name}({types})").format(
-            name=sql.Identifier(fn.name), types=types))
+        name = sql.Identifier("public", fn.name)
+        out.append(sql.SQL("DROP FUNCTION IF EXISTS {name}({types})").format(name=name, types=types))
         out.append(sql.SQL(
             "CREATE OR REPLACE FUNCTION {name}({args}) RETURNS TABLE ({cols}) LANGUAGE plpgsql AS {body}"
-        ).format(name=sql.Identifier(fn.name), args=sql.SQL(", ").join(args), cols=cols,
+        ).format(name=name, args=sql.SQL(", ").join(args), cols=cols,
                  body=sql.Literal(body.as_string(None))))
         out.append(sql.SQL("COMMENT ON FUNCTION {name}({types}) IS {c}").format(
-            name=sql.Identifier(fn.name),
+            name=name,
             types=types,
             c=sql.Literal(f"iasql-proxy stub: {fn.description}")))
     return out
@@ -202,17 +202,20 @@ async def ensure_metadata(ctx: Any, functions: Iterable["Function"] | None = Non
     caller), the registry's functions to stub (default: ``engine.build_registry()``'s) and the
     platform ``version`` recorded as ``iasql_platform@version``/``iasql_functions@version``.
     Returns True when it created or upgraded something, False when the metadata was already
-    current. Concurrent callers are serialised by a transaction-level advisory lock (a second
-    caller waits until the first one's transaction ends). Sets ``search_path`` to ``public,
-    pg_temp`` for the rest of the caller's transaction. Raises ``engine.rpc.SqlError`` from the
-    DDL (e.g. 42501 insufficient_privilege when the caller may not create in ``public``).
+    current. Only a caller that finds it missing takes the transaction-level advisory lock that
+    serialises creators (a second creator waits until the first one's transaction ends). Every
+    name is schema-qualified: the caller's ``search_path`` is not used and not changed. Raises
+    ``engine.rpc.SqlError`` from the DDL (e.g. 42501 when the caller may not create in ``public``).
     """
     marker = metadata_marker(version)
+    if (await ctx.run(METADATA_MARKER_SQL)).rows[0][0] == marker:
+        return False
     from engine.modules import VERSION
 
     version = version or VERSION
-    await ctx.run("SELECT set_config('search_path', 'public, pg_temp', true), "
-                  "pg_catalog.pg_advisory_xact_lock($1, $2)", METADATA_LOCK)
+    # serialise creators; the lock is held until the caller's transaction ends, and a second
+    # creator then finds the metadata current (each statement sees what committed before it)
+    await ctx.run("SELECT pg_catalog.pg_advisory_xact_lock($1, $2)", METADATA_LOCK)
     if (await ctx.run(METADATA_MARKER_SQL)).rows[0][0] == marker:
         return False
     if functions is None:
@@ -227,11 +230,12 @@ async def ensure_metadata(ctx: Any, functions: Iterable["Function"] | None = Non
     for stmt in stub_statements(functions) + probe_statements(functions):
         await ctx.run(stmt.as_string(None))
     for mod in ("iasql_platform", "iasql_functions"):
-        await ctx.run("DELETE FROM iasql_module WHERE name LIKE $1 AND name <> $2", (mod + "@%", f"{mod}@{version}"))
-        await ctx.run("INSERT INTO iasql_module (name) VALUES ($1) ON CONFLICT DO NOTHING", (f"{mod}@{version}",))
-    await ctx.run("INSERT INTO iasql_dependencies (module, dependency) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        await ctx.run("DELETE FROM public.iasql_module WHERE name LIKE $1 AND name <> $2",
+                      (mod + "@%", f"{mod}@{version}"))
+        await ctx.run("INSERT INTO public.iasql_module (name) VALUES ($1) ON CONFLICT DO NOTHING", (f"{mod}@{version}",))
+    await ctx.run("INSERT INTO public.iasql_dependencies (module, dependency) VALUES ($1, $2) ON CONFLICT DO NOTHING",
                   (f"iasql_functions@{version}", f"iasql_platform@{version}"))
-    await ctx.run(sql.SQL("COMMENT ON TABLE iasql_audit_log IS {}").format(sql.Literal(marker)).as_string(None))
+    await ctx.run(sql.SQL("COMMENT ON TABLE public.iasql_audit_log IS {}").format(sql.Literal(marker)).as_string(None))
     return True
 
 

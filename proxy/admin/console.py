@@ -399,8 +399,8 @@ class AdminConsole:
         for f in dataclasses.fields(cfg.engine):
             value = getattr(cfg.engine, f.name)
             dflt = getattr(default.engine, f.name)
-            if f.name == "engine_password":
-                value = "********" if value else ""
+            if f.name == "deprecated_keys":
+                continue
             rows.append((f"engine.{f.name}", _fmt(value), _fmt(dflt), "no"))
         rows.append(("config_file", _fmt(cfg.config_file), "", "no"))
         return _result([("key", TEXT), ("value", TEXT), ("default", TEXT), ("changeable", TEXT)], rows)

@@ -128,6 +128,21 @@ class ServerBatch:
         self.reader.result()  # re-raises the reader's ServerError
         raise RuntimeError("server batch reader stopped")
 
+    @contextlib.asynccontextmanager
+    async def paused(self):
+        """Stop the reader while the proxy talks to the server itself in collect mode
+        (``server.recv``), then read again. Nothing may be owed on entry (call ``flushed`` first)."""
+        assert not self.owed, "paused() with replies owed"
+        await self.aclose()
+        try:
+            yield self.server
+        finally:
+            loop = asyncio.get_running_loop()
+            if self.ready.done():
+                self.ready = loop.create_future()
+            self.reader = loop.create_task(self._read())
+            self.reader.add_done_callback(lambda t: t.cancelled() or t.exception())
+
     def close(self) -> None:
         """Stop reading (the server connection returns to relay or collect mode)."""
         self.reader.cancel()

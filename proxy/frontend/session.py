@@ -1011,11 +1011,35 @@ class ClientSession(ClientCore, asyncio.Protocol):
         self._maybe_give_back()
         self._resume_relay()
 
-    def _forward_head_message(self) -> None:
+    # -- what the interceptors use (proxy.intercept) ---------------------------------------------
+    def forward_head_message(self) -> None:
         """Send the message at the head of the input buffer to the server unchanged."""
         _, length = _HDR.unpack_from(self._inbuf, 0)
         t = self._inbuf[0]
         self._flush(self._inbuf, 1 + length, 1 if t in (_Q, _S, _F) else 0, t)
+
+    def has_input(self) -> bool:
+        """True when client bytes wait in the input buffer."""
+        return bool(self._inbuf)
+
+    def peek_type(self) -> int:
+        """The type byte of the message at the head of the input (the buffer must not be empty)."""
+        return self._inbuf[0]
+
+    def take_message(self) -> bytes:
+        """Remove the complete message at the head of the input and return it whole (type,
+        length and body); the relay has already checked that it is complete."""
+        _, length = _HDR.unpack_from(self._inbuf, 0)
+        raw = bytes(self._inbuf[: 1 + length])
+        del self._inbuf[: 1 + length]
+        return raw
+
+    def forward_query(self, raw: bytes) -> None:
+        """Send the Query message ``raw`` to the server as the client's own: its ReadyForQuery is
+        relayed like any other."""
+        self.server.send(raw)
+        self.pending_ready += 1
+        self._last_type = _Q
 
     def _terminate(self) -> None:
         self._inbuf.clear()

@@ -10,13 +10,15 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from proxy.intercept.context import make_context
 from proxy.intercept.extended import ExtendedInterceptor
 from proxy.intercept.simple import QueryInterceptor
 
 if TYPE_CHECKING:
     from proxy.frontend.session import ClientSession
     from proxy.server import ProxyApp
+
+
+_EXTENDED = frozenset(b"PBDECHS")
 
 
 class Interceptor:
@@ -28,21 +30,22 @@ class Interceptor:
         self.extended = ExtendedInterceptor(query)
 
     async def handle(self, session: "ClientSession") -> None:
-        """Answer the message at the head of ``session._inbuf``."""
-        head = session._inbuf[:1]
-        if head == b"Q":
+        """Answer the message at the head of the session's input."""
+        head = session.peek_type()
+        if head == ord("Q"):
             await self.query.handle_query(session)
-        elif head in (b"P", b"B", b"D", b"E", b"C", b"H", b"S"):
+        elif head in _EXTENDED:
             from proxy.frontend.session import SPECIAL_EXTENDED
 
             await self.extended.handle_batch(session)
             st = session.extended_state
             session.special = SPECIAL_EXTENDED if st is not None and st.active else session.special_default
         else:
-            session._forward_head_message()
+            session.forward_head_message()
 
     def cancel(self, session: "ClientSession") -> bool:
-        """Forward a CancelRequest to a running engine call; True when one was running."""
+        """Tell a running engine call of a CancelRequest; True when one was running (the request
+        also goes to the server, which cancels a statement the engine has running there)."""
         return self.query.cancel(session)
 
 
@@ -57,4 +60,4 @@ def build_interceptor(app: "ProxyApp") -> Interceptor:
         kwargs["aws_endpoint_url"] = endpoint
     kwargs["lock_wait_timeout"] = eng.lock_wait_timeout
     registry = build_registry(EngineSettings(**kwargs))
-    return Interceptor(QueryInterceptor(registry, make_context))
+    return Interceptor(QueryInterceptor(registry))

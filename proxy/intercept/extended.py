@@ -4,19 +4,23 @@ Theory of operation
 -------------------
 A Parse whose query calls a registered function is not sent as is. The server gets a *shape* of
 it under the same statement name: the call replaced by a typed, zero-row VALUES list, with every
-``$n`` that only the call used declared as text. So Bind, Describe and Close of that statement
-are answered by PostgreSQL itself, with the right ParameterDescription and RowDescription (and
-binary result formats when asked). Only Execute of a portal bound to such a statement is done by
-the proxy: earlier work in the batch is committed first (a call is a commit point), the engine
-runs with the Bind's parameter values, and the statement with the call's rows in place of the call
-is parsed, bound (same parameters and result formats) and executed under private names; its
-DataRows and CommandComplete go to the client in place of the portal's.
+``$n`` that only the call used declared as the function's argument type (``arguments.param_types``:
+``text[]`` for ``VARIADIC $1``). So Bind, Describe and Close of that statement are answered by
+PostgreSQL itself, with the right ParameterDescription and RowDescription (and binary result
+formats when asked). Only Execute of a portal bound to such a statement is done by the proxy: the
+engine runs the call on the client's server connection, inside the transaction the batch has open
+(the client's block, or the batch's own implicit transaction, which PostgreSQL commits at the
+client's Sync), with the Bind's parameter values evaluated by PostgreSQL (``arguments``); then the
+statement with the call's rows in place of the call is parsed, bound (same parameters and result
+formats) and executed under private names; its DataRows and CommandComplete go to the client in
+place of the portal's.
 
 While a session has such statements, its extended-protocol traffic runs through this module,
 batch by batch (up to Sync), with server output read in collect mode and tracked against a queue
 of the responses the server still owes, so the proxy's own messages are inserted in the right order
 and hidden replies are dropped. After an error, messages are discarded until Sync, as PostgreSQL
-does (protocol chapter, "Extended Query").
+does (protocol chapter, "Extended Query"); a failed call aborts the server's transaction too, and
+its ERROR audit row is written once the Sync has ended it (``caller.settle``).
 """
 
 from __future__ import annotations
@@ -28,8 +32,11 @@ from typing import TYPE_CHECKING, Any
 
 from proxy.backend.batch import ServerBatch, server_batch
 from proxy.frontend import transaction as txn
-from proxy.intercept.values import ValueError_, param_value, to_text
-from proxy.router.classify import Call, CallError, ParamRef, find_calls, may_contain_call
+from proxy.intercept import arguments
+from proxy.intercept.caller import ServerCaller, settle
+from proxy.intercept.errors import CallFailed, call_error_fields, encode_error
+from proxy.intercept.values import ValueError_, to_text
+from proxy.router.classify import Call, CallError, find_calls, may_contain_call
 from proxy.router.rewrite import rewrite_with_rows
 from proxy.wire import backend as B
 from proxy.wire import frontend as F
@@ -40,7 +47,6 @@ if TYPE_CHECKING:
     from proxy.intercept.simple import QueryInterceptor
 
 _EXTENDED = frozenset(map(ord, "PBDECHS"))
-_TEXT_OID = 25
 PRIVATE_STMT = "iasql_proxy_stmt"
 PRIVATE_PORTAL = "iasql_proxy_portal"
 _private_ids = itertools.count(1)
@@ -56,11 +62,14 @@ class InterceptedStatement:
 
 @dataclass
 class ExtendedState:
-    """Per-session: intercepted statements by name and portals bound to them (portal -> (stmt, Bind))."""
+    """Per-session: intercepted statements by name and portals bound to them (portal -> (stmt,
+    Bind)); what failed calls of the current batch left to settle after its Sync."""
 
     statements: dict[str, InterceptedStatement] = field(default_factory=dict)
     portals: dict[str, tuple[InterceptedStatement, F.Bind]] = field(default_factory=dict)
     running: dict[str, str] = field(default_factory=dict)  # client portal -> proxy portal (row limits)
+    closes: bytes = b""                                     # Close messages for statements left prepared
+    audits: list[str] = field(default_factory=list)         # ERROR audit rows to write
 
     @property
     def active(self) -> bool:
@@ -85,6 +94,7 @@ class ExtendedInterceptor:
     async def handle_batch(self, session: "ClientSession") -> None:
         """Process extended messages from the head of the session's input up to and including Sync."""
         server = session.server
+        scs = server.params.get("standard_conforming_strings", "on") == "on" if server is not None else True
         if server is None or server.closed:
             session.fatal(sqlstate.CONNECTION_FAILURE, "server closed the connection unexpectedly")
             return
@@ -96,14 +106,14 @@ class ExtendedInterceptor:
             names = txn.Renamer(session, server, batch) if session.pooled else None
             open_batch = False  # a message other than Flush since the last Sync
             while True:
-                if not session._inbuf:
+                if not session.has_input():
                     if not open_batch:
                         # only Flush (psycopg's pipeline sends Sync then Flush): nothing is owed
                         # and nothing to wait for; the client's next message is relayed as usual
                         await batch.flushed()
                         break
                     await session.wait_input()
-                if session._inbuf[0] not in _EXTENDED:
+                if session.peek_type() not in _EXTENDED:
                     # a Query or other message without a Sync first: finish what is owed, hand back
                     await batch.flushed()
                     break
@@ -117,6 +127,10 @@ class ExtendedInterceptor:
                     if names is not None:
                         names.synced(failed)
                     st.running.clear()  # portals end with the transaction
+                    if st.closes or st.audits:
+                        closes, audits, st.closes, st.audits = st.closes, st.audits, b"", []
+                        async with batch.paused():
+                            await settle(session, server, closes, audits, status)
                     session.tx_status = status
                     session.write(B.ReadyForQuery(status).encode())
                     break
@@ -210,14 +224,17 @@ class ExtendedInterceptor:
             server.send(raw)
             batch.expect("parse")
             return
-        n_params = max([msg.query.count("$")] + [0])
         types = list(msg.param_types)
-        used = _param_numbers(calls)
-        top = max(used | {len(types)}) if used or types else 0
+        wanted: dict[int, int] = {}
+        for call in calls:
+            fn = self.query.registry.get(call.name)
+            for n, oid in arguments.param_types(fn, call, msg.query, standard_conforming_strings=scs).items():
+                wanted.setdefault(n, oid)
+        top = max(set(wanted) | {len(types)}) if wanted or types else 0
         types += [0] * (top - len(types))
-        for n in used:
+        for n, oid in wanted.items():
             if types[n - 1] == 0:
-                types[n - 1] = _TEXT_OID
+                types[n - 1] = oid
         stmt = InterceptedStatement(msg.query, calls, tuple(types))
         try:
             shape = self._with_rows(stmt, [[] for _ in calls], scs)
@@ -225,7 +242,6 @@ class ExtendedInterceptor:
             await batch.flushed()
             self._fail(session, batch, e.sqlstate, e.message, hint=e.hint)
             return
-        del n_params
         if names is not None and msg.statement:
             names.parse(msg.statement, shape, tuple(types))
             if not batch.failed:
@@ -253,48 +269,36 @@ class ExtendedInterceptor:
 
     async def _execute(self, session: "ClientSession", batch: ServerBatch, bound: tuple[InterceptedStatement, F.Bind],
                        msg: F.Execute) -> None:
+        """Run the calls of the portal's statement in the engine, in the transaction the batch has
+        open, then execute the statement with their rows in place (see the module docstring)."""
         stmt, bind = bound
         server = session.server
         await batch.flushed()
         if batch.failed:
             return
-        # a call is a commit point: what the batch did so far commits before the engine runs
-        status = await batch.sync()
-        if status != b"I":
-            if status == b"E":
-                self._fail(session, batch, sqlstate.IN_FAILED_SQL_TRANSACTION,
-                           "current transaction is aborted, commands ignored until end of transaction block")
-            else:
-                server.send(F.Execute("iasql_proxy_no_such_portal").encode())  # fails the open block
-                batch.expect("execute", forward=False)
-                await batch.flushed()
-                self._fail(session, batch, sqlstate.ACTIVE_SQL_TRANSACTION,
-                           f"{stmt.calls[0].name}() cannot run inside a transaction block")
-                batch.failed = True
-            return
-        try:
-            used = _param_numbers(stmt.calls)
-            params = [param_value(v, bind.param_format(i), stmt.param_types[i] if i < len(stmt.param_types) else 0)
-                      if i + 1 in used else None for i, v in enumerate(bind.params)]
-        except ValueError_ as e:
-            self._fail(session, batch, e.sqlstate, e.message)
-            return
-        from proxy.intercept.simple import _Stop
-
-        rows_per_call = []
-        try:
-            for call in stmt.calls:
-                fn = self.query.registry.get(call.name)
-                rows_per_call.append(await self.query._call(session, fn, call, params))
-        except _Stop:
-            batch.failed = True
-            return
         scs = server.params.get("standard_conforming_strings", "on") == "on"
-        try:
-            sql = self._with_rows(stmt, rows_per_call, scs)
-        except CallError as e:
-            self._fail(session, batch, e.sqlstate, e.message, hint=e.hint)
-            return
+        async with batch.paused():
+            caller = ServerCaller(session, server)
+            try:
+                rows_per_call = []
+                for call in stmt.calls:
+                    fn = self.query.registry.get(call.name)
+                    rows_per_call.append(await self.query.run_call(session, caller, fn, call, stmt.query, scs=scs,
+                                                                   bind=bind, param_types=stmt.param_types))
+                try:
+                    sql = self._with_rows(stmt, rows_per_call, scs)
+                except (CallError, ValueError_) as e:
+                    raise CallFailed(call_error_fields(e)) from None
+                await caller.finish()
+            except CallFailed as e:
+                session.write(encode_error(e.fields))
+                await caller.abort()
+                st = self.state(session)
+                st.closes += caller.cleanup()
+                if e.audit:
+                    st.audits.append(e.audit)
+                batch.failed = True
+                return
         # unique private names: a statement or portal left behind by an error is never reused
         n = next(_private_ids)
         pstmt, pportal = f"{PRIVATE_STMT}_{n}", f"{PRIVATE_PORTAL}_{n}"
@@ -315,19 +319,3 @@ class ExtendedInterceptor:
         else:
             batch.expect("close", forward=False)
         await batch.flushed()
-
-
-def _param_numbers(calls: list[Call]) -> set[int]:
-    out: set[int] = set()
-
-    def walk(v: Any) -> None:
-        if isinstance(v, ParamRef):
-            out.add(v.n)
-        elif isinstance(v, tuple):
-            for x in v:
-                walk(x)
-
-    for c in calls:
-        for a in c.args:
-            walk(a.value)
-    return out

@@ -3,17 +3,32 @@
 Theory of operation (the contract in README "How iasql_* calls are answered")
 -----------------------------------------------------------------------------
 The Query text is split at PostgreSQL's statement boundaries (``proxy.router.split``) and each
-statement classified (``find_calls``). Runs of ordinary statements are sent to the client's server
-connection as ONE Query each, cut byte for byte from the original text, so PostgreSQL's implicit
-transaction semantics hold inside each run. A statement with calls runs after everything before it
-has finished and committed: the engine answers each call in-process, and its rows are put in place
-of the call as a typed VALUES list that PostgreSQL then evaluates, so RowDescription, type OIDs,
-text/binary output and the session's DateStyle/TimeZone are PostgreSQL's own. The client sees each
-statement's messages in order and exactly one ReadyForQuery. On the first error the rest is
-skipped, as PostgreSQL does. A call inside a transaction block fails like VACUUM (25001) and leaves
-the block failed. A text whose calls are all ``instant`` (constant rows, no side effects) is sent
-whole, as one Query with the calls' rows in place (``_fold_instant``), when nothing before the last
-call can open a transaction block: one round trip, and the implicit transaction covers the text.
+statement classified (``find_calls``). A call behaves as an ordinary set-returning function of the
+client's: the engine runs it on the client's own server connection, inside the client's current
+transaction (``caller.ServerCaller``), and its rows are put in place of the call as a typed VALUES
+list that PostgreSQL then evaluates, so RowDescription, type OIDs, text/binary output and the
+session's DateStyle/TimeZone are PostgreSQL's own.
+
+PostgreSQL runs a multi-statement text in ONE implicit transaction block. The proxy has to send
+the text in pieces (runs of ordinary statements as one Query each, cut byte for byte; each call
+between them), so it opens a block of its own (a hidden ``BEGIN``) when the server is idle, and
+ends it (hidden ``COMMIT``, or ``ROLLBACK`` after an error) where PostgreSQL would end the implicit
+one. Transaction-control statements behave differently in an explicit block than in an implicit
+one, so each is sent alone (``proxy.router.txn_control``): ``BEGIN`` turns the hidden block into
+the client's (its "already in progress" WARNING, which PostgreSQL does not give there, is dropped);
+``COMMIT``/``END`` first commits the hidden block and ``ROLLBACK``/``ABORT``/``SAVEPOINT``/
+``RELEASE``/``ROLLBACK TO``/``... AND CHAIN`` first roll it back, then go to the server outside any
+block, where PostgreSQL answers them exactly as inside an implicit block (warning, or error).
+A text of one statement has no implicit block in PostgreSQL: the engine's statements then run in
+the implicit transaction of the extended protocol (no Sync) and the statement itself, as a Query,
+commits it, exactly as the statement alone would.
+
+The client sees each statement's messages in order and exactly one ReadyForQuery. After the first
+error the rest is skipped and the transaction is rolled back (a failed call's error aborts the
+server's transaction too), as PostgreSQL does. A failed call's ERROR audit row is written after
+the transaction has ended (``caller.settle``). A text whose calls are all ``instant`` (constant
+rows, no database, no side effects) is sent whole, as one Query with the calls' rows in place
+(``_fold_instant``): one round trip, and PostgreSQL runs the text itself.
 """
 
 from __future__ import annotations
@@ -21,18 +36,23 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import re
 import struct
 from typing import TYPE_CHECKING, Any, Callable
 
-from engine.rpc import NO_DEFAULT, EngineError, Function, Registry
+from engine.rpc import EngineError, Function, Registry, SqlError
+from engine.schema import ensure_metadata
 from proxy.backend.connection import ServerConnection, ServerError
 from proxy.backend.pool import PoolTimeout
+from proxy.intercept import arguments
+from proxy.intercept.caller import ServerCaller, error_fields, settle
+from proxy.intercept.errors import CallFailed, call_error_fields, encode_error, engine_fields
 from proxy.intercept.values import ValueError_, to_text
 from proxy.router import split
-from proxy.router.classify import Call, CallError, ParamRef, find_calls, may_contain_call
+from proxy.router.classify import Call, CallError, find_calls, may_contain_call
 from proxy.router.rewrite import rewrite_with_rows
+from proxy.router.txn_control import txn_control
 from proxy.wire import backend as B
+from proxy.wire import frontend as F
 from proxy.wire import sqlstate
 from proxy.wire.codec import frame
 
@@ -49,15 +69,11 @@ _Z, _E, _N, _G, _S, _C, _I = ord("Z"), ord("E"), ord("N"), ord("G"), ord("S"), o
 SPLIT_OFF_LOOP_CHARS = 64 * 1024
 #: Largest Query text (bytes) the interceptor splits; larger ones get 54000 program_limit_exceeded.
 MAX_INTERCEPTED_QUERY = 16 * 1024 * 1024
-
-
 #: Largest text (characters) ``_fold_instant`` builds; beyond it the general path sends run by run.
 FOLD_MAX_CHARS = 1 << 20
-
-#: A statement that may open (or end) a transaction block, or that starts with a comment (which
-#: could hide such a keyword from this check): an instant call after it is not folded.
-_MAY_OPEN_BLOCK = re.compile(r"\s*(?:--|/\*|(?:begin|start|commit|end|rollback|abort|savepoint|release|prepare)\b)",
-                             re.IGNORECASE)
+#: Where a mutating call is refused, the forms that take it (SQLSTATE 0A000).
+SUPPORTED_FORMS = ("SELECT, WITH, VALUES, TABLE, INSERT, UPDATE, DELETE, MERGE, CREATE TABLE .. AS "
+                   "and COPY (query) TO")
 
 
 def _with_rows(sql: str, fn: Function, call: Call, ncalls: int, rows: list[tuple], scs: bool) -> str:
@@ -92,29 +108,74 @@ def _shift_position(payload: bytes | bytearray, offset: int | Callable[[int], in
 
 
 class _Stop(Exception):
-    """Processing of the current Query ends here (an error was already sent)."""
+    """Processing of the current Query ends here (an error was already sent); ``args[0]`` is the
+    transaction status."""
+
+
+async def run_sql(session: "ClientSession", server: ServerConnection, sql: str,
+                  position_offset: int | Callable[[int], int] = 0, completed: list[int] | None = None,
+                  end_reply: bool = False, drop_notice: str | None = None) -> bytes:
+    """Send one Query, forward every reply but ReadyForQuery; return the status. Raises _Stop
+    (with the status) when the server reported an error. ``position_offset``: where ``sql``
+    starts in the client's text (characters), added to an error's position field, or a
+    function mapping a position in ``sql`` to one in the client's text. ``completed``: when
+    given, ``[0]`` counts the statements that ended (CommandComplete, EmptyQueryResponse).
+    ``end_reply``: the ReadyForQuery goes to the client too, in the same write as the rest.
+    ``drop_notice``: the first notice with this SQLSTATE is not forwarded."""
+    server.send(F.Query(sql).encode())
+    failed = False
+    out: list[bytes] = []
+    while True:
+        t, payload = await server.recv()
+        if completed is not None and (t == _C or t == _I):
+            completed[0] += 1
+        if t == _Z:
+            status = bytes(payload[:1])
+            server.status = status
+            break
+        if t == _E or t == _N:
+            if t == _N and drop_notice is not None and error_fields(payload).get("C") == drop_notice:
+                drop_notice = None
+                continue
+            failed = failed or t == _E
+            if position_offset:
+                payload = _shift_position(payload, position_offset)
+        elif t == _G:  # COPY FROM STDIN inside an intercepted text: the client is not reading
+            server.send(F.CopyFail("COPY FROM STDIN is not supported in a query containing iasql_* calls").encode())
+        elif t == _S:
+            ps = B.ParameterStatus.decode(payload)
+            server.params[ps.name] = ps.value
+        out.append(frame(bytes((t,)), payload))
+        if len(out) >= 256:
+            session.write(b"".join(out))
+            out.clear()
+            # recv() does not yield while messages are queued: let other clients run
+            await asyncio.sleep(0)
+    if end_reply:
+        out.append(B.ReadyForQuery(status).encode())
+    session.write(b"".join(out))
+    if failed:
+        raise _Stop(status)
+    return status
 
 
 class QueryInterceptor:
-    """Runs intercepted simple Queries for client sessions. ``registry`` maps names to engine Functions;
-    ``make_context(session, fn)`` builds the engine's CallContext."""
+    """Runs intercepted simple Queries for client sessions; ``registry`` maps names to engine
+    Functions. ``run_call`` runs one call for either protocol."""
 
-    def __init__(self, registry: Registry, make_context):
+    def __init__(self, registry: Registry):
         self.registry = registry
         self.names = registry.names()
-        self.make_context = make_context
-        self.running: dict[Any, Any] = {}
+        self.functions = list(registry.functions.values())
+        self.running: dict[Any, ServerCaller] = {}
         self.journal = None  # proxy.admin.journal.EngineJournal (SHOW ENGINE, metrics, shutdown), when installed
         self.split_statements = 0        # statements split out of intercepted Queries (metrics)
         self.intercepted_statements = 0  # ... of which called iasql_* (or failed to parse as a call)
 
     async def handle_query(self, session: "ClientSession") -> None:
-        """Take the Query at the head of ``session``'s input buffer and answer it completely."""
+        """Take the Query at the head of ``session``'s input and answer it completely."""
         session.queries += 1  # the counters the fast path keeps (metrics, SHOW STATS)
-        buf = session._inbuf
-        _, length = _HDR.unpack_from(buf, 0)
-        raw = bytes(buf[: 1 + length])
-        del buf[: 1 + length]
+        raw = session.take_message()
         server = session.server
         if server is None or server.closed:
             session.fatal(sqlstate.CONNECTION_FAILURE, "server closed the connection unexpectedly")
@@ -147,36 +208,12 @@ class QueryInterceptor:
             self._forward_unchanged(session, raw)
             return
         server.detach()
-        status = session.tx_status
         folded = await self._fold_instant(session, text, stmts, plan, scs)
         if folded is not None:
             await self._run_folded(session, server, *folded)
             return
-        # a call's result statement (a VALUES list, no side effects) goes out in the same Query as
-        # the run of ordinary statements after it: one round trip instead of two
-        carry: str | None = None
         try:
-            i = 0
-            while i < len(stmts):
-                server = await self._server(session)
-                if plan[i] == []:
-                    j = i
-                    while j < len(stmts) and plan[j] == []:
-                        j += 1
-                    sql, offset = text[stmts[i].start:stmts[j - 1].end], stmts[i].start
-                    if carry is not None:
-                        sql, offset, carry = f"{carry};\n{sql}", offset - len(carry) - 2, None
-                    status = await self._run_sql(session, server, sql, position_offset=offset)
-                    i = j
-                    continue
-                if carry is not None:  # the next call must not run before this result is out
-                    status, carry = await self._run_sql(session, server, carry), None
-                carry = await self._run_statement(session, server, stmts[i].text, plan[i], status, scs)
-                i += 1
-            if carry is not None:
-                status = await self._run_sql(session, await self._server(session), carry)
-        except _Stop as stop:
-            status = stop.args[0] if stop.args else status
+            status = await _TextRun(self, session, server, text, stmts, plan, scs).run()
         except ServerError:
             session.server_lost(server)
             return
@@ -198,33 +235,6 @@ class QueryInterceptor:
         if server is not None and not server.closed:
             server.attach(session)
 
-    @staticmethod
-    async def _server(session: "ClientSession") -> ServerConnection:
-        """The session's server connection in collect mode, leased again when transaction pooling
-        gave it back while the engine ran. Raises ServerError."""
-        if session.server is None:
-            await session._lease()
-            if session.server is None:
-                raise ServerError("no server connection for this session")
-            session.server.detach()
-        return session.server
-
-    @staticmethod
-    async def _give_back_during_call(session: "ClientSession") -> None:
-        """Transaction pooling: an engine call can take seconds and holds nothing on the client's
-        server connection (everything before it has committed), so the connection goes back to the
-        pool for its duration; each segment around the call is its own lease."""
-        server = session.server
-        if (session.pool_mode == "session" or server is None or session.pins or session.pool is None
-                or server.status != b"I"):
-            return
-        from proxy.frontend import transaction as txn
-
-        if session.touched_gucs or session.reset_all_pending:
-            await txn.read_back(session, server)
-        session.server = None
-        session.pool.release(server, True, reset=False)
-
     def _plan(self, text: str, scs: bool) -> tuple[list | None, list[list[Call] | CallError]]:
         """Split ``text`` and classify each statement (pure; run off the loop for large texts).
         A statement without ``iasql_`` in it has no call and is not lexed again."""
@@ -241,53 +251,7 @@ class QueryInterceptor:
         return stmts, plan
 
     def _forward_unchanged(self, session: "ClientSession", raw: bytes) -> None:
-        session.server.send(raw)
-        session.pending_ready += 1
-        session._last_type = ord("Q")
-
-    async def _run_sql(self, session: "ClientSession", server: ServerConnection, sql: str,
-                       drop_row_description: bool = False, position_offset: int | Callable[[int], int] = 0,
-                       completed: list[int] | None = None, end_reply: bool = False) -> bytes:
-        """Send one Query, forward every reply but ReadyForQuery; return the status. Raises _Stop
-        (with the status) when the server reported an error. ``position_offset``: where ``sql``
-        starts in the client's text (characters), added to an error's position field, or a
-        function mapping a position in ``sql`` to one in the client's text. ``completed``: when
-        given, ``[0]`` counts the statements that ended (CommandComplete, EmptyQueryResponse).
-        ``end_reply``: the ReadyForQuery goes to the client too, in the same write as the rest."""
-        from proxy.wire import frontend as F
-
-        server.send(F.Query(sql).encode())
-        failed = False
-        out: list[bytes] = []
-        while True:
-            t, payload = await server.recv()
-            if completed is not None and (t == _C or t == _I):
-                completed[0] += 1
-            if t == _Z:
-                status = bytes(payload[:1])
-                server.status = status
-                break
-            if t == _E or t == _N:
-                failed = failed or t == _E
-                if position_offset:
-                    payload = _shift_position(payload, position_offset)
-            elif t == _G:  # COPY FROM STDIN inside an intercepted text: the client is not reading
-                server.send(F.CopyFail("COPY FROM STDIN is not supported in a query containing iasql_* calls").encode())
-            elif t == _S:
-                ps = B.ParameterStatus.decode(payload)
-                server.params[ps.name] = ps.value
-            out.append(frame(bytes((t,)), payload))
-            if len(out) >= 256:
-                session.write(b"".join(out))
-                out.clear()
-                # recv() does not yield while messages are queued: let other clients run
-                await asyncio.sleep(0)
-        if end_reply:
-            out.append(B.ReadyForQuery(status).encode())
-        session.write(b"".join(out))
-        if failed:
-            raise _Stop(status)
-        return status
+        session.forward_query(raw)
 
     async def _run_folded(self, session: "ClientSession", server: ServerConnection, sql: str,
                           edits: list[tuple[int, int, int]], calls: list[tuple[int, Function]]) -> None:
@@ -307,8 +271,8 @@ class QueryInterceptor:
         completed = [0]
         status = session.tx_status
         try:
-            status = await self._run_sql(session, server, sql, position_offset=to_client, completed=completed,
-                                         end_reply=True)
+            status = await run_sql(session, server, sql, position_offset=to_client, completed=completed,
+                                   end_reply=True)
         except _Stop as stop:
             status = stop.args[0] if stop.args else status
         except ServerError:
@@ -321,55 +285,18 @@ class QueryInterceptor:
                         self.journal.end(self.journal.begin(session, fn.name), None)
         self._finish(session, status, ready_sent=True)
 
-    async def _fail(self, session: "ClientSession", status: bytes, code: str, message: str,
-                    hint: str | None = None, detail: str | None = None) -> None:
-        session.write(B.error(code, message, hint=hint, detail=detail))
-        raise _Stop(status)
-
-    async def _run_statement(self, session: "ClientSession", server: ServerConnection, stmt_text: str,
-                             calls: list[Call] | CallError, status: bytes, scs: bool) -> str:
-        """Run the statement's calls in the engine; return the statement with their rows in place,
-        for the caller to send. Raises _Stop after an error (already sent to the client)."""
-        if isinstance(calls, CallError):
-            await self._fail(session, status, calls.sqlstate, calls.message, hint=calls.hint)
-        assert isinstance(calls, list)
-        if status == b"E":
-            await self._fail(session, status, sqlstate.IN_FAILED_SQL_TRANSACTION,
-                             "current transaction is aborted, commands ignored until end of transaction block")
-        if status == b"T":
-            await self._fail_block(session, server, calls[0].name)
-        sql = stmt_text
-        if not all(self.registry.get(c.name).instant for c in calls):
-            await self._give_back_during_call(session)
-        for call in sorted(calls, key=lambda c: c.start, reverse=True):
-            fn = self.registry.get(call.name)
-            assert fn is not None
-            rows = await self._call(session, fn, call, params=None)
-            try:
-                sql = _with_rows(sql, fn, call, len(calls), rows, scs)
-            except CallError as e:
-                await self._fail(session, b"I", e.sqlstate, e.message, hint=e.hint)
-        return sql
-
     async def _fold_instant(self, session: "ClientSession", text: str, stmts: list, plan: list,
-                      scs: bool) -> tuple[str, list[tuple[int, int, int]], list[tuple[int, Function]]] | None:
+                            scs: bool) -> tuple[str, list[tuple[int, int, int]], list[tuple[int, Function]]] | None:
         """When every call in ``text`` is an ``instant`` function (constant rows: no arguments, no
-        database, no side effects) and nothing before the last call can open a transaction block,
-        the calls are answered now and the whole text, each calling statement replaced by its rows,
-        goes to the server as ONE Query: one round trip instead of one per run, and PostgreSQL's
-        implicit transaction covers the whole text exactly as it would without the calls.
-        Returns ``(sql, edits, calls)`` or None when the general path must run: ``edits`` are
-        ``(start in sql, length in sql, length in text)`` of each replaced statement (characters,
-        for error positions), ``calls`` the ``(statement index, function)`` pairs to journal once
-        their statement has run."""
-        if session.tx_status != b"I":
+        database, no side effects), the calls are answered now and the whole text, each calling
+        statement replaced by its rows, goes to the server as ONE Query: one round trip, and
+        PostgreSQL runs the text itself, transaction blocks and all, exactly as it would without
+        the calls. Returns ``(sql, edits, calls)`` or None when the general path must run:
+        ``edits`` are ``(start in sql, length in sql, length in text)`` of each replaced statement
+        (characters, for error positions), ``calls`` the ``(statement index, function)`` pairs to
+        journal once their statement has run."""
+        if any(isinstance(calls, CallError) for calls in plan):
             return None
-        last = max(i for i, p in enumerate(plan) if p)
-        for st, calls in zip(stmts[:last + 1], plan):
-            if isinstance(calls, CallError):
-                return None
-            if not calls and _MAY_OPEN_BLOCK.match(st.text):
-                return None
         parts: list[str] = []
         edits: list[tuple[int, int, int]] = []
         ran: list[tuple[int, Function]] = []
@@ -384,16 +311,13 @@ class QueryInterceptor:
                 fn = self.registry.get(call.name)
                 if fn is None or not fn.instant:
                     return None
-                try:
-                    if self.bind_arguments(fn, call, None):
-                        return None
-                except CallError:
+                if call.args:
                     # arguments an instant function does not take: the statement goes to Postgres
                     # as written, where no function matches, so Postgres reports the error (its
-                    # text, position and hint) and the implicit transaction rolls back
+                    # text, position and hint) and the transaction rolls back
                     continue
                 try:
-                    rows = list(await fn.impl(self.make_context(session, fn)))
+                    rows = list(await fn.impl(None))
                     new = _with_rows(sql, fn, call, len(calls), rows, scs)
                 except (CallError, EngineError, ValueError_, ValueError):
                     return None
@@ -424,120 +348,224 @@ class QueryInterceptor:
         parts.append(text[at:])
         return "".join(parts), edits, ran
 
-    async def _fail_block(self, session: "ClientSession", server: ServerConnection, name: str) -> None:
-        """Inside a transaction block: put the block in the failed state on the server (so COMMIT
-        becomes ROLLBACK, as after VACUUM's error) and report 25001 as PostgreSQL words it."""
-        from proxy.wire import frontend as F
-
-        message = f"{name}() cannot run inside a transaction block"
-        server.send(F.Query("DO $iasql$BEGIN RAISE EXCEPTION USING ERRCODE = '25001', MESSAGE = "
-                            "'iasql_* call inside a transaction block'; END$iasql$").encode())
-        status = b"E"
-        while True:
-            t, payload = await server.recv()
-            if t == _Z:
-                status = bytes(payload[:1])
-                server.status = status
-                break
-        await self._fail(session, status, sqlstate.ACTIVE_SQL_TRANSACTION, message)
-
-    def bind_arguments(self, fn: Function, call: Call, params: list[Any] | None) -> list[Any]:
-        """Map the call's arguments onto ``fn``'s declared ones (positional, named, VARIADIC,
-        defaults); ``params`` gives the values of ``$n``. Raises CallError 42883 when they don't fit."""
-        def value(v: Any) -> Any:
-            if isinstance(v, ParamRef):
-                if params is None or v.n > len(params):
-                    raise CallError(sqlstate.UNDEFINED_PARAMETER, f"there is no parameter ${v.n}")
-                return params[v.n - 1]
-            if isinstance(v, tuple):
-                return [value(x) for x in v]
-            return v
-
-        declared = fn.arguments
-        positional: list[Any] = []
-        named: dict[str, Any] = {}
-        for a in call.args:
-            if a.name is not None:
-                named[a.name] = value(a.value)
-            elif a.variadic:
-                v = value(a.value)
-                if not isinstance(v, list):
-                    raise CallError(sqlstate.DATATYPE_MISMATCH, "VARIADIC argument must be an array")
-                positional.extend(v)
-            else:
-                positional.append(value(a.value))
-        out: list[Any] = []
-        if declared and declared[-1].variadic:
-            fixed = declared[:-1]
-            if len(positional) < len(fixed):
-                raise self._no_function(fn, call)
-            return positional
-        if len(positional) > len(declared):
-            raise self._no_function(fn, call)
-        for i, d in enumerate(declared):
-            if i < len(positional):
-                out.append(positional[i])
-            elif d.name in named:
-                out.append(named.pop(d.name))
-            elif d.default is not NO_DEFAULT:
-                out.append(d.default)
-            else:
-                raise self._no_function(fn, call)
-        if named:
-            raise self._no_function(fn, call)
-        return out
-
-    @staticmethod
-    def _no_function(fn: Function, call: Call) -> CallError:
-        return CallError(sqlstate.UNDEFINED_FUNCTION,
-                         f"function {fn.name}({', '.join('unknown' for _ in call.args)}) does not exist",
-                         hint=f"The function is {fn.signature}.")
-
-    async def _call(self, session: "ClientSession", fn: Function, call: Call, params: list[Any] | None) -> list[tuple]:
-        """Run one engine function; progress goes to the client as NOTICE. Raises _Stop after an error."""
-        try:
-            args = self.bind_arguments(fn, call, params)
-        except CallError as e:
-            await self._fail(session, b"I", e.sqlstate, e.message, hint=e.hint)
-        ctx = self.make_context(session, fn)
-        if fn.instant:  # no await inside that waits: no task, nothing to cancel; still journaled
-            record = self.journal.begin(session, fn.name) if self.journal is not None else None
+    # -- one call, either protocol -------------------------------------------------------------------
+    async def run_call(self, session: "ClientSession", caller: ServerCaller, fn: Function, call: Call,
+                       stmt_text: str, *, scs: bool = True, bind: F.Bind | None = None,
+                       param_types: tuple[int, ...] = ()) -> list[tuple]:
+        """Evaluate ``call``'s arguments on the caller's connection (``arguments``), run ``fn`` in
+        the engine and return its rows. ``bind``/``param_types``: the client's Bind and the
+        statement's parameter types (extended protocol). Progress goes to the client as NOTICE.
+        Raises CallFailed (the ErrorResponse fields, positions relative to ``stmt_text``)."""
+        if call.context and fn.mutating:
+            raise CallFailed({"S": "ERROR", "V": "ERROR", "C": sqlstate.FEATURE_NOT_SUPPORTED,
+                              "M": f"{fn.name}() changes the database and the cloud, so it cannot be "
+                                   f"called under {call.context}",
+                              "H": f"Call it in {SUPPORTED_FORMS}."})
+        if arguments.needs_probe(fn, call):
+            pr = arguments.probe(fn, call, stmt_text, renumber=bind is not None, standard_conforming_strings=scs)
             try:
-                rows = list(await fn.impl(ctx, *args))
-            except EngineError as e:
-                if record is not None:
-                    self.journal.end(record, e)
-                await self._fail(session, b"I", e.sqlstate, e.message, hint=e.hint, detail=e.detail)
-            if record is not None:
-                self.journal.end(record, None)
-            return rows
-        self.running[session] = ctx
-        task = asyncio.get_running_loop().create_task(fn.impl(ctx, *args))
+                await ensure_metadata(caller, self.functions)  # the probes are part of it
+            except SqlError as e:
+                raise CallFailed(engine_fields(e)) from None
+            try:
+                if bind is None:
+                    res = await caller.run(pr.sql)
+                else:
+                    res = await caller.run_raw(
+                        pr.sql, [param_types[n - 1] if n <= len(param_types) else 0 for n in pr.params],
+                        [bind.param_format(n - 1) for n in pr.params], [bind.params[n - 1] for n in pr.params])
+            except SqlError as e:
+                raise CallFailed(arguments.client_error(e, pr.position)) from None
+            args = arguments.as_call_arguments(fn, res.rows[0])
+        else:
+            args = arguments.defaults(fn)
+        self.running[session] = caller
+        task = asyncio.get_running_loop().create_task(fn.impl(caller, *args))
         if self.journal is not None:
             self.journal.track(session, fn.name, task)
         try:
-            rows = await asyncio.shield(task)
+            return list(await asyncio.shield(task))
         except asyncio.CancelledError:
             # the client went away: let the engine stop at its next safe point, then give up
-            ctx.cancelled.set()
+            caller.cancelled.set()
             raise
         except EngineError as e:
-            await self._fail(session, b"I", e.sqlstate, e.message, hint=e.hint, detail=e.detail)
-        except ValueError_ as e:
-            await self._fail(session, b"I", e.sqlstate, e.message)
+            raise CallFailed(engine_fields(e), e.audit) from None
         except Exception as e:
             log.exception("event=engine_error function=%s", fn.name)
-            await self._fail(session, b"I", sqlstate.INTERNAL_ERROR, f"{fn.name}: {type(e).__name__}: {e}")
+            raise CallFailed({"S": "ERROR", "V": "ERROR", "C": sqlstate.INTERNAL_ERROR,
+                              "M": f"{fn.name}: {type(e).__name__}: {e}"}) from None
         finally:
             self.running.pop(session, None)
-        return list(rows)
 
     def cancel(self, session: "ClientSession") -> bool:
-        """CancelRequest for ``session``: the running call stops at its next safe point (57014).
-        Returns True when a call was running (the request is then not forwarded to the server)."""
-        ctx = self.running.get(session)
-        if ctx is None:
+        """CancelRequest for ``session``: a running call stops at its next safe point (57014).
+        Returns True when that is all there is to do; False when the request must also go to the
+        server: no call is running, or the call has a statement running there (the server then
+        cancels it, 57014, and the call fails with that)."""
+        caller = self.running.get(session)
+        if caller is None:
             return False
-        ctx.cancelled.set()
-        return True
+        caller.cancelled.set()
+        return not caller.busy
 
+
+class _TextRun:
+    """One intercepted Query text that is not folded, run statement by statement (see the module
+    docstring). ``run()`` returns the final transaction status; raises ServerError."""
+
+    def __init__(self, icp: QueryInterceptor, session: "ClientSession", server: ServerConnection, text: str,
+                 stmts: list, plan: list, scs: bool):
+        self.icp, self.session, self.server = icp, session, server
+        self.text, self.stmts, self.plan, self.scs = text, stmts, plan, scs
+        self.status = session.tx_status
+        self.hidden = False            # the server's block is the proxy's (the implicit block's stand-in)
+        self.multi = len(stmts) > 1    # PostgreSQL would run the text in an implicit block
+        self.closes = b""              # Close messages for what failed calls left prepared
+        self.audits: list[str] = []    # ERROR audit rows of failed calls
+
+    async def run(self) -> bytes:
+        try:
+            await self._statements()
+        except _Stop as stop:
+            self.status = stop.args[0] if stop.args else self.status
+        if self.hidden:
+            self.hidden = False
+            await self._hidden("COMMIT" if self.status == b"T" else "ROLLBACK")
+        if self.closes or self.audits:
+            await settle(self.session, self.server, self.closes, self.audits, self.status)
+        return self.status
+
+    def _units(self) -> list[tuple[str, int, int]]:
+        """(kind, first, end) per unit: a run of ordinary statements (``plain``), a statement
+        with calls (``call``) or a transaction-control statement (its ``txn_control`` kind)."""
+        units: list[tuple[str, int, int]] = []
+        for i, (st, calls) in enumerate(zip(self.stmts, self.plan)):
+            if calls:
+                units.append(("call", i, i + 1))
+                continue
+            kind = txn_control(st.text, standard_conforming_strings=self.scs)
+            if kind is not None:
+                units.append((kind, i, i + 1))
+            elif units and units[-1][0] == "plain":
+                units[-1] = ("plain", units[-1][1], i + 1)
+            else:
+                units.append(("plain", i, i + 1))
+        return units
+
+    async def _statements(self) -> None:
+        carry: str | None = None  # a call's result statement, sent with the run after it
+        for kind, first, end in self._units():
+            if kind == "call":
+                if carry is not None:  # the next call must not run before this result is out
+                    await self._send(carry)
+                    carry = None
+                carry = await self._call(first)
+                continue
+            if kind == "plain":
+                sql = self.text[self.stmts[first].start:self.stmts[end - 1].end]
+                offset = self.stmts[first].start
+                if carry is not None:
+                    sql, offset, carry = f"{carry};\n{sql}", offset - len(carry) - 2, None
+                await self._open()
+                await self._send(sql, offset)
+                continue
+            if carry is not None:
+                await self._send(carry)
+                carry = None
+            await self._transaction_control(kind, first)
+        if carry is not None:
+            await self._send(carry)
+
+    async def _send(self, sql: str, offset: int | Callable[[int], int] = 0, drop_notice: str | None = None) -> None:
+        self.status = await run_sql(self.session, self.server, sql, position_offset=offset, drop_notice=drop_notice)
+
+    async def _open(self) -> None:
+        """Before a statement of a multi-statement text while the server is idle: open the block
+        that stands in for PostgreSQL's implicit one."""
+        if self.status == b"I" and self.multi and not self.hidden:
+            await self._hidden("BEGIN")
+            self.hidden = True
+
+    async def _hidden(self, sql: str) -> None:
+        """Run one of the proxy's own statements; its replies are not the client's, except an
+        error (a hidden COMMIT that fails, e.g. on a deferred constraint: PostgreSQL reports that
+        error for the implicit block too). Raises _Stop after such an error."""
+        self.server.send(F.Query(sql).encode())
+        failed = None
+        while True:
+            t, payload = await self.server.recv()
+            if t == _Z:
+                self.status = self.server.status = bytes(payload[:1])
+                break
+            if t == _E:
+                failed = payload
+            elif t == _S:
+                ps = B.ParameterStatus.decode(payload)
+                self.server.params[ps.name] = ps.value
+                self.session.write(frame(b"S", payload))
+            elif t == ord("A"):
+                self.session.write(frame(b"A", payload))
+        if failed is not None:
+            self.session.write(frame(b"E", failed))
+            raise _Stop(self.status)
+
+    async def _transaction_control(self, kind: str, i: int) -> None:
+        st = self.stmts[i]
+        if self.hidden:
+            if kind in ("begin", "prepare"):
+                # the block becomes the client's (BEGIN), or is prepared as the implicit one would be
+                self.hidden = False
+                await self._send(st.text, st.start, drop_notice="25001" if kind == "begin" else None)
+                return
+            self.hidden = False
+            await self._hidden("COMMIT" if kind == "commit" else "ROLLBACK")
+        await self._send(st.text, st.start)
+
+    async def _call(self, i: int) -> str:
+        """Run the calls of statement ``i`` in the engine; return the statement with their rows in
+        place, for ``_statements`` to send. Raises _Stop after an error (already sent)."""
+        st = self.stmts[i]
+        calls = self.plan[i]
+        if self.status == b"E":
+            # an aborted block refuses every statement: PostgreSQL itself says so (25P02)
+            await self._send(st.text, st.start)
+            return ""
+        await self._open()
+        caller = ServerCaller(self.session, self.server)
+        sql = st.text
+        try:
+            if isinstance(calls, CallError):
+                raise CallFailed(call_error_fields(calls))
+            for call in sorted(calls, key=lambda c: c.start, reverse=True):
+                fn = self.icp.registry.get(call.name)
+                assert fn is not None
+                rows = await self.icp.run_call(self.session, caller, fn, call, st.text, scs=self.scs)
+                try:
+                    sql = _with_rows(sql, fn, call, len(calls), rows, self.scs)
+                except (CallError, ValueError_) as e:
+                    raise CallFailed(call_error_fields(e)) from None
+            await caller.finish()
+        except CallFailed as e:
+            await self._call_failed(caller, e, st.start)
+        return sql
+
+    async def _call_failed(self, caller: ServerCaller, failure: CallFailed, offset: int) -> None:
+        """Report a failed call and end the server's side of it as PostgreSQL ends a failed
+        statement: the transaction is aborted (the server skips to Sync, which then answers with
+        the block's status). Raises _Stop."""
+        self.session.write(encode_error(failure.fields, offset))
+        await caller.abort()
+        self.server.send(F.Sync().encode())
+        while True:
+            t, payload = await self.server.recv()
+            if t == _Z:
+                self.status = self.server.status = bytes(payload[:1])
+                break
+        self.closes += caller.cleanup()
+        if failure.audit:
+            self.audits.append(failure.audit)
+        raise _Stop(self.status)
+
+
+__all__ = ["QueryInterceptor", "run_sql"]

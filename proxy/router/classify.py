@@ -10,16 +10,22 @@ ASCII-lower-cased; quoted: exactly as written) is registered. Names right after 
 ``SEQUENCE``, ``UPDATE`` or ``EXISTS`` are declarations or relations (``DROP FUNCTION
 iasql_install(text)``, the stub functions of the issue's point 8), not calls.
 
-Only statements that run their query now are looked at (``SELECT``, ``WITH``, ``VALUES``,
-``TABLE``, ``INSERT``, ``UPDATE``, ``DELETE``, ``MERGE``, possibly in parentheses): EXPLAIN would
-otherwise run a call it should only describe, and CREATE VIEW / TABLE AS / PREPARE would store one
-result forever; those reach PostgreSQL, where the stub function fails loudly if it runs.
+Calls are intercepted in statements that run their query now: ``SELECT``, ``WITH``, ``VALUES``,
+``TABLE``, ``INSERT``, ``UPDATE``, ``DELETE``, ``MERGE`` (possibly in parentheses), ``CREATE TABLE
+.. AS`` (unless ``WITH NO DATA``), ``COPY (query) TO``, ``DECLARE .. CURSOR FOR`` and ``EXPLAIN
+ANALYZE`` (recorded in ``Call.context``: a cursor's query runs at its first FETCH and EXPLAIN
+ANALYZE only measures, so the interceptor refuses mutating calls there). Plain EXPLAIN, CREATE
+VIEW, CREATE MATERIALIZED VIEW, PREPARE and function bodies store or describe the query instead
+of running it; they reach PostgreSQL, where the stub function (same name, arguments and result
+columns) is described like any set-returning function, or fails loudly if it ever runs.
 
-Arguments are evaluated here, because the engine runs the call before PostgreSQL sees anything:
-each must be a constant (string of any kind, number, ``NULL``, ``TRUE``/``FALSE``, ``ARRAY[..]``
-of constants, ``CAST(c AS t)``, ``type 'literal'``, parentheses, any number of ``::type``) or a
-bind parameter ``$n``. Named notation ``name => value`` (and the old ``name := value``) and
-``VARIADIC`` are kept on the argument. Anything else raises ``CallError`` with SQLSTATE 0A000.
+Arguments are kept as written (``Call.args_start``/``args_end`` span the text between the
+parentheses): the interceptor evaluates them on the caller's own connection, so any expression
+PostgreSQL can evaluate is allowed. Each ``Arg`` also carries its value when it is a constant
+(string of any kind, number, ``NULL``, ``TRUE``/``FALSE``, ``ARRAY[..]`` of constants, ``CAST(c AS
+t)``, ``type 'literal'``, parentheses, any number of ``::type``) or a bind parameter ``$n``, and
+``EXPRESSION`` otherwise. Named notation ``name => value`` (and the old ``name := value``) and
+``VARIADIC`` are kept on the argument.
 
 The form of the statement is recorded for building the result (issue point 6): ``from`` for
 exactly ``SELECT * FROM [schema.]f(..)``, ``select`` for exactly ``SELECT [schema.]f(..)``,
@@ -37,7 +43,7 @@ from typing import Union
 from .lexer import LexError, Token, fold_identifier, identifier_value, lex, string_value
 from .split import Statement
 
-__all__ = ["Arg", "Call", "CallError", "ParamRef", "find_calls", "may_contain_call"]
+__all__ = ["Arg", "Call", "CallError", "EXPRESSION", "ParamRef", "find_calls", "may_contain_call"]
 
 FEATURE_NOT_SUPPORTED = "0A000"
 SYNTAX_ERROR = "42601"
@@ -61,14 +67,26 @@ class ParamRef:
     n: int
 
 
-Value = Union[str, int, float, bool, None, ParamRef, tuple]
+class _Expression:
+    """The value of an argument that is not a constant: evaluated by PostgreSQL, not here."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "EXPRESSION"
+
+
+#: ``Arg.value`` of an argument that is an expression PostgreSQL must evaluate.
+EXPRESSION = _Expression()
+
+Value = Union[str, int, float, bool, None, ParamRef, tuple, _Expression]
 
 
 @dataclass(frozen=True, slots=True)
 class Arg:
-    """One argument: its ``value`` (str, int, float, bool, None, ``ParamRef``, or a tuple of
-    those for ``ARRAY[..]``), its ``name`` when written in named notation (folded as an
-    identifier), and whether it was marked ``VARIADIC``."""
+    """One argument: its ``value`` (str, int, float, bool, None, ``ParamRef``, a tuple of those
+    for ``ARRAY[..]``, or ``EXPRESSION``), its ``name`` when written in named notation (folded as
+    an identifier), and whether it was marked ``VARIADIC``."""
 
     value: Value
     name: str | None = None
@@ -82,7 +100,9 @@ class Call:
     ``name``: the registered lower-case name; ``args``: the arguments in order; ``form``:
     ``"from"``, ``"select"`` or ``"embedded"`` (module docstring); ``start``/``end``: the span of
     the call expression (qualifier included, closing parenthesis included) in the statement text;
-    ``in_from``: whether the call is a FROM item.
+    ``in_from``: whether the call is a FROM item; ``args_start``/``args_end``: the span of the
+    argument list between the parentheses; ``context``: ``""`` in a statement that runs its query
+    now, ``"DECLARE"`` in a cursor's query, ``"EXPLAIN ANALYZE"`` under EXPLAIN ANALYZE.
     """
 
     name: str
@@ -91,6 +111,9 @@ class Call:
     start: int
     end: int
     in_from: bool = False
+    args_start: int = 0
+    args_end: int = 0
+    context: str = ""
 
 
 _PRECHECK_STR = re.compile("iasql_", re.IGNORECASE | re.ASCII)
@@ -148,11 +171,11 @@ def find_calls(
         return []
     if toks and toks[-1].kind == "punct" and sql[toks[-1].start : toks[-1].end] == ";":
         toks = toks[:-1]
-    lead = next((t for t in toks if not (t.kind == "punct" and sql[t.start : t.end] == "(")), None)
-    if lead is None or _word(sql, lead) not in _RUNS_NOW:
-        # EXPLAIN, CREATE VIEW / TABLE AS / FUNCTION / RULE, PREPARE, DECLARE, COPY (query) ...:
-        # the statement stores or describes the query instead of running it now, so the call is
-        # left to PostgreSQL, whose stub function fails loudly if it ever runs
+    context = _statement_context(sql, toks)
+    if context is None:
+        # EXPLAIN, CREATE VIEW / FUNCTION / RULE, PREPARE ...: the statement stores or describes
+        # the query instead of running it now, so the call is left to PostgreSQL, whose stub
+        # function is described like any function, or fails loudly if it ever runs
         return []
     calls: list[Call] = []
     clause: list[str] = [""]  # the current clause keyword per parenthesis depth
@@ -203,10 +226,87 @@ def find_calls(
                     and clause[-1] == "from"
                 )
                 form = _form(sql, toks, first, close)
-                calls.append(Call(name, args, form, toks[first].start, toks[close].end, in_from))
+                calls.append(Call(name, args, form, toks[first].start, toks[close].end, in_from,
+                                  toks[i + 1].end, toks[close].start, context))
                 skip_until = close
         i += 1
     return calls
+
+
+_TABLE_PREFIX = frozenset(("global", "local", "temporary", "temp", "unlogged"))
+_TRUE_WORDS = frozenset(("true", "on", "1"))
+_FALSE_WORDS = frozenset(("false", "off", "0"))
+
+
+def _statement_context(sql: str, toks: list[Token], start: int = 0) -> str | None:
+    """How the statement starting at token ``start`` treats the queries in it: ``""`` runs them
+    now, ``"DECLARE"``/``"EXPLAIN ANALYZE"`` (see ``Call.context``), None stores or describes them
+    (``gram.y``: CreateAsStmt, DeclareCursorStmt, ExplainStmt, CopyStmt)."""
+    i = start
+    n = len(toks)
+    while i < n and toks[i].kind == "punct" and sql[toks[i].start : toks[i].end] == "(":
+        i += 1
+    if i >= n:
+        return None
+    lead = _word(sql, toks[i])
+    if lead in _RUNS_NOW:
+        return ""
+    if lead == "declare":
+        return "DECLARE"
+    if lead == "copy":
+        nxt = toks[i + 1] if i + 1 < n else None
+        return "" if nxt is not None and sql[nxt.start : nxt.end] == "(" else None
+    if lead == "create":
+        j = i + 1
+        while j < n and _word(sql, toks[j]) in _TABLE_PREFIX:
+            j += 1
+        if j >= n or _word(sql, toks[j]) != "table":
+            return None
+        depth = 0
+        has_as = False
+        for t in toks[j + 1 :]:
+            c = sql[t.start : t.end]
+            if c == "(":
+                depth += 1
+            elif c == ")":
+                depth -= 1
+            elif depth == 0 and _word(sql, t) == "as":
+                has_as = True
+                break
+        words = [_word(sql, t) for t in toks[-3:]]
+        if not has_as or words == ["with", "no", "data"]:
+            return None
+        return ""
+    if lead == "explain":
+        j = i + 1
+        analyze = False
+        if j < n and sql[toks[j].start : toks[j].end] == "(":
+            close = _matching_paren(sql, toks, j)
+            if close is None:
+                return None
+            opts = toks[j + 1 : close]
+            k = 0
+            while k < len(opts):
+                w = _word(sql, opts[k]) or sql[opts[k].start : opts[k].end].lower()
+                if w in ("analyze", "analyse"):
+                    value = True
+                    if k + 1 < len(opts) and sql[opts[k + 1].start : opts[k + 1].end] != ",":
+                        v = _word(sql, opts[k + 1]) or sql[opts[k + 1].start : opts[k + 1].end].strip("'").lower()
+                        value = v not in _FALSE_WORDS
+                        k += 1
+                    analyze = value
+                k += 1
+            j = close + 1
+        else:
+            while j < n and _word(sql, toks[j]) in ("analyze", "analyse", "verbose"):
+                if _word(sql, toks[j]) in ("analyze", "analyse"):
+                    analyze = True
+                j += 1
+        if not analyze:
+            return None
+        inner = _statement_context(sql, toks, j)
+        return None if inner is None else "EXPLAIN ANALYZE"
+    return None
 
 
 def _matching_paren(sql: str, toks: list[Token], open_index: int) -> int | None:
@@ -269,14 +369,7 @@ def _arguments(sql: str, toks: list[Token], name: str, scs: bool) -> tuple[Arg, 
             if ev.i != len(g):
                 raise _NotConstant
         except _NotConstant:
-            shown = sql[g[0].start : g[-1].end] if g else ""
-            raise CallError(
-                FEATURE_NOT_SUPPORTED,
-                f"argument {position} of {name}() must be a constant or a bind parameter, "
-                f"not {shown!r}",
-                hint=f"{name}() runs in iasql-proxy before the statement reaches PostgreSQL, so its "
-                "arguments cannot refer to columns, functions or subqueries.",
-            ) from None
+            value = EXPRESSION  # evaluated by PostgreSQL on the caller's connection
         args.append(Arg(value, arg_name, variadic))
     return tuple(args)
 

@@ -1,7 +1,7 @@
 """Fixtures for the iasql_* interception suite (README "How iasql_* calls are answered").
 
 - ``iasql_proxy``: the real ``iasql-proxy`` as a subprocess, engine enabled, AWS calls going to the
-  session's moto server, the engine connecting as postgres/postgres.
+  session's moto server (calls run as the client, on its own server connection).
 - ``db``: a fresh database per test module (the engine's metadata never leaks between modules).
 - ``connect(...)``: psycopg 3 connections through the proxy to ``db``.
 - ``InProcessProxy``: a proxy served on its own event loop in a thread, so a test can install a
@@ -29,8 +29,7 @@ JDBC_JAR = Path("/usr/share/java/postgresql.jar")
 
 
 def engine_section(moto_url: str) -> str:
-    return (f"\n[engine]\naws_endpoint_url = {moto_url}\nengine_user = postgres\n"
-            f"engine_password = {PASSWORD}\nlock_wait_timeout = 10\n")
+    return f"\n[engine]\naws_endpoint_url = {moto_url}\nlock_wait_timeout = 10\n"
 
 
 @pytest.fixture(scope="session")

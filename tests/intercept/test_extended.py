@@ -181,10 +181,13 @@ def test_psycopg2_client_side_params(iasql_proxy, db):
         assert [r[0] for r in cur.fetchall()] == ["aws_s3"]
         cur.execute("SELECT * FROM iasql_version()")
         assert re.match(VERSION_RE, cur.fetchone()[0])
-        # psycopg2's default is a transaction: the call fails like VACUUM
+        # psycopg2's default is a transaction: the call runs in it like any function
         conn.autocommit = False
-        with pytest.raises(psycopg2.errors.ActiveSqlTransaction):
-            cur.execute("SELECT * FROM iasql_version()")
+        cur.execute("SELECT * FROM iasql_version()")
+        assert re.match(VERSION_RE, cur.fetchone()[0])
+        cur.execute("SELECT module_name FROM iasql_modules_installed() ORDER BY 1")
+        assert {"iasql_functions", "iasql_platform"} <= {r[0] for r in cur.fetchall()}
+        assert conn.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_INTRANS
         conn.rollback()
     finally:
         conn.close()

@@ -24,7 +24,6 @@ from psycopg import errors as pe
 from engine.rpc import Argument, Column, EngineError, Function, Registry
 from proxy.config import parse_config
 from proxy.intercept.dispatch import Interceptor
-from proxy.intercept.context import make_context
 from proxy.intercept.simple import QueryInterceptor
 from proxy.wire import frontend as F
 from tests.intercept.conftest import PASSWORD, InProcessProxy, psql
@@ -91,7 +90,7 @@ def test_proxy(pg, probe, tmp_path_factory):
                        f"server_tls_sslmode = disable\n[engine]\nenabled = false\n")
 
     def setup(app):
-        app.interceptor = Interceptor(QueryInterceptor(make_registry(probe), make_context))
+        app.interceptor = Interceptor(QueryInterceptor(make_registry(probe)))
 
     proxy = InProcessProxy(cfg, setup).start()
     yield proxy

@@ -1,5 +1,5 @@
 """Contract point 6 (results of a call): IaSQL's columns and type OIDs, the select-list form as a
-``record`` column, a call inside a larger statement, non-constant arguments refused."""
+``record`` column, a call inside a larger statement, arguments evaluated by PostgreSQL."""
 
 from __future__ import annotations
 
@@ -83,18 +83,18 @@ def test_call_inside_a_larger_statement(raw, db, pg):
     assert data_rows(conn.query("SELECT module_name FROM snapshot")) == [["aws_iam"]]
 
 
-def test_non_constant_argument_is_refused(raw):
+def test_argument_expressions_are_evaluated_by_postgres(raw):
+    """Any expression PostgreSQL can evaluate is an argument, evaluated on the caller's connection."""
     conn = raw()
-    for sql in ("SELECT * FROM iasql_install(current_user)",
-                "SELECT * FROM iasql_install((SELECT 'aws_s3'))",
-                "SELECT * FROM iasql_commit(now()::text)"):
-        msgs = conn.query(sql)
-        [err] = errors_in(msgs)
-        assert err.sqlstate == "0A000", (sql, err.message)
-        assert msgs[-1] == ("Z", b"I")
-    # constants are fine, including casts of literals and named notation
-    msgs = conn.query("SELECT module_name FROM iasql_install(VARIADIC ARRAY['aws_iam']) ORDER BY 1")
+    msgs = conn.query("SELECT * FROM iasql_install(current_user)")
+    [err] = errors_in(msgs)
+    assert (err.sqlstate, err.message.split(". ")[0]) == ("42704", "The following modules do not exist: postgres@0.1.0")
+    assert msgs[-1] == ("Z", b"I")
+    msgs = conn.query("SELECT * FROM iasql_commit(now()::text)")
+    assert [e.sqlstate for e in errors_in(msgs)] == ["25P01"]  # evaluated, then: no IaSQL transaction
+    msgs = conn.query("SELECT module_name FROM iasql_install(VARIADIC ARRAY[(SELECT 'aws_' || 'iam')]) ORDER BY 1")
     assert errors_in(msgs) == [], errors_in(msgs)
+    assert data_rows(msgs) == [["aws_account@0.1.0"], ["aws_account@0.1.0"], ["aws_iam@0.1.0"]]
     # the module is now installed: a second install does nothing
     msgs = conn.query("SELECT * FROM iasql_install('aws_iam'::text)")
     assert errors_in(msgs) == [] and data_rows(msgs) == []

@@ -1,4 +1,4 @@
-"""Contract points 7 (transaction blocks) and 8 (direct connections / stubs)."""
+"""Calls inside transaction blocks (they run in the block), and direct connections / stubs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from psycopg import errors as pe
 from psycopg.pq import TransactionStatus
 
 from tests.intercept.conftest import tags
-from tests.intercept.helpers import errors_in
+from tests.intercept.helpers import data_rows, errors_in
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -21,68 +21,65 @@ def initialised(iasql_proxy, db):
 
 
 def test_begin_and_call_in_one_text(raw):
+    """A call inside BEGIN ... runs in that block: what it does is visible to the next statement,
+    and ROLLBACK undoes it with the rest of the block."""
     conn = raw()
     conn.query("CREATE TABLE IF NOT EXISTS txb (a int)")
-    msgs = conn.query("BEGIN; INSERT INTO txb VALUES (1); SELECT * FROM iasql_version(); INSERT INTO txb VALUES (2)")
-    [err] = errors_in(msgs)
-    assert (err.sqlstate, err.message) == ("25001", "iasql_version() cannot run inside a transaction block")
-    assert err.get("S") == "ERROR"
-    assert tags(msgs) == ["BEGIN", "INSERT 0 1"]
-    assert msgs[-1] == ("Z", b"E")
-    # the block is failed: any statement is refused, COMMIT turns into ROLLBACK
-    msgs = conn.query("SELECT 1")
-    assert [e.sqlstate for e in errors_in(msgs)] == ["25P02"] and msgs[-1] == ("Z", b"E")
-    msgs = conn.query("COMMIT")
+    msgs = conn.query("BEGIN; INSERT INTO txb VALUES (1); SELECT * FROM iasql_install('aws_iam'); "
+                      "SELECT count(*) FROM iam_role; INSERT INTO txb VALUES (2)")
+    assert errors_in(msgs) == []
+    assert tags(msgs) == ["BEGIN", "INSERT 0 1", "SELECT 3", "SELECT 1", "INSERT 0 1"]
+    assert msgs[-1] == ("Z", b"T")
+    msgs = conn.query("ROLLBACK")
     assert tags(msgs) == ["ROLLBACK"] and msgs[-1] == ("Z", b"I")
-    assert conn.query("SELECT count(*) FROM txb")[1][1].endswith(b"0")
+    assert data_rows(conn.query("SELECT count(*), to_regclass('iam_role') IS NULL FROM txb")) == [["0", "t"]]
 
 
 def test_begin_and_call_in_separate_queries(raw):
     conn = raw()
     assert conn.query("BEGIN")[-1] == ("Z", b"T")
-    msgs = conn.query("SELECT * FROM iasql_commit()")
-    [err] = errors_in(msgs)
-    assert (err.sqlstate, err.message) == ("25001", "iasql_commit() cannot run inside a transaction block")
-    assert msgs[-1] == ("Z", b"E")
-    # same as VACUUM, for comparison
+    msgs = conn.query("SELECT module_name FROM iasql_install('aws_iam')")
+    assert errors_in(msgs) == [] and msgs[-1] == ("Z", b"T")
+    assert data_rows(conn.query("SELECT count(*) FROM iam_role"))[0][0].isdigit()
     msgs = conn.query("COMMIT")
-    assert tags(msgs) == ["ROLLBACK"] and msgs[-1] == ("Z", b"I")
+    assert tags(msgs) == ["COMMIT"] and msgs[-1] == ("Z", b"I")
+    assert data_rows(conn.query("SELECT to_regclass('iam_role') IS NOT NULL")) == [["t"]]
+    conn.query("SELECT * FROM iasql_uninstall('aws_iam')")
     # a call in an already failed block: 25P02 like any statement
     conn.query("BEGIN; SELECT 1/0")
-    msgs = conn.query("SELECT * FROM iasql_version()")
+    msgs = conn.query("SELECT * FROM iasql_modules_installed()")
     assert [e.sqlstate for e in errors_in(msgs)] == ["25P02"] and msgs[-1] == ("Z", b"E")
     assert tags(conn.query("ROLLBACK")) == ["ROLLBACK"]
-    # after the block, the call works
-    msgs = conn.query("SELECT * FROM iasql_version()")
-    assert errors_in(msgs) == [] and msgs[-1] == ("Z", b"I")
+    # a failing call fails the block, as a failing function does; COMMIT then rolls back
+    conn.query("BEGIN")
+    msgs = conn.query("SELECT * FROM iasql_install('no_such_module')")
+    assert [e.sqlstate for e in errors_in(msgs)] == ["42704"] and msgs[-1] == ("Z", b"E")
+    msgs = conn.query("COMMIT")
+    assert tags(msgs) == ["ROLLBACK"] and msgs[-1] == ("Z", b"I")
 
 
 def test_extended_protocol_in_a_psycopg_transaction(connect):
     conn = connect(autocommit=False)
     conn.execute("SELECT 1")  # psycopg opened a block with BEGIN
-    with pytest.raises(pe.ActiveSqlTransaction) as ei:
-        conn.execute("SELECT * FROM iasql_version()")
-    assert ei.value.diag.message_primary == "iasql_version() cannot run inside a transaction block"
+    assert conn.execute("SELECT count(*) FROM iasql_modules_installed()").fetchone()[0] >= 2
+    assert conn.info.transaction_status == TransactionStatus.INTRANS
+    rows = conn.execute("SELECT module_name FROM iasql_modules_list() WHERE module_name = %s", ["aws_s3"]).fetchall()
+    assert rows == [("aws_s3",)]
+    # with parameters too; a failing call fails the block, as a failing function does
+    with pytest.raises(pe.UndefinedObject):
+        conn.execute("SELECT * FROM iasql_install(%s)", ["no_such_module"])
     assert conn.info.transaction_status == TransactionStatus.INERROR
-    conn.rollback()
-    assert conn.info.transaction_status == TransactionStatus.IDLE
-    # with parameters too; the failed block refuses the next statement, as after VACUUM
-    with pytest.raises(pe.ActiveSqlTransaction):
-        conn.execute("SELECT * FROM iasql_modules_list() WHERE module_name = %s", ["aws_s3"])
     with pytest.raises(pe.InFailedSqlTransaction):
         conn.execute("SELECT 1")
     conn.rollback()
-    # outside a block (autocommit) the same statement works on the same connection
-    conn.autocommit = True
-    assert conn.execute("SELECT module_name FROM iasql_modules_list() WHERE module_name = %s",
-                        ["aws_s3"]).fetchall() == [("aws_s3",)]
+    assert conn.info.transaction_status == TransactionStatus.IDLE
 
 
 def test_commit_of_the_failed_block_reports_rollback_psycopg(connect):
     conn = connect(autocommit=True)
     conn.execute("BEGIN")
-    with pytest.raises(pe.ActiveSqlTransaction):
-        conn.execute("SELECT * FROM iasql_version()", prepare=False)
+    with pytest.raises(pe.UndefinedObject):
+        conn.execute("SELECT * FROM iasql_uninstall('nope')", prepare=False)
     assert conn.info.transaction_status == TransactionStatus.INERROR
     cur = conn.execute("COMMIT")
     assert cur.statusmessage == "ROLLBACK"

@@ -28,8 +28,7 @@ def proxy_ini(pg, moto_url: str, certs: tuple[Path, Path, Path], userlist: Path,
              "server_tls_sslmode = disable"]
     if record_dir is not None:
         lines.append(f"record_dir = {record_dir}")
-    lines += ["", "[engine]", f"aws_endpoint_url = {moto_url}", "engine_user = postgres",
-              f"engine_password = {PASSWORD}", "lock_wait_timeout = 10"]
+    lines += ["", "[engine]", f"aws_endpoint_url = {moto_url}", "lock_wait_timeout = 10"]
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,273 @@
+"""The engine's ``CallContext`` over the client's own server connection.
+
+Theory of operation
+-------------------
+An ``iasql_*`` call runs as the caller, on the caller's connection, in the caller's transaction:
+``ServerCaller.run`` sends each of the engine's statements to the session's server connection
+(in collect mode) with the extended query protocol and NO Sync: Parse and Bind under a private
+name, Describe, Execute, Close of portal and statement, then Flush. Without a Sync the statement
+joins whatever transaction the server has open for the client: an explicit block, the block the
+proxy opened for a multi-statement Query (``simple``), or the implicit transaction of the
+client's own extended-protocol batch (``extended``), which commits only at the client's Sync
+(protocol chapter, "Extended Query" and "Pipelining"). Private, process-unique names keep the
+client's unnamed statement and portal intact.
+
+Rows come back in text format and are turned into Python values by psycopg's loaders
+(``psycopg.adapt.Transformer``); parameters go out as text made by psycopg's dumpers. While a call
+runs with a ``DateStyle``/``IntervalStyle`` other than ISO/postgres, those two are set to ISO and
+postgres for the call (transaction-local, reported to nobody) so the loaders read every value.
+
+When a statement fails, the server has reported an ErrorResponse, has aborted the transaction and
+skips every message until Sync: ``failed`` holds the error, ``run`` raises ``engine.rpc.SqlError``,
+and the interceptor ends the exchange. A failure the engine raises itself (a cloud error, a
+cancel) aborts the server's transaction the same way (``abort``), as an error raised by a SQL
+function aborts its caller's transaction. Statements a failure left prepared are closed after the
+Sync (``cleanup``). Notices of the engine's statements are not the client's and are dropped;
+NotificationResponse (a trigger's NOTIFY) is relayed.
+
+``record_errors`` writes the ERROR audit rows of failed calls (``engine.error_row``) once the
+caller's transaction has ended: on the same connection when it is idle, else on another pooled
+connection of the same (database, user), never as another role.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from typing import TYPE_CHECKING, Any, Sequence
+
+from psycopg import pq
+from psycopg.adapt import PyFormat, Transformer
+
+from engine.rpc import Result, SqlError
+from proxy.backend.connection import ServerConnection, ServerError
+from proxy.wire import backend as B
+from proxy.wire import frontend as F
+from proxy.wire.codec import frame
+
+if TYPE_CHECKING:
+    from proxy.frontend.session import ClientSession
+
+log = logging.getLogger("iasql_proxy.intercept")
+
+#: Process-unique suffixes of the engine's private statement and portal names.
+_ids = itertools.count(1)
+PRIVATE_PREFIX = "iasql_engine_"
+#: The output styles psycopg's text loaders read; other values are set for the call's duration.
+_STYLES = (("DateStyle", "ISO, MDY", "ISO"), ("IntervalStyle", "postgres", "postgres"))
+_ONE, _TWO, _THREE = ord("1"), ord("2"), ord("3")
+_T, _D, _C, _E, _N, _S, _A, _I, _n = (ord(c) for c in "TDCENSAIn")
+
+
+def error_fields(payload: bytes) -> dict[str, str]:
+    """An ErrorResponse/NoticeResponse payload as ``{field code: value}``."""
+    return dict(B.ErrorResponse.decode(payload).fields)
+
+
+class ServerCaller:
+    """``engine.rpc.CallContext`` for calls of ``session`` on ``server`` (already detached).
+
+    ``database``/``user``: the client's database and user; ``cancelled``: set by a CancelRequest;
+    ``failed``: the ErrorResponse fields once a statement failed (the server then skips to Sync).
+    """
+
+    def __init__(self, session: "ClientSession", server: ServerConnection):
+        self.session = session
+        self.server = server
+        target = session.target
+        self.database = (target.dbname if target is not None else None) or session.database
+        self.user = session.user
+        self.cancelled = asyncio.Event()
+        self.failed: dict[str, str] | None = None
+        self._left: list[str] = []          # private names a failure may have left prepared
+        self._styles: dict[str, str] = {}   # DateStyle/IntervalStyle to put back, by name
+        self._styles_checked = False
+        self.busy = False                   # a statement of the call is running on the server
+
+    # -- CallContext ------------------------------------------------------------------------------
+    async def run(self, query: str, params: Sequence[Any] = ()) -> Result:
+        """Run one statement (``$n`` placeholders, Python values) in the caller's transaction.
+        Raises SqlError (the server's error; the transaction is then aborted) or ServerError."""
+        values: tuple[bytes | None, ...] = ()
+        types: tuple[int, ...] = ()
+        if params:
+            tx = Transformer()
+            dumped = tx.dump_sequence(list(params), [PyFormat.TEXT] * len(params))
+            values = tuple(None if v is None else bytes(v) for v in dumped)
+            types = tuple(tx.types or ())
+        return await self.run_raw(query, types, (), values)
+
+    async def run_raw(self, query: str, param_types: Sequence[int], param_formats: Sequence[int],
+                      values: Sequence[bytes | None]) -> Result:
+        """Run one statement with parameters already in wire form (``param_types`` OIDs, 0 =
+        unspecified; format codes as in Bind). Rows are decoded from text. Raises SqlError or
+        ServerError."""
+        if self.failed is not None:
+            raise SqlError({"S": "ERROR", "C": "25P02", "M": "current transaction is aborted, commands "
+                            "ignored until end of transaction block"})
+        if not self._styles_checked:
+            await self._set_styles()
+        name = f"{PRIVATE_PREFIX}{next(_ids)}"
+        self._left.append(name)
+        self.busy = True
+        try:
+            return await self._exchange(name, query, param_types, param_formats, values)
+        finally:
+            self.busy = False
+
+    async def _exchange(self, name: str, query: str, param_types: Sequence[int], param_formats: Sequence[int],
+                        values: Sequence[bytes | None]) -> Result:
+        self.server.send(
+            F.Parse(name, query, tuple(param_types)).encode()
+            + F.Bind(name, name, tuple(param_formats), tuple(values), ()).encode()
+            + F.Describe(b"P", name).encode() + F.Execute(name, 0).encode()
+            + F.Close(b"P", name).encode() + F.Close(b"S", name).encode() + F.Flush().encode())
+        columns: tuple[str, ...] = ()
+        rows: list[tuple] = []
+        command = ""
+        loader: Transformer | None = None
+        closed = 0
+        while closed < 2:
+            t, payload = await self.server.recv()
+            if t == _D:
+                assert loader is not None
+                rows.append(loader.load_sequence(B.DataRow.decode(payload).values))
+            elif t == _T:
+                desc = B.RowDescription.decode(payload)
+                columns = tuple(f.name for f in desc.fields)
+                loader = Transformer()
+                loader.set_loader_types([f.type_oid for f in desc.fields], pq.Format.TEXT)
+            elif t == _C:
+                command = B.CommandComplete.decode(payload).tag
+            elif t == _THREE:
+                closed += 1
+            elif t == _E:
+                self.failed = error_fields(payload)
+                raise SqlError(self.failed)
+            else:
+                self._aside(t, payload)
+        self._left.remove(name)
+        return Result(columns, rows, command)
+
+    def progress(self, message: str) -> None:
+        """Send one progress line to the client as a NOTICE, at once."""
+        self.session.write(B.notice(message))
+
+    # -- around the call --------------------------------------------------------------------------
+    def _aside(self, t: int, payload: bytes) -> None:
+        """A message that is not a reply to the engine's statement: ParameterStatus is noted (and
+        relayed unless it is a style set for the call), NotificationResponse relayed, notices and
+        the completion messages of Parse/Bind/Describe dropped."""
+        if t == _S:
+            ps = B.ParameterStatus.decode(payload)
+            if ps.name in self._styles:
+                return
+            self.server.params[ps.name] = ps.value
+            self.session.write(frame(b"S", payload))
+        elif t == _A:
+            self.session.write(frame(b"A", payload))
+
+    async def _set_styles(self) -> None:
+        """Set DateStyle/IntervalStyle for the call when the session's differ from what the
+        loaders read (transaction-local; ``finish`` puts them back)."""
+        self._styles_checked = True
+        wanted = {name: value for name, value, prefix in _STYLES
+                  if not self.server.params.get(name, prefix).startswith(prefix)}
+        if not wanted:
+            return
+        self._styles = {name: self.server.params.get(name, "") for name in wanted}
+        await self.run("SELECT " + ", ".join(f"set_config('{n}', $%d, true)" % i for i, n in enumerate(wanted, 1)),
+                       tuple(wanted.values()))
+
+    async def finish(self) -> None:
+        """After a successful call: put back the styles set for it (PostgreSQL reports GUC changes
+        only at ReadyForQuery, so the client never sees them change). Raises CallFailed (the
+        statement failed, e.g. cancelled) or ServerError."""
+        if self._styles and self.failed is None:
+            from proxy.intercept.errors import CallFailed, engine_fields
+
+            try:
+                await self.run("SELECT " + ", ".join(f"set_config('{n}', $%d, true)" % i
+                                                     for i, n in enumerate(self._styles, 1)),
+                               tuple(self._styles.values()))
+            except SqlError as e:
+                raise CallFailed(engine_fields(e)) from None
+            self._styles = {}
+
+    async def abort(self) -> None:
+        """Make the server abort the caller's transaction (the engine failed by itself) unless a
+        statement already did: Execute of a portal that does not exist fails, and the server
+        then skips to Sync. Raises ServerError."""
+        if self.failed is not None:
+            return
+        self.server.send(F.Execute(f"{PRIVATE_PREFIX}aborted").encode() + F.Flush().encode())
+        while True:
+            t, payload = await self.server.recv()
+            if t == _E:
+                self.failed = error_fields(payload)
+                return
+            self._aside(t, payload)
+
+    def cleanup(self) -> bytes:
+        """Close messages for the private statements a failure left prepared (send them after the
+        Sync, before anything else; each is answered with CloseComplete)."""
+        out = b"".join(F.Close(b"S", name).encode() for name in self._left)
+        self._left.clear()
+        return out
+
+
+async def settle(session: "ClientSession", server: ServerConnection, closes: bytes, audits: list[str],
+                 status: bytes) -> None:
+    """After a failed call's transaction state is known (``status`` from the ReadyForQuery that
+    followed): close what the failure left prepared, then write the ERROR audit rows. Raises
+    ServerError when the link fails."""
+    if closes:
+        server.send(closes + F.Sync().encode())
+        while True:
+            t, payload = await server.recv()
+            if t == ord("Z"):
+                server.status = bytes(payload[:1])
+                break
+    if audits:
+        await record_errors(session, server, audits, status)
+
+
+async def record_errors(session: "ClientSession", server: ServerConnection, audits: list[str], status: bytes) -> None:
+    """Write the ERROR audit rows ``audits`` (``EngineError.audit`` texts) as the client's user.
+
+    With the client's connection idle (``status`` I) they are written there, before the client
+    hears ReadyForQuery. Inside the client's transaction block they would be rolled back with it,
+    so they go through another pooled connection of the same (database, user), waited for up to
+    five seconds. Best effort: a failure is logged (``event=error_row_lost``), never raised."""
+    from engine import error_row
+
+    if status == b"I":
+        for message in audits:
+            query, params = error_row(message)
+            try:
+                await server.extended_query(query, [None if p is None else str(p) for p in params])
+            except ServerError as e:
+                if server.closed:
+                    raise
+                log.info("event=error_row_lost client=%s reason=%r", session.peer, e.message)
+        return
+    app = session.app
+    try:
+        other, pool = await asyncio.wait_for(app.lease(session, session.credentials), 5)
+    except Exception as e:  # pool full, server down, ...: the rows are lost, the call's error stands
+        log.info("event=error_row_lost client=%s reason=%r", session.peer, str(e))
+        return
+    clean = True
+    try:
+        for message in audits:
+            query, params = error_row(message)
+            try:
+                await asyncio.wait_for(other.extended_query(query, [None if p is None else str(p) for p in params]), 5)
+            except (ServerError, asyncio.TimeoutError) as e:
+                clean = not isinstance(e, asyncio.TimeoutError) and not other.closed
+                log.info("event=error_row_lost client=%s reason=%r", session.peer, str(e))
+                if not clean:
+                    break
+    finally:
+        pool.release(other, clean and other.status == b"I", reset=session.pool_mode == "session")

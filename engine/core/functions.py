@@ -257,7 +257,6 @@ async def iasql_begin(state: EngineState, ctx: Any) -> list[tuple]:
     'Another transaction is open or running. Please try again later.'; 57014 when cancelled.
     The IaSQL lock is taken only once no transaction is open (it is held until the caller's
     transaction ends, so waiting while holding it would keep the open transaction from closing)."""
-    import asyncio
     import time
 
     deadline = time.monotonic() + state.settings.lock_wait_timeout

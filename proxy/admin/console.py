@@ -1,7 +1,7 @@
 """The admin console: the virtual database ``admin_database`` (default ``iasql_proxy``), answered
 in-process with PgBouncer's commands and column names.
 
-Login: ``ClientSession._startup`` hands a session whose database is ours to ``AdminConsole.login``
+Login: ``proxy.frontend.login.startup`` hands a session whose database is ours to ``AdminConsole.login``
 after the StartupMessage and TLS checks. The client authenticates with the proxy's ``auth_type``
 exactly as for any database (secrets from ``auth_file``, else ``auth_query`` on the first
 database entry); then a user that is in neither ``admin_users`` nor ``stats_users`` gets
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from proxy.config import Config, DatabaseTarget
-from proxy.frontend.session import ClientError
+from proxy.frontend.login import ClientError, authenticate
 from proxy.metrics import session_state
 from proxy.wire import backend as B
 from proxy.wire import sqlstate
@@ -116,7 +116,7 @@ class AdminConsole:
         console's loop runs as its own task (so client_login_timeout does not apply to it)."""
         cfg = self.app.cfg
         session.target = self._auth_target(cfg)
-        await session._authenticate()
+        await authenticate(session)
         user = session.user
         role = "admin" if user in cfg.admin_users else "stats" if user in cfg.stats_users else None
         if role is None:
@@ -163,7 +163,7 @@ class AdminConsole:
         in_batch_error = False
         try:
             while not session.closed:
-                t, payload = await session._read_message()
+                t, payload = await session.read_message()
                 if t == _X:
                     session.close()
                     return

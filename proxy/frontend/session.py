@@ -3,12 +3,9 @@
 Theory of operation
 -------------------
 ``ClientSession`` is an asyncio Protocol. Until login completes, received bytes are buffered and
-a login coroutine (``_login``) reads start-up messages from that buffer: SSLRequest (answered 'S'
-and upgraded with ``loop.start_tls``; plaintext bytes pipelined behind it are refused, the
-CVE-2021-23214 class), GSSENCRequest (answered 'N'), CancelRequest, StartupMessage (3.0; newer
-minors and ``_pq_.`` options answered with NegotiateProtocolVersion). It authenticates the client
-(``auth_type``), leases a server connection from the pool and sends the server's ParameterStatus
-values, the proxy's own BackendKeyData and ReadyForQuery.
+a login coroutine (``_login``) runs ``proxy.frontend.login.startup`` over that buffer: start-up
+messages, TLS and authentication. Then it leases a server connection from the pool and sends the
+server's ParameterStatus values, the proxy's own BackendKeyData and ReadyForQuery.
 
 After login, ``data_received`` is the fast path (``proxy.relay.core.ClientCore``, compiled): it
 follows message boundaries only, enforces ``max_packet_size``, and forwards complete messages to
@@ -24,24 +21,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import secrets
-import ssl
 import struct
 import time
 from typing import TYPE_CHECKING
 
 from proxy import logs
-from proxy.auth import AuthFailed, ScramServerExchange, Secret, check_md5, check_plain
+from proxy.auth import AuthFailed
 from proxy.backend.connection import Credentials, ServerConnection, ServerError
 from proxy.backend.pool import PoolTimeout
+from proxy.frontend import login
 from proxy.frontend import transaction as txn
+from proxy.frontend.login import ClientError
 from proxy.relay.core import EXTENDED as _EXTENDED
 from proxy.relay.core import QUEUED, ClientCore
 from proxy.router import split
 from proxy.router.session_state import analyze, may_change_state
-from proxy.tls import peer_common_name
 from proxy.wire import backend as B
-from proxy.wire import frontend as F
 from proxy.wire import sqlstate
 from proxy.wire.codec import ProtocolViolation
 from proxy.wire.framing import startup_frame
@@ -72,45 +67,6 @@ SPECIAL_EXTENDED = frozenset(map(ord, "QPXBDECHScf"))
 _SMALL, _LARGE = 1, 2
 _PQ_SMALL_MESSAGE_LIMIT = 10000
 _MESSAGE_LIMITS = bytes(_LARGE if chr(i) in "QFBPd" else _SMALL if chr(i) in "XCDEHScf" else 0 for i in range(256))
-#: Start-up parameters that are not run-time settings and are never re-sent as such.
-_NOT_SETTINGS = frozenset(("user", "database", "replication"))
-
-
-def _replication_requested(value: str) -> bool:
-    """The start-up parameter ``replication`` as PostgreSQL reads it (ProcessStartupPacket:
-    ``database`` or a boolean by ``parse_bool``'s rules: a prefix of true/false/yes/no, on/off
-    from two letters, 1/0; any case). Returns whether a walsender was asked for. Raises
-    ClientError 22023 for any other value, with PostgreSQL's message and hint."""
-    if value == "database":
-        return True
-    v = value.lower()
-    if v and ("true".startswith(v) or "yes".startswith(v) or v == "1" or (len(v) >= 2 and "on".startswith(v))):
-        return True
-    if v and ("false".startswith(v) or "no".startswith(v) or v == "0" or (len(v) >= 2 and "off".startswith(v))):
-        return False
-    raise ClientError(sqlstate.INVALID_PARAMETER_VALUE, f'invalid value for parameter "replication": "{value}"',
-                      hint='Valid values are: "false", 0, "true", 1, "database".')
-
-
-class ClientError(Exception):
-    """End the login with an ErrorResponse: ``sqlstate``, ``message``, FATAL unless ``severity`` says."""
-
-    def __init__(self, code: str, message: str, *, severity: str = "FATAL", detail: str | None = None,
-                 fields: B.ErrorResponse | None = None, hint: str | None = None):
-        super().__init__(message)
-        self.sqlstate = code
-        self.message = message
-        self.severity = severity
-        self.detail = detail
-        self.hint = hint
-        self.fields = fields
-
-    def encode(self) -> bytes:
-        """The ErrorResponse bytes (the server's own fields when it produced the error)."""
-        if self.fields is not None:
-            return self.fields.encode()
-        return B.error(self.sqlstate, self.message, severity=self.severity, detail=self.detail, hint=self.hint)
-
 
 class ClientSession(ClientCore, asyncio.Protocol):
     """A client connection. ``direct_tls`` is True when TLS was negotiated before any protocol byte
@@ -304,19 +260,23 @@ class ClientSession(ClientCore, asyncio.Protocol):
                     return t, raw[5:], raw
             await self._wait_data()
 
-    async def _read_startup(self) -> bytes:
+    async def read_startup_packet(self) -> bytes:
+        """The next start-up packet (no type byte) from the client's input, waiting for it.
+        Raises ProtocolViolation (bad length), ConnectionResetError (client gone)."""
         while True:
             payload = startup_frame(self._inbuf)
             if payload is not None:
                 return payload
             await self._wait_data()
 
-    async def _read_message(self) -> tuple[int, bytes]:
-        """Next typed message during authentication (bounded by MAX_STARTUP_PACKET_LENGTH-ish sizes)."""
+    async def read_message(self, limit: int = 65536) -> tuple[int, bytes]:
+        """The next typed message, whole, as ``(type, payload)``, during authentication or in the
+        admin console (at most ``limit`` bytes). Raises ProtocolViolation (08P01) on a bad length,
+        ConnectionResetError when the client is gone."""
         while True:
             if len(self._inbuf) >= 5:
                 t, length = _HDR.unpack_from(self._inbuf, 0)
-                if length < 4 or length > 65536:
+                if length < 4 or length > limit:
                     raise ProtocolViolation(f"invalid message length {length}")
                 if len(self._inbuf) >= 1 + length:
                     payload = bytes(self._inbuf[5:1 + length])
@@ -332,11 +292,16 @@ class ClientSession(ClientCore, asyncio.Protocol):
             timer = (asyncio.get_running_loop().call_later(timeout, self._login_timed_out)
                      if timeout > 0 else None)
             try:
-                proceed = await self._startup()
+                proceed = await login.startup(self)
             finally:
                 if timer is not None:
                     timer.cancel()
             if proceed:
+                key = frozenset(self.params.items())
+                self._startup_key = _STARTUP_KEYS.setdefault(key, key)  # one object per parameter set
+                if len(_STARTUP_KEYS) > 10000:
+                    _STARTUP_KEYS.clear()
+                self._auth_ok_pending = True  # sent with the rest of the welcome, in one write
                 await self._welcome()
         except ClientError as e:
             if e.sqlstate in (sqlstate.INVALID_PASSWORD, sqlstate.INVALID_AUTHORIZATION_SPECIFICATION):
@@ -361,93 +326,6 @@ class ClientSession(ClientCore, asyncio.Protocol):
             task.cancel()
             log.info("event=login_timeout client=%s", self.peer)
             self.fatal(sqlstate.PROTOCOL_VIOLATION, "client_login_timeout")
-
-    async def _startup(self) -> bool:
-        """Start-up messages, TLS and authentication. Returns True when the client is authenticated
-        and waits for its welcome (False: a CancelRequest or the admin console took over)."""
-        loop = asyncio.get_running_loop()
-        if self.direct_tls:
-            obj = self.transport.get_extra_info("ssl_object")
-            if obj is None or obj.selected_alpn_protocol() != "postgresql":
-                raise ClientError(sqlstate.PROTOCOL_VIOLATION,
-                                  "received direct SSL connection request without ALPN protocol negotiation extension")
-        while True:
-            msg = F.decode_startup(await self._read_startup())
-            if isinstance(msg, F.SSLRequest):
-                ctx = self.app.tls.client
-                if self.tls_version is not None:  # a second SSLRequest inside TLS: as Postgres
-                    raise ClientError(sqlstate.FEATURE_NOT_SUPPORTED,
-                                      "unsupported frontend protocol 1234.5679: server supports 3.0 to 3.0")
-                if ctx is None:
-                    self.write(b"N")
-                    continue
-                if self._inbuf:
-                    raise ClientError(sqlstate.PROTOCOL_VIOLATION, "received unencrypted data after SSL request",
-                                      detail="This could be either a client-software bug or evidence of an attempted man-in-the-middle attack.")
-                self.write(b"S")
-                try:
-                    new = await loop.start_tls(self.transport, self, ctx, server_side=True,
-                                               ssl_handshake_timeout=self.cfg.client_login_timeout)
-                except (ssl.SSLError, OSError, ConnectionError) as e:
-                    self.app.tls_failures += 1
-                    log.info("event=tls_handshake_failed client=%s error=%r", self.peer, str(e))
-                    raise ConnectionResetError() from e
-                if new is None:
-                    raise ConnectionResetError()
-                self.transport = new
-                obj = new.get_extra_info("ssl_object")
-                self.tls_version = obj.version() if obj else "TLS"
-                continue
-            if isinstance(msg, F.GSSENCRequest):
-                self.write(b"N")
-                continue
-            if isinstance(msg, F.CancelRequest):
-                # detached: the sender may hang up at once, which must not abort the cancel
-                self.app.spawn(self.app.cancel(msg.process_id, msg.secret_key))
-                self.close()
-                return False
-            break
-        major, minor = msg.protocol >> 16, msg.protocol & 0xFFFF
-        if major != 3:
-            raise ClientError(sqlstate.FEATURE_NOT_SUPPORTED,
-                              f"unsupported frontend protocol {major}.{minor}: server supports 3.0 to 3.0")
-        params = dict(msg.parameters)
-        unsupported = tuple(k for k in params if k.startswith("_pq_."))
-        for k in unsupported:
-            del params[k]
-        if minor > 0 or unsupported:
-            self.write(B.NegotiateProtocolVersion(F.PROTOCOL_3_0, unsupported).encode())
-        replication = params.get("replication")
-        if replication is not None and _replication_requested(replication):
-            raise ClientError(sqlstate.FEATURE_NOT_SUPPORTED,
-                              "replication connections are not supported by iasql-proxy",
-                              detail="Connect to the PostgreSQL server itself for physical or logical replication.")
-        self.user = params.get("user", "")
-        if not self.user:
-            raise ClientError(sqlstate.INVALID_AUTHORIZATION_SPECIFICATION,
-                              "no PostgreSQL user name specified in startup packet")
-        self.database = params.get("database") or self.user
-        self.params = {k: v for k, v in params.items() if k not in _NOT_SETTINGS}
-        if self.cfg.client_tls_required and self.tls_version is None:
-            raise ClientError(sqlstate.INVALID_AUTHORIZATION_SPECIFICATION,
-                              f'no pg_hba.conf entry for host "{self.peer.rsplit(":", 1)[0]}", user "{self.user}", '
-                              f'database "{self.database}", no encryption')
-        if not self.app.admit(self):
-            raise ClientError(sqlstate.TOO_MANY_CONNECTIONS, "no more connections allowed (max_client_conn)")
-        admin = self.app.admin
-        if admin is not None and self.database == admin.database:
-            await admin.login(self)  # the admin console answers this session in-process
-            return False
-        self.target = self.cfg.target_for(self.database)
-        if self.target is None:
-            raise ClientError(sqlstate.INVALID_CATALOG_NAME, f'database "{self.database}" does not exist')
-        self.credentials = await self._authenticate()
-        key = frozenset(self.params.items())
-        self._startup_key = _STARTUP_KEYS.setdefault(key, key)  # one object per parameter set
-        if len(_STARTUP_KEYS) > 10000:
-            _STARTUP_KEYS.clear()
-        self._auth_ok_pending = True  # sent with the rest of the welcome, in one write
-        return True
 
     async def _welcome(self) -> None:
         """Lease a server (or use the pool's known parameters) and send AuthenticationOk,
@@ -495,85 +373,6 @@ class ClientSession(ClientCore, asyncio.Protocol):
             data = bytes(self._inbuf)
             self._inbuf.clear()
             self._relay(data)
-
-    async def _authenticate(self) -> Credentials:
-        """Run ``auth_type``'s exchange; return what the proxy can prove to the server for this user.
-
-        Raises ClientError 28P01 (``password authentication failed for user "x"``, Postgres's
-        text) or 28000 for certificate failures.
-        """
-        auth_type = self.cfg.auth_type
-        user = self.user
-        failed = ClientError(sqlstate.INVALID_PASSWORD, f'password authentication failed for user "{user}"')
-        fixed = self.target.password
-        if auth_type == "trust":
-            secret = await self.app.lookup_secret(user, self.target) if fixed is None else None
-            return _credentials(fixed, secret)
-        if auth_type == "cert":
-            obj = self.transport.get_extra_info("ssl_object")
-            cn = peer_common_name(obj) if obj is not None else None
-            if cn != user:
-                raise ClientError(sqlstate.INVALID_AUTHORIZATION_SPECIFICATION,
-                                  f'certificate authentication failed for user "{user}"')
-            secret = await self.app.lookup_secret(user, self.target) if fixed is None else None
-            return _credentials(fixed, secret)
-        secret = await self.app.lookup_secret(user, self.target)
-        if auth_type == "plain":
-            self.write(B.Authentication(B.AUTH_CLEARTEXT).encode())
-            password = await self._password_message()
-            if secret is None:
-                raise failed
-            try:
-                check_plain(secret, user, password)
-            except AuthFailed:
-                raise failed from None
-            return Credentials(password=fixed or password, secret=secret)
-        if auth_type == "md5" and not (secret is not None and secret.kind == "scram"):
-            # as in pg_hba's md5 method, a user whose secret is a SCRAM verifier authenticates with SCRAM
-            salt = secrets.token_bytes(4)
-            self.write(B.Authentication(B.AUTH_MD5, salt).encode())
-            response = await self._password_message()
-            if secret is None:
-                raise failed
-            try:
-                check_md5(secret, user, salt, response)
-            except AuthFailed:
-                raise failed from None
-            return _credentials(fixed, secret)
-        # scram-sha-256
-        if secret is not None and secret.kind == "md5":
-            raise failed  # Postgres: a user with an md5 password cannot use SCRAM
-        exchange = ScramServerExchange(secret or _mock_secret())
-        self.write(B.Authentication.sasl(["SCRAM-SHA-256"]).encode())
-        t, payload = await self._read_message()
-        if t != ord("p"):
-            raise ClientError(sqlstate.PROTOCOL_VIOLATION, f"expected SASL response, got message type {t}")
-        initial = F.SASLInitialResponse.decode(payload)
-        if initial.mechanism != "SCRAM-SHA-256":
-            raise ClientError(sqlstate.PROTOCOL_VIOLATION, "client selected an invalid SASL authentication mechanism")
-        try:
-            server_first = exchange.first((initial.data or b"").decode())
-        except (AuthFailed, UnicodeDecodeError):
-            raise ClientError(sqlstate.PROTOCOL_VIOLATION, "malformed SCRAM message") from None
-        self.write(B.Authentication(B.AUTH_SASL_CONTINUE, server_first.encode()).encode())
-        t, payload = await self._read_message()
-        if t != ord("p"):
-            raise ClientError(sqlstate.PROTOCOL_VIOLATION, f"expected SASL response, got message type {t}")
-        try:
-            server_final = exchange.final(F.SASLResponse.decode(payload).data.decode())
-        except (AuthFailed, UnicodeDecodeError, ValueError):
-            raise failed from None
-        if secret is None:
-            raise failed
-        self.write(B.Authentication(B.AUTH_SASL_FINAL, server_final.encode()).encode())
-        return Credentials(password=fixed or (secret.value if secret.kind == "plain" else None),
-                           secret=exchange.secret, client_key=exchange.client_key)
-
-    async def _password_message(self) -> str:
-        t, payload = await self._read_message()
-        if t != ord("p"):
-            raise ClientError(sqlstate.PROTOCOL_VIOLATION, f"expected password response, got message type {t}")
-        return F.PasswordMessage(payload).password
 
     # -- after login: the fast path -----------------------------------------------------------
     def _relay(self, data: bytes) -> None:
@@ -1128,20 +927,6 @@ def _text_span(t: int, buf: bytes | bytearray, pos: int, end: int) -> tuple[int,
     a = buf.find(b"\0", pos + 5, end) + 1
     b = buf.find(b"\0", a, end) if a else -1
     return (a, b) if b >= 0 else (pos + 5, end)
-
-
-def _credentials(password: str | None, secret: Secret | None) -> Credentials:
-    if password is not None:
-        return Credentials(password=password)
-    if secret is not None and secret.kind == "plain":
-        return Credentials(password=secret.value, secret=secret)
-    return Credentials(secret=secret)
-
-
-def _mock_secret() -> Secret:
-    """A random verifier, so an unknown user goes through the whole exchange and fails like a wrong
-    password (as Postgres does, to not reveal which user names exist)."""
-    return Secret("scram", "", 4096, secrets.token_bytes(16), secrets.token_bytes(32), secrets.token_bytes(32))
 
 
 def _as_fatal(fields: B.ErrorResponse | None) -> B.ErrorResponse | None:

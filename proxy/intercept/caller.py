@@ -57,7 +57,7 @@ PRIVATE_PREFIX = "iasql_engine_"
 #: The output styles psycopg's text loaders read; other values are set for the call's duration.
 _STYLES = (("DateStyle", "ISO, MDY", "ISO"), ("IntervalStyle", "postgres", "postgres"))
 _ONE, _TWO, _THREE = ord("1"), ord("2"), ord("3")
-_T, _D, _C, _E, _N, _S, _A, _I, _n = (ord(c) for c in "TDCENSAIn")
+_T, _D, _C, _E, _N, _S, _A, _I, _n, _t = (ord(c) for c in "TDCENSAInt")
 
 
 def error_fields(payload: bytes) -> dict[str, str]:
@@ -149,6 +149,37 @@ class ServerCaller:
                 self._aside(t, payload)
         self._left.remove(name)
         return Result(columns, rows, command)
+
+    async def describe(self, query: str) -> bytes | None:
+        """Parse ``query`` (no parameters) under a private name and describe it: the payload of
+        its RowDescription, or None when it returns no rows (NoData). PostgreSQL's parse analysis
+        runs (names, types, function resolution) but nothing executes. Raises SqlError (the
+        transaction is then aborted) or ServerError."""
+        if self.failed is not None:
+            raise SqlError({"S": "ERROR", "C": "25P02", "M": "current transaction is aborted, commands "
+                            "ignored until end of transaction block"})
+        name = f"{PRIVATE_PREFIX}{next(_ids)}"
+        self._left.append(name)
+        self.busy = True
+        try:
+            self.server.send(F.Parse(name, query, ()).encode() + F.Describe(b"S", name).encode()
+                             + F.Close(b"S", name).encode() + F.Flush().encode())
+            desc: bytes | None = None
+            while True:
+                t, payload = await self.server.recv()
+                if t == _T:
+                    desc = bytes(payload)
+                elif t == _THREE:
+                    break
+                elif t == _E:
+                    self.failed = error_fields(payload)
+                    raise SqlError(self.failed)
+                elif t not in (_ONE, _n, _t):
+                    self._aside(t, payload)
+        finally:
+            self.busy = False
+        self._left.remove(name)
+        return desc
 
     def progress(self, message: str) -> None:
         """Send one progress line to the client as a NOTICE, at once."""

@@ -28,13 +28,14 @@ from __future__ import annotations
 import itertools
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from proxy.backend.batch import ServerBatch, server_batch
 from proxy.frontend import transaction as txn
 from proxy.intercept import arguments
 from proxy.intercept.caller import ServerCaller, settle
 from proxy.intercept.errors import CallFailed, call_error_fields, encode_error
+from proxy.intercept.simple import select_form
 from proxy.intercept.values import ValueError_, to_text
 from proxy.router.classify import Call, CallError, find_calls, may_contain_call
 from proxy.router.rewrite import rewrite_with_rows
@@ -94,7 +95,6 @@ class ExtendedInterceptor:
     async def handle_batch(self, session: "ClientSession") -> None:
         """Process extended messages from the head of the session's input up to and including Sync."""
         server = session.server
-        scs = server.params.get("standard_conforming_strings", "on") == "on" if server is not None else True
         if server is None or server.closed:
             session.fatal(sqlstate.CONNECTION_FAILURE, "server closed the connection unexpectedly")
             return
@@ -260,7 +260,7 @@ class ExtendedInterceptor:
             columns = [(c.name, c.type_name) for c in fn.columns]
             text_rows = [tuple(to_text(v, c.type_name) for v, c in zip(row, fn.columns)) for row in rows]
             if call.form == "select" and len(stmt.calls) == 1:
-                synthetic = f"SELECT {fn.name} FROM {fn.name}()"
+                synthetic = select_form(fn)
                 at = synthetic.index(" FROM ") + 6
                 call = dataclasses.replace(call, start=at, end=len(synthetic), in_from=True)
                 sql = synthetic
@@ -283,8 +283,9 @@ class ExtendedInterceptor:
                 rows_per_call = []
                 for call in stmt.calls:
                     fn = self.query.registry.get(call.name)
-                    rows_per_call.append(await self.query.run_call(session, caller, fn, call, stmt.query, scs=scs,
-                                                                   bind=bind, param_types=stmt.param_types))
+                    args = await self.query.call_arguments(caller, fn, call, stmt.query, scs=scs, bind=bind,
+                                                           param_types=stmt.param_types)
+                    rows_per_call.append(await self.query.invoke(session, caller, fn, args))
                 try:
                     sql = self._with_rows(stmt, rows_per_call, scs)
                 except (CallError, ValueError_) as e:

@@ -62,7 +62,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("iasql_proxy.intercept")
 
 _HDR = struct.Struct("!Bi")
-_Z, _E, _N, _G, _S, _C, _I = ord("Z"), ord("E"), ord("N"), ord("G"), ord("S"), ord("C"), ord("I")
+_Z, _E, _N, _G, _S, _C, _I, _T = (ord(c) for c in "ZENGSCIT")
 
 #: Query texts longer than this (characters) are split in a worker thread so that one huge text
 #: never stalls other clients on the event loop.
@@ -84,11 +84,21 @@ def _with_rows(sql: str, fn: Function, call: Call, ncalls: int, rows: list[tuple
     columns = [(c.name, c.type_name) for c in fn.columns]
     text_rows = [tuple(to_text(v, c.type_name) for v, c in zip(row, fn.columns)) for row in rows]
     if call.form == "select" and ncalls == 1:
-        synthetic = f"SELECT {fn.name} FROM {fn.name}()"
+        synthetic = select_form(fn)
         at = synthetic.index(" FROM ") + 6
         return rewrite_with_rows(synthetic, dataclasses.replace(call, start=at, end=len(synthetic), in_from=True),
                                  columns, text_rows, standard_conforming_strings=scs)
     return rewrite_with_rows(sql, call, columns, text_rows, standard_conforming_strings=scs)
+
+
+def select_form(fn: Function) -> str:
+    """``SELECT f(..)`` as PostgreSQL answers it for a set-returning function: one column named
+    after the function, of the function's type when it returns one column, else ``record``. The
+    statement returned has ``FROM f()`` for the rows to go in place of."""
+    if len(fn.columns) == 1:
+        column = fn.columns[0].name.replace('"', '""')
+        return f'SELECT {fn.name}."{column}" AS {fn.name} FROM {fn.name}()'
+    return f"SELECT {fn.name} FROM {fn.name}()"
 
 
 def _shift_position(payload: bytes | bytearray, offset: int | Callable[[int], int]) -> bytes:
@@ -114,14 +124,15 @@ class _Stop(Exception):
 
 async def run_sql(session: "ClientSession", server: ServerConnection, sql: str,
                   position_offset: int | Callable[[int], int] = 0, completed: list[int] | None = None,
-                  end_reply: bool = False, drop_notice: str | None = None) -> bytes:
+                  end_reply: bool = False, drop_notice: str | None = None, drop_row_description: bool = False) -> bytes:
     """Send one Query, forward every reply but ReadyForQuery; return the status. Raises _Stop
     (with the status) when the server reported an error. ``position_offset``: where ``sql``
     starts in the client's text (characters), added to an error's position field, or a
     function mapping a position in ``sql`` to one in the client's text. ``completed``: when
     given, ``[0]`` counts the statements that ended (CommandComplete, EmptyQueryResponse).
     ``end_reply``: the ReadyForQuery goes to the client too, in the same write as the rest.
-    ``drop_notice``: the first notice with this SQLSTATE is not forwarded."""
+    ``drop_notice``: the first notice with this SQLSTATE is not forwarded; ``drop_row_description``:
+    neither is the first RowDescription (the client has it already)."""
     server.send(F.Query(sql).encode())
     failed = False
     out: list[bytes] = []
@@ -133,6 +144,9 @@ async def run_sql(session: "ClientSession", server: ServerConnection, sql: str,
             status = bytes(payload[:1])
             server.status = status
             break
+        if t == _T and drop_row_description:
+            drop_row_description = False
+            continue
         if t == _E or t == _N:
             if t == _N and drop_notice is not None and error_fields(payload).get("C") == drop_notice:
                 drop_notice = None
@@ -161,7 +175,7 @@ async def run_sql(session: "ClientSession", server: ServerConnection, sql: str,
 
 class QueryInterceptor:
     """Runs intercepted simple Queries for client sessions; ``registry`` maps names to engine
-    Functions. ``run_call`` runs one call for either protocol."""
+    Functions. ``call_arguments`` and ``invoke`` run one call for either protocol."""
 
     def __init__(self, registry: Registry):
         self.registry = registry
@@ -349,36 +363,40 @@ class QueryInterceptor:
         return "".join(parts), edits, ran
 
     # -- one call, either protocol -------------------------------------------------------------------
-    async def run_call(self, session: "ClientSession", caller: ServerCaller, fn: Function, call: Call,
-                       stmt_text: str, *, scs: bool = True, bind: F.Bind | None = None,
-                       param_types: tuple[int, ...] = ()) -> list[tuple]:
-        """Evaluate ``call``'s arguments on the caller's connection (``arguments``), run ``fn`` in
-        the engine and return its rows. ``bind``/``param_types``: the client's Bind and the
-        statement's parameter types (extended protocol). Progress goes to the client as NOTICE.
-        Raises CallFailed (the ErrorResponse fields, positions relative to ``stmt_text``)."""
+    async def call_arguments(self, caller: ServerCaller, fn: Function, call: Call, stmt_text: str, *,
+                             scs: bool = True, bind: F.Bind | None = None,
+                             param_types: tuple[int, ...] = ()) -> list[Any]:
+        """Evaluate ``call``'s arguments on the caller's connection (``arguments``); returns them
+        as ``fn``'s implementation takes them. ``bind``/``param_types``: the client's Bind and the
+        statement's parameter types (extended protocol). Raises CallFailed (the ErrorResponse
+        fields, the position relative to ``stmt_text``)."""
         if call.context and fn.mutating:
             raise CallFailed({"S": "ERROR", "V": "ERROR", "C": sqlstate.FEATURE_NOT_SUPPORTED,
                               "M": f"{fn.name}() changes the database and the cloud, so it cannot be "
                                    f"called under {call.context}",
                               "H": f"Call it in {SUPPORTED_FORMS}."})
-        if arguments.needs_probe(fn, call):
-            pr = arguments.probe(fn, call, stmt_text, renumber=bind is not None, standard_conforming_strings=scs)
-            try:
-                await ensure_metadata(caller, self.functions)  # the probes are part of it
-            except SqlError as e:
-                raise CallFailed(engine_fields(e)) from None
-            try:
-                if bind is None:
-                    res = await caller.run(pr.sql)
-                else:
-                    res = await caller.run_raw(
-                        pr.sql, [param_types[n - 1] if n <= len(param_types) else 0 for n in pr.params],
-                        [bind.param_format(n - 1) for n in pr.params], [bind.params[n - 1] for n in pr.params])
-            except SqlError as e:
-                raise CallFailed(arguments.client_error(e, pr.position)) from None
-            args = arguments.as_call_arguments(fn, res.rows[0])
-        else:
-            args = arguments.defaults(fn)
+        if not arguments.needs_probe(fn, call):
+            return arguments.defaults(fn)
+        pr = arguments.probe(fn, call, stmt_text, renumber=bind is not None, standard_conforming_strings=scs)
+        try:
+            await ensure_metadata(caller, self.functions)  # the probes are part of it
+        except SqlError as e:
+            raise CallFailed(engine_fields(e)) from None
+        try:
+            if bind is None:
+                res = await caller.run(pr.sql)
+            else:
+                res = await caller.run_raw(
+                    pr.sql, [param_types[n - 1] if n <= len(param_types) else 0 for n in pr.params],
+                    [bind.param_format(n - 1) for n in pr.params], [bind.params[n - 1] for n in pr.params])
+        except SqlError as e:
+            raise CallFailed(arguments.client_error(e, pr.position)) from None
+        return arguments.as_call_arguments(fn, res.rows[0])
+
+    async def invoke(self, session: "ClientSession", caller: ServerCaller, fn: Function, args: list[Any]) -> list[tuple]:
+        """Run ``fn`` with ``args`` in the engine (a task of its own, journaled; a client that goes
+        away sets ``cancelled``) and return its rows. Progress goes to the client as NOTICE.
+        Raises CallFailed."""
         self.running[session] = caller
         task = asyncio.get_running_loop().create_task(fn.impl(caller, *args))
         if self.journal is not None:
@@ -454,31 +472,36 @@ class _TextRun:
         return units
 
     async def _statements(self) -> None:
-        carry: str | None = None  # a call's result statement, sent with the run after it
+        # a call's result statement, sent with the run after it, and whether its RowDescription
+        # went to the client already (then the server's is dropped)
+        carry: tuple[str, bool] | None = None
         for kind, first, end in self._units():
             if kind == "call":
                 if carry is not None:  # the next call must not run before this result is out
-                    await self._send(carry)
+                    await self._send(carry[0], drop_row_description=carry[1])
                     carry = None
                 carry = await self._call(first)
                 continue
             if kind == "plain":
                 sql = self.text[self.stmts[first].start:self.stmts[end - 1].end]
                 offset = self.stmts[first].start
+                drop = False
                 if carry is not None:
-                    sql, offset, carry = f"{carry};\n{sql}", offset - len(carry) - 2, None
+                    sql, offset, drop, carry = f"{carry[0]};\n{sql}", offset - len(carry[0]) - 2, carry[1], None
                 await self._open()
-                await self._send(sql, offset)
+                await self._send(sql, offset, drop_row_description=drop)
                 continue
             if carry is not None:
-                await self._send(carry)
+                await self._send(carry[0], drop_row_description=carry[1])
                 carry = None
             await self._transaction_control(kind, first)
         if carry is not None:
-            await self._send(carry)
+            await self._send(carry[0], drop_row_description=carry[1])
 
-    async def _send(self, sql: str, offset: int | Callable[[int], int] = 0, drop_notice: str | None = None) -> None:
-        self.status = await run_sql(self.session, self.server, sql, position_offset=offset, drop_notice=drop_notice)
+    async def _send(self, sql: str, offset: int | Callable[[int], int] = 0, drop_notice: str | None = None,
+                    drop_row_description: bool = False) -> None:
+        self.status = await run_sql(self.session, self.server, sql, position_offset=offset, drop_notice=drop_notice,
+                                    drop_row_description=drop_row_description)
 
     async def _open(self) -> None:
         """Before a statement of a multi-statement text while the server is idle: open the block
@@ -514,33 +537,46 @@ class _TextRun:
         st = self.stmts[i]
         if self.hidden:
             if kind in ("begin", "prepare"):
-                # the block becomes the client's (BEGIN), or is prepared as the implicit one would be
-                self.hidden = False
+                # the block becomes the client's (BEGIN), or is prepared as the implicit one would be;
+                # if that fails, PostgreSQL rolls the implicit block back (``run`` ends ours)
                 await self._send(st.text, st.start, drop_notice="25001" if kind == "begin" else None)
+                self.hidden = False
                 return
             self.hidden = False
             await self._hidden("COMMIT" if kind == "commit" else "ROLLBACK")
         await self._send(st.text, st.start)
 
-    async def _call(self, i: int) -> str:
-        """Run the calls of statement ``i`` in the engine; return the statement with their rows in
-        place, for ``_statements`` to send. Raises _Stop after an error (already sent)."""
+    async def _call(self, i: int) -> tuple[str, bool]:
+        """Run the calls of statement ``i`` as PostgreSQL runs a statement's functions: parse
+        analysis of the statement first (its shape, the calls replaced by zero rows: an unknown
+        table fails here and no call runs), then the arguments, then the RowDescription to the
+        client (PostgreSQL sends it when execution starts, before any NOTICE of a function), then
+        the calls. Returns the statement with their rows in place, for ``_statements`` to send,
+        and whether its RowDescription was sent already. Raises _Stop after an error (sent)."""
         st = self.stmts[i]
         calls = self.plan[i]
         if self.status == b"E":
             # an aborted block refuses every statement: PostgreSQL itself says so (25P02)
             await self._send(st.text, st.start)
-            return ""
+            return "", False
         await self._open()
         caller = ServerCaller(self.session, self.server)
-        sql = st.text
         try:
             if isinstance(calls, CallError):
                 raise CallFailed(call_error_fields(calls))
-            for call in sorted(calls, key=lambda c: c.start, reverse=True):
-                fn = self.icp.registry.get(call.name)
-                assert fn is not None
-                rows = await self.icp.run_call(self.session, caller, fn, call, st.text, scs=self.scs)
+            fns = [self.icp.registry.get(c.name) for c in calls]
+            shape, where = self._shape(st.text, calls, fns)
+            try:
+                desc = await caller.describe(shape)
+            except SqlError as e:
+                raise CallFailed(arguments.client_error(e, where)) from None
+            args = [await self.icp.call_arguments(caller, fn, call, st.text, scs=self.scs)
+                    for call, fn in zip(calls, fns)]
+            if desc is not None:
+                self.session.write(frame(b"T", desc))
+            results = [await self.icp.invoke(self.session, caller, fn, a) for fn, a in zip(fns, args)]
+            sql = st.text
+            for call, fn, rows in sorted(zip(calls, fns, results), key=lambda r: r[0].start, reverse=True):
                 try:
                     sql = _with_rows(sql, fn, call, len(calls), rows, self.scs)
                 except (CallError, ValueError_) as e:
@@ -548,7 +584,40 @@ class _TextRun:
             await caller.finish()
         except CallFailed as e:
             await self._call_failed(caller, e, st.start)
-        return sql
+        return sql, desc is not None
+
+    def _shape(self, text: str, calls: list[Call], fns: list[Function]) -> tuple[str, Callable[[int], int]]:
+        """The statement with each call replaced by zero rows of its columns, and a map from a
+        position in it to one in ``text`` (a position inside a replacement maps to its call).
+        Raises CallFailed (0A000) for a call that is not a FROM item."""
+        sql = text
+        spans: list[tuple[int, int, int]] = []  # (start in text, length in text, length in sql)
+        rebuilt: int | None = None              # the whole statement was rebuilt for this call
+        for call, fn in sorted(zip(calls, fns), key=lambda p: p[0].start, reverse=True):
+            try:
+                new = _with_rows(sql, fn, call, len(calls), [], self.scs)
+            except (CallError, ValueError_) as e:
+                raise CallFailed(call_error_fields(e)) from None
+            tail = len(sql) - call.end
+            if new[:call.start] == sql[:call.start] and new[len(new) - tail:] == sql[call.end:]:
+                spans.append((call.start, call.end - call.start, len(new) - call.start - tail))
+            else:  # the select-list form: the statement is rebuilt around the call
+                rebuilt = call.start
+            sql = new
+
+        def position(p: int) -> int:
+            if rebuilt is not None:
+                return rebuilt + 1
+            shift = 0
+            for start, old_len, new_len in sorted(spans):
+                if p - 1 < start + shift:
+                    break
+                if p - 1 < start + shift + new_len:  # inside a replacement: its call
+                    return start + 1
+                shift += new_len - old_len
+            return p - shift
+
+        return sql, position
 
     async def _call_failed(self, caller: ServerCaller, failure: CallFailed, offset: int) -> None:
         """Report a failed call and end the server's side of it as PostgreSQL ends a failed

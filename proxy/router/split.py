@@ -59,12 +59,13 @@ class Statement:
     text: str
 
 
-# One "filler" token: a word (not the prefix of E'', B'', X'', N'', U&'' or U&""), a number, a
+# One "filler" token: a word (not the prefix of E'', B'', X'', N'', U&'' or U&""), a number (with
+# the identifier PostgreSQL reads as its trailing junk, ``$`` included: scan.l's integer_junk), a
 # single operator/punctuation character other than ; ( ) ' " $, or - and / when they do not open
 # a comment.
 _T = (
     rf"(?:(?![eEbBxXnN]'|[uU]&['\"])[{_IDENT_START}][{_IDENT_CONT}]*"
-    rf"|[0-9][A-Za-z0-9_.{_HIGH}]*"
+    rf"|[0-9][0-9_.]*(?:[{_IDENT_START}][{_IDENT_CONT}]*)?"
     rf"|[^\s'\"$;()\-/A-Za-z_0-9{_HIGH}]"
     r"|-(?!-)|/(?!\*))"
 )

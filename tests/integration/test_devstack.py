@@ -6,7 +6,6 @@ Starts real Postgres (and moto) processes; the end-to-end test also runs the pro
 from __future__ import annotations
 
 import base64
-import json
 import os
 import shlex
 import shutil
@@ -21,7 +20,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from proxy.config import load_auth_file, load_config
+from proxy.config import load_auth_file
 from proxy.devstack import DevStack, DevStackError, read_credentials, read_state
 from proxy.embedded.postgres import free_port
 

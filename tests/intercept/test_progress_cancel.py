@@ -106,6 +106,8 @@ def test_progress_arrives_while_the_call_runs(test_proxy):
         conn.startup("postgres", "postgres", password=PASSWORD)
         t0 = time.monotonic()
         conn.send(F.Query("SELECT * FROM iasql_sleep(2)").encode())
+        # as from PostgreSQL: the RowDescription when execution starts, then the function's notices
+        assert conn.read_message()[0] == "T"
         t, payload = conn.read_message()
         first_at = time.monotonic() - t0
         assert t == "N" and error_fields(payload).message == "slept 0.00 s"

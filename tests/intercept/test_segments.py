@@ -98,7 +98,7 @@ def test_one_ready_for_query_results_in_order_and_skip_after_error(raw):
     assert tags(msgs) == ["SELECT 1", "SELECT 1", "SELECT 1", "SELECT 1", "INSERT 0 1", "SELECT 1"]
     rows = data_rows(msgs)
     assert rows[0] == ["1"] and rows[2] == ["2"] and rows[4] == ["3"]
-    assert re.match(VERSION_RE, rows[1][0]) and re.match(r"^\(" + VERSION_RE[1:-1] + r"\)$", rows[3][0])
+    assert re.match(VERSION_RE, rows[1][0]) and re.match(VERSION_RE, rows[3][0])
     # an engine error: the rest is skipped (the INSERT after it never happens)
     msgs = conn.query("INSERT INTO st VALUES (20); SELECT * FROM iasql_install('no_such_module'); "
                       "INSERT INTO st VALUES (30); SELECT 4")

@@ -17,7 +17,6 @@ import psycopg
 import pytest
 
 from proxy.embedded.postgres import free_port
-from tests.ops.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 

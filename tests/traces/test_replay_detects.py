@@ -14,7 +14,6 @@ import sys
 import threading
 from pathlib import Path
 
-import pytest
 
 from proxy.wire import backend as B
 from tests.support.traces import TRACES, trace_env, trace_test

@@ -4,7 +4,6 @@ properties (never raises; the byte pre-check has no false negatives)."""
 
 from __future__ import annotations
 
-import time
 
 import pglast
 import pytest

@@ -22,7 +22,6 @@ On a failure it converts the exception to ``EngineError`` and marks it for the `
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -30,6 +29,7 @@ from psycopg import sql
 from psycopg.types.json import Json
 
 from engine.aws import AwsGateway, CloudError, Credentials
+from engine.locks import holder_of, take_xact_lock
 from engine.rpc import EngineError, Result, SqlError
 from engine.schema import ENGINE_GUC, ENGINE_USER, METADATA_MARKER_SQL, ensure_metadata, metadata_marker
 from engine.settings import EngineSettings
@@ -101,7 +101,7 @@ class EngineSession:
             assert row is not None
             self.search_path = row[0]
             if row[3] != metadata_marker():
-                await ensure_metadata(self.ctx, self.state.functions)
+                await ensure_metadata(self.ctx, self.state.functions, lock_timeout=self.settings.lock_wait_timeout)
             if self.want_lock:
                 await self.acquire_lock()
         except BaseException as e:
@@ -155,48 +155,24 @@ class EngineSession:
     # -- lock -------------------------------------------------------------------------------------
     async def lock_holder(self) -> str:
         """A description of the session holding the IaSQL lock on this database (or 'unknown')."""
-        row = await self.fetchone(
-            """SELECT a.pid, a.usename, a.application_name, a.client_addr::text, a.state,
-                      a.backend_start, a.query_start, left(a.query, 200)
-                 FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
-                WHERE l.locktype = 'advisory' AND l.granted AND l.pid <> pg_catalog.pg_backend_pid()
-                  AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
-                  AND l.classid = $1 AND l.objid = $2 AND l.objsubid = 2""", ENGINE_LOCK)
-        if row is None:
-            return "unknown (the holder was not visible in pg_stat_activity)"
-        pid, user, app, addr, state, started, qstart, query = row
-        return (f"pid {pid} (user {user}, application \"{app}\", client {addr or 'local'}, "
-                f"connected since {started:%Y-%m-%d %H:%M:%S%z}, state {state}, "
-                f"last query at {qstart:%H:%M:%S}: {query!r})" if started and qstart else
-                f"pid {pid} (user {user}, application \"{app}\", state {state})")
+        return await holder_of(self.ctx, ENGINE_LOCK)
 
     async def acquire_lock(self, timeout: float | None = None) -> None:
-        """Take the per-database IaSQL lock as a transaction-level advisory lock (released when
-        the caller's transaction ends; taking it again in the same transaction is immediate, so a
-        caller never waits for itself), polling until ``timeout`` seconds (default
-        ``lock_wait_timeout``) with one progress NOTICE. Raises EngineError 55P03 naming the
-        holder, or 57014 when cancelled while waiting."""
+        """Take the per-database IaSQL lock as a transaction-level advisory lock, held until the
+        caller's transaction ends (``engine.locks``), waiting up to ``timeout`` seconds (default
+        ``lock_wait_timeout``). Raises EngineError 55P03 naming the holder, or 57014."""
         timeout = self.settings.lock_wait_timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
-        reported = False
-        while True:
-            row = await self.fetchone("SELECT pg_catalog.pg_try_advisory_xact_lock($1, $2)", ENGINE_LOCK)
-            if row and row[0]:
-                return
-            self.check_cancelled()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                holder = await self.lock_holder()
-                raise EngineError(
-                    "55P03",
-                    f"could not obtain the IaSQL lock on database \"{self.ctx.database}\" within "
-                    f"{timeout:g} s: it is held by {holder}",
-                    hint="Another iasql_* call is running on this database, or a transaction that "
-                         "made one is still open; try again when it ends.")
-            if not reported:
-                self.ctx.progress(f"waiting for another IaSQL call on database \"{self.ctx.database}\" to finish")
-                reported = True
-            await self._sleep(min(0.1, remaining))
+
+        async def failure() -> EngineError:
+            return EngineError(
+                "55P03",
+                f"could not obtain the IaSQL lock on database \"{self.ctx.database}\" within "
+                f"{timeout:g} s: it is held by {await self.lock_holder()}",
+                hint="Another iasql_* call is running on this database, or a transaction that "
+                     "made one is still open; try again when it ends.")
+
+        await take_xact_lock(self.ctx, ENGINE_LOCK, timeout=timeout, failure=failure,
+                             waiting=f"waiting for another IaSQL call on database \"{self.ctx.database}\" to finish")
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep up to ``seconds``, waking at once when the client cancels."""

@@ -195,7 +195,8 @@ def metadata_marker(version: str | None = None) -> str:
     return f"{METADATA_VERSION} ({version or VERSION})"
 
 
-async def ensure_metadata(ctx: Any, functions: Iterable["Function"] | None = None, version: str | None = None) -> bool:
+async def ensure_metadata(ctx: Any, functions: Iterable["Function"] | None = None, version: str | None = None,
+                          lock_timeout: float = 30.0) -> bool:
     """Create the IaSQL metadata in the caller's database unless it is already current.
 
     Takes an ``engine.rpc.CallContext`` (the statements run in the caller's transaction, as the
@@ -203,7 +204,8 @@ async def ensure_metadata(ctx: Any, functions: Iterable["Function"] | None = Non
     platform ``version`` recorded as ``iasql_platform@version``/``iasql_functions@version``.
     Returns True when it created or upgraded something, False when the metadata was already
     current. Only a caller that finds it missing takes the transaction-level advisory lock that
-    serialises creators (a second creator waits until the first one's transaction ends). Every
+    serialises creators (a second creator waits until the first one's transaction ends, at most
+    ``lock_timeout`` seconds: then EngineError 55P03 naming the holder). Every
     name is schema-qualified: the caller's ``search_path`` is not used and not changed. Raises
     ``engine.rpc.SqlError`` from the DDL (e.g. 42501 when the caller may not create in ``public``).
     """
@@ -215,7 +217,17 @@ async def ensure_metadata(ctx: Any, functions: Iterable["Function"] | None = Non
     version = version or VERSION
     # serialise creators; the lock is held until the caller's transaction ends, and a second
     # creator then finds the metadata current (each statement sees what committed before it)
-    await ctx.run("SELECT pg_catalog.pg_advisory_xact_lock($1, $2)", METADATA_LOCK)
+    from engine.locks import holder_of, take_xact_lock
+    from engine.rpc import EngineError
+
+    async def failure() -> EngineError:
+        return EngineError("55P03", f"could not obtain the IaSQL metadata lock within {lock_timeout:g} s: it is "
+                                    f"held by {await holder_of(ctx, METADATA_LOCK)}",
+                           hint="Another session is creating IaSQL's metadata in this database in a "
+                                "transaction that is still open; try again when it ends.")
+
+    await take_xact_lock(ctx, METADATA_LOCK, timeout=lock_timeout, failure=failure,
+                         waiting="waiting for another session to finish creating IaSQL's metadata")
     if (await ctx.run(METADATA_MARKER_SQL)).rows[0][0] == marker:
         return False
     if functions is None:

@@ -181,6 +181,8 @@ class QueryInterceptor:
         self.registry = registry
         self.names = registry.names()
         self.functions = list(registry.functions.values())
+        state = getattr(registry, "engine_state", None)
+        self.lock_wait_timeout = state.settings.lock_wait_timeout if state is not None else 30.0
         self.running: dict[Any, ServerCaller] = {}
         self.journal = None  # proxy.admin.journal.EngineJournal (SHOW ENGINE, metrics, shutdown), when installed
         self.split_statements = 0        # statements split out of intercepted Queries (metrics)
@@ -379,9 +381,9 @@ class QueryInterceptor:
             return arguments.defaults(fn)
         pr = arguments.probe(fn, call, stmt_text, renumber=bind is not None, standard_conforming_strings=scs)
         try:
-            await ensure_metadata(caller, self.functions)  # the probes are part of it
-        except SqlError as e:
-            raise CallFailed(engine_fields(e)) from None
+            await ensure_metadata(caller, self.functions, lock_timeout=self.lock_wait_timeout)  # the probes are in it
+        except EngineError as e:
+            raise CallFailed(engine_fields(e), e.audit) from None
         try:
             if bind is None:
                 res = await caller.run(pr.sql)

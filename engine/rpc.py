@@ -1,9 +1,9 @@
 """The engine's call interface: a registry of IaSQL functions that the proxy answers in-process.
 
 The engine knows nothing about the wire protocol. The proxy's interception layer looks a function
-up by its SQL name, binds the call's constant arguments, awaits ``Function.impl`` with a
-``CallContext`` and turns the returned rows into RowDescription/DataRow messages using the
-``Column`` type OIDs. Names, arguments and result columns follow IaSQL v0.1
+up by its SQL name, has PostgreSQL evaluate the call's arguments, awaits ``Function.impl`` with a
+``CallContext`` (the caller's own connection and transaction) and hands the returned rows to
+PostgreSQL in place of the call, typed by the ``Column`` type names. Names, arguments and result columns follow IaSQL v0.1
 (https://github.com/iasql/iasql, ``src/modules/iasql_functions``).
 """
 

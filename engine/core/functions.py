@@ -322,8 +322,10 @@ async def iasql_commit(state: EngineState, ctx: Any, message: Any = None) -> lis
 
     Returns (action, table_name, id, description) rows: cloud actions first, then database
     changes made by the sync ('synced from cloud: ...'). Raises EngineError 25P01 (no open
-    transaction), 58000 (cloud failures; the transaction stays open, the rows stay as they are),
-    57014 (cancelled; already-done operations are recorded), 55P03 (lock)."""
+    transaction), 58000 (cloud failures), 57014 (cancelled), 55P03 (lock); after any of them the
+    caller's transaction rolls back, so the tables and the IaSQL transaction are as before the
+    call, while what already happened in the cloud stays there until the next commit or
+    rollback reconciles it."""
     return await _run_commit(state, ctx, None if message is None else str(message), dry_run=False)
 
 

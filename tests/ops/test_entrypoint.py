@@ -142,3 +142,36 @@ def test_entrypoint_first_start_restart_and_sigterm(entry_env):
         conn.close()
     finally:
         second.kill()
+
+
+def test_default_user_runs_the_quick_start(entry_env, moto_server):
+    """The container's default user (SCRAM, no engine credentials in the generated configuration)
+    runs the README's quick start with psql over TLS verify-full against a moto server."""
+    base, env = entry_env
+    moto_server.reset()
+    env = {**env, "AWS_ENDPOINT_URL": moto_server.endpoint_url}
+    run = Entrypoint(base, env, "quickstart")
+    try:
+        connect(env, base).close()  # up
+        config = (base / "data" / "iasql-proxy.ini").read_text()
+        assert "engine_user" not in config and "aws_endpoint_url" in config
+        quick_start = ("SELECT * FROM iasql_install('aws_s3');\nSELECT * FROM iasql_begin();\n"
+                       "INSERT INTO bucket (name) VALUES ('my-first-bucket');\nSELECT * FROM iasql_commit();\n"
+                       "SELECT name FROM bucket;\n")
+        psql_env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        psql_env["PGPASSWORD"] = env["IASQL_PASSWORD"]
+        dsn = (f"host=localhost port={env['IASQL_LISTEN_PORT']} user=iasql dbname=iasql sslmode=verify-full "
+               f"sslrootcert={base / 'certs' / 'ca.crt'}")
+        res = subprocess.run([shutil.which("psql"), "-X", "-v", "ON_ERROR_STOP=1", "-At", dsn], input=quick_start,
+                             capture_output=True, text=True, timeout=60, env=psql_env)
+        assert res.returncode == 0, res.stderr + run.log()
+        assert res.stdout.splitlines()[-1] == "my-first-bucket"
+        assert "create|bucket|my-first-bucket|bucket my-first-bucket in us-east-1" in res.stdout
+        import boto3
+
+        s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=moto_server.endpoint_url,
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+        assert "my-first-bucket" in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+        stop(run, base)
+    finally:
+        run.kill()

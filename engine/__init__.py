@@ -13,9 +13,9 @@ Public API (what the proxy calls):
 - ``error_row(message)``: the statement that records a failed call (``EngineError.audit``) in the
   audit log; the caller runs it after its transaction has ended.
 - ``EngineSettings``: endpoint, lock and AWS timeouts (``engine.settings``).
-- ``ensure_metadata(ctx)``: create the metadata (tables, audit trigger function, stubs, argument
+- ``ensure_metadata(ctx, functions)``: create the metadata (tables, audit trigger function, stubs, argument
   probes) in the caller's database; every call does it on first use, so calling it is optional.
-- ``init_db(dsn)``: the same, synchronously, for ``iasql-proxy init-db NAME``.
+- ``engine.local.init_db(dsn)``: the same, synchronously, for ``iasql-proxy init-db NAME``.
 
 Mutating functions hold a per-database transaction-level advisory lock until the caller's
 transaction ends (``engine.core.session``).
@@ -31,7 +31,7 @@ from engine.aws import AwsGateway
 from engine.core import functions as F
 from engine.core.session import EngineState
 from engine.rpc import Argument, Column, EngineError, Function, Registry
-from engine.schema import ensure_metadata, error_row, init_db
+from engine.schema import ensure_metadata, error_row
 from engine.settings import EngineSettings
 
 _PLAN = (Column("action", "varchar"), Column("table_name", "varchar"), Column("id", "varchar"),
@@ -103,4 +103,4 @@ def build_registry(config: EngineSettings | None = None) -> Registry:
     return reg
 
 
-__all__ = ["build_registry", "EngineSettings", "ensure_metadata", "error_row", "init_db", "EngineError", "rpc"]
+__all__ = ["build_registry", "EngineSettings", "ensure_metadata", "error_row", "EngineError", "rpc"]

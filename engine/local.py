@@ -118,3 +118,27 @@ async def call_in_transaction(fn: Function, caller: PsycopgCaller, *args: Any) -
     except BaseException:
         await caller.rollback()
         raise
+
+
+def init_db(dsn: str) -> None:
+    """Create the IaSQL metadata in the database ``dsn`` names (for ``iasql-proxy init-db NAME``).
+
+    Runs ``engine.schema.ensure_metadata`` for the full registry in one transaction of a fresh
+    psycopg connection, as the DSN's user. Raises psycopg.OperationalError when it cannot connect,
+    ``engine.rpc.SqlError`` from the DDL (e.g. 42501 without CREATE on schema public).
+    """
+    from engine import build_registry
+    from engine.schema import ensure_metadata
+
+    registry = build_registry()
+    registry.engine_state.aws.close()  # type: ignore[attr-defined]
+
+    async def run() -> None:
+        caller = await PsycopgCaller.connect(dsn)
+        try:
+            await ensure_metadata(caller, list(registry.functions.values()))
+            await caller.commit()
+        finally:
+            await caller.close()
+
+    asyncio.run(run())

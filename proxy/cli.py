@@ -6,7 +6,7 @@
     iasql-proxy certs [--dir certs]      create the development CA and server certificate if missing
     iasql-proxy dev [--port 6432] [--state-dir .run]
                                          certs + embedded Postgres + moto + the proxy (``make run``)
-    iasql-proxy init-db NAME [--dsn DSN] initialise database NAME for IaSQL (engine.init_db)
+    iasql-proxy init-db NAME [--dsn DSN] initialise database NAME for IaSQL (engine.local.init_db)
     iasql-proxy replay TRACE --dsn DSN   replay a wire trace and compare (proxy.trace.replay)
 
 ``--record-dir DIR`` (with ``run``/``--config``) writes one wire trace per client session to DIR,
@@ -148,13 +148,13 @@ def _ensure_database(dsn: str, name: str) -> None:
 
 
 def cmd_init_db(args: argparse.Namespace) -> int:
-    """``iasql-proxy init-db NAME [--dsn DSN]``: create NAME if needed and run ``engine.init_db``.
+    """``iasql-proxy init-db NAME [--dsn DSN]``: create NAME if needed and run ``engine.local.init_db``.
 
     Without ``--dsn`` the running dev stack's Postgres (from ``--state-dir``) is used as the
     superuser. A ``--dsn`` without ``dbname`` gets ``dbname=NAME``.
     """
     try:
-        from engine import init_db  # type: ignore[attr-defined]
+        from engine.local import init_db  # type: ignore[attr-defined]
     except ImportError as e:
         return _fail(f"init-db needs the IaSQL engine, which is not available here ({e})", 1)
     from psycopg.conninfo import conninfo_to_dict, make_conninfo

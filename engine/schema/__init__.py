@@ -1,6 +1,6 @@
 """IaSQL metadata in each user database, created idempotently.
 
-``ensure_metadata(conn)`` creates, in schema ``public`` (as IaSQL does):
+``ensure_metadata(ctx, functions)`` creates, in schema ``public`` (as IaSQL does):
 
 - ``iasql_module(name)`` (``name@version``), ``iasql_dependencies(module, dependency)``,
   ``iasql_tables(table, module)``;
@@ -195,13 +195,12 @@ def metadata_marker(version: str | None = None) -> str:
     return f"{METADATA_VERSION} ({version or VERSION})"
 
 
-async def ensure_metadata(ctx: Any, functions: Iterable["Function"] | None = None, version: str | None = None,
+async def ensure_metadata(ctx: Any, functions: Iterable["Function"], version: str | None = None,
                           lock_timeout: float = 30.0) -> bool:
     """Create the IaSQL metadata in the caller's database unless it is already current.
 
     Takes an ``engine.rpc.CallContext`` (the statements run in the caller's transaction, as the
-    caller), the registry's functions to stub (default: ``engine.build_registry()``'s) and the
-    platform ``version`` recorded as ``iasql_platform@version``/``iasql_functions@version``.
+    caller), the registry's functions to stub and the platform ``version`` recorded as ``iasql_platform@version``/``iasql_functions@version``.
     Returns True when it created or upgraded something, False when the metadata was already
     current. Only a caller that finds it missing takes the transaction-level advisory lock that
     serialises creators (a second creator waits until the first one's transaction ends, at most
@@ -230,12 +229,6 @@ async def ensure_metadata(ctx: Any, functions: Iterable["Function"] | None = Non
                          waiting="waiting for another session to finish creating IaSQL's metadata")
     if (await ctx.run(METADATA_MARKER_SQL)).rows[0][0] == marker:
         return False
-    if functions is None:
-        from engine import build_registry
-
-        reg = build_registry()
-        reg.engine_state.aws.close()  # type: ignore[attr-defined]
-        functions = list(reg.functions.values())
     functions = list(functions)
     for stmt in BASE_DDL:
         await ctx.run(stmt)
@@ -257,25 +250,3 @@ def error_row(message: str) -> tuple[str, tuple]:
     transaction has ended, as the caller, in a transaction of its own."""
     return ('INSERT INTO public.iasql_audit_log ("user", table_name, change_type, change, message) '
             "VALUES ($1, 'iasql_audit_log', 'ERROR', '{}', $2)", (ENGINE_USER, message))
-
-
-def init_db(dsn: str) -> None:
-    """Create the IaSQL metadata in the database ``dsn`` names (for ``iasql-proxy init-db NAME``).
-
-    Runs ``ensure_metadata`` in one transaction of a fresh psycopg connection
-    (``engine.local.PsycopgCaller``). Raises psycopg.OperationalError when it cannot connect,
-    ``engine.rpc.SqlError`` from the DDL.
-    """
-    import asyncio
-
-    from engine.local import PsycopgCaller
-
-    async def run() -> None:
-        caller = await PsycopgCaller.connect(dsn)
-        try:
-            await ensure_metadata(caller)
-            await caller.commit()
-        finally:
-            await caller.close()
-
-    asyncio.run(run())

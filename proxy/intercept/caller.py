@@ -42,6 +42,7 @@ from psycopg.adapt import PyFormat, Transformer
 
 from engine.rpc import Result, SqlError
 from proxy.backend.connection import ServerConnection, ServerError
+from proxy.intercept.errors import CallFailed, engine_fields
 from proxy.wire import backend as B
 from proxy.wire import frontend as F
 from proxy.wire.codec import frame
@@ -216,8 +217,6 @@ class ServerCaller:
         only at ReadyForQuery, so the client never sees them change). Raises CallFailed (the
         statement failed, e.g. cancelled) or ServerError."""
         if self._styles and self.failed is None:
-            from proxy.intercept.errors import CallFailed, engine_fields
-
             try:
                 await self.run("SELECT " + ", ".join(f"set_config('{n}', $%d, true)" % i
                                                      for i, n in enumerate(self._styles, 1)),

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from proxy.backend.batch import ServerBatch, server_batch
 from proxy.frontend import transaction as txn
-from proxy.intercept import arguments
+import proxy.intercept.arguments as arguments
 from proxy.intercept.caller import ServerCaller, settle
 from proxy.intercept.errors import CallFailed, call_error_fields, encode_error
 from proxy.intercept.simple import select_form

@@ -43,7 +43,7 @@ from engine.rpc import EngineError, Function, Registry, SqlError
 from engine.schema import ensure_metadata
 from proxy.backend.connection import ServerConnection, ServerError
 from proxy.backend.pool import PoolTimeout
-from proxy.intercept import arguments
+import proxy.intercept.arguments as arguments
 from proxy.intercept.caller import ServerCaller, error_fields, settle
 from proxy.intercept.errors import CallFailed, call_error_fields, encode_error, engine_fields
 from proxy.intercept.values import ValueError_, to_text

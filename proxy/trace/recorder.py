@@ -35,7 +35,7 @@ import threading
 import time
 from pathlib import Path
 
-from proxy.trace import format as fmt
+import proxy.trace.format as fmt
 from proxy.wire import backend as B
 from proxy.wire import frontend as F
 from proxy.wire.codec import ProtocolViolation

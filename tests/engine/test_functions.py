@@ -190,7 +190,7 @@ async def test_transaction_required_and_read_only_functions(registry, ctx, dsn):
 
 
 def test_init_db_is_idempotent(pg, dbname, dsn):
-    from engine import init_db
+    from engine.local import init_db
 
     init_db(dsn)
     init_db(dsn)

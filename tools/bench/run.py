@@ -206,6 +206,9 @@ def run_latency(res: Results, opts: Options, pg, work: Path, certs) -> None:
             ("split: 3 statements with iasql_version()",
              "SELECT 1 AS a; SELECT * FROM iasql_version(); SELECT 2 AS b"),
             ("same text's ordinary statements alone", "SELECT 1 AS a; SELECT 2 AS b"),
+            # calls that read the database: their statements run on the client's own connection
+            ("iasql_modules_installed() (reads the database)", "SELECT * FROM iasql_modules_installed()"),
+            ("iasql_get_sql_since(expression)", "SELECT * FROM iasql_get_sql_since(now() - interval '1 minute')"),
         ]
         for label, sql in cases:
             try:

@@ -1,51 +1,66 @@
-"""Transaction-level advisory locks taken the IaSQL way: poll, say once that we wait, give up in time.
+"""Transaction-level advisory locks, taken as PostgreSQL takes them, with IaSQL's wait message.
 
-``take_xact_lock`` polls ``pg_try_advisory_xact_lock`` on the caller's connection (through
-``engine.rpc.CallContext``) instead of blocking in ``pg_advisory_xact_lock``, so that a waiting call
-reports one progress NOTICE, notices a CancelRequest at once (57014) and gives up after a bounded
-time (55P03) with a message naming the holder. The lock is held until the caller's transaction
-ends; taking it again in the same transaction succeeds at once (advisory locks are re-entrant in
-one session), so a caller never waits for itself.
+``take_xact_lock`` first tries the lock (``pg_try_advisory_xact_lock``). When another transaction
+holds it, it describes the holder (for the error below, while the transaction can still run
+queries), sends one progress NOTICE, and waits in ``pg_advisory_xact_lock`` itself, with a
+transaction-local ``lock_timeout`` of the remaining time (the caller's own ``lock_timeout`` when
+that is shorter): so PostgreSQL's deadlock detector sees the wait (40P01 ``deadlock detected``
+after ``deadlock_timeout``), a CancelRequest stops it (57014), and after the timeout the call
+fails with 55P03 naming the holder. The caller's ``lock_timeout`` is put back once the lock is
+taken. The lock is held until the caller's transaction ends; taking it again in the same
+transaction succeeds at once (advisory locks are re-entrant in one session), so a caller never
+waits for itself.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
+import re
 from typing import Any, Awaitable, Callable
 
-from engine.rpc import EngineError
+from engine.rpc import EngineError, SqlError
 
-#: Seconds between two tries while the lock is held by someone else.
-POLL_INTERVAL = 0.1
+_UNITS_MS = {"ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def setting_ms(value: str) -> int:
+    """A ``lock_timeout`` value as ``current_setting`` shows it (``0``, ``250ms``, ``5s``, ``2min``)
+    in milliseconds; 0 = no timeout."""
+    m = re.fullmatch(r"\s*(\d+)\s*([a-z]*)\s*", value or "0")
+    if m is None:
+        return 0
+    return int(m.group(1)) * _UNITS_MS.get(m.group(2) or "ms", 1)
 
 
 async def take_xact_lock(ctx: Any, key: tuple[int, int], *, timeout: float, waiting: str,
                          failure: Callable[[], Awaitable[EngineError]]) -> None:
     """Take the advisory lock ``key`` (two-int form) for the rest of the caller's transaction.
 
-    ``waiting``: the progress line sent once when the lock is busy; ``failure()``: builds the
-    error raised after ``timeout`` seconds (SQLSTATE 55P03, naming the holder). Raises that error,
-    EngineError 57014 when the caller cancels while waiting, ``engine.rpc.SqlError`` from the server.
+    ``timeout``: seconds to wait at most; ``waiting``: the progress line sent when the lock is
+    busy; ``failure()``: builds the error raised when the wait times out (SQLSTATE 55P03, naming
+    the holder). Raises that error, or ``engine.rpc.SqlError`` from the server (40P01 deadlock,
+    57014 cancel). After any of them the caller's transaction is aborted, as after a failed
+    ``pg_advisory_xact_lock``.
     """
-    deadline = time.monotonic() + timeout
-    reported = False
-    while True:
-        rows = (await ctx.run("SELECT pg_catalog.pg_try_advisory_xact_lock($1, $2)", key)).rows
-        if rows and rows[0][0]:
-            return
-        if ctx.cancelled.is_set():
-            raise EngineError("57014", "canceling statement due to user request")
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise await failure()
-        if not reported:
-            ctx.progress(waiting)
-            reported = True
-        try:  # wake at once on a cancel
-            await asyncio.wait_for(ctx.cancelled.wait(), min(POLL_INTERVAL, remaining))
-        except asyncio.TimeoutError:
-            pass
+    got, current = (await ctx.run("SELECT pg_catalog.pg_try_advisory_xact_lock($1, $2), "
+                                  "pg_catalog.current_setting('lock_timeout')", key)).rows[0]
+    if got:
+        return
+    if ctx.cancelled.is_set():
+        raise EngineError("57014", "canceling statement due to user request")
+    timed_out = await failure()
+    ctx.progress(waiting)
+    ms = max(1, int(timeout * 1000))
+    own = setting_ms(current)
+    if own and own < ms:
+        ms = own
+    try:
+        await ctx.run("SELECT pg_catalog.set_config('lock_timeout', $1, true), pg_catalog.pg_advisory_xact_lock($2, $3)",
+                      (f"{ms}ms", *key))
+    except SqlError as e:
+        if e.sqlstate == "55P03" and ms != own:
+            raise timed_out from None
+        raise
+    await ctx.run("SELECT pg_catalog.set_config('lock_timeout', $1, true)", (current,))
 
 
 async def holder_of(ctx: Any, key: tuple[int, int]) -> str:

@@ -191,12 +191,9 @@ async def iasql_install(state: EngineState, ctx: Any, *modules: Any) -> list[tup
             for t in m.tables:
                 await s.execute('INSERT INTO iasql_tables ("table", module) VALUES ($1, $2)', (t, m.full_name))
                 await s.execute(sql.SQL(
-                    "GRANT SELECT, INSERT, UPDATE, DELETE ON {t} TO PUBLIC").format(t=sql.Identifier(t)))
-                await s.execute(sql.SQL(
                     "CREATE TRIGGER {trg} AFTER INSERT OR UPDATE OR DELETE ON {t} "
                     "FOR EACH ROW EXECUTE FUNCTION public.iasql_audit()").format(
                     trg=sql.Identifier(f"{t}_audit"), t=sql.Identifier(t)))
-        await s.execute("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO PUBLIC")
         mappers = cloud_mappers(order)
         if mappers:
             mc = await mapper_context(s)
@@ -252,11 +249,12 @@ async def iasql_uninstall(state: EngineState, ctx: Any, *modules: Any) -> list[t
 async def iasql_begin(state: EngineState, ctx: Any) -> list[tuple]:
     """Open an IaSQL transaction (an OPEN_TRANSACTION audit row with a new transaction id).
 
-    Returns one row (message 'Transaction started', transaction_id). When another transaction is
-    open it waits up to ``lock_wait_timeout`` for it to close, then raises EngineError 55P03
-    'Another transaction is open or running. Please try again later.'; 57014 when cancelled.
-    The IaSQL lock is taken only once no transaction is open (it is held until the caller's
-    transaction ends, so waiting while holding it would keep the open transaction from closing)."""
+    Returns one row (message 'Transaction started', transaction_id). While another IaSQL
+    transaction is open, or another call holds the IaSQL lock, it waits (one progress NOTICE) up
+    to ``lock_wait_timeout`` in all, then raises EngineError 55P03 'Another transaction is open or
+    running. Please try again later.'; 57014 when cancelled. The IaSQL lock is only ever tried,
+    never waited for: it is held until the caller's transaction ends, so waiting while holding it
+    would keep the open transaction from closing."""
     import time
 
     deadline = time.monotonic() + state.settings.lock_wait_timeout
@@ -264,20 +262,21 @@ async def iasql_begin(state: EngineState, ctx: Any) -> list[tuple]:
         reported = False
         while True:
             tx = await s.open_transaction()
-            if tx is None:
-                await s.acquire_lock(max(0.0, deadline - time.monotonic()))
-                tx = await s.open_transaction()  # opened by someone else meanwhile?
+            if tx is None and await s.try_lock():
+                tx = await s.open_transaction()  # opened by someone else just before we took the lock?
                 if tx is None:
                     tx_id = str(uuid.uuid4())
                     await s.log("OPEN_TRANSACTION", transaction_id=tx_id, message=f"opened by {ctx.user}")
                     return [("Transaction started", tx_id)]
                 deadline = 0.0  # the lock is ours until the caller's transaction ends: no waiting
             if time.monotonic() >= deadline:
+                detail = f"Transaction {tx[0]} was opened at {tx[1]} ({tx[2]})." if tx else \
+                    f"Another call holds the IaSQL lock: {await s.lock_holder()}."
                 raise EngineError("55P03", "Another transaction is open or running. Please try again later.",
-                                  detail=f"Transaction {tx[0]} was opened at {tx[1]} ({tx[2]}).",
-                                  hint="Finish it with iasql_commit() or iasql_rollback().")
+                                  detail=detail, hint="Finish it with iasql_commit() or iasql_rollback().")
             if not reported:
-                ctx.progress(f"waiting for open transaction {tx[0]} to finish")
+                ctx.progress(f"waiting for open transaction {tx[0]} to finish" if tx else
+                             f"waiting for another IaSQL call on database \"{ctx.database}\" to finish")
                 reported = True
             s.check_cancelled()
             await s._sleep(min(0.2, max(0.0, deadline - time.monotonic())))

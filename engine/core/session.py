@@ -174,6 +174,11 @@ class EngineSession:
         await take_xact_lock(self.ctx, ENGINE_LOCK, timeout=timeout, failure=failure,
                              waiting=f"waiting for another IaSQL call on database \"{self.ctx.database}\" to finish")
 
+    async def try_lock(self) -> bool:
+        """Take the IaSQL lock if nobody holds it (never waits); True when taken."""
+        row = await self.fetchone("SELECT pg_catalog.pg_try_advisory_xact_lock($1, $2)", ENGINE_LOCK)
+        return bool(row and row[0])
+
     async def _sleep(self, seconds: float) -> None:
         """Sleep up to ``seconds``, waking at once when the client cancels."""
         try:

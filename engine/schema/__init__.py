@@ -43,7 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from engine.rpc import Function
 
 #: Bumped whenever the metadata DDL changes; stored as the comment of ``iasql_audit_log``.
-METADATA_VERSION = "iasql-proxy metadata 2"
+METADATA_VERSION = "iasql-proxy metadata 3"
 #: The name recorded in the audit log for the engine's own writes.
 ENGINE_USER = "iasql_engine"
 #: The session setting that marks a connection as the engine's.
@@ -108,7 +108,11 @@ BASE_DDL = [
          END IF;
          RETURN NULL;
        END $$""",
-    "GRANT SELECT ON public.iasql_module, public.iasql_dependencies, public.iasql_tables, public.iasql_audit_log TO PUBLIC",
+    # the module catalogue is readable by every role of the database (it says which modules are
+    # installed, nothing else); the audit log is not: it holds row contents, so only its owner
+    # (the role that created the metadata) reads it unless granted
+    "GRANT SELECT ON public.iasql_module, public.iasql_dependencies, public.iasql_tables TO PUBLIC",
+    "REVOKE ALL ON public.iasql_audit_log FROM PUBLIC",
     f"CREATE SCHEMA IF NOT EXISTS {ARGS_SCHEMA}",
     f"GRANT USAGE ON SCHEMA {ARGS_SCHEMA} TO PUBLIC",
 ]

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -38,14 +39,18 @@ class MotoServer:
         """Start the server and wait until it answers HTTP. Returns self; raises MotoServerError."""
         if self.port is None:
             self.port = free_port(self.host)
+        # moto logs every request on stderr: to a file, never to a pipe nobody reads (a full pipe
+        # blocks the server after a few hundred requests)
+        self._log = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+            stdout=subprocess.DEVNULL, stderr=self._log, start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
+                self._log.seek(0)
+                err = self._log.read().decode(errors="replace")
                 raise MotoServerError(f"moto server exited: {err[-2000:]}")
             try:
                 with urllib.request.urlopen(self.endpoint_url + "/moto-api/", timeout=1):
@@ -71,8 +76,10 @@ class MotoServer:
                 self.process.wait(10)
             except ProcessLookupError:
                 pass
-        if self.process is not None and self.process.stderr:
-            self.process.stderr.close()
+        log = getattr(self, "_log", None)
+        if log is not None:
+            log.close()
+            self._log = None
         self.process = None
 
     def __enter__(self) -> "MotoServer":

@@ -133,6 +133,7 @@ class ClientSession(ClientCore, asyncio.Protocol):
         # wire trace of this session (proxy.trace), or None: gets raw bytes after TLS, both ways
         self.recorder = app.new_recorder(self) if app.record_dir is not None else None
         self.extended_state = None       # set by the interceptor (intercept.extended.ExtendedState)
+        self._intercepting = False       # an iasql_* text or batch is being answered (_run_intercept)
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -172,13 +173,20 @@ class ClientSession(ClientCore, asyncio.Protocol):
         self.closed = True
         if self._login_task is not None and not self._login_task.done():
             self._login_task.cancel()
-        if self._busy is not None and not self._busy.done():
+        # a client that leaves while an iasql_* text runs for it is treated as Postgres treats a
+        # client that leaves during a function call: the work goes on to the end of the text
+        # (an autocommit text commits), then the server connection is released (_run_intercept)
+        finishing = self._intercepting and self._busy is not None and not self._busy.done()
+        if self._busy is not None and not self._busy.done() and not finishing:
             self._busy.cancel()
         w = self._waiter
         if w is not None and not w.done():
             w.set_result(None)
-        self._release_server()
+        if not finishing:
+            self._release_server()
         self.app.session_ended(self)
+        if finishing and self.key is not None:
+            self.app.keys[self.key] = self  # its cancel key still stops the call, as a backend's would
         if self.recorder is not None:
             self.recorder.close()
         if self.user and self.cfg.log_disconnections:
@@ -794,6 +802,7 @@ class ClientSession(ClientCore, asyncio.Protocol):
         self._busy = asyncio.get_running_loop().create_task(self._run_intercept())
 
     async def _run_intercept(self) -> None:
+        self._intercepting = True
         try:
             if self.server is None and self.pool_mode != "session" and not self._lease_now():
                 await self._lease()
@@ -801,12 +810,21 @@ class ClientSession(ClientCore, asyncio.Protocol):
             await self.app.interceptor.handle(self)
         except asyncio.CancelledError:
             return
+        except ConnectionError:
+            pass  # the client left while the interceptor waited for its next message
         except Exception:
             log.exception("event=intercept_error client=%s", self.peer)
             self.fatal(sqlstate.INTERNAL_ERROR, "internal proxy error in iasql_* interception")
             return
         finally:
+            self._intercepting = False
             self._busy = None
+            if self.closed:  # the client left meanwhile: its text has run to the end
+                self._release_server()
+                if self.key is not None and self.app.keys.get(self.key) is self:
+                    del self.app.keys[self.key]
+        if self.closed:
+            return
         self._maybe_give_back()
         self._resume_relay()
 

@@ -165,3 +165,19 @@ def param_numbers(call: Call, stmt_text: str, *, standard_conforming_strings: bo
     except LexError:
         return set()
     return {int(args[t.start + 1:t.end]) for t in toks if t.kind == "param"}
+
+
+def first_param(call: Call, stmt_text: str, *, standard_conforming_strings: bool = True) -> tuple[int, str] | None:
+    """The first bind parameter (``$n``) in ``call``'s argument list as (offset in the statement
+    text, its text), or None."""
+    args = stmt_text[call.args_start:call.args_end]
+    if "$" not in args:
+        return None
+    try:
+        toks = lex(args, standard_conforming_strings=standard_conforming_strings)
+    except LexError:
+        return None
+    for t in toks:
+        if t.kind == "param":
+            return call.args_start + t.start, args[t.start:t.end]
+    return None

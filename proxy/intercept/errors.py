@@ -41,6 +41,8 @@ def call_error_fields(e: CallError | ValueError_) -> dict[str, str]:
     fields = {"S": "ERROR", "V": "ERROR", "C": e.sqlstate, "M": e.message}
     if getattr(e, "hint", None):
         fields["H"] = e.hint
+    if getattr(e, "position", None) is not None:
+        fields["P"] = str(e.position + 1)
     return fields
 
 

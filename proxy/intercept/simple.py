@@ -48,7 +48,7 @@ from proxy.intercept.caller import ServerCaller, error_fields, settle
 from proxy.intercept.errors import CallFailed, call_error_fields, encode_error, engine_fields
 from proxy.intercept.values import ValueError_, to_text
 from proxy.router import split
-from proxy.router.classify import Call, CallError, find_calls, may_contain_call
+from proxy.router.classify import Call, CallError, find_calls, may_contain_call, sends_rows_first
 from proxy.router.rewrite import rewrite_with_rows
 from proxy.router.txn_control import txn_control
 from proxy.wire import backend as B
@@ -71,9 +71,9 @@ SPLIT_OFF_LOOP_CHARS = 64 * 1024
 MAX_INTERCEPTED_QUERY = 16 * 1024 * 1024
 #: Largest text (characters) ``_fold_instant`` builds; beyond it the general path sends run by run.
 FOLD_MAX_CHARS = 1 << 20
-#: Where a mutating call is refused, the forms that take it (SQLSTATE 0A000).
-SUPPORTED_FORMS = ("SELECT, WITH, VALUES, TABLE, INSERT, UPDATE, DELETE, MERGE, CREATE TABLE .. AS "
-                   "and COPY (query) TO")
+#: Where a mutating call is refused, the forms that take it (SQLSTATE 0A000; ``name`` is the function's).
+SUPPORTED_FORMS = ("SELECT * FROM {name}(...), SELECT {name}(...), or the last FROM item of a statement "
+                   "(SELECT ..., INSERT ... SELECT ..., CREATE TABLE ... AS SELECT ... FROM {name}(...) [AS alias])")
 
 
 def _with_rows(sql: str, fn: Function, call: Call, ncalls: int, rows: list[tuple], scs: bool) -> str:
@@ -171,6 +171,17 @@ async def run_sql(session: "ClientSession", server: ServerConnection, sql: str,
     if failed:
         raise _Stop(status)
     return status
+
+
+def check_form(fn: Function, call: Call) -> None:
+    """Refuse a mutating call where PostgreSQL might not run the function exactly once (``Call.plain``):
+    the proxy runs a call before the statement, so it could not skip it as the planner would.
+    Raises CallFailed (0A000, the hint naming the forms that take it)."""
+    if fn.mutating and not call.plain:
+        where = f"under {call.context}" if call.context else "where PostgreSQL may skip it or call it more than once"
+        raise CallFailed({"S": "ERROR", "V": "ERROR", "C": sqlstate.FEATURE_NOT_SUPPORTED,
+                          "M": f"{fn.name}() changes the database and the cloud, so it cannot be called {where}",
+                          "H": f"Call it as {SUPPORTED_FORMS.format(name=fn.name)}."})
 
 
 class QueryInterceptor:
@@ -372,13 +383,14 @@ class QueryInterceptor:
         as ``fn``'s implementation takes them. ``bind``/``param_types``: the client's Bind and the
         statement's parameter types (extended protocol). Raises CallFailed (the ErrorResponse
         fields, the position relative to ``stmt_text``)."""
-        if call.context and fn.mutating:
-            raise CallFailed({"S": "ERROR", "V": "ERROR", "C": sqlstate.FEATURE_NOT_SUPPORTED,
-                              "M": f"{fn.name}() changes the database and the cloud, so it cannot be "
-                                   f"called under {call.context}",
-                              "H": f"Call it in {SUPPORTED_FORMS}."})
+        check_form(fn, call)
         if not arguments.needs_probe(fn, call):
             return arguments.defaults(fn)
+        if bind is None:
+            at = arguments.first_param(call, stmt_text, standard_conforming_strings=scs)
+            if at is not None:  # a simple Query has no parameters: PostgreSQL's own error
+                raise CallFailed({"S": "ERROR", "V": "ERROR", "C": sqlstate.UNDEFINED_PARAMETER,
+                                  "M": f"there is no parameter {at[1]}", "P": str(at[0] + 1)})
         pr = arguments.probe(fn, call, stmt_text, renumber=bind is not None, standard_conforming_strings=scs)
         try:
             await ensure_metadata(caller, self.functions, lock_timeout=self.lock_wait_timeout)  # the probes are in it
@@ -392,6 +404,12 @@ class QueryInterceptor:
                     pr.sql, [param_types[n - 1] if n <= len(param_types) else 0 for n in pr.params],
                     [bind.param_format(n - 1) for n in pr.params], [bind.params[n - 1] for n in pr.params])
         except SqlError as e:
+            if call.lateral and e.sqlstate in (sqlstate.UNDEFINED_COLUMN, sqlstate.UNDEFINED_TABLE):
+                raise CallFailed({"S": "ERROR", "V": "ERROR", "C": sqlstate.FEATURE_NOT_SUPPORTED,
+                                  "M": f"the arguments of {fn.name}() cannot refer to columns of other FROM items",
+                                  "D": arguments.client_error(e, pr.position)["M"],
+                                  "H": f"{fn.name}() runs once, before the statement: give it arguments that "
+                                       "do not depend on other FROM items."}) from None
             raise CallFailed(arguments.client_error(e, pr.position)) from None
         return arguments.as_call_arguments(fn, res.rows[0])
 
@@ -446,6 +464,7 @@ class _TextRun:
 
     async def run(self) -> bytes:
         try:
+            await self._syntax_check()
             await self._statements()
         except _Stop as stop:
             self.status = stop.args[0] if stop.args else self.status
@@ -455,6 +474,34 @@ class _TextRun:
         if self.closes or self.audits:
             await settle(self.session, self.server, self.closes, self.audits, self.status)
         return self.status
+
+    async def _syntax_check(self) -> None:
+        """PostgreSQL parses the whole text before it runs any of it: a syntax error anywhere means
+        that nothing runs, a call before it included. The text is parsed with PostgreSQL's own
+        grammar (libpg_query, through pglast) first; on a syntax error the client gets it (42601,
+        with its position) and, inside a block, the block fails, as PostgreSQL does. Texts read with
+        ``standard_conforming_strings = off`` are not checked (the library reads strings as on)."""
+        if not self.scs:
+            return
+        from pglast import parser
+
+        try:
+            parser.parse_sql_json(self.text)
+        except parser.ParseError as e:
+            message, location = (e.args + (None, None))[:2]
+            fields = {"S": "ERROR", "V": "ERROR", "C": sqlstate.SYNTAX_ERROR, "M": str(message)}
+            if isinstance(location, int) and location >= 0:
+                fields["P"] = str(location + 1)
+            if self.status == b"T":  # the block fails, as after any error in it
+                await ServerCaller(self.session, self.server).abort()
+                self.server.send(F.Sync().encode())
+                while True:
+                    t, payload = await self.server.recv()
+                    if t == _Z:
+                        self.status = self.server.status = bytes(payload[:1])
+                        break
+            self.session.write(encode_error(fields))
+            raise _Stop(self.status) from None
 
     def _units(self) -> list[tuple[str, int, int]]:
         """(kind, first, end) per unit: a run of ordinary statements (``plain``), a statement
@@ -567,6 +614,8 @@ class _TextRun:
             if isinstance(calls, CallError):
                 raise CallFailed(call_error_fields(calls))
             fns = [self.icp.registry.get(c.name) for c in calls]
+            for call, fn in zip(calls, fns):
+                check_form(fn, call)
             shape, where = self._shape(st.text, calls, fns)
             try:
                 desc = await caller.describe(shape)
@@ -574,6 +623,8 @@ class _TextRun:
                 raise CallFailed(arguments.client_error(e, where)) from None
             args = [await self.icp.call_arguments(caller, fn, call, st.text, scs=self.scs)
                     for call, fn in zip(calls, fns)]
+            if desc is not None and not sends_rows_first(st.text, standard_conforming_strings=self.scs):
+                desc = None  # PostgreSQL sends it after the statement ran (RETURNING, EXPLAIN, ...)
             if desc is not None:
                 self.session.write(frame(b"T", desc))
             results = [await self.icp.invoke(self.session, caller, fn, a) for fn, a in zip(fns, args)]

@@ -4,8 +4,9 @@ Theory of operation
 -------------------
 The statement is lexed as PostgreSQL lexes it (``lexer.py``), so a name inside a string, comment,
 dollar-quoted body or quoted identifier is never a call. A call is a name token followed by
-``(``, optionally qualified (``schema.name``), whose name as PostgreSQL resolves it (unquoted:
-ASCII-lower-cased; quoted: exactly as written) is registered. Names right after ``FUNCTION``,
+``(``, unqualified or qualified with ``public`` (the schema IaSQL's functions live in; a name
+qualified with any other schema is that schema's function, left to PostgreSQL), whose name as
+PostgreSQL resolves it (unquoted: ASCII-lower-cased; quoted: exactly as written) is registered. Names right after ``FUNCTION``,
 ``PROCEDURE``, ``ROUTINE``, ``AGGREGATE``, ``TABLE``, ``INTO``, ``VIEW``, ``TYPE``, ``INDEX``,
 ``SEQUENCE``, ``UPDATE`` or ``EXISTS`` are declarations or relations (``DROP FUNCTION
 iasql_install(text)``, the stub functions of the issue's point 8), not calls.
@@ -43,21 +44,24 @@ from typing import Union
 from .lexer import LexError, Token, fold_identifier, identifier_value, lex, string_value
 from .split import Statement
 
-__all__ = ["Arg", "Call", "CallError", "EXPRESSION", "ParamRef", "find_calls", "may_contain_call"]
+__all__ = ["Arg", "Call", "CallError", "EXPRESSION", "ParamRef", "find_calls", "may_contain_call", "sends_rows_first"]
 
 FEATURE_NOT_SUPPORTED = "0A000"
+#: The schema IaSQL's functions live in: a call qualified with any other schema is not IaSQL's.
+IASQL_SCHEMA = "public"
 SYNTAX_ERROR = "42601"
 
 
 class CallError(Exception):
     """A call the proxy cannot run, to be reported as ErrorResponse: ``sqlstate``, ``message``,
-    optional ``hint``. The client's fault (its SQL), not the proxy's."""
+    optional ``hint`` and ``position``. The client's fault (its SQL), not the proxy's."""
 
-    def __init__(self, sqlstate: str, message: str, *, hint: str | None = None):
+    def __init__(self, sqlstate: str, message: str, *, hint: str | None = None, position: int | None = None):
         super().__init__(message)
         self.sqlstate = sqlstate
         self.message = message
         self.hint = hint
+        self.position = position  # 0-based offset in the statement text, when PostgreSQL gives one
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +106,13 @@ class Call:
     the call expression (qualifier included, closing parenthesis included) in the statement text;
     ``in_from``: whether the call is a FROM item; ``args_start``/``args_end``: the span of the
     argument list between the parentheses; ``context``: ``""`` in a statement that runs its query
-    now, ``"DECLARE"`` in a cursor's query, ``"EXPLAIN ANALYZE"`` under EXPLAIN ANALYZE.
+    now, ``"DECLARE"`` in a cursor's query, ``"EXPLAIN ANALYZE"`` under EXPLAIN ANALYZE;
+    ``plain``: PostgreSQL is sure to call the function exactly once when the statement runs (the
+    statement is ``SELECT f(..)``, or the call is the top-level FROM item that ends the statement,
+    an alias at most after it); elsewhere (a join, ``WHERE``, ``LIMIT``, a CTE, a subquery) the
+    planner may skip it, so the interceptor refuses mutating calls there; ``lateral``: the call is
+    a FROM item after another one (a comma, JOIN or LATERAL), so its arguments could refer to
+    columns of earlier items, which the proxy cannot evaluate before the statement runs.
     """
 
     name: str
@@ -114,6 +124,8 @@ class Call:
     args_start: int = 0
     args_end: int = 0
     context: str = ""
+    plain: bool = False
+    lateral: bool = False
 
 
 _PRECHECK_STR = re.compile("iasql_", re.IGNORECASE | re.ASCII)
@@ -205,20 +217,27 @@ def find_calls(
             and identifier_value(text) in names
         ):
             first = i
+            qualifier = None
             if i >= 2 and sql[toks[i - 1].start : toks[i - 1].end] == "." and toks[i - 2].kind in (
                 "ident",
                 "qident",
             ):
                 first = i - 2
+                qualifier = identifier_value(sql[toks[i - 2].start : toks[i - 2].end])
             before = toks[first - 1] if first > 0 else None
             before_word = _word(sql, before) if before is not None else ""
-            if before_word not in _NOT_A_CALL_AFTER and not (
+            if qualifier is not None and qualifier != IASQL_SCHEMA:
+                # another schema's function of the same name (the user's own, pg_catalog's, the
+                # argument probes'): PostgreSQL resolves and runs it, not the proxy
+                pass
+            elif before_word not in _NOT_A_CALL_AFTER and not (
                 before is not None and sql[before.start : before.end] == "."
             ):
                 name = identifier_value(text)
                 close = _matching_paren(sql, toks, i + 1)
                 if close is None:
-                    raise CallError(SYNTAX_ERROR, f"unterminated argument list in call of {name}()")
+                    # the statement is a syntax error: PostgreSQL says so, with its own position
+                    return []
                 args = _arguments(sql, toks[i + 2 : close], name, standard_conforming_strings)
                 in_from = before_word in _FROM_ITEM_AFTER or (
                     before is not None
@@ -226,8 +245,11 @@ def find_calls(
                     and clause[-1] == "from"
                 )
                 form = _form(sql, toks, first, close)
+                plain = not context and (form != "embedded" or (
+                    len(clause) == 1 and before_word == "from" and _only_alias(sql, toks[close + 1 :])))
+                lateral = in_from and before_word != "from"  # after a comma, JOIN or LATERAL
                 calls.append(Call(name, args, form, toks[first].start, toks[close].end, in_from,
-                                  toks[i + 1].end, toks[close].start, context))
+                                  toks[i + 1].end, toks[close].start, context, plain, lateral))
                 skip_until = close
         i += 1
     return calls
@@ -307,6 +329,46 @@ def _statement_context(sql: str, toks: list[Token], start: int = 0) -> str | Non
         inner = _statement_context(sql, toks, j)
         return None if inner is None else "EXPLAIN ANALYZE"
     return None
+
+
+def sends_rows_first(sql: str, *, standard_conforming_strings: bool = True) -> bool:
+    """Whether PostgreSQL sends the statement's RowDescription when its execution starts, before
+    any NOTICE a function in it raises: a plain query (``SELECT``, ``VALUES``, ``TABLE``, ``WITH``
+    without a data-modifying part; portal strategy PORTAL_ONE_SELECT in ``pquery.c``). For
+    ``INSERT/UPDATE/DELETE .. RETURNING``, data-modifying WITH, ``SELECT .. INTO`` and utility
+    statements (EXPLAIN, FETCH, ...) it is sent after the statement has run."""
+    try:
+        toks = lex(sql, standard_conforming_strings=standard_conforming_strings)
+    except LexError:
+        return False
+    words = [_word(sql, t) for t in toks]
+    lead = next((w for w, t in zip(words, toks) if not (t.kind == "punct" and sql[t.start:t.end] == "(")), "")
+    if lead not in ("select", "values", "table", "with"):
+        return False
+    return not any(w in ("insert", "update", "delete", "merge", "into") for w in words)
+
+
+def _only_alias(sql: str, toks: list[Token]) -> bool:
+    """Whether ``toks`` (what follows a FROM item to the end of the statement) is at most an alias:
+    ``[AS] name [(column, ...)]``."""
+    k = 0
+    if k < len(toks) and _word(sql, toks[k]) == "as":
+        k += 1
+    if k < len(toks) and toks[k].kind in ("ident", "qident") and (
+            toks[k].kind == "qident" or _word(sql, toks[k]) not in _CLAUSES | _FROM_ITEM_AFTER | {"on", "using",
+                                                                                                      "with", "inner",
+                                                                                                      "left", "right",
+                                                                                                      "full", "cross",
+                                                                                                      "natural"}):
+        k += 1
+        if k < len(toks) and sql[toks[k].start : toks[k].end] == "(":
+            close = _matching_paren(sql, toks, k)
+            if close is None:
+                return False
+            k = close + 1
+    elif k:
+        return False  # AS without a name
+    return k == len(toks)
 
 
 def _matching_paren(sql: str, toks: list[Token], open_index: int) -> int | None:

@@ -70,7 +70,7 @@ def rewrite_with_rows(
             f"{call.name}() can only be used as a FROM item (or alone) in a larger statement",
             hint=f"Write SELECT ... FROM {call.name}(...) AS r WHERE ..., or call it in its own statement.",
         )
-    user_alias = _has_alias(stmt_text, call.end)
+    user_alias = _has_alias(stmt_text, call.end, len(columns))
     for row in rows:
         if len(row) != len(columns):
             raise ValueError(f"row has {len(row)} values for {len(columns)} columns")
@@ -127,9 +127,10 @@ def _literal(value: str | None, scs: bool) -> exp.Expression:
     return exp.Literal.string(value)
 
 
-def _has_alias(stmt_text: str, end: int) -> bool:
-    """Whether the FROM item ending at ``end`` is followed by an alias; raises CallError on
-    ``WITH ORDINALITY``."""
+def _has_alias(stmt_text: str, end: int, ncolumns: int = 2) -> bool:
+    """Whether the FROM item ending at ``end`` is followed by an alias. Raises CallError on
+    ``WITH ORDINALITY``, and on a column definition list (``AS t(a text)``) with PostgreSQL's
+    42601 for a function with OUT parameters (``ncolumns`` of them) and its position."""
     try:
         toks = lex(stmt_text[end:])
     except LexError:
@@ -139,6 +140,7 @@ def _has_alias(stmt_text: str, end: int) -> bool:
     first = toks[0]
     text = stmt_text[end + first.start : end + first.end]
     if first.kind == "qident":
+        _check_column_list(stmt_text, end, toks, 1, ncolumns)
         return True
     if first.kind != "ident":
         return False
@@ -147,4 +149,34 @@ def _has_alias(stmt_text: str, end: int) -> bool:
         nxt = toks[1]
         if fold_identifier(stmt_text[end + nxt.start : end + nxt.end]) == "ordinality":
             raise CallError(FEATURE_NOT_SUPPORTED, "WITH ORDINALITY is not supported on iasql_* functions")
-    return word == "as" or word not in _NOT_ALIAS
+    alias = word == "as" or word not in _NOT_ALIAS
+    if alias:
+        _check_column_list(stmt_text, end, toks, 2 if word == "as" else 1, ncolumns)
+    return alias
+
+
+def _check_column_list(stmt_text: str, end: int, toks: list, at: int, ncolumns: int) -> None:
+    """After the alias name (token ``at - 1``): a column list whose entries have types is a column
+    definition list, which PostgreSQL refuses for these functions (they have OUT parameters)."""
+    if at >= len(toks) or stmt_text[end + toks[at].start : end + toks[at].end] != "(":
+        return
+    depth = 0
+    entry_tokens = 0
+    for t in toks[at:]:
+        c = stmt_text[end + t.start : end + t.end]
+        if c == "(":
+            depth += 1
+            if depth == 1:
+                continue
+        elif c == ")":
+            depth -= 1
+            if depth == 0:
+                break
+        if depth == 1 and c == ",":
+            entry_tokens = 0
+            continue
+        entry_tokens += 1
+        if entry_tokens > 1:
+            message = ('a column definition list is only allowed for functions returning "record"' if ncolumns == 1
+                       else "a column definition list is redundant for a function with OUT parameters")
+            raise CallError("42601", message, position=end + toks[at + 1].start)

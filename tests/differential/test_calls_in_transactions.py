@@ -37,6 +37,7 @@ BEGIN
     RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'negative value ' || v,
       DETAIL = 'iasql_test_write takes v >= 0', HINT = 'Pass a positive number.';
   END IF;
+  RAISE NOTICE 'writing %', v;
   INSERT INTO dt VALUES (v);
   RETURN QUERY SELECT count(*)::int4 FROM dt;
 END $$;
@@ -52,6 +53,7 @@ def make_registry() -> Registry:
         if v < 0:
             raise EngineError("22023", f"negative value {v}", detail="iasql_test_write takes v >= 0",
                               hint="Pass a positive number.")
+        ctx.progress(f"writing {v}")
         await ctx.run("INSERT INTO dt VALUES ($1)", (v,))
         return (await ctx.run("SELECT count(*)::int4 FROM dt")).rows
 
@@ -169,9 +171,22 @@ SCRIPTS = {
     "select list forms": ["SELECT iasql_test_write(1)", "SELECT iasql_test_pair(3)", "SELECT * FROM iasql_test_pair(4, 'y')",
                           "SELECT * FROM iasql_test_pair(b => 'z', a => 1)"],
     "create table as": ["CREATE TABLE ctas AS SELECT * FROM iasql_test_write(3); SELECT * FROM ctas; DROP TABLE ctas"],
+    # (a function's NOTICE comes at DECLARE rather than at the first FETCH: a documented difference)
     "cursor": ["DECLARE c CURSOR FOR SELECT * FROM iasql_test_pair(2)",
-               "BEGIN; DECLARE c CURSOR FOR SELECT * FROM iasql_test_write(4); FETCH ALL c; COMMIT"],
+               "BEGIN; DECLARE c CURSOR FOR SELECT * FROM iasql_test_pair(4); FETCH ALL c; COMMIT"],
     "empty statements": [";;SELECT * FROM iasql_test_write(1);;", "SELECT * FROM iasql_test_write(2);"],
+    "notices and row descriptions in Postgres's order": [
+        "CREATE TEMP TABLE r (n int)", "INSERT INTO r SELECT n FROM iasql_test_write(1) RETURNING n",
+        "WITH w AS (SELECT n FROM iasql_test_write(2)) SELECT n FROM w",
+        "INSERT INTO r SELECT n FROM iasql_test_write(3)", "SELECT * FROM iasql_test_write(4) AS w(n)"],
+    "no parameters in a simple query": ["SELECT * FROM iasql_test_write($1)", "SELECT 1; SELECT * FROM iasql_test_write(2 + $2)"],
+    "syntax errors around a call": ["SELECT * FROM iasql_test_write(1", "SELECT * FROM iasql_test_write(1) AS v(a text)",
+                                    "SELECT * FROM iasql_test_pair(1) v(a int, b text)",
+                                    "SELECT * FROM iasql_test_write(1); SELEC 2"],
+    "functions of another schema": [
+        "CREATE SCHEMA IF NOT EXISTS mine", "CREATE OR REPLACE FUNCTION mine.iasql_test_write(v int4) RETURNS "
+        "TABLE (n int4) LANGUAGE sql AS $$ SELECT v * 100 $$", "SELECT * FROM mine.iasql_test_write(3)",
+        "SELECT * FROM pg_catalog.iasql_test_write(3)", "DROP SCHEMA mine CASCADE"],
 }
 
 

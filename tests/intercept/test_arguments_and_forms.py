@@ -150,8 +150,10 @@ def test_calls_inside_larger_statements(raw, fresh_db):
             conn.query("ROLLBACK")
     assert data_rows(conn.query("SELECT to_regclass('bucket') IS NULL")) == [["t"]]
     # where the statement itself is wrong, PostgreSQL says so before any call runs
-    [err] = errors_in(conn.query("SELECT * FROM iasql_install('aws_s3') JOIN no_such_table ON true"))
+    [err] = errors_in(conn.query("SELECT * FROM iasql_modules_installed() JOIN no_such_table ON true"))
     assert (err.sqlstate, err.message) == ("42P01", 'relation "no_such_table" does not exist')
+    [err] = errors_in(conn.query("SELECT * FROM iasql_install('aws_s3') JOIN no_such_table ON true"))
+    assert err.sqlstate == "0A000"  # a mutating call in a join: refused before anything runs
     assert data_rows(conn.query("SELECT to_regclass('bucket') IS NULL")) == [["t"]]
 
 

@@ -71,8 +71,18 @@ def make_registry(probe: Probe) -> Registry:
         probe.finished.append("done")
         return [(int(seconds),)]
 
+    async def iasql_slow_write(ctx, v, seconds):
+        probe.started.set()
+        await asyncio.sleep(float(seconds))
+        await ctx.run("CREATE TABLE IF NOT EXISTS slow_written (v int)")
+        await ctx.run("INSERT INTO slow_written VALUES ($1)", (v,))
+        probe.finished.append(f"wrote {v}")
+        return [(v,)]
+
     reg.register(Function("iasql_sleep", (Argument("seconds", "int4", default=30),), (Column("slept", "int4"),),
                           iasql_sleep))
+    reg.register(Function("iasql_slow_write", (Argument("v", "int4"), Argument("seconds", "float8")),
+                          (Column("written", "int4"),), iasql_slow_write))
     return reg
 
 
@@ -200,3 +210,48 @@ def test_raw_cancel_request(test_proxy, probe):
         assert msgs[-1] == ("Z", b"I")
         msgs = conn.query("SELECT 3")
         assert data_rows(msgs) == [["3"]] and errors_in(msgs) == []
+
+
+def _written(pg) -> list[int]:
+    with psycopg.connect(pg.dsn(), autocommit=True) as c:
+        if c.execute("SELECT to_regclass('slow_written')").fetchone()[0] is None:
+            return []
+        return sorted(r[0] for r in c.execute("SELECT v FROM slow_written"))
+
+
+def _wait_for(probe, what: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while what not in probe.finished and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert what in probe.finished, probe.finished
+
+
+def test_client_that_leaves_during_a_call_the_text_still_commits(test_proxy, probe, pg):
+    """As with a plpgsql function on PostgreSQL: the client goes away during the call, the call runs
+    to its end and the autocommit text commits."""
+    conn = RawConn(test_proxy.port, timeout=10)
+    conn.startup("postgres", "postgres", password=PASSWORD)
+    probe.started.clear()
+    conn.send(F.Query("SELECT * FROM iasql_slow_write(7, 0.5)").encode())
+    assert probe.started.wait(10)
+    conn.close()
+    _wait_for(probe, "wrote 7")
+    deadline = time.monotonic() + 10
+    while 7 not in _written(pg) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert 7 in _written(pg)
+
+
+def test_client_that_leaves_mid_batch_without_sync_is_rolled_back(test_proxy, probe, pg):
+    """Extended protocol without Sync: PostgreSQL runs the function, then sees the client gone and
+    rolls the unfinished transaction back; so does the proxy."""
+    conn = RawConn(test_proxy.port, timeout=10)
+    conn.startup("postgres", "postgres", password=PASSWORD)
+    probe.started.clear()
+    conn.send(F.Parse("", "SELECT * FROM iasql_slow_write($1, 0.5)").encode()
+              + F.Bind("", "", (), (b"8",), ()).encode() + F.Execute("", 0).encode() + F.Flush().encode())
+    assert probe.started.wait(10)
+    conn.close()
+    _wait_for(probe, "wrote 8")
+    time.sleep(1.0)
+    assert 8 not in _written(pg)

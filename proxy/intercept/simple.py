@@ -492,16 +492,8 @@ class _TextRun:
             fields = {"S": "ERROR", "V": "ERROR", "C": sqlstate.SYNTAX_ERROR, "M": str(message)}
             if isinstance(location, int) and location >= 0:
                 fields["P"] = str(location + 1)
-            if self.status == b"T":  # the block fails, as after any error in it
-                await ServerCaller(self.session, self.server).abort()
-                self.server.send(F.Sync().encode())
-                while True:
-                    t, payload = await self.server.recv()
-                    if t == _Z:
-                        self.status = self.server.status = bytes(payload[:1])
-                        break
-            self.session.write(encode_error(fields))
-            raise _Stop(self.status) from None
+            # inside a block, the block fails, as after any error in it
+            await self._call_failed(ServerCaller(self.session, self.server), CallFailed(fields), 0)
 
     def _units(self) -> list[tuple[str, int, int]]:
         """(kind, first, end) per unit: a run of ordinary statements (``plain``), a statement

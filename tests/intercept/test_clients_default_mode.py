@@ -62,19 +62,22 @@ def tls_context() -> ssl.SSLContext:
 
 # -- one function per client: (installed rows, iam_role count seen in the same transaction) -------
 
-def run_psycopg2(port: int, db: str, finish: str):
-    conn = psycopg2.connect(libpq_dsn(port, db))
+def _dbapi(conn, finish: str):
+    """The scenario over a DB-API connection in its default mode (psycopg2, pg8000.dbapi)."""
     try:
         cur = conn.cursor()
         cur.execute("SELECT module_name, created_table_name FROM iasql_install(%s)", ("aws_iam",))
-        rows = cur.fetchall()
-        assert conn.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_INTRANS
+        rows = [tuple(r) for r in cur.fetchall()]
         cur.execute("SELECT count(*) FROM iam_role")
         count = cur.fetchone()[0]
         getattr(conn, finish)()
         return rows, count
     finally:
         conn.close()
+
+
+def run_psycopg2(port: int, db: str, finish: str):
+    return _dbapi(psycopg2.connect(libpq_dsn(port, db)), finish)
 
 
 def run_psycopg3(port: int, db: str, finish: str):
@@ -87,18 +90,8 @@ def run_psycopg3(port: int, db: str, finish: str):
 
 
 def run_pg8000(port: int, db: str, finish: str):
-    conn = pg8000.dbapi.connect(user="postgres", password=PASSWORD, host="localhost", port=port, database=db,
-                                ssl_context=tls_context())
-    try:
-        cur = conn.cursor()
-        cur.execute("SELECT module_name, created_table_name FROM iasql_install(%s)", ("aws_iam",))
-        rows = [tuple(r) for r in cur.fetchall()]
-        cur.execute("SELECT count(*) FROM iam_role")
-        count = cur.fetchone()[0]
-        getattr(conn, finish)()
-        return rows, count
-    finally:
-        conn.close()
+    return _dbapi(pg8000.dbapi.connect(user="postgres", password=PASSWORD, host="localhost", port=port, database=db,
+                                       ssl_context=tls_context()), finish)
 
 
 class _Rollback(Exception):

@@ -15,14 +15,14 @@ import logging
 import socket
 import ssl
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from proxy.auth import AuthFailed, ScramClientExchange, Secret, md5_response, md5_secret
 from proxy.relay.core import ServerCore
 from proxy.wire import backend as B
 from proxy.wire import frontend as F
 from proxy.wire import sqlstate
-from proxy.wire.codec import ProtocolViolation
+from proxy.wire.codec import ProtocolViolation, frame
 from proxy.wire.framing import FrameBuffer, RelayScanner
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("iasql_proxy.server")
 
-_Z, _S, _E = ord("Z"), ord("S"), ord("E")
+_Z, _S, _E, _A = ord("Z"), ord("S"), ord("E"), ord("A")
 #: Relayed messages the proxy looks at: ReadyForQuery, ParameterStatus, ErrorResponse (to see FATAL).
 _G = ord("G")
 _RELAY_WATCH = frozenset((_Z, _S, _E, _G))
@@ -234,9 +234,11 @@ class ServerConnection(ServerCore, asyncio.Protocol):
         if self.transport is not None and not self.closed:
             self.transport.write(data)
 
-    async def query(self, sql: str) -> list[tuple[int, bytes]]:
+    async def query(self, sql: str, deliver: Callable[[bytes], None] | None = None) -> list[tuple[int, bytes]]:
         """Run ``sql`` with the simple protocol in collect mode; return the messages up to ReadyForQuery.
 
+        ``deliver``: called with each NotificationResponse (whole message bytes) that arrives
+        meanwhile: it is for the client whose connection this is, not for the proxy's query.
         Raises ServerError when the server reports an error (with its fields) or the link fails.
         """
         self.send(F.Query(sql).encode())
@@ -244,6 +246,10 @@ class ServerConnection(ServerCore, asyncio.Protocol):
         err = None
         while True:
             t, payload = await self.recv()
+            if t == _A:
+                if deliver is not None:
+                    deliver(frame(b"A", payload))
+                continue
             if t == ord("E"):
                 err = B.ErrorResponse.decode(payload)
             elif t == _Z:
@@ -257,10 +263,11 @@ class ServerConnection(ServerCore, asyncio.Protocol):
             raise ServerError(err.message or "error", err.sqlstate or sqlstate.INTERNAL_ERROR, err)
         return out
 
-    async def extended_query(self, sql: str, params: list[str | None]) -> list[tuple[bytes | None, ...]]:
+    async def extended_query(self, sql: str, params: list[str | None],
+                             deliver: Callable[[bytes], None] | None = None) -> list[tuple[bytes | None, ...]]:
         """Run ``sql`` with text parameters ($1...) via Parse/Bind/Execute/Sync; return the DataRow values.
 
-        Raises ServerError with the server's fields on an error.
+        ``deliver``: as for ``query``. Raises ServerError with the server's fields on an error.
         """
         self.send(F.Parse("", sql).encode()
                   + F.Bind("", "", (), tuple(None if p is None else p.encode() for p in params), ()).encode()
@@ -269,7 +276,10 @@ class ServerConnection(ServerCore, asyncio.Protocol):
         err = None
         while True:
             t, payload = await self.recv()
-            if t == ord("D"):
+            if t == _A:
+                if deliver is not None:
+                    deliver(frame(b"A", payload))
+            elif t == ord("D"):
                 rows.append(B.DataRow.decode(payload).values)
             elif t == ord("E"):
                 err = B.ErrorResponse.decode(payload)

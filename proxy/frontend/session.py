@@ -765,7 +765,7 @@ class ClientSession(ClientCore, asyncio.Protocol):
         server = self.server
         self._pins_dirty = False
         try:
-            ok, pinned = await self._ask_server(server, txn.still_pinned(server))
+            ok, pinned = await self._ask_server(server, txn.still_pinned(self, server))
         except asyncio.CancelledError:
             return
         if not ok:

@@ -86,7 +86,7 @@ async def apply_state(session: "ClientSession", server: ServerConnection) -> Non
     if calls:
         parts.append("SELECT " + ", ".join(calls))
     if parts:
-        await server.query("; ".join(parts))
+        await server.query("; ".join(parts), deliver=session.write)
     server.gucs = dict(want)
     server.custom_seen |= {n for n in want if "." in n}
 
@@ -105,7 +105,7 @@ async def read_back(session: "ClientSession", server: ServerConnection) -> None:
     if not names:
         return
     rows = await server.extended_query("SELECT n, current_setting(n, true) FROM unnest($1::text[]) AS n",
-                                       [array_literal(names)])
+                                       [array_literal(names)], deliver=session.write)
     for n_raw, v_raw in rows:
         if n_raw is None:
             continue
@@ -130,9 +130,10 @@ PINNED_STATE_QUERY = (
 )
 
 
-async def still_pinned(server: ServerConnection) -> bool:
-    """Whether ``server`` still holds session state that pins its client (PINNED_STATE_QUERY)."""
-    rows = await server.extended_query(PINNED_STATE_QUERY, [])
+async def still_pinned(session: "ClientSession", server: ServerConnection) -> bool:
+    """Whether ``server`` still holds session state that pins its client (PINNED_STATE_QUERY); a
+    notification that arrives meanwhile goes to the client."""
+    rows = await server.extended_query(PINNED_STATE_QUERY, [], deliver=session.write)
     return bool(rows) and rows[0][0] == b"t"
 
 

@@ -32,6 +32,13 @@ DONE = {
 }
 _Z, _E = ord("Z"), ord("E")
 _ASYNC = frozenset(b"NAS")
+#: The barrier's hidden statement: an empty query with a parameter list no client declares, so
+#: its ParameterDescription cannot be taken for the reply to a client's Describe.
+_MARK_NAME = "iasql_proxy_barrier"
+_MARK_TYPES = (16, 21, 16, 21, 16, 21, 16, 21, 16)
+_MARK_SENT = (F.Parse(_MARK_NAME, "", _MARK_TYPES).encode() + F.Describe(b"S", _MARK_NAME).encode()
+              + F.Close(b"S", _MARK_NAME).encode())
+_MARK_SIG = len(_MARK_TYPES).to_bytes(2, "big") + b"".join(t.to_bytes(4, "big") for t in _MARK_TYPES)
 
 
 class ServerBatch:
@@ -47,19 +54,30 @@ class ServerBatch:
     def __init__(self, client, server: "ServerConnection"):
         self.client = client
         self.server = server
-        self.owed: collections.deque[tuple[str, bool | bytes]] = collections.deque()
+        self.owed: collections.deque[tuple] = collections.deque()  # (kind, forward, done, failed)
         self.failed = False
+        #: server-side names of the client's statements -> the client's own names: an error that
+        #: names one (42P05 "already exists") is forwarded with the client's name in it
+        self.aliases: dict[str, str] = {}
         self.idle = asyncio.Event()
         self.idle.set()
+        self._mark = 0                        # barrier: 1 waiting, 2 its NoData, 3 its CloseComplete
+        self._held: bytes | None = None       # a ParseComplete that may be the barrier's
         loop = asyncio.get_running_loop()
         self.ready: asyncio.Future = loop.create_future()
         self.reader = loop.create_task(self._read())
         # the reader's failure is re-raised by the awaits; never log it as "never retrieved"
         self.reader.add_done_callback(lambda t: t.cancelled() or t.exception())
 
-    def expect(self, kind: str, forward: bool = True) -> None:
-        """Record that the server owes one reply of ``kind``; forward it to the client or drop it."""
-        self.owed.append((kind, forward))
+    def expect(self, kind: str, forward: bool | str = True, done=None, failed=None) -> None:
+        """Record that the server owes one reply of ``kind``: ``forward`` True sends it to the
+        client, False drops it, ``"errors"`` drops it unless it is an ErrorResponse (a message the
+        proxy sends on the client's behalf, whose failure is the client's), a list collects its
+        messages as (type, payload) for the proxy (an error is dropped). ``done()`` is called
+        when the reply has come whole, ``failed()`` when the message ran and failed; neither when
+        an earlier error made the server skip it (bookkeeping on the server's answer, not on
+        sending)."""
+        self.owed.append((kind, forward, done, failed))
         self.idle.clear()
 
     def inject(self, data: bytes) -> None:
@@ -67,7 +85,74 @@ class ServerBatch:
         if not self.owed:
             self.client.write(data)
         else:
-            self.owed.append(("inject", data))
+            self.owed.append(("inject", data, None, None))
+
+    async def barrier(self) -> None:
+        """Wait until the server has answered every message relayed to it before this batch began
+        (extended messages the fast path forwarded without a Sync, whose replies may still be on
+        the way), forwarding those replies to the client. A hidden Parse, Describe and Close of a
+        statement with a parameter list no client uses marks the end of them. If one of the
+        relayed messages failed, the server skips the marker with the rest up to Sync: ``failed``
+        is set and the batch must discard the client's messages until Sync, as PostgreSQL does."""
+        self.server.send(_MARK_SENT)
+        self.owed.append(("barrier", True, None, None))
+        self.idle.clear()
+        self._mark = 1
+        await self.flushed()
+
+    async def after_relay(self, batch_open: bool) -> None:
+        """Start the batch where relaying left the server: ``batch_open`` says the last message
+        relayed was an extended one without Sync after it (``barrier`` waits for its replies);
+        if one of them failed, ``failed`` is set so the batch discards until Sync."""
+        if batch_open:
+            await self.barrier()
+        if self.server.skipping:
+            self.failed = True
+
+    def _barrier_reply(self, t: int, payload: bytes) -> bool:
+        """The reader's handling of a message while a barrier is owed (see ``barrier``). Returns
+        True when the message was consumed here."""
+        client = self.client
+        if self._mark == 1:
+            if t == 0x31:  # ParseComplete: the barrier's if its ParameterDescription follows
+                if self._held is not None:
+                    client.write(frame(b"1", self._held))
+                self._held = payload
+                return True
+            if t == 0x74 and self._held is not None and payload == _MARK_SIG:
+                self._held = None
+                self._mark = 2
+                return True
+            if self._held is not None:
+                client.write(frame(b"1", self._held))
+                self._held = None
+            if t == _E:
+                self._mark = 0  # the server skips the barrier: the caller handles the error
+            return False
+        self._mark += 1  # its NoData, then its CloseComplete
+        if self._mark == 4:
+            self._mark = 0
+            self._pop()
+        return True
+
+    def _client_names(self, payload: bytes) -> bytes:
+        """An ErrorResponse payload with the server-side statement names it quotes replaced by the
+        client's (PostgreSQL quotes a statement name as ``"name"``)."""
+        for sname, cname in self.aliases.items():
+            quoted = b'"' + sname.encode() + b'"'
+            if quoted in payload:
+                payload = payload.replace(quoted, b'"' + cname.encode() + b'"')
+        return payload
+
+    def fail(self, error: bytes) -> None:
+        """Answer the client's current message with ``error`` (an ErrorResponse the proxy made, sent
+        after everything owed so far) and fail the server's transaction as PostgreSQL fails it for
+        any error (a hidden Execute of a portal that does not exist): the rest of the batch is
+        discarded until Sync, which then reports the transaction's true status."""
+        self.inject(error)
+        self.failed = True
+        self.server.send(F.Execute("iasql_proxy_failed").encode())
+        self.expect("execute", forward=False)
 
     def _pop(self) -> None:
         self.owed.popleft()
@@ -82,6 +167,7 @@ class ServerBatch:
             t, payload = await server.recv()
             if t == _Z:
                 server.status = bytes(payload[:1])
+                self._mark = 0
                 self.owed.clear()
                 self.idle.set()
                 if not self.ready.done():
@@ -94,17 +180,26 @@ class ServerBatch:
                     server.params[ps.name] = ps.value
                 client.write(frame(bytes((t,)), payload))
                 continue
-            forward = self.owed[0][1] if self.owed else True
+            if self._mark and self._barrier_reply(t, payload):
+                continue
+            head = self.owed[0] if self.owed else None
+            forward = head[1] if head is not None else True
             if t == _E:
                 self.failed = True
-                if forward is not False:
-                    client.write(frame(b"E", payload))
+                if forward is True or forward == "errors":
+                    client.write(frame(b"E", self._client_names(payload) if self.aliases else payload))
+                if head is not None and head[0] != "inject" and head[3] is not None:
+                    head[3]()
                 self.owed.clear()
                 self.idle.set()
                 continue
             if forward is True:
                 client.write(frame(bytes((t,)), payload))
-            if self.owed and t in DONE.get(self.owed[0][0], ()):
+            elif isinstance(forward, list):
+                forward.append((t, bytes(payload)))
+            if head is not None and t in DONE.get(head[0], ()):
+                if head[2] is not None:
+                    head[2]()
                 self._pop()
 
     async def flushed(self) -> None:

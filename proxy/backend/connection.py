@@ -90,8 +90,9 @@ class ServerConnection(ServerCore, asyncio.Protocol):
         self.last_used = self.created
         self.pool = None  # set by the pool that owns it
         self.gucs: dict[str, str] = {}   # session parameters applied for transaction pooling
-        self.prepared: set[str] = set()  # server-side prepared statement names it holds
+        self.prepared: dict[str, tuple] = {}  # server-side statement name -> (text, types) it holds
         self.custom_seen: set[str] = set()  # custom (dotted) GUCs ever set here: placeholders stay
+        self.garbage: set[str] = set()  # statements it holds for clients that left: closed before reuse
         self._frames = FrameBuffer()
         self._inbox: collections.deque = collections.deque()
         self._waiter: asyncio.Future | None = None
@@ -101,6 +102,9 @@ class ServerConnection(ServerCore, asyncio.Protocol):
         self._raw_mode = False
         self._paused_client = False
         self.sent_fatal = False  # a FATAL/PANIC ErrorResponse was relayed (the server is ending the session)
+        #: an ErrorResponse was relayed and no ReadyForQuery since: the server skips extended
+        #: messages until Sync (protocol chapter, "Extended Query")
+        self.skipping = False
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -158,6 +162,7 @@ class ServerConnection(ServerCore, asyncio.Protocol):
     def _on_relay_message(self, t: int, payload: bytes) -> None:
         if t == _Z:
             self.status = _BYTE[payload[0]] if payload else b""
+            self.skipping = False
             client = self.client
             if client is not None:
                 client.server_ready(self.status)
@@ -172,6 +177,8 @@ class ServerConnection(ServerCore, asyncio.Protocol):
                 return
             if (err.get("V") or err.get("S")) in ("FATAL", "PANIC"):
                 self.sent_fatal = True
+            else:
+                self.skipping = True
         else:  # ParameterStatus
             try:
                 msg = B.ParameterStatus.decode(payload)
@@ -227,6 +234,8 @@ class ServerConnection(ServerCore, asyncio.Protocol):
         item = self._inbox.popleft()
         if isinstance(item, Exception):
             raise item
+        if item[0] == _Z:
+            self.skipping = False
         return item
 
     def send(self, data: bytes) -> None:

@@ -49,6 +49,7 @@ log = logging.getLogger("iasql_proxy.client")
 _HDR = struct.Struct("!Bi")
 _IASQL = re.compile(rb"[iI][aA][sS][qQ][lL]_")
 _Q, _P, _X, _S, _F, _H = ord("Q"), ord("P"), ord("X"), ord("S"), ord("F"), ord("H")
+_BATCH = frozenset(b"PBDEC")  # messages that continue an extended batch (no reply owed at once)
 _COPY_DONE, _COPY_FAIL, _COPY_DATA = ord("c"), ord("f"), ord("d")
 #: Messages above this size (bytes) other than Query and Parse are streamed to the server as they
 #: arrive, so a client cannot make the proxy hold a huge message in memory; Query and Parse are
@@ -122,6 +123,7 @@ class ClientSession(ClientCore, asyncio.Protocol):
         self._drained: asyncio.Future | None = None
         self._eof = False  # the client half-closed: end the session once the replies are out
         self._answer: bytes | None = None     # a reply the proxy gives instead of forwarding
+        self._watched: tuple | None = None    # a Query to run watched: () or analyze's statement_name
         self._skip_to_sync = False            # discarding an extended batch after refusing it
         self._pins_dirty = False              # pins taken or released since the last check
         self.copy_in = False                  # COPY FROM STDIN in progress (Sync owes nothing)
@@ -134,6 +136,10 @@ class ClientSession(ClientCore, asyncio.Protocol):
         self.recorder = app.new_recorder(self) if app.record_dir is not None else None
         self.extended_state = None       # set by the interceptor (intercept.extended.ExtendedState)
         self._intercepting = False       # an iasql_* text or batch is being answered (_run_intercept)
+        # transaction pooling: the client's unnamed statement (its Parse message, whole) and
+        # whether the current server connection holds it (proxy.frontend.transaction)
+        self._unnamed: bytes | None = None
+        self._unnamed_here = False
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -184,6 +190,8 @@ class ClientSession(ClientCore, asyncio.Protocol):
             w.set_result(None)
         if not finishing:
             self._release_server()
+        if self.pooled:
+            txn.forget_client_statements(self)
         self.app.session_ended(self)
         if finishing and self.key is not None:
             self.app.keys[self.key] = self  # its cancel key still stops the call, as a backend's would
@@ -411,6 +419,11 @@ class ClientSession(ClientCore, asyncio.Protocol):
         limit = self.max_message
         pending = 0
         last = -1
+        # where the extended batch the scan is in began (after the last Sync, Query, Flush...):
+        # a batch that needs the slow path is handed to it whole from there, so its first
+        # messages' replies are not in flight when the slow path starts
+        bstart, blast = 0, -1
+        unnamed_before = None  # the unnamed statement when the batch began, if the scan changed it
         special = self.special
         try:
             while n - pos >= 5:
@@ -463,6 +476,7 @@ class ClientSession(ClientCore, asyncio.Protocol):
                         pending, last = 0, -1
                         del buf[:end - pos]
                         n, pos = len(buf), 0
+                        bstart, blast, unnamed_before = 0, -1, None
                         if t == _S:
                             self._skip_to_sync = False
                             self.special = special = self.special_default
@@ -480,33 +494,55 @@ class ClientSession(ClientCore, asyncio.Protocol):
                             and may_change_state(buf, *_text_span(t, buf, pos, end))):
                         if not self._note_state(t, buf, pos, end):
                             self._flush(buf, pos, pending, last)
-                            self._refuse_block(buf, end)
+                            if self._watched is not None:  # see note_text_state
+                                self._busy = asyncio.get_running_loop().create_task(self._run_watched())
+                            else:
+                                self._refuse_block(buf, end)
                             return
                     if intercept:
-                        self._flush(buf, pos, pending, last)
+                        if t == _Q:
+                            self._flush(buf, pos, pending, last)
+                        else:  # the extended interceptor takes the batch whole, as the slow path
+                            if unnamed_before is not None:
+                                self._unnamed, self._unnamed_here = unnamed_before
+                            self._flush(buf, bstart, pending, blast)
                         self._start_intercept()
                         return
                     if special is _SPECIAL_TXN:
-                        if t != _Q and txn.needs_rename(t, buf, pos, end):
+                        if t == _Q:
+                            self._unnamed = None  # a simple Query drops the unnamed statement
+                            self._unnamed_here = False
+                        if t != _Q and txn.needs_rename(self, t, buf, pos, end):
                             renamed = txn.rename_inline(self, t, bytes(buf[pos + 5:end]))
-                            self._flush(buf, pos, pending, last)
-                            pending = 0
                             if renamed is None:  # needs hidden or made-up replies: the slow path
+                                if unnamed_before is not None:
+                                    self._unnamed, self._unnamed_here = unnamed_before
+                                self._flush(buf, bstart, pending, blast)
                                 self._busy = asyncio.get_running_loop().create_task(self._run_named())
                                 return
+                            self._flush(buf, pos, pending, last)
+                            pending = 0
                             if self.server is None or self.closed:
                                 return
                             self.server.send(renamed)
-                            last = t
+                            last = self._last_type = t
                             del buf[:end - pos]
                             n = len(buf)
-                            pos = 0
+                            pos = bstart = 0
+                            unnamed_before = None
                             continue
+                        if t == _P:  # unnamed, bound later in this read: as on the fast path
+                            if unnamed_before is None:
+                                unnamed_before = (self._unnamed, self._unnamed_here)
+                            self._unnamed = bytes(buf[pos:end])
+                            self._unnamed_here = True
                 if t == _Q or t == _S or t == _F:
                     pending += 1
                 if t != _H:  # Flush neither opens nor closes an extended-protocol batch
                     last = t
                 pos = end
+                if t not in _BATCH:
+                    bstart, blast, unnamed_before = end, last, None
         except ProtocolViolation as e:
             self._flush(buf, pos, pending, last)
             self.fatal(e.sqlstate, e.message)
@@ -562,42 +598,45 @@ class ClientSession(ClientCore, asyncio.Protocol):
         """Record what the SQL ``text`` may change in session state: a Query's text (``simple``),
         a Parse's, or the query of a named prepared statement being bound (``Bind`` runs it
         again, maybe in a later transaction than its Parse). Returns False when statement pooling
-        must refuse it (it opens a transaction block), or when the proxy answers it itself
-        (``_answer``: DEALLOCATE of a protocol-level statement)."""
+        must refuse it (it opens a transaction block), or when it must run through
+        ``txn.run_watched_query`` (``_watched``: a DEALLOCATE or DISCARD ALL alone in a Query, or
+        PREPARE/EXECUTE/DEALLOCATE of a statement the client prepared with Parse)."""
         scs = self.server.params.get("standard_conforming_strings", "on") == "on" if self.server else True
         fx = analyze(text, standard_conforming_strings=scs)
         if fx.begins_block and self.pool_mode == "statement":
             return False
-        if simple and fx.deallocate and "*" not in fx.deallocate:
-            protocol_names = [n for n in fx.deallocate
-                              if n in self.prepared.by_name and f"PREPARE {n}" not in self.pins]
-            if protocol_names and len(protocol_names) == len(fx.deallocate) and len(split(text) or ()) == 1:
-                # DEALLOCATE of a protocol-level statement: its server name is shared, so the proxy
-                # forgets the client's name and answers as Postgres would
-                for n in protocol_names:
-                    del self.prepared.by_name[n]
-                    self.prepared.confirmed.discard(n)
-                self._answer = B.CommandComplete("DEALLOCATE").encode()
-                return False
+        # DEALLOCATE / DISCARD ALL alone in a Query: what it drops is known from the server's
+        # answer (an aborted block refuses it), so the Query runs through txn.run_watched_query,
+        # as SQL naming a protocol-level statement (its server name differs)
+        named = fx.statement_name
+        if not (simple and named is not None and named[1] in self.prepared.by_name
+                and f"PREPARE {named[1]}" not in self.pins):
+            named = None  # not a name the client prepared with Parse
+        watch = simple and (named is not None or (
+            (fx.discard_all or bool(fx.deallocate)) and len(split(text) or ()) == 1))
         self.touched_gucs |= fx.gucs
         if fx.reset_all:
             self.reset_all_pending = True
         if fx.pins or fx.unpins:
             self._pins_dirty = True
         for why in fx.pins:
+            if named is not None:
+                continue  # PREPARE of the client's protocol-level name: it fails (42P05)
             if why not in self.pins:
                 self.pins[why] = why
                 log.info("event=pinned client=%s user=%s reason=%r", self.peer, self.user, why)
         for what in fx.unpins:
             self._unpin(what)
-        if fx.discard_all or "*" in fx.deallocate:
-            # the server drops every prepared statement, the shared renamed ones included
+        if (fx.discard_all or "*" in fx.deallocate) and not watch:
+            # inside a longer text: the server drops every prepared statement of the connection
             self.prepared.by_name.clear()
-            self.prepared.confirmed.clear()
             if self.server is not None:
                 self.server.prepared.clear()
         if fx.discard_all:
             self.pins.clear()
+        if watch:
+            self._watched = named or ()
+            return False
         return True
 
     def _unpin(self, what: str) -> None:
@@ -697,6 +736,7 @@ class ClientSession(ClientCore, asyncio.Protocol):
             server, self.pool = await self.app.lease(self, self.credentials)
         self.wait_started = None
         server.clear_inbox()
+        self._unnamed_here = False
         try:
             await txn.apply_state(self, server)
         except (ServerError, asyncio.CancelledError):  # cancelled: the client left meanwhile
@@ -707,6 +747,22 @@ class ClientSession(ClientCore, asyncio.Protocol):
             return
         self.server = server
         server.attach(self)
+
+    async def _run_watched(self) -> None:
+        name, self._watched = self._watched, None
+        try:
+            await self.wait_replies()
+            await txn.run_watched_query(self, name or None)
+        except asyncio.CancelledError:
+            return
+        except Exception:
+            log.exception("event=watched_query_error client=%s", self.peer)
+            self.fatal(sqlstate.INTERNAL_ERROR, "internal proxy error")
+            return
+        finally:
+            self._busy = None
+        self._maybe_give_back()
+        self._resume_relay()
 
     async def _run_named(self) -> None:
         try:

@@ -101,6 +101,7 @@ class ExtendedInterceptor:
         st = self.state(session)
         status = session.tx_status
         async with server_batch(session, server) as batch:
+            await batch.after_relay(session._last_type in txn.OPEN_BATCH)
             # transaction pooling: the client's statement names are renamed as everywhere else in
             # that mode (proxy.frontend.transaction), since the server connection is shared
             names = txn.Renamer(session, server, batch) if session.pooled else None
@@ -120,6 +121,7 @@ class ExtendedInterceptor:
                 t, payload, raw = await session.next_message()
                 if t != ord("H"):
                     open_batch = True
+                    session._last_type = t
                 if t == ord("S"):
                     await batch.flushed()
                     failed = batch.failed
@@ -153,20 +155,24 @@ class ExtendedInterceptor:
                     else:
                         st.portals.pop(msg.portal, None)
                     if names is not None and msg.statement:
-                        renamed = names.bind(msg)
+                        renamed = await names.bind(msg)
                         if renamed is None:
                             continue
                         raw = renamed
+                    elif names is not None and not await names.unnamed():
+                        continue
                     server.send(raw)
                     batch.expect("bind")
                 elif t == ord("D"):
                     if names is not None:
                         msg = F.Describe.decode(payload)
                         if msg.kind == b"S" and msg.name:
-                            renamed = names.describe(msg.name)
+                            renamed = await names.describe(msg.name)
                             if renamed is None:
                                 continue
                             raw = renamed
+                        elif msg.kind == b"S" and not await names.unnamed():
+                            continue
                     server.send(raw)
                     batch.expect("describe")
                 elif t == ord("E"):
@@ -219,7 +225,10 @@ class ExtendedInterceptor:
         if not calls:
             st.statements.pop(msg.statement, None)
             if names is not None and msg.statement:
-                names.parse(msg.statement, msg.query, msg.param_types)
+                await names.parse(msg.statement, msg.query, msg.param_types)
+                return
+            if names is not None:
+                names.parse_unnamed(raw)
                 return
             server.send(raw)
             batch.expect("parse")
@@ -243,11 +252,14 @@ class ExtendedInterceptor:
             self._fail(session, batch, e.sqlstate, e.message, hint=e.hint)
             return
         if names is not None and msg.statement:
-            names.parse(msg.statement, shape, tuple(types))
+            await names.parse(msg.statement, shape, tuple(types))
             if not batch.failed:
                 st.statements[msg.statement] = stmt
             return
         st.statements[msg.statement] = stmt
+        if names is not None:  # the unnamed statement follows the client as the others
+            names.parse_unnamed(F.Parse("", shape, tuple(types)).encode())
+            return
         server.send(F.Parse(msg.statement, shape, tuple(types)).encode())
         batch.expect("parse")
 

@@ -203,6 +203,8 @@ class QueryInterceptor:
         """Take the Query at the head of ``session``'s input and answer it completely."""
         session.queries += 1  # the counters the fast path keeps (metrics, SHOW STATS)
         raw = session.take_message()
+        session._unnamed = None  # a simple Query drops the unnamed statement
+        session._unnamed_here = False
         server = session.server
         if server is None or server.closed:
             session.fatal(sqlstate.CONNECTION_FAILURE, "server closed the connection unexpectedly")

@@ -37,7 +37,7 @@ cdef class ServerCore:
     cdef public ClientCore client
     cdef public object transport, status, startup_key, gucs, custom_seen, _inbox, pool
     cdef public RelayScanner _scanner
-    cdef public bint closed, broken, _paused_client
+    cdef public bint closed, broken, _paused_client, skipping
     cdef public double created, last_used
 
     @cython.locals(client=ClientCore, status=int)
@@ -47,15 +47,17 @@ cdef class ServerCore:
 cdef class ClientCore:
     cdef public object app, transport, recorder, _busy, special, special_default, _inbuf
     cdef public object tx_status, _drained, _startup_key, gucs, pins, touched_gucs
-    cdef public object wait_started, _checked, pool_mode, after_ready
+    cdef public object wait_started, _checked, pool_mode, after_ready, _unnamed
     cdef public ServerCore server
     cdef public PoolCore pool
-    cdef public bint ready, closed, pooled, _eof, reset_all_pending
+    cdef public bint ready, closed, pooled, _eof, reset_all_pending, _unnamed_here
     cdef public Py_ssize_t _passthrough, max_message, pending_ready, _last_type
     cdef public long long bytes_in, bytes_out, queries, transactions, assignments
 
-    @cython.locals(r=Py_ssize_t, pending=Py_ssize_t, t=Py_ssize_t, server=ServerCore)
+    @cython.locals(r=cython.longlong, flags=cython.longlong, pending=Py_ssize_t, t=Py_ssize_t, server=ServerCore)
     cdef bint _fast(self, object data) except -1
+    @cython.locals(start=Py_ssize_t, length=Py_ssize_t)
+    cdef _unnamed_sent(self, object data, long long flags)
     cdef _send_checked(self, ServerCore server, object data, Py_ssize_t pending, Py_ssize_t last)
     @cython.locals(pool=PoolCore, server=ServerCore)
     cdef bint _take_server(self) except -1

@@ -42,6 +42,8 @@ EXTENDED = frozenset(map(ord, "PBDECH"))
 _EXTENDED_TABLE = bytes(1 if i in EXTENDED else 0 for i in range(256))  # EXTENDED by type byte
 _BYTE = tuple(bytes((i,)) for i in range(256))
 _IDLE = b"I"
+#: transaction.MAX_HELD_STATEMENTS: a connection holding more statements is emptied on the slow path
+_MAX_HELD = 1000
 
 
 class _QueuedForServer:
@@ -145,7 +147,8 @@ class ServerCore:
     """Relay mode of a server connection: output goes straight to the attached client.
 
     Attributes set by the subclass: ``client`` (the attached ClientCore, or None: collect mode),
-    ``transport``, ``status`` (last ReadyForQuery status, b'I'/b'T'/b'E'), ``startup_key``,
+    ``transport``, ``status`` (last ReadyForQuery status, b'I'/b'T'/b'E'), ``skipping`` (an
+    ErrorResponse relayed since the last ReadyForQuery), ``startup_key``,
     ``gucs``, ``custom_seen``, ``_inbox``, ``_scanner`` (a ``RelayScanner``), ``pool``, ``closed``,
     ``broken``, ``_paused_client``, ``created``/``last_used`` (monotonic seconds).
     """
@@ -169,6 +172,7 @@ class ServerCore:
             return
         if status >= 0:  # the reply ended with ReadyForQuery
             self.status = _BYTE[status]
+            self.skipping = False
             client._ready(self.status)
             if client.after_ready is not None:
                 client.after_ready(client)
@@ -216,7 +220,8 @@ class ClientCore:
         r = SCAN_CLIENT(data, self.pooled, self.max_message)
         if r < 0:
             return False
-        pending = r >> 8
+        flags = r >> 31  # transaction pooling: the read changes the client's unnamed statement
+        pending = (r >> 8) & 0x7FFFFF
         t = r & 255
         server = self.server
         if server is None:
@@ -228,15 +233,31 @@ class ClientCore:
                 self._inbuf += data
                 self.bytes_in += len(data)
                 if self._enqueue():
-                    self._checked = (len(data), pending, t)
+                    self._checked = (len(data), pending, t, flags)
                 else:
                     self._busy = asyncio.get_running_loop().create_task(self._lease_then_relay())
                 return True
             server = self.server
         elif server.closed or server.transport is None:
             return False
+        if flags:
+            self._unnamed_sent(data, flags)
         self._send_checked(server, data, pending, t)
         return True
+
+    def _unnamed_sent(self, data, flags) -> None:
+        """Whole messages ``data`` going to this lease's server connection changed the client's
+        unnamed statement (``flags``: ``proxy.wire.fastpath.unnamed_flags``): a Query dropped it,
+        or an unnamed Parse defined it, kept whole so that it can be prepared again on another
+        connection (``proxy.frontend.transaction``)."""
+        if flags & 1:
+            self._unnamed = None
+            self._unnamed_here = False
+        else:
+            start = (flags >> 1) - 1
+            length = (data[start + 1] << 24) | (data[start + 2] << 16) | (data[start + 3] << 8) | data[start + 4]
+            self._unnamed = bytes(data[start:start + 1 + length])
+            self._unnamed_here = True
 
     def _send_checked(self, server, data, pending, last) -> None:
         """Write whole messages ``data`` to ``server``: ``pending`` of them owe a ReadyForQuery,
@@ -265,12 +286,14 @@ class ClientCore:
         server = pool.take_idle(self._startup_key)
         if server is None:
             return False
-        if (server.gucs is not self.gucs and server.gucs != self.gucs) or server.custom_seen or server._inbox:
+        if ((server.gucs is not self.gucs and server.gucs != self.gucs) or server.custom_seen or server._inbox
+                or server.garbage or len(server.prepared) > _MAX_HELD):
             pool.put_back(server)
             return False
         self.server = server
         server.client = self  # ServerConnection.attach, inlined: this runs once per transaction
         self.assignments += 1
+        self._unnamed_here = False
         return True
 
     def _queue_now(self) -> bool:
@@ -320,6 +343,8 @@ class ClientCore:
             data = bytes(buf)
             buf.clear()
             self.bytes_in -= len(data)
+            if checked[3]:
+                self._unnamed_sent(data, checked[3])
             self._send_checked(self.server, data, checked[1], checked[2])
         else:
             self._resume_relay()

@@ -45,14 +45,14 @@ from .split import split
 __all__ = ["STATEFUL_HINT", "StateEffects", "analyze", "lowered_may_change_state", "may_change_state"]
 
 STATEFUL_HINT: re.Pattern[bytes] = re.compile(
-    rb"set|reset|discard|prepare|deallocate|listen|unlisten|declare|close|temp|temporary"
+    rb"set|reset|discard|prepare|execute|deallocate|listen|unlisten|declare|close|temp|temporary"
     rb"|set_config|advisory|begin|start|load|u&",
     re.IGNORECASE,
 )
 """Byte pre-check: matches when the text *may* change session state (no false negatives).
 
 Takes nothing; use ``STATEFUL_HINT.search(raw_bytes)``. A case-insensitive search for the words
-``set reset discard prepare deallocate listen unlisten declare close temp temporary set_config
+``set reset discard prepare execute deallocate listen unlisten declare close temp temporary set_config
 advisory begin start load`` (``pg_temp`` and the advisory lock functions contain ``temp`` and
 ``advisory``), plus ``U&``, because a ``U&".."`` identifier can spell ``set_config`` with escapes.
 When it does not match, ``analyze`` of the same text returns no effect (or fails to lex, in which
@@ -66,7 +66,8 @@ case PostgreSQL rejects the text and nothing changes either).
 #: (the advisory lock functions), ``mp`` (``temp``, ``temporary``, ``pg_temp``), ``&``
 #: (``U&".."`` can spell any of them with escapes). Rare first bytes keep the search fast.
 _STATE_AT_START = re.compile(
-    rb"\s*(?:s(?:et|tart)|reset|d(?:iscard|e(?:allocate|clare))|prepare|l(?:isten|oad)|unlisten|close|begin|explain)")
+    rb"\s*(?:s(?:et|tart)|reset|d(?:iscard|e(?:allocate|clare))|prepare|l(?:isten|oad)|unlisten|close|begin"
+    rb"|ex(?:plain|ecute))")
 _STATE_ANYWHERE_PATTERN = rb";\s*[^\s]|/\*|--|&|visory|_config|mp"
 _STATE_ANYWHERE = re.compile(_STATE_ANYWHERE_PATTERN)
 
@@ -116,6 +117,10 @@ class StateEffects:
       (these release *one* hold of one lock: the proxy must count or look at ``pg_locks``).
     - ``deallocate``: the folded names of ``DEALLOCATE [PREPARE] name``, or ``"*"`` for
       ``DEALLOCATE [PREPARE] ALL`` (``DISCARD ALL`` is reported by ``discard_all`` only).
+    - ``statement_name``: for a text that is one ``PREPARE name``, ``EXECUTE name`` or
+      ``DEALLOCATE [PREPARE] name`` statement: (``"prepare"``/``"execute"``/``"deallocate"``, the
+      folded name, start and end offsets of the name's token in the text), else None; transaction
+      pooling maps a name the client prepared with the protocol (Parse) to its server name.
     - ``begins_block``: ``BEGIN`` or ``START TRANSACTION`` present at a statement start.
     - ``unknown_gucs_possible``: a ``set_config`` whose name is not a constant string, a ``SET``/
       ``RESET``/``set_config`` the analysis could not read, or a text that could not be lexed:
@@ -132,6 +137,7 @@ class StateEffects:
     pins: tuple[str, ...] = ()
     unpins: tuple[str, ...] = ()
     deallocate: tuple[str, ...] = ()
+    statement_name: tuple[str, str, int, int] | None = None
     begins_block: bool = False
     unknown_gucs_possible: bool = False
 
@@ -192,6 +198,15 @@ class _Statement:
         return ".".join(parts), i
 
 
+def _named(s: _Statement, acc: "_Acc", verb: str, i: int) -> None:
+    """Record the statement name at token ``i`` (offsets encoded as negative until ``analyze``
+    adds the statement's start)."""
+    name = s.name(i)
+    if name is not None:
+        tok = s.toks[i]
+        acc.named = (verb, name, -tok.start - 1, -tok.end - 1)
+
+
 class _Acc:
     """Mutable collector turned into a ``StateEffects`` at the end."""
 
@@ -202,6 +217,8 @@ class _Acc:
         self.pins: list[str] = []
         self.unpins: list[str] = []
         self.deallocate: list[str] = []
+        self.named: tuple[str, str, int, int] | None = None  # of the statement read last
+        self.statements = 0
         self.begins_block = False
         self.unknown = False
 
@@ -221,6 +238,7 @@ class _Acc:
             pins=tuple(self.pins),
             unpins=tuple(self.unpins),
             deallocate=tuple(self.deallocate),
+            statement_name=self.named if self.statements == 1 else None,
             begins_block=self.begins_block,
             unknown_gucs_possible=self.unknown,
         )
@@ -243,10 +261,14 @@ def analyze(sql: str, *, standard_conforming_strings: bool = True) -> StateEffec
         if statements is None:
             return _UNREADABLE
         acc = _Acc()
+        acc.statements = len(statements)
         for st in statements:
             toks = lex(st.text, standard_conforming_strings=standard_conforming_strings)
             s = _Statement(st.text, toks)
             _statement(s, acc)
+            if acc.named is not None and acc.named[2] < 0:  # offsets of the statement -> of the text
+                verb, name, a, b = acc.named
+                acc.named = (verb, name, st.start - a - 1, st.start - b - 1)
             _calls(s, acc, standard_conforming_strings)
         return acc.result()
     except Exception:  # noqa: BLE001 - documented: never raises
@@ -285,6 +307,7 @@ def _statement(s: _Statement, acc: _Acc) -> None:
             name = s.name(i + 1)
             if name is not None:
                 acc.pin(f"PREPARE {name}")
+                _named(s, acc, "prepare", i + 1)
     elif head == "deallocate":
         j = i + 1
         if s.word(j) == "prepare" and j + 1 < len(s.toks):
@@ -295,6 +318,9 @@ def _statement(s: _Statement, acc: _Acc) -> None:
         elif (name := s.name(j)) is not None:
             acc.deallocate.append(name)
             acc.unpin(f"DEALLOCATE {name}")
+            _named(s, acc, "deallocate", j)
+    elif head == "execute" and i == 0:
+        _named(s, acc, "execute", 1)
     elif head == "listen":
         if (name := s.name(i + 1)) is not None:
             acc.pin(f"LISTEN {name}")

@@ -6,9 +6,14 @@
  *     Whole frontend messages in `data` that the fast path may forward unchanged. Returns -1 when
  *     the slow path must look (a partial message, a bad length, Terminate, CopyDone/CopyFail, a
  *     Query/Parse text containing iasql_ or, with `txn`, text that may change session state, a
- *     named prepared statement with `txn`); else pending * 256 + type of the last message that is
- *     not Flush ('H' when all are), where pending counts Query, Sync and FunctionCall (each owes a
- *     ReadyForQuery).
+ *     named prepared statement with `txn`, or with `txn` a Bind/Describe of the unnamed statement
+ *     that no unnamed Parse earlier in `data` defined, a Close of it, or an unnamed Parse that no
+ *     Bind after it in `data` uses); else pending * 256 + type
+ *     of the last message that is not Flush ('H' when all are), where pending counts Query, Sync and
+ *     FunctionCall (each owes a ReadyForQuery); with `txn`, plus UNNAMED_FLAGS << 31 when `data`
+ *     changes the client's unnamed statement: bit 0 of the flags when a Query came after the last
+ *     unnamed Parse (or with none: the statement is gone), else (offset of the last unnamed Parse
+ *     + 1) << 1.
  *
  * scan_reply(data, watch, start=0) -> int
  *     Walks whole backend messages from offset `start` of `data` while their type is not watched
@@ -129,7 +134,10 @@ static PyObject *scan_client(PyObject *self, PyObject *const *args, Py_ssize_t n
     Py_ssize_t n = view.len, pos = 0;
     long pending = 0;
     int t = -1, last = -1;
-    long result = -1;
+    long long result = -1;
+    Py_ssize_t unnamed = -1;   /* offset of the last unnamed Parse (txn) */
+    int query_after = 0;       /* a Query came after it (or with none) */
+    int bound = 0;             /* a Bind of it came after it in this read */
     while (pos < n) {
         if (n - pos < 5)
             goto done;
@@ -141,12 +149,16 @@ static PyObject *scan_client(PyObject *self, PyObject *const *args, Py_ssize_t n
         switch (t) {
         case 'Q':
             pending++;
+            query_after = 1;
             if (text_stops(s, pos + 5, end - 1, txn))
                 goto done;
             break;
         case 'P': {
             if (txn && (length < 5 || s[pos + 5] != 0))
                 goto done;
+            unnamed = pos;
+            query_after = 0;
+            bound = 0;
             Py_ssize_t a = find_nul(s, pos + 5, end);
             if (a < 0)
                 goto done;
@@ -169,11 +181,16 @@ static PyObject *scan_client(PyObject *self, PyObject *const *args, Py_ssize_t n
                 Py_ssize_t nul = find_nul(s, pos + 5, end);
                 if (nul < 0 || nul + 1 >= end || s[nul + 1] != 0)
                     goto done;
+                if (unnamed < 0 || query_after)  /* the unnamed statement of an earlier read */
+                    goto done;
+                bound = 1;
             }
             break;
         case 'D':
         case 'C':
             if (txn && (end - pos < 7 || (s[pos + 5] == 'S' && s[pos + 6] != 0)))
+                goto done;
+            if (txn && s[pos + 5] == 'S' && (t == 'C' || unnamed < 0 || query_after))
                 goto done;
             break;
         default:
@@ -183,10 +200,16 @@ static PyObject *scan_client(PyObject *self, PyObject *const *args, Py_ssize_t n
             last = t;
         pos = end;
     }
+    /* an unnamed Parse nobody binds in the same read (pg8000: Parse, Sync; Bind later): the slow
+     * path confirms it before it counts as the client's */
+    if (txn && unnamed >= 0 && !query_after && !bound)
+        goto done;
     result = pending * 256 + (last >= 0 ? last : 'H');
+    if (txn && (query_after || unnamed >= 0))
+        result |= (long long)(query_after ? 1 : ((long long)(unnamed + 1) << 1)) << 31;
 done:
     PyBuffer_Release(&view);
-    return PyLong_FromLong(result);
+    return PyLong_FromLongLong(result);
 }
 
 static PyObject *scan_reply(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {

@@ -25,13 +25,14 @@ import struct
 
 from proxy.router.session_state import lowered_may_change_state
 
-__all__ = ["SCAN_CLIENT", "SCAN_REPLY", "compiled", "scan_client", "scan_reply", "watch_table"]
+__all__ = ["SCAN_CLIENT", "SCAN_REPLY", "compiled", "scan_client", "scan_reply", "unnamed_flags", "watch_table"]
 
 _HDR = struct.Struct("!Bi")
 _Q, _P, _S, _F, _B, _Z, _H = (ord(c) for c in "QPSFBZH")
 _IASQL = re.compile(rb"iasql_")
 _NEVER = frozenset(map(ord, "Xcf"))
 _NAMED = frozenset(map(ord, "BDC"))
+_C = ord("C")
 
 
 def scan_client(data: bytes, txn: bool, limit: int) -> int:
@@ -41,16 +42,22 @@ def scan_client(data: bytes, txn: bool, limit: int) -> int:
     largest message length allowed (``max_packet_size``, bytes). Returns -1 when the slow path must
     look: a partial message, a length below 4 or above ``limit``, Terminate, CopyDone/CopyFail, a
     Query/Parse text containing ``iasql_`` (any case) or, with ``txn``, text that may change session
-    state, or a named prepared statement (Parse, Bind, Describe/Close 'S'). Else returns
-    ``pending * 256 + last``: ``pending`` counts Query, Sync and FunctionCall (each owes a
-    ReadyForQuery), ``last`` is the type byte of the last message that is not Flush (``H`` when
-    all are: Flush neither opens nor closes an extended-protocol batch). Never raises.
+    state, or a named prepared statement (Parse, Bind, Describe/Close 'S'), or with ``txn`` a
+    Bind/Describe of the unnamed statement that no unnamed Parse earlier in ``data`` defined, a
+    Close of it, or an unnamed Parse that no Bind after it in ``data`` uses. Else returns ``pending * 256 + last``: ``pending`` counts Query, Sync and
+    FunctionCall (each owes a ReadyForQuery), ``last`` is the type byte of the last message that is
+    not Flush (``H`` when all are: Flush neither opens nor closes an extended-protocol batch); with
+    ``txn``, plus ``flags << 31`` when ``data`` changes the client's unnamed statement
+    (``unnamed_flags``). Never raises.
     """
     n = len(data)
     pos = 0
     pending = 0
     t = last = -1
     low = None
+    unnamed = -1        # offset of the last unnamed Parse (txn)
+    query_after = False  # a Query came after it (or with none)
+    bound = False        # a Bind of it came after it in this read
     while pos < n:
         if n - pos < 5:
             return -1
@@ -62,9 +69,11 @@ def scan_client(data: bytes, txn: bool, limit: int) -> int:
             if t == _Q:
                 a, b = pos + 5, end - 1
                 pending += 1
+                query_after = True
             elif txn and (length < 5 or data[pos + 5]):
                 return -1
             else:
+                unnamed, query_after, bound = pos, False, False
                 a = data.find(b"\0", pos + 5, end) + 1
                 b = data.find(b"\0", a, end) if a else -1
                 if b < 0:
@@ -82,12 +91,28 @@ def scan_client(data: bytes, txn: bool, limit: int) -> int:
                 nul = data.find(b"\0", pos + 5, end)
                 if nul < 0 or nul + 1 >= end or data[nul + 1]:
                     return -1
+                if unnamed < 0 or query_after:  # the unnamed statement of an earlier read
+                    return -1
+                bound = True
             elif end - pos < 7 or (data[pos + 5] == _S and data[pos + 6]):
+                return -1
+            elif data[pos + 5] == _S and (t == _C or unnamed < 0 or query_after):
                 return -1
         if t != _H:
             last = t
         pos = end
-    return pending * 256 + (last if last >= 0 else _H)
+    if txn and unnamed >= 0 and not query_after and not bound:
+        return -1  # an unnamed Parse nobody binds here (pg8000): the slow path confirms it
+    result = pending * 256 + (last if last >= 0 else _H)
+    if txn and (query_after or unnamed >= 0):
+        result |= (1 if query_after else (unnamed + 1) << 1) << 31
+    return result
+
+
+def unnamed_flags(result: int) -> int:
+    """The unnamed-statement flags of a ``scan_client`` result (0: the read left it alone): bit 0
+    when a Query dropped it, else (offset of the read's last unnamed Parse + 1) << 1."""
+    return result >> 31
 
 
 def scan_reply(data: bytes, watch: bytes, start: int = 0) -> int:

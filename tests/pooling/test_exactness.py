@@ -34,3 +34,146 @@ def test_notification_during_the_proxys_own_check_reaches_the_listener(txn_proxy
                     break
             listener.query(f"UNLISTEN ch{i}")
         assert got == list(range(20))
+
+
+# -- statements: bookkeeping on the server's answer, one server statement per client ----------------
+
+def _p(name: str, sql: str) -> bytes:
+    return F.Parse(name, sql).encode()
+
+
+def _be(name: str, *params: str) -> bytes:
+    return F.Bind("", name, (), tuple(p.encode() for p in params), ()).encode() + F.Execute("", 0).encode()
+
+
+_S = F.Sync().encode()
+
+
+def _q(sql: str) -> bytes:
+    return F.Query(sql).encode()
+
+
+@pytest.fixture
+def raw_diff(pg, txn_proxy, pool_db):
+    from tests.pooling.support import raw_differential
+
+    return lambda clients, steps: raw_differential(pg.port, txn_proxy.port, pool_db, clients, steps)
+
+
+def test_parse_that_ran_before_an_error_in_its_batch_exists(raw_diff):
+    raw_diff(2, [
+        (0, _p("s1", "SELECT 1/$1::int") + _be("s1", "0") + _S, 1),   # the Parse ran, the Execute failed
+        (1, _q("BEGIN"), 1),                                            # hold the other connection
+        (0, _p("s1", "SELECT 2") + _S, 1),                              # 42P05 on both
+        (0, _be("s1", "1") + _S, 1),
+        (1, _q("COMMIT"), 1),
+    ])
+
+
+def test_messages_after_an_error_never_happened(raw_diff):
+    raw_diff(1, [
+        (0, _p("n1", "SELECT 1") + _p("n2", "SELEC 2") + _p("n3", "SELECT 3") + _S, 1),
+        (0, _be("n1") + _S, 1),
+        (0, _be("n3") + _S, 1),                                          # 26000: n3 was never parsed
+        (0, _p("n3", "SELECT 33") + _be("n3") + _S, 1),                  # and may be parsed now
+        (0, _p("s2", "SELECT 5") + _S, 1),
+        (0, _be("nope") + F.Close(b"S", "s2").encode() + _S, 1),         # the Close was skipped
+        (0, _be("s2") + _S, 1),
+    ])
+
+
+def test_two_parses_of_one_name_in_a_batch(raw_diff):
+    raw_diff(1, [
+        (0, _p("d1", "SELECT 1") + _p("d1", "SELECT 2") + _S, 1),       # 42P05 on the second
+        (0, _be("d1") + _S, 1),                                          # the first stands
+    ])
+
+
+def test_parse_in_an_aborted_block(raw_diff):
+    raw_diff(1, [
+        (0, _q("BEGIN"), 1),
+        (0, _q("SELECT 1/0"), 1),
+        (0, _p("ab", "SELECT 1") + _S, 1),                               # 25P02, nothing created
+        (0, _q("ROLLBACK"), 1),
+        (0, _be("ab") + _S, 1),                                          # 26000
+        (0, _p("ab", "SELECT 2") + _be("ab") + _S, 1),
+    ])
+
+
+def test_same_text_after_ddl_is_each_clients_own(raw_diff):
+    raw_diff(2, [
+        (0, _q("CREATE TABLE IF NOT EXISTS ddl_t (a int); TRUNCATE ddl_t; INSERT INTO ddl_t VALUES (1)"), 1),
+        (0, _p("q", "SELECT * FROM ddl_t") + _be("q") + _S, 1),
+        (0, _q("ALTER TABLE ddl_t ADD COLUMN b text DEFAULT 'x'"), 1),
+        (1, _p("q", "SELECT * FROM ddl_t") + _be("q") + _S, 1),         # its own: the new shape
+        (0, _be("q") + _S, 1),                                           # 0A000 on both: its plan is older
+        (0, _q("ALTER TABLE ddl_t DROP COLUMN b"), 1),
+    ])
+
+
+def test_same_text_with_another_search_path(raw_diff):
+    raw_diff(2, [
+        (0, _q("SET search_path = s1"), 1),
+        (1, _q("SET search_path = s2"), 1),
+        (0, _p("t", "SELECT v FROM t") + _be("t") + _S, 1),
+        (1, _p("t", "SELECT v FROM t") + _be("t") + _S, 1),              # 'two', not client 0's 'one'
+        (0, _be("t") + _S, 1),
+        (1, _be("t") + _S, 1),
+    ])
+
+
+def test_sql_deallocate_of_a_protocol_statement(raw_diff):
+    raw_diff(1, [
+        (0, _p("ds", "SELECT 7") + _S, 1),
+        (0, _q("BEGIN"), 1),
+        (0, _q("SELECT 1/0"), 1),
+        (0, _q("DEALLOCATE ds"), 1),                                     # 25P02: the name stays
+        (0, _q("ROLLBACK"), 1),
+        (0, _be("ds") + _S, 1),
+        (0, _q("DEALLOCATE ds"), 1),
+        (0, _be("ds") + _S, 1),                                          # 26000 now
+        (0, _q("DEALLOCATE ds"), 1),                                     # 26000 from SQL too
+    ])
+
+
+# -- the unnamed statement follows the client -------------------------------------------------------
+
+def test_unnamed_statement_parsed_in_an_earlier_transaction(raw_diff):
+    """pg8000's pattern: Parse('')+Sync, then Describe+Sync, then Bind/Execute+Sync, each its own
+    transaction, three clients on a pool of two: each client binds its own unnamed statement."""
+    steps = []
+    for i in range(3):
+        steps.append((i, _p("", f"SELECT {i} AS client, $1::text AS v") + _S, 1))
+    for i in range(3):
+        steps.append((i, F.Describe(b"S", "").encode() + _S, 1))
+    for round_ in range(2):
+        for i in (2, 0, 1):
+            steps.append((i, _be("", f"r{round_}") + _S, 1))
+    raw_diff(3, steps)
+
+
+def test_unnamed_statement_dropped_by_a_query(raw_diff):
+    raw_diff(2, [
+        (0, _p("", "SELECT 1") + _S, 1),
+        (1, _q("BEGIN"), 1),
+        (0, _q("SELECT 2"), 1),                                          # drops it
+        (0, _be("") + _S, 1),                                            # 26000 on both
+        (0, F.Describe(b"S", "").encode() + _S, 1),
+        (0, _p("", "SELECT 3") + _S, 1),
+        (1, _q("COMMIT"), 1),
+        (0, F.Close(b"S", "").encode() + _be("") + _S, 1),               # closed: 26000
+        (0, _p("", "SELEC 4") + _S, 1),                                  # a failed Parse drops it too
+        (0, _be("") + _S, 1),
+    ])
+
+
+def test_unnamed_portal_inside_a_block(raw_diff):
+    raw_diff(2, [
+        (0, _q("BEGIN"), 1),
+        (0, _p("", "SELECT g FROM generate_series(1, 5) g") + F.Bind("", "", (), (), ()).encode()
+         + F.Execute("", 2).encode() + _S, 1),
+        (1, _q("SELECT 1"), 1),
+        (0, F.Execute("", 2).encode() + _S, 1),                          # the rest of the portal
+        (0, F.Execute("", 0).encode() + _S, 1),
+        (0, _q("COMMIT"), 1),
+    ])

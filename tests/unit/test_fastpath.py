@@ -41,18 +41,37 @@ def test_extension_is_built():
     assert fastpath.SCAN_CLIENT is not fastpath.scan_client
 
 
+def dropped(result: int) -> int:
+    """``scan_client``'s result for a read in transaction pooling whose Query drops the client's
+    unnamed statement (flag bit 0, shifted by 31)."""
+    return result | 1 << 31
+
+
+def parsed(result: int, at: int = 0) -> int:
+    """... for a read whose last unnamed Parse starts at offset ``at``."""
+    return result | ((at + 1) << 1) << 31
+
+
 @pytest.mark.parametrize("impl", [fastpath.scan_client, pytest.param("C", marks=C)])
 @pytest.mark.parametrize("data,txn,expected", [
-    (q(SELECT), True, 1 * 256 + ord("Q")),
-    (q(SELECT) + q("SELECT 2"), True, 2 * 256 + ord("Q")),
-    (BATCH, True, 1 * 256 + ord("S")),
-    (BATCH + F.Flush().encode(), True, 1 * 256 + ord("S")),   # Flush neither opens nor closes a batch
+    (q(SELECT), True, dropped(1 * 256 + ord("Q"))),
+    (q(SELECT), False, 1 * 256 + ord("Q")),               # session pooling: no unnamed bookkeeping
+    (q(SELECT) + q("SELECT 2"), True, dropped(2 * 256 + ord("Q"))),
+    (BATCH, True, parsed(1 * 256 + ord("S"))),
+    (BATCH + F.Flush().encode(), True, parsed(1 * 256 + ord("S"))),   # Flush neither opens nor closes a batch
+    (q("SELECT 1") + BATCH, True, parsed(2 * 256 + ord("S"), len(q("SELECT 1")))),
+    (BATCH + q("SELECT 1"), True, dropped(2 * 256 + ord("Q"))),  # the Query drops what the batch parsed
     (F.Flush().encode(), True, ord("H")),                     # only Flush: the caller keeps its state
-    (F.Parse("", "SELECT 1").encode() + F.Flush().encode(), True, ord("P")),
-    (F.Parse("", "SELECT 1").encode() + F.Bind("", "", (), (), ()).encode(), True, ord("B")),  # no Sync yet
+    (F.Parse("", "SELECT 1").encode() + F.Flush().encode(), True, -1),  # not bound here: the slow path
+    (F.Parse("", "SELECT 1").encode() + F.Flush().encode(), False, ord("P")),
+    (F.Parse("", "SELECT 1").encode() + F.Bind("", "", (), (), ()).encode(), True, parsed(ord("B"))),  # no Sync yet
+    (F.Bind("", "", (), (), ()).encode(), True, -1),      # the unnamed statement of an earlier read
+    (q("SELECT 1") + F.Parse("", "SELECT 1").encode() + q("SELECT 2") + F.Bind("", "", (), (), ()).encode(),
+     True, -1),                                           # ... dropped by a Query in between
+    (F.Close(b"S", "").encode(), True, -1),               # closing it: the slow path keeps count
     (q(SELECT)[:-1], True, -1),                          # partial message
     (q(SELECT) + b"Q\0\0", True, -1),                    # partial header after a whole message
-    (msg(b"Q", b"x") + b"", True, 1 * 256 + ord("Q")),
+    (msg(b"Q", b"x") + b"", True, dropped(1 * 256 + ord("Q"))),
     (b"Q\0\0\0\x03", True, -1),                          # length below 4
     (msg(b"X", b""), True, -1),                          # Terminate
     (msg(b"c", b""), True, -1),                          # CopyDone outside COPY
@@ -63,8 +82,8 @@ def test_extension_is_built():
     (q("  begin"), True, -1),
     (q("EXPLAIN SET x = 1"), True, -1),                  # analyze reads the statement EXPLAIN names
     (q("SELECT 1; SET x.y = 1"), True, -1),
-    (q("SELECT 1;  \n"), True, 1 * 256 + ord("Q")),
-    (q("UPDATE t SET a = 1"), True, 1 * 256 + ord("Q")),
+    (q("SELECT 1;  \n"), True, dropped(1 * 256 + ord("Q"))),
+    (q("UPDATE t SET a = 1"), True, dropped(1 * 256 + ord("Q"))),
     (q("select pg_advisory_lock(1)"), True, -1),
     (q("create temp table t ()"), True, -1),
     (q("/* c */ select 1"), True, -1),
@@ -74,9 +93,11 @@ def test_extension_is_built():
     (F.Parse("s1", "SELECT 1").encode(), True, -1),     # named statement: renamed by the slow path
     (F.Parse("s1", "SELECT 1").encode(), False, ord("P")),
     (F.Bind("", "s1", (), (), ()).encode(), True, -1),
-    (F.Bind("p1", "", (), (), ()).encode(), True, ord("B")),
+    (F.Bind("p1", "", (), (), ()).encode(), True, -1),   # the unnamed statement of an earlier read
+    (F.Bind("p1", "", (), (), ()).encode(), False, ord("B")),
     (F.Describe(b"S", "s1").encode(), True, -1),
-    (F.Describe(b"S", "").encode(), True, ord("D")),
+    (F.Describe(b"S", "").encode(), True, -1),
+    (F.Parse("", "SELECT 1").encode() + F.Describe(b"S", "").encode(), True, -1),
     (F.Describe(b"P", "p1").encode(), True, ord("D")),
     (F.Close(b"S", "s1").encode(), True, -1),
     (msg(b"F", b"\0\0\0\x01"), True, 1 * 256 + ord("F")),  # FunctionCall owes a ReadyForQuery

@@ -47,7 +47,7 @@ static inline int starts(const unsigned char *s, Py_ssize_t i, Py_ssize_t e, con
 }
 
 static const char *START_WORDS[] = {"set", "start", "reset", "discard", "deallocate", "declare", "prepare",
-                                    "listen", "load", "unlisten", "close", "begin", "explain", NULL};
+                                    "listen", "load", "unlisten", "close", "begin", "explain", "execute", NULL};
 
 /* 1 when the text s[a..b) must go to the slow path: iasql_ anywhere; with txn, a state keyword at
  * the start, or anywhere: ';' followed by more text, comment openers, '&', visory, _config, mp */

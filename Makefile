@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install system-deps certs run test unit bench traces clean
+.PHONY: install system-deps certs run test unit model bench traces clean
 
 # System packages the tests drive: psql and pgbench (tools/system-deps.sh); the PostgreSQL server
 # comes from the system or the pgserver wheel; the JDBC tests install pgJDBC themselves.
@@ -36,6 +36,11 @@ test: system-deps install certs
 
 unit: install
 	$(VENV)/bin/pytest -q tests/unit
+
+# The model-based differential test of transaction pooling, long: 2000 random cases (make test
+# runs 30 fixed ones). IASQL_MODEL_VERBOSE=1 prints each case.
+model: system-deps install certs
+	IASQL_MODEL_EXAMPLES=2000 IASQL_MODEL_RANDOM=1 $(VENV)/bin/pytest -q -p no:cacheprovider tests/pooling/test_model.py
 
 bench: system-deps install certs
 	$(PY) -m tools.bench

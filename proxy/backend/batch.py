@@ -104,10 +104,10 @@ class ServerBatch:
         """Start the batch where relaying left the server: ``batch_open`` says the last message
         relayed was an extended one without Sync after it (``barrier`` waits for its replies);
         if one of them failed, ``failed`` is set so the batch discards until Sync."""
-        if batch_open:
-            await self.barrier()
-        if self.server.skipping:
+        if self.server.skipping:  # an error already relayed: the server ignores all until Sync
             self.failed = True
+        elif batch_open:
+            await self.barrier()
 
     def _barrier_reply(self, t: int, payload: bytes) -> bool:
         """The reader's handling of a message while a barrier is owed (see ``barrier``). Returns

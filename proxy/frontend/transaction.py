@@ -478,7 +478,7 @@ class Renamer:
         """Describe of the client's statement under the server's name (None as in ``bind``)."""
         if self._sql_prepared(client_name):
             return F.Describe(b"S", client_name).encode()
-        sname = await self._server_name(client_name)
+        sname = await self._server_name(client_name, describing=True)
         return None if sname is None else F.Describe(b"S", sname).encode()
 
     def close(self, client_name: str) -> None:
@@ -569,13 +569,14 @@ class Renamer:
         self.unnamed_pending = None
         self.unnamed_closed = False
 
-    async def _hold(self, sname: str, entry: tuple) -> bool:
+    async def _hold(self, sname: str, entry: tuple, describing: bool = False) -> bool:
         """Make the connection hold the client's statement ``entry`` under ``sname`` (hidden). An
         error of that Parse is the client's (PostgreSQL would give it for the client's message:
         25P02 in an aborted block, or what re-planning the statement fails with). When the result
         is not what the client's statement was described with at its Parse (DDL since), the
-        client gets PostgreSQL's 0A000, as its own statement would fail. Returns False when the
-        client's message must not be sent (the batch has failed)."""
+        client gets PostgreSQL's 0A000, as its own statement would fail (after the statement's
+        ParameterDescription when ``describing``, as PostgreSQL answers a Describe). Returns False
+        when the client's message must not be sent (the batch has failed)."""
         key = entry[:2]
         if self._server_def(sname) == key:
             return True
@@ -595,6 +596,11 @@ class Renamer:
         if self.batch.failed:
             return False
         if entry[3] is not None and describe_key(described) != entry[3]:
+            self._close_hidden(sname)  # not the client's statement: every later use fails alike
+            if describing:  # PostgreSQL sends the ParameterDescription before it re-plans
+                for t, payload in described:
+                    if t == ord("t"):
+                        self.batch.inject(frame(b"t", payload))
             self.batch.fail(B.error(sqlstate.FEATURE_NOT_SUPPORTED, "cached plan must not change result type"))
             return False
         return True
@@ -609,7 +615,7 @@ class Renamer:
         self.batch.expect("close", forward=False, done=closed)
         self.server_pending[sname] = None
 
-    async def _server_name(self, client_name: str) -> str | None:
+    async def _server_name(self, client_name: str, describing: bool = False) -> str | None:
         """The server name of ``client_name``, held by the connection (prepared first when it is
         not); None (the error sent, the transaction failed) when the client never prepared it
         (PostgreSQL's 26000) or ``_hold`` refused."""
@@ -620,7 +626,7 @@ class Renamer:
             return None
         sname = self.session.prepared.server_name(client_name)
         self.batch.aliases[sname] = client_name
-        if not await self._hold(sname, entry):
+        if not await self._hold(sname, entry, describing):
             return None
         return sname
 
@@ -733,10 +739,11 @@ async def _hold_for_execute(session: "ClientSession", server: ServerConnection, 
     for t, payload in got:
         if t == ord("E"):
             return frame(b"E", payload) + B.ReadyForQuery(status).encode()
-    server.prepared[sname] = key
     if entry[3] is not None and describe_key(got) != entry[3]:
-        server.send(F.Execute("iasql_proxy_failed").encode() + F.Sync().encode())
+        # not the client's statement (every later EXECUTE fails alike); fail the transaction
+        server.send(F.Close(b"S", sname).encode() + F.Execute("iasql_proxy_failed").encode() + F.Sync().encode())
         await _until_ready(session, server)
         return (B.error(sqlstate.FEATURE_NOT_SUPPORTED, "cached plan must not change result type")
                 + B.ReadyForQuery(server.status).encode())
+    server.prepared[sname] = key
     return None

@@ -81,3 +81,13 @@ def direct(pg):
 @pytest.fixture
 def via():
     return proxy_dsn
+
+
+@pytest.fixture(scope="session")
+def model_env(pg, proxy_ini, start_proxy):
+    """The model test's database and proxies (``tests.pooling.model.ModelEnv``)."""
+    from tests.pooling.model import ModelEnv
+
+    env = ModelEnv(pg, proxy_ini, start_proxy)
+    yield env
+    env.drop()

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from proxy.wire import frontend as F
+from tests.pooling.model import check_script
 from tests.support.faults import RawConn
 
 pytestmark = pytest.mark.timeout(120)
@@ -177,3 +178,85 @@ def test_unnamed_portal_inside_a_block(raw_diff):
         (0, F.Execute("", 0).encode() + _S, 1),
         (0, _q("COMMIT"), 1),
     ])
+
+
+# -- cases the model-based test found (tests/pooling/test_model.py) ---------------------------
+
+def test_error_of_a_message_relayed_before_a_renamed_one_comes_first(model_env):
+    """An Execute of a missing portal, then a Bind of a statement the client never prepared:
+    Postgres answers the Execute (34000) and skips the Bind; the proxy must not answer the Bind
+    (26000) before the server has answered the Execute."""
+    check_script(model_env, 2, 2, """
+        0: Execute('p', 1), Execute('p', 1), Bind('', 'b', []), Sync()
+        0: Parse('a', 'SELECT 1'), Bind('', 'a', []), Execute('', 0), Sync()
+    """)
+
+
+def test_error_relayed_before_a_flush_is_not_left_on_the_connection(model_env):
+    """A failed Execute answered after Flush, then Sync: the connection's "skip until Sync" state
+    ends with that Sync, so the next client's own error is its own."""
+    check_script(model_env, 2, 3, """
+        0: Execute('p', 1), Execute('p', 1), Bind('', 'b', []), Sync()
+        0: Execute('', 1), Flush()
+        0: Sync()
+        2: Bind('', 'b', ['5']), Bind('p', '', ['5']), Describe('P', 'p'), Sync()
+    """)
+
+
+def test_batch_split_by_flush_then_a_renamed_statement(model_env):
+    """Messages relayed with Flush and the rest of the batch naming a statement: the replies to
+    the first part reach the client before the proxy's own work for the rest."""
+    check_script(model_env, 1, 2, """
+        0: Parse('', 'SELECT generate_series(1, 3) AS g'), Bind('p', '', []), Execute('p', 1), Flush()
+        0: Parse('a', 'SELECT 2'), Bind('', 'a', []), Execute('', 0), Execute('p', 1), Sync()
+        1: Execute('p', 0), Flush()
+        1: Bind('', 'a', []), Sync()
+    """)
+
+
+def test_sql_prepare_and_protocol_names_share_one_namespace(model_env):
+    """PREPARE of a name the client parsed gives 42P05; EXECUTE and DEALLOCATE reach it; a
+    statement made with SQL PREPARE is bound and closed with protocol messages."""
+    check_script(model_env, 2, 2, """
+        0: Parse('a', 'SELECT * FROM m_t ORDER BY a'), Flush()
+        0: Sync()
+        1: Query('SET search_path = s1')
+        0: Query('EXECUTE a')
+        0: Query("PREPARE a AS SELECT 'sql'")
+        0: Query('BEGIN')
+        0: Query('SELECT 1/0')
+        0: Query('DEALLOCATE a')
+        0: Query('ROLLBACK')
+        0: Query('EXECUTE a')
+        0: Query('DEALLOCATE a')
+        0: Query('EXECUTE a')
+        0: Query("PREPARE b AS SELECT 'sql'")
+        0: Bind('p', 'b', ['5']), Sync()
+        0: Parse('b', 'SELECT 1'), Sync()
+        0: Bind('', 'b', []), Execute('', 0), Close('S', 'b'), Sync()
+        0: Query('EXECUTE b')
+    """)
+
+
+def test_execute_after_ddl_changed_the_result(model_env):
+    """SQL EXECUTE of a Parse-prepared statement after DDL changed its result: 0A000, as Postgres."""
+    check_script(model_env, 2, 2, """
+        0: Parse('a', 'SELECT * FROM m_t ORDER BY a'), Sync()
+        1: Query("ALTER TABLE m_t ADD COLUMN b text DEFAULT 'x'")
+        0: Query('EXECUTE a')
+        0: Query('BEGIN')
+        0: Query('EXECUTE a')
+        0: Query('SELECT 1')
+        0: Query('ROLLBACK')
+    """)
+
+
+def test_bind_after_ddl_changed_the_result_fails_every_time(model_env):
+    check_script(model_env, 2, 2, """
+        0: Parse('a', 'SELECT * FROM m_t ORDER BY a'), Sync()
+        1: Query("ALTER TABLE m_t ADD COLUMN b text DEFAULT 'x'")
+        0: Bind('', 'a', []), Execute('', 0), Sync()
+        0: Bind('', 'a', []), Execute('', 0), Sync()
+        1: Bind('', 'a', []), Sync()
+        0: Describe('S', 'a'), Sync()
+    """)

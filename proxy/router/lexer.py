@@ -213,14 +213,42 @@ def fold_identifier(word: str) -> str:
     return "".join(c.lower() if c < "\x80" else c for c in word)
 
 
+_UESCAPE = re.compile(r"""[uU]&"((?:[^"]|"")*)"\s*[uU][eE][sS][cC][aA][pP][eE]\s*'([^'\s+"0-9a-fA-F]|'')'""")
+
+
 def identifier_value(text: str) -> str:
     """The name an identifier token denotes: folded when unquoted, verbatim (``""`` undoubled)
-    when quoted, with ``U&".."`` escapes decoded (default escape character ``\\``)."""
+    when quoted, with ``U&".."`` escapes decoded (escape character ``\\``, or the one of a
+    ``UESCAPE 'c'`` clause when ``text`` spans it too, whitespace between: see ``uescape_spans``)."""
     if text[0] == '"':
         return text[1:-1].replace('""', '"')
     if text[:2] in ('U&', 'u&') and text[2:3] == '"':
+        m = _UESCAPE.fullmatch(text)
+        if m is not None:
+            esc = m.group(2)
+            return _unicode_unescape(m.group(1).replace('""', '"'), "'" if esc == "''" else esc)
         return _unicode_unescape(text[3:-1].replace('""', '"'), "\\")
     return fold_identifier(text)
+
+
+def uescape_spans(sql: str, toks: list[Token]) -> list[Token]:
+    """``toks`` with each ``U&".." UESCAPE 'c'`` (three tokens, whitespace between) made one
+    ``qident`` token spanning them, so that ``identifier_value`` of its text decodes it with its
+    own escape character (scan.l's ``xui`` followed by ``UESCAPE``)."""
+    out: list[Token] = []
+    i, n = 0, len(toks)
+    while i < n:
+        t = toks[i]
+        if (t.kind == "qident" and i + 2 < n and sql[t.start:t.start + 2] in ("U&", "u&")
+                and toks[i + 1].kind == "ident" and sql[toks[i + 1].start:toks[i + 1].end].lower() == "uescape"
+                and toks[i + 2].kind == "string"
+                and _UESCAPE.fullmatch(sql, t.start, toks[i + 2].end) is not None):
+            out.append(Token("qident", t.start, toks[i + 2].end))
+            i += 3
+            continue
+        out.append(t)
+        i += 1
+    return out
 
 
 _SIMPLE_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}

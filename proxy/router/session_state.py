@@ -39,7 +39,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .lexer import Token, identifier_value, lex, string_value
+from .lexer import Token, identifier_value, lex, string_value, uescape_spans
 from .split import split
 
 __all__ = ["STATEFUL_HINT", "StateEffects", "analyze", "lowered_may_change_state", "may_change_state"]
@@ -264,6 +264,8 @@ def analyze(sql: str, *, standard_conforming_strings: bool = True) -> StateEffec
         acc.statements = len(statements)
         for st in statements:
             toks = lex(st.text, standard_conforming_strings=standard_conforming_strings)
+            if "uescape" in st.text.lower():
+                toks = uescape_spans(st.text, toks)
             s = _Statement(st.text, toks)
             _statement(s, acc)
             if acc.named is not None and acc.named[2] < 0:  # offsets of the statement -> of the text

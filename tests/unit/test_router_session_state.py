@@ -100,6 +100,8 @@ CASES: dict[str, tuple[str, dict]] = {
                                      "statement_name": ("deallocate", "s1", 11, 13)}),
     "deallocate prepare quoted": ('DEALLOCATE PREPARE "S1"', {"unpins": ("DEALLOCATE S1",), "deallocate": ("S1",),
                                                               "statement_name": ("deallocate", "S1", 19, 23)}),
+    "uescape identifier": ("""SET U&"search!005Fpath" UESCAPE '!' = s1""", {"gucs": G({"search_path"})}),
+    "uescape listen": ("""LISTEN U&"c!0068" uescape  '!'""", {"pins": ("LISTEN ch",)}),
     "execute": ("  execute Q1 (1, 'x')", {"statement_name": ("execute", "q1", 10, 12)}),
     "execute in a longer text": ("SELECT 1; EXECUTE q1", {}),
     "explain execute": ("EXPLAIN EXECUTE q1", {}),

@@ -122,7 +122,15 @@ class ScramServerExchange:
     (ClientKey = ClientProof XOR ClientSignature), which PgBouncer-style pass-through reuses.
     """
 
-    def __init__(self, secret: Secret):
+    #: the channel binding type this proxy supports (PostgreSQL supports only this one too)
+    BINDING = "tls-server-end-point"
+
+    def __init__(self, secret: Secret, *, plus: bool = False, binding: bytes | None = None):
+        """``plus``: the client chose SCRAM-SHA-256-PLUS; ``binding``: the channel binding data of
+        the proxy's certificate when the client connection is TLS (None: no channel binding
+        possible, SCRAM-SHA-256-PLUS was not offered)."""
+        self.plus = plus
+        self.binding = binding
         if secret.kind == "plain":
             salt, stored, server, it = scramp.ScramMechanism().make_auth_info(secret.value, iteration_count=4096)
             secret = Secret("scram", "", it, salt, stored, server)
@@ -136,10 +144,35 @@ class ScramServerExchange:
         self._server_first = ""
 
     def first(self, client_first: str) -> str:
-        """Take the client-first message; return the server-first. Raises AuthFailed when malformed
-        or when channel binding ('p=') is demanded (this proxy offers SCRAM-SHA-256 only)."""
+        """Take the client-first message; return the server-first. Raises AuthFailed when
+        malformed, and ChannelBindingError (08P01) where PostgreSQL refuses the GS2 header: a
+        channel binding flag that does not match the chosen mechanism, an unsupported binding
+        type, or 'y' (the client thinks the server cannot bind) while the server offered
+        SCRAM-SHA-256-PLUS (auth-scram.c, read_client_first_message)."""
         parts = client_first.split(",", 2)
-        if len(parts) != 3 or parts[0] not in ("n", "y") or parts[1] != "":
+        if len(parts) != 3 or parts[1] != "":
+            raise AuthFailed("malformed SCRAM client-first message")
+        flag = parts[0]
+        if flag.startswith("p="):
+            if not self.plus:
+                raise ChannelBindingError(
+                    "malformed SCRAM message",
+                    "The client selected SCRAM-SHA-256 without channel binding, but the SCRAM message "
+                    "includes channel binding data.")
+            if flag[2:] != self.BINDING:
+                raise ChannelBindingError(f'unsupported SCRAM channel-binding type "{flag[2:]}"')
+        elif flag in ("n", "y"):
+            if self.plus:
+                raise ChannelBindingError(
+                    "malformed SCRAM message",
+                    "The client selected SCRAM-SHA-256-PLUS, but the SCRAM message does not include "
+                    "channel binding data.")
+            if flag == "y" and self.binding is not None:
+                raise ChannelBindingError(
+                    "SCRAM channel binding negotiation error",
+                    "The client supports SCRAM channel binding but thinks the server does not.  "
+                    "However, this server does support channel binding.", sqlstate="28000")
+        else:
             raise AuthFailed("malformed SCRAM client-first message")
         self._gs2 = parts[0] + "," + parts[1] + ","
         self._bare = parts[2]
@@ -158,9 +191,10 @@ class ScramServerExchange:
         attrs = _scram_attrs(without_proof)
         if not sep or attrs.get("r") != self._nonce:
             raise AuthFailed("malformed SCRAM client-final message")
+        expected = self._gs2.encode() + ((self.binding or b"") if self._gs2.startswith("p=") else b"")
         try:
-            if base64.b64decode(attrs.get("c", ""), validate=True) != self._gs2.encode():
-                raise AuthFailed("SCRAM channel binding check failed")
+            if base64.b64decode(attrs.get("c", ""), validate=True) != expected:
+                raise ChannelBindingError("SCRAM channel binding check failed", sqlstate="28000")
             proof = base64.b64decode(proof_b64, validate=True)
         except (ValueError, TypeError) as e:
             raise AuthFailed("malformed SCRAM client-final message") from e
@@ -173,6 +207,19 @@ class ScramServerExchange:
             raise AuthFailed("wrong SCRAM proof")
         self.client_key = client_key
         return "v=" + base64.b64encode(_hmac(s.server_key, auth_msg)).decode()
+
+
+class ChannelBindingError(AuthFailed):
+    """A SCRAM message refused for its channel binding: PostgreSQL answers FATAL ``sqlstate``
+    (08P01 protocol_violation for a malformed GS2 header, 28000
+    invalid_authorization_specification for a downgrade or a binding that does not match) with
+    ``message`` and ``detail``."""
+
+    def __init__(self, message: str, detail: str | None = None, sqlstate: str = "08P01"):
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+        self.sqlstate = sqlstate
 
 
 def _scram_attrs(message: str) -> dict[str, str]:
@@ -192,12 +239,19 @@ class ScramClientExchange:
     """
 
     def __init__(self, user: str, *, password: str | None = None, client_key: bytes | None = None,
-                 secret: Secret | None = None):
+                 secret: Secret | None = None, binding: bytes | None = None):
+        """``binding``: the ``tls-server-end-point`` data of the server's certificate, to log in
+        with SCRAM-SHA-256-PLUS (the server offered it over TLS); None for SCRAM-SHA-256."""
         self.password = password
         self.client_key = client_key
         self.secret = secret
+        self.binding = binding
+        self.mechanism = "SCRAM-SHA-256-PLUS" if binding is not None else "SCRAM-SHA-256"
+        self._gs2 = f"p={ScramServerExchange.BINDING},," if binding is not None else "n,,"
         if password is not None:
-            self._client = scramp.ScramClient(["SCRAM-SHA-256"], user, password)
+            self._client = scramp.ScramClient(
+                [self.mechanism], user, password,
+                channel_binding=(ScramServerExchange.BINDING, binding) if binding is not None else None)
         else:
             if client_key is None or secret is None or secret.kind != "scram":
                 raise AuthFailed("no password or SCRAM key available for the server login")
@@ -210,7 +264,7 @@ class ScramClientExchange:
         if self._client is not None:
             return self._client.get_client_first()
         self._bare = f"n=,r={self._nonce}"
-        return "n,," + self._bare
+        return self._gs2 + self._bare
 
     def final(self, server_first: str) -> str:
         """Take the server-first; return the client-final. Raises AuthFailed on a mismatch."""
@@ -231,7 +285,8 @@ class ScramClientExchange:
             raise AuthFailed("malformed SCRAM server-first message") from e
         if not same:
             raise AuthFailed("the server's SCRAM salt or iteration count differs from the proxy's verifier")
-        without_proof = f"c=biws,r={attrs['r']}"
+        cbind = base64.b64encode(self._gs2.encode() + (self.binding or b"")).decode()
+        without_proof = f"c={cbind},r={attrs['r']}"
         self._auth_msg = ",".join((self._bare, server_first, without_proof)).encode()
         proof = _xor(self.client_key, _hmac(self.secret.stored_key, self._auth_msg))
         return without_proof + ",p=" + base64.b64encode(proof).decode()

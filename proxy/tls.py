@@ -109,11 +109,36 @@ class TLSContexts:
 
     client: ssl.SSLContext | None
     server: ssl.SSLContext | None
+    #: SCRAM channel binding data of the proxy's own certificate (``tls-server-end-point``, RFC
+    #: 5929 section 4.1), offered to clients connected over TLS as SCRAM-SHA-256-PLUS; None
+    #: without client TLS
+    client_binding: bytes | None = None
 
     @classmethod
     def build(cls, cfg: Config) -> "TLSContexts":
         """Read the files named in ``cfg`` and build both contexts. Raises ConfigError as the builders do."""
-        return cls(client=client_facing_context(cfg), server=server_facing_context(cfg))
+        client = client_facing_context(cfg)
+        binding = None
+        if client is not None and cfg.client_tls_cert_file is not None:
+            binding = server_end_point(_first_certificate(cfg.client_tls_cert_file))
+        return cls(client=client, server=server_facing_context(cfg), client_binding=binding)
+
+
+def _first_certificate(path) -> bytes:
+    """The DER bytes of the first certificate in the PEM file ``path`` (the server's own; the
+    rest of the file is its chain)."""
+    text = open(path, encoding="ascii", errors="replace").read()
+    end = "-----END CERTIFICATE-----"
+    return ssl.PEM_cert_to_DER_cert(text[text.index("-----BEGIN CERTIFICATE-----"):text.index(end) + len(end)])
+
+
+def server_end_point(cert_der: bytes) -> bytes:
+    """SCRAM's ``tls-server-end-point`` channel binding data of a certificate (DER bytes): its
+    hash with the certificate's signature hash algorithm, SHA-256 for MD5 and SHA-1 (RFC 5929
+    section 4.1, as PostgreSQL's be_tls_get_certificate_hash computes it). Computed by scramp."""
+    from scramp.core import CBindData
+
+    return bytes(CBindData.from_der(cert_der))
 
 
 def peer_common_name(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> str | None:

@@ -368,6 +368,17 @@ class ServerConnection(ServerCore, asyncio.Protocol):
             raise
         return conn
 
+    def _server_binding(self) -> bytes | None:
+        """The ``tls-server-end-point`` channel binding data of the server's certificate (RFC 5929),
+        or None when the connection is not TLS or the server sent no certificate."""
+        obj = self.transport.get_extra_info("ssl_object") if self.transport is not None else None
+        der = obj.getpeercert(binary_form=True) if obj is not None else None
+        if not der:
+            return None
+        from proxy.tls import server_end_point
+
+        return server_end_point(der)
+
     async def _login(self, user: str, creds: "Credentials") -> None:
         scram: ScramClientExchange | None = None
         while True:
@@ -384,11 +395,15 @@ class ServerConnection(ServerCore, asyncio.Protocol):
                     stored = creds.md5_stored(user)
                     self.send(F.PasswordMessage.from_password(md5_response(stored, auth.data[:4])).encode())
                 elif auth.code == B.AUTH_SASL:
-                    if "SCRAM-SHA-256" not in auth.mechanisms():
+                    offered = auth.mechanisms()
+                    binding = None
+                    if "SCRAM-SHA-256-PLUS" in offered:  # over TLS: bind the login to the channel
+                        binding = self._server_binding()
+                    if binding is None and "SCRAM-SHA-256" not in offered:
                         raise ServerError("server offers no supported SASL mechanism")
                     scram = ScramClientExchange(user, password=creds.password, client_key=creds.client_key,
-                                                secret=creds.secret)
-                    self.send(F.SASLInitialResponse("SCRAM-SHA-256", scram.first().encode()).encode())
+                                                secret=creds.secret, binding=binding)
+                    self.send(F.SASLInitialResponse(scram.mechanism, scram.first().encode()).encode())
                 elif auth.code == B.AUTH_SASL_CONTINUE and scram is not None:
                     self.send(F.SASLResponse(scram.final(auth.data.decode()).encode()).encode())
                 elif auth.code == B.AUTH_SASL_FINAL and scram is not None:

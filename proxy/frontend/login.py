@@ -21,7 +21,7 @@ import secrets
 import ssl
 from typing import TYPE_CHECKING
 
-from proxy.auth import AuthFailed, ScramServerExchange, Secret, check_md5, check_plain
+from proxy.auth import AuthFailed, ChannelBindingError, ScramServerExchange, Secret, check_md5, check_plain
 from proxy.backend.connection import Credentials
 from proxy.tls import peer_common_name
 from proxy.wire import backend as B
@@ -208,16 +208,22 @@ async def authenticate(session: "ClientSession") -> Credentials:
     # scram-sha-256
     if secret is not None and secret.kind == "md5":
         raise failed  # Postgres: a user with an md5 password cannot use SCRAM
-    exchange = ScramServerExchange(secret or _mock_secret())
-    session.write(B.Authentication.sasl(["SCRAM-SHA-256"]).encode())
+    # over TLS, SCRAM-SHA-256-PLUS with tls-server-end-point channel binding too, as PostgreSQL
+    binding = session.app.tls.client_binding if session.tls_version is not None else None
+    mechanisms = ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"] if binding is not None else ["SCRAM-SHA-256"]
+    session.write(B.Authentication.sasl(mechanisms).encode())
     t, payload = await session.read_message()
     if t != ord("p"):
         raise ClientError(sqlstate.PROTOCOL_VIOLATION, f"expected SASL response, got message type {t}")
     initial = F.SASLInitialResponse.decode(payload)
-    if initial.mechanism != "SCRAM-SHA-256":
+    if initial.mechanism not in mechanisms:
         raise ClientError(sqlstate.PROTOCOL_VIOLATION, "client selected an invalid SASL authentication mechanism")
+    exchange = ScramServerExchange(secret or _mock_secret(), plus=initial.mechanism.endswith("-PLUS"),
+                                   binding=binding)
     try:
         server_first = exchange.first((initial.data or b"").decode())
+    except ChannelBindingError as e:
+        raise ClientError(e.sqlstate, e.message, detail=e.detail) from None
     except (AuthFailed, UnicodeDecodeError):
         raise ClientError(sqlstate.PROTOCOL_VIOLATION, "malformed SCRAM message") from None
     session.write(B.Authentication(B.AUTH_SASL_CONTINUE, server_first.encode()).encode())
@@ -226,6 +232,8 @@ async def authenticate(session: "ClientSession") -> Credentials:
         raise ClientError(sqlstate.PROTOCOL_VIOLATION, f"expected SASL response, got message type {t}")
     try:
         server_final = exchange.final(F.SASLResponse.decode(payload).data.decode())
+    except ChannelBindingError as e:
+        raise ClientError(e.sqlstate, e.message, detail=e.detail) from None
     except (AuthFailed, UnicodeDecodeError, ValueError):
         raise failed from None
     if secret is None:

@@ -10,8 +10,9 @@ Public API (what the proxy calls):
   rights), report progress, learn of a cancel. The proxy implements it over the client's server
   connection (``proxy.intercept.caller``), ``engine.local.PsycopgCaller`` over a psycopg
   connection. The engine never opens or ends a transaction and never opens a connection.
-- ``error_row(message)``: the statement that records a failed call (``EngineError.audit``) in the
-  audit log; the caller runs it after its transaction has ended.
+- ``after_failure(err)``: the statements to run as the caller once its transaction has ended
+  after a failed call: the ``ERROR`` audit row (``error_row(err.audit)``) and the call's
+  ``followup`` (a failed commit's table revert).
 - ``EngineSettings``: endpoint, lock and AWS timeouts (``engine.settings``).
 - ``ensure_metadata(ctx, functions)``: create the metadata (tables, audit trigger function, stubs, argument
   probes) in the caller's database; every call does it on first use, so calling it is optional.
@@ -34,6 +35,34 @@ from engine.rpc import Argument, Column, EngineError, Function, Registry
 from engine.schema import ensure_metadata, error_row
 from engine.settings import EngineSettings
 
+
+def abandoned_transaction(tx_id: str) -> tuple[str, tuple]:
+    """The statement (SQL with ``$n``, parameters) that closes the IaSQL transaction ``tx_id``
+    when it is still the open one, because the session that opened it has ended: a
+    ``CLOSE_TRANSACTION`` row with the message ``abandoned: the session that opened it ended``
+    (nothing when it was closed, or its OPEN row was never committed). Run it as that session's
+    user; the next ``iasql_begin`` then does not wait for the abandoned transaction."""
+    from engine.schema import ENGINE_USER
+
+    return ("""INSERT INTO public.iasql_audit_log ("user", table_name, change_type, change, message, transaction_id)
+               SELECT $1::varchar, 'iasql_audit_log', 'CLOSE_TRANSACTION', '{}',
+                      'abandoned: the session that opened it ended', $2::varchar
+                WHERE (SELECT transaction_id FROM public.iasql_audit_log
+                        WHERE change_type IN ('OPEN_TRANSACTION', 'CLOSE_TRANSACTION')
+                        ORDER BY id DESC LIMIT 1
+                      ) IS NOT DISTINCT FROM $2::varchar
+                  AND (SELECT change_type FROM public.iasql_audit_log
+                        WHERE change_type IN ('OPEN_TRANSACTION', 'CLOSE_TRANSACTION')
+                        ORDER BY id DESC LIMIT 1) = 'OPEN_TRANSACTION'""", (ENGINE_USER, tx_id))
+
+
+def after_failure(err: EngineError) -> list[tuple[str, tuple]]:
+    """The statements (SQL with ``$n``, parameters) to run as the caller, each in a transaction
+    of its own, once the caller's transaction has ended after ``err``: its ERROR audit row, then
+    its ``followup``. Empty when there is nothing to record."""
+    out = [error_row(err.audit)] if err.audit else []
+    return out + list(err.followup)
+
 _PLAN = (Column("action", "varchar"), Column("table_name", "varchar"), Column("id", "varchar"),
          Column("description", "varchar"))
 
@@ -49,20 +78,22 @@ def build_registry(config: EngineSettings | None = None) -> Registry:
     reg = Registry()
 
     def add(name: str, args: tuple, cols: tuple, impl: Any, desc: str, usage: str, mutating: bool = False,
-            instant: bool = False) -> None:
+            instant: bool = False, opens_transaction: bool = False) -> None:
         reg.register(Function(name=name, arguments=args, columns=cols,
                               impl=functools.partial(impl, state), description=desc,
-                              sample_usage=usage, mutating=mutating, instant=instant))
+                              sample_usage=usage, mutating=mutating, instant=instant,
+                              opens_transaction=opens_transaction))
 
     add("iasql_install", (Argument("modules", "text", variadic=True),),
         (Column("module_name", "varchar"), Column("created_table_name", "varchar"), Column("record_count", "int4")),
-        F.iasql_install, "Install modules in the hosted db", "SELECT * FROM iasql_install('aws_vpc', 'aws_ec2')", True)
+        F.iasql_install, "Install modules in the hosted db", "SELECT * FROM iasql_install('aws_s3', 'aws_iam')", True)
     add("iasql_uninstall", (Argument("modules", "text", variadic=True),),
         (Column("module_name", "varchar"), Column("dropped_table_name", "varchar"), Column("record_count", "int4")),
         F.iasql_uninstall, "Uninstall modules in the hosted db",
-        "SELECT * FROM iasql_uninstall('aws_vpc', 'aws_ec2')", True)
+        "SELECT * FROM iasql_uninstall('aws_iam')", True)
     add("iasql_begin", (), (Column("message", "varchar"), Column("transaction_id", "varchar")), F.iasql_begin,
-        "Opens a transaction used to make changes to the cloud", "SELECT * FROM iasql_begin()", True)
+        "Opens a transaction used to make changes to the cloud", "SELECT * FROM iasql_begin()", True,
+        opens_transaction=True)
     add("iasql_commit", (Argument("message", "varchar", default=None),), _PLAN, F.iasql_commit,
         "Commit changes done to the database by creating, updating or deleting cloud resources",
         "SELECT * FROM iasql_commit()", True)
@@ -76,6 +107,14 @@ def build_registry(config: EngineSettings | None = None) -> Registry:
     add("iasql_get_sql_since", (Argument("limit_date", "timestamptz", default=None),), (Column("sql", "varchar"),),
         F.iasql_get_sql_since, "Generates the SQL of the changes made since a point in time",
         "SELECT * FROM iasql_get_sql_since((now() - interval '5 minutes')::timestamptz)")
+    add("iasql_get_sql_for_transaction", (Argument("transaction_id", "varchar", default=None),),
+        (Column("sql", "varchar"),), F.iasql_get_sql_for_transaction,
+        "Generate SQL from the audit log for a given transaction identifier",
+        "SELECT * FROM iasql_get_sql_for_transaction()")
+    add("iasql_create_review", (Argument("title", "varchar", default="New Review"),
+                                Argument("description", "varchar", default="Review description")),
+        (Column("markdown", "text"),), F.iasql_create_review, "Generate review markdown for latest transaction",
+        "SELECT * FROM iasql_create_review('My review title', 'Meaningful description')")
     add("iasql_modules_list", (),
         (Column("module_name", "varchar"), Column("module_version", "varchar"), Column("dependencies", "json")),
         F.iasql_modules_list, "Lists all modules available to be installed", "SELECT * FROM iasql_modules_list()",
@@ -88,13 +127,19 @@ def build_registry(config: EngineSettings | None = None) -> Registry:
         "Lists the currently installed IaSQL Platform version", "SELECT * from iasql_version()", instant=True)
 
     async def iasql_help(state_: Any, ctx: Any) -> list[tuple]:
-        """(module, name, signature, description, sample_usage) of every function."""
-        return [("iasql_functions", fn.name.removeprefix("iasql_"), fn.signature, fn.description, fn.sample_usage)
+        """(module, name, signature, description, sample_usage) of the IaSQL functions and of the
+        SQL functions of every installed module (IaSQL's ``iasql_help``)."""
+        rows = [("iasql_functions", fn.name, fn.signature, fn.description, fn.sample_usage)
                 for fn in reg.functions.values()]
+        async with F.EngineSession(ctx, state_, "iasql_help", record_errors=False) as s:
+            for mod in await F.installed_modules(s):
+                rows += [(mod.name, *entry) for entry in mod.functions]
+        return rows
 
-    add("iasql_help", (), (Column("module", "text"), Column("name", "text"), Column("signature", "text"),
-                           Column("description", "text"), Column("sample_usage", "text")), iasql_help,
-        "Lists the IaSQL functions", "SELECT * FROM iasql_help()", instant=True)
+    add("iasql_help", (), (Column("module", "varchar"), Column("name", "varchar"), Column("signature", "varchar"),
+                           Column("description", "varchar"), Column("sample_usage", "varchar")), iasql_help,
+        "Returns a list of the IaSQL functions and the SQL functions of the installed modules, "
+        "with description and sample usage", "SELECT * FROM iasql_help() WHERE module = 'iasql_functions'")
     for old, new in (("iasql_apply", "iasql_commit"), ("iasql_sync", "iasql_commit"),
                      ("iasql_preview_apply", "iasql_preview"), ("iasql_preview_sync", "iasql_preview")):
         add(old, (), _PLAN, F.deprecated(old, new), f"Deprecated: use {new}()", f"SELECT * FROM {new}()")
@@ -103,4 +148,4 @@ def build_registry(config: EngineSettings | None = None) -> Registry:
     return reg
 
 
-__all__ = ["build_registry", "EngineSettings", "ensure_metadata", "error_row", "EngineError", "rpc"]
+__all__ = ["build_registry", "EngineSettings", "ensure_metadata", "error_row", "after_failure", "abandoned_transaction", "EngineError", "rpc"]

@@ -20,7 +20,6 @@ from typing import Any, Callable, Sequence
 import psycopg
 
 from engine.rpc import EngineError, Function, Result, SqlError
-from engine.schema import error_row
 
 
 def sql_error(exc: psycopg.Error) -> SqlError:
@@ -92,16 +91,17 @@ class PsycopgCaller:
 
 
 async def record_error(caller: PsycopgCaller, err: EngineError) -> None:
-    """Write ``err``'s ERROR audit row in a transaction of its own (best effort: a database
-    without the audit log, or a caller without the right to write it, records nothing)."""
-    if not err.audit:
-        return
-    query, params = error_row(err.audit)
-    try:
-        await caller.run(query, params)
-        await caller.commit()
-    except EngineError:
-        await caller.rollback()
+    """Write ``err``'s ERROR audit row and run its followup (``engine.after_failure``), each in a
+    transaction of its own (best effort: a database without the audit log, or a caller without
+    the right to write it, records nothing)."""
+    from engine import after_failure
+
+    for query, params in after_failure(err):
+        try:
+            await caller.run(query, params)
+            await caller.commit()
+        except EngineError:
+            await caller.rollback()
 
 
 async def call_in_transaction(fn: Function, caller: PsycopgCaller, *args: Any) -> list[tuple]:

@@ -107,6 +107,10 @@ class Function:
     #: answers from the engine's memory alone (no database, no cloud, no await that waits): the
     #: proxy keeps the client's server connection during the call and runs it without a task
     instant: bool = False
+    #: the call opens an IaSQL transaction whose id is the second column of its first row
+    #: (``iasql_begin``): when the caller's session ends, whoever runs the call closes it if it is
+    #: still open (``engine.abandoned_transaction``)
+    opens_transaction: bool = False
 
     @property
     def signature(self) -> str:
@@ -124,9 +128,12 @@ class EngineError(Exception):
     """A failure to report to the client as ErrorResponse: ``sqlstate`` (5 chars), message, detail, hint.
 
     ``audit``: the text of the ``ERROR`` row IaSQL keeps for this failure in ``iasql_audit_log``
-    (``iasql_get_errors`` lists it), or None when the failure is not recorded. The row is written
-    by whoever runs the call, after the caller's transaction has ended (``engine.error_row``),
-    since a row written inside the failed transaction would be rolled back with it.
+    (``iasql_get_errors`` lists it), or None when the failure is not recorded. ``followup``:
+    further statements (SQL with ``$n``, parameters) to run as the caller once the caller's
+    transaction has ended, e.g. the table half of a failed commit's revert
+    (``engine.core.revert``). Whoever runs the call runs ``engine.after_failure(err)`` after the
+    caller's transaction has ended, since rows written inside the failed transaction would be
+    rolled back with it.
     """
 
     def __init__(self, sqlstate: str, message: str, *, detail: str | None = None, hint: str | None = None):
@@ -136,6 +143,7 @@ class EngineError(Exception):
         self.detail = detail
         self.hint = hint
         self.audit: str | None = None
+        self.followup: list[tuple[str, tuple]] = []
 
 
 class SqlError(EngineError):

@@ -9,7 +9,6 @@ preview/rollback/get_errors/get_sql_since/modules_*; the deprecated apply/sync f
 from __future__ import annotations
 
 import contextlib
-import difflib
 import json
 import re
 import uuid
@@ -21,11 +20,11 @@ from psycopg import sql
 
 from engine.aws import CloudError
 from engine.core import plan
-from engine.core.session import EngineSession, EngineState
+from engine.core.session import EngineSession, EngineState, to_engine_error
 from engine.modules import MODULES, VERSION
 from engine.modules.base import Mapper, MapperContext, Module
 from engine.rpc import EngineError
-from engine.schema import ENGINE_USER
+from engine.schema import ENGINE_USER, REDACTED_TABLES
 
 PLATFORM_MODULES = ("iasql_platform", "iasql_functions")
 _MODULE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}(@[0-9][0-9a-z.\-]{0,30})?$")
@@ -95,13 +94,30 @@ def resolve(names: list[str]) -> list[Module | str]:
         candidates = all_full_names()
         suggestions = []
         for m in full:
-            close = difflib.get_close_matches(m, candidates, n=1, cutoff=0.0)
-            if close and close[0] not in suggestions:
-                suggestions.append(close[0])
+            close = closest(m, candidates)
+            if close not in suggestions:
+                suggestions.append(close)
         raise EngineError("42704", f"The following modules do not exist: {', '.join(full)}. "
                                    f"Did you mean: {', '.join(suggestions)}",
                           hint="SELECT * FROM iasql_modules_list(); lists the modules.")
     return out
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance between ``a`` and ``b`` (insertions, deletions, substitutions)."""
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def closest(name: str, candidates: list[str]) -> str:
+    """The candidate nearest to ``name`` by edit distance (the first of equals), as IaSQL's
+    ``levenshtein.closest`` picks the "did you mean" suggestion."""
+    return min(candidates, key=lambda c: edit_distance(name, c))
 
 
 def topo_order(mods: list[Module]) -> list[Module]:
@@ -148,7 +164,8 @@ def cloud_mappers(mods: list[Module]) -> list[Mapper]:
 async def iasql_install(state: EngineState, ctx: Any, *modules: Any) -> list[tuple]:
     """Install modules and their dependencies, then load their cloud records into the new tables.
 
-    Returns (module_name, created_table_name, record_count) per created table. Raises EngineError
+    Returns (module_name, created_table_name, record_count) per created table of the modules
+    named (dependencies installed with them get no rows, as in IaSQL). Raises EngineError
     22023 (bad name), 42704 (unknown module, with a suggestion), 42P07 (a table already exists),
     58000 (cloud read failed; nothing is installed), 55P03 (lock)."""
     names = validate_names(modules, "install")
@@ -199,7 +216,10 @@ async def iasql_install(state: EngineState, ctx: Any, *modules: Any) -> list[tup
             mc = await mapper_context(s)
             ctx.progress("reading existing cloud resources for " + ", ".join(m.table for m in mappers))
             await plan.sync(s, mc, mappers)
-        for m in order:
+        named = {m.name for m in wanted}
+        for m in order:  # rows for the modules named, not for the dependencies installed with them (as IaSQL)
+            if m.name not in named:
+                continue
             for t in m.tables:
                 n = (await s.fetchone(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t))))[0]
                 out.append((m.full_name, t, n))
@@ -224,11 +244,11 @@ async def iasql_uninstall(state: EngineState, ctx: Any, *modules: Any) -> list[t
             ctx.progress("All modules already uninstalled")
             return []
         tnames = {m.name for m in targets}
-        for m in installed:
-            if m.name not in tnames and tnames & set(m.dependencies):
-                raise EngineError("2BP01", f"Cannot uninstall {', '.join(names)} as {m.full_name} still "
-                                           "depends on one or more of them",
-                                  hint=f"Uninstall {m.full_name} first, or together with them.")
+        dependents = [m.full_name for m in installed if m.name not in tnames and tnames & set(m.dependencies)]
+        if dependents:
+            raise EngineError("2BP01", f"Cannot uninstall {', '.join(names)} as {', '.join(dependents)} still "
+                                       f"depend{'s' if len(dependents) == 1 else ''} on one or more of them",
+                              hint=f"Uninstall {', '.join(dependents)} first, or together with them.")
         out: list[tuple] = []
         for m in reversed(topo_order(targets)):
             s.check_cancelled()
@@ -294,6 +314,45 @@ async def _logged_run(s: Any, kind: str, tx_id: str | None, message: str | None)
     await s.log(f"END_{kind}", transaction_id=tx_id, change={"status": "ok", "start_id": start_id}, **extra)
 
 
+def _modules_with_changes(mods: list[Module], touched: dict) -> list[Module]:
+    """The installed modules whose tables the user changed (IaSQL's ``getModulesWithChanges``)."""
+    return [m for m in mods if any(t in touched for t in m.tables)]
+
+
+async def _preview(s: EngineSession, mappers: list[Mapper], window: int) -> list[tuple]:
+    """The apply plan of the user's changes; with none, the sync plan (cloud drift that a commit
+    would pull into the tables), as IaSQL's preview."""
+    row = await s.fetchone("SELECT coalesce(max(id), 0) + 1 FROM iasql_audit_log")
+    touched = await plan.user_changes(s, mappers, window, row[0])
+    mc = await mapper_context(s)
+    if touched:
+        return await plan.apply(s, mc, mappers, touched, dry_run=True)
+    return await plan.sync(s, mc, mappers, dry_run=True)
+
+
+async def _revert(s: EngineSession, mc: MapperContext, journal: plan.Journal, tx_id: str, mods: list[Module],
+                  err: EngineError, tables_too: bool) -> EngineError:
+    """A failed commit's revert: take its cloud changes back (newest first) and, when
+    ``tables_too``, attach the table revert (``engine.core.revert``) to ``err`` as its followup,
+    run once the caller's transaction has ended. Returns ``err`` with the outcome in its detail."""
+    from engine.core.revert import revert_statement
+
+    s.ctx.progress("reverting: taking back this commit's cloud changes")
+    failed = await plan.undo(mc, journal, s.ctx.progress)
+    notes = []
+    if failed:
+        notes.append("The revert could not take back every cloud change (run SELECT * FROM iasql_rollback(); "
+                     "to bring the tables in line with the cloud):\n" + "\n".join(failed))
+    else:
+        notes.append("The cloud changes this commit made were taken back.")
+    if tables_too:
+        tables = {mp.table: list(mp.pk) for m in mods for mp in m.mappers if mp.table not in REDACTED_TABLES}
+        err.followup.append((revert_statement(tx_id, tables), ()))
+        notes.append("The tables are reverted to their state at iasql_begin and the IaSQL transaction is closed.")
+    err.detail = "\n".join(filter(None, [err.detail, *notes]))
+    return err
+
+
 async def _run_commit(state: EngineState, ctx: Any, message: str | None, dry_run: bool) -> list[tuple]:
     fname = "iasql_preview" if dry_run else "iasql_commit"
     async with EngineSession(ctx, state, fname, lock=True) as s:
@@ -302,16 +361,40 @@ async def _run_commit(state: EngineState, ctx: Any, message: str | None, dry_run
         mappers = cloud_mappers(mods)
         window = await plan.commit_window_start(s)
         if dry_run:
-            row = await s.fetchone("SELECT coalesce(max(id), 0) + 1 FROM iasql_audit_log")
-            touched = await plan.user_changes(s, mappers, window, row[0])
-            mc = await mapper_context(s)
-            return await plan.apply(s, mc, mappers, touched, dry_run=True)
+            return await _preview(s, mappers, window)
+        if message is not None:
+            await s.log("SET_COMMIT_MESSAGE", transaction_id=tx_id, message=message)
+        journal = plan.Journal()
         async with _logged_run(s, "COMMIT", tx_id, message) as start_id:
-            touched = await plan.user_changes(s, mappers, window, start_id)
+            changes = await plan.read_changes(s, mappers, window, start_id)
+            touched = changes.tables
+
+            async def late() -> dict:
+                return await plan.late_changes(s, mappers, window, changes.seen)
+
             mc = await mapper_context(s)
-            applied = await plan.apply(s, mc, mappers, touched, dry_run=False)
-            ctx.progress("syncing cloud state back into the tables")
-            synced = await plan.sync(s, mc, mappers)
+            try:
+                try:
+                    changed = cloud_mappers(_modules_with_changes(mods, touched))
+                    applied = await plan.apply(s, mc, changed, touched, dry_run=False, journal=journal, late=late)
+                except EngineError as first:
+                    if first.sqlstate != "58000" or isinstance(first, plan.PlanRefused):
+                        raise
+                    ctx.progress(f"apply failed ({first.message}); applying again over all installed modules")
+                    try:
+                        applied = await plan.apply(s, mc, mappers, None, dry_run=False, journal=journal, late=late)
+                    except EngineError as second:
+                        if second.sqlstate != "58000" or isinstance(second, plan.PlanRefused):
+                            raise
+                        err = to_engine_error(second)
+                        raise await _revert(s, mc, journal, tx_id, mods, err, tables_too=True) from None
+                ctx.progress("syncing cloud state back into the tables")
+                synced = await plan.sync(s, mc, mappers, late=await late())
+            except BaseException as e:
+                if journal.entries:  # cancelled, a failed write-back, a failed sync read: undo the cloud half
+                    err = to_engine_error(e)
+                    raise await _revert(s, mc, journal, tx_id, mods, err, tables_too=False) from None
+                raise
         await s.log("CLOSE_TRANSACTION", transaction_id=tx_id, message=message)
         return applied + [(a, t, i, "synced from cloud: " + d) for a, t, i, d in synced]
 
@@ -319,12 +402,18 @@ async def _run_commit(state: EngineState, ctx: Any, message: str | None, dry_run
 async def iasql_commit(state: EngineState, ctx: Any, message: Any = None) -> list[tuple]:
     """Apply the open transaction's changes to the cloud, sync the cloud back, close the transaction.
 
+    IaSQL's algorithm: apply the entities the user changed since the transaction opened; if that
+    fails, apply over all installed modules; if that fails too, revert: the commit's cloud
+    changes are taken back and, once the caller's transaction has ended, the tables are set back
+    to their state at ``iasql_begin`` and the IaSQL transaction is closed (``engine.core.revert``).
+    Entities others change while the commit runs are left alone by apply and sync.
+
     Returns (action, table_name, id, description) rows: cloud actions first, then database
     changes made by the sync ('synced from cloud: ...'). Raises EngineError 25P01 (no open
-    transaction), 58000 (cloud failures), 57014 (cancelled), 55P03 (lock); after any of them the
-    caller's transaction rolls back, so the tables and the IaSQL transaction are as before the
-    call, while what already happened in the cloud stays there until the next commit or
-    rollback reconciles it."""
+    transaction), 22023 (the plan is refused before any cloud call, e.g. a region that is not
+    enabled), 58000 (cloud failures: reverted), 57014 (cancelled), 55P03 (lock); after a cancel
+    or a failed write-back the commit's cloud changes are taken back, the caller's transaction
+    rolls back and the IaSQL transaction stays open."""
     return await _run_commit(state, ctx, None if message is None else str(message), dry_run=False)
 
 
@@ -345,7 +434,7 @@ async def iasql_rollback(state: EngineState, ctx: Any, force: Any = False) -> li
         if tx is None and not force:
             await s.require_transaction("rollback")
         tx_id = tx[0] if tx else None
-        async with _logged_run(s, "REVERT", tx_id, None):
+        async with _logged_run(s, "COMMIT", tx_id, None):  # IaSQL's rollback logs START/END_COMMIT
             mc = await mapper_context(s)
             rows = await plan.sync(s, mc, cloud_mappers(await installed_modules(s)))
         if tx is not None:
@@ -355,9 +444,10 @@ async def iasql_rollback(state: EngineState, ctx: Any, force: Any = False) -> li
 
 # -- read-only ----------------------------------------------------------------------------------------
 async def iasql_get_errors(state: EngineState, ctx: Any) -> list[tuple]:
-    """(ts, message) of every ERROR row of the audit log, oldest first."""
+    """(ts, message) of the last 500 ERROR rows of the audit log, newest first (as IaSQL)."""
     async with EngineSession(ctx, state, "iasql_get_errors", record_errors=False) as s:
-        return await s.fetchall("SELECT ts, message FROM iasql_audit_log WHERE change_type = 'ERROR' ORDER BY id")
+        return await s.fetchall("SELECT ts, message FROM iasql_audit_log WHERE change_type = 'ERROR' "
+                                "ORDER BY ts DESC, id DESC LIMIT 500")
 
 
 def _where(pk: list[str], rec: dict) -> sql.Composable:
@@ -374,9 +464,45 @@ def _lit(v: Any, kind: str | None) -> sql.Composable:
     return sql.Literal(v)
 
 
+def _statements_of(rows: list[tuple]) -> list[tuple]:
+    """IaSQL's ``recreateQueries``: (table_name, change_type, change) audit rows as SQL
+    statements that redo them, one row ``(sql,)`` each (an UPDATE that changed nothing is left
+    out). Redacted values (``engine.schema.REDACTED``) stay redacted."""
+    mappers = {mp.table: mp for m in MODULES for mp in m.mappers}
+    out = []
+    for table, ctype, change in rows:
+        if isinstance(change, str):
+            change = json.loads(change)
+        mp = mappers.get(table)
+        serial = {c.name for c in mp.columns if c.role == "pk"} if mp else set()
+        pk = list(mp.pk) if mp else []
+        kinds = {c.name: c.kind for c in mp.columns} if mp else {}
+        t = sql.Identifier(table)
+        if ctype == "INSERT":
+            rec = {k: v for k, v in (change.get("change") or {}).items() if k not in serial}
+            q = sql.SQL("INSERT INTO {} ({}) VALUES ({});").format(
+                t, sql.SQL(", ").join(map(sql.Identifier, rec)),
+                sql.SQL(", ").join(_lit(v, kinds.get(k)) for k, v in rec.items()))
+        elif ctype == "DELETE":
+            orig = change.get("original") or {}
+            q = sql.SQL("DELETE FROM {} WHERE {};").format(t, _where(pk or list(orig), orig))
+        else:
+            orig, new = change.get("original") or {}, change.get("change") or {}
+            diff = {k: v for k, v in new.items() if orig.get(k) != v}
+            if not diff:
+                continue
+            q = sql.SQL("UPDATE {} SET {} WHERE {};").format(
+                t, sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.Identifier(k), _lit(v, kinds.get(k)))
+                                      for k, v in diff.items()),
+                _where(pk or list(orig), orig))
+        out.append((q.as_string(None),))
+    return out
+
+
 async def iasql_get_sql_since(state: EngineState, ctx: Any, limit_date: Any = None) -> list[tuple]:
     """The users' (not the engine's) INSERT/UPDATE/DELETE on module tables since ``limit_date``
-    (all when NULL), as SQL statements, oldest first. Raises EngineError 22007 for a bad date."""
+    (all when NULL), as SQL statements, oldest first; secrets show as ``<redacted>``. Raises
+    EngineError 22007 for a bad date."""
     async with EngineSession(ctx, state, "iasql_get_sql_since", record_errors=False) as s:
         if isinstance(limit_date, str):
             try:
@@ -388,30 +514,50 @@ async def iasql_get_sql_since(state: EngineState, ctx: Any, limit_date: Any = No
                 WHERE change_type IN ('INSERT', 'UPDATE', 'DELETE') AND "user" <> $1
                   AND ($2::timestamptz IS NULL OR ts > $2::timestamptz) ORDER BY id""",
             (ENGINE_USER, limit_date))
-        mappers = {mp.table: mp for m in MODULES for mp in m.mappers}
-        out = []
-        for table, ctype, change in rows:
-            mp = mappers.get(table)
-            serial = {c.name for c in mp.columns if c.role == "pk"} if mp else set()
-            pk = list(mp.pk) if mp else []
-            kinds = {c.name: c.kind for c in mp.columns} if mp else {}
-            t = sql.Identifier(table)
-            if ctype == "INSERT":
-                rec = {k: v for k, v in change["change"].items() if k not in serial}
-                q = sql.SQL("INSERT INTO {} ({}) VALUES ({});").format(
-                    t, sql.SQL(", ").join(map(sql.Identifier, rec)), sql.SQL(", ").join(_lit(v, kinds.get(k)) for k, v in rec.items()))
-            elif ctype == "DELETE":
-                q = sql.SQL("DELETE FROM {} WHERE {};").format(t, _where(pk or list(change["original"]), change["original"]))
-            else:
-                orig, new = change["original"], change["change"]
-                diff = {k: v for k, v in new.items() if orig.get(k) != v}
-                if not diff:
-                    continue
-                q = sql.SQL("UPDATE {} SET {} WHERE {};").format(
-                    t, sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.Identifier(k), _lit(v, kinds.get(k))) for k, v in diff.items()),
-                    _where(pk or list(orig), orig))
-            out.append((q.as_string(None),))
-        return out
+        return _statements_of(rows)
+
+
+async def iasql_get_sql_for_transaction(state: EngineState, ctx: Any, transaction_id: Any = None) -> list[tuple]:
+    """The users' INSERT/UPDATE/DELETE made in IaSQL transaction ``transaction_id`` (NULL: the
+    latest one opened), as SQL statements, oldest first (IaSQL's
+    ``iasql_get_sql_for_transaction``); secrets show as ``<redacted>``. No rows for an unknown id."""
+    async with EngineSession(ctx, state, "iasql_get_sql_for_transaction", record_errors=False) as s:
+        tx = transaction_id
+        if tx is None:
+            row = await s.fetchone("SELECT transaction_id FROM iasql_audit_log WHERE change_type = 'OPEN_TRANSACTION' "
+                                   "ORDER BY id DESC LIMIT 1")
+            if row is None:
+                return []
+            tx = row[0]
+        rows = await s.fetchall(
+            """SELECT table_name, change_type, change FROM iasql_audit_log
+                WHERE change_type IN ('INSERT', 'UPDATE', 'DELETE') AND "user" <> $1 AND transaction_id = $2
+                ORDER BY id""", (ENGINE_USER, str(tx)))
+        return _statements_of(rows)
+
+
+def review_markdown(title: str, description: str, preview: list[tuple], statements: list[str]) -> str:
+    """The markdown of ``iasql_create_review``: a title, the description, the preview as a table
+    and the transaction's SQL in a fenced block (IaSQL's layout; without preview rows only the
+    title and the description)."""
+    head = [f"# {title}", description]
+    if not preview:
+        return "\n\n".join(head)
+    cols = ("action", "table_name", "id", "description")
+    table = [f"| {' | '.join(cols)} |", f"| {' | '.join('---' for _ in cols)} |"]
+    table += ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in preview]
+    return "\n\n".join(head + ["## IaSQL Preview\n\n" + "\n".join(table), "## SQL changes",
+                                "```sql\n" + "\n".join(statements) + "\n```"])
+
+
+async def iasql_create_review(state: EngineState, ctx: Any, title: Any = "New Review",
+                              description: Any = "Review description") -> list[tuple]:
+    """One row (markdown): a review of the open transaction, its preview and its SQL (IaSQL's
+    ``iasql_create_review``). Raises what ``iasql_preview`` raises (25P01 without an open
+    transaction, 58000, 55P03)."""
+    preview = await _run_commit(state, ctx, None, dry_run=True)
+    statements = [r[0] for r in await iasql_get_sql_for_transaction(state, ctx, None)]
+    return [(review_markdown(str(title), str(description), preview, statements),)]
 
 
 async def iasql_modules_list(state: EngineState, ctx: Any) -> list[tuple]:
@@ -445,5 +591,6 @@ def deprecated(name: str, replacement: str):
 
 
 __all__ = ["iasql_install", "iasql_uninstall", "iasql_begin", "iasql_commit", "iasql_preview",
-           "iasql_rollback", "iasql_get_errors", "iasql_get_sql_since", "iasql_modules_list",
+           "iasql_rollback", "iasql_get_errors", "iasql_get_sql_since", "iasql_get_sql_for_transaction",
+           "iasql_create_review", "review_markdown", "iasql_modules_list",
            "iasql_modules_installed", "iasql_version", "deprecated", "CloudError", "psycopg"]

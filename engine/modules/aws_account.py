@@ -69,13 +69,31 @@ MODULE = Module(
              SELECT region INTO r FROM aws_regions WHERE is_default = true;
              RETURN coalesce(r, 'us-east-1');
            END $$""",
+        # IaSQL's setter: makes region r the default (an unknown region is refused, 22023)
+        """CREATE OR REPLACE FUNCTION default_aws_region(r text) RETURNS text LANGUAGE plpgsql AS $$
+           BEGIN
+             IF NOT EXISTS (SELECT 1 FROM aws_regions WHERE region = r) THEN
+               RAISE EXCEPTION 'unknown AWS region: %', r USING ERRCODE = '22023',
+                 HINT = 'SELECT region FROM aws_regions; lists the regions.';
+             END IF;
+             UPDATE aws_regions SET is_default = false WHERE is_default AND region <> r;
+             UPDATE aws_regions SET is_default = true WHERE region = r AND NOT is_default;
+             RETURN r;
+           END $$""",
     ),
     uninstall_sql=(
         "DROP TABLE aws_regions",
         "DROP TABLE aws_credentials",
         "DROP FUNCTION IF EXISTS default_aws_region()",
+        "DROP FUNCTION IF EXISTS default_aws_region(text)",
     ),
     mappers=(AwsCredentialsMapper(), AwsRegionsMapper()),
     description="AWS credentials and regions",
     after_install=_seed_regions,
+    functions=(
+        ("default_aws_region", "default_aws_region() RETURNS text", "Gets the default AWS region",
+         "SELECT * FROM default_aws_region()"),
+        ("default_aws_region", "default_aws_region(r text) RETURNS text", "Sets the default AWS region",
+         "SELECT * FROM default_aws_region('us-east-1')"),
+    ),
 )

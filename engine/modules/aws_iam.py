@@ -11,6 +11,7 @@ import json
 import urllib.parse
 from typing import Any
 
+from engine.aws import CloudError
 from engine.modules.aws_account import VERSION
 from engine.modules.base import Col, Mapper, MapperContext, Module, normalize
 
@@ -83,8 +84,25 @@ class RoleMapper(Mapper):
         if row.get("description"):
             kw["Description"] = row["description"]
         res = await mc.call("iam", IAM_REGION, "create_role", **kw)
-        await self._sync_policies(mc, row["role_name"], row.get("attached_policies_arns"), [])
-        return await self._record(mc, res["Role"])
+        try:
+            await self._sync_policies(mc, row["role_name"], row.get("attached_policies_arns"), [])
+            return await self._record(mc, res["Role"])
+        except CloudError as e:
+            if not await self._remove(mc, row["role_name"]):  # never leave a role the table cannot record
+                e.left = {"role_name": row["role_name"], "attached_policies_arns": None}
+            raise
+
+    async def _remove(self, mc: MapperContext, name: str) -> bool:
+        """Detach every policy of role ``name`` and delete it; False when that failed."""
+        try:
+            attached = await mc.paginate("iam", IAM_REGION, "list_attached_role_policies", "AttachedPolicies",
+                                         RoleName=name)
+            for p in attached:
+                await mc.call("iam", IAM_REGION, "detach_role_policy", RoleName=name, PolicyArn=p["PolicyArn"])
+            await mc.call("iam", IAM_REGION, "delete_role", RoleName=name)
+            return True
+        except CloudError:
+            return False
 
     async def update(self, mc: MapperContext, row: dict, cloud: dict) -> dict:
         """Make the cloud record match the row in place; returns the new record. Raises engine.aws.CloudError."""
@@ -102,6 +120,10 @@ class RoleMapper(Mapper):
     async def delete(self, mc: MapperContext, cloud: dict) -> None:
         """Delete the cloud resource. Raises engine.aws.CloudError."""
         name = cloud["role_name"]
+        if cloud.get("attached_policies_arns") is None and "arn" not in cloud:  # left by a failed create
+            if not await self._remove(mc, name):
+                raise CloudError("DeleteConflict", f"role {name} could not be removed", "iam.delete_role")
+            return
         await self._sync_policies(mc, name, [], cloud.get("attached_policies_arns"))
         await mc.call("iam", IAM_REGION, "delete_role", RoleName=name)
 

@@ -108,13 +108,20 @@ class BucketMapper(Mapper):
         if region != GLOBAL_REGION:
             kw["CreateBucketConfiguration"] = {"LocationConstraint": region}
         await mc.call("s3", region, "create_bucket", **kw)
-        await self._apply_policy_tags(mc, row, region, None)
-        created = None
-        res = await mc.call("s3", GLOBAL_REGION, "list_buckets")
-        for b in res.get("Buckets", []):
-            if b["Name"] == row["name"]:
-                created = b.get("CreationDate")
-        rec = await self._describe_one(mc, row["name"], created)
+        try:
+            await self._apply_policy_tags(mc, row, region, None)
+            created = None
+            res = await mc.call("s3", GLOBAL_REGION, "list_buckets")
+            for b in res.get("Buckets", []):
+                if b["Name"] == row["name"]:
+                    created = b.get("CreationDate")
+            rec = await self._describe_one(mc, row["name"], created)
+        except CloudError as e:
+            try:  # never leave a bucket the table cannot record
+                await mc.call("s3", region, "delete_bucket", Bucket=row["name"])
+            except CloudError:
+                e.left = {"name": row["name"], "region": region}  # the engine's journal takes it back later
+            raise
         if rec is None:
             raise CloudError("NoSuchBucket", f"bucket {row['name']} vanished after creation", "s3.create_bucket")
         return rec

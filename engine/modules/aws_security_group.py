@@ -7,8 +7,9 @@ prefix_list_id, description, region, security_group_id, source_security_group)``
 ``security_group_rule_id``). IaSQL's ``vpc_id`` references the ``aws_vpc`` module, which does not
 exist here yet: ``vpc_id`` is a plain nullable integer, NULL meaning the region's default VPC, and
 only default-VPC groups are read. A group's name and description cannot change in AWS, so such a
-change replaces the group; a rule change replaces the rule. The ``default`` group cannot be
-deleted: deleting its row is undone by the next sync.
+change replaces the group, and its rules are created again on the replacement; a rule change
+replaces the rule. The ``default`` group cannot be deleted: deleting its row plans nothing and the
+commit's sync restores it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from engine.aws import CloudError
 from engine.modules.aws_account import VERSION
-from engine.modules.base import Col, Mapper, MapperContext, Module
+from engine.modules.base import Col, Mapper, MapperContext, Module, normalize
 
 
 async def _default_vpc(mc: MapperContext, region: str) -> str | None:
@@ -36,6 +37,7 @@ class SecurityGroupMapper(Mapper):
                Col("group_id", "text", "cloud"), Col("region"), Col("vpc_id", "int", "cloud"))
     key = ("group_id",)
     pk = ("id",)
+    children = (("security_group_rule", "security_group_id"),)
 
     def describe(self, rec: dict) -> str:
         """The plan-row description of ``rec``."""
@@ -44,6 +46,10 @@ class SecurityGroupMapper(Mapper):
     def needs_replace(self, row: dict, cloud: dict) -> bool:
         """True when only delete + create can make the cloud match the row."""
         return True
+
+    def deletable(self, cloud: dict) -> bool:
+        """AWS refuses to delete a VPC's ``default`` group."""
+        return cloud.get("group_name") != "default"
 
     @staticmethod
     def _record(g: dict, region: str) -> dict:
@@ -67,7 +73,14 @@ class SecurityGroupMapper(Mapper):
         region = row.get("region") or mc.default_region
         res = await mc.call("ec2", region, "create_security_group", GroupName=row["group_name"],
                             Description=row["description"])
-        got = await mc.call("ec2", region, "describe_security_groups", GroupIds=[res["GroupId"]])
+        try:
+            got = await mc.call("ec2", region, "describe_security_groups", GroupIds=[res["GroupId"]])
+        except CloudError as e:
+            try:  # never leave a group the table cannot record
+                await mc.call("ec2", region, "delete_security_group", GroupId=res["GroupId"])
+            except CloudError:
+                e.left = {"group_id": res["GroupId"], "group_name": row["group_name"], "region": region}
+            raise
         return self._record(got["SecurityGroups"][0], region)
 
     async def update(self, mc: MapperContext, row: dict, cloud: dict) -> dict:
@@ -173,13 +186,41 @@ class SecurityGroupRuleMapper(Mapper):
         if row.get("prefix_list_id"):
             perm["PrefixListIds"] = [{"PrefixListId": row["prefix_list_id"], **desc}]
         op = "authorize_security_group_egress" if row.get("is_egress") else "authorize_security_group_ingress"
-        res = await mc.call("ec2", region, op, GroupId=group, IpPermissions=[perm])
+        try:
+            res = await mc.call("ec2", region, op, GroupId=group, IpPermissions=[perm])
+        except CloudError as e:
+            if e.code != "InvalidPermission.Duplicate":
+                raise
+            # the rule exists already (a new group's default egress rule): adopt it
+            existing = await self._find(mc, region, group, row, by_aws)
+            if existing is None:
+                raise
+            return existing
         rules = res.get("SecurityGroupRules") or []
         if not rules:
             raise CloudError("NoRuleReturned", f"{op} returned no rule", f"ec2.{op}")
         rec = self._record(rules[0], region, by_aws)
         assert rec is not None
         return rec
+
+    async def _find(self, mc: MapperContext, region: str, group: str, row: dict, by_aws: dict) -> dict | None:
+        """The group's existing rule that matches ``row`` (direction, protocol, ports, target)."""
+        rules = await mc.paginate("ec2", region, "describe_security_group_rules", "SecurityGroupRules",
+                                  Filters=[{"Name": "group-id", "Values": [group]}])
+        want = {c: normalize(self.col(c).kind, row.get(c)) for c in
+                ("is_egress", "ip_protocol", "from_port", "to_port", "cidr_ipv4", "cidr_ipv6", "prefix_list_id")}
+        if want["ip_protocol"] == "-1":
+            want["from_port"] = want["to_port"] = None
+        for r in rules:
+            rec = self._record(r, region, by_aws)
+            if rec is None:
+                continue
+            got = {c: normalize(self.col(c).kind, rec.get(c)) for c in want}
+            if got["ip_protocol"] == "-1":
+                got["from_port"] = got["to_port"] = None
+            if got == want:
+                return rec
+        return None
 
     async def update(self, mc: MapperContext, row: dict, cloud: dict) -> dict:
         """Make the cloud record match the row in place; returns the new record. Raises engine.aws.CloudError."""

@@ -115,6 +115,10 @@ class Mapper:
     #: True when ``read`` resolves foreign keys through other tables (so sync re-reads it after
     #: the tables it depends on were synced).
     cloud_read_uses_db: bool = False
+    #: ``(child_table, foreign_key_column)`` pairs: rows that hang off this entity in the cloud
+    #: (a security group's rules). When the entity is replaced they are created again on the
+    #: replacement (``engine.core.plan``); the foreign key holds this table's single-column pk.
+    children: tuple[tuple[str, str], ...] = ()
 
     # -- column helpers -------------------------------------------------------------------------
     def col(self, name: str) -> Col:
@@ -164,13 +168,21 @@ class Mapper:
         """True when the change can only be made by deleting and re-creating the resource."""
         return False
 
+    def deletable(self, cloud: dict) -> bool:
+        """False for a cloud record that cannot be deleted (a VPC's ``default`` security group):
+        deleting its row plans nothing and the sync that follows restores the row."""
+        return True
+
     # -- cloud side ------------------------------------------------------------------------------
     async def read(self, mc: MapperContext) -> list[dict]:
         """Every cloud record of this type, each a dict of column values (pk columns omitted)."""
         raise NotImplementedError
 
     async def create(self, mc: MapperContext, row: dict) -> dict:
-        """Create ``row`` in the cloud; return the cloud record as ``read`` would."""
+        """Create ``row`` in the cloud; return the cloud record as ``read`` would. A create that
+        fails after the resource exists removes it again; when even that fails it sets
+        ``left`` on the CloudError it raises (a record ``delete`` accepts), so the engine's
+        journal can take it back later."""
         raise NotImplementedError
 
     async def update(self, mc: MapperContext, row: dict, cloud: dict) -> dict:
@@ -191,7 +203,8 @@ class Module:
     """An installable module: ``name``, ``version``, ``dependencies`` (module names, no version),
     ``install_sql``/``uninstall_sql`` (statements run in order inside one transaction) and
     ``mappers`` in dependency order. ``tables`` are the mappers' tables. ``after_install(db)``,
-    when set, runs after the DDL with the call's ``EngineSession`` (e.g. to seed rows)."""
+    when set, runs after the DDL with the call's ``EngineSession`` (e.g. to seed rows);
+    ``functions`` documents the SQL functions the DDL creates (``iasql_help``)."""
 
     name: str
     version: str
@@ -201,6 +214,9 @@ class Module:
     mappers: tuple[Mapper, ...]
     description: str = ""
     after_install: Callable[[Any], Awaitable[None]] | None = None
+    #: SQL functions the module's DDL creates, for ``iasql_help``: (name, signature, description,
+    #: sample_usage) each; every sample runs as printed once the module is installed
+    functions: tuple[tuple[str, str, str, str], ...] = ()
 
     @property
     def tables(self) -> list[str]:

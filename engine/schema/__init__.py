@@ -43,7 +43,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from engine.rpc import Function
 
 #: Bumped whenever the metadata DDL changes; stored as the comment of ``iasql_audit_log``.
-METADATA_VERSION = "iasql-proxy metadata 3"
+METADATA_VERSION = "iasql-proxy metadata 4"
+#: Columns whose values never reach the audit log (table -> columns): the audit row holds
+#: ``REDACTED`` instead, so ``iasql_get_sql_since`` and ``iasql_get_sql_for_transaction`` print
+#: the placeholder and a revert leaves these tables alone.
+REDACTED_COLUMNS = {"aws_credentials": ("secret_access_key",)}
+REDACTED_TABLES = frozenset(REDACTED_COLUMNS)
+#: What the audit log holds in place of a redacted value.
+REDACTED = "<redacted>"
 #: The name recorded in the audit log for the engine's own writes.
 ENGINE_USER = "iasql_engine"
 #: The session setting that marks a connection as the engine's.
@@ -61,7 +68,19 @@ STUB_HINT = ("Connect to this database through iasql-proxy, which answers iasql_
 
 CHANGE_TYPES = ("INSERT", "UPDATE", "DELETE", "START_COMMIT", "PREVIEW_START_COMMIT", "END_COMMIT",
                 "PREVIEW_END_COMMIT", "OPEN_TRANSACTION", "CLOSE_TRANSACTION", "ERROR", "START_REVERT",
-                "END_REVERT")
+                "END_REVERT", "SET_COMMIT_MESSAGE")
+
+def _quote(text: str) -> str:
+    """``text`` as a SQL string literal (only constants of this module are quoted)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _redact_map() -> str:
+    """REDACTED_COLUMNS as a jsonb literal."""
+    import json
+
+    return _quote(json.dumps({t: list(c) for t, c in REDACTED_COLUMNS.items()})) + "::jsonb"
+
 
 BASE_DDL = [
     """CREATE TABLE IF NOT EXISTS public.iasql_module (name character varying PRIMARY KEY)""",
@@ -83,8 +102,18 @@ BASE_DDL = [
          change json NOT NULL DEFAULT '{{}}',
          message character varying,
          transaction_id character varying)""",
+    # the allowed change types grow with versions: an older database gets the current list
+    "ALTER TABLE public.iasql_audit_log DROP CONSTRAINT IF EXISTS iasql_audit_log_change_type_check",
+    f"""ALTER TABLE public.iasql_audit_log ADD CONSTRAINT iasql_audit_log_change_type_check
+         CHECK (change_type IN ({", ".join(f"'{t}'" for t in CHANGE_TYPES)}))""",
     "CREATE INDEX IF NOT EXISTS iasql_audit_log_ts ON public.iasql_audit_log (ts)",
     "CREATE INDEX IF NOT EXISTS iasql_audit_log_type ON public.iasql_audit_log (change_type, id)",
+    f"""CREATE OR REPLACE FUNCTION public.iasql_redacted(_table text, _row json) RETURNS json
+       LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+         SELECT CASE WHEN _row IS NULL OR NOT ({_redact_map()} ? _table) THEN _row
+                ELSE (_row::jsonb || (SELECT jsonb_object_agg(c, {_quote(REDACTED)})
+                                        FROM jsonb_array_elements_text({_redact_map()} -> _table) AS c))::json END
+       $$""",
     f"""CREATE OR REPLACE FUNCTION public.iasql_audit() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
        SET search_path = public, pg_temp AS $$
        DECLARE
@@ -97,20 +126,27 @@ BASE_DDL = [
            ORDER BY id DESC LIMIT 1;
          IF TG_OP = 'INSERT' THEN
            INSERT INTO iasql_audit_log ("user", table_name, change_type, change, transaction_id)
-           VALUES (_user, TG_TABLE_NAME, 'INSERT', json_build_object('change', to_json(NEW.*)), _tx);
+           VALUES (_user, TG_TABLE_NAME, 'INSERT', json_build_object('change', public.iasql_redacted(TG_TABLE_NAME, to_json(NEW.*))), _tx);
          ELSIF TG_OP = 'DELETE' THEN
            INSERT INTO iasql_audit_log ("user", table_name, change_type, change, transaction_id)
-           VALUES (_user, TG_TABLE_NAME, 'DELETE', json_build_object('original', to_json(OLD.*)), _tx);
+           VALUES (_user, TG_TABLE_NAME, 'DELETE', json_build_object('original', public.iasql_redacted(TG_TABLE_NAME, to_json(OLD.*))), _tx);
          ELSIF TG_OP = 'UPDATE' THEN
            INSERT INTO iasql_audit_log ("user", table_name, change_type, change, transaction_id)
            VALUES (_user, TG_TABLE_NAME, 'UPDATE',
-                   json_build_object('original', to_json(OLD.*), 'change', to_json(NEW.*)), _tx);
+                   json_build_object('original', public.iasql_redacted(TG_TABLE_NAME, to_json(OLD.*)),
+                                     'change', public.iasql_redacted(TG_TABLE_NAME, to_json(NEW.*))), _tx);
          END IF;
          RETURN NULL;
        END $$""",
     # the module catalogue is readable by every role of the database (it says which modules are
     # installed, nothing else); the audit log is not: it holds row contents, so only its owner
     # (the role that created the metadata) reads it unless granted
+    # audit rows written before redaction existed lose their secrets on upgrade
+    """UPDATE public.iasql_audit_log
+          SET change = json_build_object('original', public.iasql_redacted(table_name, change -> 'original'),
+                                         'change', public.iasql_redacted(table_name, change -> 'change'))
+        WHERE change_type IN ('INSERT', 'UPDATE', 'DELETE') AND table_name IN (SELECT jsonb_object_keys(""" +
+    _redact_map() + """))""",
     "GRANT SELECT ON public.iasql_module, public.iasql_dependencies, public.iasql_tables TO PUBLIC",
     "REVOKE ALL ON public.iasql_audit_log FROM PUBLIC",
     f"CREATE SCHEMA IF NOT EXISTS {ARGS_SCHEMA}",

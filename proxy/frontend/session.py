@@ -105,6 +105,8 @@ class ClientSession(ClientCore, asyncio.Protocol):
         self.special = _SPECIAL          # message types the fast path looks at
         self.special_default = _SPECIAL
         self.after_ready = None          # called after each ReadyForQuery (graceful shutdown)
+        self.after_transaction: list = []  # statements for after the client's block (intercept.caller.defer)
+        self.iasql_transaction: str | None = None  # the IaSQL transaction this session opened
         # counters read by the admin console and metrics (plain ints: cheap on the fast path)
         self.bytes_in = 0
         self.bytes_out = 0
@@ -192,6 +194,8 @@ class ClientSession(ClientCore, asyncio.Protocol):
             self._release_server()
         if self.pooled:
             txn.forget_client_statements(self)
+        if self.iasql_transaction is not None or self.after_transaction:
+            self._after_session()
         self.app.session_ended(self)
         if finishing and self.key is not None:
             self.app.keys[self.key] = self  # its cancel key still stops the call, as a backend's would
@@ -200,6 +204,19 @@ class ClientSession(ClientCore, asyncio.Protocol):
         if self.user and self.cfg.log_disconnections:
             logs.info(log, "event=session_end client=%s user=%s database=%s tls=%s duration_s=%.3f",
                       self.peer, self.user, self.database, self.tls_version or "off", time.monotonic() - self.started)
+
+    def _after_session(self) -> None:
+        """The session ended: run what failed calls left for after its transaction, and close the
+        IaSQL transaction it opened if that is still open (``engine.abandoned_transaction``), on
+        a pooled connection of its (database, user)."""
+        from engine import abandoned_transaction
+        from proxy.intercept.caller import run_pending
+
+        if self.iasql_transaction is not None and self.credentials is not None:
+            self.after_transaction.append(abandoned_transaction(self.iasql_transaction))
+            self.iasql_transaction = None
+        if self.credentials is not None:
+            run_pending(self)
 
     def pause_writing(self) -> None:
         if self.server is not None and self.server.transport is not None:

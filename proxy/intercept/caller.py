@@ -25,9 +25,10 @@ function aborts its caller's transaction. Statements a failure left prepared are
 Sync (``cleanup``). Notices of the engine's statements are not the client's and are dropped;
 NotificationResponse (a trigger's NOTIFY) is relayed.
 
-``record_errors`` writes the ERROR audit rows of failed calls (``engine.error_row``) once the
-caller's transaction has ended: on the same connection when it is idle, else on another pooled
-connection of the same (database, user), never as another role.
+``run_after`` runs what a failed call leaves for after the caller's transaction
+(``engine.after_failure``: its ERROR audit row, a failed commit's table revert): on the same
+connection when it is idle, else, once the client has ended its block, on a pooled connection of
+the same (database, user), never as another role.
 """
 
 from __future__ import annotations
@@ -247,11 +248,12 @@ class ServerCaller:
         return out
 
 
-async def settle(session: "ClientSession", server: ServerConnection, closes: bytes, audits: list[str],
+async def settle(session: "ClientSession", server: ServerConnection, closes: bytes, after: list,
                  status: bytes) -> None:
     """After a failed call's transaction state is known (``status`` from the ReadyForQuery that
-    followed): close what the failure left prepared, then write the ERROR audit rows. Raises
-    ServerError when the link fails."""
+    followed): close what the failure left prepared, then run the statements for after the
+    transaction (``engine.after_failure``: ERROR audit rows, a failed commit's table revert).
+    Raises ServerError when the link fails."""
     if closes:
         server.send(closes + F.Sync().encode())
         while True:
@@ -259,44 +261,79 @@ async def settle(session: "ClientSession", server: ServerConnection, closes: byt
             if t == ord("Z"):
                 server.status = bytes(payload[:1])
                 break
-    if audits:
-        await record_errors(session, server, audits, status)
+    if after:
+        await run_after(session, server, after, status)
 
 
-async def record_errors(session: "ClientSession", server: ServerConnection, audits: list[str], status: bytes) -> None:
-    """Write the ERROR audit rows ``audits`` (``EngineError.audit`` texts) as the client's user.
+async def run_after(session: "ClientSession", server: ServerConnection, statements: list, status: bytes) -> None:
+    """Run ``statements`` ((SQL, parameters) from ``engine.after_failure``) as the client's user,
+    each in a transaction of its own, once the client's transaction has ended.
 
-    With the client's connection idle (``status`` I) they are written there, before the client
-    hears ReadyForQuery. Inside the client's transaction block they would be rolled back with it,
-    so they go through another pooled connection of the same (database, user), waited for up to
-    five seconds. Best effort: a failure is logged (``event=error_row_lost``), never raised."""
-    from engine import error_row
-
+    With the client's connection idle (``status`` I) they run there, before the client hears
+    ReadyForQuery. Inside the client's transaction block they would be rolled back with it (and
+    could wait for the block's locks), so they wait until the client ends its block: when a
+    ReadyForQuery with status I has been relayed (or the client has left), they run on a pooled
+    connection of the same (database, user), never as another role (``run_pending``). Best
+    effort: a failure is logged (``event=after_call_lost``), never raised."""
     if status == b"I":
-        for message in audits:
-            query, params = error_row(message)
+        for query, params in statements:
             try:
                 await server.extended_query(query, [None if p is None else str(p) for p in params])
             except ServerError as e:
                 if server.closed:
                     raise
-                log.info("event=error_row_lost client=%s reason=%r", session.peer, e.message)
+                log.info("event=after_call_lost client=%s reason=%r", session.peer, e.message)
         return
+    defer(session, statements)
+
+
+def defer(session: "ClientSession", statements: list) -> None:
+    """Keep ``statements`` for when the client's transaction has ended (``run_after``): they run
+    after the next ReadyForQuery with status I relayed to the client, or when it leaves."""
+    pending = getattr(session, "after_transaction", None)
+    if pending is None:
+        pending = session.after_transaction = []
+    pending.extend(statements)
+    previous = session.after_ready
+    if getattr(previous, "iasql_after", False):
+        return
+
+    def hook(s: "ClientSession") -> None:
+        if s.tx_status == b"I" or s.closed:
+            s.after_ready = previous
+            run_pending(s)
+        if previous is not None:
+            previous(s)
+
+    hook.iasql_after = True  # type: ignore[attr-defined]
+    session.after_ready = hook
+
+
+def run_pending(session: "ClientSession") -> None:
+    """Start running the statements ``defer`` kept for ``session`` (a task of the app)."""
+    statements = getattr(session, "after_transaction", None) or []
+    session.after_transaction = []
+    if statements:
+        session.app.spawn(_run_elsewhere(session, statements))
+
+
+async def _run_elsewhere(session: "ClientSession", statements: list) -> None:
+    """Run ``statements`` on a pooled connection of the session's (database, user), waited for up
+    to five seconds each."""
     app = session.app
     try:
         other, pool = await asyncio.wait_for(app.lease(session, session.credentials), 5)
     except Exception as e:  # pool full, server down, ...: the rows are lost, the call's error stands
-        log.info("event=error_row_lost client=%s reason=%r", session.peer, str(e))
+        log.info("event=after_call_lost client=%s reason=%r", session.peer, str(e))
         return
     clean = True
     try:
-        for message in audits:
-            query, params = error_row(message)
+        for query, params in statements:
             try:
-                await asyncio.wait_for(other.extended_query(query, [None if p is None else str(p) for p in params]), 5)
+                await asyncio.wait_for(other.extended_query(query, [None if p is None else str(p) for p in params]), 30)
             except (ServerError, asyncio.TimeoutError) as e:
                 clean = not isinstance(e, asyncio.TimeoutError) and not other.closed
-                log.info("event=error_row_lost client=%s reason=%r", session.peer, str(e))
+                log.info("event=after_call_lost client=%s reason=%r", session.peer, str(e))
                 if not clean:
                     break
     finally:

@@ -1,6 +1,7 @@
 """What the client is told when an ``iasql_*`` call fails: ErrorResponse fields, built in one place.
 
-``CallFailed`` carries the fields (by protocol field code) and the call's ERROR audit text from
+``CallFailed`` carries the fields (by protocol field code) and the statements to run once the
+caller's transaction has ended (``engine.after_failure``: the ERROR audit row, a commit's revert) from
 wherever the call failed (its arguments, the engine, the rewrite of its rows) to the interceptor
 that reports it (``simple``, ``extended``).
 """
@@ -15,12 +16,13 @@ from proxy.wire import backend as B
 
 class CallFailed(Exception):
     """A call failed: ``fields`` is the ErrorResponse for the client (field code -> value, the
-    position relative to the statement), ``audit`` the text of its ERROR audit row (or None)."""
+    position relative to the statement), ``after`` the statements (SQL, parameters) to run as the
+    caller once its transaction has ended (``engine.after_failure``; empty for none)."""
 
-    def __init__(self, fields: dict[str, str], audit: str | None = None):
+    def __init__(self, fields: dict[str, str], after: list[tuple[str, tuple]] | None = None):
         super().__init__(fields.get("M", ""))
         self.fields = fields
-        self.audit = audit
+        self.after = list(after or ())
 
 
 def engine_fields(err: EngineError) -> dict[str, str]:

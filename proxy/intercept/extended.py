@@ -70,7 +70,7 @@ class ExtendedState:
     portals: dict[str, tuple[InterceptedStatement, F.Bind]] = field(default_factory=dict)
     running: dict[str, str] = field(default_factory=dict)  # client portal -> proxy portal (row limits)
     closes: bytes = b""                                     # Close messages for statements left prepared
-    audits: list[str] = field(default_factory=list)         # ERROR audit rows to write
+    audits: list = field(default_factory=list)              # statements for after the transaction
 
     @property
     def active(self) -> bool:
@@ -308,8 +308,7 @@ class ExtendedInterceptor:
                 await caller.abort()
                 st = self.state(session)
                 st.closes += caller.cleanup()
-                if e.audit:
-                    st.audits.append(e.audit)
+                st.audits.extend(e.after)
                 batch.failed = True
                 return
         # unique private names: a statement or portal left behind by an error is never reused

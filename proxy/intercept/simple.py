@@ -39,6 +39,7 @@ import logging
 import struct
 from typing import TYPE_CHECKING, Any, Callable
 
+from engine import after_failure
 from engine.rpc import EngineError, Function, Registry, SqlError
 from engine.schema import ensure_metadata
 from proxy.backend.connection import ServerConnection, ServerError
@@ -397,7 +398,7 @@ class QueryInterceptor:
         try:
             await ensure_metadata(caller, self.functions, lock_timeout=self.lock_wait_timeout)  # the probes are in it
         except EngineError as e:
-            raise CallFailed(engine_fields(e), e.audit) from None
+            raise CallFailed(engine_fields(e), after_failure(e)) from None
         try:
             if bind is None:
                 res = await caller.run(pr.sql)
@@ -424,13 +425,16 @@ class QueryInterceptor:
         if self.journal is not None:
             self.journal.track(session, fn.name, task)
         try:
-            return list(await asyncio.shield(task))
+            rows = list(await asyncio.shield(task))
+            if fn.opens_transaction and rows and len(rows[0]) > 1:
+                session.iasql_transaction = rows[0][1]  # closed if still open when the session ends
+            return rows
         except asyncio.CancelledError:
             # the client went away: let the engine stop at its next safe point, then give up
             caller.cancelled.set()
             raise
         except EngineError as e:
-            raise CallFailed(engine_fields(e), e.audit) from None
+            raise CallFailed(engine_fields(e), after_failure(e)) from None
         except Exception as e:
             log.exception("event=engine_error function=%s", fn.name)
             raise CallFailed({"S": "ERROR", "V": "ERROR", "C": sqlstate.INTERNAL_ERROR,
@@ -462,7 +466,7 @@ class _TextRun:
         self.hidden = False            # the server's block is the proxy's (the implicit block's stand-in)
         self.multi = len(stmts) > 1    # PostgreSQL would run the text in an implicit block
         self.closes = b""              # Close messages for what failed calls left prepared
-        self.audits: list[str] = []    # ERROR audit rows of failed calls
+        self.audits: list = []         # statements to run after the transaction (engine.after_failure)
 
     async def run(self) -> bytes:
         try:
@@ -679,8 +683,7 @@ class _TextRun:
                 self.status = self.server.status = bytes(payload[:1])
                 break
         self.closes += caller.cleanup()
-        if failure.audit:
-            self.audits.append(failure.audit)
+        self.audits.extend(failure.after)
         raise _Stop(self.status)
 
 

@@ -115,16 +115,20 @@ async def test_failing_cloud_call_is_reported_and_logged(registry, ctx, dsn, aws
     errors = await call(registry, ctx, "iasql_get_errors")
     assert len(errors) == 1 and "NoSuchEntity" in errors[0][1] and errors[0][0] is not None
     assert any(line.startswith("failed: ") for line in ctx.lines)
-    assert bucket_names(aws) == ["good-bucket"]
-    # the rows stay and the transaction stays open: fix and commit again
-    assert await sql(dsn, "SELECT role_name FROM iam_role") == [("bad-role",)]
-    await sql(dsn, "UPDATE iam_role SET attached_policies_arns = NULL")
-    await call(registry, ctx, "iasql_commit")
-    assert aws("iam").list_attached_role_policies(RoleName="bad-role")["AttachedPolicies"] == []
-    assert await sql(dsn, "SELECT arn IS NOT NULL FROM iam_role") == [(True,)]
-    # the failed commit's START/END rows went with its rolled-back transaction; its ERROR row stays
-    assert await sql(dsn, "SELECT change->>'status' FROM iasql_audit_log WHERE change_type = 'END_COMMIT' ORDER BY id") \
-        == [("ok",)]
+    assert any(line.startswith("applying again over all installed modules") or "applying again" in line
+               for line in ctx.lines)
+    # reverted: what the commit created in the cloud is gone, the rows are back to iasql_begin,
+    # and the IaSQL transaction is closed
+    assert bucket_names(aws) == []
+    assert [r["RoleName"] for r in aws("iam").list_roles()["Roles"] if r["RoleName"] == "bad-role"] == []
+    assert await sql(dsn, "SELECT role_name FROM iam_role UNION ALL SELECT name FROM bucket") == []
+    with pytest.raises(EngineError) as ei:
+        await call(registry, ctx, "iasql_commit")
+    assert ei.value.sqlstate == "25P01"
+    # the failed commit's START/END rows went with its rolled-back transaction; the revert's stay
+    assert await sql(dsn, "SELECT change_type FROM iasql_audit_log WHERE change_type IN ('START_COMMIT', "
+                          "'END_COMMIT', 'START_REVERT', 'END_REVERT') ORDER BY id") == [
+        ("START_REVERT",), ("END_REVERT",)]
 
 
 async def test_cancel_between_cloud_operations(registry, ctx, dsn, aws, s3_iam):
@@ -136,12 +140,15 @@ async def test_cancel_between_cloud_operations(registry, ctx, dsn, aws, s3_iam):
         await call(registry, ctx, "iasql_commit")
     assert ei.value.sqlstate == "57014"
     assert ei.value.message == "canceling statement due to user request"
-    assert bucket_names(aws) == ["cancel-1", "cancel-2"]
+    # the two buckets created before the cancel are taken back: tables and cloud stay in step
+    assert "The cloud changes this commit made were taken back." in ei.value.detail
+    assert bucket_names(aws) == []
+    assert any(line.startswith("revert create bucket cancel-2") for line in ctx.lines)
     # the call's database writes went with the caller's rolled-back transaction; the cancel is an ERROR row
     assert await sql(dsn, "SELECT name FROM bucket WHERE created_at IS NOT NULL") == []
     assert await sql(dsn, "SELECT count(*) FROM iasql_audit_log WHERE change_type LIKE '%_COMMIT'") == [(0,)]
-    assert await sql(dsn, "SELECT message FROM iasql_audit_log WHERE change_type = 'ERROR'") == [
-        ("iasql_commit: canceling statement due to user request",)]
+    [(message,)] = await sql(dsn, "SELECT message FROM iasql_audit_log WHERE change_type = 'ERROR'")
+    assert message.startswith("iasql_commit: canceling statement due to user request")
     ctx.cancelled.clear()
     ctx.cancel_after_progress = None
     await call(registry, ctx, "iasql_commit")

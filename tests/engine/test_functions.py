@@ -21,7 +21,9 @@ EXPECTED = {
     "iasql_modules_list": ([], [("module_name", "varchar"), ("module_version", "varchar"), ("dependencies", "json")]),
     "iasql_modules_installed": ([], [("module_name", "text"), ("module_version", "text"), ("dependencies", "_varchar")]),
     "iasql_version": ([], [("version", "text")]),
-    "iasql_help": ([], [("module", "text"), ("name", "text"), ("signature", "text"), ("description", "text"), ("sample_usage", "text")]),
+    "iasql_help": ([], [("module", "varchar"), ("name", "varchar"), ("signature", "varchar"), ("description", "varchar"), ("sample_usage", "varchar")]),
+    "iasql_get_sql_for_transaction": ([("transaction_id", "varchar", False)], [("sql", "varchar")]),
+    "iasql_create_review": ([("title", "varchar", False), ("description", "varchar", False)], [("markdown", "text")]),
 }
 DEPRECATED = {"iasql_apply": "iasql_commit", "iasql_sync": "iasql_commit",
               "iasql_preview_apply": "iasql_preview", "iasql_preview_sync": "iasql_preview"}
@@ -54,7 +56,7 @@ async def test_instant_functions_need_no_database_or_cloud():
     reg = build_registry()
     try:
         instant = {fn.name for fn in reg.functions.values() if fn.instant}
-        assert instant == {"iasql_version", "iasql_help", "iasql_modules_list"}
+        assert instant == {"iasql_version", "iasql_modules_list"}
         for name in sorted(instant):
             rows = await reg.get(name).impl(None)
             assert rows and all(len(r) == len(reg.get(name).columns) for r in rows), name
@@ -64,9 +66,9 @@ async def test_instant_functions_need_no_database_or_cloud():
 
 async def test_install_with_dependencies_then_uninstall(registry, ctx, dsn):
     rows = await call(registry, ctx, "iasql_install", "aws_s3")
-    assert [(m, t) for m, t, _ in rows] == [("aws_account@0.1.0", "aws_credentials"),
-                                          ("aws_account@0.1.0", "aws_regions"), ("aws_s3@0.1.0", "bucket")]
-    assert dict(((m, t), n) for m, t, n in rows)[("aws_account@0.1.0", "aws_regions")] > 10
+    # rows for the module named only, as IaSQL (aws_account came along as a dependency)
+    assert rows == [("aws_s3@0.1.0", "bucket", 0)]
+    assert (await sql(dsn, "SELECT count(*) > 10 FROM aws_regions")) == [(True,)]
     installed = await call(registry, ctx, "iasql_modules_installed")
     by = {r[0]: r for r in installed}
     assert set(by) == {"aws_account", "aws_s3", "iasql_platform", "iasql_functions"}
@@ -77,6 +79,13 @@ async def test_install_with_dependencies_then_uninstall(registry, ctx, dsn):
         await call(registry, ctx, "iasql_uninstall", "aws_account")
     assert ei.value.sqlstate == "2BP01"
     assert "aws_s3@0.1.0 still depends" in ei.value.message
+    # every dependent is named at once
+    await call(registry, ctx, "iasql_install", "aws_iam", "aws_security_group")
+    with pytest.raises(EngineError) as ei:
+        await call(registry, ctx, "iasql_uninstall", "aws_account")
+    assert ei.value.message == ("Cannot uninstall aws_account as aws_s3@0.1.0, aws_iam@0.1.0, aws_security_group@0.1.0 "
+                                "still depend on one or more of them")
+    await call(registry, ctx, "iasql_uninstall", "aws_iam", "aws_security_group")
     rows = await call(registry, ctx, "iasql_uninstall", "aws_s3", "aws_account")
     assert [t for _, t, _ in rows] == ["aws_regions", "aws_credentials", "bucket"] or {t for _, t, _ in rows} == {
         "aws_regions", "aws_credentials", "bucket"}
@@ -94,6 +103,10 @@ async def test_typo_gets_a_suggestion(registry, ctx):
     with pytest.raises(EngineError) as ei:
         await call(registry, ctx, "iasql_install", "aws_secrity_group")
     assert "Did you mean: aws_security_group@0.1.0" in ei.value.message
+    # the suggestion is the nearest name by edit distance, one per missing name
+    with pytest.raises(EngineError) as ei:
+        await call(registry, ctx, "iasql_install", "aws_iamm", "aws_acount", "aws_s3")
+    assert ei.value.message.endswith("Did you mean: aws_iam@0.1.0, aws_account@0.1.0")
 
 
 async def test_install_collision(registry, ctx, dsn):
@@ -175,8 +188,9 @@ async def test_transaction_required_and_read_only_functions(registry, ctx, dsn):
     assert {"aws_account", "aws_s3", "aws_iam", "aws_security_group", "iasql_platform"} <= set(mods)
     assert "aws_account@0.1.0" in mods["aws_security_group"][2]
     helps = await call(registry, ctx, "iasql_help")
-    assert ("iasql_functions", "commit", "iasql_commit(message varchar = NULL)") == helps[3][:3]
+    assert ("iasql_functions", "iasql_commit", "iasql_commit(message varchar = NULL)") == helps[3][:3]
     assert all(len(r) == 5 for r in helps)
+    assert {r[0] for r in helps} == {"iasql_functions"}  # no module installed yet
     # begin twice: the second waits, then gives up with IaSQL's message
     reg_short = build_registry(type(registry.engine_state.settings)(lock_wait_timeout=0.5))
     try:
@@ -197,10 +211,10 @@ def test_init_db_is_idempotent(pg, dbname, dsn):
     with psycopg.connect(dsn) as c:
         rows = c.execute("SELECT name FROM iasql_module ORDER BY name").fetchall()
         assert rows == [("iasql_functions@0.1.0",), ("iasql_platform@0.1.0",)]
-        # 16 stubs and the audit trigger function in public; 16 argument probes in iasql_args
+        # 18 stubs, the audit trigger function and its redaction helper in public; 18 argument probes
         assert c.execute("SELECT n.nspname, count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
                          "WHERE proname LIKE 'iasql\\_%' GROUP BY 1 ORDER BY 1").fetchall() == [
-            ("iasql_args", 16), ("public", 17)]
+            ("iasql_args", 18), ("public", 20)]
 
 
 async def test_install_is_atomic_when_the_cloud_is_unreachable(pg, ctx, dsn):

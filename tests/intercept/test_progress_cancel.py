@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -40,7 +41,7 @@ def test_psql_prints_install_progress(iasql_proxy, fresh_db):
     assert "NOTICE:  installing aws_account@0.1.0" in notices
     assert "NOTICE:  installing aws_iam@0.1.0" in notices
     assert notices.index("NOTICE:  installing aws_account@0.1.0") < notices.index("NOTICE:  installing aws_iam@0.1.0")
-    assert "aws_iam@0.1.0     | iam_role" in res.stdout
+    assert re.search(r"^ aws_iam@0\.1\.0 +\| iam_role", res.stdout, re.M), res.stdout
 
 
 # -- a test registry on an in-process proxy ----------------------------------------------------

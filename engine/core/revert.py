@@ -1,0 +1,93 @@
+"""The table half of a failed commit's revert: the user's changes since ``iasql_begin``, undone.
+
+IaSQL reverts a commit that cannot be applied: it turns the audit log since the transaction
+opened into inverse SQL (``recreateQueries(..., inverse=true)`` in ``iasql_functions/iasql.ts``),
+runs it and applies again, so the tables and the cloud end where they were at ``iasql_begin``.
+Here the commit runs inside the caller's transaction, so its own writes roll back with it, and its
+cloud changes are taken back from its journal (``engine.core.plan.undo``). What remains are the
+user's changes made in earlier, committed transactions since ``iasql_begin``: they are undone by
+the one statement ``revert_statement`` builds, which runs after the caller's transaction has
+ended (``EngineError.followup``), as the caller.
+
+That statement is a ``DO`` block: it marks its transaction as the engine's (``iasql.engine_call``,
+so the audit log attributes the inverse changes to ``iasql_engine`` and a later commit does not
+take them for the user's), writes ``START_REVERT``, walks the user's INSERT/UPDATE/DELETE audit
+rows of the IaSQL transaction newest first and undoes each (an INSERT is deleted by its primary
+key, a DELETE re-inserted from its recorded row, an UPDATE set back to its recorded original),
+each in its own sub-block so one that no longer applies is skipped (as IaSQL skips a failing
+inverse query), then writes ``END_REVERT`` (``{"status": "ok", "start_id": <START_REVERT id>}``,
+so the next commit's window starts there) and ``CLOSE_TRANSACTION``.
+"""
+
+from __future__ import annotations
+
+import json
+
+from psycopg import sql
+
+from engine.schema import ENGINE_GUC, ENGINE_USER
+
+#: Tables whose audit rows are redacted (``engine.schema.REDACTED``) cannot be restored from the
+#: audit log and are left out of a revert.
+_TEMPLATE = """
+DO $iasql_revert$
+DECLARE
+  _pks jsonb := {pks};
+  _tx text := {tx};
+  _open bigint;
+  _start bigint;
+  _r record;
+  _t text;
+  _cond text;
+  _cols text;
+BEGIN
+  PERFORM set_config('{guc}', 'on', true);
+  SELECT id INTO _open FROM public.iasql_audit_log
+   WHERE change_type = 'OPEN_TRANSACTION' AND transaction_id = _tx ORDER BY id DESC LIMIT 1;
+  INSERT INTO public.iasql_audit_log ("user", table_name, change_type, change, transaction_id)
+  VALUES ('{engine}', 'iasql_audit_log', 'START_REVERT', '{{}}', _tx) RETURNING id INTO _start;
+  FOR _r IN SELECT id, table_name, change_type, change FROM public.iasql_audit_log
+             WHERE id > coalesce(_open, _start) AND id < _start AND "user" <> '{engine}'
+               AND change_type IN ('INSERT', 'UPDATE', 'DELETE') AND _pks ? table_name
+             ORDER BY id DESC LOOP
+    _t := _r.table_name;
+    SELECT string_agg(format('%I IS NOT DISTINCT FROM (json_populate_record(NULL::public.%I, $1)).%I', c, _t, c),
+                      ' AND ')
+      INTO _cond FROM jsonb_array_elements_text(_pks -> _t) AS c;
+    BEGIN
+      IF _r.change_type = 'INSERT' THEN
+        EXECUTE format('DELETE FROM public.%I WHERE %s', _t, _cond) USING _r.change -> 'change';
+      ELSIF _r.change_type = 'DELETE' THEN
+        EXECUTE format('INSERT INTO public.%I SELECT * FROM json_populate_record(NULL::public.%I, $1) '
+                       'ON CONFLICT DO NOTHING', _t, _t) USING _r.change -> 'original';
+      ELSE
+        SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) INTO _cols FROM pg_attribute
+         WHERE attrelid = format('public.%I', _t)::regclass AND attnum > 0 AND NOT attisdropped
+           AND attgenerated = '' AND attidentity = '';
+        EXECUTE format('UPDATE public.%I SET (%s) = (SELECT %s FROM json_populate_record(NULL::public.%I, $2)) '
+                       'WHERE %s', _t, _cols, _cols, _t, _cond)
+          USING _r.change -> 'change', _r.change -> 'original';
+      END IF;
+    EXCEPTION WHEN OTHERS THEN
+      RAISE NOTICE 'iasql revert: skipped % of % (audit id %): %', _r.change_type, _t, _r.id, SQLERRM;
+    END;
+  END LOOP;
+  INSERT INTO public.iasql_audit_log ("user", table_name, change_type, change, transaction_id)
+  VALUES ('{engine}', 'iasql_audit_log', 'END_REVERT', json_build_object('status', 'ok', 'start_id', _start), _tx);
+  INSERT INTO public.iasql_audit_log ("user", table_name, change_type, change, message, transaction_id)
+  VALUES ('{engine}', 'iasql_audit_log', 'CLOSE_TRANSACTION', '{{}}', 'reverted', _tx);
+END $iasql_revert$"""
+
+
+def revert_statement(tx_id: str, tables: dict[str, list[str]]) -> str:
+    """The ``DO`` statement that undoes the user's changes to ``tables`` (table -> primary key
+    column names) since the IaSQL transaction ``tx_id`` opened, and closes that transaction (see
+    the module docstring). Takes only names the engine defines and a transaction id; every value
+    is quoted as a literal. Run it as the caller after the caller's transaction has ended; it
+    raises nothing for an inverse change that no longer applies (it is skipped with a NOTICE)."""
+    pks = sql.Literal(json.dumps(tables, sort_keys=True)).as_string(None) + "::jsonb"
+    tx = sql.Literal(tx_id).as_string(None)
+    return _TEMPLATE.format(pks=pks, tx=tx, guc=ENGINE_GUC, engine=ENGINE_USER).strip()
+
+
+__all__ = ["revert_statement"]

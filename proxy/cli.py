@@ -180,11 +180,15 @@ def cmd_init_db(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    """``iasql-proxy replay TRACE --dsn DSN``: 0 when the replies match the trace, 1 with a diff."""
-    from proxy.trace.replay import ReplayError, TraceFormatError, replay
+    """``iasql-proxy replay TRACE --dsn DSN``: 0 when the replies match the trace, 1 with a diff
+    (or when the connection or login fails), 2 for a file that is not a usable trace or a trace
+    holding a message redacted because it may carry an AWS secret (the message names its index)."""
+    from proxy.trace.replay import ReplayError, SecretRedactedError, TraceFormatError, replay
 
     try:
         result = replay(args.trace, args.dsn, timeout=args.timeout, cancel_delay_max=args.cancel_delay_max)
+    except SecretRedactedError as e:
+        return _fail(f"cannot replay {args.trace}: {e}", 2)
     except TraceFormatError as e:
         return _fail(f"bad trace {args.trace}: {e}", 2)
     except ReplayError as e:

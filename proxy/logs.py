@@ -11,15 +11,25 @@ A connection-heavy load (``pgbench -C``) logs two lines per connection (``log_co
 chain) costs several microseconds per line. ``info(logger, fmt, *args)`` writes exactly the line
 ``logger.info(fmt, *args)`` would, straight to the stream, when nothing but that handler would see
 it (no filters, no other handlers, levels that pass INFO); otherwise it calls ``logger.info``.
+
+Secrets. No log line is meant to carry statement text or row values; the proxy logs events,
+names, counts and error messages. As a safeguard for the AWS secret access keys users write to
+``aws_credentials``, every line (both paths above) is checked: a value substituted
+into a line that mentions ``aws_credentials`` or ``secret_access_key`` (a statement's text, an
+error echoing one) is replaced by ``<redacted: may hold a secret>``, and so is every
+exception message of a traceback that mentions them (file, line and function lines are kept).
+The check is one regular-expression search per line.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 
-__all__ = ["LineFormatter", "setup", "info", "escape"]
+__all__ = ["LineFormatter", "setup", "info", "escape", "mentions_secret", "redact_statement", "redact_traceback",
+           "REDACTED"]
 
 _handler: logging.StreamHandler | None = None
 
@@ -31,6 +41,77 @@ _CONTROLS = {i: f"\\x{i:02x}" for i in range(32)} | {10: "\\n", 13: "\\r", 9: "\
 def escape(message: str) -> str:
     """``message`` with control characters escaped (printable text is returned as it is)."""
     return message if message.isprintable() else message.translate(_CONTROLS)
+
+
+#: Text mentioning these may be a statement carrying an AWS secret access key.
+_SECRET_WORDS = re.compile(r"aws_credentials|secret_access_key", re.IGNORECASE)
+
+#: What replaces such text in a log line.
+REDACTED = "<redacted: may hold a secret>"
+
+
+def mentions_secret(text: str) -> bool:
+    """True when ``text`` mentions ``aws_credentials`` or ``secret_access_key`` (any case)."""
+    return _SECRET_WORDS.search(text) is not None
+
+
+def redact_statement(text: str) -> str:
+    """``text`` (a statement, or anything that may quote one) as it may be logged: unchanged, or
+    ``REDACTED`` when it mentions ``aws_credentials``/``secret_access_key``."""
+    return REDACTED if _SECRET_WORDS.search(text) is not None else text
+
+
+def _mentions(value: object) -> bool:
+    if isinstance(value, str):
+        return _SECRET_WORDS.search(value) is not None
+    try:
+        return _SECRET_WORDS.search(str(value)) is not None or _SECRET_WORDS.search(repr(value)) is not None
+    except Exception:
+        return True
+
+
+def _safe_message(fmt: object, args: object, message: str) -> str:
+    """``message`` (``fmt % args``) with each argument that mentions a secret word replaced by
+    ``REDACTED``; when that is not enough, only the line's leading ``event=...`` word is kept."""
+    try:
+        if isinstance(args, tuple):
+            message = str(fmt) % tuple(REDACTED if _mentions(a) else a for a in args)
+        elif isinstance(args, dict):
+            message = str(fmt) % {k: REDACTED if _mentions(v) else v for k, v in args.items()}
+    except Exception:
+        pass
+    if _SECRET_WORDS.search(message) is None:
+        return message
+    first = message.split(" ", 1)[0]
+    return f"{first} {REDACTED}" if first.startswith("event=") and not mentions_secret(first) else REDACTED
+
+
+_FRAME = ("Traceback (most recent call last):", "  File ")
+_CHAINS = ("During handling of the above exception, another exception occurred:",
+           "The above exception was the direct cause of the following exception:")
+_EXC_NAME = re.compile(r"[A-Za-z_][\w.]*(?=:|$)")
+
+
+def redact_traceback(text: str) -> str:
+    """A formatted traceback with every exception message replaced by ``REDACTED`` (the
+    exception's type, the frames and their source lines are kept)."""
+    out: list[str] = []
+    state = "between"  # "frame": after a File line; "message": inside an exception message
+    for line in text.split("\n"):
+        if line.startswith(_FRAME):
+            out.append(line)
+            state = "frame" if line.startswith("  File ") else "between"
+        elif state == "frame" and line.startswith("    "):
+            out.append(line)  # source line, carets
+        elif line == "" or line in _CHAINS:
+            out.append(line)
+            state = "between"
+        elif state != "message":
+            m = _EXC_NAME.match(line)
+            out.append(f"{m.group(0)}: {REDACTED}" if m else REDACTED)
+            state = "message"
+        # further lines of the same message are dropped
+    return "\n".join(out)
 
 
 class LineFormatter(logging.Formatter):
@@ -51,8 +132,15 @@ class LineFormatter(logging.Formatter):
         return self.stamp(record.created)
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        record.message = escape(record.message)  # a traceback, added after this, keeps its lines
+        message = record.message
+        if _SECRET_WORDS.search(message) is not None:
+            message = _safe_message(record.msg, record.args, message)
+        record.message = escape(message)  # a traceback, added after this, keeps its lines
         return super().formatMessage(record)
+
+    def formatException(self, ei) -> str:
+        text = super().formatException(ei)
+        return redact_traceback(text) if _SECRET_WORDS.search(text) is not None else text
 
 
 def setup() -> None:
@@ -95,7 +183,10 @@ def info(logger: logging.Logger, fmt: str, *args: object) -> None:
         logger.info(fmt, *args)
         return
     fm = h.formatter
-    line = f"{fm.stamp(time.time())} INFO {logger.name} {escape(fmt % args)}\n"  # type: ignore[union-attr]
+    message = fmt % args
+    if _SECRET_WORDS.search(message) is not None:
+        message = _safe_message(fmt, args, message)
+    line = f"{fm.stamp(time.time())} INFO {logger.name} {escape(message)}\n"  # type: ignore[union-attr]
     h.acquire()
     try:
         stream = h.stream

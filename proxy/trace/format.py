@@ -24,8 +24,18 @@ Then one line per protocol message, in the order the proxy saw them::
   ``Authentication*`` names follow the spec: AuthenticationOk, AuthenticationSASL...).
 - ``fields``: decoded fields where the codec knows them (bytes as UTF-8 text, else ``{"hex": ...}``).
 - ``hex``: the whole message as sent, type byte and length included. Authoritative for replay.
-- ``redacted: true`` (and ``hex: null``): a secret (PasswordMessage, SASLInitialResponse,
-  SASLResponse, AuthenticationSASLContinue/Final data) was removed.
+- ``redacted: true`` (and ``hex: null``, with ``len``: the message's length in bytes, type byte
+  included): a secret was removed. During login: PasswordMessage, SASLInitialResponse,
+  SASLResponse, AuthenticationSASLContinue/Final data. After login: a message that may carry an
+  AWS secret access key (proxy.trace.redact): a Query or Parse whose text mentions
+  ``aws_credentials`` or ``secret_access_key``, the Bind of such a statement, and, until the
+  ReadyForQuery that ends them, the DataRow, CopyData, ErrorResponse, NoticeResponse and
+  NotificationResponse messages answering them and the client's CopyData/CopyFail; DataRows under
+  a RowDescription with a ``secret_access_key`` column. ``fields`` then keeps only what cannot
+  hold the secret: a statement/portal name (Parse, Bind), the S/V/C fields of an error or notice.
+  Replay refuses a trace with a redacted *frontend* message after AuthenticationOk (it cannot send
+  what was not recorded; the error names the message index); for a redacted *backend* message it
+  checks only that a message of that type arrives.
 - ``variable``: optional, per line: ErrorResponse/NoticeResponse field codes (e.g. ``["M"]``) or
   DataRow column indexes whose digits replay normalises (the recorder marks messages that contain
   timestamps, durations or process ids; edit by hand to mark more).

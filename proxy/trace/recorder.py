@@ -17,6 +17,12 @@ BackendKeyData and, when a cancel connection's CancelRequest carries that key, w
 ``CancelRequest`` line with ``"conn": "cancel"`` into that session's trace at that point (the
 cancel connection itself then gets no file of its own; a CancelRequest for an unknown key does).
 
+Secrets in statements: a ``SecretTracker`` (proxy.trace.redact) per session follows the typed
+messages both ways, and a message that may carry an AWS secret access key (a statement on
+``aws_credentials``, the values bound to it, the rows, COPY data, errors and notices answering it,
+rows under a ``secret_access_key`` column) is written like a password: ``"redacted": true``,
+``"hex": null``, its ``len`` and a few safe fields. This runs on the writer thread only.
+
 Files are named ``<UTC time>-<proxy pid>-<sequence>-<user>@<database>.jsonl`` and created when the
 session's StartupMessage is seen (or at its end, for sessions that never got that far).
 """
@@ -36,6 +42,7 @@ import time
 from pathlib import Path
 
 import proxy.trace.format as fmt
+from proxy.trace.redact import SecretTracker
 from proxy.wire import backend as B
 from proxy.wire import frontend as F
 from proxy.wire.codec import ProtocolViolation
@@ -252,6 +259,7 @@ class _SessionTrace:
         self.key: tuple[int, int] | None = None
         self.cancel_for: _SessionTrace | None = None  # this connection only cancelled that session
         self.user = self.database = None
+        self.secrets = SecretTracker()         # which statements, rows and errors hold a secret
         self.buffered: list[str] | None = []   # lines before the file exists
         self.file = None
         self.closed = False
@@ -377,6 +385,10 @@ class _SessionTrace:
                 self.emit(self._line("frontend", "PasswordMessage", None, t, {}, redacted=True, len=len(raw)))
             return
         name = F.FRONTEND_NAMES.get(typ, f"Unknown_{chr(typ)!r}")
+        kept = self.secrets.frontend(typ, raw)
+        if kept is not None:  # may carry an AWS secret: never written
+            self.emit(self._line("frontend", name, None, t, kept, redacted=True, len=len(raw)))
+            return
         fields = None
         try:
             fields = fmt.message_fields(F.decode_frontend(typ, raw[5:]))
@@ -412,6 +424,12 @@ class _SessionTrace:
 
     def _backend_message(self, typ: int, raw: bytes, t: int) -> None:
         payload = raw[5:]
+        if typ != 0x52:  # not Authentication*
+            kept = self.secrets.backend(typ, raw)
+            if kept is not None:  # may carry an AWS secret: never written
+                name = B.BACKEND_NAMES.get(typ, f"Unknown_{chr(typ)!r}")
+                self.emit(self._line("backend", name, None, t, kept, redacted=True, len=len(raw)))
+                return
         try:
             msg = B.decode_backend(typ, payload)
         except (ProtocolViolation, ValueError):

@@ -16,6 +16,15 @@ login (its secrets are redacted, and a SCRAM exchange cannot be replayed anyway)
    ``"conn": "cancel"`` makes replay wait the recorded delay since the previous frontend message
    (at most ``cancel_delay_max`` seconds) and send a CancelRequest with the BackendKeyData it got.
 
+Redacted messages after login (proxy.trace.redact: anything that may carry an AWS secret access
+key) cannot be replayed as recorded. A redacted *frontend* message (a statement on
+``aws_credentials``, the Bind of its values, COPY data) was never written, so ``replay`` refuses
+the whole trace before connecting, with ``SecretRedactedError`` naming the first such message's
+index: sending the rest would run a different session (an INSERT missing, a COPY left waiting).
+A redacted *backend* message whose request was recorded (a row under a ``secret_access_key``
+column of a view, say) is read and checked for its type only (``ReplayResult.redacted`` counts
+them); a difference there shows the received message's type, never its contents.
+
 Comparison ignores what legitimately differs (the header's ``variable`` section and per-line
 ``variable`` marks): BackendKeyData contents, NotificationResponse process ids, values (and, in
 the login block, presence and order) of variable ParameterStatus names, the F/L/R fields of
@@ -50,6 +59,20 @@ class TraceFormatError(Exception):
 
 class ReplayError(Exception):
     """Replay could not run (connection or login failed)."""
+
+
+class SecretRedactedError(TraceFormatError):
+    """The trace cannot be replayed: frontend message ``index`` (named ``msg``) after login was
+    redacted when recorded because it may hold an AWS secret (proxy.trace.redact)."""
+
+    def __init__(self, index, msg: str):
+        super().__init__(
+            f"message #{index} (frontend {msg}) after AuthenticationOk was redacted when recorded because it "
+            f"may hold an AWS secret (a statement on aws_credentials/secret_access_key, its bound values or "
+            f"COPY data): replay cannot send what was not recorded. Record the scenario without that "
+            f"statement, or put a statement without the secret back into that line's \"hex\"")
+        self.index = index
+        self.msg = msg
 
 
 @dataclass
@@ -311,6 +334,9 @@ def _send_cancel(params: dict[str, str], key: tuple[int, int], timeout: float) -
 # -- replay -------------------------------------------------------------------------------------
 @dataclass
 class ReplayResult:
+    """What ``replay`` did: counts of messages sent and compared (``redacted``: backend messages
+    compared by type only), and the first difference (``diff``, ``index``, ``expected``, ``got``)."""
+
     trace: Trace
     compared: int = 0            # backend messages compared
     sent: int = 0                # frontend messages sent
@@ -320,6 +346,7 @@ class ReplayResult:
     expected: dict | None = None
     got: bytes | None = None
     notes: list[str] = field(default_factory=list)
+    redacted: int = 0            # redacted backend messages: only their type was checked
 
     @property
     def ok(self) -> bool:
@@ -327,6 +354,8 @@ class ReplayResult:
 
     def summary(self) -> str:
         s = f"OK: {self.sent} frontend messages sent, {self.compared} backend messages compared"
+        if self.redacted:
+            s += f" ({self.redacted} redacted: type only)"
         if self.cancels:
             s += f", {self.cancels} cancel(s)"
         return s + "".join(f"; {n}" for n in self.notes)
@@ -342,8 +371,8 @@ def _body(trace: Trace) -> tuple[dict, list[dict]]:
                 raise TraceFormatError("AuthenticationOk without a StartupMessage before it")
             body = trace.messages[n + 1:]
             for b in body:
-                if b.get("redacted"):
-                    raise TraceFormatError(f"message {b.get('i')} after AuthenticationOk is redacted")
+                if b.get("redacted") and b.get("dir") == "frontend":
+                    raise SecretRedactedError(b.get("i"), b.get("msg"))
             return startup, body
     raise TraceFormatError("no AuthenticationOk in the trace (the session never logged in)")
 
@@ -370,7 +399,13 @@ def _expected_raw(m: dict) -> bytes:
 
 
 def replay(path, dsn: str, *, timeout: float = 30.0, cancel_delay_max: float = 2.0) -> ReplayResult:
-    """Replay trace ``path`` against ``dsn``; the result's ``diff`` is None when the replies match."""
+    """Replay trace ``path`` (a file name) against ``dsn`` (a libpq connection string); returns a
+    ReplayResult whose ``diff`` is None when the replies match. ``timeout``: seconds to wait for
+    each reply; ``cancel_delay_max``: the longest wait before a recorded cancel.
+
+    Raises TraceFormatError when the file is not a usable trace (SecretRedactedError, before
+    connecting, when a frontend message after login was redacted because it may hold an AWS
+    secret), ReplayError when the connection or the login fails."""
     trace = load_trace(path)
     startup, body = _body(trace)
     result = ReplayResult(trace)
@@ -430,10 +465,16 @@ def replay(path, dsn: str, *, timeout: float = 30.0, cancel_delay_max: float = 2
                 continue
             for m in lines:
                 got = conn.read()
-                want = _expected_raw(m)
                 if got is None:
                     return _differ(result, m, None, group,
                                    "the connection was closed" if conn.eof else f"no reply within {timeout:g} s")
+                if m.get("redacted"):  # may hold a secret: its type is all there is to compare
+                    if _name_of(got) != m.get("msg"):
+                        return _differ(result, m, got, group, "a message of another type arrived")
+                    result.compared += 1
+                    result.redacted += 1
+                    continue
+                want = _expected_raw(m)
                 if got[:1] == b"K":
                     key = struct.unpack_from("!ii", got, 5)
                 if normalise(got, variable, m.get("variable") or ()) != normalise(want, variable, m.get("variable") or ()):
@@ -502,12 +543,15 @@ def _differ(result: ReplayResult, m: dict | None, got: bytes | None, sent_log: l
         out.append("  after sending:" + (f" (last {len(sent_log[-10:])} of {len(sent_log)})" if len(sent_log) > 10 else ""))
         for s in sent_log[-10:]:
             out.append(f"    #{s.get('i')} {describe(s.get('msg'), None, s.get('fields'))}")
+    redacted = m is not None and bool(m.get("redacted"))
     if m is not None:
         want = bytes.fromhex(m["hex"]) if m.get("hex") else None
-        out.append(f"  expected: {describe(m.get('msg'), want)}")
+        out.append(f"  expected: {describe(m.get('msg'), want)}" + (" (redacted: may hold a secret)" if redacted else ""))
     else:
         out.append("  expected: (nothing)")
-    if got is not None:
+    if got is not None and redacted:  # in place of a secret: show the type only
+        out.append(f"  got:      {_name_of(got)} (contents not shown)")
+    elif got is not None:
         out.append(f"  got:      {describe(_name_of(got), got)}")
     else:
         out.append("  got:      (nothing)")

@@ -36,26 +36,6 @@ from engine.schema import ensure_metadata, error_row
 from engine.settings import EngineSettings
 
 
-def abandoned_transaction(tx_id: str) -> tuple[str, tuple]:
-    """The statement (SQL with ``$n``, parameters) that closes the IaSQL transaction ``tx_id``
-    when it is still the open one, because the session that opened it has ended: a
-    ``CLOSE_TRANSACTION`` row with the message ``abandoned: the session that opened it ended``
-    (nothing when it was closed, or its OPEN row was never committed). Run it as that session's
-    user; the next ``iasql_begin`` then does not wait for the abandoned transaction."""
-    from engine.schema import ENGINE_USER
-
-    return ("""INSERT INTO public.iasql_audit_log ("user", table_name, change_type, change, message, transaction_id)
-               SELECT $1::varchar, 'iasql_audit_log', 'CLOSE_TRANSACTION', '{}',
-                      'abandoned: the session that opened it ended', $2::varchar
-                WHERE (SELECT transaction_id FROM public.iasql_audit_log
-                        WHERE change_type IN ('OPEN_TRANSACTION', 'CLOSE_TRANSACTION')
-                        ORDER BY id DESC LIMIT 1
-                      ) IS NOT DISTINCT FROM $2::varchar
-                  AND (SELECT change_type FROM public.iasql_audit_log
-                        WHERE change_type IN ('OPEN_TRANSACTION', 'CLOSE_TRANSACTION')
-                        ORDER BY id DESC LIMIT 1) = 'OPEN_TRANSACTION'""", (ENGINE_USER, tx_id))
-
-
 def after_failure(err: EngineError) -> list[tuple[str, tuple]]:
     """The statements (SQL with ``$n``, parameters) to run as the caller, each in a transaction
     of its own, once the caller's transaction has ended after ``err``: its ERROR audit row, then
@@ -148,4 +128,4 @@ def build_registry(config: EngineSettings | None = None) -> Registry:
     return reg
 
 
-__all__ = ["build_registry", "EngineSettings", "ensure_metadata", "error_row", "after_failure", "abandoned_transaction", "EngineError", "rpc"]
+__all__ = ["build_registry", "EngineSettings", "ensure_metadata", "error_row", "after_failure", "EngineError", "rpc"]

@@ -72,6 +72,9 @@ class CallContext(Protocol):
     - ``cancelled``: an ``asyncio.Event`` set when the client sends a CancelRequest; functions check
       it between cloud operations and raise ``EngineError('57014', ...)`` at a safe point (a
       statement running on the server is cancelled by the server itself).
+    - optional ``abandoned_transactions``: ids of IaSQL transactions whose opening session is
+      known to have ended (a container of str; missing means none known). ``iasql_begin`` closes
+      such a transaction at once instead of waiting for it.
 
     The engine never opens, commits or rolls back transactions: the caller's transaction (an
     explicit block, the implicit transaction of a multi-statement Query, or the statement's own)
@@ -108,8 +111,8 @@ class Function:
     #: proxy keeps the client's server connection during the call and runs it without a task
     instant: bool = False
     #: the call opens an IaSQL transaction whose id is the second column of its first row
-    #: (``iasql_begin``): when the caller's session ends, whoever runs the call closes it if it is
-    #: still open (``engine.abandoned_transaction``)
+    #: (``iasql_begin``): when the caller's session ends, whoever runs the call adds that id to
+    #: the ``abandoned_transactions`` its contexts offer (``CallContext``)
     opens_transaction: bool = False
 
     @property

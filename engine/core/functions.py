@@ -27,6 +27,8 @@ from engine.rpc import EngineError
 from engine.schema import ENGINE_USER, REDACTED_TABLES
 
 PLATFORM_MODULES = ("iasql_platform", "iasql_functions")
+#: The message of the CLOSE_TRANSACTION row that ends an IaSQL transaction whose session ended.
+ABANDONED = "abandoned: the session that opened it ended"
 _MODULE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}(@[0-9][0-9a-z.\-]{0,30})?$")
 
 
@@ -269,6 +271,9 @@ async def iasql_uninstall(state: EngineState, ctx: Any, *modules: Any) -> list[t
 async def iasql_begin(state: EngineState, ctx: Any) -> list[tuple]:
     """Open an IaSQL transaction (an OPEN_TRANSACTION audit row with a new transaction id).
 
+    An open transaction whose opening session has ended (``ctx.abandoned_transactions``) is
+    closed at once (a CLOSE_TRANSACTION row, message ``ABANDONED``) instead of being waited for.
+
     Returns one row (message 'Transaction started', transaction_id). While another IaSQL
     transaction is open, or another call holds the IaSQL lock, it waits (one progress NOTICE) up
     to ``lock_wait_timeout`` in all, then raises EngineError 55P03 'Another transaction is open or
@@ -282,6 +287,11 @@ async def iasql_begin(state: EngineState, ctx: Any) -> list[tuple]:
         reported = False
         while True:
             tx = await s.open_transaction()
+            if tx is not None and tx[0] in getattr(ctx, "abandoned_transactions", ()):
+                # the session that opened it has ended (the proxy saw it go): close it at once
+                await s.log("CLOSE_TRANSACTION", transaction_id=tx[0], message=ABANDONED)
+                ctx.progress(f"closed IaSQL transaction {tx[0]}: {ABANDONED}")
+                tx = await s.open_transaction()
             if tx is None and await s.try_lock():
                 tx = await s.open_transaction()  # opened by someone else just before we took the lock?
                 if tx is None:

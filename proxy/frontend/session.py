@@ -206,14 +206,13 @@ class ClientSession(ClientCore, asyncio.Protocol):
                       self.peer, self.user, self.database, self.tls_version or "off", time.monotonic() - self.started)
 
     def _after_session(self) -> None:
-        """The session ended: run what failed calls left for after its transaction, and close the
-        IaSQL transaction it opened if that is still open (``engine.abandoned_transaction``), on
-        a pooled connection of its (database, user)."""
-        from engine import abandoned_transaction
-        from proxy.intercept.caller import run_pending
+        """The session ended: run what failed calls left for after its transaction (on a pooled
+        connection of its database and user), and remember the IaSQL transaction it opened as
+        abandoned, so the next ``iasql_begin`` closes it at once instead of waiting for it."""
+        from proxy.intercept.caller import abandon, run_pending
 
-        if self.iasql_transaction is not None and self.credentials is not None:
-            self.after_transaction.append(abandoned_transaction(self.iasql_transaction))
+        if self.iasql_transaction is not None:
+            abandon(self.app, self.iasql_transaction)
             self.iasql_transaction = None
         if self.credentials is not None:
             run_pending(self)

@@ -86,6 +86,8 @@ class ServerCaller:
         self._styles: dict[str, str] = {}   # DateStyle/IntervalStyle to put back, by name
         self._styles_checked = False
         self.busy = False                   # a statement of the call is running on the server
+        # IaSQL transactions whose opening session ended (``abandon``): iasql_begin closes them
+        self.abandoned_transactions = session.app.__dict__.get("abandoned_iasql_transactions", {})
 
     # -- CallContext ------------------------------------------------------------------------------
     async def run(self, query: str, params: Sequence[Any] = ()) -> Result:
@@ -307,6 +309,19 @@ def defer(session: "ClientSession", statements: list) -> None:
 
     hook.iasql_after = True  # type: ignore[attr-defined]
     session.after_ready = hook
+
+
+#: How many abandoned IaSQL transaction ids a process remembers (the oldest are forgotten).
+_ABANDONED_MAX = 10_000
+
+
+def abandon(app: Any, tx_id: str) -> None:
+    """Remember ``tx_id`` as an IaSQL transaction whose opening session has ended
+    (``ServerCaller.abandoned_transactions``, read by ``iasql_begin``)."""
+    known = app.__dict__.setdefault("abandoned_iasql_transactions", {})
+    known[tx_id] = None
+    while len(known) > _ABANDONED_MAX:
+        del known[next(iter(known))]
 
 
 def run_pending(session: "ClientSession") -> None:

@@ -71,16 +71,24 @@ def test_failed_commit_inside_a_block_reverts_after_rollback(connect, fresh_db, 
         "iasql_commit: Forward progress halted")
 
 
-def test_an_iasql_transaction_of_a_session_that_ended_is_closed(connect, fresh_db):
+def test_an_iasql_transaction_of_a_session_that_ended_is_closed_by_the_next_begin(connect, fresh_db):
+    """The transaction stays usable from other sessions (commit from a second psql works); only
+    a new iasql_begin closes it at once, without waiting, once its opener's session has ended."""
     first = connect(dbname=fresh_db)
     first.execute("SELECT * FROM iasql_install('aws_s3')").fetchall()
     [(_, tx)] = first.execute("SELECT * FROM iasql_begin()").fetchall()
     first.close()
+    other = connect(dbname=fresh_db)
+    assert other.execute("SELECT * FROM iasql_preview()").fetchall() == []  # still open for others
     second = connect(dbname=fresh_db)
     [(message, tx2)] = second.execute("SELECT * FROM iasql_begin()").fetchall()
     assert message == "Transaction started" and tx2 != tx
     assert second.execute("SELECT message, transaction_id FROM iasql_audit_log WHERE change_type = "
                           "'CLOSE_TRANSACTION'").fetchall() == [("abandoned: the session that opened it ended", tx)]
+    # a transaction whose opener is still connected is waited for, as before
+    third = connect(dbname=fresh_db)
+    with pytest.raises(psycopg.errors.LockNotAvailable):
+        third.execute("SET lock_timeout = '1s'; SELECT * FROM iasql_begin()")
 
 
 NEEDS_TRANSACTION = ("iasql_commit", "iasql_preview", "iasql_rollback", "iasql_create_review")

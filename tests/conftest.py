@@ -19,6 +19,27 @@ def pg():
         server.stop()
 
 
+@pytest.fixture
+def stderr(monkeypatch):
+    """The proxy's log (``proxy.logs.setup``, as ``iasql-proxy`` does at start) on a fresh stderr,
+    a StringIO; the root logger's handlers are restored afterwards."""
+    import io
+    import logging
+    import sys
+
+    from proxy import logs
+
+    buf = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", buf)
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    root.handlers.clear()
+    logs.setup()
+    yield buf
+    root.handlers[:], root.level = saved
+    logs._handler = None
+
+
 @pytest.fixture(scope="session")
 def moto_server():
     """A running moto server on an ephemeral loopback port for the session."""

@@ -412,26 +412,7 @@ def test_pipelined_units_never_under_redact():
     assert out[7] == ("b", "D", True) and out[-3] == ("b", "D", False)
 
 
-@pytest.fixture
-def stderr_log(monkeypatch):
-    """The proxy's log set up on a fresh stderr (a StringIO), as ``iasql-proxy`` does at start."""
-    import io
-    import logging
-
-    from proxy import logs
-
-    buf = io.StringIO()
-    monkeypatch.setattr(sys, "stderr", buf)
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    root.handlers.clear()
-    logs.setup()
-    yield buf
-    root.handlers[:], root.level = saved
-    logs._handler = None
-
-
-def test_log_lines_never_carry_a_statement_on_aws_credentials(stderr_log):
+def test_log_lines_never_carry_a_statement_on_aws_credentials(stderr):
     import logging
 
     from proxy import logs
@@ -445,7 +426,7 @@ def test_log_lines_never_carry_a_statement_on_aws_credentials(stderr_log):
     except RuntimeError:
         lg.exception("event=failed client=%s", "127.0.0.1:6")
     lg.info("event=plain user=%s", "bob")
-    err = stderr_log.getvalue()
+    err = stderr.getvalue()
     assert SECRET.decode() not in err
     assert "event=fast client=127.0.0.1:5 reason='<redacted: may hold a secret>'" in err
     assert "event=slow user=alice command='<redacted: may hold a secret>'" in err

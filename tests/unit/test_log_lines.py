@@ -3,26 +3,9 @@ the proxy's stderr handler would see the record (a filter, another handler, a le
 
 from __future__ import annotations
 
-import io
 import logging
-import sys
-
-import pytest
 
 from proxy import logs
-
-
-@pytest.fixture
-def stderr(monkeypatch):
-    buf = io.StringIO()
-    monkeypatch.setattr(sys, "stderr", buf)
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    root.handlers.clear()
-    logs.setup()
-    yield buf
-    root.handlers[:], root.level = saved
-    logs._handler = None
 
 
 def test_same_line_as_logging(stderr):

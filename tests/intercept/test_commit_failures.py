@@ -13,6 +13,32 @@ import pytest
 pytestmark = pytest.mark.timeout(120)
 
 
+@pytest.fixture(scope="module")
+def txn_iasql_proxy(pg, moto_server, proxy_ini, start_proxy):
+    """The proxy process with the engine, in transaction pooling with a pool of 2."""
+    from tests.intercept.conftest import engine_section
+
+    return start_proxy(proxy_ini(pool_mode="transaction", default_pool_size=2)
+                       + engine_section(moto_server.endpoint_url), "iasql-txn-proxy")
+
+
+@pytest.fixture(params=["session", "transaction"])
+def pooled(request, iasql_proxy, txn_iasql_proxy):
+    """``pooled(dbname, autocommit=True)``: a psycopg connection through the proxy in session
+    pooling, then (second run) in transaction pooling."""
+    proxy = iasql_proxy if request.param == "session" else txn_iasql_proxy
+    opened: list[psycopg.Connection] = []
+
+    def make(dbname: str, autocommit: bool = True) -> psycopg.Connection:
+        conn = psycopg.connect(proxy.dsn(dbname=dbname), autocommit=autocommit, connect_timeout=5)
+        opened.append(conn)
+        return conn
+
+    yield make
+    for c in opened:
+        c.close()
+
+
 @pytest.fixture
 def aws_s3(moto_server):
     """``aws_s3()``: the bucket names in the sandbox cloud (moto), read with boto3."""
@@ -37,8 +63,8 @@ def _prepare(conn: psycopg.Connection) -> str:
     return good
 
 
-def test_failed_commit_in_autocommit_reverts_before_the_next_statement(connect, fresh_db, aws_s3):
-    conn = connect(dbname=fresh_db)
+def test_failed_commit_in_autocommit_reverts_before_the_next_statement(pooled, fresh_db, aws_s3):
+    conn = pooled(fresh_db)
     good = _prepare(conn)
     with pytest.raises(psycopg.errors.SystemError) as ei:  # 58000 system_error
         conn.execute("SELECT * FROM iasql_commit()").fetchall()
@@ -52,10 +78,10 @@ def test_failed_commit_in_autocommit_reverts_before_the_next_statement(connect, 
     assert kinds == ["ERROR", "START_REVERT", "END_REVERT", "CLOSE_TRANSACTION"]
 
 
-def test_failed_commit_inside_a_block_reverts_after_rollback(connect, fresh_db, aws_s3):
-    setup = connect(dbname=fresh_db)
+def test_failed_commit_inside_a_block_reverts_after_rollback(pooled, fresh_db, aws_s3):
+    setup = pooled(fresh_db)
     good = _prepare(setup)
-    conn = connect(dbname=fresh_db, autocommit=False)  # a driver's default mode
+    conn = pooled(fresh_db, autocommit=False)  # a driver's default mode
     with pytest.raises(psycopg.errors.SystemError):
         conn.execute("SELECT * FROM iasql_commit()").fetchall()
     assert good not in aws_s3()

@@ -68,10 +68,10 @@ async def holder_of(ctx: Any, key: tuple[int, int]) -> str:
     ``pg_locks`` and ``pg_stat_activity``), or 'unknown' when it is not visible."""
     rows = (await ctx.run(
         """SELECT a.pid, a.usename, a.application_name, a.client_addr::text, a.state,
-                  a.backend_start, a.query_start, left(a.query, 200)
+                  a.backend_start, a.query_start, pg_catalog.left(a.query, 200)
              FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
             WHERE l.locktype = 'advisory' AND l.granted AND l.pid <> pg_catalog.pg_backend_pid()
-              AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
+              AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())
               AND l.classid = $1 AND l.objid = $2 AND l.objsubid = 2""", key)).rows
     if not rows:
         return "unknown (the holder was not visible in pg_stat_activity)"

@@ -203,16 +203,17 @@ async def iasql_install(state: EngineState, ctx: Any, *modules: Any) -> list[tup
                 await s.execute(stmt)
             if m.after_install is not None:
                 await m.after_install(s)
-            await s.execute("INSERT INTO iasql_module (name) VALUES ($1)", (m.full_name,))
+            await s.execute("INSERT INTO public.iasql_module (name) VALUES ($1)", (m.full_name,))
             deps = full_dependencies(m)
-            await s.execute("INSERT INTO iasql_dependencies (module, dependency) SELECT $1, unnest($2::varchar[])",
+            await s.execute("INSERT INTO public.iasql_dependencies (module, dependency) "
+                            "SELECT $1, pg_catalog.unnest($2::varchar[])",
                             (m.full_name, deps))
             for t in m.tables:
-                await s.execute('INSERT INTO iasql_tables ("table", module) VALUES ($1, $2)', (t, m.full_name))
+                await s.execute('INSERT INTO public.iasql_tables ("table", module) VALUES ($1, $2)', (t, m.full_name))
                 await s.execute(sql.SQL(
                     "CREATE TRIGGER {trg} AFTER INSERT OR UPDATE OR DELETE ON {t} "
                     "FOR EACH ROW EXECUTE FUNCTION public.iasql_audit()").format(
-                    trg=sql.Identifier(f"{t}_audit"), t=sql.Identifier(t)))
+                    trg=sql.Identifier(f"{t}_audit"), t=sql.Identifier("public", t)))
         mappers = cloud_mappers(order)
         if mappers:
             mc = await mapper_context(s)
@@ -223,7 +224,8 @@ async def iasql_install(state: EngineState, ctx: Any, *modules: Any) -> list[tup
             if m.name not in named:
                 continue
             for t in m.tables:
-                n = (await s.fetchone(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t))))[0]
+                n = (await s.fetchone(sql.SQL("SELECT pg_catalog.count(*) FROM {}").format(
+                    sql.Identifier("public", t))))[0]
                 out.append((m.full_name, t, n))
         return out
 
@@ -257,12 +259,13 @@ async def iasql_uninstall(state: EngineState, ctx: Any, *modules: Any) -> list[t
             ctx.progress(f"uninstalling {m.full_name}")
             rows = []
             for t in m.tables:
-                n = (await s.fetchone(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t))))[0]
+                n = (await s.fetchone(sql.SQL("SELECT pg_catalog.count(*) FROM {}").format(
+                    sql.Identifier("public", t))))[0]
                 rows.append((m.full_name, t, n))
             for stmt in m.uninstall_sql:
                 await s.execute(stmt)
-            await s.execute('DELETE FROM iasql_tables WHERE module = $1', (m.full_name,))
-            await s.execute("DELETE FROM iasql_module WHERE name = $1", (m.full_name,))
+            await s.execute('DELETE FROM public.iasql_tables WHERE module = $1', (m.full_name,))
+            await s.execute("DELETE FROM public.iasql_module WHERE name = $1", (m.full_name,))
             out = rows + out
         return out
 
@@ -332,7 +335,7 @@ def _modules_with_changes(mods: list[Module], touched: dict) -> list[Module]:
 async def _preview(s: EngineSession, mappers: list[Mapper], window: int) -> list[tuple]:
     """The apply plan of the user's changes; with none, the sync plan (cloud drift that a commit
     would pull into the tables), as IaSQL's preview."""
-    row = await s.fetchone("SELECT coalesce(max(id), 0) + 1 FROM iasql_audit_log")
+    row = await s.fetchone("SELECT coalesce(pg_catalog.max(id), 0) + 1 FROM public.iasql_audit_log")
     touched = await plan.user_changes(s, mappers, window, row[0])
     mc = await mapper_context(s)
     if touched:
@@ -456,7 +459,7 @@ async def iasql_rollback(state: EngineState, ctx: Any, force: Any = False) -> li
 async def iasql_get_errors(state: EngineState, ctx: Any) -> list[tuple]:
     """(ts, message) of the last 500 ERROR rows of the audit log, newest first (as IaSQL)."""
     async with EngineSession(ctx, state, "iasql_get_errors", record_errors=False) as s:
-        return await s.fetchall("SELECT ts, message FROM iasql_audit_log WHERE change_type = 'ERROR' "
+        return await s.fetchall("SELECT ts, message FROM public.iasql_audit_log WHERE change_type = 'ERROR' "
                                 "ORDER BY ts DESC, id DESC LIMIT 500")
 
 
@@ -520,7 +523,7 @@ async def iasql_get_sql_since(state: EngineState, ctx: Any, limit_date: Any = No
             except ValueError:
                 raise EngineError("22007", f"invalid timestamp: {limit_date[:60]!r}") from None
         rows = await s.fetchall(
-            """SELECT table_name, change_type, change FROM iasql_audit_log
+            """SELECT table_name, change_type, change FROM public.iasql_audit_log
                 WHERE change_type IN ('INSERT', 'UPDATE', 'DELETE') AND "user" <> $1
                   AND ($2::timestamptz IS NULL OR ts > $2::timestamptz) ORDER BY id""",
             (ENGINE_USER, limit_date))
@@ -534,13 +537,13 @@ async def iasql_get_sql_for_transaction(state: EngineState, ctx: Any, transactio
     async with EngineSession(ctx, state, "iasql_get_sql_for_transaction", record_errors=False) as s:
         tx = transaction_id
         if tx is None:
-            row = await s.fetchone("SELECT transaction_id FROM iasql_audit_log WHERE change_type = 'OPEN_TRANSACTION' "
+            row = await s.fetchone("SELECT transaction_id FROM public.iasql_audit_log WHERE change_type = 'OPEN_TRANSACTION' "
                                    "ORDER BY id DESC LIMIT 1")
             if row is None:
                 return []
             tx = row[0]
         rows = await s.fetchall(
-            """SELECT table_name, change_type, change FROM iasql_audit_log
+            """SELECT table_name, change_type, change FROM public.iasql_audit_log
                 WHERE change_type IN ('INSERT', 'UPDATE', 'DELETE') AND "user" <> $1 AND transaction_id = $2
                 ORDER BY id""", (ENGINE_USER, str(tx)))
         return _statements_of(rows)
@@ -580,9 +583,10 @@ async def iasql_modules_installed(state: EngineState, ctx: Any) -> list[tuple]:
     """(module_name, module_version, dependencies varchar[]) of the installed modules."""
     async with EngineSession(ctx, state, "iasql_modules_installed", record_errors=False) as s:
         return await s.fetchall(
-            """SELECT split_part(name, '@', 1), split_part(name, '@', 2),
-                      array(SELECT dependency FROM iasql_dependencies d WHERE d.module = m.name ORDER BY dependency)
-                 FROM iasql_module m ORDER BY name""")
+            """SELECT pg_catalog.split_part(name, '@', 1), pg_catalog.split_part(name, '@', 2),
+                      array(SELECT dependency FROM public.iasql_dependencies d WHERE d.module = m.name
+                             ORDER BY dependency)
+                 FROM public.iasql_module m ORDER BY name""")
 
 
 async def iasql_version(state: EngineState, ctx: Any) -> list[tuple]:

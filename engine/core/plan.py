@@ -109,7 +109,7 @@ async def read_changes(s: EngineSession, mappers: list[Mapper], after_id: int, b
     (no upper bound when None), leaving out the ids in ``skip``. Returns Changes."""
     by_table = {m.table: m for m in mappers}
     rows = await s.fetchall(
-        """SELECT id, table_name, change FROM iasql_audit_log
+        """SELECT id, table_name, change FROM public.iasql_audit_log
             WHERE id > $1 AND ($2::bigint IS NULL OR id < $2) AND "user" <> $3
               AND change_type IN ('INSERT', 'UPDATE', 'DELETE')
               AND table_name = ANY($4::varchar[]) AND NOT (id = ANY($5::bigint[])) ORDER BY id""",
@@ -150,7 +150,7 @@ async def commit_window_start(s: EngineSession) -> int:
     """The audit id after which user changes are still to be applied: the START id of the last
     successful commit or rollback (0 when none)."""
     row = await s.fetchone(
-        """SELECT (change->>'start_id')::bigint FROM iasql_audit_log
+        """SELECT (change->>'start_id')::bigint FROM public.iasql_audit_log
             WHERE change_type IN ('END_COMMIT', 'END_REVERT') AND change->>'status' = 'ok'
             ORDER BY id DESC LIMIT 1""")
     return int(row[0]) if row and row[0] is not None else 0
@@ -160,7 +160,7 @@ async def read_db(s: EngineSession, mapper: Mapper) -> list[dict]:
     """Every row of the mapper's table as dicts of its mapped columns."""
     names = [c.name for c in mapper.columns]
     q = sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(map(sql.Identifier, names)),
-                                           sql.Identifier(mapper.table))
+                                           sql.Identifier("public", mapper.table))
     return [dict(zip(names, r)) for r in await s.fetchall(q)]
 
 
@@ -237,7 +237,7 @@ async def _write_back(s: EngineSession, mapper: Mapper, row: dict, rec: dict) ->
     if not cols:
         return
     q = sql.SQL("UPDATE {} SET {} WHERE {}").format(
-        sql.Identifier(mapper.table), _assignments(cols),
+        sql.Identifier("public", mapper.table), _assignments(cols),
         _conditions(mapper.pk, start=len(cols) + 1))
     params = [adapt(c.kind, rec.get(c.name)) for c in cols] + [row.get(p) for p in mapper.pk]
     await s.execute(q, params)
@@ -257,7 +257,7 @@ async def _recreate_children(s: EngineSession, mc: MapperContext, m: Mapper, row
     for child_table, fk in m.children:
         cm = catalog[child_table]
         q = sql.SQL("SELECT {} FROM {} WHERE {} = $1").format(
-            sql.SQL(", ").join(sql.Identifier(c.name) for c in cm.columns), sql.Identifier(cm.table),
+            sql.SQL(", ").join(sql.Identifier(c.name) for c in cm.columns), sql.Identifier("public", cm.table),
             sql.Identifier(fk))
         names = [c.name for c in cm.columns]
         for values in await s.fetchall(q, (row.get(m.pk[0]),)):
@@ -391,7 +391,7 @@ async def apply(s: EngineSession, mc: MapperContext, mappers: list[Mapper], touc
 async def _insert_row(s: EngineSession, m: Mapper, rec: dict) -> None:
     cols = m.synced_cols
     q = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
-        sql.Identifier(m.table), sql.SQL(", ").join(sql.Identifier(c.name) for c in cols),
+        sql.Identifier("public", m.table), sql.SQL(", ").join(sql.Identifier(c.name) for c in cols),
         sql.SQL(placeholders(len(cols))))
     await s.execute(q, [adapt(c.kind, rec.get(c.name)) for c in cols])
 
@@ -399,12 +399,12 @@ async def _insert_row(s: EngineSession, m: Mapper, rec: dict) -> None:
 async def _update_row(s: EngineSession, m: Mapper, row: dict, rec: dict) -> None:
     cols = m.synced_cols
     q = sql.SQL("UPDATE {} SET {} WHERE {}").format(
-        sql.Identifier(m.table), _assignments(cols), _conditions(m.pk, start=len(cols) + 1))
+        sql.Identifier("public", m.table), _assignments(cols), _conditions(m.pk, start=len(cols) + 1))
     await s.execute(q, [adapt(c.kind, rec.get(c.name)) for c in cols] + [row.get(p) for p in m.pk])
 
 
 async def _delete_row(s: EngineSession, m: Mapper, row: dict) -> None:
-    q = sql.SQL("DELETE FROM {} WHERE {}").format(sql.Identifier(m.table), _conditions(m.pk))
+    q = sql.SQL("DELETE FROM {} WHERE {}").format(sql.Identifier("public", m.table), _conditions(m.pk))
     await s.execute(q, [row.get(p) for p in m.pk])
 
 

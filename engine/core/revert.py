@@ -9,7 +9,9 @@ user's changes made in earlier, committed transactions since ``iasql_begin``: th
 the one statement ``revert_statement`` builds, which runs after the caller's transaction has
 ended (``EngineError.followup``), as the caller.
 
-That statement is a ``DO`` block: it marks its transaction as the engine's (``iasql.engine_call``,
+That statement is a ``DO`` block: it runs with the engine's ``search_path`` (``public, pg_temp``,
+every name in it schema-qualified; the caller's own is put back at its end), marks its
+transaction as the engine's (``iasql.engine_call``,
 so the audit log attributes the inverse changes to ``iasql_engine`` and a later commit does not
 take them for the user's), writes ``START_REVERT``, walks the user's INSERT/UPDATE/DELETE audit
 rows of the IaSQL transaction newest first and undoes each (an INSERT is deleted by its primary
@@ -25,6 +27,7 @@ import json
 
 from psycopg import sql
 
+from engine.core.session import ENGINE_SEARCH_PATH
 from engine.schema import ENGINE_GUC, ENGINE_USER
 
 #: Tables whose audit rows are redacted (``engine.schema.REDACTED``) cannot be restored from the
@@ -32,16 +35,18 @@ from engine.schema import ENGINE_GUC, ENGINE_USER
 _TEMPLATE = """
 DO $iasql_revert$
 DECLARE
-  _pks jsonb := {pks};
-  _tx text := {tx};
+  _pks pg_catalog.jsonb := {pks};
+  _tx pg_catalog.text := {tx};
+  _path pg_catalog.text := pg_catalog.current_setting('search_path');
   _open bigint;
   _start bigint;
   _r record;
-  _t text;
-  _cond text;
-  _cols text;
+  _t pg_catalog.text;
+  _cond pg_catalog.text;
+  _cols pg_catalog.text;
 BEGIN
-  PERFORM set_config('{guc}', 'on', true);
+  -- the engine's search_path (the caller's own is put back at the end)
+  PERFORM pg_catalog.set_config('search_path', '{path}', true), pg_catalog.set_config('{guc}', 'on', true);
   SELECT id INTO _open FROM public.iasql_audit_log
    WHERE change_type = 'OPEN_TRANSACTION' AND transaction_id = _tx ORDER BY id DESC LIMIT 1;
   INSERT INTO public.iasql_audit_log ("user", table_name, change_type, change, transaction_id)
@@ -51,21 +56,22 @@ BEGIN
                AND change_type IN ('INSERT', 'UPDATE', 'DELETE') AND _pks ? table_name
              ORDER BY id DESC LOOP
     _t := _r.table_name;
-    SELECT string_agg(format('%I IS NOT DISTINCT FROM (json_populate_record(NULL::public.%I, $1)).%I', c, _t, c),
-                      ' AND ')
-      INTO _cond FROM jsonb_array_elements_text(_pks -> _t) AS c;
+    SELECT pg_catalog.string_agg(pg_catalog.format(
+             '%I IS NOT DISTINCT FROM (pg_catalog.json_populate_record(NULL::public.%I, $1)).%I', c, _t, c), ' AND ')
+      INTO _cond FROM pg_catalog.jsonb_array_elements_text(_pks -> _t) AS c;
     BEGIN
       IF _r.change_type = 'INSERT' THEN
-        EXECUTE format('DELETE FROM public.%I WHERE %s', _t, _cond) USING _r.change -> 'change';
+        EXECUTE pg_catalog.format('DELETE FROM public.%I WHERE %s', _t, _cond) USING _r.change -> 'change';
       ELSIF _r.change_type = 'DELETE' THEN
-        EXECUTE format('INSERT INTO public.%I SELECT * FROM json_populate_record(NULL::public.%I, $1) '
-                       'ON CONFLICT DO NOTHING', _t, _t) USING _r.change -> 'original';
+        EXECUTE pg_catalog.format('INSERT INTO public.%I SELECT * FROM pg_catalog.json_populate_record('
+                                  'NULL::public.%I, $1) ON CONFLICT DO NOTHING', _t, _t) USING _r.change -> 'original';
       ELSE
-        SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) INTO _cols FROM pg_attribute
-         WHERE attrelid = format('public.%I', _t)::regclass AND attnum > 0 AND NOT attisdropped
+        SELECT pg_catalog.string_agg(pg_catalog.quote_ident(attname), ', ' ORDER BY attnum) INTO _cols
+          FROM pg_catalog.pg_attribute
+         WHERE attrelid = pg_catalog.format('public.%I', _t)::pg_catalog.regclass AND attnum > 0 AND NOT attisdropped
            AND attgenerated = '' AND attidentity = '';
-        EXECUTE format('UPDATE public.%I SET (%s) = (SELECT %s FROM json_populate_record(NULL::public.%I, $2)) '
-                       'WHERE %s', _t, _cols, _cols, _t, _cond)
+        EXECUTE pg_catalog.format('UPDATE public.%I SET (%s) = (SELECT %s FROM pg_catalog.json_populate_record('
+                                  'NULL::public.%I, $2)) WHERE %s', _t, _cols, _cols, _t, _cond)
           USING _r.change -> 'change', _r.change -> 'original';
       END IF;
     EXCEPTION WHEN OTHERS THEN
@@ -73,9 +79,11 @@ BEGIN
     END;
   END LOOP;
   INSERT INTO public.iasql_audit_log ("user", table_name, change_type, change, transaction_id)
-  VALUES ('{engine}', 'iasql_audit_log', 'END_REVERT', json_build_object('status', 'ok', 'start_id', _start), _tx);
+  VALUES ('{engine}', 'iasql_audit_log', 'END_REVERT', pg_catalog.json_build_object('status', 'ok', 'start_id', _start),
+          _tx);
   INSERT INTO public.iasql_audit_log ("user", table_name, change_type, change, message, transaction_id)
   VALUES ('{engine}', 'iasql_audit_log', 'CLOSE_TRANSACTION', '{{}}', 'reverted', _tx);
+  PERFORM pg_catalog.set_config('search_path', _path, true);
 END $iasql_revert$"""
 
 
@@ -85,9 +93,9 @@ def revert_statement(tx_id: str, tables: dict[str, list[str]]) -> str:
     the module docstring). Takes only names the engine defines and a transaction id; every value
     is quoted as a literal. Run it as the caller after the caller's transaction has ended; it
     raises nothing for an inverse change that no longer applies (it is skipped with a NOTICE)."""
-    pks = sql.Literal(json.dumps(tables, sort_keys=True)).as_string(None) + "::jsonb"
+    pks = sql.Literal(json.dumps(tables, sort_keys=True)).as_string(None) + "::pg_catalog.jsonb"
     tx = sql.Literal(tx_id).as_string(None)
-    return _TEMPLATE.format(pks=pks, tx=tx, guc=ENGINE_GUC, engine=ENGINE_USER).strip()
+    return _TEMPLATE.format(pks=pks, tx=tx, guc=ENGINE_GUC, engine=ENGINE_USER, path=ENGINE_SEARCH_PATH).strip()
 
 
 __all__ = ["revert_statement"]

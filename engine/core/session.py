@@ -7,8 +7,9 @@ statement and are rolled back with the caller's transaction, and a role that may
 read a table gets the same 42501 from a call as from its own SQL.
 
 On entry (one round trip) it reads the caller's ``search_path``, sets it to ``public, pg_temp``
-for the call (IaSQL's tables and functions live in ``public``; a user's schema earlier in the path
-must not capture the engine's unqualified names), marks the transaction as the engine's with the
+for the call (besides, every function and table the engine names carries its schema, ``public.``
+or ``pg_catalog.``, so no object of a user's schema is ever run in place of one; the path matters
+only to the triggers users put on module tables), marks the transaction as the engine's with the
 transaction-local setting ``iasql.engine_call`` (the audit trigger then records the engine's
 writes as ``iasql_engine``, see ``engine.schema``), and checks the metadata marker. It creates the
 metadata when missing and optionally takes the per-database IaSQL lock: a transaction-level
@@ -96,8 +97,8 @@ class EngineSession:
     async def __aenter__(self) -> "EngineSession":
         try:
             row = await self.fetchone(
-                f"SELECT current_setting('search_path'), set_config('search_path', $1, true), "
-                f"set_config('{ENGINE_GUC}', 'on', true), ({METADATA_MARKER_SQL})", (ENGINE_SEARCH_PATH,))
+                f"SELECT pg_catalog.current_setting('search_path'), pg_catalog.set_config('search_path', $1, true), "
+                f"pg_catalog.set_config('{ENGINE_GUC}', 'on', true), ({METADATA_MARKER_SQL})", (ENGINE_SEARCH_PATH,))
             assert row is not None
             self.search_path = row[0]
             if row[3] != metadata_marker():
@@ -117,7 +118,8 @@ class EngineSession:
             if err is not exc:
                 raise err from exc
             return False
-        await self.run(f"SELECT set_config('search_path', $1, true), set_config('{ENGINE_GUC}', 'off', true)",
+        await self.run(f"SELECT pg_catalog.set_config('search_path', $1, true), "
+                       f"pg_catalog.set_config('{ENGINE_GUC}', 'off', true)",
                        (self.search_path,))
         return False
 
@@ -206,7 +208,7 @@ class EngineSession:
         row = await self.fetchone(
             """SELECT change_type, transaction_id, ts, message FROM public.iasql_audit_log
                 WHERE change_type IN ('OPEN_TRANSACTION', 'CLOSE_TRANSACTION')
-                  AND ts > now() - make_interval(secs => $1::float8)
+                  AND ts > pg_catalog.now() - pg_catalog.make_interval(secs => $1::pg_catalog.float8)
                 ORDER BY id DESC LIMIT 1""", (float(self.settings.transaction_ttl_seconds),))
         if row is None or row[0] != "OPEN_TRANSACTION":
             return None
@@ -224,7 +226,7 @@ class EngineSession:
     # -- AWS --------------------------------------------------------------------------------------
     async def table_exists(self, name: str) -> bool:
         """True when public.<name> exists."""
-        row = await self.fetchone("SELECT to_regclass($1) IS NOT NULL", (f"public.{name}",))
+        row = await self.fetchone("SELECT pg_catalog.to_regclass($1) IS NOT NULL", (f"public.{name}",))
         return bool(row and row[0])
 
     async def credentials(self) -> Credentials:
@@ -240,11 +242,16 @@ class EngineSession:
         return Credentials(None, None)
 
     async def regions(self) -> tuple[list[str], str]:
-        """(enabled regions, default region) from ``aws_regions`` (us-east-1 without it)."""
+        """(enabled regions, default region) from ``aws_regions`` (us-east-1 without it).
+
+        The default is read as ``default_aws_region()`` reads it (the ``is_default`` row, else
+        us-east-1), not by calling that function: it lives in schema ``public``, whose owner may
+        rewrite it, and a call runs it with the caller's rights (issue 16)."""
         if not await self.table_exists("aws_regions"):
             return ["us-east-1"], "us-east-1"
         rows = await self.fetchall("SELECT region FROM public.aws_regions WHERE is_enabled ORDER BY region")
-        default = (await self.fetchone("SELECT public.default_aws_region()"))[0]
+        default = (await self.fetchone("SELECT coalesce((SELECT region FROM public.aws_regions WHERE is_default), "
+                                       "'us-east-1')"))[0]
         regions = [r[0] for r in rows]
         if default not in regions:
             regions.append(default)

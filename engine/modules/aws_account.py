@@ -5,6 +5,10 @@ secret_access_key)`` and ``aws_regions(region, is_default, is_enabled)``. Instal
 ``aws_regions`` with every region botocore knows (no network call); ``us-east-1`` is the default
 and, unlike IaSQL (which enables all), only the default region starts enabled, so that reads of
 regional resources stay fast. Enable more with ``UPDATE aws_regions SET is_enabled = true``.
+
+``aws_credentials`` belongs to the caller who installs the module and is readable by no other
+role (``REVOKE ALL ... FROM PUBLIC``, which also undoes a default privilege granting new tables to
+PUBLIC) until its owner grants it; its secret never enters the audit log (``engine.schema``).
 """
 
 from __future__ import annotations
@@ -44,8 +48,8 @@ async def _seed_regions(db: Any) -> None:
     if DEFAULT_REGION not in regions:
         regions.append(DEFAULT_REGION)
     await db.execute(
-        "INSERT INTO aws_regions (region, is_default, is_enabled) "
-        "SELECT r, r = $2, r = $2 FROM unnest($1::varchar[]) AS r ON CONFLICT (region) DO NOTHING",
+        "INSERT INTO public.aws_regions (region, is_default, is_enabled) "
+        "SELECT r, r = $2, r = $2 FROM pg_catalog.unnest($1::varchar[]) AS r ON CONFLICT (region) DO NOTHING",
         (regions, DEFAULT_REGION))
 
 
@@ -54,38 +58,43 @@ MODULE = Module(
     version=VERSION,
     dependencies=(),
     install_sql=(
-        """CREATE TABLE aws_credentials (
+        # the caller's keys: its own table, readable by nobody else until the owner grants it
+        # (REVOKE from PUBLIC also undoes a default privilege that would grant it to everyone)
+        """CREATE TABLE public.aws_credentials (
              id SERIAL PRIMARY KEY,
              access_key_id character varying NOT NULL,
              secret_access_key character varying NOT NULL)""",
-        """CREATE TABLE aws_regions (
+        "REVOKE ALL ON public.aws_credentials FROM PUBLIC",
+        """CREATE TABLE public.aws_regions (
              region character varying PRIMARY KEY,
              is_default boolean NOT NULL DEFAULT false,
              is_enabled boolean NOT NULL DEFAULT true)""",
-        "CREATE UNIQUE INDEX aws_regions_one_default ON aws_regions (is_default) WHERE is_default",
-        """CREATE OR REPLACE FUNCTION default_aws_region() RETURNS text LANGUAGE plpgsql STABLE AS $$
+        "CREATE UNIQUE INDEX aws_regions_one_default ON public.aws_regions (is_default) WHERE is_default",
+        # every name schema-qualified; the getter (which the engine calls) also has a fixed search_path
+        """CREATE OR REPLACE FUNCTION public.default_aws_region() RETURNS text LANGUAGE plpgsql STABLE
+           SET search_path = pg_catalog, pg_temp AS $$
            DECLARE r text;
            BEGIN
-             SELECT region INTO r FROM aws_regions WHERE is_default = true;
+             SELECT region INTO r FROM public.aws_regions WHERE is_default = true;
              RETURN coalesce(r, 'us-east-1');
            END $$""",
         # IaSQL's setter: makes region r the default (an unknown region is refused, 22023)
-        """CREATE OR REPLACE FUNCTION default_aws_region(r text) RETURNS text LANGUAGE plpgsql AS $$
+        """CREATE OR REPLACE FUNCTION public.default_aws_region(r text) RETURNS text LANGUAGE plpgsql AS $$
            BEGIN
-             IF NOT EXISTS (SELECT 1 FROM aws_regions WHERE region = r) THEN
+             IF NOT EXISTS (SELECT 1 FROM public.aws_regions WHERE region = r) THEN
                RAISE EXCEPTION 'unknown AWS region: %', r USING ERRCODE = '22023',
                  HINT = 'SELECT region FROM aws_regions; lists the regions.';
              END IF;
-             UPDATE aws_regions SET is_default = false WHERE is_default AND region <> r;
-             UPDATE aws_regions SET is_default = true WHERE region = r AND NOT is_default;
+             UPDATE public.aws_regions SET is_default = false WHERE is_default AND region <> r;
+             UPDATE public.aws_regions SET is_default = true WHERE region = r AND NOT is_default;
              RETURN r;
            END $$""",
     ),
     uninstall_sql=(
-        "DROP TABLE aws_regions",
-        "DROP TABLE aws_credentials",
-        "DROP FUNCTION IF EXISTS default_aws_region()",
-        "DROP FUNCTION IF EXISTS default_aws_region(text)",
+        "DROP TABLE public.aws_regions",
+        "DROP TABLE public.aws_credentials",
+        "DROP FUNCTION IF EXISTS public.default_aws_region()",
+        "DROP FUNCTION IF EXISTS public.default_aws_region(text)",
     ),
     mappers=(AwsCredentialsMapper(), AwsRegionsMapper()),
     description="AWS credentials and regions",

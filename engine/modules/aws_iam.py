@@ -133,14 +133,14 @@ MODULE = Module(
     version=VERSION,
     dependencies=("aws_account",),
     install_sql=(
-        """CREATE TABLE iam_role (
+        """CREATE TABLE public.iam_role (
              arn character varying,
              role_name character varying PRIMARY KEY,
              assume_role_policy_document jsonb NOT NULL,
              description character varying,
              attached_policies_arns text[])""",
     ),
-    uninstall_sql=("DROP TABLE iam_role",),
+    uninstall_sql=("DROP TABLE public.iam_role",),
     mappers=(RoleMapper(),),
     description="IAM roles",
 )

@@ -142,15 +142,15 @@ MODULE = Module(
     version=VERSION,
     dependencies=("aws_account",),
     install_sql=(
-        """CREATE TABLE bucket (
+        """CREATE TABLE public.bucket (
              name character varying PRIMARY KEY,
              policy json,
              created_at timestamp without time zone,
              tags json,
-             region character varying NOT NULL DEFAULT default_aws_region() REFERENCES aws_regions (region),
+             region character varying NOT NULL DEFAULT public.default_aws_region() REFERENCES public.aws_regions (region),
              CONSTRAINT uq_bucket_name_region UNIQUE (name, region))""",
     ),
-    uninstall_sql=("DROP TABLE bucket",),
+    uninstall_sql=("DROP TABLE public.bucket",),
     mappers=(BucketMapper(),),
     description="S3 buckets",
 )

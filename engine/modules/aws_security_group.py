@@ -119,7 +119,7 @@ class SecurityGroupRuleMapper(Mapper):
         return True
 
     async def _group_maps(self, mc: MapperContext) -> tuple[dict, dict]:
-        rows = await mc.fetchall("SELECT id, group_id FROM security_group WHERE group_id IS NOT NULL")
+        rows = await mc.fetchall("SELECT id, group_id FROM public.security_group WHERE group_id IS NOT NULL")
         return {g: i for i, g in rows}, {i: g for i, g in rows}
 
     @staticmethod
@@ -246,17 +246,17 @@ MODULE = Module(
     version=VERSION,
     dependencies=("aws_account",),
     install_sql=(
-        """CREATE TABLE security_group (
+        """CREATE TABLE public.security_group (
              id SERIAL PRIMARY KEY,
              description character varying NOT NULL,
              group_name character varying NOT NULL,
              owner_id character varying,
              group_id character varying,
-             region character varying NOT NULL DEFAULT default_aws_region() REFERENCES aws_regions (region),
+             region character varying NOT NULL DEFAULT public.default_aws_region() REFERENCES public.aws_regions (region),
              vpc_id integer,
              CONSTRAINT uq_security_group_region UNIQUE (id, region),
              CONSTRAINT "UQ_groupNameByVpc" UNIQUE (group_name, vpc_id, region))""",
-        """CREATE TABLE security_group_rule (
+        """CREATE TABLE public.security_group_rule (
              id SERIAL PRIMARY KEY,
              security_group_rule_id character varying,
              is_egress boolean NOT NULL,
@@ -267,14 +267,14 @@ MODULE = Module(
              cidr_ipv6 cidr,
              prefix_list_id character varying,
              description character varying,
-             region character varying NOT NULL DEFAULT default_aws_region() REFERENCES aws_regions (region),
+             region character varying NOT NULL DEFAULT public.default_aws_region() REFERENCES public.aws_regions (region),
              security_group_id integer,
-             source_security_group integer REFERENCES security_group (id),
+             source_security_group integer REFERENCES public.security_group (id),
              CONSTRAINT uq_security_group_rule_region UNIQUE (id, region),
              CONSTRAINT "UQ_rule" UNIQUE (is_egress, ip_protocol, from_port, to_port, cidr_ipv4,
                                          security_group_id, region),
              CONSTRAINT fk_security_group_rule_group FOREIGN KEY (security_group_id, region)
-               REFERENCES security_group (id, region),
+               REFERENCES public.security_group (id, region),
              CONSTRAINT "Check_security_or_ip_permissions" CHECK (
                (source_security_group IS NULL AND (from_port IS NOT NULL AND to_port IS NOT NULL
                  AND (cidr_ipv4 IS NOT NULL OR cidr_ipv6 IS NOT NULL OR prefix_list_id IS NOT NULL)))
@@ -282,7 +282,7 @@ MODULE = Module(
                  AND (to_port IS NULL OR to_port = -1) AND (cidr_ipv4 IS NULL OR cidr_ipv4 = '0.0.0.0/0')
                  AND cidr_ipv6 IS NULL))))""",
     ),
-    uninstall_sql=("DROP TABLE security_group_rule", "DROP TABLE security_group"),
+    uninstall_sql=("DROP TABLE public.security_group_rule", "DROP TABLE public.security_group"),
     mappers=(SecurityGroupMapper(), SecurityGroupRuleMapper()),
     description="EC2 security groups and rules",
 )

@@ -7,7 +7,11 @@
 - ``iasql_audit_log(id, ts, "user", table_name, change_type, change json, message,
   transaction_id)``;
 - ``iasql_audit()``, the trigger function attached (``<table>_audit``) to every module table at
-  install, recording INSERT/UPDATE/DELETE as ``{"original": ..., "change": ...}``;
+  install, recording INSERT/UPDATE/DELETE as ``{"original": ..., "change": ...}``; it is SECURITY
+  DEFINER (a role granted a module table writes its audit rows without a grant on the log), so it
+  runs with ``search_path = pg_catalog, pg_temp`` and records tables of schema ``public`` only (a
+  role that attaches it to a table of its own elsewhere, e.g. a temporary ``bucket``, writes
+  nothing);
 - one stub per ``iasql_*`` function, with the registry's real signature and result columns, that
   raises ``iasql_* functions must be called through iasql-proxy`` (SQLSTATE 0A000) with a HINT, so
   a direct connection or a DO block fails loudly instead of silently doing nothing.
@@ -19,7 +23,10 @@
   messages) applies to ``iasql_*`` arguments exactly as to any function's.
 
 Everything is created in the caller's transaction, as the caller (``ensure_metadata`` runs
-through ``engine.rpc.CallContext``), so the caller needs the right to create in ``public``.
+through ``engine.rpc.CallContext``), so the caller needs the right to create in ``public``. Every
+name in these statements, and in every statement the engine sends, is schema-qualified
+(``public.`` for IaSQL's tables and functions, ``pg_catalog.`` for built-ins). The audit log is
+readable by its owner only (``REVOKE ALL ... FROM PUBLIC``); the module catalogue by everyone.
 
 **How engine writes are told apart from the user's.** Engine calls run on the caller's own
 connection, as the caller; for the duration of a call the engine sets the transaction-local
@@ -43,7 +50,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from engine.rpc import Function
 
 #: Bumped whenever the metadata DDL changes; stored as the comment of ``iasql_audit_log``.
-METADATA_VERSION = "iasql-proxy metadata 4"
+METADATA_VERSION = "iasql-proxy metadata 5"
 #: Columns whose values never reach the audit log (table -> columns): the audit row holds
 #: ``REDACTED`` instead, so ``iasql_get_sql_since`` and ``iasql_get_sql_for_transaction`` print
 #: the placeholder and a revert leaves these tables alone.
@@ -60,7 +67,8 @@ METADATA_LOCK = (7355608, 2)
 #: The schema holding the argument probes (one per function, see the module docstring).
 ARGS_SCHEMA = "iasql_args"
 #: One SQL expression giving the metadata marker of the current database (NULL when absent).
-METADATA_MARKER_SQL = "SELECT pg_catalog.obj_description(to_regclass('public.iasql_audit_log'), 'pg_class')"
+METADATA_MARKER_SQL = ("SELECT pg_catalog.obj_description(pg_catalog.to_regclass('public.iasql_audit_log'), "
+                       "'pg_class')")
 
 STUB_MESSAGE = "iasql_* functions must be called through iasql-proxy"
 STUB_HINT = ("Connect to this database through iasql-proxy, which answers iasql_* calls itself; "
@@ -94,7 +102,7 @@ BASE_DDL = [
          PRIMARY KEY ("table", module))""",
     f"""CREATE TABLE IF NOT EXISTS public.iasql_audit_log (
          id bigserial PRIMARY KEY,
-         ts timestamp with time zone NOT NULL DEFAULT clock_timestamp(),
+         ts timestamp with time zone NOT NULL DEFAULT pg_catalog.clock_timestamp(),
          "user" character varying NOT NULL,
          table_name character varying NOT NULL,
          change_type character varying NOT NULL
@@ -111,30 +119,35 @@ BASE_DDL = [
     f"""CREATE OR REPLACE FUNCTION public.iasql_redacted(_table text, _row json) RETURNS json
        LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
          SELECT CASE WHEN _row IS NULL OR NOT ({_redact_map()} ? _table) THEN _row
-                ELSE (_row::jsonb || (SELECT jsonb_object_agg(c, {_quote(REDACTED)})
-                                        FROM jsonb_array_elements_text({_redact_map()} -> _table) AS c))::json END
+                ELSE (_row::jsonb || (SELECT pg_catalog.jsonb_object_agg(c, {_quote(REDACTED)})
+                                        FROM pg_catalog.jsonb_array_elements_text({_redact_map()} -> _table) AS c))::json END
        $$""",
     f"""CREATE OR REPLACE FUNCTION public.iasql_audit() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
-       SET search_path = public, pg_temp AS $$
+       SET search_path = pg_catalog, pg_temp AS $$
        DECLARE
-         _user text := CASE WHEN current_setting('{ENGINE_GUC}', true) = 'on' THEN '{ENGINE_USER}'
+         _user text := CASE WHEN pg_catalog.current_setting('{ENGINE_GUC}', true) = 'on' THEN '{ENGINE_USER}'
                             ELSE session_user END;
          _tx text;
        BEGIN
+         IF TG_TABLE_SCHEMA <> 'public' THEN
+           -- only IaSQL's tables (in public) are audited: a role that attaches this SECURITY DEFINER
+           -- function to a table of its own elsewhere (a temporary table) writes no audit rows
+           RETURN NULL;
+         END IF;
          SELECT CASE WHEN change_type = 'OPEN_TRANSACTION' THEN transaction_id END INTO _tx
-           FROM iasql_audit_log WHERE change_type IN ('OPEN_TRANSACTION', 'CLOSE_TRANSACTION')
+           FROM public.iasql_audit_log WHERE change_type IN ('OPEN_TRANSACTION', 'CLOSE_TRANSACTION')
            ORDER BY id DESC LIMIT 1;
          IF TG_OP = 'INSERT' THEN
-           INSERT INTO iasql_audit_log ("user", table_name, change_type, change, transaction_id)
-           VALUES (_user, TG_TABLE_NAME, 'INSERT', json_build_object('change', public.iasql_redacted(TG_TABLE_NAME, to_json(NEW.*))), _tx);
+           INSERT INTO public.iasql_audit_log ("user", table_name, change_type, change, transaction_id)
+           VALUES (_user, TG_TABLE_NAME, 'INSERT', pg_catalog.json_build_object('change', public.iasql_redacted(TG_TABLE_NAME, pg_catalog.to_json(NEW.*))), _tx);
          ELSIF TG_OP = 'DELETE' THEN
-           INSERT INTO iasql_audit_log ("user", table_name, change_type, change, transaction_id)
-           VALUES (_user, TG_TABLE_NAME, 'DELETE', json_build_object('original', public.iasql_redacted(TG_TABLE_NAME, to_json(OLD.*))), _tx);
+           INSERT INTO public.iasql_audit_log ("user", table_name, change_type, change, transaction_id)
+           VALUES (_user, TG_TABLE_NAME, 'DELETE', pg_catalog.json_build_object('original', public.iasql_redacted(TG_TABLE_NAME, pg_catalog.to_json(OLD.*))), _tx);
          ELSIF TG_OP = 'UPDATE' THEN
-           INSERT INTO iasql_audit_log ("user", table_name, change_type, change, transaction_id)
+           INSERT INTO public.iasql_audit_log ("user", table_name, change_type, change, transaction_id)
            VALUES (_user, TG_TABLE_NAME, 'UPDATE',
-                   json_build_object('original', public.iasql_redacted(TG_TABLE_NAME, to_json(OLD.*)),
-                                     'change', public.iasql_redacted(TG_TABLE_NAME, to_json(NEW.*))), _tx);
+                   pg_catalog.json_build_object('original', public.iasql_redacted(TG_TABLE_NAME, pg_catalog.to_json(OLD.*)),
+                                                'change', public.iasql_redacted(TG_TABLE_NAME, pg_catalog.to_json(NEW.*))), _tx);
          END IF;
          RETURN NULL;
        END $$""",
@@ -143,12 +156,19 @@ BASE_DDL = [
     # (the role that created the metadata) reads it unless granted
     # audit rows written before redaction existed lose their secrets on upgrade
     """UPDATE public.iasql_audit_log
-          SET change = json_build_object('original', public.iasql_redacted(table_name, change -> 'original'),
-                                         'change', public.iasql_redacted(table_name, change -> 'change'))
-        WHERE change_type IN ('INSERT', 'UPDATE', 'DELETE') AND table_name IN (SELECT jsonb_object_keys(""" +
+          SET change = pg_catalog.json_build_object('original', public.iasql_redacted(table_name, change -> 'original'),
+                                                    'change', public.iasql_redacted(table_name, change -> 'change'))
+        WHERE change_type IN ('INSERT', 'UPDATE', 'DELETE') AND table_name IN (SELECT pg_catalog.jsonb_object_keys(""" +
     _redact_map() + """))""",
     "GRANT SELECT ON public.iasql_module, public.iasql_dependencies, public.iasql_tables TO PUBLIC",
     "REVOKE ALL ON public.iasql_audit_log FROM PUBLIC",
+    # earlier versions (those with an engine role) granted every module table to PUBLIC: the keys
+    # lose that grant on upgrade (a caller that does not own the table revokes nothing: a WARNING)
+    """DO $iasql_upgrade$ BEGIN
+         IF pg_catalog.to_regclass('public.aws_credentials') IS NOT NULL THEN
+           REVOKE ALL ON public.aws_credentials FROM PUBLIC;
+         END IF;
+       END $iasql_upgrade$""",
     f"CREATE SCHEMA IF NOT EXISTS {ARGS_SCHEMA}",
     f"GRANT USAGE ON SCHEMA {ARGS_SCHEMA} TO PUBLIC",
 ]

@@ -212,7 +212,7 @@ class ServerCaller:
         if not wanted:
             return
         self._styles = {name: self.server.params.get(name, "") for name in wanted}
-        await self.run("SELECT " + ", ".join(f"set_config('{n}', $%d, true)" % i for i, n in enumerate(wanted, 1)),
+        await self.run("SELECT " + ", ".join(f"pg_catalog.set_config('{n}', $%d, true)" % i for i, n in enumerate(wanted, 1)),
                        tuple(wanted.values()))
 
     async def finish(self) -> None:
@@ -221,7 +221,7 @@ class ServerCaller:
         statement failed, e.g. cancelled) or ServerError."""
         if self._styles and self.failed is None:
             try:
-                await self.run("SELECT " + ", ".join(f"set_config('{n}', $%d, true)" % i
+                await self.run("SELECT " + ", ".join(f"pg_catalog.set_config('{n}', $%d, true)" % i
                                                      for i, n in enumerate(self._styles, 1)),
                                tuple(self._styles.values()))
             except SqlError as e:

@@ -14,14 +14,16 @@
 # environment below, and when it is not run as root Postgres runs as the invoking user (local
 # connections over a private socket directory use trust instead of peer authentication).
 #
-#   IASQL_DATA (/var/lib/iasql)  IASQL_PGDATA ($IASQL_DATA/pgdata)  IASQL_CERTS_DIR  IASQL_SOCKET_DIR
+#   IASQL_DATA (/var/lib/iasql)  IASQL_PGDATA ($IASQL_DATA/pgdata)  IASQL_CERTS_DIR ($IASQL_DATA/certs)
+#   IASQL_SOCKET_DIR (/run/postgresql)
 #   IASQL_LISTEN_ADDR/IASQL_LISTEN_PORT (0.0.0.0:6432)  IASQL_PG_PORT (5432)
 #   IASQL_USER/IASQL_PASSWORD/IASQL_DB  POSTGRES_PASSWORD  IASQL_CONFIG
 #   IASQL_ADMIN_USERS (postgres)  IASQL_STATS_USERS  IASQL_METRICS_PORT  IASQL_SHUTDOWN_TIMEOUT (8)
 set -Eeuo pipefail
 
 IASQL_DATA=${IASQL_DATA:-/var/lib/iasql}
-IASQL_CERTS_DIR=${IASQL_CERTS_DIR:-/etc/iasql-proxy/certs}
+# generated certificates live in the volume, so a new container keeps the CA its clients trust
+IASQL_CERTS_DIR=${IASQL_CERTS_DIR:-$IASQL_DATA/certs}
 IASQL_USER=${IASQL_USER:-iasql}
 IASQL_DB=${IASQL_DB:-$IASQL_USER}
 IASQL_LISTEN_ADDR=${IASQL_LISTEN_ADDR:-0.0.0.0}
@@ -45,6 +47,12 @@ else
 fi
 as_postgres() { "${AS_PG[@]}" "$@"; }
 own_pg() { [[ $(id -u) -eq 0 ]] && chown postgres:postgres "$@" || true; }
+
+# The first line says which relay runs: `compiled` (the image's wheel was built with a compiler) or
+# `python` (correct, slower); the proxy's own first line (event=listening) says it again.
+log "starting: $(python3 -c 'import importlib.metadata as m, proxy.relay.core as c
+print("iasql-proxy", m.version("iasql-proxy"), "relay=" + ("compiled" if c.compiled else "python"))' 2>/dev/null \
+    || echo 'iasql-proxy relay=unknown'), data in $IASQL_DATA"
 
 mkdir -p "$IASQL_DATA" "$SOCKDIR"
 own_pg "$SOCKDIR"
@@ -102,11 +110,12 @@ shutdown() {
 trap 'shutdown 0' TERM INT
 
 for _ in $(seq 1 120); do
-    pg_isready -q -U postgres -h "$SOCKDIR" -p "$PG_PORT" && break
+    # as the postgres OS user: as root, peer authentication would log a FATAL line per try
+    as_postgres pg_isready -q -U postgres -h "$SOCKDIR" -p "$PG_PORT" && break
     kill -0 "$PG_PID" 2>/dev/null || { log "postgres exited during start-up"; exit 1; }
     sleep 0.5
 done
-pg_isready -q -U postgres -h "$SOCKDIR" -p "$PG_PORT" || { log "postgres did not start"; shutdown 1; }
+as_postgres pg_isready -q -U postgres -h "$SOCKDIR" -p "$PG_PORT" || { log "postgres did not start"; shutdown 1; }
 
 psql_su() { as_postgres psql -X -q -v ON_ERROR_STOP=1 -h "$SOCKDIR" -p "$PG_PORT" -U postgres -d postgres "$@"; }
 # Values go in as psql variables (quoted by psql with :'name'), never pasted into SQL text.

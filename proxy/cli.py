@@ -38,12 +38,15 @@ def _fail(message: str, status: int) -> int:
 
 
 def _serve(cfg: Config) -> int:
-    """Run the proxy server until it stops; returns its exit status."""
+    """Run the proxy server until it stops; returns its exit status (2 when it cannot listen)."""
     try:
-        from proxy.server import run
+        from proxy.server import ListenError, run
     except ImportError as e:
         return _fail(f"the proxy server is not available ({e})", 1)
-    return int(run(cfg) or 0)
+    try:
+        return int(run(cfg) or 0)
+    except ListenError as e:  # a busy port is the configuration's problem, not a crash
+        return _fail(str(e.args[1] if len(e.args) > 1 else e), 2)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -84,7 +87,7 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
 def cmd_dev(args: argparse.Namespace) -> int:
     """``iasql-proxy dev``: the development stack of ``make run`` (see proxy/devstack.py)."""
     from proxy.devstack import DevStack, DevStackError
-    from proxy.embedded.moto import MotoServerError
+    from proxy.embedded.moto import MotoServerError, MotoStateError
     from proxy.embedded.postgres import EmbeddedPostgresError
 
     stack = DevStack(state_dir=Path(args.state_dir), certs_dir=Path(args.certs_dir), port=args.port,
@@ -97,14 +100,17 @@ def cmd_dev(args: argparse.Namespace) -> int:
             cfg = stack.start()
         except (DevStackError, EmbeddedPostgresError, MotoServerError, ConfigError, OSError) as e:
             hint = ""
-            if isinstance(e, MotoServerError):
+            if isinstance(e, MotoStateError):
+                hint = (f" (the tables in {stack.state_dir} describe that cloud: install the moto version"
+                        f" that saved it, or remove {stack.state_dir} to start afresh)")
+            elif isinstance(e, MotoServerError):
                 hint = " (install the sandbox extra: pip install -e '.[sandbox]', or pass --no-moto)"
             return _fail(f"development stack failed to start: {e}{hint}", 1)
         stack.apply_aws_environment()
         assert stack.pg is not None
         print(f"Postgres   127.0.0.1:{stack.pg.port}  (data {stack.pg.data_dir}, log {stack.state_dir / 'postgres.log'})")
         if stack.moto is not None:
-            print(f"AWS (moto) {stack.moto.endpoint_url}")
+            print(f"AWS (moto) {stack.moto.endpoint_url}  ({stack.cloud_note})")
         print(f"config     {stack.config_path}")
         print(f"proxy      {cfg.listen_addr}:{cfg.listen_port}  (TLS required, SCRAM-SHA-256)")
         print("\nConnect with:\n\n    " + stack.psql_command() + "\n", flush=True)

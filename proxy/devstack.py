@@ -14,6 +14,8 @@ committed)::
     .run/iasql-proxy.ini    the proxy configuration for this run
     .run/devstack.json      ports of the running services (for ``iasql-proxy init-db``)
     .run/postgres.log       the server log
+    .run/moto-state.pickle  the sandbox cloud (moto's state), mode 0600, saved while it runs
+                            and restored at the next start (``proxy.embedded.moto_state``)
 
 On every start the stack (re)sets the superuser's and the login role's passwords from
 ``credentials`` (over the Unix socket, where the superuser is trusted), so a lost or edited
@@ -23,6 +25,12 @@ Clients authenticate to the proxy with SCRAM-SHA-256: the proxy holds only the v
 ``pg_authid`` (in ``userlist.txt``), never the login role's password, and logs in upstream with the
 client key recovered from the client's proof. ``auth_user = postgres`` with the default
 ``auth_query`` covers roles created after the start.
+
+The tables and the sandbox cloud are kept together: ``pgdata`` holds the rows, ``moto-state.pickle``
+the resources they describe, so after a restart ``iasql_commit`` finds in the cloud what the
+tables say is there (a cloud that started empty would make the next commit's sync delete the rows).
+A cloud that cannot be restored (a moto upgrade changed its classes) stops the start with the
+reason rather than starting empty under the old tables.
 """
 
 from __future__ import annotations
@@ -116,6 +124,8 @@ class DevStack:
     moto: MotoServer | None = None
     credentials: dict[str, str] = field(default_factory=dict)
     config_path: Path | None = None
+    #: After start(): one sentence on the sandbox cloud (restored, new, or new beside old tables).
+    cloud_note: str = ""
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir).absolute()
@@ -126,6 +136,11 @@ class DevStack:
     def credentials_path(self) -> Path:
         """``<state_dir>/credentials``: generated passwords (mode 0600)."""
         return self.state_dir / "credentials"
+
+    @property
+    def moto_state_path(self) -> Path:
+        """``<state_dir>/moto-state.pickle``: the saved sandbox cloud."""
+        return self.state_dir / "moto-state.pickle"
 
     @property
     def ca_file(self) -> Path:
@@ -154,25 +169,42 @@ class DevStack:
     def start(self) -> Config:
         """Start Postgres and moto, write the config files; return the loaded proxy Config.
 
-        Raises DevStackError when the proxy port is taken, and EmbeddedPostgresError /
-        MotoServerError (with their logs) when a service does not come up. On failure, whatever
-        was started is stopped again.
+        Raises DevStackError when the proxy port is taken, EmbeddedPostgresError /
+        MotoServerError (with their logs) when a service does not come up, and MotoStateError when
+        the saved sandbox cloud cannot be restored. On failure, whatever was started is stopped
+        again. ``cloud_note`` then says what happened to the sandbox cloud.
         """
         if not port_is_free(self.listen_addr, self.port):
             raise DevStackError(f"{self.listen_addr}:{self.port} is already in use "
-                                "(another `iasql-proxy dev`? choose another with --port)")
+                                "(another `iasql-proxy dev`? choose another port: make run PORT=6433, or --port)")
         self.state_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.state_dir, 0o755)  # the unprivileged Postgres user must reach pgdata/ and sock/
         _, server_crt, server_key = ensure_dev_certs(self.certs_dir)
         self.credentials = self._load_or_make_credentials()
+        had_tables = (self.state_dir / "pgdata" / "PG_VERSION").exists()
         try:
             self._start_postgres(server_crt, server_key)
             if self.with_moto:
-                self.moto = MotoServer().start()
+                self.cloud_note = self._cloud_note(had_tables)
+                self.moto = MotoServer(state_file=self.moto_state_path).start()
             return self._write_config(server_crt, server_key)
         except BaseException:
             self.stop()
             raise
+
+    def _cloud_note(self, had_tables: bool) -> str:
+        """What the start does with the sandbox cloud, in one sentence for the user."""
+        where = self.moto_state_path
+        if where.exists():
+            return f"sandbox cloud restored from {where}"
+        assert self.pg is not None
+        if had_tables and self.pg.psql("SELECT to_regclass('public.iasql_module') IS NOT NULL",
+                                       dbname=self.dbname).strip() == "t":
+            return (f"new, empty sandbox cloud, saved in {where} from now on: the tables in "
+                    f"{self.state_dir / 'pgdata'} were made without one, so resources they name from "
+                    "an earlier run are not in it and the next iasql_commit removes their rows "
+                    "(remove the state directory to start afresh)")
+        return f"new sandbox cloud, saved in {where} and restored at the next start"
 
     def _start_postgres(self, server_crt: Path, server_key: Path) -> None:
         pw = self.credentials["postgres_password"]

@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
 # Install the system packages the tests use, when missing (Debian/Ubuntu, as root). Never prompts.
+#   tools/system-deps.sh             psql and pgbench (make test)
+#   tools/system-deps.sh psql        psql only (make run)
 set -uo pipefail
+tools=("$@")
+[ ${#tools[@]} -eq 0 ] && tools=(psql pgbench)
 need=()
-command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
-command -v pgbench >/dev/null 2>&1 || need+=(postgresql-contrib)
+for tool in "${tools[@]}"; do
+  case "$tool" in
+    psql) command -v psql >/dev/null 2>&1 || need+=(postgresql-client) ;;
+    pgbench) command -v pgbench >/dev/null 2>&1 || need+=(postgresql-contrib) ;;
+  esac
+done
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-  echo "missing system packages: ${need[*]} (install them, or run as root on Debian)" >&2
+  echo "missing system packages: ${need[*]} (Debian/Ubuntu: sudo apt-get install ${need[*]}; or run make as root)" >&2
   exit 0
 fi
 export DEBIAN_FRONTEND=noninteractive

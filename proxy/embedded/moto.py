@@ -1,7 +1,9 @@
 """A sandbox AWS cloud: a moto server on loopback, started as a subprocess and stopped by pid.
 
 Used by ``make run`` (so the whole IaSQL flow works with no AWS account) and by the tests.
-boto3 talks to it over real HTTP at ``endpoint_url``.
+boto3 talks to it over real HTTP at ``endpoint_url``. With ``state_file`` set, the cloud is saved
+to that file and restored from it at the next start (``proxy.embedded.moto_state``); without, it
+starts empty each time.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 
 from proxy.embedded.postgres import free_port
 
@@ -22,13 +25,23 @@ class MotoServerError(RuntimeError):
     """Raised when the moto server is not installed or does not come up."""
 
 
+class MotoStateError(MotoServerError):
+    """Raised when the saved sandbox cloud (``state_file``) cannot be restored: another moto
+    version wrote it, or it is damaged. The message says which and names the file."""
+
+
 @dataclass
 class MotoServer:
-    """``moto.server`` on ``host``:``port`` (an ephemeral port when None)."""
+    """``moto.server`` on ``host``:``port`` (an ephemeral port when None).
+
+    ``state_file``: None for a cloud that starts empty; a path to keep the cloud across restarts
+    (created on the first stop; restored at every later start).
+    """
 
     host: str = "127.0.0.1"
     port: int | None = None
     process: subprocess.Popen | None = None
+    state_file: Path | None = None
 
     @property
     def endpoint_url(self) -> str:
@@ -36,21 +49,34 @@ class MotoServer:
         return f"http://{self.host}:{self.port}"
 
     def start(self, timeout: float = 60.0) -> "MotoServer":
-        """Start the server and wait until it answers HTTP. Returns self; raises MotoServerError."""
+        """Start the server and wait until it answers HTTP. Returns self.
+
+        Raises MotoStateError when ``state_file`` cannot be restored, MotoServerError when the
+        server is not installed, exits or does not answer within ``timeout`` seconds.
+        """
         if self.port is None:
             self.port = free_port(self.host)
+        if self.state_file is None:
+            command = [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)]
+        else:
+            from proxy.embedded.moto_state import EXIT_STATE
+
+            command = [sys.executable, "-m", "proxy.embedded.moto_state", "--state", str(self.state_file),
+                       "-H", self.host, "-p", str(self.port)]
         # moto logs every request on stderr: to a file, never to a pipe nobody reads (a full pipe
         # blocks the server after a few hundred requests)
         self._log = tempfile.TemporaryFile()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=self._log, start_new_session=True,
-        )
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=self._log,
+                                        start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+            status = self.process.poll()
+            if status is not None:
                 self._log.seek(0)
-                err = self._log.read().decode(errors="replace")
+                err = self._log.read().decode(errors="replace").strip()
+                self.stop()
+                if self.state_file is not None and status == EXIT_STATE:
+                    raise MotoStateError(err.splitlines()[-1] if err else f"cannot restore {self.state_file}")
                 raise MotoServerError(f"moto server exited: {err[-2000:]}")
             try:
                 with urllib.request.urlopen(self.endpoint_url + "/moto-api/", timeout=1):
@@ -66,7 +92,8 @@ class MotoServer:
         urllib.request.urlopen(req, timeout=10).close()
 
     def stop(self) -> None:
-        """SIGTERM by pid, SIGKILL after 10 s."""
+        """SIGTERM by pid (a server with ``state_file`` writes its last snapshot then), SIGKILL
+        after 10 s."""
         if self.process is not None and self.process.poll() is None:
             try:
                 os.killpg(self.process.pid, signal.SIGTERM)

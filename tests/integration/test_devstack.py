@@ -195,3 +195,99 @@ def test_make_run_end_to_end(workdir: Path) -> None:
     assert read_state(workdir / ".run") is None
     # no Postgres left running on that data directory
     assert not (workdir / ".run" / "pgdata" / "postmaster.pid").exists()
+
+
+def _start_dev(workdir: Path, port: int) -> tuple[subprocess.Popen, dict[str, str], str]:
+    """Start `iasql-proxy dev` with moto and wait until the proxy listens. Returns the process (its
+    printed lines up to the psql command in ``printed``), the environment and the conninfo of the
+    psql command it printed."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proxy.cli", "dev", "--port", str(port), "--state-dir", str(workdir / ".run"),
+         "--certs-dir", str(workdir / "certs")],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc.printed = []
+    command = None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and command is None:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        proc.printed.append(line)
+        if "psql " in line and "PGPASSWORD=" in line:
+            command = line.strip()
+    assert command, "".join(proc.printed)
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        assert proc.poll() is None, "".join(proc.printed) + proc.stdout.read()
+        time.sleep(0.1)
+    env_part, _, rest = command.partition(" ")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "AWS_"))}
+    env["PGPASSWORD"] = shlex.split(env_part.split("=", 1)[1])[0]
+    return proc, env, shlex.split(rest)[-1]
+
+
+def _stop_dev(proc: subprocess.Popen) -> int:
+    """SIGTERM the dev stack (as Ctrl-C would stop it) and return its exit status."""
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    proc.stdout.close()
+    return proc.returncode
+
+
+def _psql(env: dict[str, str], conninfo: str, sql: str) -> str:
+    """Run ``sql`` in one psql session (unaligned output); returns stdout, fails the test on an error."""
+    res = subprocess.run([shutil.which("psql"), "-X", "-At", "-v", "ON_ERROR_STOP=1", conninfo], input=sql,
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+def _cloud_buckets(printed: list[str]) -> list[str]:
+    """The bucket names in the sandbox cloud whose URL the dev stack printed, sorted."""
+    import boto3
+
+    url = next(line.split()[2] for line in printed if line.startswith("AWS (moto)"))
+    s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=url, aws_access_key_id="testing",
+                      aws_secret_access_key="testing")
+    return sorted(b["Name"] for b in s3.list_buckets()["Buckets"])
+
+
+def test_restart_keeps_the_sandbox_cloud(workdir: Path) -> None:
+    """`make run`, the README's quick start, Ctrl-C, `make run` again: the bucket is in the table
+    and in the sandbox cloud, and the next commit keeps it (an empty cloud would make it go)."""
+    pytest.importorskip("proxy.server")
+    pytest.importorskip("moto")
+    if shutil.which("psql") is None:
+        pytest.skip("psql not installed")
+    port = free_port()
+    proc, env, conninfo = _start_dev(workdir, port)
+    try:
+        assert any("new sandbox cloud" in line for line in proc.printed), proc.printed
+        out = _psql(env, conninfo, "SELECT * FROM iasql_install('aws_s3');\nSELECT * FROM iasql_begin();\n"
+                                   "INSERT INTO bucket (name) VALUES ('my-first-bucket');\n"
+                                   "SELECT * FROM iasql_commit();\nSELECT name FROM bucket;\n")
+        assert out.splitlines()[-1] == "my-first-bucket"
+        assert _cloud_buckets(proc.printed) == ["my-first-bucket"]
+    finally:
+        assert _stop_dev(proc) == 0
+    assert (workdir / ".run" / "moto-state.pickle").stat().st_mode & 0o077 == 0
+
+    proc, env, conninfo = _start_dev(workdir, port)
+    try:
+        assert any("sandbox cloud restored from" in line for line in proc.printed), proc.printed
+        assert _psql(env, conninfo, "SELECT name FROM bucket;").split() == ["my-first-bucket"]
+        assert _cloud_buckets(proc.printed) == ["my-first-bucket"]
+        out = _psql(env, conninfo, "SELECT * FROM iasql_begin();\n"
+                                   "INSERT INTO bucket (name) VALUES ('my-second-bucket');\n"
+                                   "SELECT * FROM iasql_commit();\nSELECT name FROM bucket ORDER BY name;\n")
+        assert out.splitlines()[-2:] == ["my-first-bucket", "my-second-bucket"]
+        assert _cloud_buckets(proc.printed) == ["my-first-bucket", "my-second-bucket"]
+    finally:
+        assert _stop_dev(proc) == 0

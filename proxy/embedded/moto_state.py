@@ -1,0 +1,227 @@
+"""A moto server whose sandbox cloud survives a restart: ``python -m proxy.embedded.moto_state``.
+
+Theory of operation
+-------------------
+moto keeps its cloud in memory, in one ``BackendDict`` per AWS service (``moto.core.base_backend``);
+the ones in use are listed in ``BackendDict._instances``. The installed moto (5.2) has no state
+file of its own: its recorder (``/moto-api/recorder/``) logs every request, reads included, and
+replays them all at start, which only gives the same resource ids when the seeded random numbers
+are drawn in the same order, and takes longer with every day of use. This server saves the state
+itself instead: the contents of every ``BackendDict`` in use and moto's random generator, pickled
+into one file (``STATE_FORMAT``), and loaded back into moto's own module-level objects before the
+first request. Ids, tags and objects come back exactly; the start takes as long whatever the
+history.
+
+- Requests run one at a time (one lock, the same one the snapshot takes), so a snapshot never
+  sees a half-made change. A development sandbox does not need moto's concurrency.
+- Every request but GET/HEAD/OPTIONS marks the state changed (EC2's and IAM's reads are POSTs,
+  so they count too); the main thread writes a snapshot at most every ``SAVE_INTERVAL`` seconds
+  when something changed, and a last one at SIGTERM/SIGINT. Writes go to a temporary file that
+  replaces the old one (mode 0600), so a crash leaves the previous snapshot whole; a SIGKILL
+  loses at most the last ``SAVE_INTERVAL`` seconds.
+- The file records moto's version: another version's pickle could load into classes whose fields
+  changed, so it is refused (exit status ``EXIT_STATE``, the reason on stderr) rather than half
+  restored. A pickle runs code when loaded: the file is only read from the development stack's own
+  state directory, written by this process.
+
+Run as ``python -m proxy.embedded.moto_state --state FILE [-H HOST] [-p PORT]``
+(``proxy.embedded.moto.MotoServer`` with ``state_file`` set does this).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import pickle
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+#: Version of the snapshot's layout (a dict with these keys: format, moto, random, backends).
+STATE_FORMAT = 1
+#: Seconds between snapshots while requests keep changing the state: short enough that a killed
+#: stack loses little, long enough that a burst of requests costs one write.
+SAVE_INTERVAL = 0.5
+#: Exit status when the saved state cannot be restored (distinct from argparse's 2 and a crash's 1).
+EXIT_STATE = 3
+_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class StateError(RuntimeError):
+    """The state file exists but cannot be restored (unreadable, another format or moto version)."""
+
+
+def _backend_dicts() -> list[Any]:
+    from moto.core.base_backend import BackendDict
+
+    return list(BackendDict._instances)
+
+
+def _locate(bd: Any, cache: dict[int, tuple[str, str]]) -> tuple[str, str] | None:
+    """``(module, attribute)`` of moto's module-level ``BackendDict`` ``bd``, or None."""
+    found = cache.get(id(bd))
+    if found is not None:
+        return found
+    first = getattr(bd.backend, "__module__", "")
+    names = [first] + [m for m in list(sys.modules) if m.startswith("moto.") and m != first]
+    for name in names:
+        module = sys.modules.get(name)
+        for attr, value in list(vars(module).items()) if module is not None else ():
+            if value is bd:
+                cache[id(bd)] = (name, attr)
+                return name, attr
+    return None
+
+
+def snapshot(cache: dict[int, tuple[str, str]] | None = None) -> bytes:
+    """The pickled state of every moto service in use, and moto's random generator.
+
+    Takes: ``cache``, a dict this function fills with where each ``BackendDict`` lives (pass the
+    same one each time to skip the search). Returns the bytes to write. Raises whatever
+    ``pickle`` raises for an object it cannot pickle (none in the services IaSQL uses).
+    """
+    import moto
+    from moto.moto_api._internal import mock_random
+
+    cache = {} if cache is None else cache
+    backends = {}
+    for bd in _backend_dicts():
+        where = _locate(bd, cache)
+        if where is not None:
+            backends[where] = dict(bd)
+    state = {"format": STATE_FORMAT, "moto": moto.__version__, "random": mock_random.getstate(),
+             "backends": backends}
+    return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def restore(data: bytes) -> int:
+    """Load a ``snapshot()`` into moto's own module-level objects, before any request.
+
+    Takes the bytes ``snapshot()`` returned. Returns the number of services restored. Raises
+    StateError when the bytes are not a snapshot of this format written by this moto version.
+    """
+    import moto
+    from moto.core.base_backend import BackendDict, backend_lock
+    from moto.moto_api._internal import mock_random
+
+    try:
+        state = pickle.loads(data)
+    except Exception as e:  # a truncated or foreign file: pickle raises many kinds
+        raise StateError(f"not a saved sandbox cloud ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise StateError(f"unknown format {state.get('format') if isinstance(state, dict) else None!r}")
+    if state.get("moto") != moto.__version__:
+        raise StateError(f"saved by moto {state.get('moto')}, this is moto {moto.__version__}")
+    with backend_lock:
+        for (module, attr), accounts in state["backends"].items():
+            live = getattr(importlib.import_module(module), attr)
+            dict.clear(live)
+            dict.update(live, accounts)
+            if live not in BackendDict._instances:
+                BackendDict._instances.append(live)
+    mock_random.setstate(state["random"])
+    return len(state["backends"])
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (a temporary file renamed over it), mode 0600.
+
+    Raises OSError when the directory is not writable; the old file is then left as it was.
+    """
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class SavingApp:
+    """WSGI middleware around moto's app: one request at a time, and a note of changes.
+
+    Takes moto's WSGI application. ``lock`` is held by each request and by ``save``; ``dirty`` is
+    set by every request whose method may change something.
+    """
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]):
+        self.app = app
+        self.lock = threading.Lock()
+        self.dirty = False
+        self._where: dict[int, tuple[str, str]] = {}
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        """Serve one request under the lock (WSGI)."""
+        with self.lock:
+            if environ.get("REQUEST_METHOD", "GET") not in _READ_METHODS:
+                self.dirty = True
+            return self.app(environ, start_response)
+
+    def save(self, path: Path, force: bool = False) -> bool:
+        """Write a snapshot to ``path`` when something changed (or ``force``). Returns True when
+        written. Raises what ``snapshot`` and ``write_private`` raise; the change stays noted, so
+        the next call tries again."""
+        with self.lock:
+            if not (self.dirty or force):
+                return False
+            data = snapshot(self._where)
+            self.dirty = False
+        try:
+            write_private(path, data)
+        except OSError:
+            self.dirty = True
+            raise
+        return True
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the server until SIGTERM/SIGINT. Returns the exit status (``EXIT_STATE`` when the state
+    file cannot be restored; the reason is printed on stderr)."""
+    parser = argparse.ArgumentParser(prog="python -m proxy.embedded.moto_state")
+    parser.add_argument("--state", required=True, type=Path, help="state file (created when missing)")
+    parser.add_argument("-H", "--host", default="127.0.0.1")
+    parser.add_argument("-p", "--port", type=int, default=5000)
+    args = parser.parse_args(argv)
+
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import make_server
+
+    os.environ.setdefault("MOTO_PORT", str(args.port))
+    if args.state.exists():
+        try:
+            restore(args.state.read_bytes())
+        except (StateError, OSError) as e:
+            print(f"cannot restore the sandbox cloud from {args.state}: {e}", file=sys.stderr, flush=True)
+            return EXIT_STATE
+    app = SavingApp(DomainDispatcherApplication(create_backend_app))
+    server = make_server(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
+    server.daemon_threads = True  # a client's idle keep-alive connection must not hold up the exit
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    serving = threading.Thread(target=server.serve_forever, name="moto-http", daemon=True)
+    serving.start()
+    try:
+        while not stop.wait(SAVE_INTERVAL):
+            try:
+                app.save(args.state)
+            except Exception as e:  # keep serving; the previous snapshot stays whole
+                print(f"cannot save the sandbox cloud to {args.state}: {type(e).__name__}: {e}",
+                      file=sys.stderr, flush=True)
+    finally:
+        server.shutdown()
+        app.save(args.state, force=not args.state.exists())
+    return 0
+
+
+if __name__ == "__main__":
+    status = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # the state is saved: skip the interpreter's teardown of moto's object graph (seconds of work)
+    os._exit(status)

@@ -1,0 +1,61 @@
+"""The sandbox cloud kept across restarts (proxy.embedded.moto_state through MotoServer(state_file=...)):
+what was created comes back with the same ids; a file that cannot be restored stops the start."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+
+from proxy.embedded.moto import MotoServer, MotoStateError
+
+pytest.importorskip("moto")
+pytestmark = pytest.mark.timeout(120)
+
+
+def clients(server: MotoServer):
+    """(s3, ec2) boto3 clients for ``server`` in us-east-1."""
+    import boto3
+
+    kw = dict(region_name="us-east-1", endpoint_url=server.endpoint_url, aws_access_key_id="testing",
+              aws_secret_access_key="testing")
+    return boto3.client("s3", **kw), boto3.client("ec2", **kw)
+
+
+def test_resources_and_ids_survive_a_restart(tmp_path: Path) -> None:
+    state = tmp_path / "moto-state.pickle"
+    with MotoServer(state_file=state) as first:
+        s3, ec2 = clients(first)
+        s3.create_bucket(Bucket="kept-bucket")
+        s3.put_object(Bucket="kept-bucket", Key="hello.txt", Body=b"hello")
+        group = ec2.create_security_group(GroupName="kept", Description="kept across restarts")["GroupId"]
+    assert state.stat().st_mode & 0o077 == 0
+
+    with MotoServer(state_file=state) as second:
+        s3, ec2 = clients(second)
+        assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == ["kept-bucket"]
+        assert s3.get_object(Bucket="kept-bucket", Key="hello.txt")["Body"].read() == b"hello"
+        groups = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": ["kept"]}])["SecurityGroups"]
+        assert [g["GroupId"] for g in groups] == [group]
+        s3.delete_object(Bucket="kept-bucket", Key="hello.txt")
+        s3.delete_bucket(Bucket="kept-bucket")
+
+    with MotoServer(state_file=state) as third:  # deletions are kept too
+        s3, _ = clients(third)
+        assert s3.list_buckets()["Buckets"] == []
+
+
+def test_unreadable_state_stops_the_start(tmp_path: Path) -> None:
+    state = tmp_path / "moto-state.pickle"
+    state.write_bytes(b"not a pickle")
+    with pytest.raises(MotoStateError, match=f"cannot restore the sandbox cloud from {state}: not a saved"):
+        MotoServer(state_file=state).start()
+    assert state.read_bytes() == b"not a pickle"  # left as it was, for the user to decide
+
+
+def test_state_of_another_moto_version_is_refused(tmp_path: Path) -> None:
+    state = tmp_path / "moto-state.pickle"
+    state.write_bytes(pickle.dumps({"format": 1, "moto": "0.0.1", "random": None, "backends": {}}))
+    with pytest.raises(MotoStateError, match="saved by moto 0.0.1, this is moto 5"):
+        MotoServer(state_file=state).start()

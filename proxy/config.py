@@ -48,8 +48,14 @@ server_reset_query         SQL         DISCARD ALL          empty = none
 server_lifetime            seconds     3600                 0 = unlimited
 server_idle_timeout        seconds     600                  0 = unlimited
 query_wait_timeout         seconds     120                  0 = wait forever
+query_timeout              seconds     0                    0 = off; a longer query: FATAL "query timeout"
+idle_transaction_timeout   seconds     0                    0 = off; FATAL "idle transaction timeout"
+client_idle_timeout        seconds     0                    0 = off; FATAL "client_idle_timeout"
+server_connect_timeout     seconds     15                   connect + login to the server
+server_login_retry         seconds     15                   after a failed connect, new clients fail at once
+cancel_wait_timeout        seconds     10                   0 = no limit; forwarding a CancelRequest
 client_login_timeout       seconds     60                   0 = no limit
-max_packet_size            bytes       2147483647           1024 .. 2147483647
+max_packet_size            bytes       67108864 (64 MiB)    1024 .. 2147483647; PgBouncer's default is 2147483647
 record_dir                 path        (none)               ours: where session traces go
 metrics_port               port        (none)               ours: Prometheus endpoint
 admin_users                list        (empty)              comma-separated role names
@@ -108,6 +114,11 @@ DEFAULT_AUTH_QUERY = (
 )
 #: Largest protocol message PgBouncer accepts by default, and the largest the v3 length field allows.
 MAX_PACKET_SIZE_LIMIT = 2147483647
+#: Default max_packet_size: 64 MiB. PgBouncer's default is the limit (2147483647) because it never
+#: holds a message whole (it streams every packet through a ``pkt_buf``-sized buffer); this proxy
+#: holds a Query or Parse whole to look for ``iasql_`` and session-state keywords, so the default
+#: bounds what one client's message can make it hold.
+DEFAULT_MAX_PACKET_SIZE = 64 * 1024 * 1024
 #: Smallest max_packet_size we accept: below this even a StartupMessage may not fit.
 MIN_PACKET_SIZE = 1024
 
@@ -174,8 +185,14 @@ class Config:
     server_lifetime: float = 3600.0
     server_idle_timeout: float = 600.0
     query_wait_timeout: float = 120.0
+    query_timeout: float = 0.0
+    idle_transaction_timeout: float = 0.0
+    client_idle_timeout: float = 0.0
+    server_connect_timeout: float = 15.0
+    server_login_retry: float = 15.0
+    cancel_wait_timeout: float = 10.0
     client_login_timeout: float = 60.0
-    max_packet_size: int = MAX_PACKET_SIZE_LIMIT
+    max_packet_size: int = DEFAULT_MAX_PACKET_SIZE
     record_dir: Path | None = None
     metrics_port: int | None = None
     admin_users: tuple[str, ...] = ()
@@ -383,6 +400,12 @@ _PROXY_KEYS: dict[str, Parser] = {
     "server_lifetime": _duration,
     "server_idle_timeout": _duration,
     "query_wait_timeout": _duration,
+    "query_timeout": _duration,
+    "idle_transaction_timeout": _duration,
+    "client_idle_timeout": _duration,
+    "server_connect_timeout": _duration,
+    "server_login_retry": _duration,
+    "cancel_wait_timeout": _duration,
     "client_login_timeout": _duration,
     "max_packet_size": lambda k, v: _size(k, v, MIN_PACKET_SIZE, MAX_PACKET_SIZE_LIMIT),
     "record_dir": lambda k, v: v,

@@ -15,6 +15,7 @@ import secrets
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 
 from proxy import logs
@@ -26,12 +27,18 @@ from proxy.frontend.session import ClientSession
 from proxy.memory import MemoryReturn
 from proxy.relay.core import compiled as relay_compiled
 from proxy.tls import TLSContexts
+from proxy.wire.sqlstate import INVALID_CATALOG_NAME
 
 log = logging.getLogger("iasql_proxy")
 
 
 #: How long (seconds) a departed client's cancel key still reaches the statement it left running.
 LEFT_BEHIND_CANCEL_SECONDS = 600.0
+
+
+class ListenError(OSError):
+    """A listening address cannot be bound (in use, not local, not permitted). The message names
+    the address and the reason; ``iasql-proxy`` prints it as one line and exits with status 2."""
 
 
 class _LeftBehind:
@@ -90,7 +97,14 @@ class ProxyApp:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 if family == socket.AF_INET6:
                     s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                s.bind(sockaddr if self.port is None or port else (sockaddr[0], self.port, *sockaddr[2:]))
+                where = sockaddr if self.port is None or port else (sockaddr[0], self.port, *sockaddr[2:])
+                try:
+                    s.bind(where)
+                except OSError as e:
+                    s.close()
+                    self.stop_listening()
+                    raise ListenError(e.errno, f"cannot listen on {addr}:{where[1]} "
+                                               f"(listen_addr, listen_port): {e.strerror}") from None
                 s.listen(1024)
                 s.setblocking(False)
                 if self.port is None:
@@ -113,11 +127,21 @@ class ProxyApp:
             log.warning("event=deprecated_key key=engine.%s reason=%r", key, DEPRECATED_ENGINE_KEYS[key])
 
     async def _maintain_pools(self) -> None:
-        """Once a second: pool housekeeping (idle timeout, lifetime, min_pool_size), and memory
-        given back to the system after many clients left (``proxy.memory``)."""
+        """Once a second: pool housekeeping (idle timeout, lifetime, min_pool_size), the client
+        timeouts (``query_timeout``, ``idle_transaction_timeout``, ``client_idle_timeout``:
+        ``ClientSession.check_timeouts``), and memory given back to the system after many
+        clients left (``proxy.memory``)."""
         while True:
             await asyncio.sleep(1.0)
             self.memory.tick(len(self.clients))
+            cfg = self.cfg
+            if cfg.query_timeout > 0 or cfg.idle_transaction_timeout > 0 or cfg.client_idle_timeout > 0:
+                now = time.monotonic()
+                for session in list(self.clients):
+                    try:
+                        session.check_timeouts(now, cfg)
+                    except Exception:  # never let housekeeping stop
+                        log.exception("event=client_timeout_check_failed client=%s", session.peer)
             for pool in list(self.pools.values()):
                 try:
                     await pool.maintain()
@@ -275,7 +299,7 @@ class ProxyApp:
         if session is None:
             return
         if isinstance(session, _LeftBehind):
-            await send_cancel(session.target, session.backend_key)
+            await send_cancel(session.target, session.backend_key, self.cfg.cancel_wait_timeout)
             return
         if self.interceptor is not None and self.interceptor.cancel(session):
             return  # an iasql_* call was running between statements: it stops at its next safe point
@@ -284,9 +308,9 @@ class ProxyApp:
             await self.cancel_server(server)
 
     async def cancel_server(self, server: ServerConnection) -> None:
-        """Send CancelRequest for ``server``'s backend."""
+        """Send CancelRequest for ``server``'s backend (given up after ``cancel_wait_timeout``)."""
         if server.backend_key is not None:
-            await send_cancel(server.target, server.backend_key)
+            await send_cancel(server.target, server.backend_key, self.cfg.cancel_wait_timeout)
 
     # -- servers ------------------------------------------------------------------------------
     def pool_for(self, target: DatabaseTarget, dbname: str, user: str) -> Pool:
@@ -299,12 +323,17 @@ class ProxyApp:
                         cfg.server_reset_query, cfg.query_wait_timeout, min_size=cfg.min_pool_size,
                         reserve_size=cfg.reserve_pool_size,
                         reserve_timeout=getattr(cfg, "reserve_pool_timeout", 5.0),
-                        lifetime=cfg.server_lifetime, idle_timeout=cfg.server_idle_timeout)
+                        lifetime=cfg.server_lifetime, idle_timeout=cfg.server_idle_timeout,
+                        query_timeout=cfg.query_timeout, login_retry=cfg.server_login_retry)
             self.pools[key] = pool
         return pool
 
     async def lease(self, session: ClientSession, creds: Credentials) -> tuple[ServerConnection, Pool]:
-        """A server connection for ``session`` (session pooling). Raises PoolTimeout, ServerError, AuthFailed."""
+        """A server connection for ``session`` (session pooling). Raises PoolTimeout, ServerError, AuthFailed.
+
+        When the server refuses the database (3D000, it does not exist) the pool made for it is
+        forgotten again if nothing else uses it, so SHOW POOLS lists no pool for a typo.
+        """
         target = session.target
         user = target.user or session.user
         dbname = target.dbname or session.database
@@ -313,10 +342,22 @@ class ProxyApp:
 
         async def opener() -> ServerConnection:
             return await ServerConnection.open(target, user, dbname, params, tls_mode=self.cfg.server_tls_sslmode,
-                                               tls_context=self.tls.server, credentials=creds)
+                                               tls_context=self.tls.server, credentials=creds,
+                                               timeout=self.cfg.server_connect_timeout)
 
-        conn = await pool.acquire(frozenset(params.items()), opener, started=getattr(session, "wait_started", None))
+        try:
+            conn = await pool.acquire(frozenset(params.items()), opener,
+                                      started=getattr(session, "wait_started", None))
+        except ServerError as e:
+            if e.sqlstate == INVALID_CATALOG_NAME:
+                self._forget_unused_pool((target.name, dbname, user), pool)
+            raise
         return conn, pool
+
+    def _forget_unused_pool(self, key: tuple[str, str, str], pool: Pool) -> None:
+        """Drop ``pool`` from ``pools`` when it has no connection, no opening one and no waiter."""
+        if self.pools.get(key) is pool and not (pool.total or pool.waiters or pool.queued):
+            del self.pools[key]
 
     async def lookup_secret(self, user: str, target: DatabaseTarget) -> Secret | None:
         """The user's secret: from ``auth_file``, else by ``auth_query`` run as ``auth_user`` on the
@@ -346,7 +387,8 @@ class ProxyApp:
                             Credentials(password=secret) if secret and not secret.startswith(("md5", "SCRAM"))
                             else Credentials(secret=parse_secret(secret) if secret else None))
                         conn = await ServerConnection.open(target, auth_user, dbname, {}, tls_mode=self.cfg.server_tls_sslmode,
-                                                           tls_context=self.tls.server, credentials=creds)
+                                                           tls_context=self.tls.server, credentials=creds,
+                                                           timeout=self.cfg.server_connect_timeout)
                         self._auth_conns[key] = conn
                     rows = await conn.extended_query(self.cfg.auth_query, [user])
                 except (ServerError, OSError) as e:
@@ -372,7 +414,11 @@ async def serve(cfg: Config) -> ProxyApp:
     app = ProxyApp(cfg)
     _install_interceptor(app)
     install(app)
-    await start_metrics(app)  # before the listeners: once clients can connect, metrics are up
+    try:
+        await start_metrics(app)  # before the listeners: once clients can connect, metrics are up
+    except OSError as e:
+        raise ListenError(e.errno, f"cannot listen on {cfg.metrics_addr}:{cfg.metrics_port} "
+                                   f"(metrics_addr, metrics_port): {e.strerror}") from None
     await app.start()
     return app
 
@@ -415,4 +461,4 @@ def run(cfg: Config) -> int:
         return asyncio.run(_main(cfg))
 
 
-__all__ = ["ProxyApp", "serve", "run", "Path"]
+__all__ = ["ProxyApp", "ListenError", "serve", "run", "Path"]

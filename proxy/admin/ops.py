@@ -190,7 +190,8 @@ class Operations:
             pool.reset_query = new.server_reset_query
             pool.wait_timeout = new.query_wait_timeout
             for attr, value in (("min_size", new.min_pool_size), ("reserve_size", new.reserve_pool_size),
-                                ("lifetime", new.server_lifetime), ("idle_timeout", new.server_idle_timeout)):
+                                ("lifetime", new.server_lifetime), ("idle_timeout", new.server_idle_timeout),
+                                ("query_timeout", new.query_timeout), ("login_retry", new.server_login_retry)):
                 if hasattr(pool, attr):
                     setattr(pool, attr, value)
             before = old.databases.get(tname)

@@ -186,6 +186,7 @@ class ServerBatch:
             forward = head[1] if head is not None else True
             if t == _E:
                 self.failed = True
+                server.skipping = True  # the server now discards everything up to Sync
                 if forward is True or forward == "errors":
                     client.write(frame(b"E", self._client_names(payload) if self.aliases else payload))
                 if head is not None and head[0] != "inject" and head[3] is not None:
@@ -268,6 +269,9 @@ async def server_batch(session, server: "ServerConnection"):
         batch.close()
         session.fatal(e.sqlstate, e.message)
         return
+    except BaseException:  # cancelled, or the client's input ended: stop reading, let it through
+        batch.close()
+        raise
     await batch.aclose()
     if not server.closed and session.server is server:
         server.attach(session)

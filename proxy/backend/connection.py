@@ -41,15 +41,17 @@ class ServerError(Exception):
     """The server refused or failed the login or the link. ``fields`` is its ErrorResponse, if any.
 
     ``sqlstate``/``message`` describe it for the client (08006 connection_failure when the server
-    sent nothing).
+    sent nothing). ``reason``: PgBouncer's short word for a server that could not be reached
+    (``connect failed``, ``connect timeout``), kept by the pool for ``server_login_retry``.
     """
 
     def __init__(self, message: str, sqlstate_code: str = sqlstate.CONNECTION_FAILURE,
-                 fields: B.ErrorResponse | None = None):
+                 fields: B.ErrorResponse | None = None, reason: str | None = None):
         super().__init__(message)
         self.message = message
         self.sqlstate = sqlstate_code
         self.fields = fields
+        self.reason = reason
 
 
 class RelayClient(Protocol):
@@ -102,6 +104,7 @@ class ServerConnection(ServerCore, asyncio.Protocol):
         self._raw_mode = False
         self._paused_client = False
         self.sent_fatal = False  # a FATAL/PANIC ErrorResponse was relayed (the server is ending the session)
+        self.input_ended = False  # end_input ran: the server ends the connection after its replies
         #: an ErrorResponse was relayed and no ReadyForQuery since: the server skips extended
         #: messages until Sync (protocol chapter, "Extended Query")
         self.skipping = False
@@ -239,8 +242,8 @@ class ServerConnection(ServerCore, asyncio.Protocol):
         return item
 
     def send(self, data: bytes) -> None:
-        """Write bytes to the server (no-op once closed)."""
-        if self.transport is not None and not self.closed:
+        """Write bytes to the server (no-op once closed, or after ``end_input``)."""
+        if self.transport is not None and not self.closed and not self.input_ended:
             self.transport.write(data)
 
     async def query(self, sql: str, deliver: Callable[[bytes], None] | None = None) -> list[tuple[int, bytes]]:
@@ -299,6 +302,24 @@ class ServerConnection(ServerCore, asyncio.Protocol):
             raise ServerError(err.message or "error", err.sqlstate or sqlstate.INTERNAL_ERROR, err)
         return rows
 
+    def end_input(self) -> None:
+        """The client's input ended (it half-closed, or went away) while replies are owed: pass
+        that on, so that Postgres answers what it received and then ends the connection, as it
+        does for a client of its own. Plain TCP: a half-close (Postgres reads the end of its
+        input); over TLS, which cannot half-close, Terminate. Never reused afterwards."""
+        self.input_ended = True
+        self.broken = True
+        transport = self.transport
+        if transport is None or self.closed or transport.is_closing():
+            return
+        try:
+            if transport.can_write_eof():
+                transport.write_eof()
+            else:
+                transport.write(F.Terminate().encode())
+        except (OSError, RuntimeError, NotImplementedError):
+            self.abort()
+
     def abort(self) -> None:
         """Close the link at once; the pool will not reuse it."""
         self.broken = True
@@ -310,7 +331,10 @@ class ServerConnection(ServerCore, asyncio.Protocol):
         self.broken = True
         if self.transport is not None and not self.closed and not self.transport.is_closing():
             try:
-                self.transport.write(F.Terminate().encode())
+                if not self.input_ended:  # after end_input nothing more may be written
+                    self.transport.write(F.Terminate().encode())
+            except (OSError, RuntimeError):
+                pass
             finally:
                 self.transport.close()
 
@@ -333,18 +357,33 @@ class ServerConnection(ServerCore, asyncio.Protocol):
                    tls_mode: str, tls_context: ssl.SSLContext | None, credentials: "Credentials",
                    timeout: float = 15.0) -> "ServerConnection":
         """Connect, negotiate TLS per ``tls_mode`` (disable/allow/prefer/require/verify-ca/verify-full),
-        send StartupMessage(user, database, params), authenticate and wait for ReadyForQuery.
+        send StartupMessage(user, database, params), authenticate and wait for ReadyForQuery, all
+        within ``timeout`` seconds (``server_connect_timeout``; 0: no limit).
 
         Returns the ready connection in collect mode. Raises ServerError (08006, or the server's own
-        SQLSTATE such as 28P01 or 3D000) and AuthFailed when credentials are missing.
+        SQLSTATE such as 28P01 or 3D000; ``reason`` ``connect timeout`` when the time ran out,
+        ``connect failed`` when the server could not be reached) and AuthFailed when credentials
+        are missing.
         """
+        try:
+            return await asyncio.wait_for(
+                cls._open(target, user, database, params, tls_mode=tls_mode, tls_context=tls_context,
+                          credentials=credentials), timeout if timeout and timeout > 0 else None)
+        except asyncio.TimeoutError:
+            raise ServerError(f"could not connect to server {target.host}:{target.port}: connect timeout "
+                              f"(server_connect_timeout)", reason="connect timeout") from None
+
+    @classmethod
+    async def _open(cls, target: "DatabaseTarget", user: str, database: str, params: dict[str, str], *,
+                    tls_mode: str, tls_context: ssl.SSLContext | None, credentials: "Credentials") -> "ServerConnection":
         loop = asyncio.get_running_loop()
         key = frozenset(params.items())
+        timeout = None  # open() bounds the whole
         try:
-            transport, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: cls(target, key), target.host, target.port), timeout)
-        except (OSError, asyncio.TimeoutError) as e:
-            raise ServerError(f"could not connect to server {target.host}:{target.port}: {e}") from e
+            transport, conn = await loop.create_connection(lambda: cls(target, key), target.host, target.port)
+        except OSError as e:
+            raise ServerError(f"could not connect to server {target.host}:{target.port}: {e}",
+                              reason="connect failed") from e
         try:
             if tls_mode not in ("disable", "allow"):
                 conn._raw_mode = True
@@ -362,7 +401,7 @@ class ServerConnection(ServerCore, asyncio.Protocol):
                 elif tls_mode in ("require", "verify-ca", "verify-full"):
                     raise ServerError("server does not support SSL, but SSL was required")
             conn.send(F.StartupMessage(F.PROTOCOL_3_0, {"user": user, "database": database, **params}).encode())
-            await asyncio.wait_for(conn._login(user, credentials), timeout)
+            await conn._login(user, credentials)
         except BaseException:
             conn.abort()
             raise
@@ -447,17 +486,27 @@ class Credentials:
         raise AuthFailed("server asks for md5 and the proxy has neither the password nor its md5 hash")
 
 
-async def send_cancel(target: "DatabaseTarget", key: B.BackendKeyData, timeout: float = 5.0) -> None:
-    """Open a new connection to ``target`` and send CancelRequest for ``key`` (Postgres answers nothing)."""
+async def send_cancel(target: "DatabaseTarget", key: B.BackendKeyData, timeout: float = 10.0) -> None:
+    """Open a new connection to ``target`` and send CancelRequest for ``key`` (Postgres answers
+    nothing, then closes); given up after ``timeout`` seconds in all (``cancel_wait_timeout``; 0:
+    no limit), as PgBouncer gives up a cancel request it could not forward."""
+    limit = timeout if timeout and timeout > 0 else None
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(target.host, target.port), timeout)
-    except (OSError, asyncio.TimeoutError):
+        await asyncio.wait_for(_send_cancel(target, key), limit)
+    except asyncio.TimeoutError:
+        log.info("event=cancel_wait_timeout host=%s port=%s", target.host, target.port)
+
+
+async def _send_cancel(target: "DatabaseTarget", key: B.BackendKeyData) -> None:
+    try:
+        reader, writer = await asyncio.open_connection(target.host, target.port)
+    except OSError:
         return
     try:
         writer.write(F.CancelRequest(key.process_id, key.secret_key).encode())
         await writer.drain()
-        await asyncio.wait_for(reader.read(1), timeout)
-    except (OSError, asyncio.TimeoutError):
+        await reader.read(1)
+    except OSError:
         pass
     finally:
         writer.close()

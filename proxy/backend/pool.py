@@ -4,7 +4,15 @@ Session pooling: a client holds one server connection from login to logout. On r
 connection runs ``server_reset_query`` (default ``DISCARD ALL``) and returns to the idle list, to be
 reused by a client whose start-up parameters are the same (so ParameterStatus and GUC defaults are
 exactly those the client asked for). ``default_pool_size`` bounds open connections per pool; a
-client that cannot get one within ``query_wait_timeout`` seconds gets PgBouncer's error text.
+client that cannot get one within ``query_wait_timeout`` seconds (or ``query_timeout``, when that
+is shorter) gets PgBouncer's error text.
+
+A server that cannot be reached (connection refused, ``server_connect_timeout``) is tried again
+only ``server_login_retry`` seconds later, as PgBouncer does: the client that waits for it goes on
+waiting (up to its ``query_wait_timeout``), and a client that arrives meanwhile while the pool has
+no connection at all fails at once with PgBouncer's ``server login has been failing, cached error:
+... (server_login_retry)``. An error the server itself sends at login (wrong password, unknown
+database) goes to the client as it is, every time.
 """
 
 from __future__ import annotations
@@ -17,12 +25,26 @@ from typing import Awaitable, Callable
 
 from proxy.backend.connection import ServerConnection, ServerError
 from proxy.relay.core import PoolCore
+from proxy.wire import sqlstate
 
 log = logging.getLogger("iasql_proxy.pool")
 
 
 class PoolTimeout(Exception):
-    """No server connection became free within query_wait_timeout (PgBouncer: 'query_wait_timeout')."""
+    """No server connection became free in time. ``reason`` is PgBouncer's text for the client:
+    ``query_wait_timeout``, or ``query_timeout`` when that limit is the shorter one."""
+
+    def __init__(self, reason: str = "query_wait_timeout"):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def login_failed_error(reason: str) -> ServerError:
+    """PgBouncer's error for a client that arrives while the server's login has been failing
+    (``server_login_retry``): FATAL 08P01 ``server login has been failing, cached error: <reason>
+    (server_login_retry)``."""
+    return ServerError(f"server login has been failing, cached error: {reason} (server_login_retry)",
+                       sqlstate.PROTOCOL_VIOLATION)
 
 
 Opener = Callable[[], Awaitable[ServerConnection]]
@@ -33,16 +55,23 @@ class Pool(PoolCore):
     ``put_back``, ``give_back``, ``queue``, ``_wake_one``) is ``proxy.relay.core.PoolCore``.
 
     ``size``: maximum open connections (``default_pool_size`` or the database's ``pool_size``);
-    ``reset_query``: run on release ('' to skip); ``wait_timeout``: seconds a client may wait.
+    ``reset_query``: run on release ('' to skip); ``wait_timeout``: seconds a client may wait
+    (``query_wait_timeout``); ``query_timeout``: the same limit under PgBouncer's other name (0:
+    none); ``login_retry``: seconds before a server that could not be reached is tried again
+    (``server_login_retry``; 0: at once, and the failure goes to the client).
     """
 
     def __init__(self, name: str, size: int, reset_query: str, wait_timeout: float, *, min_size: int = 0,
                  reserve_size: int = 0, reserve_timeout: float = 5.0, lifetime: float = 3600.0,
-                 idle_timeout: float = 600.0):
+                 idle_timeout: float = 600.0, query_timeout: float = 0.0, login_retry: float = 0.0):
         self.name = name
         self.size = size
         self.reset_query = reset_query
         self.wait_timeout = wait_timeout
+        self.query_timeout = query_timeout
+        self.login_retry = login_retry
+        #: (monotonic time, PgBouncer's reason) of the last failed attempt to reach the server
+        self.login_failed: tuple[float, str] | None = None
         self.min_size = min_size
         self.reserve_size = reserve_size
         self.reserve_timeout = reserve_timeout
@@ -57,7 +86,7 @@ class Pool(PoolCore):
         self.opening = 0
         self.waiters: collections.deque[asyncio.Future] = collections.deque()
         #: client sessions waiting without a task (transaction pooling's fast path), in arrival
-        #: order: each has ``server_granted()``, ``leave_queue()``, ``queue_timed_out()``,
+        #: order: each has ``server_granted()``, ``leave_queue()``, ``queue_timed_out(reason)``,
         #: ``in_queue`` and ``wait_started`` (monotonic seconds); ``maintain`` enforces
         #: ``wait_timeout`` and moves sessions that waited ``reserve_timeout`` to ``acquire``
         self.queued: collections.deque = collections.deque()
@@ -72,13 +101,24 @@ class Pool(PoolCore):
         """A ready server connection whose start-up parameters equal ``startup_key``.
 
         Reuses an idle match, opens a new one while under ``size`` (closing an idle non-matching
-        one when full), else waits. Raises PoolTimeout ``wait_timeout`` seconds after ``started``
-        (monotonic seconds; default now), and ServerError/AuthFailed from ``opener``.
+        one when full), else waits. Raises PoolTimeout ``wait_timeout`` (or the shorter
+        ``query_timeout``) seconds after ``started`` (monotonic seconds; default now),
+        ServerError/AuthFailed from ``opener`` (a server that could not be reached is tried again
+        after ``login_retry`` seconds, while the deadline allows), and the ServerError of
+        ``login_failed_error`` when the server could not be reached less than ``login_retry``
+        seconds ago and the pool has no connection.
         """
         if started is None:
             started = time.monotonic()
         deadline = started + self.wait_timeout if self.wait_timeout > 0 else float("inf")
+        reason = "query_wait_timeout"
+        if self.query_timeout > 0 and started + self.query_timeout <= deadline:
+            deadline, reason = started + self.query_timeout, "query_timeout"
         self.last_opener, self.last_key = opener, startup_key
+        failed = self.login_failed
+        if (failed is not None and time.monotonic() - failed[0] < self.login_retry
+                and not self.idle and not self.active):
+            raise login_failed_error(failed[1])
         while True:
             capacity = self.size
             if self.reserve_size and time.monotonic() - started >= self.reserve_timeout:
@@ -97,19 +137,30 @@ class Pool(PoolCore):
             if self.total >= capacity and self.idle:
                 victim = self.idle.pop(0)
                 victim.close()
-            if self.total < capacity:
+            retry_at = self._retry_at()
+            if self.total < capacity and retry_at is None:
                 self.opening += 1
                 try:
                     conn = await opener()
+                except ServerError as e:
+                    if e.fields is not None or self.login_retry <= 0:
+                        raise  # the server's own answer (or no retrying): the client's error
+                    self.login_failed = (time.monotonic(), e.reason or "connect failed")
+                    log.info("event=server_login_failed pool=%s reason=%r retry_in_s=%s", self.name,
+                             self.login_failed[1], self.login_retry)
+                    continue  # tried again after login_retry, while the deadline allows
                 finally:
                     self.opening -= 1
+                self.login_failed = None
                 conn.pool = self
                 self.active.add(conn)
                 self._waited(started)
                 return conn
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise PoolTimeout()
+                raise PoolTimeout(reason)
+            if retry_at is not None and self.total < capacity:
+                remaining = min(remaining, retry_at - time.monotonic() + 0.001)
             if self.reserve_size and time.monotonic() - started < self.reserve_timeout:
                 remaining = min(remaining, self.reserve_timeout - (time.monotonic() - started) + 0.001)
             fut = asyncio.get_running_loop().create_future()
@@ -118,10 +169,19 @@ class Pool(PoolCore):
                 await asyncio.wait_for(fut, None if remaining == float("inf") else remaining)
             except asyncio.TimeoutError:
                 if time.monotonic() >= deadline:
-                    raise PoolTimeout() from None
+                    raise PoolTimeout(reason) from None
             finally:
                 if fut in self.waiters:
                     self.waiters.remove(fut)
+
+    def _retry_at(self) -> float | None:
+        """When the server, which could not be reached, may be tried again (monotonic seconds), or
+        None when it may be tried now."""
+        failed = self.login_failed
+        if failed is None or self.login_retry <= 0:
+            return None
+        at = failed[0] + self.login_retry
+        return at if time.monotonic() < at else None
 
     def resize(self, size: int) -> bool:
         """Set ``size`` (RELOAD of ``default_pool_size``/``pool_size``). New places go at once to
@@ -201,8 +261,10 @@ class Pool(PoolCore):
                 if not session.in_queue:
                     continue
                 waited = now - (session.wait_started or now)
-                if self.wait_timeout > 0 and waited >= self.wait_timeout:
-                    session.queue_timed_out()
+                if self.query_timeout > 0 and waited >= self.query_timeout:
+                    session.queue_timed_out("query_timeout")  # PgBouncer checks this one first
+                elif self.wait_timeout > 0 and waited >= self.wait_timeout:
+                    session.queue_timed_out("query_wait_timeout")
                 elif self.reserve_size and waited >= self.reserve_timeout:
                     session.leave_queue()  # acquire() may open a reserve connection for it
                 else:

@@ -35,7 +35,12 @@ from proxy.frontend.login import ClientError
 from proxy.relay.core import EXTENDED as _EXTENDED
 from proxy.relay.core import QUEUED, ClientCore
 from proxy.router import split
-from proxy.router.session_state import analyze, may_change_state
+from proxy.router.session_state import (
+    _STATE_ANYWHERE_PATTERN,
+    _STATE_AT_START,
+    analyze,
+    may_change_state,
+)
 from proxy.wire import backend as B
 from proxy.wire import sqlstate
 from proxy.wire.codec import ProtocolViolation
@@ -49,12 +54,30 @@ log = logging.getLogger("iasql_proxy.client")
 _HDR = struct.Struct("!Bi")
 _IASQL = re.compile(rb"[iI][aA][sS][qQ][lL]_")
 _Q, _P, _X, _S, _F, _H = ord("Q"), ord("P"), ord("X"), ord("S"), ord("F"), ord("H")
+_E = ord("E")
 _BATCH = frozenset(b"PBDEC")  # messages that continue an extended batch (no reply owed at once)
 _COPY_DONE, _COPY_FAIL, _COPY_DATA = ord("c"), ord("f"), ord("d")
 #: Messages above this size (bytes) other than Query and Parse are streamed to the server as they
 #: arrive, so a client cannot make the proxy hold a huge message in memory; Query and Parse are
 #: inspected for iasql_ and stay bounded by max_packet_size.
 _STREAM_ABOVE = 1 << 20
+#: A Query or Parse longer than _STREAM_ABOVE is classified (``iasql_``, session-state keywords)
+#: by ``_classify_large`` a slice of this many bytes per event-loop turn, and its text analysed
+#: (``analyze``) in a worker thread: one huge text never stalls the other clients.
+_SCAN_SLICE = 256 * 1024
+#: In transaction and statement pooling, a text longer than this (bytes) that may change session
+#: state is analysed (``analyze``) in a worker thread, not on the event loop.
+_ANALYZE_ON_LOOP = 16 * 1024
+#: ... and one longer than this is not analysed at all (the lexer keeps about a hundred bytes per
+#: token, and a worker thread still takes turns with the event loop): it pins its client to its
+#: server connection for good (``_UNANALYSED``).
+_ANALYZE_MAX = 64 * 1024
+_UNANALYSED = "a text over 64 KiB that may change session state (not analysed)"
+#: ``may_change_state``'s anywhere-pattern for ``_classify_large``, with ``temp`` for ``mp`` (as
+#: sound: ``temp``, ``temporary`` and ``pg_temp`` all contain it), so that a long text is not
+#: taken for a state change because it says ``timestamp``.
+_LARGE_STATE_ANYWHERE = re.compile(_STATE_ANYWHERE_PATTERN.replace(b"|mp", b"|temp"))
+_WS = b" \t\n\r\f\v"
 _SPECIAL = frozenset((_Q, _P, _X, ord("c"), ord("f")))
 #: While discarding an extended batch until Sync, every message is looked at.
 _SPECIAL_SKIP = frozenset(range(256))
@@ -129,8 +152,13 @@ class ClientSession(ClientCore, asyncio.Protocol):
         self._skip_to_sync = False            # discarding an extended batch after refusing it
         self._pins_dirty = False              # pins taken or released since the last check
         self.copy_in = False                  # COPY FROM STDIN in progress (Sync owes nothing)
-        self._copy_done_early = 0             # CopyDone/CopyFail sent before the CopyInResponse came
+        # CopyDone/CopyFail sent outside COPY, each as (ReadyForQuery-owing messages sent before
+        # it, whether an Execute came last before it): it ends a COPY that a message before it
+        # starts (its CopyInResponse not here yet); Postgres ignores one sent before the COPY
+        self._copy_done_early: list[tuple[int, bool]] = []
         self._passthrough = 0                 # bytes of a large message still to stream to the server
+        self._batch_settled = False           # the Query at the head may go: its batch did not fail (_settle_batch)
+        self._timer: tuple | None = None      # (timeout, counter, since) for check_timeouts
         self._checked: tuple[int, int, int] | None = None  # (bytes, pending, last type) queued by _relay_fast
         self._startup_key: frozenset = frozenset()
         self._special_before_copy = _SPECIAL
@@ -142,6 +170,9 @@ class ClientSession(ClientCore, asyncio.Protocol):
         # whether the current server connection holds it (proxy.frontend.transaction)
         self._unnamed: bytes | None = None
         self._unnamed_here = False
+        # what _classify_large found for the large Query/Parse at the head of the input:
+        # (signature, iasql_ found, may change state, (StateEffects, one statement) or None)
+        self._verdict: tuple | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -162,20 +193,36 @@ class ClientSession(ClientCore, asyncio.Protocol):
             w.set_result(None)
 
     def eof_received(self) -> bool | None:
-        """The client half-closed its side (shutdown SHUT_WR) after its last message. Postgres
-        still answers what it received before ending the session, so the write side stays open
-        until the replies owed are out (not possible over TLS, which has no half-close)."""
+        """The client half-closed its side (shutdown SHUT_WR) after its last message, or closed
+        its socket (over plain TCP the two look alike until a write fails). Postgres still
+        answers what it received before ending the session, so the write side stays open until
+        the replies owed are out (not possible over TLS, which has no half-close): see
+        ``_end_after_eof``. A task waiting for more input is woken and sees the end."""
         if self.tls_version is None and self.ready and not self.closed:
             self._eof = True
+            self._data_waiting()
             self._end_after_eof()
             return True
         return None
 
     def _end_after_eof(self) -> None:
-        """After a half-close: end the session once nothing is owed or being done for the client."""
-        if self.pending_ready or self._busy is not None or self.closed:
+        """After a half-close: end the session at once when nothing is owed or being done for the
+        client. Otherwise, once every whole message the client sent has gone to the server, the
+        end of the input is passed on to the server connection too (``end_input``): Postgres
+        then answers what it has, as it answers a half-closed client, and ends the connection
+        on reading the end, so the session ends once those replies are relayed even when
+        Postgres owes fewer than counted or waits for input (COPY FROM STDIN, a message half
+        sent). That connection is never reused; called again after each ReadyForQuery and
+        after each task."""
+        if self.closed:
             return
-        self.close()
+        server = self.server
+        if (not (self.pending_ready or self._busy is not None or self.copy_in or self._passthrough)
+                or (self._busy is None and (server is None or server.closed))):
+            self.close()
+            return
+        if self._busy is None and not server.input_ended:
+            server.end_input()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -252,14 +299,14 @@ class ClientSession(ClientCore, asyncio.Protocol):
 
     # -- start-up -----------------------------------------------------------------------------
     async def _wait_data(self) -> None:
-        if self.closed:
+        if self.closed or self._eof:  # the client's input ended: nothing more will come
             raise ConnectionResetError()
         self._waiter = asyncio.get_running_loop().create_future()
         try:
             await self._waiter
         finally:
             self._waiter = None
-        if self.closed:
+        if self.closed or (self._eof and not self._inbuf):
             raise ConnectionResetError()
 
     def _resume_relay(self) -> None:
@@ -269,11 +316,14 @@ class ClientSession(ClientCore, asyncio.Protocol):
         if self._busy is not None:
             return
         if self._inbuf and not self.closed:
-            data = bytes(self._inbuf)
-            self._inbuf.clear()
-            self.bytes_in -= len(data)  # counted when it arrived
-            if not (self.special is self.special_default and not self._passthrough and self._relay_fast(data)):
-                self._relay(data)
+            if len(self._inbuf) > _STREAM_ABOVE and not self._passthrough:
+                self._relay(b"")  # large: relayed in place, without copies or the fast path's scan
+            else:
+                data = bytes(self._inbuf)
+                self._inbuf.clear()
+                self.bytes_in -= len(data)  # counted when it arrived
+                if not (self.special is self.special_default and not self._passthrough and self._relay_fast(data)):
+                    self._relay(data)
         if self._eof:
             self._end_after_eof()
 
@@ -287,6 +337,7 @@ class ClientSession(ClientCore, asyncio.Protocol):
                 if length < 4 or length > self.max_message:
                     raise ProtocolViolation(f"invalid message length {length}")
                 if len(buf) >= 1 + length:
+                    self._verdict = None
                     raw = bytes(buf[: 1 + length])
                     del buf[: 1 + length]
                     return t, raw[5:], raw
@@ -376,8 +427,8 @@ class ClientSession(ClientCore, asyncio.Protocol):
                 self.server, self.pool = await self.app.lease(self, creds)
                 welcome = dict(self.server.params)
                 self.pool.welcome[self._startup_key] = welcome
-        except PoolTimeout:
-            raise ClientError(sqlstate.PROTOCOL_VIOLATION, "query_wait_timeout") from None
+        except PoolTimeout as e:
+            raise ClientError(sqlstate.PROTOCOL_VIOLATION, e.reason) from None
         except ServerError as e:
             raise ClientError(e.sqlstate, e.message, fields=_as_fatal(e.fields)) from None
         except AuthFailed as e:
@@ -416,7 +467,14 @@ class ClientSession(ClientCore, asyncio.Protocol):
                 self.server.send(data[:take])
             self._passthrough -= take
             data = data[take:]
+            if not self._passthrough:  # the message is whole on the server: it may be given back
+                self._maybe_give_back()
             if not data:
+                if self._eof:
+                    self._end_after_eof()
+                return
+            if self._busy is not None:  # the give-back's read-back owns the session: it relays the rest
+                self._inbuf += data
                 return
         buf = self._inbuf
         buf += data
@@ -424,8 +482,13 @@ class ClientSession(ClientCore, asyncio.Protocol):
             if buf[:1] == b"X":
                 self._terminate()
                 return
-            if len(buf) < 5:
+            bad = _header_error(buf, 0, self.max_message)
+            if bad is not None:  # refused before it takes a server connection
+                self._inbuf.clear()
+                self.fatal(bad.sqlstate, bad.message)
                 return
+            if len(buf) < 5 or len(buf) <= _HDR.unpack_from(buf, 0)[1]:
+                return  # a server connection is taken only for a whole message: a slow sender holds none
             if not self._lease_now():
                 if not self._queue_now():
                     self._busy = asyncio.get_running_loop().create_task(self._lease_then_relay())
@@ -443,23 +506,16 @@ class ClientSession(ClientCore, asyncio.Protocol):
         special = self.special
         try:
             while n - pos >= 5:
+                bad = _header_error(buf, pos, limit)
+                if bad is not None:
+                    raise bad
                 t, length = _HDR.unpack_from(buf, pos)
-                if length < 4 or length > limit:
-                    raise ProtocolViolation(
-                        f"invalid message length {length}" if length < 4
-                        else f"message of {length} bytes exceeds max_packet_size ({limit} bytes)")
-                kind = _MESSAGE_LIMITS[t]
-                if kind != _LARGE:
-                    # as Postgres (SocketBackend): an unknown type, or a short message declaring
-                    # a long body, ends the session at once instead of waiting for that body
-                    if not kind:
-                        raise ProtocolViolation(f"invalid frontend message type {t}")
-                    if length > _PQ_SMALL_MESSAGE_LIMIT:
-                        raise ProtocolViolation(f"invalid message length {length}")
                 end = pos + 1 + length
+                behind_batch = ((t == _Q or t == _F) and not self.copy_in and not self._skip_to_sync
+                                and (last if last >= 0 else self._last_type) in txn.OPEN_BATCH)
                 if end > n:
                     if (length > _STREAM_ABOVE and (t == _COPY_DATA or t not in special)
-                            and self.server is not None):
+                            and self.server is not None and not behind_batch):
                         # a large message that needs no inspection (COPY data, Bind values...):
                         # forward it as it arrives instead of holding it whole in memory
                         if t == _F:
@@ -468,6 +524,15 @@ class ClientSession(ClientCore, asyncio.Protocol):
                         self._passthrough = end - n
                         return
                     break
+                if behind_batch:
+                    if self._batch_settled:
+                        self._batch_settled = False
+                    else:
+                        # behind extended messages sent without a Sync: Postgres skips it if one
+                        # of them failed, so the server is asked first (_settle_batch)
+                        self._flush(buf, pos, pending, last)
+                        self._busy = asyncio.get_running_loop().create_task(self._settle_batch())
+                        return
                 if t in special:
                     if self.copy_in:
                         if t == _COPY_DONE or t == _COPY_FAIL:
@@ -482,15 +547,19 @@ class ClientSession(ClientCore, asyncio.Protocol):
                         continue
                     if t == _COPY_DONE or t == _COPY_FAIL:
                         # the client pipelined its COPY data behind the COPY command: the copy is
-                        # over before the server's CopyInResponse arrives
-                        self._copy_done_early += 1
-                        last = t
-                        pos = end
+                        # over before the server's CopyInResponse arrives (with nothing in flight
+                        # there is no COPY to end: Postgres ignores the message)
+                        if self.pending_ready or pending:
+                            self._copy_done_early.append(
+                                (self.queries + pending, (last if last >= 0 else self._last_type) == _E))
+                        pos = end  # not ``last``: like Flush, it leaves a batch as open as it was
+                        bstart, blast, unnamed_before = end, last, None
                         continue
                     if self._skip_to_sync:
                         self._flush(buf, pos, pending, last)
                         pending, last = 0, -1
                         del buf[:end - pos]
+                        self._verdict = None
                         n, pos = len(buf), 0
                         bstart, blast, unnamed_before = 0, -1, None
                         if t == _S:
@@ -502,13 +571,29 @@ class ClientSession(ClientCore, asyncio.Protocol):
                         self._flush(buf, pos, pending, last)
                         self._terminate()
                         return
+                    verdict = None
+                    if ((t == _Q or t == _P) and length > _ANALYZE_ON_LOOP
+                            and (self.pooled or self.app.interceptor is not None)):
+                        verdict = self._verdict
+                        if verdict is None or pos or verdict[0] != _signature(buf, end):
+                            verdict = None
+                            if length > _STREAM_ABOVE or (
+                                    self.pooled and may_change_state(buf, *_text_span(t, buf, pos, end))):
+                                # a huge text, or a long one to analyse: classified a slice per
+                                # loop turn and analysed in a worker thread, then relayed again
+                                self._flush(buf, pos, pending, last)
+                                self._verdict = None
+                                self._busy = asyncio.get_running_loop().create_task(
+                                    self._classify_large(t, end - pos))
+                                return
                     intercept = self.app.interceptor is not None and (
-                        special is SPECIAL_EXTENDED or ((t == _Q or t == _P) and _IASQL.search(buf, pos + 5, end)))
+                        special is SPECIAL_EXTENDED or ((t == _Q or t == _P) and (
+                            verdict[1] if verdict is not None else _IASQL.search(buf, pos + 5, end))))
                     # state set in a text that also calls iasql_* follows the client (or pins it)
                     # like any other; an intercepted Parse is noted by the extended interceptor
                     if (self.pooled and (t == _Q or (t == _P and not intercept))
-                            and may_change_state(buf, *_text_span(t, buf, pos, end))):
-                        if not self._note_state(t, buf, pos, end):
+                            and (verdict[2] if verdict is not None else may_change_state(buf, *_text_span(t, buf, pos, end)))):
+                        if not self._note_state(t, buf, pos, end, verdict[3] if verdict is not None else None):
                             self._flush(buf, pos, pending, last)
                             if self._watched is not None:  # see note_text_state
                                 self._busy = asyncio.get_running_loop().create_task(self._run_watched())
@@ -543,6 +628,7 @@ class ClientSession(ClientCore, asyncio.Protocol):
                             self.server.send(renamed)
                             last = self._last_type = t
                             del buf[:end - pos]
+                            self._verdict = None
                             n = len(buf)
                             pos = bstart = 0
                             unnamed_before = None
@@ -554,27 +640,183 @@ class ClientSession(ClientCore, asyncio.Protocol):
                             self._unnamed_here = True
                 if t == _Q or t == _S or t == _F:
                     pending += 1
-                if t != _H:  # Flush neither opens nor closes an extended-protocol batch
+                if (t != _H or length != 4) and t != _COPY_DATA:
+                    # Flush neither opens nor closes an extended-protocol batch, nor does CopyData
+                    # outside COPY (Postgres ignores it): a batch it follows is still open. A Flush
+                    # with a body does: Postgres fails it ("invalid message format") and skips to Sync
                     last = t
                 pos = end
                 if t not in _BATCH:
                     bstart, blast, unnamed_before = end, last, None
+            if pos < n and n - pos < 5:
+                bad = _header_error(buf, pos, limit)  # 1-4 bytes: the type byte is known already
+                if bad is not None:
+                    raise bad
         except ProtocolViolation as e:
             self._flush(buf, pos, pending, last)
-            self.fatal(e.sqlstate, e.message)
+            self._fatal_after_replies(e.sqlstate, e.message)
             return
         self._flush(buf, pos, pending, last)
+
+    async def _classify_large(self, t: int, end: int) -> None:
+        """Classify the Query or Parse ``buf[:end]`` at the head of the input (longer than
+        _STREAM_ABOVE, or longer than _ANALYZE_ON_LOOP and to be analysed) as ``_relay`` does a
+        short one, without stalling other clients: it is searched for ``iasql_`` and, in
+        transaction and statement pooling, for the keywords of ``may_change_state`` one
+        _SCAN_SLICE at a time, yielding to the event loop in between, with no copy of the whole
+        text; a text that may change session state is analysed (``analyze``) in a worker thread,
+        or, longer than _ANALYZE_MAX, not at all (``_UNANALYSED``: its client is pinned to its
+        connection until it leaves). Then ``_relay`` goes on with that verdict
+        (``_verdict``: valid while the message is at the head of the input; the session is busy
+        meanwhile, so nothing consumes it)."""
+        loop = asyncio.get_running_loop()
+        verdict = None
+        try:
+            buf = self._inbuf
+            a, b = _text_span(t, buf, 0, end)
+            iasql = state = False
+            overlap = 8  # longer than every keyword searched for ("iasql_", "_config", ...)
+            # iasql_ anywhere in the payload (as _relay's search); state keywords in the text
+            for lo, hi, what in ((5, end, "iasql"), (a, b, "state") if self.pooled else (0, 0, "")):
+                s = lo
+                while s < hi:
+                    e = min(hi, s + _SCAN_SLICE)
+                    low = buf[s:min(hi, e + overlap)].lower()
+                    if what == "iasql":
+                        iasql = low.find(b"iasql_") >= 0
+                    elif s == lo and (_STATE_AT_START.match(low) or not low.strip(_WS)):
+                        state = True  # at the start (or only white space in the first slice: assume so)
+                    else:  # (a ";" whose next token is in the next slice: assume it may)
+                        state = bool(_LARGE_STATE_ANYWHERE.search(low)) or (e < hi and low.rstrip(_WS).endswith(b";"))
+                    s = hi if (iasql if what == "iasql" else state) else e  # found: no need to go on
+                    await asyncio.sleep(0)
+                    if self.closed or self._inbuf is not buf:
+                        return
+            analysed = None
+            noted = state and not (t == _P and iasql and self.app.interceptor is not None)  # as in _relay
+            if noted and b - a > _ANALYZE_MAX:
+                analysed = _UNANALYSED
+            elif noted:
+                try:
+                    text = str(memoryview(buf)[a:b], "utf-8")
+                except UnicodeDecodeError:  # another client_encoding: the keywords are ASCII in all
+                    text = str(memoryview(buf)[a:b], "latin-1")
+                scs = self.server.params.get("standard_conforming_strings", "on") == "on" if self.server else True
+                analysed = await loop.run_in_executor(None, _analyze_large, text, scs)
+                del text
+                if self.closed or self._inbuf is not buf:
+                    return
+            verdict = (_signature(buf, end), iasql, state, analysed)
+        except asyncio.CancelledError:
+            return
+        finally:
+            self._busy = None
+        self._verdict = verdict
+        self._resume_relay()
+
+    def _fatal_after_replies(self, code: str, message: str) -> None:
+        """End the session with FATAL ``code``/``message`` for a message Postgres would not read
+        (an unknown type, a bad length), after the replies to the messages before it: Postgres
+        runs those first, so the client gets their results (an open extended batch's too: its
+        replies are fetched with ``server_batch``'s barrier), then the FATAL. What came after
+        the bad message is never read. The server connection is then released as for any client
+        that leaves (an open transaction or batch is not committed: Postgres rolls it back)."""
+        head = self._inbuf[0] if self._inbuf else -1
+        self._inbuf.clear()
+        server = self.server
+        if self.closed:
+            return
+        if self.copy_in:
+            # Postgres reads the message inside COPY FROM STDIN (CopyGetData): an ERROR for the
+            # message, then FATAL, as it can no longer find the next message boundary
+            if head >= 0 and not _MESSAGE_LIMITS[head]:
+                self.write(B.error(code, f"unexpected message type 0x{head:02X} during COPY from stdin"))
+            elif "max_packet_size" in message:  # the proxy's own limit: its own words
+                self.fatal(code, message)
+                return
+            else:  # a bad length: pq_getmessage fails, which CopyGetData reports so
+                self.write(B.error(sqlstate.CONNECTION_FAILURE,
+                                   "unexpected EOF on client connection with an open transaction"))
+            self.fatal(sqlstate.PROTOCOL_VIOLATION, "terminating connection because protocol synchronization was lost")
+            return
+        if server is None or server.closed or (not self.pending_ready and self._last_type not in txn.OPEN_BATCH):
+            self.fatal(code, message)  # (the server connection, idle between transactions, is released as usual)
+            return
+        self._busy = asyncio.get_running_loop().create_task(self._answer_then_fatal(code, message))
+
+    async def _answer_then_fatal(self, code: str, message: str) -> None:
+        try:
+            await self.wait_replies()
+            server = self.server
+            if (self._last_type in txn.OPEN_BATCH and server is not None and not server.closed
+                    and not self.closed):
+                from proxy.backend.batch import server_batch
+
+                async with server_batch(self, server) as batch:
+                    await batch.after_relay(True)
+        except asyncio.CancelledError:
+            return
+        finally:
+            self._busy = None
+        self._inbuf.clear()
+        server, self.server = self.server, None
+        if server is not None and self.pool is not None:
+            # Postgres's session ends with that FATAL, and what it changed (SET, LISTEN, a
+            # temporary table...) with it: the connection is closed, never given to another client
+            self.pool.release(server, False)
+        if not self.closed:
+            self.fatal(code, message)
+
+    async def _settle_batch(self) -> None:
+        """The Query or FunctionCall at the head of the input follows extended messages sent
+        without a Sync. Postgres runs it unless one of those failed: then it discards everything
+        up to Sync, that message included, and owes no ReadyForQuery for it. The replies owed so
+        far are relayed, then ``ServerBatch``'s barrier asks the server whether the batch failed;
+        a message the server would discard is dropped here, any other is relayed as usual, so
+        the ReadyForQuery messages owed are counted exactly (a miscount would hold the
+        connection for good, or give it back while a reply is still on its way)."""
+        from proxy.backend.batch import server_batch
+
+        failed = True
+        try:
+            await self.wait_replies()
+            server = self.server
+            if self.copy_in:  # a COPY pipelined before: the copy reads the message, as Postgres's does
+                failed = False
+            elif server is not None and not server.closed and not self.closed:
+                async with server_batch(self, server) as batch:
+                    await batch.after_relay(True)
+                failed = batch.failed
+                if failed:
+                    server.skipping = True  # until Sync: a later barrier would never be answered
+        except asyncio.CancelledError:
+            return
+        finally:
+            self._busy = None
+        if self.closed or self.server is None:
+            return
+        if failed:
+            self.take_message()  # discarded, as Postgres discards it
+        elif not self.copy_in:
+            self._batch_settled = True
+        self._resume_relay()
 
     def _flush(self, buf: bytearray, pos: int, pending: int, last: int) -> None:
         if not pos:
             return
+        self._verdict = None  # the head of the input is consumed
         server = self.server
         if server is None or server.closed:
             del buf[:pos]
             self.fatal(sqlstate.CONNECTION_FAILURE, "server closed the connection unexpectedly")
             return
-        server.send(bytes(buf[:pos]))
-        del buf[:pos]
+        if pos == len(buf) and pos > _STREAM_ABOVE and buf is self._inbuf:
+            # all of it, large: sent as it is (no copy), the session gets a new input buffer
+            self._inbuf = bytearray()
+            server.send(buf)
+        else:
+            server.send(bytes(memoryview(buf)[:pos]))
+            del buf[:pos]
         self.pending_ready += pending
         self.queries += pending
         if last >= 0:
@@ -595,10 +837,20 @@ class ClientSession(ClientCore, asyncio.Protocol):
         while not self._inbuf:
             await self._wait_data()
 
-    def _note_state(self, t: int, buf: bytearray, pos: int, end: int) -> bool:
+    def _note_state(self, t: int, buf: bytearray, pos: int, end: int, analysed: tuple | None = None) -> bool:
         """Record what a Query/Parse may change in session state (its text passed
         ``may_change_state``: the callers check). Returns False when statement pooling must refuse
-        it (it opens a transaction block)."""
+        it (it opens a transaction block). ``analysed``: ``_classify_large``'s analysis of the
+        text, (StateEffects, whether it is one statement), or None."""
+        if analysed is None and end - pos > _ANALYZE_MAX:
+            analysed = _UNANALYSED  # (never analysed on the event loop)
+        if analysed is _UNANALYSED:
+            if _UNANALYSED not in self.pins:
+                self.pins[_UNANALYSED] = _UNANALYSED
+                log.info("event=pinned client=%s user=%s reason=%r", self.peer, self.user, _UNANALYSED)
+            return True
+        if analysed is not None:
+            return self._note_effects(analysed[0], t == _Q, lambda: analysed[1])
         raw = bytes(buf[pos + 5:end])
         try:
             body = raw[:-1] if t == _Q else raw[raw.index(b"\0") + 1:raw.index(b"\0", raw.index(b"\0") + 1)]
@@ -619,6 +871,11 @@ class ClientSession(ClientCore, asyncio.Protocol):
         PREPARE/EXECUTE/DEALLOCATE of a statement the client prepared with Parse)."""
         scs = self.server.params.get("standard_conforming_strings", "on") == "on" if self.server else True
         fx = analyze(text, standard_conforming_strings=scs)
+        return self._note_effects(fx, simple, lambda: len(split(text) or ()) == 1)
+
+    def _note_effects(self, fx, simple: bool, one_statement) -> bool:
+        """``note_text_state`` for the analysis ``fx`` of a text (``one_statement()``: whether
+        the text is a single statement, asked only for DEALLOCATE and DISCARD ALL)."""
         if fx.begins_block and self.pool_mode == "statement":
             return False
         # DEALLOCATE / DISCARD ALL alone in a Query: what it drops is known from the server's
@@ -629,7 +886,7 @@ class ClientSession(ClientCore, asyncio.Protocol):
                 and f"PREPARE {named[1]}" not in self.pins):
             named = None  # not a name the client prepared with Parse
         watch = simple and (named is not None or (
-            (fx.discard_all or bool(fx.deallocate)) and len(split(text) or ()) == 1))
+            (fx.discard_all or bool(fx.deallocate)) and one_statement()))
         self.touched_gucs |= fx.gucs
         if fx.reset_all:
             self.reset_all_pending = True
@@ -681,6 +938,7 @@ class ClientSession(ClientCore, asyncio.Protocol):
         connected. An extended-protocol message is followed by discarding until Sync."""
         t, length = _HDR.unpack_from(buf, 0)
         del buf[:1 + length]
+        self._verdict = None
         answer, self._answer = self._answer, None
         if answer is not None:
             self.write(answer + B.ReadyForQuery(self.tx_status).encode())
@@ -698,6 +956,50 @@ class ClientSession(ClientCore, asyncio.Protocol):
             buf.clear()
             self._relay(data)
 
+    # -- PgBouncer's client timeouts (ProxyApp checks them about once a second) ---------------
+    def check_timeouts(self, now: float, cfg) -> None:
+        """Enforce ``query_timeout``, ``idle_transaction_timeout`` and ``client_idle_timeout``
+        (``cfg``, seconds; 0: off) at ``now`` (monotonic seconds). Nothing is measured on the
+        relay's path: each check compares a counter the relay keeps anyway with its value at the
+        previous check (replies received for a running query, bytes received for an idle client),
+        so a limit fires up to a second late. On expiry the client gets PgBouncer's FATAL 08P01
+        (``query timeout``, ``idle transaction timeout``, ``client_idle_timeout``) and is closed;
+        a server connection in a query or a transaction is closed too (Postgres rolls the
+        transaction back), never given to another client."""
+        if self.closed or not self.ready or getattr(self, "admin_role", None) is not None:
+            return
+        if self.pending_ready and self.server is not None:
+            kind, marker, limit = "query timeout", self.queries - self.pending_ready, cfg.query_timeout
+        elif self._busy is not None:
+            self._timer = None  # a task works for the client (a lease, an iasql_* call, a check)
+            return
+        elif self.server is not None and self.tx_status != b"I":
+            kind, marker, limit = "idle transaction timeout", self.bytes_in, cfg.idle_transaction_timeout
+        elif not self.pending_ready:
+            kind, marker, limit = "client_idle_timeout", self.bytes_in, cfg.client_idle_timeout
+        else:
+            self._timer = None
+            return
+        timer = self._timer
+        if limit <= 0:
+            self._timer = None
+        elif timer is None or timer[0] != kind or timer[1] != marker:
+            self._timer = (kind, marker, now)
+        elif now - timer[2] >= limit:
+            self._timed_out(kind)
+
+    def _timed_out(self, reason: str) -> None:
+        log.info("event=client_timeout client=%s user=%s database=%s reason=%r", self.peer, self.user,
+                 self.database, reason)
+        server = self.server
+        if server is not None and reason != "client_idle_timeout":
+            self.server = None
+            server.abort()
+            if self.pool is not None:
+                self.pool.release(server, False)
+        self._inbuf.clear()
+        self.fatal(sqlstate.PROTOCOL_VIOLATION, reason)
+
     @property
     def in_queue(self) -> bool:
         """True while the session waits in its pool's queue (``_queue_now``)."""
@@ -709,22 +1011,23 @@ class ClientSession(ClientCore, asyncio.Protocol):
         if self.in_queue:
             self._busy = asyncio.get_running_loop().create_task(self._lease_then_relay())
 
-    def queue_timed_out(self) -> None:
-        """No connection came within ``query_wait_timeout``: end the session with PgBouncer's
-        error (08P01 ``query_wait_timeout``), as the task path does."""
+    def queue_timed_out(self, reason: str = "query_wait_timeout") -> None:
+        """No connection came within ``query_wait_timeout`` (or ``query_timeout``): end the
+        session with PgBouncer's error (08P01 ``reason``: ``query_wait_timeout`` or
+        ``query_timeout``), as the task path does."""
         if self.in_queue:
             self._busy = None
             self.wait_started = None
-            self.fatal(sqlstate.PROTOCOL_VIOLATION, "query_wait_timeout")
+            self.fatal(sqlstate.PROTOCOL_VIOLATION, reason)
 
     async def _lease_then_relay(self) -> None:
         try:
             await self._lease()
         except asyncio.CancelledError:
             return
-        except PoolTimeout:
+        except PoolTimeout as e:
             self._busy = None
-            self.fatal(sqlstate.PROTOCOL_VIOLATION, "query_wait_timeout")
+            self.fatal(sqlstate.PROTOCOL_VIOLATION, e.reason)
             return
         except ServerError as e:
             self._busy = None
@@ -734,6 +1037,11 @@ class ClientSession(ClientCore, asyncio.Protocol):
         except AuthFailed as e:
             self._busy = None
             self.fatal(sqlstate.INVALID_PASSWORD, f"server login failed: {e}")
+            return
+        except Exception:  # never leave the session owned by a task that is gone
+            log.exception("event=lease_error client=%s", self.peer)
+            self._busy = None
+            self.fatal(sqlstate.INTERNAL_ERROR, "internal proxy error")
             return
         self._busy = None
         self._resume_relay()
@@ -768,7 +1076,10 @@ class ClientSession(ClientCore, asyncio.Protocol):
         name, self._watched = self._watched, None
         try:
             await self.wait_replies()
-            await txn.run_watched_query(self, name or None)
+            if self.server is None or self.server.closed:
+                return  # the server was lost meanwhile: the client has been told
+            if not self.copy_in:  # else a COPY pipelined before: the copy reads the Query, as is
+                await txn.run_watched_query(self, name or None)
         except asyncio.CancelledError:
             return
         except Exception:
@@ -783,8 +1094,13 @@ class ClientSession(ClientCore, asyncio.Protocol):
     async def _run_named(self) -> None:
         try:
             await self.wait_replies()
-            await txn.run_named_batch(self)
+            if not self.copy_in:  # else a COPY pipelined before: the copy reads what follows, as is
+                await txn.run_named_batch(self)
         except asyncio.CancelledError:
+            return
+        except ConnectionError:  # the client's input ended in the middle of its batch
+            self._busy = None
+            self.close()
             return
         finally:
             self._busy = None
@@ -792,8 +1108,10 @@ class ClientSession(ClientCore, asyncio.Protocol):
         self._resume_relay()
 
     async def wait_replies(self) -> None:
-        """Wait until every ReadyForQuery the server owes for relayed messages has been relayed."""
-        while self.pending_ready and self.server is not None and not self.server.closed:
+        """Wait until every ReadyForQuery the server owes for relayed messages has been relayed,
+        or the server starts COPY FROM STDIN (it then waits for the client's input, which the
+        caller must let through: ``copy_in`` is True)."""
+        while self.pending_ready and self.server is not None and not self.server.closed and not self.copy_in:
             self._drained = asyncio.get_running_loop().create_future()
             try:
                 await self._drained
@@ -803,10 +1121,13 @@ class ClientSession(ClientCore, asyncio.Protocol):
     def _maybe_give_back(self) -> None:
         """In transaction/statement pooling, return the server once the client is idle between transactions."""
         if (self.pool_mode == "session" or self.server is None or self.pending_ready or self._busy is not None
-                or self.tx_status != b"I" or self._last_type in _EXTENDED or self.closed):
+                or self.tx_status != b"I" or self._last_type in _EXTENDED or self.closed or self._passthrough):
+            return
+        if self.server.input_ended:  # the client's input ended: the connection is not reused
+            self._give_back()
             return
         if self.pins:
-            if self._pins_dirty and "LOAD" not in self.pins:
+            if self._pins_dirty and "LOAD" not in self.pins and _UNANALYSED not in self.pins:
                 self._busy = asyncio.get_running_loop().create_task(self._verify_pins())
             return
         if self.touched_gucs or self.reset_all_pending:
@@ -879,7 +1200,8 @@ class ClientSession(ClientCore, asyncio.Protocol):
             if self.server is None and self.pool_mode != "session" and not self._lease_now():
                 await self._lease()
             await self.wait_replies()
-            await self.app.interceptor.handle(self)
+            if not self.copy_in:  # else a COPY pipelined before: the copy reads the text, as is
+                await self.app.interceptor.handle(self)
         except asyncio.CancelledError:
             return
         except ConnectionError:
@@ -915,9 +1237,19 @@ class ClientSession(ClientCore, asyncio.Protocol):
         """The type byte of the message at the head of the input (the buffer must not be empty)."""
         return self._inbuf[0]
 
+    def head_size(self) -> int:
+        """The size in bytes (type, length and body) of the complete message at the head of the input."""
+        return 1 + _HDR.unpack_from(self._inbuf, 0)[1]
+
+    def drop_head_message(self) -> None:
+        """Remove the complete message at the head of the input without copying it."""
+        self._verdict = None
+        del self._inbuf[:self.head_size()]
+
     def take_message(self) -> bytes:
         """Remove the complete message at the head of the input and return it whole (type,
         length and body); the relay has already checked that it is complete."""
+        self._verdict = None
         _, length = _HDR.unpack_from(self._inbuf, 0)
         raw = bytes(self._inbuf[: 1 + length])
         del self._inbuf[: 1 + length]
@@ -937,9 +1269,17 @@ class ClientSession(ClientCore, asyncio.Protocol):
     # -- callbacks from the server connection -------------------------------------------------
     def copy_in_started(self) -> None:
         """CopyInResponse relayed: look at every client message until CopyDone/CopyFail."""
-        if self._copy_done_early:
-            self._copy_done_early -= 1
-            return
+        early = self._copy_done_early
+        if early:
+            # the COPY is the oldest message still owing a ReadyForQuery (a Query, or the Sync
+            # behind the Execute that started it): a CopyDone/CopyFail sent before it was ignored
+            # by Postgres; one sent after it (or after that Execute) has ended it already
+            number = self.queries - self.pending_ready + 1
+            while early and (early[0][0] < number - 1 or (early[0][0] == number - 1 and not early[0][1])):
+                early.pop(0)
+            if early:
+                early.pop(0)
+                return
         if not self.copy_in:
             if self._last_type == _S and self.pending_ready:
                 # COPY started by Execute with a Sync pipelined behind it: the server read that
@@ -948,16 +1288,28 @@ class ClientSession(ClientCore, asyncio.Protocol):
             self.copy_in = True
             self._special_before_copy = self.special
             self.special = _SPECIAL_SKIP
+            d = self._drained
+            if d is not None and not d.done():  # a task waiting for replies: the server waits for input now
+                d.set_result(None)
+            if self._eof:  # the client's input ended before the copy did: it never will
+                self.close()
 
     def server_parameter(self, name: str, value: str) -> None:
         """ParameterStatus seen in relayed output (already forwarded)."""
 
     def server_lost(self, server: ServerConnection) -> None:
-        """The server link died: tell the client as Postgres clients expect, then close."""
+        """The server link died (or failed in a way that leaves its state unknown): tell the
+        client as Postgres clients expect, then close. A link that is still open is dropped and
+        taken out of its pool, so it is never counted active without a client, nor reused."""
+        if not server.closed:
+            server.abort()
+            if server.pool is not None:
+                server.pool.release(server, False)
         if server is self.server:
             self.server = None
             if not self.closed:
-                if server.at_boundary and not server.sent_fatal:  # Postgres's own FATAL already says why
+                # Postgres's own FATAL already says why; after end_input its end is expected
+                if server.at_boundary and not server.sent_fatal and not server.input_ended:
                     self.write(B.error(sqlstate.CONNECTION_FAILURE, "server closed the connection unexpectedly",
                                        severity="FATAL",
                                        detail="The server connection ended before the request completed."))
@@ -968,8 +1320,9 @@ class ClientSession(ClientCore, asyncio.Protocol):
         if server is None:
             return
         clean = (self.pending_ready == 0 and self._last_type not in _EXTENDED and self._busy is None
-                 and server.at_boundary and server.status == b"I")
-        # Not clean (replies still owed, a batch or COPY half sent, a transaction open): the
+                 and not self._passthrough and not self.copy_in and server.at_boundary
+                 and server.status == b"I")
+        # Not clean (replies still owed, a batch, COPY or message half sent, a transaction open): the
         # connection is closed, not cancelled. Postgres then treats what it already received as
         # it would for a client that went away itself: the running statement finishes (an
         # autocommit write commits), an open transaction rolls back, and it stops once a write
@@ -986,8 +1339,12 @@ class ClientSession(ClientCore, asyncio.Protocol):
         elif self.pool_mode == "session":
             self.pool.release(server, clean)
         else:
-            # a pinned connection holds state no later client may see: it is closed, not reused
-            self.pool.release(server, clean and not self.pins, reset=False)
+            # a pinned connection holds state no later client may see: it is closed, not reused;
+            # so does one whose session parameters the client changed and the proxy has not read
+            # back yet (a SET followed at once by Terminate: server.gucs would not say it), or
+            # one that skips to Sync after an error (issue 16's fuzz campaign found both)
+            self.pool.release(server, clean and not self.pins and not self.touched_gucs
+                              and not self.reset_all_pending and not server.skipping, reset=False)
 
 
 _WELCOME_BYTES: dict[int, tuple[dict[str, str], bytes]] = {}
@@ -1007,6 +1364,39 @@ def _parameter_status(values: dict[str, str]) -> bytes:
         _WELCOME_BYTES.clear()
     _WELCOME_BYTES[id(values)] = (values, data)
     return data
+
+
+def _signature(buf: bytearray, end: int) -> tuple:
+    """What identifies the message ``buf[:end]`` for ``ClientSession._verdict``: its length and
+    its first and last 64 bytes (the verdict is also dropped whenever the input's head is consumed)."""
+    return end, bytes(buf[:64]), bytes(buf[max(0, end - 64):end])
+
+
+def _analyze_large(text: str, scs: bool) -> tuple:
+    """``analyze`` of a large text and whether it is one statement (asked only when it deallocates
+    or discards: ``note_text_state``), for ``_classify_large``'s worker thread."""
+    fx = analyze(text, standard_conforming_strings=scs)
+    one = (fx.discard_all or bool(fx.deallocate)) and len(split(text) or ()) == 1
+    return fx, one
+
+
+def _header_error(buf: bytes | bytearray, pos: int, limit: int) -> ProtocolViolation | None:
+    """What Postgres (SocketBackend, pq_getmessage) does with the message header at
+    ``buf[pos:]`` after login, as far as it has arrived (1-5 bytes are enough): the error for an
+    unknown type (at once, as Postgres reads no further), for a length below 4, above
+    ``limit`` (``max_packet_size``) or, for a type Postgres limits to PQ_SMALL_MESSAGE_LIMIT,
+    above 10,000 bytes; None when the message may follow."""
+    kind = _MESSAGE_LIMITS[buf[pos]] if pos < len(buf) else _LARGE
+    if not kind:
+        return ProtocolViolation(f"invalid frontend message type {buf[pos]}")
+    if len(buf) - pos < 5:
+        return None
+    _, length = _HDR.unpack_from(buf, pos)
+    if length < 4 or (kind == _SMALL and length > _PQ_SMALL_MESSAGE_LIMIT):
+        return ProtocolViolation(f"invalid message length {length}")
+    if length > limit:
+        return ProtocolViolation(f"message of {length} bytes exceeds max_packet_size ({limit} bytes)")
+    return None
 
 
 def _text_span(t: int, buf: bytes | bytearray, pos: int, end: int) -> tuple[int, int]:

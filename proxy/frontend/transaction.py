@@ -51,7 +51,7 @@ from proxy.router.session_state import may_change_state
 from proxy.wire import backend as B
 from proxy.wire import frontend as F
 from proxy.wire import sqlstate
-from proxy.wire.codec import frame
+from proxy.wire.codec import ProtocolViolation, frame
 
 if TYPE_CHECKING:
     from proxy.frontend.session import ClientSession
@@ -59,8 +59,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("iasql_proxy.transaction")
 
 _EXTENDED = frozenset(map(ord, "PBDECHS"))
-#: the last message relayed left an extended batch open (no Sync after it)
-OPEN_BATCH = frozenset(map(ord, "PBDEC"))
+#: the last message relayed left an extended batch open (no Sync after it); a Flush counts only
+#: when it has a body (Postgres fails it, "invalid message format", and skips to Sync), as the
+#: relay records a Flush as the last message only then
+OPEN_BATCH = frozenset(map(ord, "PBDECH"))
 #: GUCs that must be applied before others (SET SESSION AUTHORIZATION resets ROLE).
 _FIRST = ("session_authorization",)
 _RESET_SPECIAL = {"session_authorization": "RESET SESSION AUTHORIZATION", "role": "RESET ROLE"}
@@ -230,22 +232,31 @@ class PreparedStatements:
 
     def __init__(self) -> None:
         self.by_name: dict[str, tuple] = {}
+        #: client name -> the number of parameters PostgreSQL said the statement takes (its
+        #: ParameterDescription at the client's Parse); a Bind supplying another number takes the
+        #: slow path, whose error names the client's statement, not the server's
+        self.param_counts: dict[str, int] = {}
         #: what every server name of this client starts with: ``iasqlp_<client number>_``
         self.prefix = f"iasqlp_{next(_client_serials)}_"
 
-    def server_name(self, name: str) -> str:
+    def server_name(self, name: str | bytes) -> str:
         """The server-side name of the client's statement ``name``: ``prefix`` and 16 hex digits
-        of SHA-256 over the name (at most 40 characters, under NAMEDATALEN)."""
-        return self.prefix + hashlib.sha256(name.encode()).hexdigest()[:16]
+        of SHA-256 over the name's bytes (at most 40 characters, under NAMEDATALEN)."""
+        return self.prefix + hashlib.sha256(name if isinstance(name, bytes) else name.encode()).hexdigest()[:16]
 
 
 def needs_rename(session: "ClientSession", t: int, buf: bytearray, pos: int, end: int) -> bool:
     """Whether message ``t`` at ``buf[pos:end]`` (on the slow path) names a prepared statement,
     parses or closes the unnamed one, or needs the client's unnamed statement on a connection that
     may not hold it (it was parsed in an earlier transaction: ``session._unnamed_here``): then
-    the batch runs through ``run_named_batch`` (cheap byte checks only)."""
+    the batch runs through ``run_named_batch`` (cheap byte checks only). A Describe, Close or Bind
+    that PostgreSQL rejects before it looks up a statement (empty, a name without its NUL, bytes
+    after the name) needs nothing: it goes as it is and the server answers it; a malformed Parse
+    takes the slow path, which sends it renamed (``Renamer.malformed_parse``)."""
     body = pos + 5
     if t == ord("P"):
+        if not parse_shape_ok(buf, body, end):
+            return True
         # named: renamed; unnamed and not bound later in this read (pg8000: Parse, Sync; Bind in
         # a later transaction): the client's once the server confirms it
         return buf[body] != 0 or not _bound_later(buf, end)
@@ -255,8 +266,32 @@ def needs_rename(session: "ClientSession", t: int, buf: bytearray, pos: int, end
             return False
         return buf[nul + 1] != 0 or not session._unnamed_here
     if t in (ord("D"), ord("C")):
+        # PostgreSQL reads the kind byte, the name and the end of the message before it looks
+        # anything up: a message that fails there is the server's to answer
+        if end - body < 2 or buf.find(b"\0", body + 1, end) != end - 1:
+            return False
         return buf[body] == ord("S") and (buf[body + 1] != 0 or t == ord("C") or not session._unnamed_here)
     return False
+
+
+def parse_shape_ok(buf: bytes | bytearray, body: int, end: int) -> bool:
+    """Whether the Parse payload at ``buf[body:end]`` has PostgreSQL's shape: a name and a query
+    (each with its NUL), a parameter count and exactly that many type OIDs, nothing after. The
+    strings' encoding is not checked."""
+    a = buf.find(b"\0", body, end)
+    b = buf.find(b"\0", a + 1, end) if a >= 0 else -1
+    if b < 0 or end - b - 1 < 2:
+        return False
+    count = (buf[b + 1] << 8) | buf[b + 2]
+    return end - b - 3 == 4 * count
+
+
+def _utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _bound_later(buf: bytearray, pos: int) -> bool:
@@ -273,7 +308,7 @@ def _bound_later(buf: bytearray, pos: int) -> bool:
             nul = buf.find(b"\0", pos + 5, end)
             if nul >= 0 and nul + 1 < end and buf[nul + 1] == 0:
                 return True
-        elif t == ord("Q") or (t == ord("P") and buf[pos + 5] == 0):
+        elif t == ord("Q") or (t == ord("P") and length > 4 and buf[pos + 5] == 0):
             return False
         pos = end
     return False
@@ -282,7 +317,9 @@ def _bound_later(buf: bytearray, pos: int) -> bool:
 def rename_inline(session: "ClientSession", t: int, payload: bytes) -> bytes | None:
     """The fast path of statement renaming: a Bind or Describe with the client's statement name
     replaced by the server's, when that server connection holds the statement for sure. None when
-    the slow path (``run_named_batch``) is needed. Raises ProtocolViolation on a malformed message."""
+    the slow path (``run_named_batch``) is needed: also for a message the proxy cannot read, and
+    for a Bind whose parameter count is not the statement's (PostgreSQL's error then names the
+    statement, which the slow path gives the client's name)."""
     server = session.server
     if server is None:
         return None
@@ -290,8 +327,16 @@ def rename_inline(session: "ClientSession", t: int, payload: bytes) -> bytes | N
     if t == ord("P"):
         return None  # a Parse is confirmed through the slow path (once per statement and client)
     prepared = session.prepared
+    try:
+        if t == ord("B"):
+            msg = F.Bind.decode(payload)
+        elif t == ord("D"):
+            msg = F.Describe.decode(payload)
+        else:
+            return None  # Close: bookkept on its CloseComplete, by the slow path
+    except ProtocolViolation:
+        return None
     if t == ord("B"):
-        msg = F.Bind.decode(payload)
         if not msg.statement:
             return None  # the unnamed statement of an earlier transaction: the slow path
         entry = by_name.get(msg.statement)
@@ -300,11 +345,12 @@ def rename_inline(session: "ClientSession", t: int, payload: bytes) -> bytes | N
         sname = prepared.server_name(msg.statement)
         if server.prepared.get(sname) != entry[:2]:
             return None
+        if prepared.param_counts.get(msg.statement) != len(msg.params):
+            return None
         if entry[2]:
             session.note_text_state(entry[0])
         return F.Bind(msg.portal, sname, msg.param_formats, msg.params, msg.result_formats).encode()
     if t == ord("D"):
-        msg = F.Describe.decode(payload)
         if not msg.name:
             return None
         entry = by_name.get(msg.name)
@@ -314,13 +360,21 @@ def rename_inline(session: "ClientSession", t: int, payload: bytes) -> bytes | N
         if server.prepared.get(sname) != entry[:2]:
             return None
         return F.Describe(b"S", sname).encode()
-    return None  # Close: bookkept on its CloseComplete, by the slow path
+    return None
+
+
+#: the messages ``run_named_batch`` reads, and the reply each is owed
+_DECODED = frozenset(map(ord, "PBDC"))
+_KIND = {ord("P"): "parse", ord("B"): "bind", ord("D"): "describe", ord("C"): "close", ord("E"): "execute"}
 
 
 async def run_named_batch(session: "ClientSession") -> None:
     """Process extended messages from the head of the session's input up to Sync, renaming named
-    statements (see the module docstring). The session holds a leased ``server`` here."""
+    statements (see the module docstring). The session holds a leased ``server`` here (nothing
+    is done when it has none: the server was lost and the client told)."""
     server = session.server
+    if server is None or server.closed:
+        return
     async with server_batch(session, server) as batch:
         await batch.after_relay(session._last_type in OPEN_BATCH)
         names = Renamer(session, server, batch)
@@ -330,7 +384,11 @@ async def run_named_batch(session: "ClientSession") -> None:
                 await batch.flushed()
                 break
             t, payload, raw = await session.next_message()
-            if t != ord("H"):
+            if t not in _EXTENDED:  # came while waiting (Terminate, a Query...): not the batch's
+                session._inbuf[0:0] = raw  # relayed after the batch, as if seen before
+                await batch.flushed()
+                break
+            if t != ord("H") or payload:
                 session._last_type = t  # an open batch (no Sync yet) keeps the connection
             if t == ord("S"):
                 await batch.flushed()
@@ -343,14 +401,27 @@ async def run_named_batch(session: "ClientSession") -> None:
                 break
             if batch.failed:
                 continue
+            try:
+                msg = F.decode_frontend(t, payload) if t in _DECODED else None
+            except ProtocolViolation:
+                # a message the proxy cannot read goes to the server, which answers it as on
+                # the client's own connection (a statement name it can read renamed first)
+                if t == ord("P"):
+                    names.malformed_parse(raw)
+                    continue
+                if t == ord("B"):
+                    raw = await names.malformed_bind(raw)
+                    if raw is None:
+                        continue
+                server.send(raw)
+                batch.expect(_KIND[t])
+                continue
             if t == ord("P"):
-                msg = F.Parse.decode(payload)
                 if not msg.statement:
                     names.parse_unnamed(raw)
                     continue
                 await names.parse(msg.statement, msg.query, msg.param_types)
             elif t == ord("B"):
-                msg = F.Bind.decode(payload)
                 if msg.statement:
                     renamed = await names.bind(msg)
                     if renamed is None:
@@ -361,7 +432,6 @@ async def run_named_batch(session: "ClientSession") -> None:
                 server.send(raw)
                 batch.expect("bind")
             elif t == ord("D"):
-                msg = F.Describe.decode(payload)
                 if msg.kind == b"S" and msg.name:
                     renamed = await names.describe(msg.name)
                     if renamed is None:
@@ -372,7 +442,6 @@ async def run_named_batch(session: "ClientSession") -> None:
                 server.send(raw)
                 batch.expect("describe")
             elif t == ord("C"):
-                msg = F.Close.decode(payload)
                 if msg.kind == b"S" and msg.name:
                     names.close(msg.name)
                 elif msg.kind == b"S":
@@ -383,6 +452,9 @@ async def run_named_batch(session: "ClientSession") -> None:
             elif t == ord("E"):
                 server.send(raw)
                 batch.expect("execute")
+            elif t == ord("H") and payload:  # Postgres fails it ("invalid message format")
+                server.send(raw)
+                batch.expect("malformed")  # no reply but its ErrorResponse
             elif t == ord("H"):
                 await batch.flushed()
 
@@ -445,12 +517,16 @@ class Renamer:
 
         def parsed() -> None:
             prepared.by_name[client_name] = (query, key[1], stateful, None)
+            prepared.param_counts.pop(client_name, None)
             server.prepared[sname] = key
 
         def recorded() -> None:
             entry = prepared.by_name.get(client_name)
             if entry is not None and entry[:2] == key:
                 prepared.by_name[client_name] = (query, key[1], stateful, describe_key(described))
+                for t, payload in described:
+                    if t == ord("t") and len(payload) >= 2:
+                        prepared.param_counts[client_name] = int.from_bytes(payload[:2], "big")
 
         server.send(F.Parse(sname, query, param_types).encode() + F.Describe(b"S", sname).encode())
         self.batch.expect("parse", done=parsed)
@@ -505,6 +581,57 @@ class Renamer:
         self.batch.expect("close", done=closed)
         self.client_pending[client_name] = None
         self.server_pending[sname] = None
+
+    def _as_is(self, name: bytes) -> bool:
+        """Whether a statement name the proxy cannot decode goes to the server unchanged: not
+        UTF-8 while the client's encoding is UTF8, so PostgreSQL rejects the message while
+        reading the name, before it looks anything up (22021), as on the client's own connection."""
+        return not _utf8(name) and self.server.params.get("client_encoding", "UTF8").upper() in ("UTF8", "UTF-8")
+
+    def malformed_parse(self, raw: bytes) -> None:
+        """A Parse the proxy cannot read (``raw``, whole): sent with its name, when the name can
+        be read, replaced by the client's server name, so PostgreSQL answers it as on the
+        client's own connection (its message error) and never makes a statement under a name
+        another client could use. Nothing changes for the client unless the server parses it
+        after all (another client encoding): an unnamed one is then the client's unnamed
+        statement; a named one is held by the connection under a definition that matches no
+        client statement (closed before any Parse of that name)."""
+        session, server = self.session, self.server
+        nul = raw.find(b"\0", 5)
+        done = None
+        if nul > 5 and not self._as_is(raw[5:nul]):
+            sname = session.prepared.server_name(raw[5:nul])
+            raw = frame(b"P", sname.encode() + raw[nul:])
+
+            def done() -> None:
+                server.prepared[sname] = ("\0unreadable", ())
+        elif nul == 5:
+
+            def done() -> None:
+                session._unnamed = raw
+                session._unnamed_here = True
+        server.send(raw)
+        self.batch.expect("parse", done=done)
+
+    async def malformed_bind(self, raw: bytes) -> bytes | None:
+        """A Bind the proxy cannot read (``raw``, whole), as PostgreSQL reads it: when its portal
+        and statement names can be read, the statement is looked up first (the client's one,
+        renamed and held on this connection, or the unnamed one; the proxy's 26000 when the
+        client has none) and the rest is left to the server, which rejects it. Returns the
+        message to send, or None when the batch failed."""
+        a = raw.find(b"\0", 5)
+        b = raw.find(b"\0", a + 1) if a >= 0 else -1
+        if b < 0 or not _utf8(raw[5:a]) or not _utf8(raw[a + 1:b]):
+            return raw  # PostgreSQL rejects it while reading the names
+        name = raw[a + 1:b].decode()
+        if not name:
+            return raw if await self.unnamed() else None
+        if self._sql_prepared(name):
+            return raw
+        sname = await self._server_name(name)
+        if sname is None:
+            return None
+        return frame(b"B", raw[5:a + 1] + sname.encode() + raw[b:])
 
     def parse_unnamed(self, raw: bytes) -> None:
         """The client's Parse of the unnamed statement, forwarded: once ParseComplete has come the

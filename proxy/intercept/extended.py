@@ -25,8 +25,10 @@ its ERROR audit row is written once the Sync has ended it (``caller.settle``).
 
 from __future__ import annotations
 
-import itertools
+import asyncio
 import dataclasses
+import functools
+import itertools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -35,7 +37,7 @@ from proxy.frontend import transaction as txn
 import proxy.intercept.arguments as arguments
 from proxy.intercept.caller import ServerCaller, settle
 from proxy.intercept.errors import CallFailed, call_error_fields, encode_error
-from proxy.intercept.simple import select_form
+from proxy.intercept.simple import MAX_CLASSIFIED_STATEMENT, SPLIT_OFF_LOOP_CHARS, select_form, statement_too_long
 from proxy.intercept.values import ValueError_, to_text
 from proxy.router.classify import Call, CallError, find_calls, may_contain_call
 from proxy.router.rewrite import rewrite_with_rows
@@ -217,7 +219,14 @@ class ExtendedInterceptor:
         calls: list[Call] = []
         if may_contain_call(msg.query):
             try:
-                calls = find_calls(msg.query, self.query.names, standard_conforming_strings=scs)
+                if len(msg.query) > MAX_CLASSIFIED_STATEMENT:
+                    raise statement_too_long()
+                if len(msg.query) > SPLIT_OFF_LOOP_CHARS:  # lexing a long text must not stall the loop
+                    calls = await asyncio.get_running_loop().run_in_executor(
+                        None, functools.partial(find_calls, msg.query, self.query.names,
+                                                standard_conforming_strings=scs))
+                else:
+                    calls = find_calls(msg.query, self.query.names, standard_conforming_strings=scs)
             except CallError as e:
                 await batch.flushed()
                 self._fail(session, batch, e.sqlstate, e.message, hint=e.hint)

@@ -34,6 +34,7 @@ rows, no database, no side effects) is sent whole, as one Query with the calls' 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import dataclasses
 import logging
 import struct
@@ -70,11 +71,40 @@ _Z, _E, _N, _G, _S, _C, _I, _T = (ord(c) for c in "ZENGSCIT")
 SPLIT_OFF_LOOP_CHARS = 64 * 1024
 #: Largest Query text (bytes) the interceptor splits; larger ones get 54000 program_limit_exceeded.
 MAX_INTERCEPTED_QUERY = 16 * 1024 * 1024
+#: Largest statement (characters) that mentions ``iasql_`` and is classified (lexed for calls:
+#: about a hundred bytes of memory per token); a longer one gets 54000 program_limit_exceeded, so
+#: classifying a text costs bounded memory.
+MAX_CLASSIFIED_STATEMENT = 1024 * 1024
 #: Largest text (characters) ``_fold_instant`` builds; beyond it the general path sends run by run.
 FOLD_MAX_CHARS = 1 << 20
 #: Where a mutating call is refused, the forms that take it (SQLSTATE 0A000; ``name`` is the function's).
 SUPPORTED_FORMS = ("SELECT * FROM {name}(...), SELECT {name}(...), or the last FROM item of a statement "
                    "(SELECT ..., INSERT ... SELECT ..., CREATE TABLE ... AS SELECT ... FROM {name}(...) [AS alias])")
+
+
+def statement_too_long() -> CallError:
+    """The error for a statement mentioning ``iasql_`` longer than MAX_CLASSIFIED_STATEMENT."""
+    return CallError(sqlstate.PROGRAM_LIMIT_EXCEEDED,
+                     f"statement containing iasql_ is longer than {MAX_CLASSIFIED_STATEMENT} characters")
+
+
+async def _text_is_valid(buf: bytearray, size: int) -> bool:
+    """Whether the Query ``buf[:size]`` is one NUL-terminated UTF-8 string (else Postgres rejects
+    the message: 08P01 or 22021), checked a MiB at a time, yielding to the event loop in between,
+    without a copy of the whole text."""
+    if buf.find(b"\0", 5, size - 1) >= 0 or buf[size - 1] != 0:
+        return False
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    step = 1 << 20
+    try:
+        for s in range(5, size - 1, step):
+            with memoryview(buf) as view:
+                decoder.decode(view[s:min(size - 1, s + step)])
+            await asyncio.sleep(0)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _with_rows(sql: str, fn: Function, call: Call, ncalls: int, rows: list[tuple], scs: bool) -> str:
@@ -203,13 +233,26 @@ class QueryInterceptor:
     async def handle_query(self, session: "ClientSession") -> None:
         """Take the Query at the head of ``session``'s input and answer it completely."""
         session.queries += 1  # the counters the fast path keeps (metrics, SHOW STATS)
-        raw = session.take_message()
         session._unnamed = None  # a simple Query drops the unnamed statement
         session._unnamed_here = False
         server = session.server
         if server is None or server.closed:
+            session.take_message()
             session.fatal(sqlstate.CONNECTION_FAILURE, "server closed the connection unexpectedly")
             return
+        size = session.head_size()
+        if size > MAX_INTERCEPTED_QUERY:
+            # judged without a copy of the text: memory stays bounded whatever its size
+            if not await _text_is_valid(session._inbuf, size):
+                session.queries -= 1  # counted again as it is forwarded
+                session.forward_head_message()  # the server reports the malformed message
+                return
+            session.drop_head_message()
+            session.write(B.error(sqlstate.PROGRAM_LIMIT_EXCEEDED,
+                                  f"query containing iasql_ is longer than {MAX_INTERCEPTED_QUERY} bytes")
+                          + B.ReadyForQuery(session.tx_status).encode())
+            return
+        raw = session.take_message()
         try:
             text = raw[5:-1].decode("utf-8")
         except UnicodeDecodeError:
@@ -247,8 +290,8 @@ class QueryInterceptor:
         except ServerError:
             session.server_lost(server)
             return
-        except PoolTimeout:
-            session.fatal(sqlstate.PROTOCOL_VIOLATION, "query_wait_timeout")
+        except PoolTimeout as e:
+            session.fatal(sqlstate.PROTOCOL_VIOLATION, e.reason)
             return
         self._finish(session, status)
 
@@ -273,6 +316,9 @@ class QueryInterceptor:
         for st in stmts or ():
             if not may_contain_call(st.text):
                 plan.append([])
+                continue
+            if len(st.text) > MAX_CLASSIFIED_STATEMENT:
+                plan.append(statement_too_long())
                 continue
             try:
                 plan.append(find_calls(st, self.names, standard_conforming_strings=scs))

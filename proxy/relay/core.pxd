@@ -7,8 +7,8 @@
 cimport cython
 from proxy.wire.framing cimport RelayScanner
 
-cdef Py_ssize_t _H
-cdef bytes _EXTENDED_TABLE
+cdef Py_ssize_t _H, _Q, _F
+cdef bytes _EXTENDED_TABLE, _OPEN_TABLE
 
 cdef class PoolCore
 cdef class ServerCore

@@ -40,6 +40,11 @@ _H = 72   # Flush
 #: Messages after which no ReadyForQuery is owed until a Sync (the extended protocol's open batch).
 EXTENDED = frozenset(map(ord, "PBDECH"))
 _EXTENDED_TABLE = bytes(1 if i in EXTENDED else 0 for i in range(256))  # EXTENDED by type byte
+#: Extended messages a Sync must close (Parse, Bind, Describe, Execute, Close), by type byte: a
+#: Query or FunctionCall sent behind one of them may be skipped by the server (``_relay``'s check)
+_OPEN_TABLE = bytes(1 if chr(i) in "PBDEC" else 0 for i in range(256))
+_Q = 81   # Query
+_F = 70   # FunctionCall
 _BYTE = tuple(bytes((i,)) for i in range(256))
 _IDLE = b"I"
 #: transaction.MAX_HELD_STATEMENTS: a connection holding more statements is emptied on the slow path
@@ -217,6 +222,10 @@ class ClientCore:
         return self._fast(data)
 
     def _fast(self, data) -> bool:
+        if _OPEN_TABLE[self._last_type & 255]:
+            t = data[0]
+            if t == _Q or t == _F:  # behind an extended batch without Sync: ``_relay`` checks it
+                return False
         r = SCAN_CLIENT(data, self.pooled, self.max_message)
         if r < 0:
             return False
@@ -261,7 +270,7 @@ class ClientCore:
 
     def _send_checked(self, server, data, pending, last) -> None:
         """Write whole messages ``data`` to ``server``: ``pending`` of them owe a ReadyForQuery,
-        ``last`` is the type of the last one that is not Flush (Flush when all are)."""
+        ``last`` is the type of the last one that is neither Flush nor CopyData (Flush when all are)."""
         server.transport.write(data)
         self.bytes_in += len(data)
         if pending:
@@ -346,6 +355,8 @@ class ClientCore:
             if checked[3]:
                 self._unnamed_sent(data, checked[3])
             self._send_checked(self.server, data, checked[1], checked[2])
+            if self._eof:  # the client half-closed while it waited: end once nothing is owed
+                self._end_after_eof()
         else:
             self._resume_relay()
         return True
@@ -391,7 +402,7 @@ class ClientCore:
         back, no pins, no task running; the server connection can go back to the pool at once."""
         return (self._busy is None and not _EXTENDED_TABLE[self._last_type & 255] and not self.pins
                 and not self.touched_gucs and not self.reset_all_pending and not self.closed
-                and self.server is not None and self.pool is not None)
+                and not self._passthrough and self.server is not None and self.pool is not None)
 
 
 #: True when this module is the C extension built at install, False when it runs as Python.

@@ -4,12 +4,15 @@
  *
  * scan_client(data, txn, limit) -> int
  *     Whole frontend messages in `data` that the fast path may forward unchanged. Returns -1 when
- *     the slow path must look (a partial message, a bad length, Terminate, CopyDone/CopyFail, a
+ *     the slow path must look (a partial message, a bad length, a type Postgres does not read
+ *     after login or a short type longer than 10,000 bytes, with `txn` a Parse not of
+ *     PostgreSQL's shape, a Query or FunctionCall behind an extended message without a Sync
+ *     between them, Terminate, CopyDone/CopyFail, a
  *     Query/Parse text containing iasql_ or, with `txn`, text that may change session state, a
  *     named prepared statement with `txn`, or with `txn` a Bind/Describe of the unnamed statement
  *     that no unnamed Parse earlier in `data` defined, a Close of it, or an unnamed Parse that no
  *     Bind after it in `data` uses); else pending * 256 + type
- *     of the last message that is not Flush ('H' when all are), where pending counts Query, Sync and
+ *     of the last message that is neither Flush nor CopyData ('H' when all are), where pending counts Query, Sync and
  *     FunctionCall (each owes a ReadyForQuery); with `txn`, plus UNNAMED_FLAGS << 31 when `data`
  *     changes the client's unnamed statement: bit 0 of the flags when a Query came after the last
  *     unnamed Parse (or with none: the statement is gone), else (offset of the last unnamed Parse
@@ -107,6 +110,25 @@ static int text_stops(const unsigned char *s, Py_ssize_t a, Py_ssize_t b, int tx
     return 0;
 }
 
+/* Message types Postgres reads after login (SocketBackend): 0 not a type, 1 at most
+ * PQ_SMALL_MESSAGE_LIMIT bytes, 2 up to `limit`; filled by init_types. */
+static unsigned char TYPES[256];
+#define SMALL_MESSAGE_LIMIT 10000
+
+static void init_types(void) {
+    for (const char *c = "QFBPd"; *c; c++)
+        TYPES[(unsigned char)*c] = 2;
+    for (const char *c = "XCDEHScf"; *c; c++)
+        TYPES[(unsigned char)*c] = 1;
+}
+
+/* 1 for the types of an extended batch that a Sync must close (Parse, Bind, Describe, Execute,
+ * Close): a Query or FunctionCall behind one of them is skipped by Postgres when the batch failed
+ * (it discards messages until Sync), so only the server can tell whether it owes a ReadyForQuery */
+static inline int opens_batch(int t) {
+    return t == 'P' || t == 'B' || t == 'D' || t == 'E' || t == 'C';
+}
+
 static inline Py_ssize_t find_nul(const unsigned char *s, Py_ssize_t a, Py_ssize_t e) {
     const unsigned char *p = memchr(s + a, 0, (size_t)(e - a));
     return p == NULL ? -1 : (Py_ssize_t)(p - s);
@@ -145,9 +167,18 @@ static PyObject *scan_client(PyObject *self, PyObject *const *args, Py_ssize_t n
         long length = be32(s + pos + 1);
         if (length < 4 || length > limit || (Py_ssize_t)length > n - pos - 1)
             goto done;
+        /* a type Postgres does not read after login, or a short type declaring a long body: the
+         * slow path refuses it (never forwarded) */
+        if (TYPES[t] == 0 || (TYPES[t] == 1 && length > SMALL_MESSAGE_LIMIT))
+            goto done;
+        /* a Flush with a body: Postgres fails it and skips to Sync (the slow path counts that) */
+        if (t == 'H' && length != 4)
+            goto done;
         Py_ssize_t end = pos + 1 + (Py_ssize_t)length;
         switch (t) {
         case 'Q':
+            if (opens_batch(last))
+                goto done;
             pending++;
             query_after = 1;
             if (text_stops(s, pos + 5, end - 1, txn))
@@ -166,10 +197,18 @@ static PyObject *scan_client(PyObject *self, PyObject *const *args, Py_ssize_t n
             Py_ssize_t b = find_nul(s, a, end);
             if (b < 0 || text_stops(s, a, b, txn))
                 goto done;
+            /* with txn, only a Parse of PostgreSQL's shape (count, that many OIDs, nothing after)
+             * may become the client's unnamed statement here */
+            if (txn && (end - b - 1 < 2 || end - b - 3 != 4 * (Py_ssize_t)((s[b + 1] << 8) | s[b + 2])))
+                goto done;
             break;
         }
-        case 'S':
         case 'F':
+            if (opens_batch(last))
+                goto done;
+            pending++;
+            break;
+        case 'S':
             pending++;
             break;
         case 'X':
@@ -196,7 +235,7 @@ static PyObject *scan_client(PyObject *self, PyObject *const *args, Py_ssize_t n
         default:
             break;
         }
-        if (t != 'H')
+        if (t != 'H' && t != 'd')  /* neither Flush nor CopyData opens or closes a batch */
             last = t;
         pos = end;
     }
@@ -280,4 +319,7 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fastpath", NULL, -1, methods};
 
-PyMODINIT_FUNC PyInit__fastpath(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__fastpath(void) {
+    init_types();
+    return PyModule_Create(&module);
+}

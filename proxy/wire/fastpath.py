@@ -33,6 +33,14 @@ _IASQL = re.compile(rb"iasql_")
 _NEVER = frozenset(map(ord, "Xcf"))
 _NAMED = frozenset(map(ord, "BDC"))
 _C = ord("C")
+_D = ord("d")
+#: The extended messages a Sync must close (Parse, Bind, Describe, Execute, Close), by type byte.
+_OPENS_BATCH = bytes(1 if chr(i) in "PBDEC" else 0 for i in range(256))
+#: Message types Postgres reads after login (SocketBackend) and the longest each may be: 0 not a
+#: type (FATAL "invalid frontend message type"), 1 PQ_SMALL_MESSAGE_LIMIT (10,000 bytes), 2 up to
+#: ``limit``. Anything else is the slow path's to refuse.
+_TYPES = bytes(2 if chr(i) in "QFBPd" else 1 if chr(i) in "XCDEHScf" else 0 for i in range(256))
+_SMALL_LIMIT = 10000
 
 
 def scan_client(data: bytes, txn: bool, limit: int) -> int:
@@ -40,13 +48,17 @@ def scan_client(data: bytes, txn: bool, limit: int) -> int:
 
     ``txn``: transaction or statement pooling (state and statement names matter); ``limit``: the
     largest message length allowed (``max_packet_size``, bytes). Returns -1 when the slow path must
-    look: a partial message, a length below 4 or above ``limit``, Terminate, CopyDone/CopyFail, a
+    look: a partial message, a type Postgres does not read after login, a length below 4 or above
+    ``limit`` (10,000 for the types Postgres limits so), with ``txn`` a Parse that is not of
+    PostgreSQL's shape, a Query or FunctionCall behind an extended message (Parse, Bind,
+    Describe, Execute, Close) with no Sync between them (Postgres skips it when that batch failed,
+    so whether it owes a ReadyForQuery only the server can tell), Terminate, CopyDone/CopyFail, a
     Query/Parse text containing ``iasql_`` (any case) or, with ``txn``, text that may change session
     state, or a named prepared statement (Parse, Bind, Describe/Close 'S'), or with ``txn`` a
     Bind/Describe of the unnamed statement that no unnamed Parse earlier in ``data`` defined, a
     Close of it, or an unnamed Parse that no Bind after it in ``data`` uses. Else returns ``pending * 256 + last``: ``pending`` counts Query, Sync and
     FunctionCall (each owes a ReadyForQuery), ``last`` is the type byte of the last message that is
-    not Flush (``H`` when all are: Flush neither opens nor closes an extended-protocol batch); with
+    not Flush or CopyData (``H`` when all are: neither opens nor closes an extended-protocol batch); with
     ``txn``, plus ``flags << 31`` when ``data`` changes the client's unnamed statement
     (``unnamed_flags``). Never raises.
     """
@@ -63,8 +75,13 @@ def scan_client(data: bytes, txn: bool, limit: int) -> int:
             return -1
         t, length = _HDR.unpack_from(data, pos)
         end = pos + 1 + length
-        if length < 4 or length > limit or end > n:
+        kind = _TYPES[t]
+        if length < 4 or length > limit or end > n or not kind or (kind == 1 and length > _SMALL_LIMIT):
             return -1
+        if t == _H and length != 4:
+            return -1  # a Flush with a body: Postgres fails it and skips to Sync (the slow path counts that)
+        if (t == _Q or t == _F) and last >= 0 and _OPENS_BATCH[last]:
+            return -1  # the server may skip it (a failed batch discards until Sync): slow path
         if t == _Q or t == _P:
             if t == _Q:
                 a, b = pos + 5, end - 1
@@ -77,6 +94,10 @@ def scan_client(data: bytes, txn: bool, limit: int) -> int:
                 a = data.find(b"\0", pos + 5, end) + 1
                 b = data.find(b"\0", a, end) if a else -1
                 if b < 0:
+                    return -1
+                # with txn, only a Parse of PostgreSQL's shape may become the client's unnamed
+                # statement here (one it rejects leaves the previous one in place)
+                if txn and (end - b - 1 < 2 or end - b - 3 != 4 * ((data[b + 1] << 8) | data[b + 2])):
                     return -1
             if low is None:
                 low = data.lower()
@@ -98,7 +119,7 @@ def scan_client(data: bytes, txn: bool, limit: int) -> int:
                 return -1
             elif data[pos + 5] == _S and (t == _C or unnamed < 0 or query_after):
                 return -1
-        if t != _H:
+        if t != _H and t != _D:  # neither Flush nor CopyData opens or closes a batch
             last = t
         pos = end
     if txn and unnamed >= 0 and not query_after and not bound:

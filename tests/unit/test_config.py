@@ -49,7 +49,7 @@ def test_defaults() -> None:
     assert cfg.server_reset_query == "DISCARD ALL"
     assert (cfg.query_wait_timeout, cfg.client_login_timeout) == (120.0, 60.0)
     assert (cfg.server_lifetime, cfg.server_idle_timeout) == (3600.0, 600.0)
-    assert cfg.max_packet_size == 2147483647
+    assert cfg.max_packet_size == 64 * 1024 * 1024  # 64 MiB: a Query or Parse is held whole
     assert cfg.engine == EngineConfig()
     assert cfg.config_file is None and not cfg.client_tls_required
 

@@ -575,16 +575,19 @@ class ClientSession(ClientCore, asyncio.Protocol):
                     if ((t == _Q or t == _P) and length > _ANALYZE_ON_LOOP
                             and (self.pooled or self.app.interceptor is not None)):
                         verdict = self._verdict
-                        if verdict is None or pos or verdict[0] != _signature(buf, end):
+                        if verdict is None or verdict[0] != _signature(buf, pos, end):
                             verdict = None
                             if length > _STREAM_ABOVE or (
                                     self.pooled and may_change_state(buf, *_text_span(t, buf, pos, end))):
                                 # a huge text, or a long one to analyse: classified a slice per
                                 # loop turn and analysed in a worker thread, then relayed again
-                                self._flush(buf, pos, pending, last)
+                                # (the extended batch it is in stays whole, as for the slow path)
+                                if unnamed_before is not None:
+                                    self._unnamed, self._unnamed_here = unnamed_before
+                                self._flush(buf, bstart, pending, blast)
                                 self._verdict = None
                                 self._busy = asyncio.get_running_loop().create_task(
-                                    self._classify_large(t, end - pos))
+                                    self._classify_large(t, pos - bstart, end - bstart))
                                 return
                     intercept = self.app.interceptor is not None and (
                         special is SPECIAL_EXTENDED or ((t == _Q or t == _P) and (
@@ -658,8 +661,8 @@ class ClientSession(ClientCore, asyncio.Protocol):
             return
         self._flush(buf, pos, pending, last)
 
-    async def _classify_large(self, t: int, end: int) -> None:
-        """Classify the Query or Parse ``buf[:end]`` at the head of the input (longer than
+    async def _classify_large(self, t: int, start: int, end: int) -> None:
+        """Classify the Query or Parse ``buf[start:end]`` of the input (longer than
         _STREAM_ABOVE, or longer than _ANALYZE_ON_LOOP and to be analysed) as ``_relay`` does a
         short one, without stalling other clients: it is searched for ``iasql_`` and, in
         transaction and statement pooling, for the keywords of ``may_change_state`` one
@@ -667,17 +670,17 @@ class ClientSession(ClientCore, asyncio.Protocol):
         text; a text that may change session state is analysed (``analyze``) in a worker thread,
         or, longer than _ANALYZE_MAX, not at all (``_UNANALYSED``: its client is pinned to its
         connection until it leaves). Then ``_relay`` goes on with that verdict
-        (``_verdict``: valid while the message is at the head of the input; the session is busy
-        meanwhile, so nothing consumes it)."""
+        (``_verdict``: valid while the message is at that place in the input; the session is
+        busy meanwhile, so nothing consumes what comes before it)."""
         loop = asyncio.get_running_loop()
         verdict = None
         try:
             buf = self._inbuf
-            a, b = _text_span(t, buf, 0, end)
+            a, b = _text_span(t, buf, start, end)
             iasql = state = False
             overlap = 8  # longer than every keyword searched for ("iasql_", "_config", ...)
             # iasql_ anywhere in the payload (as _relay's search); state keywords in the text
-            for lo, hi, what in ((5, end, "iasql"), (a, b, "state") if self.pooled else (0, 0, "")):
+            for lo, hi, what in ((start + 5, end, "iasql"), (a, b, "state") if self.pooled else (0, 0, "")):
                 s = lo
                 while s < hi:
                     e = min(hi, s + _SCAN_SLICE)
@@ -706,7 +709,7 @@ class ClientSession(ClientCore, asyncio.Protocol):
                 del text
                 if self.closed or self._inbuf is not buf:
                     return
-            verdict = (_signature(buf, end), iasql, state, analysed)
+            verdict = (_signature(buf, start, end), iasql, state, analysed)
         except asyncio.CancelledError:
             return
         finally:
@@ -1366,10 +1369,10 @@ def _parameter_status(values: dict[str, str]) -> bytes:
     return data
 
 
-def _signature(buf: bytearray, end: int) -> tuple:
-    """What identifies the message ``buf[:end]`` for ``ClientSession._verdict``: its length and
+def _signature(buf: bytearray, start: int, end: int) -> tuple:
+    """What identifies the message ``buf[start:end]`` for ``ClientSession._verdict``: its place and
     its first and last 64 bytes (the verdict is also dropped whenever the input's head is consumed)."""
-    return end, bytes(buf[:64]), bytes(buf[max(0, end - 64):end])
+    return start, end, bytes(buf[start:start + 64]), bytes(buf[max(start, end - 64):end])
 
 
 def _analyze_large(text: str, scs: bool) -> tuple:

@@ -405,3 +405,16 @@ def test_a_client_leaving_right_after_a_change_leaves_nothing_behind(pool_of_one
     assert [m[0] for m in extended] == ["1", "2", "D", "C", "Z"]
     assert ("D", b"\0\x02\0\0\0\x034MB\0\0\0\x08postgres") in simple
     assert "Traceback" not in pool_of_one.log()
+
+
+@pytest.mark.parametrize("size", [20_000, 2_000_000], ids=["20kB", "2MB"])
+def test_long_texts_in_a_pipelined_batch_as_on_postgres(targets, size):
+    """A long Parse text (classified off the event loop: over 16 KiB and stateful, or over 1 MiB)
+    in the middle of a pipelined batch, behind a Bind of a named statement: the batch is answered
+    as by Postgres, and the setting it makes is the client's."""
+    long_set = "SET work_mem = '3MB' /* " + "x" * size + " */"
+    data = (F.Bind("", "s1", (0,), (b"7",), ()).encode() + F.Execute("", 0).encode()
+            + F.Parse("", long_set).encode() + F.Bind("", "", (), (), ()).encode() + F.Execute("", 0).encode()
+            + F.Sync().encode() + F.Query("SELECT current_setting('work_mem')").encode())
+    got = _compare(targets, data)
+    assert ("D", b"\0\x01\0\0\0\x033MB") in got["postgres"][0]

@@ -53,6 +53,16 @@ log = logging.getLogger("iasql_proxy.client")
 
 _HDR = struct.Struct("!Bi")
 _IASQL = re.compile(rb"[iI][aA][sS][qQ][lL]_")
+#: A Query text with a statement that may be COPY FROM STDIN (then Postgres reads what the client
+#: pipelined behind it as part of the copy, not as messages of their own): COPY at the start of
+#: the text, of a line, or after ";" or a comment's end (linear: no backtracking over the text).
+_COPY_AT_START = re.compile(rb"\s*[cC][oO][pP][yY]\b")
+_COPY_INSIDE = re.compile(rb"(?:[;\n]|\*/)\s*[cC][oO][pP][yY]\b")
+
+
+def _may_copy(buf, a: int, b: int) -> bool:
+    """Whether the Query text ``buf[a:b]`` may run COPY (``_COPY_AT_START``/``_COPY_INSIDE``)."""
+    return _COPY_AT_START.match(buf, a, b) is not None or _COPY_INSIDE.search(buf, a, b) is not None
 _Q, _P, _X, _S, _F, _H = ord("Q"), ord("P"), ord("X"), ord("S"), ord("F"), ord("H")
 _E = ord("E")
 _BATCH = frozenset(b"PBDEC")  # messages that continue an extended batch (no reply owed at once)
@@ -641,6 +651,14 @@ class ClientSession(ClientCore, asyncio.Protocol):
                                 unnamed_before = (self._unnamed, self._unnamed_here)
                             self._unnamed = bytes(buf[pos:end])
                             self._unnamed_here = True
+                if t == _Q and self.pooled and not self.copy_in and _may_copy(buf, pos + 5, end):
+                    # what the client sends behind a COPY FROM STDIN, in this read or later ones:
+                    # whether Postgres reads it as part of the copy (a Sync then owes nothing, a
+                    # CopyFail ends the copy) is known only from its answer, so it waits for that
+                    # answer (_hold_behind_copy)
+                    self._flush(buf, end, pending + 1, t)
+                    self._busy = asyncio.get_running_loop().create_task(self._hold_behind_copy())
+                    return
                 if t == _Q or t == _S or t == _F:
                     pending += 1
                 if (t != _H or length != 4) and t != _COPY_DATA:
@@ -1091,6 +1109,23 @@ class ClientSession(ClientCore, asyncio.Protocol):
             return
         finally:
             self._busy = None
+        self._maybe_give_back()
+        self._resume_relay()
+
+    async def _hold_behind_copy(self) -> None:
+        """A Query that may start COPY FROM STDIN went to the server with more messages behind
+        it (transaction and statement pooling): they are relayed once the server has either
+        started the copy (``copy_in``: they are then read as copy input, as Postgres reads them)
+        or answered the Query, so that the ReadyForQuery messages owed are counted exactly (a
+        Sync counted that Postgres ignores would hold the connection for good)."""
+        try:
+            await self.wait_replies()
+        except asyncio.CancelledError:
+            return
+        finally:
+            self._busy = None
+        if self.closed:
+            return
         self._maybe_give_back()
         self._resume_relay()
 

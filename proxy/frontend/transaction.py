@@ -603,13 +603,17 @@ class Renamer:
             sname = session.prepared.server_name(raw[5:nul])
             raw = frame(b"P", sname.encode() + raw[nul:])
 
-            def done() -> None:
+            def held() -> None:
                 server.prepared[sname] = ("\0unreadable", ())
+
+            done = held
         elif nul == 5:
 
-            def done() -> None:
+            def parsed() -> None:
                 session._unnamed = raw
                 session._unnamed_here = True
+
+            done = parsed
         server.send(raw)
         self.batch.expect("parse", done=done)
 

@@ -161,10 +161,15 @@ class ServerCore:
     def data_received(self, data) -> None:
         """asyncio: ``data`` (bytes) from the server. Attached: written to the client unchanged and
         scanned for its final ReadyForQuery, which is reported with ``client.server_ready``; a
-        length below 4 (ProtocolViolation, 08P01) aborts the connection. Detached: ``_collect``."""
+        length below 4 (ProtocolViolation, 08P01) aborts the connection. Detached: ``_collect``.
+        A client that the proxy has just closed (its connection not yet lost) gets nothing: the
+        replies it will never read are dropped, and with them the ReadyForQuery it is owed, so
+        the connection is not given back as clean."""
         client = self.client
         if client is None:
             self._collect(data)
+            return
+        if client.closed:
             return
         client.transport.write(data)
         client.bytes_out += len(data)

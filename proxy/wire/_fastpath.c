@@ -110,6 +110,15 @@ static int text_stops(const unsigned char *s, Py_ssize_t a, Py_ssize_t b, int tx
     return 0;
 }
 
+/* 1 when the Query text s[a..b) begins with COPY (after white space): it may start COPY FROM
+ * STDIN, and then Postgres reads what the client sends behind it as copy input; with txn the
+ * slow path holds that input until the server has answered (ReadyForQuery counting) */
+static int starts_copy(const unsigned char *s, Py_ssize_t a, Py_ssize_t b) {
+    while (a < b && is_space(s[a]))
+        a++;
+    return starts(s, a, b, "copy", 4);
+}
+
 /* Message types Postgres reads after login (SocketBackend): 0 not a type, 1 at most
  * PQ_SMALL_MESSAGE_LIMIT bytes, 2 up to `limit`; filled by init_types. */
 static unsigned char TYPES[256];
@@ -181,7 +190,7 @@ static PyObject *scan_client(PyObject *self, PyObject *const *args, Py_ssize_t n
                 goto done;
             pending++;
             query_after = 1;
-            if (text_stops(s, pos + 5, end - 1, txn))
+            if (text_stops(s, pos + 5, end - 1, txn) || (txn && starts_copy(s, pos + 5, end - 1)))
                 goto done;
             break;
         case 'P': {

@@ -41,6 +41,8 @@ _OPENS_BATCH = bytes(1 if chr(i) in "PBDEC" else 0 for i in range(256))
 #: ``limit``. Anything else is the slow path's to refuse.
 _TYPES = bytes(2 if chr(i) in "QFBPd" else 1 if chr(i) in "XCDEHScf" else 0 for i in range(256))
 _SMALL_LIMIT = 10000
+#: A lower-cased Query text that begins with COPY.
+_COPY_AT_START = re.compile(rb"\s*copy")
 
 
 def scan_client(data: bytes, txn: bool, limit: int) -> int:
@@ -54,7 +56,7 @@ def scan_client(data: bytes, txn: bool, limit: int) -> int:
     Describe, Execute, Close) with no Sync between them (Postgres skips it when that batch failed,
     so whether it owes a ReadyForQuery only the server can tell), Terminate, CopyDone/CopyFail, a
     Query/Parse text containing ``iasql_`` (any case) or, with ``txn``, text that may change session
-    state, or a named prepared statement (Parse, Bind, Describe/Close 'S'), or with ``txn`` a
+    state or a Query beginning with COPY, or a named prepared statement (Parse, Bind, Describe/Close 'S'), or with ``txn`` a
     Bind/Describe of the unnamed statement that no unnamed Parse earlier in ``data`` defined, a
     Close of it, or an unnamed Parse that no Bind after it in ``data`` uses. Else returns ``pending * 256 + last``: ``pending`` counts Query, Sync and
     FunctionCall (each owes a ReadyForQuery), ``last`` is the type byte of the last message that is
@@ -103,6 +105,8 @@ def scan_client(data: bytes, txn: bool, limit: int) -> int:
                 low = data.lower()
             if _IASQL.search(low, a, b) is not None or (txn and lowered_may_change_state(low, a, b)):
                 return -1
+            if txn and t == _Q and _COPY_AT_START.match(low, a, b) is not None:
+                return -1  # may start COPY FROM STDIN: what follows waits for the answer (slow path)
         elif t == _S or t == _F:
             pending += 1
         elif t in _NEVER:

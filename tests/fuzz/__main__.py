@@ -35,9 +35,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         prepare_database(pg, "fuzz")
         (work / "userlist.txt").write_text('"postgres" "postgres"\n')
-        proxy = ProxyProcess(proxy_ini_text(pg.port, str(work / "userlist.txt")), work / "proxy").start(timeout=60)
+        ini = proxy_ini_text(pg.port, str(work / "userlist.txt"))
+        proxy = ProxyProcess(ini, work / "proxy").start(timeout=60)
+        proxies = [proxy]
+
+        def restart():
+            """A leak or an unanswered client: keep the log, go on with a fresh proxy."""
+            proxies[-1].stop()
+            fresh = ProxyProcess(ini, work / f"proxy{len(proxies)}").start(timeout=60)
+            proxies.append(fresh)
+            return fresh.port, fresh.process.pid, fresh.log
+
         campaign = Campaign(proxy.port, proxy.process.pid, proxy.log, "fuzz", a.seed, batch_size=a.batch,
-                            workers=a.workers)
+                            workers=a.workers, restart=restart)
         started = time.strftime("%Y-%m-%d %H:%M:%S")
 
         def progress(res) -> None:
@@ -52,11 +62,11 @@ def main(argv: list[str] | None = None) -> int:
         text = res.to_json()
         Path(a.out).write_text(text[:-1] + f',\n  "started": "{started}",\n  "command": "make fuzz N={a.inputs}"\n}}\n')
         print(text)
-        print(f"proxy log: {proxy.log_path}")
+        print("proxy logs: " + " ".join(str(p.log_path) for p in proxies))
         return 0 if res.ok and res.inputs >= a.inputs else 1
     finally:
-        if proxy is not None:
-            proxy.stop()
+        for p in proxies if proxy is not None else ():
+            p.stop()
         pg.stop()
 
 

@@ -145,12 +145,14 @@ class FuzzInput:
     linger: float
 
 
-def run_input(port: int, dbname: str, inp: FuzzInput) -> None:
-    """Play one input against the proxy (never raises for what the proxy does)."""
+def run_input(port: int, dbname: str, inp: FuzzInput) -> int:
+    """Play one input against the proxy (never raises for what the proxy does). Returns the
+    client's local TCP port (0 when it could not connect): SHOW CLIENTS names a leaked client by it."""
     try:
         conn = RawConn(port, timeout=5)
     except OSError:
-        return
+        return 0
+    local = conn.sock.getsockname()[1]
     try:
         if inp.startup is not None:
             conn.send(inp.startup)
@@ -178,6 +180,7 @@ def run_input(port: int, dbname: str, inp: FuzzInput) -> None:
             except OSError:
                 pass
         conn.close()
+    return local
 
 
 class GoodClient(threading.Thread):
@@ -293,12 +296,17 @@ class Campaign:
     ``log`` callable) for database ``dbname``."""
 
     def __init__(self, port: int, pid: int, log, dbname: str, seed: int, batch_size: int = 100,
-                 workers: int = 8, good_clients: int = 3, rss_headroom_mib: float = 256.0):
+                 workers: int = 8, good_clients: int = 3, rss_headroom_mib: float = 256.0, restart=None):
         self.port, self.pid, self.log, self.dbname = port, pid, log, dbname
+        #: ``restart()`` -> (port, pid, log) of a fresh proxy, called after a batch that left the
+        #: pool stuck or a fresh client unanswered (the long campaign goes on finding other
+        #: problems; the problem and its batch are recorded), or None (stop counting on)
+        self.restart = restart
         self.batch_size, self.workers, self.good = batch_size, workers, good_clients
         self.result = Result(seed=seed)
         self.rss_headroom = rss_headroom_mib
         self.log_seen = len(log())
+        self._by_port: dict[int, FuzzInput] = {}
 
     def _problem(self, what: str) -> None:
         self.result.problems.append(f"batch {self.result.batches}: {what}")
@@ -311,7 +319,8 @@ class Campaign:
         for g in good:
             g.start()
         with ThreadPoolExecutor(self.workers) as pool:
-            list(pool.map(lambda inp: run_input(self.port, self.dbname, inp), gen_inputs))
+            ports = list(pool.map(lambda inp: run_input(self.port, self.dbname, inp), gen_inputs))
+        self._by_port = {p: inp for p, inp in zip(ports, gen_inputs) if p}
         for g in good:
             g.stop.set()
         for g in good:
@@ -327,10 +336,24 @@ class Campaign:
         res.batches += 1
         self.check()
 
+    def _clients_left(self) -> list[tuple[int, str]]:
+        """Ports of the fuzzed database's clients SHOW CLIENTS still lists (a leak's suspects)."""
+        try:
+            with RawConn(self.port, timeout=10) as c:
+                c.startup("postgres", "iasql_proxy", password="postgres")
+                got = c.query("SHOW CLIENTS")
+        except Exception:  # noqa: BLE001 - diagnostics only
+            return []
+        names = [f.name for f in RowDescription.decode(next(p for t, p in got if t == "T")).fields]
+        rows = [dict(zip(names, r)) for r in data_rows(got)]
+        return [(int(r["port"]), r.get("state") or "") for r in rows
+                if r.get("database") == self.dbname and r.get("port")]
+
     def check(self) -> None:
         """After a batch: the process lives, a fresh client is answered, SHOW POOLS is idle, no
         traceback in the log, memory within the limit."""
         res = self.result
+        stuck = False
         if not os.path.exists(f"/proc/{self.pid}"):
             res.crashes += 1
             self._problem("the proxy process is gone")
@@ -343,6 +366,7 @@ class Campaign:
         except Exception as e:  # noqa: BLE001
             res.fresh_client_failures += 1
             self._problem(f"fresh client: {e!r}")
+            stuck = True
         deadline = time.monotonic() + 30
         row: dict[str, int] = {}
         while time.monotonic() < deadline:
@@ -353,6 +377,9 @@ class Campaign:
         else:
             res.leaks += 1
             self._problem(f"SHOW POOLS not idle: {row}")
+            for port, state in self._clients_left():
+                self._problem(f"client left on port {port} ({state}): {self._by_port.get(port)!r}")
+            stuck = True
         text = self.log()
         new, self.log_seen = text[self.log_seen:], len(text)
         n = new.count("Traceback")
@@ -362,6 +389,10 @@ class Campaign:
             self._problem("traceback: " + new[max(0, at - 300):at + 1500])
         rss = rss_mib(self.pid)
         res.max_rss_mib = max(res.max_rss_mib, round(rss, 1))
+        if stuck and self.restart is not None:
+            self.port, self.pid, self.log = self.restart()
+            self.log_seen = 0
+            self._problem("proxy restarted")
 
     def run(self, inputs: int, first_batch: int = 0, on_batch=None) -> Result:
         """Run ``inputs`` inputs in batches; ``on_batch(result)`` after each. Stops at a crash."""

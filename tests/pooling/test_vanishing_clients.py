@@ -505,3 +505,78 @@ def test_concurrent_vanishing_clients_leave_the_pool_whole(make_proxy, pool_db, 
     assert row["sv_idle"] <= size
     serves_everyone(proxy, pool_db, size)
     assert "Traceback" not in proxy.log(), proxy.log()[-5000:]
+
+
+# -- found by the long fuzz campaign (seed 16) ------------------------------------------------------
+
+FUZZ_789 = [b"Q\x00\x00", b"\x00\x1bCOPY f",
+            b"uzz_t FROM STDIN\x00S\x00\x00\x00\x05ef\x00\x00\x00\x07fuzB\x00\x00\x00\x1a\x00s1\x00\x00"
+            b"\x00\x00\x02\x00\x00\x00\x01a\x00\x00\x00\x012\x00\x00\x9c\xe2"]
+
+
+@pytest.mark.parametrize("busy", [0.0, 0.05])
+def test_fuzz_copy_then_bad_sync_and_copyfail_then_close(proxy, pool_db, pg, busy):
+    """Seed 16, batch 789: ``COPY ... FROM STDIN`` cut in three writes, a Sync with a body, a
+    CopyFail without its terminator and half a Bind, then close, while the pool is busy for
+    ``busy`` seconds: the session stayed counted active with its server connection for good."""
+    with psycopg.connect(direct_dsn(pg, pool_db), autocommit=True) as c:
+        c.execute("CREATE TABLE IF NOT EXISTS fuzz_t (v int)")
+    holders = [psycopg.connect(proxy_dsn(proxy, pool_db), autocommit=True) for _ in range(POOL)]
+    threads = [threading.Thread(target=h.execute, args=(f"SELECT pg_sleep({busy})",)) for h in holders]
+    for t in threads:
+        t.start()
+    clients = [login(proxy, pool_db) for _ in range(3)]
+    for w in FUZZ_789:
+        for c in clients:
+            c.send(w)
+        time.sleep(0.002)
+    time.sleep(0.03)
+    for c in clients:
+        c.sock.close()
+    for t in threads:
+        t.join()
+    for h in holders:
+        h.close()
+    wait_pool_idle(proxy, pool_db)
+    serves_everyone(proxy, pool_db)
+
+
+def test_scan_sends_a_copy_query_to_the_slow_path():
+    """A Query beginning with COPY leaves the fast path in transaction pooling (C and Python
+    scans agree), so that what the client pipelines behind it waits for the server's answer."""
+    from proxy.wire.fastpath import SCAN_CLIENT, scan_client
+
+    limit = 1 << 30
+    for text in ("COPY t FROM STDIN", "  copy t from stdin", "\ncOpY t TO STDOUT"):
+        data = F.Query(text).encode() + F.Sync().encode()
+        assert scan_client(data, True, limit) == SCAN_CLIENT(data, True, limit) == -1
+        assert scan_client(data, False, limit) == SCAN_CLIENT(data, False, limit) >= 0
+    data = F.Query("SELECT 'copy'").encode()
+    assert scan_client(data, True, limit) == SCAN_CLIENT(data, True, limit) >= 0
+
+
+def test_syncs_pipelined_behind_copy_owe_nothing(proxy, pool_db, pg, table):
+    """``COPY t FROM STDIN`` + two Syncs + CopyData in one write, CopyDone later: Postgres reads
+    the Syncs as copy input and ignores them, so it owes one ReadyForQuery, not three. Before,
+    the proxy waited for two that never came and kept the server connection while the client
+    lived; now the client gets Postgres's replies and the connection goes back to the pool."""
+    def run(port: int, dbname: str) -> list[str]:
+        c = RawConn(port, timeout=15)
+        c.startup("postgres", dbname, password="postgres")
+        c.send(F.Query(f"COPY {table} FROM STDIN").encode() + F.Sync().encode() + F.Sync().encode()
+               + F.CopyData(b"5\n").encode())
+        got = [c.read_message()[0]]
+        c.send(F.CopyDone().encode())
+        got += [t for t, _ in c.read_until_ready()]
+        got += [t for t, _ in c.query("SELECT 1")]
+        return c, got
+
+    direct, want = run(pg.port, pool_db)
+    direct.close()
+    c, got = run(proxy.port, pool_db)
+    assert got == want == ["G", "C", "Z", "T", "D", "C", "Z"]
+    row = show_pools(proxy, pool_db)
+    assert row["sv_active"] == 0 and row["sv_tested"] == 0, row
+    c.close()
+    assert count_rows(pg, pool_db, table) == 2
+    wait_pool_idle(proxy, pool_db)

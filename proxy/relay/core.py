@@ -162,19 +162,18 @@ class ServerCore:
         """asyncio: ``data`` (bytes) from the server. Attached: written to the client unchanged and
         scanned for its final ReadyForQuery, which is reported with ``client.server_ready``; a
         length below 4 (ProtocolViolation, 08P01) aborts the connection. Detached: ``_collect``.
-        A client that the proxy has just closed (its connection not yet lost) gets nothing: the
-        replies it will never read are dropped, and with them the ReadyForQuery it is owed, so
-        the connection is not given back as clean."""
+        A client that has gone (or that the proxy closed) is written nothing, but the replies
+        are still scanned: a task finishing the client's work after it left (an iasql_* text
+        runs to its end, as Postgres runs a function whose client went away) waits for them."""
         client = self.client
         if client is None:
             self._collect(data)
             return
-        if client.closed:
-            return
-        client.transport.write(data)
-        client.bytes_out += len(data)
-        if client.recorder is not None:
-            client.recorder.backend(data)
+        if not client.closed:
+            client.transport.write(data)
+            client.bytes_out += len(data)
+            if client.recorder is not None:
+                client.recorder.backend(data)
         try:
             status = self._scanner.feed_ready(data)
         except ProtocolViolation:

@@ -580,3 +580,18 @@ def test_syncs_pipelined_behind_copy_owe_nothing(proxy, pool_db, pg, table):
     c.close()
     assert count_rows(pg, pool_db, table) == 2
     wait_pool_idle(proxy, pool_db)
+
+
+def test_client_gone_before_the_replies_ahead_of_an_iasql_parse(proxy, pool_db):
+    """A Query, then a Parse calling iasql_*, then the client vanishes before any reply: the
+    interception waits for the Query's ReadyForQuery, which arrives after the client reset. Those
+    replies must still be counted (not written): the fuzz campaign (seed 16, batch 784) saw the
+    server connection held for good, counted "tested" with no client."""
+    for _ in range(POOL + 1):
+        c = login(proxy, pool_db)
+        c.send(F.Query("SELECT pg_sleep(0.3)").encode()
+               + F.Parse("s1", "SELECT * FROM iasql_version()").encode())
+        time.sleep(0.05)
+        reset(c)
+    wait_pool_idle(proxy, pool_db)
+    serves_everyone(proxy, pool_db)

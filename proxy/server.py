@@ -407,10 +407,20 @@ class ProxyApp:
         return None
 
 
+#: Seconds a thread may hold the GIL while another waits for it (``sys.setswitchinterval``).
+GIL_SWITCH_INTERVAL = 0.001
+
+
 async def serve(cfg: Config) -> ProxyApp:
     """Start a proxy for ``cfg`` on the running loop; returns the started ProxyApp (call ``stop()``)."""
     from proxy.admin import install, start_metrics
 
+    # Long texts are analysed in worker threads (pure Python, holding the GIL); the event loop
+    # thread, which gives the GIL up at every socket call, would then wait up to the default 5 ms
+    # switch interval each time, and other clients' round trips with it (tools/bench/large_message:
+    # worst SELECT 1 during a 60 KiB analysis ~60 ms at 5 ms, ~35 ms at 1 ms). With no worker
+    # thread running, the interval changes nothing.
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     app = ProxyApp(cfg)
     _install_interceptor(app)
     install(app)

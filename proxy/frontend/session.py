@@ -61,8 +61,12 @@ _COPY_INSIDE = re.compile(rb"(?:[;\n]|\*/)\s*[cC][oO][pP][yY]\b")
 
 
 def _may_copy(buf, a: int, b: int) -> bool:
-    """Whether the Query text ``buf[a:b]`` may run COPY (``_COPY_AT_START``/``_COPY_INSIDE``)."""
-    return _COPY_AT_START.match(buf, a, b) is not None or _COPY_INSIDE.search(buf, a, b) is not None
+    """Whether the Query text ``buf[a:b]`` may run COPY (``_COPY_AT_START``; ``_COPY_INSIDE`` only
+    for texts up to _STREAM_ABOVE bytes: searching a huge text on the event loop would stall
+    every other client, and a huge multi-statement text with a COPY inside it is not a case
+    worth that)."""
+    return _COPY_AT_START.match(buf, a, b) is not None or (
+        b - a <= _STREAM_ABOVE and _COPY_INSIDE.search(buf, a, b) is not None)
 _Q, _P, _X, _S, _F, _H = ord("Q"), ord("P"), ord("X"), ord("S"), ord("F"), ord("H")
 _E = ord("E")
 _BATCH = frozenset(b"PBDEC")  # messages that continue an extended batch (no reply owed at once)

@@ -146,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", type=int, default=4, help="clients running SELECT 1 meanwhile (default 4)")
     ap.add_argument("--max-packet-size", default=None, help="max_packet_size for the proxy (default: its default)")
     ap.add_argument("--pure", action="store_true", help="run the proxy's pure-Python forms (IASQL_PROXY_PURE=1)")
+    ap.add_argument("--direct", action="store_true",
+                    help="send everything to Postgres directly, without the proxy: the stall this machine "
+                         "shows with no proxy at all, to compare with (memory is then Postgres's postmaster's)")
     a = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="large-message-"))
     pg = EmbeddedPostgres(password="postgres")
@@ -161,9 +164,10 @@ def main(argv: list[str] | None = None) -> int:
             *( [f"max_packet_size = {a.max_packet_size}"] if a.max_packet_size else []), ""])
         env = {"IASQL_PROXY_PURE": "1"} if a.pure else None
         proxy = ProxyProcess(ini, work / "proxy", env=env).start(timeout=60)
-        sampler = Sampler(proxy.process.pid)
+        port, pid = (pg.port, pg.process.pid) if a.direct else (proxy.port, proxy.process.pid)
+        sampler = Sampler(pid)
         sampler.start()
-        pingers = [Pinger(proxy.port) for _ in range(a.clients)]
+        pingers = [Pinger(port) for _ in range(a.clients)]
         for p in pingers:
             p.start()
         size = int(a.mb * MiB)
@@ -177,9 +181,12 @@ def main(argv: list[str] | None = None) -> int:
                  ("60 KiB of small tokens mentioning pg_temp (analysed in a worker thread)",
                   token_query(60 * 1024)),
                  ("over max_packet_size", big_query((limit or 64 * MiB) + MiB))]
-        print(f"proxy pid {proxy.process.pid}, {a.clients} clients running SELECT 1, big Query {a.mb} MiB")
+        print(f"{'Postgres directly' if a.direct else 'proxy'} pid {pid}, {a.clients} clients running SELECT 1, "
+              f"big Query {a.mb} MiB")
         for name, data in cases:
-            r = run_case(proxy.port, name, data, sampler, pingers)
+            if a.direct and name == "over max_packet_size":
+                continue  # the proxy's own limit
+            r = run_case(port, name, data, sampler, pingers)
             print(r, flush=True)
         for p in pingers:
             p.stop.set()

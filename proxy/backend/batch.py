@@ -217,10 +217,13 @@ class ServerBatch:
 
     async def _wait(self, aw):
         waiter = asyncio.ensure_future(aw)
-        done, _ = await asyncio.wait({waiter, self.reader}, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            done, _ = await asyncio.wait({waiter, self.reader}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not waiter.done():  # this task cancelled (its client left), or the reader stopped
+                waiter.cancel()
         if waiter in done:
             return waiter.result()
-        waiter.cancel()
         self.reader.result()  # re-raises the reader's ServerError
         raise RuntimeError("server batch reader stopped")
 

@@ -549,15 +549,16 @@ class ClientSession(ClientCore, asyncio.Protocol):
                         return
                 if t in special:
                     if self.copy_in:
+                        # copy input, never part of an extended batch: a slow path started
+                        # further on flushes from after it (else the copy's end would stay
+                        # behind in the buffer while the server waits for it)
                         if t == _COPY_DONE or t == _COPY_FAIL:
                             self.copy_in = False
                             self.special = special = self._special_before_copy
-                        elif t == _S:  # ignored by the server during COPY FROM STDIN: no ReadyForQuery owed
-                            last = t
-                            pos = end
-                            continue
+                        # (a Sync here is ignored by the server: no ReadyForQuery owed)
                         last = t
                         pos = end
+                        bstart, blast, unnamed_before = end, last, None
                         continue
                     if t == _COPY_DONE or t == _COPY_FAIL:
                         # the client pipelined its COPY data behind the COPY command: the copy is

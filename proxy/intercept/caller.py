@@ -332,13 +332,35 @@ def run_pending(session: "ClientSession") -> None:
         session.app.spawn(_run_elsewhere(session, statements))
 
 
+#: Seconds ``_run_elsewhere`` waits for a pooled connection.
+_LEASE_WAIT = 5.0
+
+
+def _give_back_late_lease(task: "asyncio.Future") -> None:
+    """A lease that completed after ``_run_elsewhere`` stopped waiting: the connection goes back
+    to its pool unused (reused when idle, else closed)."""
+    if task.cancelled() or task.exception() is not None:
+        return
+    conn, pool = task.result()
+    pool.release(conn, conn.status == b"I", reset=False)
+
+
 async def _run_elsewhere(session: "ClientSession", statements: list) -> None:
     """Run ``statements`` on a pooled connection of the session's (database, user), waited for up
     to five seconds each."""
     app = session.app
+    lease = asyncio.ensure_future(app.lease(session, session.credentials))
+    await asyncio.wait({lease}, timeout=_LEASE_WAIT)
+    if not lease.done():
+        # (not wait_for: a lease granted just as the wait ends would be lost, and with it the
+        # connection, counted active for good); one that still completes goes straight back
+        lease.cancel()
+        lease.add_done_callback(_give_back_late_lease)
+        log.info("event=after_call_lost client=%s reason=%r", session.peer, "no server connection within 5 s")
+        return
     try:
-        other, pool = await asyncio.wait_for(app.lease(session, session.credentials), 5)
-    except Exception as e:  # pool full, server down, ...: the rows are lost, the call's error stands
+        other, pool = lease.result()
+    except Exception as e:  # server down, login failed...: the rows are lost, the call's error stands
         log.info("event=after_call_lost client=%s reason=%r", session.peer, str(e))
         return
     clean = True

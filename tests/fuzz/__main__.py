@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=16, help="seed of the generator (default 16)")
     ap.add_argument("--batch", type=int, default=200, help="inputs per batch (default 200)")
     ap.add_argument("--first-batch", type=int, default=0, help="index of the first batch (to replay one)")
-    ap.add_argument("--workers", type=int, default=8, help="fuzzing threads (default 8)")
+    ap.add_argument("--workers", type=int, default=32, help="fuzzing threads (default 32)")
     ap.add_argument("--out", default=str(OUT), help=f"result file (default {OUT})")
     a = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="fuzz-"))

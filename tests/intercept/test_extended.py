@@ -6,6 +6,7 @@ parameters), pgJDBC (named statements after prepareThreshold), and raw pipelines
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import shutil
@@ -76,9 +77,16 @@ def test_psycopg_error_then_recovery(connect):
         c1 = conn.cursor()
         c1.execute("SELECT * FROM iasql_install(%s)", ["no_such_module"])
         c2 = conn.cursor()
-        c2.execute("SELECT %s::int", [1])
-        with pytest.raises(pe.UndefinedObject):
-            p.sync()
+        try:
+            c2.execute("SELECT %s::int", [1])
+        except pe.UndefinedObject:
+            # psycopg read the error reply already while sending c2 (it does the same talking
+            # to Postgres when the reply is that quick): the Sync is still owed
+            with contextlib.suppress(pe.PipelineAborted):
+                p.sync()
+        else:
+            with pytest.raises(pe.UndefinedObject):
+                p.sync()
         with pytest.raises(psycopg.ProgrammingError, match="no result available"):
             c2.fetchall()  # discarded by the server side (psycopg says the same talking to Postgres)
         c3 = conn.execute("SELECT module_name FROM iasql_modules_list() WHERE module_name = %s", ["aws_s3"])

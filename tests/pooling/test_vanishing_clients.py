@@ -595,3 +595,26 @@ def test_client_gone_before_the_replies_ahead_of_an_iasql_parse(proxy, pool_db):
         reset(c)
     wait_pool_idle(proxy, pool_db)
     serves_everyone(proxy, pool_db)
+
+
+def test_copyfail_then_unnamed_parse_in_one_read_is_relayed(proxy, pool_db, pg):
+    """After CopyInResponse, the client's CopyFail and an unnamed Parse in one read: the Parse
+    needs the slow path, which flushed the read from the batch start it had remembered from
+    before the CopyFail, so the CopyFail stayed in the buffer while Postgres waited for it (seed
+    16, batch 885). Postgres's answers: the COPY fails, the Parse waits for a Sync."""
+    def run(port: int) -> list[str]:
+        c = RawConn(port, timeout=15)
+        c.startup("postgres", pool_db, password="postgres")
+        c.send(F.Query("COPY fuzz_t FROM STDIN").encode())
+        got = [c.read_message()[0]]
+        c.send(F.CopyFail("no").encode() + F.Parse("", "SELECT $1::int", (23,)).encode())
+        got += [t for t, _ in c.read_until_ready()]
+        c.send(F.Sync().encode())
+        got += [t for t, _ in c.read_until_ready()]
+        c.close()
+        return got
+
+    with psycopg.connect(direct_dsn(pg, pool_db), autocommit=True) as c:
+        c.execute("CREATE TABLE IF NOT EXISTS fuzz_t (v text)")
+    assert run(proxy.port) == run(pg.port) == ["G", "E", "Z", "1", "Z"]
+    wait_pool_idle(proxy, pool_db)

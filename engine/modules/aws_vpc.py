@@ -190,7 +190,6 @@ class AvailabilityZoneMapper(VpcModuleMapper):
 
     async def delete(self, mc: MapperContext, cloud: dict) -> None:
         """Nothing (never planned: ``deletable`` is False)."""
-        return None
 
 
 # -- vpc -------------------------------------------------------------------------------------------------

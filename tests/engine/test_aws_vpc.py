@@ -68,8 +68,9 @@ async def test_create_network_in_one_commit_then_update_replace_delete(registry,
     assert sorted((a, t) for a, t, _, _ in preview) == [
         ("create", "internet_gateway"), ("create", "route"), ("create", "route_table"),
         ("create", "route_table_association"), ("create", "subnet"), ("create", "vpc")]
-    assert ("create", "vpc", "1" if False else preview[[t for _, t, _, _ in preview].index("vpc")][2],
-            "VPC 10.10.0.0/16 (new) in us-east-1") in preview
+    [(vpc_pk,)] = await sql(dsn, "SELECT id FROM vpc WHERE cidr_block = '10.10.0.0/16'")
+    # a row to create is named by its primary key (it has no cloud id yet)
+    assert ("create", "vpc", str(vpc_pk), "VPC 10.10.0.0/16 (new) in us-east-1") in preview
     assert "10.10.0.0/16" not in vpcs_by_cidr(aws)  # preview changes nothing
 
     rows = await call(registry, ctx, "iasql_commit")
@@ -170,10 +171,10 @@ async def test_import_and_drift_through_rollback(registry, ctx, dsn, aws, vpc_mo
     ec2.modify_vpc_attribute(VpcId=vpc["VpcId"], EnableDnsSupport={"Value": False})
     ec2.delete_subnet(SubnetId=subnet["SubnetId"])
     await call(registry, ctx, "iasql_begin")
+    [(vpc_pk,)] = await sql(dsn, "SELECT id FROM vpc WHERE vpc_id = %s", (vpc["VpcId"],))
+    # without changes of the user, the preview is what a commit's sync would pull in
     assert await call(registry, ctx, "iasql_preview") == [
-        ("delete", "subnet", subnet["SubnetId"],
-         f"subnet 10.30.5.0/24 ({subnet['SubnetId']}) in us-east-1b of VPC #"
-         f"{(await sql(dsn, 'SELECT id FROM vpc WHERE vpc_id = %s', (vpc['VpcId'],)))[0][0]}"),
+        ("delete", "subnet", subnet["SubnetId"], f"subnet 10.30.5.0/24 ({subnet['SubnetId']}) in us-east-1b of VPC #{vpc_pk}"),
         ("update", "vpc", vpc["VpcId"], f"VPC 10.30.0.0/16 ({vpc['VpcId']}) in us-east-1")]
     rows = await call(registry, ctx, "iasql_rollback")
     assert {(a, t) for a, t, _, _ in rows} == {("update", "vpc"), ("delete", "subnet")}
@@ -288,3 +289,46 @@ async def test_security_groups_live_in_vpcs(registry, ctx, dsn, aws):
     assert ei.value.sqlstate == "2BP01"
     await call(registry, ctx, "iasql_uninstall", "aws_security_group", "aws_vpc")
     assert await sql(dsn, "SELECT to_regclass('public.vpc'), to_regtype('public.vpc_state_enum')") == [(None, None)]
+
+
+async def test_association_and_gateway_change_in_place(registry, ctx, dsn, aws, vpc_mod):
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, "INSERT INTO vpc (cidr_block) VALUES ('10.70.0.0/16'), ('10.71.0.0/16')")
+    await sql(dsn, "INSERT INTO subnet (cidr_block, availability_zone, vpc_id) SELECT '10.70.1.0/24', 'us-east-1a', id "
+                   "FROM vpc WHERE cidr_block = '10.70.0.0/16'")
+    await sql(dsn, "INSERT INTO internet_gateway (vpc_id) SELECT id FROM vpc WHERE cidr_block = '10.70.0.0/16'")
+    await sql(dsn, """INSERT INTO route_table (vpc_id, tags) SELECT id, '{"Name": "first"}' FROM vpc
+                      WHERE cidr_block = '10.70.0.0/16'""")
+    await sql(dsn, "INSERT INTO route_table_association (route_table_id, subnet_id, vpc_id) SELECT t.id, s.id, t.vpc_id "
+                   "FROM route_table t JOIN subnet s ON s.vpc_id = t.vpc_id WHERE s.cidr_block = '10.70.1.0/24'")
+    await call(registry, ctx, "iasql_commit")
+    ec2 = aws("ec2")
+    [(assoc, igw, subnet)] = await sql(
+        dsn, "SELECT a.route_table_association_id, g.internet_gateway_id, s.subnet_id FROM route_table_association a "
+             "JOIN subnet s ON s.id = a.subnet_id JOIN internet_gateway g ON g.vpc_id = a.vpc_id")
+    # point the subnet at the VPC's main route table, move the gateway to the other VPC
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, "UPDATE route_table_association a SET route_table_id = m.route_table_id FROM route_table_association m "
+                   "WHERE m.vpc_id = a.vpc_id AND m.is_main AND a.route_table_association_id = %s", (assoc,))
+    await sql(dsn, "UPDATE internet_gateway SET vpc_id = (SELECT id FROM vpc WHERE cidr_block = '10.71.0.0/16')")
+    rows = await call(registry, ctx, "iasql_commit")
+    assert {(a, t) for a, t, _, d in rows if not d.startswith("synced")} == {
+        ("update", "route_table_association"), ("update", "internet_gateway")}
+    [main] = [t for t in ec2.describe_route_tables(Filters=[{"Name": "association.subnet-id", "Values": [subnet]}])[
+        "RouteTables"]]
+    assert any(a.get("Main") for a in main["Associations"])  # the subnet now uses the main route table
+    [gw] = ec2.describe_internet_gateways(InternetGatewayIds=[igw])["InternetGateways"]
+    assert [a["VpcId"] for a in gw["Attachments"]] == [vpcs_by_cidr(aws)["10.71.0.0/16"]["VpcId"]]
+    assert await sql(dsn, "SELECT v.cidr_block FROM internet_gateway g JOIN vpc v ON v.id = g.vpc_id") == [("10.71.0.0/16",)]
+    # the first route table is unused now: delete it; an insert of a second main association is refused
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, """DELETE FROM route_table WHERE tags->>'Name' = 'first'""")
+    await call(registry, ctx, "iasql_commit")
+    assert len(ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [
+        vpcs_by_cidr(aws)["10.70.0.0/16"]["VpcId"]]}])["RouteTables"]) == 1
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, "INSERT INTO route_table_association (route_table_id, vpc_id, is_main) "
+                   "SELECT id, vpc_id, true FROM route_table WHERE route_table_id IS NOT NULL LIMIT 1")
+    with pytest.raises(EngineError) as ei:
+        await call(registry, ctx, "iasql_commit")
+    assert ei.value.sqlstate == "58000" and "main association comes with the VPC" in ei.value.message

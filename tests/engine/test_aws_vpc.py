@@ -332,3 +332,19 @@ async def test_association_and_gateway_change_in_place(registry, ctx, dsn, aws, 
     with pytest.raises(EngineError) as ei:
         await call(registry, ctx, "iasql_commit")
     assert ei.value.sqlstate == "58000" and "main association comes with the VPC" in ei.value.message
+
+
+async def test_listed_and_installed_with_security_groups_in_one_call(registry, ctx, dsn):
+    mods = {r[0]: r for r in await call(registry, ctx, "iasql_modules_list")}
+    assert mods["aws_vpc"][1:] == ("0.1.0", ["iasql_platform@0.1.0", "iasql_functions@0.1.0", "aws_account@0.1.0"])
+    assert "aws_vpc@0.1.0" in mods["aws_security_group"][2]
+    rows = await call(registry, ctx, "iasql_install", "aws_vpc", "aws_security_group")
+    assert [t for _, t, _ in rows] == ["availability_zone", "vpc", "subnet", "internet_gateway", "elastic_ip",
+                                      "route_table", "route_table_association", "route", "nat_gateway",
+                                      "endpoint_gateway", "security_group", "security_group_rule"]
+    # iasql_help runs with the module installed (aws_vpc adds no SQL functions of its own)
+    help_rows = await call(registry, ctx, "iasql_help")
+    assert {r[0] for r in help_rows} == {"iasql_functions", "aws_account"}
+    install = next(r for r in help_rows if r[1] == "iasql_install")
+    assert install[4] == "SELECT * FROM iasql_install('aws_s3', 'aws_iam')"
+    assert await sql(dsn, "SELECT count(*) FROM security_group g JOIN vpc v ON v.id = g.vpc_id AND v.is_default") == [(1,)]

@@ -348,3 +348,16 @@ async def test_listed_and_installed_with_security_groups_in_one_call(registry, c
     install = next(r for r in help_rows if r[1] == "iasql_install")
     assert install[4] == "SELECT * FROM iasql_install('aws_s3', 'aws_iam')"
     assert await sql(dsn, "SELECT count(*) FROM security_group g JOIN vpc v ON v.id = g.vpc_id AND v.is_default") == [(1,)]
+
+
+async def test_failed_subnet_takes_back_the_new_vpc(registry, ctx, dsn, aws, vpc_mod):
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, "INSERT INTO vpc (cidr_block) VALUES ('10.80.0.0/16')")
+    await sql(dsn, "INSERT INTO subnet (cidr_block, availability_zone, vpc_id) SELECT '10.99.1.0/24', 'us-east-1a', id "
+                   "FROM vpc WHERE cidr_block = '10.80.0.0/16'")  # outside the VPC's range: AWS refuses it
+    with pytest.raises(EngineError) as ei:
+        await call(registry, ctx, "iasql_commit")
+    assert ei.value.sqlstate == "58000" and "ec2.create_subnet" in ei.value.message
+    assert "The cloud changes this commit made were taken back." in ei.value.detail
+    assert "10.80.0.0/16" not in vpcs_by_cidr(aws)
+    assert await sql(dsn, "SELECT count(*) FROM vpc WHERE cidr_block = '10.80.0.0/16'") == [(0,)]

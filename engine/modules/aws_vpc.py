@@ -35,9 +35,25 @@ IaSQL's ``dhcp_options``, ``network_acl``, ``peering_connection`` and ``endpoint
 tables are not part of this module yet, so those two columns reference nothing and are never read
 or written by the engine.
 
-moto (5.2) answers every call used here. It does not create an internet gateway for the default
-VPC (AWS does), so the ``internet_gateway`` table starts empty against moto; its NAT gateways
-and VPCs are ``available`` at once (the create loops wait for ``available`` all the same).
+A replace deletes before it creates (``engine.core.plan``): AWS refuses to delete a VPC that still
+has subnets or route tables besides its main one, and a route table that still has subnet
+associations (DependencyViolation), so such a replace fails and the commit is reverted; delete or
+move those first. Rows whose parent row is gone (a subnet of a VPC row deleted in the same commit)
+are still read, as ``_orphan`` records: the commit deletes them in the cloud, the sync never
+inserts them. ``route_table_association`` has no ``region`` column (as in IaSQL): the sync of a
+region that is not enabled leaves its VPCs alone but deletes their association rows.
+
+moto (5.2.5, the tests' cloud) answers every call used here: describe/create/delete_vpc,
+describe/modify_vpc_attribute, create/delete/describe_subnets, create/attach/detach/delete/
+describe_internet_gateways, allocate/release/describe_addresses, create/delete/describe_route_tables,
+create/delete_route, associate/disassociate/replace_route_table_association,
+create/delete/describe_nat_gateways, create/modify/delete/describe_vpc_endpoints,
+describe_availability_zones, create_tags/delete_tags. Where it differs from AWS: it creates no
+internet gateway for the default VPC (so ``internet_gateway`` starts empty against moto), its NAT
+gateways and VPCs are ``available`` at once (the creates wait for ``available`` all the same),
+deleted NAT gateways and endpoints stay listed in state ``deleted`` (never read into the tables),
+and ``replace_route_table_association`` keeps the association id where AWS issues a new one (the
+engine writes back whichever id the call returns).
 """
 
 from __future__ import annotations

@@ -234,11 +234,15 @@ async def test_elastic_ip_nat_gateway_and_endpoint(registry, ctx, dsn, aws, vpc_
         (ep["VpcEndpointId"], [main_rtb], "available")]
     assert await sql(dsn, "SELECT n.nat_gateway_id, n.state::text, e.public_ip FROM nat_gateway n "
                           "JOIN elastic_ip e ON e.id = n.elastic_ip_id") == [(nat["NatGatewayId"], "available", addr["PublicIp"])]
-    # tags of the NAT gateway in place; then delete the gateway and release the address in one commit
+    # tags of the NAT gateway and the endpoint's route tables in place
     await call(registry, ctx, "iasql_begin")
     await sql(dsn, """UPDATE nat_gateway SET tags = '{"k": "v"}'""")
+    await sql(dsn, "UPDATE endpoint_gateway SET route_table_ids = '{}'")
     rows = await call(registry, ctx, "iasql_commit")
-    assert ("update", "nat_gateway", nat["NatGatewayId"]) in {(a, t, i) for a, t, i, _ in rows}
+    assert {(a, t, i) for a, t, i, d in rows if not d.startswith("synced")} == {
+        ("update", "nat_gateway", nat["NatGatewayId"]), ("update", "endpoint_gateway", ep["VpcEndpointId"])}
+    [got_ep] = ec2.describe_vpc_endpoints(VpcEndpointIds=[ep["VpcEndpointId"]])["VpcEndpoints"]
+    assert got_ep.get("RouteTableIds", []) == []
     [got] = ec2.describe_nat_gateways(NatGatewayIds=[nat["NatGatewayId"]])["NatGateways"]
     assert got["Tags"] == [{"Key": "k", "Value": "v"}]
     await call(registry, ctx, "iasql_begin")

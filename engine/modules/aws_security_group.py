@@ -29,6 +29,16 @@ async def _vpc_maps(mc: MapperContext) -> tuple[dict, dict]:
     return {(r, v): i for i, v, r in rows}, {i: (r, v) for i, v, r in rows}
 
 
+async def default_vpc(mc: MapperContext, region: str) -> str | None:
+    """The AWS id of ``region``'s default VPC (None without one), asked once per call (memo).
+    Raises engine.aws.CloudError."""
+    memo_key = ("default_vpc", region)
+    if memo_key not in mc.memo:
+        vpcs = await mc.call("ec2", region, "describe_vpcs", Filters=[{"Name": "is-default", "Values": ["true"]}])
+        mc.memo[memo_key] = vpcs["Vpcs"][0]["VpcId"] if vpcs.get("Vpcs") else None
+    return mc.memo[memo_key]
+
+
 class SecurityGroupMapper(Mapper):
     """``security_group`` rows <-> EC2 security groups of the VPCs that have a ``vpc`` row
     (IaSQL's ``aws_security_group`` mapper)."""
@@ -42,7 +52,10 @@ class SecurityGroupMapper(Mapper):
     cloud_read_uses_db = True  # vpc ids are resolved through the vpc table
 
     def equals(self, row: dict, cloud: dict) -> bool:
-        """True when the row matches the group; a row's NULL ``vpc_id`` stands for the default VPC."""
+        """True when the row matches the group; a row's NULL ``vpc_id`` stands for the region's
+        default VPC (a group elsewhere is then replaced by one in the default VPC)."""
+        if row.get("vpc_id") is None and not cloud.get("_default_vpc"):
+            return False
         cols = [c for c in self.user_cols if not (c.name == "vpc_id" and row.get("vpc_id") is None)]
         return all(normalize(c.kind, row.get(c.name)) == normalize(c.kind, cloud.get(c.name)) for c in cols)
 
@@ -59,10 +72,11 @@ class SecurityGroupMapper(Mapper):
         return cloud.get("group_name") != "default"
 
     @staticmethod
-    def _record(g: dict, region: str, vpcs: dict) -> dict:
+    def _record(g: dict, region: str, vpcs: dict, default: str | None) -> dict:
         vpc = vpcs.get((region, g.get("VpcId")))
         return {"description": g.get("Description"), "group_name": g.get("GroupName"),
                 "owner_id": g.get("OwnerId"), "group_id": g.get("GroupId"), "region": region, "vpc_id": vpc,
+                "_default_vpc": default is not None and g.get("VpcId") == default,
                 "_orphan": vpc is None}  # a group of a VPC without a row: never inserted by sync
 
     async def read(self, mc: MapperContext) -> list[dict]:
@@ -72,7 +86,8 @@ class SecurityGroupMapper(Mapper):
         out = []
         for region in mc.regions:
             groups = await mc.paginate("ec2", region, "describe_security_groups", "SecurityGroups")
-            out += [self._record(g, region, vpcs) for g in groups]
+            default = await default_vpc(mc, region)
+            out += [self._record(g, region, vpcs, default) for g in groups]
         return out
 
     async def create(self, mc: MapperContext, row: dict) -> dict:
@@ -91,7 +106,7 @@ class SecurityGroupMapper(Mapper):
                             Description=row["description"], **kw)
         try:
             got = await mc.call("ec2", region, "describe_security_groups", GroupIds=[res["GroupId"]])
-            rec = self._record(got["SecurityGroups"][0], region, vpcs)
+            rec = self._record(got["SecurityGroups"][0], region, vpcs, await default_vpc(mc, region))
         except CloudError as e:
             try:  # never leave a group the table cannot record
                 await mc.call("ec2", region, "delete_security_group", GroupId=res["GroupId"])

@@ -275,6 +275,16 @@ async def test_security_groups_live_in_vpcs(registry, ctx, dsn, aws):
     # both groups of the new VPC are rows that reference it
     assert await sql(dsn, "SELECT g.group_name FROM security_group g JOIN vpc v ON v.id = g.vpc_id "
                           "WHERE v.vpc_id = %s ORDER BY 1", (vpc["VpcId"],)) == [("default",), ("iasql-in-vpc",)]
+    # vpc_id NULL means the default VPC: the group is replaced by one there, the sync fills in vpc_id
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, "UPDATE security_group SET vpc_id = NULL WHERE group_name = 'iasql-in-vpc'")
+    rows = await call(registry, ctx, "iasql_commit")
+    assert ("replace", "security_group") in {(a, t) for a, t, _, _ in rows}
+    [moved] = aws("ec2").describe_security_groups(Filters=[{"Name": "group-name", "Values": ["iasql-in-vpc"]}])[
+        "SecurityGroups"]
+    assert moved["VpcId"] == (await sql(dsn, "SELECT vpc_id FROM vpc WHERE is_default"))[0][0]
+    assert await sql(dsn, "SELECT group_id, vpc_id FROM security_group WHERE group_name = 'iasql-in-vpc'") == [
+        (moved["GroupId"], default_vpc)]
     # a VPC row still referenced by groups cannot go (IaSQL's foreign key); with them it can
     await call(registry, ctx, "iasql_begin")
     with pytest.raises(Exception) as ei:
@@ -286,7 +296,8 @@ async def test_security_groups_live_in_vpcs(registry, ctx, dsn, aws):
     await sql(dsn, "DELETE FROM vpc WHERE vpc_id = %s", (vpc["VpcId"],))
     await call(registry, ctx, "iasql_commit")
     assert "10.60.0.0/16" not in vpcs_by_cidr(aws)
-    assert await sql(dsn, "SELECT group_name, vpc_id FROM security_group") == [("default", default_vpc)]
+    assert await sql(dsn, "SELECT group_name, vpc_id FROM security_group ORDER BY 1") == [
+        ("default", default_vpc), ("iasql-in-vpc", default_vpc)]
     # aws_vpc cannot go while aws_security_group depends on it
     with pytest.raises(EngineError) as ei:
         await call(registry, ctx, "iasql_uninstall", "aws_vpc")

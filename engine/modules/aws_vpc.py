@@ -79,13 +79,16 @@ def tags_from_aws(tags: list | None) -> dict | None:
 
 
 def _tags_value(value: Any) -> dict | None:
-    """A ``tags`` column value (json text or dict) as a dict, None when empty."""
+    """A ``tags`` column value (json text or dict) as a dict of strings (AWS keeps tag values as
+    text), None when empty."""
     if isinstance(value, str):
         try:
             value = json.loads(value)
         except ValueError:
             return {"": value}
-    return dict(value) if value else None
+    if not isinstance(value, dict):
+        return {"": json.dumps(value)} if value else None
+    return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in value.items()} or None
 
 
 def tag_specifications(resource_type: str, tags: Any) -> dict:

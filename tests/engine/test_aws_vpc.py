@@ -104,11 +104,11 @@ async def test_create_network_in_one_commit_then_update_replace_delete(registry,
     await sql(dsn, "INSERT INTO route (destination, gateway_id, route_table_id) SELECT '0.0.0.0/0', g.internet_gateway_id, t.id "
                    "FROM route_table t, internet_gateway g WHERE t.route_table_id = %s AND g.internet_gateway_id = %s",
               (mine[0]["RouteTableId"], igw["InternetGatewayId"]))
-    await sql(dsn, """UPDATE vpc SET tags = '{"Name": "app", "env": "test"}' WHERE vpc_id = %s""", (vpc["VpcId"],))
+    await sql(dsn, """UPDATE vpc SET tags = '{"Name": "app", "env": "test", "n": 1}' WHERE vpc_id = %s""", (vpc["VpcId"],))
     rows = await call(registry, ctx, "iasql_commit")
     assert {(a, t) for a, t, _, d in rows if not d.startswith("synced")} == {("update", "vpc"), ("create", "route")}
     assert sorted((t["Key"], t["Value"]) for t in vpcs_by_cidr(aws)["10.10.0.0/16"]["Tags"]) == [
-        ("Name", "app"), ("env", "test")]
+        ("Name", "app"), ("env", "test"), ("n", "1")]  # AWS tag values are text
     assert vpcs_by_cidr(aws)["10.10.0.0/16"]["VpcId"] == vpc["VpcId"]  # updated, not replaced
     [rt] = ec2.describe_route_tables(RouteTableIds=[mine[0]["RouteTableId"]])["RouteTables"]
     assert {(r.get("DestinationCidrBlock"), r.get("GatewayId")) for r in rt["Routes"]} == {

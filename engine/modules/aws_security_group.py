@@ -22,9 +22,14 @@ from engine.modules.aws_account import VERSION
 from engine.modules.base import Col, Mapper, MapperContext, Module, normalize
 
 
-async def _vpc_maps(mc: MapperContext) -> tuple[dict, dict]:
+async def _vpc_maps(mc: MapperContext) -> tuple[dict, dict] | None:
     """``({(region, AWS vpc id): vpc row id}, {vpc row id: (region, AWS vpc id)})`` from the
-    ``vpc`` table of ``aws_vpc``."""
+    ``vpc`` table of ``aws_vpc``; None when that table does not exist (a database whose
+    aws_security_group was installed before it depended on aws_vpc: then only the default VPC's
+    groups are read, with ``vpc_id`` NULL, as that version did)."""
+    [(exists,)] = await mc.fetchall("SELECT pg_catalog.to_regclass('public.vpc') IS NOT NULL")
+    if not exists:
+        return None
     rows = await mc.fetchall("SELECT id, vpc_id, region FROM public.vpc WHERE vpc_id IS NOT NULL")
     return {(r, v): i for i, v, r in rows}, {i: (r, v) for i, v, r in rows}
 
@@ -72,21 +77,26 @@ class SecurityGroupMapper(Mapper):
         return cloud.get("group_name") != "default"
 
     @staticmethod
-    def _record(g: dict, region: str, vpcs: dict, default: str | None) -> dict:
-        vpc = vpcs.get((region, g.get("VpcId")))
+    def _record(g: dict, region: str, vpcs: dict | None, default: str | None) -> dict:
+        vpc = None if vpcs is None else vpcs.get((region, g.get("VpcId")))
         return {"description": g.get("Description"), "group_name": g.get("GroupName"),
                 "owner_id": g.get("OwnerId"), "group_id": g.get("GroupId"), "region": region, "vpc_id": vpc,
                 "_default_vpc": default is not None and g.get("VpcId") == default,
-                "_orphan": vpc is None}  # a group of a VPC without a row: never inserted by sync
+                # a group of a VPC without a row: never inserted by sync
+                "_orphan": vpcs is not None and vpc is None}
 
     async def read(self, mc: MapperContext) -> list[dict]:
         """The groups of the enabled regions (``_orphan`` when their VPC has no row). Raises
         engine.aws.CloudError (reported as SQLSTATE 58000)."""
-        vpcs, _ = await _vpc_maps(mc)
+        maps = await _vpc_maps(mc)
+        vpcs = None if maps is None else maps[0]
         out = []
         for region in mc.regions:
-            groups = await mc.paginate("ec2", region, "describe_security_groups", "SecurityGroups")
             default = await default_vpc(mc, region)
+            if maps is None and default is None:
+                continue
+            kw = {} if maps is not None else {"Filters": [{"Name": "vpc-id", "Values": [default]}]}
+            groups = await mc.paginate("ec2", region, "describe_security_groups", "SecurityGroups", **kw)
             out += [self._record(g, region, vpcs, default) for g in groups]
         return out
 
@@ -95,7 +105,8 @@ class SecurityGroupMapper(Mapper):
         its cloud record. Raises engine.aws.CloudError (DependencyViolation while the row's VPC
         has no cloud id yet)."""
         region = row.get("region") or mc.default_region
-        vpcs, by_db = await _vpc_maps(mc)
+        maps = await _vpc_maps(mc)
+        vpcs, by_db = maps if maps is not None else (None, {})
         kw = {}
         if row.get("vpc_id") is not None:
             if row["vpc_id"] not in by_db:

@@ -376,3 +376,30 @@ async def test_failed_subnet_takes_back_the_new_vpc(registry, ctx, dsn, aws, vpc
     assert "The cloud changes this commit made were taken back." in ei.value.detail
     assert "10.80.0.0/16" not in vpcs_by_cidr(aws)
     assert await sql(dsn, "SELECT count(*) FROM vpc WHERE cidr_block = '10.80.0.0/16'") == [(0,)]
+
+
+async def test_security_groups_of_a_database_installed_before_aws_vpc(registry, ctx, dsn, aws):
+    """A database whose aws_security_group predates its dependency on aws_vpc (no vpc table, no
+    foreign key) keeps working on the default VPC's groups, with vpc_id NULL."""
+    await call(registry, ctx, "iasql_install", "aws_security_group")
+    await sql(dsn, "ALTER TABLE security_group DROP CONSTRAINT fk_security_group_vpc; "
+                   "UPDATE security_group SET vpc_id = NULL; "
+                   "DELETE FROM iasql_dependencies WHERE dependency = 'aws_vpc@0.1.0'; "
+                   "DELETE FROM iasql_tables WHERE module = 'aws_vpc@0.1.0'; "
+                   "DELETE FROM iasql_module WHERE name = 'aws_vpc@0.1.0'; "
+                   "DROP TABLE endpoint_gateway, nat_gateway, route, route_table_association, route_table, elastic_ip, "
+                   "internet_gateway, subnet, vpc, availability_zone")
+    aws("ec2").create_vpc(CidrBlock="10.90.0.0/16")  # its default group is not read without the vpc table
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, "INSERT INTO security_group (description, group_name) VALUES ('old db', 'iasql-old')")
+    rows = await call(registry, ctx, "iasql_commit")
+    assert [(a, t) for a, t, _, d in rows if not d.startswith("synced")] == [("create", "security_group")]
+    [group] = aws("ec2").describe_security_groups(Filters=[{"Name": "group-name", "Values": ["iasql-old"]}])[
+        "SecurityGroups"]
+    ec2 = aws("ec2")
+    [default_vpc] = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]
+    [default] = ec2.describe_security_groups(Filters=[{"Name": "vpc-id", "Values": [default_vpc["VpcId"]]},
+                                                      {"Name": "group-name", "Values": ["default"]}])["SecurityGroups"]
+    assert group["VpcId"] == default_vpc["VpcId"]
+    assert await sql(dsn, "SELECT group_name, group_id, vpc_id FROM security_group ORDER BY 1") == [
+        ("default", default["GroupId"], None), ("iasql-old", group["GroupId"], None)]

@@ -11,6 +11,8 @@ prefix_list_id, description, region, security_group_id, source_security_group)``
 the group, and its rules are created again on the replacement; a rule change replaces the rule.
 The ``default`` group cannot be deleted: deleting its row plans nothing and the commit's sync
 restores it (it goes with its VPC; delete its row before the VPC's, as the foreign key asks).
+A database whose ``aws_security_group`` was installed before this dependency (no ``vpc`` table)
+keeps the earlier behaviour: only the default VPC's groups, ``vpc_id`` NULL.
 """
 
 from __future__ import annotations

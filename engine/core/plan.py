@@ -412,7 +412,8 @@ async def sync(s: EngineSession, mc: MapperContext, mappers: list[Mapper], *, dr
                late: dict[str, Touched] | None = None) -> list[tuple]:
     """Make the tables of ``mappers`` match the cloud; returns (action, table, id, description) rows
     of the database changes. Entities in ``late`` (changed by others while a commit ran) and rows
-    of regions that are not enabled are left alone. Raises EngineError 57014 between tables when
+    of regions that are not enabled are left alone; cloud records marked ``_orphan`` (their
+    parent has no row) are never inserted. Raises EngineError 57014 between tables when
     cancelled, CloudError on a failed read, SqlError (e.g. 55P03 lock timeout) on a failed write."""
     out: list[tuple] = []
     cache: dict[str, list[dict]] = {}
@@ -446,8 +447,8 @@ async def sync(s: EngineSession, mc: MapperContext, mappers: list[Mapper], *, dr
             if k is None:
                 continue
             row = rows.get(k)
-            if row is None and skip.has(m, c):
-                continue
+            if row is None and (skip.has(m, c) or c.get("_orphan")):
+                continue  # left alone, or a record whose parent has no row (``Mapper.read``)
             if row is None:
                 out.append(Op("create", m, c, None).plan_row())
                 if not dry_run:

@@ -1,15 +1,18 @@
-"""Module ``aws_security_group``: security groups and their rules (default VPC of enabled regions).
+"""Module ``aws_security_group``: security groups and their rules, in every VPC of the enabled regions.
 
 Tables follow IaSQL's ``aws_security_group`` module: ``security_group(id, description, group_name,
 owner_id, group_id, region, vpc_id)`` (cloud id ``group_id``) and ``security_group_rule(id,
 security_group_rule_id, is_egress, ip_protocol, from_port, to_port, cidr_ipv4, cidr_ipv6,
 prefix_list_id, description, region, security_group_id, source_security_group)`` (cloud id
-``security_group_rule_id``). IaSQL's ``vpc_id`` references the ``aws_vpc`` module, which does not
-exist here yet: ``vpc_id`` is a plain nullable integer, NULL meaning the region's default VPC, and
-only default-VPC groups are read. A group's name and description cannot change in AWS, so such a
-change replaces the group, and its rules are created again on the replacement; a rule change
-replaces the rule. The ``default`` group cannot be deleted: deleting its row plans nothing and the
-commit's sync restores it.
+``security_group_rule_id``). As in IaSQL the module depends on ``aws_vpc``: ``vpc_id`` references
+``vpc (id, region)``; the groups of every VPC that has a row are read, and a group inserted with
+``vpc_id`` NULL is created in the region's default VPC (the commit's sync then fills in
+``vpc_id``). A group's name, description and VPC cannot change in AWS, so such a change replaces
+the group, and its rules are created again on the replacement; a rule change replaces the rule.
+The ``default`` group cannot be deleted: deleting its row plans nothing and the commit's sync
+restores it (it goes with its VPC; delete its row before the VPC's, as the foreign key asks).
+A database whose ``aws_security_group`` was installed before this dependency (no ``vpc`` table)
+keeps the earlier behaviour: only the default VPC's groups, ``vpc_id`` NULL.
 """
 
 from __future__ import annotations
@@ -21,7 +24,21 @@ from engine.modules.aws_account import VERSION
 from engine.modules.base import Col, Mapper, MapperContext, Module, normalize
 
 
-async def _default_vpc(mc: MapperContext, region: str) -> str | None:
+async def _vpc_maps(mc: MapperContext) -> tuple[dict, dict] | None:
+    """``({(region, AWS vpc id): vpc row id}, {vpc row id: (region, AWS vpc id)})`` from the
+    ``vpc`` table of ``aws_vpc``; None when that table does not exist (a database whose
+    aws_security_group was installed before it depended on aws_vpc: then only the default VPC's
+    groups are read, with ``vpc_id`` NULL, as that version did)."""
+    [(exists,)] = await mc.fetchall("SELECT pg_catalog.to_regclass('public.vpc') IS NOT NULL")
+    if not exists:
+        return None
+    rows = await mc.fetchall("SELECT id, vpc_id, region FROM public.vpc WHERE vpc_id IS NOT NULL")
+    return {(r, v): i for i, v, r in rows}, {i: (r, v) for i, v, r in rows}
+
+
+async def default_vpc(mc: MapperContext, region: str) -> str | None:
+    """The AWS id of ``region``'s default VPC (None without one), asked once per call (memo).
+    Raises engine.aws.CloudError."""
     memo_key = ("default_vpc", region)
     if memo_key not in mc.memo:
         vpcs = await mc.call("ec2", region, "describe_vpcs", Filters=[{"Name": "is-default", "Values": ["true"]}])
@@ -30,14 +47,24 @@ async def _default_vpc(mc: MapperContext, region: str) -> str | None:
 
 
 class SecurityGroupMapper(Mapper):
-    """``security_group`` rows <-> EC2 security groups of the default VPC."""
+    """``security_group`` rows <-> EC2 security groups of the VPCs that have a ``vpc`` row
+    (IaSQL's ``aws_security_group`` mapper)."""
 
     table = "security_group"
     columns = (Col("id", "int", "pk"), Col("description"), Col("group_name"), Col("owner_id", "text", "cloud"),
-               Col("group_id", "text", "cloud"), Col("region"), Col("vpc_id", "int", "cloud"))
+               Col("group_id", "text", "cloud"), Col("region"), Col("vpc_id", "int"))
     key = ("group_id",)
     pk = ("id",)
     children = (("security_group_rule", "security_group_id"),)
+    cloud_read_uses_db = True  # vpc ids are resolved through the vpc table
+
+    def equals(self, row: dict, cloud: dict) -> bool:
+        """True when the row matches the group; a row's NULL ``vpc_id`` stands for the region's
+        default VPC (a group elsewhere is then replaced by one in the default VPC)."""
+        if row.get("vpc_id") is None and not cloud.get("_default_vpc"):
+            return False
+        cols = [c for c in self.user_cols if not (c.name == "vpc_id" and row.get("vpc_id") is None)]
+        return all(normalize(c.kind, row.get(c.name)) == normalize(c.kind, cloud.get(c.name)) for c in cols)
 
     def describe(self, rec: dict) -> str:
         """The plan-row description of ``rec``."""
@@ -52,36 +79,54 @@ class SecurityGroupMapper(Mapper):
         return cloud.get("group_name") != "default"
 
     @staticmethod
-    def _record(g: dict, region: str) -> dict:
+    def _record(g: dict, region: str, vpcs: dict | None, default: str | None) -> dict:
+        vpc = None if vpcs is None else vpcs.get((region, g.get("VpcId")))
         return {"description": g.get("Description"), "group_name": g.get("GroupName"),
-                "owner_id": g.get("OwnerId"), "group_id": g.get("GroupId"), "region": region, "vpc_id": None}
+                "owner_id": g.get("OwnerId"), "group_id": g.get("GroupId"), "region": region, "vpc_id": vpc,
+                "_default_vpc": default is not None and g.get("VpcId") == default,
+                # a group of a VPC without a row: never inserted by sync
+                "_orphan": vpcs is not None and vpc is None}
 
     async def read(self, mc: MapperContext) -> list[dict]:
-        """Every cloud record of this type. Raises engine.aws.CloudError (reported as SQLSTATE 58000)."""
+        """The groups of the enabled regions (``_orphan`` when their VPC has no row). Raises
+        engine.aws.CloudError (reported as SQLSTATE 58000)."""
+        maps = await _vpc_maps(mc)
+        vpcs = None if maps is None else maps[0]
         out = []
         for region in mc.regions:
-            vpc = await _default_vpc(mc, region)
-            if vpc is None:
+            default = await default_vpc(mc, region)
+            if maps is None and default is None:
                 continue
-            groups = await mc.paginate("ec2", region, "describe_security_groups", "SecurityGroups",
-                                       Filters=[{"Name": "vpc-id", "Values": [vpc]}])
-            out += [self._record(g, region) for g in groups]
+            kw = {} if maps is not None else {"Filters": [{"Name": "vpc-id", "Values": [default]}]}
+            groups = await mc.paginate("ec2", region, "describe_security_groups", "SecurityGroups", **kw)
+            out += [self._record(g, region, vpcs, default) for g in groups]
         return out
 
     async def create(self, mc: MapperContext, row: dict) -> dict:
-        """Create the row's resource in the cloud; returns its cloud record. Raises engine.aws.CloudError."""
+        """Create the group in the row's VPC (the default VPC when ``vpc_id`` is NULL); returns
+        its cloud record. Raises engine.aws.CloudError (DependencyViolation while the row's VPC
+        has no cloud id yet)."""
         region = row.get("region") or mc.default_region
+        maps = await _vpc_maps(mc)
+        vpcs, by_db = maps if maps is not None else (None, {})
+        kw = {}
+        if row.get("vpc_id") is not None:
+            if row["vpc_id"] not in by_db:
+                raise CloudError("DependencyViolation", f"vpc #{row['vpc_id']} is not created in the cloud yet",
+                                 "ec2.create_security_group")
+            region, kw["VpcId"] = by_db[row["vpc_id"]]
         res = await mc.call("ec2", region, "create_security_group", GroupName=row["group_name"],
-                            Description=row["description"])
+                            Description=row["description"], **kw)
         try:
             got = await mc.call("ec2", region, "describe_security_groups", GroupIds=[res["GroupId"]])
+            rec = self._record(got["SecurityGroups"][0], region, vpcs, await default_vpc(mc, region))
         except CloudError as e:
             try:  # never leave a group the table cannot record
                 await mc.call("ec2", region, "delete_security_group", GroupId=res["GroupId"])
             except CloudError:
                 e.left = {"group_id": res["GroupId"], "group_name": row["group_name"], "region": region}
             raise
-        return self._record(got["SecurityGroups"][0], region)
+        return rec
 
     async def update(self, mc: MapperContext, row: dict, cloud: dict) -> dict:
         """Make the cloud record match the row in place; returns the new record. Raises engine.aws.CloudError."""
@@ -119,6 +164,7 @@ class SecurityGroupRuleMapper(Mapper):
         return True
 
     async def _group_maps(self, mc: MapperContext) -> tuple[dict, dict]:
+        """``({AWS group id: row id}, {row id: AWS group id})`` from the security_group table."""
         rows = await mc.fetchall("SELECT id, group_id FROM public.security_group WHERE group_id IS NOT NULL")
         return {g: i for i, g in rows}, {i: g for i, g in rows}
 
@@ -139,22 +185,20 @@ class SecurityGroupRuleMapper(Mapper):
     async def read(self, mc: MapperContext) -> list[dict]:
         """Every cloud record of this type. Raises engine.aws.CloudError (reported as SQLSTATE 58000)."""
         by_aws, _ = await self._group_maps(mc)
+        in_region: dict[str, list[str]] = {}
+        for gid, region in await mc.fetchall("SELECT group_id, region FROM public.security_group "
+                                             "WHERE group_id IS NOT NULL ORDER BY id"):
+            in_region.setdefault(region, []).append(gid)
         out = []
         for region in mc.regions:
-            vpc = await _default_vpc(mc, region)
-            if vpc is None:
-                continue
-            groups = await mc.paginate("ec2", region, "describe_security_groups", "SecurityGroups",
-                                       Filters=[{"Name": "vpc-id", "Values": [vpc]}])
-            ids = [g["GroupId"] for g in groups if g["GroupId"] in by_aws]
-            if not ids:
-                continue
-            rules = await mc.paginate("ec2", region, "describe_security_group_rules", "SecurityGroupRules",
-                                      Filters=[{"Name": "group-id", "Values": ids}])
-            for r in rules:
-                rec = self._record(r, region, by_aws)
-                if rec is not None:
-                    out.append(rec)
+            ids = in_region.get(region) or []
+            for i in range(0, len(ids), 100):  # filter values are bounded in AWS
+                rules = await mc.paginate("ec2", region, "describe_security_group_rules", "SecurityGroupRules",
+                                          Filters=[{"Name": "group-id", "Values": ids[i:i + 100]}])
+                for r in rules:
+                    rec = self._record(r, region, by_aws)
+                    if rec is not None:
+                        out.append(rec)
         return out
 
     async def create(self, mc: MapperContext, row: dict) -> dict:
@@ -244,7 +288,7 @@ class SecurityGroupRuleMapper(Mapper):
 MODULE = Module(
     name="aws_security_group",
     version=VERSION,
-    dependencies=("aws_account",),
+    dependencies=("aws_account", "aws_vpc"),
     install_sql=(
         """CREATE TABLE public.security_group (
              id SERIAL PRIMARY KEY,
@@ -255,7 +299,8 @@ MODULE = Module(
              region character varying NOT NULL DEFAULT public.default_aws_region() REFERENCES public.aws_regions (region),
              vpc_id integer,
              CONSTRAINT uq_security_group_region UNIQUE (id, region),
-             CONSTRAINT "UQ_groupNameByVpc" UNIQUE (group_name, vpc_id, region))""",
+             CONSTRAINT "UQ_groupNameByVpc" UNIQUE (group_name, vpc_id, region),
+             CONSTRAINT fk_security_group_vpc FOREIGN KEY (vpc_id, region) REFERENCES public.vpc (id, region))""",
         """CREATE TABLE public.security_group_rule (
              id SERIAL PRIMARY KEY,
              security_group_rule_id character varying,

@@ -175,7 +175,11 @@ class Mapper:
 
     # -- cloud side ------------------------------------------------------------------------------
     async def read(self, mc: MapperContext) -> list[dict]:
-        """Every cloud record of this type, each a dict of column values (pk columns omitted)."""
+        """Every cloud record of this type, each a dict of column values (pk columns omitted).
+        Keys starting with ``_`` are the mapper's own notes; ``_orphan: True`` marks a record
+        whose parent (a foreign key resolved through another table) has no row: apply still
+        sees it (so a child whose parent row was deleted in the same commit is deleted in the
+        cloud), sync never inserts it."""
         raise NotImplementedError
 
     async def create(self, mc: MapperContext, row: dict) -> dict:

@@ -79,13 +79,13 @@ async def test_install_with_dependencies_then_uninstall(registry, ctx, dsn):
         await call(registry, ctx, "iasql_uninstall", "aws_account")
     assert ei.value.sqlstate == "2BP01"
     assert "aws_s3@0.1.0 still depends" in ei.value.message
-    # every dependent is named at once
+    # every dependent is named at once (aws_vpc came with aws_security_group, its dependency)
     await call(registry, ctx, "iasql_install", "aws_iam", "aws_security_group")
     with pytest.raises(EngineError) as ei:
         await call(registry, ctx, "iasql_uninstall", "aws_account")
-    assert ei.value.message == ("Cannot uninstall aws_account as aws_s3@0.1.0, aws_iam@0.1.0, aws_security_group@0.1.0 "
-                                "still depend on one or more of them")
-    await call(registry, ctx, "iasql_uninstall", "aws_iam", "aws_security_group")
+    assert ei.value.message == ("Cannot uninstall aws_account as aws_s3@0.1.0, aws_iam@0.1.0, aws_vpc@0.1.0, "
+                                "aws_security_group@0.1.0 still depend on one or more of them")
+    await call(registry, ctx, "iasql_uninstall", "aws_iam", "aws_security_group", "aws_vpc")
     rows = await call(registry, ctx, "iasql_uninstall", "aws_s3", "aws_account")
     assert [t for _, t, _ in rows] == ["aws_regions", "aws_credentials", "bucket"] or {t for _, t, _ in rows} == {
         "aws_regions", "aws_credentials", "bucket"}

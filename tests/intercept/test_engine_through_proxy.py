@@ -56,3 +56,45 @@ def test_bucket_and_role_created_then_bucket_deleted(iasql_proxy, fresh_db, moto
     res = psql(iasql_proxy.port, fresh_db, "SELECT name FROM bucket; SELECT role_name FROM iam_role", "-A", "-t")
     assert res.returncode == 0, res.stderr
     assert bucket not in res.stdout and role in res.stdout
+
+
+def test_vpc_and_subnet_through_psql(iasql_proxy, fresh_db, moto_server):
+    """aws_vpc through psql and the proxy: install imports the default VPC, a VPC and its subnet
+    are previewed, committed (both exist in moto), then deleted."""
+    ec2 = _client(moto_server, "ec2")
+    cidr = "10.77.0.0/16"
+    res = psql(iasql_proxy.port, fresh_db, "SELECT * FROM iasql_install('aws_vpc')", "-A", "-F|")
+    assert res.returncode == 0, res.stderr
+    assert "aws_vpc@0.1.0|vpc|" in res.stdout and "aws_vpc@0.1.0|subnet|" in res.stdout
+    res = psql(iasql_proxy.port, fresh_db, "SELECT vpc_id FROM vpc WHERE is_default", "-A", "-t")
+    [default] = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]
+    assert res.stdout.split() == [default["VpcId"]]
+
+    sql = ("SELECT * FROM iasql_begin(); "
+           f"INSERT INTO vpc (cidr_block) VALUES ('{cidr}'); "
+           "INSERT INTO subnet (cidr_block, availability_zone, vpc_id) "
+           f"SELECT '10.77.1.0/24', 'us-east-1c', id FROM vpc WHERE cidr_block = '{cidr}'; "
+           "SELECT * FROM iasql_preview();")
+    res = psql(iasql_proxy.port, fresh_db, sql, "-A", "-F|")
+    assert res.returncode == 0, res.stderr
+    assert "action|table_name|id|description" in res.stdout
+    assert "create|vpc|" in res.stdout and f"|VPC {cidr} (new) in us-east-1" in res.stdout
+    assert "create|subnet|" in res.stdout
+    res = psql(iasql_proxy.port, fresh_db, "SELECT * FROM iasql_commit()", "-A", "-F|")
+    assert res.returncode == 0, res.stderr
+    [vpc] = ec2.describe_vpcs(Filters=[{"Name": "cidr-block", "Values": [cidr]}])["Vpcs"]
+    [subnet] = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc["VpcId"]]}])["Subnets"]
+    # a created row's id is its primary key (it had no cloud id when planned)
+    assert f"|VPC {cidr} (new) in us-east-1" in res.stdout and "|subnet 10.77.1.0/24 (new) in us-east-1c" in res.stdout
+    res = psql(iasql_proxy.port, fresh_db, f"SELECT v.vpc_id, s.subnet_id FROM vpc v JOIN subnet s ON s.vpc_id = v.id "
+                                           f"WHERE v.cidr_block = '{cidr}'", "-A", "-t", "-F|")
+    assert res.stdout.split() == [f"{vpc['VpcId']}|{subnet['SubnetId']}"]
+    assert subnet["AvailabilityZone"] == "us-east-1c"
+
+    sql = ("SELECT * FROM iasql_begin(); "
+           f"DELETE FROM subnet WHERE subnet_id = '{subnet['SubnetId']}'; "
+           f"DELETE FROM vpc WHERE vpc_id = '{vpc['VpcId']}'; SELECT * FROM iasql_commit();")
+    res = psql(iasql_proxy.port, fresh_db, sql, "-A", "-F|")
+    assert res.returncode == 0, res.stderr
+    assert f"delete|vpc|{vpc['VpcId']}|" in res.stdout
+    assert ec2.describe_vpcs(Filters=[{"Name": "cidr-block", "Values": [cidr]}])["Vpcs"] == []

@@ -26,7 +26,8 @@ STATEMENT = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|CREATE|DROP|ALTER|GRAN
 SYNTAX = {"in", "exists", "any", "all", "some", "array", "values", "coalesce", "nullif", "greatest", "least",
           "and", "or", "not", "unique", "check", "key", "conflict", "table", "as", "filter", "over", "cast",
           "row", "using", "when", "then", "else", "case", "by", "select", "from", "where", "on", "is",
-          "returns", "into", "set", "with", "if", "elsif", "exception", "begin", "end", "perform", "return"}
+          "returns", "into", "set", "with", "if", "elsif", "exception", "begin", "end", "perform", "return",
+          "enum"}  # CREATE TYPE ... AS ENUM (...)
 #: names of messages and hints given to the user (not run), excluded from the scan
 NOT_SQL_KEYWORDS = {"hint", "detail", "message", "description", "functions"}
 NOT_SQL_CALLS = {"EngineError", "PlanRefused", "CloudError", "progress"}

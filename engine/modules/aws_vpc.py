@@ -169,6 +169,18 @@ class VpcModuleMapper(Mapper):
         """True when any of the columns ``names`` differ between row and cloud."""
         return any(not self._same(self.col(n), row.get(n), cloud.get(n)) for n in names)
 
+    async def _records(self, mc: MapperContext, region: str, **filters: Any) -> list[dict]:
+        """The cloud records of one region (``filters``: the describe call's, e.g. ids)."""
+        raise NotImplementedError
+
+    async def read(self, mc: MapperContext) -> list[dict]:
+        """``_records`` of every enabled region, one region after another (they look up ids in
+        the caller's database, over one connection). Raises engine.aws.CloudError."""
+        out: list[dict] = []
+        for region in mc.regions:
+            out += await self._records(mc, region)
+        return out
+
 
 # -- availability_zone -----------------------------------------------------------------------------------
 class AvailabilityZoneMapper(VpcModuleMapper):
@@ -441,13 +453,6 @@ class InternetGatewayMapper(VpcModuleMapper):
                         "_default_vpc": vpc in defaults, "_orphan": bool(attached) and vpc is None})
         return out
 
-    async def read(self, mc: MapperContext) -> list[dict]:
-        """Every gateway of the enabled regions (``_orphan`` when attached to a VPC without a row).
-        Raises engine.aws.CloudError."""
-        out = []
-        for region in mc.regions:
-            out += await self._records(mc, region)
-        return out
 
     async def _get(self, mc: MapperContext, region: str, igw: str) -> dict:
         return (await self._records(mc, region, InternetGatewayIds=[igw]))[0]
@@ -601,13 +606,6 @@ class RouteTableMapper(VpcModuleMapper):
                         "region": region, "vpc_id": vpc, "_main": _is_main(rt), "_orphan": vpc is None})
         return out
 
-    async def read(self, mc: MapperContext) -> list[dict]:
-        """Every route table of the enabled regions (``_orphan`` when its VPC has no row).
-        Raises engine.aws.CloudError."""
-        out = []
-        for region in mc.regions:
-            out += await self._records(mc, region)
-        return out
 
     async def create(self, mc: MapperContext, row: dict) -> dict:
         """Create the route table in the row's VPC; returns its record. Raises engine.aws.CloudError."""
@@ -686,13 +684,6 @@ class RouteTableAssociationMapper(VpcModuleMapper):
                             "vpc_id": vpc, "_region": region, "_orphan": orphan})
         return out
 
-    async def read(self, mc: MapperContext) -> list[dict]:
-        """Every subnet and main association of the enabled regions (``_orphan`` when its
-        route table, subnet or VPC has no row). Raises engine.aws.CloudError."""
-        out = []
-        for region in mc.regions:
-            out += await self._records(mc, region)
-        return out
 
     async def _get(self, mc: MapperContext, region: str, assoc: str) -> dict:
         recs = await self._records(mc, region, Filters=[{"Name": "association.route-table-association-id",
@@ -803,12 +794,6 @@ class RouteMapper(VpcModuleMapper):
                 out.append(rec)
         return out
 
-    async def read(self, mc: MapperContext) -> list[dict]:
-        """Routes of route tables that have a row. Raises engine.aws.CloudError."""
-        out = []
-        for region in mc.regions:
-            out += await self._records(mc, region)
-        return out
 
     async def _find(self, mc: MapperContext, region: str, rtb: str, destination: str) -> dict | None:
         for rec in await self._records(mc, region, RouteTableIds=[rtb]):
@@ -884,13 +869,6 @@ class NatGatewayMapper(VpcModuleMapper):
                         "_orphan": subnet is None or (bool(allocs) and eips.get((region, allocs[0])) is None)})
         return out
 
-    async def read(self, mc: MapperContext) -> list[dict]:
-        """NAT gateways of the enabled regions (``_orphan`` when their subnet or address has no
-        row). Raises engine.aws.CloudError."""
-        out = []
-        for region in mc.regions:
-            out += await self._records(mc, region)
-        return out
 
     async def _get(self, mc: MapperContext, region: str, nat: str) -> dict:
         for _ in range(WAIT_TRIES):
@@ -982,13 +960,6 @@ class EndpointGatewayMapper(VpcModuleMapper):
                         "_orphan": vpc is None})
         return out
 
-    async def read(self, mc: MapperContext) -> list[dict]:
-        """Gateway endpoints of the enabled regions (``_orphan`` when their VPC has no row).
-        Raises engine.aws.CloudError."""
-        out = []
-        for region in mc.regions:
-            out += await self._records(mc, region)
-        return out
 
     async def _get(self, mc: MapperContext, region: str, vpce: str) -> dict:
         return (await self._records(mc, region, VpcEndpointIds=[vpce]))[0]

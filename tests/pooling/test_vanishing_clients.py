@@ -22,30 +22,23 @@ import psycopg
 import pytest
 
 from proxy.wire import frontend as F
-from proxy.wire.backend import RowDescription
+from tests.fuzz.campaign import (
+    IDLE,  # what SHOW POOLS says of a pool nobody uses (sv_idle aside)
+)
+from tests.fuzz.campaign import show_pools as pools_row
 from tests.pooling.conftest import direct_dsn, proxy_dsn
 from tests.support.faults import RawConn, data_rows, errors_in
 
 pytestmark = pytest.mark.timeout(180)
 
 POOL = 2
-#: What SHOW POOLS says of a pool nobody uses (besides sv_idle, which may be 0..POOL).
-IDLE = {"cl_active": 0, "cl_waiting": 0, "sv_active": 0, "sv_tested": 0, "sv_login": 0}
 
 
 # -- helpers --------------------------------------------------------------------------------------
 
 def show_pools(proxy, dbname: str) -> dict[str, int]:
     """The SHOW POOLS row of ``dbname``/postgres (numbers as ints; zeros when the pool is unknown)."""
-    with RawConn(proxy.port, timeout=10) as c:
-        c.startup("postgres", "iasql_proxy", password="postgres")
-        got = c.query("SHOW POOLS")
-    names = [f.name for f in RowDescription.decode(next(p for t, p in got if t == "T")).fields]
-    for row in data_rows(got):
-        rec = dict(zip(names, row))
-        if rec["database"] == dbname and rec["user"] == "postgres":
-            return {k: int(v) for k, v in rec.items() if v is not None and v.lstrip("-").isdigit()}
-    return {k: 0 for k in IDLE}
+    return pools_row(proxy.port, dbname)
 
 
 def wait_pool_idle(proxy, dbname: str, timeout: float = 30.0) -> dict[str, int]:
@@ -510,8 +503,8 @@ def test_concurrent_vanishing_clients_leave_the_pool_whole(make_proxy, pool_db, 
 # -- found by the long fuzz campaign (seed 16) ------------------------------------------------------
 
 FUZZ_789 = [b"Q\x00\x00", b"\x00\x1bCOPY f",
-            b"uzz_t FROM STDIN\x00S\x00\x00\x00\x05ef\x00\x00\x00\x07fuzB\x00\x00\x00\x1a\x00s1\x00\x00"
-            b"\x00\x00\x02\x00\x00\x00\x01a\x00\x00\x00\x012\x00\x00\x9c\xe2"]
+            (b"uzz_t FROM STDIN\x00S\x00\x00\x00\x05ef\x00\x00\x00\x07fuzB\x00\x00\x00\x1a\x00s1\x00\x00"
+             b"\x00\x00\x02\x00\x00\x00\x01a\x00\x00\x00\x012\x00\x00\x9c\xe2")]
 
 
 @pytest.mark.parametrize("busy", [0.0, 0.05])

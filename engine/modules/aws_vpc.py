@@ -173,6 +173,25 @@ class VpcModuleMapper(Mapper):
         """The cloud records of one region (``filters``: the describe call's, e.g. ids)."""
         raise NotImplementedError
 
+    async def _get(self, mc: MapperContext, region: str, cloud_id: str) -> dict:
+        """The record of one resource (``_records`` filtered by its id)."""
+        raise NotImplementedError
+
+    async def _get_or_undo(self, mc: MapperContext, region: str, cloud_id: str, id_col: str,
+                           delete_op: str, id_arg: str) -> dict:
+        """The record of ``cloud_id``, just created; when reading it fails the resource is deleted
+        again (``ec2.<delete_op>(<id_arg>=cloud_id)``), and when even that fails ``{id_col: cloud_id,
+        "region": region}`` is set as ``left`` on the CloudError re-raised, for the engine's
+        journal (``Mapper.create``). Raises engine.aws.CloudError."""
+        try:
+            return await self._get(mc, region, cloud_id)
+        except CloudError as e:
+            try:
+                await mc.call("ec2", region, delete_op, **{id_arg: cloud_id})
+            except CloudError:
+                e.left = {id_col: cloud_id, "region": region}
+            raise
+
     async def read(self, mc: MapperContext) -> list[dict]:
         """``_records`` of every enabled region, one region after another (they look up ids in
         the caller's database, over one connection). Raises engine.aws.CloudError."""
@@ -396,14 +415,7 @@ class SubnetMapper(VpcModuleMapper):
         res = await mc.call("ec2", region, "create_subnet", VpcId=vpc_id, CidrBlock=row["cidr_block"],
                             AvailabilityZone=row["availability_zone"])
         sid = res["Subnet"]["SubnetId"]
-        try:
-            return await self._get(mc, region, sid)
-        except CloudError as e:
-            try:
-                await mc.call("ec2", region, "delete_subnet", SubnetId=sid)
-            except CloudError:
-                e.left = {"subnet_id": sid, "region": region}
-            raise
+        return await self._get_or_undo(mc, region, sid, "subnet_id", "delete_subnet", "SubnetId")
 
     async def update(self, mc: MapperContext, row: dict, cloud: dict) -> dict:
         """Never called (subnets are replaced); raises CloudError."""
@@ -891,14 +903,7 @@ class NatGatewayMapper(VpcModuleMapper):
         res = await mc.call("ec2", region, "create_nat_gateway", **kw,
                             **tag_specifications("natgateway", row.get("tags")))
         nat = res["NatGateway"]["NatGatewayId"]
-        try:
-            return await self._get(mc, region, nat)
-        except CloudError as e:
-            try:
-                await mc.call("ec2", region, "delete_nat_gateway", NatGatewayId=nat)
-            except CloudError:
-                e.left = {"nat_gateway_id": nat, "region": region}
-            raise
+        return await self._get_or_undo(mc, region, nat, "nat_gateway_id", "delete_nat_gateway", "NatGatewayId")
 
     async def update(self, mc: MapperContext, row: dict, cloud: dict) -> dict:
         """Re-tag; returns the new record. Raises engine.aws.CloudError."""

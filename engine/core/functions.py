@@ -281,8 +281,9 @@ async def iasql_begin(state: EngineState, ctx: Any) -> list[tuple]:
     transaction is open, or another call holds the IaSQL lock, it waits (one progress NOTICE) up
     to ``lock_wait_timeout`` in all, then raises EngineError 55P03 'Another transaction is open or
     running. Please try again later.'; 57014 when cancelled. The IaSQL lock is only ever tried,
-    never waited for: it is held until the caller's transaction ends, so waiting while holding it
-    would keep the open transaction from closing."""
+    never waited for, and kept only when no transaction is open once it is held
+    (``EngineSession.lock_if_no_transaction``): it is held until the caller's transaction ends,
+    so waiting while holding it would keep the open transaction from closing."""
     import time
 
     deadline = time.monotonic() + state.settings.lock_wait_timeout
@@ -295,13 +296,12 @@ async def iasql_begin(state: EngineState, ctx: Any) -> list[tuple]:
                 await s.log("CLOSE_TRANSACTION", transaction_id=tx[0], message=ABANDONED)
                 ctx.progress(f"closed IaSQL transaction {tx[0]}: {ABANDONED}")
                 tx = await s.open_transaction()
-            if tx is None and await s.try_lock():
-                tx = await s.open_transaction()  # opened by someone else just before we took the lock?
-                if tx is None:
+            if tx is None:
+                if await s.lock_if_no_transaction():
                     tx_id = str(uuid.uuid4())
                     await s.log("OPEN_TRANSACTION", transaction_id=tx_id, message=f"opened by {ctx.user}")
                     return [("Transaction started", tx_id)]
-                deadline = 0.0  # the lock is ours until the caller's transaction ends: no waiting
+                tx = await s.open_transaction()  # opened by someone else just before we looked again?
             if time.monotonic() >= deadline:
                 detail = f"Transaction {tx[0]} was opened at {tx[1]} ({tx[2]})." if tx else \
                     f"Another call holds the IaSQL lock: {await s.lock_holder()}."

@@ -37,6 +37,8 @@ from engine.settings import EngineSettings
 
 #: Advisory lock (two-int form; advisory locks are per database) held by mutating calls.
 ENGINE_LOCK = (7355608, 1)
+#: Transaction-local setting through which ``lock_if_no_transaction`` answers.
+BEGIN_GUC = "iasql.begin_locked"
 #: The search_path the engine's statements run with (restored when the call ends).
 ENGINE_SEARCH_PATH = "public, pg_temp"
 
@@ -176,10 +178,35 @@ class EngineSession:
         await take_xact_lock(self.ctx, ENGINE_LOCK, timeout=timeout, failure=failure,
                              waiting=f"waiting for another IaSQL call on database \"{self.ctx.database}\" to finish")
 
-    async def try_lock(self) -> bool:
-        """Take the IaSQL lock if nobody holds it (never waits); True when taken."""
-        row = await self.fetchone("SELECT pg_catalog.pg_try_advisory_xact_lock($1, $2)", ENGINE_LOCK)
-        return bool(row and row[0])
+    async def lock_if_no_transaction(self) -> bool:
+        """Take the IaSQL lock if nobody holds it and no IaSQL transaction is open (never waits);
+        True when taken, and then no transaction is open and none can be opened by anyone else
+        until the caller's transaction ends.
+
+        The lock is tried, and the open transaction looked for after it is taken (a fresh
+        snapshot sees what every earlier holder committed), inside one ``DO`` block's
+        sub-transaction: when a transaction turns out to be open (one opened between the
+        caller's first look and the lock), the sub-transaction is rolled back, which releases
+        the lock again, so the caller can wait for that transaction without keeping it from
+        closing. The answer comes back through the transaction-local setting ``BEGIN_GUC``."""
+        ttl = float(self.settings.transaction_ttl_seconds)
+        await self.run(f"""DO $iasql_begin$
+DECLARE _got boolean := false;
+BEGIN
+  BEGIN
+    _got := pg_catalog.pg_try_advisory_xact_lock({ENGINE_LOCK[0]:d}, {ENGINE_LOCK[1]:d});
+    IF _got AND (SELECT change_type = 'OPEN_TRANSACTION' FROM public.iasql_audit_log
+                  WHERE change_type IN ('OPEN_TRANSACTION', 'CLOSE_TRANSACTION')
+                    AND ts > pg_catalog.now() - pg_catalog.make_interval(secs => {ttl!r}::pg_catalog.float8)
+                  ORDER BY id DESC LIMIT 1) THEN
+      RAISE EXCEPTION USING ERRCODE = 'P0001';  -- rolls the sub-transaction back: the lock goes with it
+    END IF;
+  EXCEPTION WHEN raise_exception THEN _got := false;
+  END;
+  PERFORM pg_catalog.set_config('{BEGIN_GUC}', _got::pg_catalog.text, true);
+END $iasql_begin$""")
+        row = await self.fetchone(f"SELECT pg_catalog.current_setting('{BEGIN_GUC}')")
+        return bool(row and row[0] == "true")
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep up to ``seconds``, waking at once when the client cancels."""

@@ -15,9 +15,9 @@ import psycopg
 import pytest
 
 from engine import EngineSettings, build_registry
-from engine.core.session import ENGINE_LOCK
+from engine.core.session import ENGINE_LOCK, EngineSession
 from engine.rpc import EngineError
-from tests.engine.support import call, sql
+from tests.engine.support import Ctx, call, sql
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -88,7 +88,7 @@ async def test_two_processes_commit_one_after_the_other(ctx, dsn, dbname, aws, s
     a = worker(dsn, dbname, moto_server.endpoint_url, steps("proc-a"), sleep=0.2)
     b = worker(dsn, dbname, moto_server.endpoint_url, steps("proc-b"), sleep=0.2)
     ra, rb = results(a), results(b)
-    assert all("error" not in r for r in ra + rb), (ra, rb)
+    assert [r for r in ra + rb if "error" in r] == []
     names = sorted(x["Name"] for x in aws("s3").list_buckets()["Buckets"])
     assert names == ["proc-a-1", "proc-a-2", "proc-b-1", "proc-b-2"]
     assert sorted(r[0] for r in await sql(dsn, "SELECT name FROM bucket")) == names
@@ -98,6 +98,34 @@ async def test_two_processes_commit_one_after_the_other(ctx, dsn, dbname, aws, s
     kinds = [k for k, _ in log]
     assert kinds == ["OPEN_TRANSACTION", "START_COMMIT", "END_COMMIT", "CLOSE_TRANSACTION"] * 2
     assert log[1][1] != log[5][1]
+
+
+async def test_begin_keeps_the_lock_only_when_no_transaction_is_open(registry, ctx, dsn, dbname, s3):
+    """Two begins at once: the second looks (no transaction), the first opens one and lets the
+    lock go, the second takes the lock. It must then let the lock go again (so the first can
+    commit) and wait, not fail: ``lock_if_no_transaction`` answers False and holds nothing."""
+    other = Ctx(dsn=dsn, database=dbname)
+    probe = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+
+    async def lock_free() -> bool:
+        async with probe.transaction():
+            return (await (await probe.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", ENGINE_LOCK)).fetchone())[0]
+
+    try:
+        await call(registry, ctx, "iasql_begin")  # the first session's transaction is open
+        async with EngineSession(await other.open(), registry.engine_state, "iasql_begin") as s:
+            assert await s.lock_if_no_transaction() is False
+            assert await lock_free()  # the second session took it and gave it back
+        await other.caller.commit()
+        await call(registry, ctx, "iasql_commit")
+        async with EngineSession(await other.open(), registry.engine_state, "iasql_begin") as s:
+            assert await s.lock_if_no_transaction() is True
+            assert not await lock_free()  # kept until the second session's transaction ends
+        await other.caller.rollback()
+        assert await lock_free()
+    finally:
+        await probe.close()
+        await other.close()
 
 
 async def test_killed_mid_commit_then_rerun_converges(registry, ctx, dsn, dbname, aws, s3, moto_server):

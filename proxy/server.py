@@ -328,6 +328,21 @@ class ProxyApp:
             self.pools[key] = pool
         return pool
 
+    def close_idle_to(self, host: str, port: int, dbname: str) -> int:
+        """Close every idle pooled connection to database ``dbname`` on the server ``host``:``port``
+        (all users' pools), as ``DROP DATABASE`` needs (``proxy.router.drop_database``); returns
+        how many were closed. Connections in use are left alone."""
+        closed = 0
+        for (_, name, _), pool in list(self.pools.items()):
+            if name != dbname:
+                continue
+            for conn in list(pool.idle):
+                if conn.target.host == host and conn.target.port == port:
+                    pool.idle.remove(conn)
+                    conn.close()
+                    closed += 1
+        return closed
+
     async def lease(self, session: ClientSession, creds: Credentials) -> tuple[ServerConnection, Pool]:
         """A server connection for ``session`` (session pooling). Raises PoolTimeout, ServerError, AuthFailed.
 

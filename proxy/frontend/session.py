@@ -35,6 +35,7 @@ from proxy.frontend.login import ClientError
 from proxy.relay.core import EXTENDED as _EXTENDED
 from proxy.relay.core import QUEUED, ClientCore
 from proxy.router import split
+from proxy.router.drop_database import MAX_TEXT as MAX_DROP_TEXT, dropped_database
 from proxy.router.session_state import (
     _STATE_ANYWHERE_PATTERN,
     _STATE_AT_START,
@@ -58,6 +59,10 @@ _IASQL = re.compile(rb"[iI][aA][sS][qQ][lL]_")
 #: the text, of a line, or after ";" or a comment's end (linear: no backtracking over the text).
 _COPY_AT_START = re.compile(rb"\s*[cC][oO][pP][yY]\b")
 _COPY_INSIDE = re.compile(rb"(?:[;\n]|\*/)\s*[cC][oO][pP][yY]\b")
+
+
+#: A Query or Parse text that begins with DROP (maybe DROP DATABASE: ``_before_drop``).
+_DROP_AT_START = re.compile(rb"\s*[dD][rR][oO][pP]\b")
 
 
 def _may_copy(buf, a: int, b: int) -> bool:
@@ -607,6 +612,10 @@ class ClientSession(ClientCore, asyncio.Protocol):
                     intercept = self.app.interceptor is not None and (
                         special is SPECIAL_EXTENDED or ((t == _Q or t == _P) and (
                             verdict[1] if verdict is not None else _IASQL.search(buf, pos + 5, end))))
+                    if not intercept and (t == _Q or t == _P):
+                        a, b = _text_span(t, buf, pos, end)
+                        if _DROP_AT_START.match(buf, a, b) is not None:
+                            self._before_drop(bytes(buf[a:min(b, a + 2 * MAX_DROP_TEXT)]))
                     # state set in a text that also calls iasql_* follows the client (or pins it)
                     # like any other; an intercepted Parse is noted by the extended interceptor
                     if (self.pooled and (t == _Q or (t == _P and not intercept))
@@ -683,6 +692,16 @@ class ClientSession(ClientCore, asyncio.Protocol):
             self._fatal_after_replies(e.sqlstate, e.message)
             return
         self._flush(buf, pos, pending, last)
+
+    def _before_drop(self, text: bytes) -> None:
+        """Before a text that begins with DROP is forwarded: when it is ``DROP DATABASE x``, close
+        the proxy's idle pooled connections to ``x`` on this client's server, which would
+        otherwise keep PostgreSQL from dropping it (``proxy.router.drop_database``)."""
+        name = dropped_database(text.decode("utf-8", "replace"))
+        if name is not None:
+            closed = self.app.close_idle_to(self.target.host, self.target.port, name)
+            if closed:
+                log.info("event=drop_database_closed_idle client=%s database=%s closed=%d", self.peer, name, closed)
 
     async def _classify_large(self, t: int, start: int, end: int) -> None:
         """Classify the Query or Parse ``buf[start:end]`` of the input (longer than

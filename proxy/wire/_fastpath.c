@@ -8,7 +8,8 @@
  *     after login or a short type longer than 10,000 bytes, with `txn` a Parse not of
  *     PostgreSQL's shape, a Query or FunctionCall behind an extended message without a Sync
  *     between them, Terminate, CopyDone/CopyFail, a
- *     Query/Parse text containing iasql_ or, with `txn`, text that may change session state, a
+ *     Query/Parse text containing iasql_ or beginning with DROP or, with `txn`, text that may
+ *     change session state, a
  *     named prepared statement with `txn`, or with `txn` a Bind/Describe of the unnamed statement
  *     that no unnamed Parse earlier in `data` defined, a Close of it, or an unnamed Parse that no
  *     Bind after it in `data` uses); else pending * 256 + type
@@ -119,6 +120,14 @@ static int starts_copy(const unsigned char *s, Py_ssize_t a, Py_ssize_t b) {
     return starts(s, a, b, "copy", 4);
 }
 
+/* 1 when the text s[a..b) begins with DROP (after white space): it may be DROP DATABASE, before
+ * which the slow path closes the proxy's own idle connections to that database */
+static int starts_drop(const unsigned char *s, Py_ssize_t a, Py_ssize_t b) {
+    while (a < b && is_space(s[a]))
+        a++;
+    return starts(s, a, b, "drop", 4);
+}
+
 /* Message types Postgres reads after login (SocketBackend): 0 not a type, 1 at most
  * PQ_SMALL_MESSAGE_LIMIT bytes, 2 up to `limit`; filled by init_types. */
 static unsigned char TYPES[256];
@@ -190,7 +199,8 @@ static PyObject *scan_client(PyObject *self, PyObject *const *args, Py_ssize_t n
                 goto done;
             pending++;
             query_after = 1;
-            if (text_stops(s, pos + 5, end - 1, txn) || (txn && starts_copy(s, pos + 5, end - 1)))
+            if (text_stops(s, pos + 5, end - 1, txn) || (txn && starts_copy(s, pos + 5, end - 1))
+                || starts_drop(s, pos + 5, end - 1))
                 goto done;
             break;
         case 'P': {
@@ -204,7 +214,7 @@ static PyObject *scan_client(PyObject *self, PyObject *const *args, Py_ssize_t n
                 goto done;
             a++;
             Py_ssize_t b = find_nul(s, a, end);
-            if (b < 0 || text_stops(s, a, b, txn))
+            if (b < 0 || text_stops(s, a, b, txn) || starts_drop(s, a, b))
                 goto done;
             /* with txn, only a Parse of PostgreSQL's shape (count, that many OIDs, nothing after)
              * may become the client's unnamed statement here */

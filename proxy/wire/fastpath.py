@@ -43,6 +43,9 @@ _TYPES = bytes(2 if chr(i) in "QFBPd" else 1 if chr(i) in "XCDEHScf" else 0 for 
 _SMALL_LIMIT = 10000
 #: A lower-cased Query text that begins with COPY.
 _COPY_AT_START = re.compile(rb"\s*copy")
+#: A lower-cased Query or Parse text that begins with DROP (maybe DROP DATABASE: the slow path
+#: closes the proxy's idle connections to that database first).
+_DROP_AT_START = re.compile(rb"\s*drop")
 
 
 def scan_client(data: bytes, txn: bool, limit: int) -> int:
@@ -55,7 +58,7 @@ def scan_client(data: bytes, txn: bool, limit: int) -> int:
     PostgreSQL's shape, a Query or FunctionCall behind an extended message (Parse, Bind,
     Describe, Execute, Close) with no Sync between them (Postgres skips it when that batch failed,
     so whether it owes a ReadyForQuery only the server can tell), Terminate, CopyDone/CopyFail, a
-    Query/Parse text containing ``iasql_`` (any case) or, with ``txn``, text that may change session
+    Query/Parse text containing ``iasql_`` (any case) or beginning with DROP or, with ``txn``, text that may change session
     state or a Query beginning with COPY, or a named prepared statement (Parse, Bind, Describe/Close 'S'), or with ``txn`` a
     Bind/Describe of the unnamed statement that no unnamed Parse earlier in ``data`` defined, a
     Close of it, or an unnamed Parse that no Bind after it in ``data`` uses. Else returns ``pending * 256 + last``: ``pending`` counts Query, Sync and
@@ -107,6 +110,8 @@ def scan_client(data: bytes, txn: bool, limit: int) -> int:
                 return -1
             if txn and t == _Q and _COPY_AT_START.match(low, a, b) is not None:
                 return -1  # may start COPY FROM STDIN: what follows waits for the answer (slow path)
+            if _DROP_AT_START.match(low, a, b) is not None:
+                return -1  # may be DROP DATABASE (slow path: proxy.router.drop_database)
         elif t == _S or t == _F:
             pending += 1
         elif t in _NEVER:

@@ -101,6 +101,10 @@ def parsed(result: int, at: int = 0) -> int:
     (F.Describe(b"P", "p1").encode(), True, ord("D")),
     (F.Close(b"S", "s1").encode(), True, -1),
     (msg(b"F", b"\0\0\0\x01"), True, 1 * 256 + ord("F")),  # FunctionCall owes a ReadyForQuery
+    (q("DROP DATABASE x"), False, -1),                   # the slow path closes idle connections to x first
+    (q(" \n drop database x"), True, -1),
+    (F.Parse("", "Drop Database x").encode() + F.Sync().encode(), False, -1),
+    (q("SELECT 'drop database x'"), False, 1 * 256 + ord("Q")),  # only at the start
 ])
 def test_scan_client_cases(impl, data, txn, expected):
     scan = fastpath.SCAN_CLIENT if impl == "C" else impl

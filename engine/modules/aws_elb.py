@@ -69,6 +69,7 @@ def _region_of_arn(arn: str) -> str:
 
 
 def _same(kind: str, a: Any, b: Any) -> bool:
+    """True when ``a`` and ``b`` compare equal as column values of ``kind``."""
     return normalize(kind, a) == normalize(kind, b)
 
 
@@ -79,6 +80,7 @@ async def _vpcs(mc: MapperContext) -> tuple[dict, dict]:
 
 
 async def _vpc_is_default(mc: MapperContext, region: str, vpc_id: str | None) -> bool:
+    """True when ``vpc_id`` is the AWS id of ``region``'s default VPC."""
     return vpc_id is not None and vpc_id == await default_vpc(mc, region)
 
 
@@ -143,6 +145,7 @@ class TargetGroupMapper(Mapper):
 
     @staticmethod
     def _record(tg: dict, region: str, vpcs: dict, default: str | None) -> dict:
+        """The cloud record (a dict of column values and ``_`` notes) of one AWS answer."""
         aws_vpc = tg.get("VpcId")
         vpc = vpcs.get((region, aws_vpc)) if aws_vpc else None
         return {"target_group_name": tg.get("TargetGroupName"), "target_type": tg.get("TargetType"),
@@ -170,11 +173,13 @@ class TargetGroupMapper(Mapper):
         return out
 
     async def _one(self, mc: MapperContext, region: str, arn: str) -> dict:
+        """The cloud record of one resource, read again. Raises CloudError."""
         vpcs, _ = await _vpcs(mc)
         got = await mc.call("elbv2", region, "describe_target_groups", TargetGroupArns=[arn])
         return self._record(got["TargetGroups"][0], region, vpcs, await default_vpc(mc, region))
 
     def _health_kwargs(self, row: dict) -> dict:
+        """``modify_target_group``/``create_target_group`` arguments of the row's non-NULL health-check columns."""
         names = {"health_check_protocol": "HealthCheckProtocol", "health_check_port": "HealthCheckPort",
                  "health_check_enabled": "HealthCheckEnabled",
                  "health_check_interval_seconds": "HealthCheckIntervalSeconds",
@@ -260,6 +265,7 @@ class LoadBalancerMapper(Mapper):
                 f"({rec.get('load_balancer_arn') or 'new'}) in {rec.get('region')}")
 
     def _fixed_equal(self, row: dict, cloud: dict) -> bool:
+        """True when nothing differs that only a replace can change."""
         return (row.get("load_balancer_name") == cloud.get("load_balancer_name")
                 and row.get("load_balancer_type") == cloud.get("load_balancer_type")
                 and row.get("scheme") == cloud.get("scheme") and row.get("region") == cloud.get("region")
@@ -282,6 +288,7 @@ class LoadBalancerMapper(Mapper):
 
     @staticmethod
     async def _record(mc: MapperContext, lb: dict, region: str, vpcs: dict) -> dict:
+        """The cloud record (a dict of column values and ``_`` notes) of one AWS answer."""
         attrs = await mc.call("elbv2", region, "describe_load_balancer_attributes",
                               LoadBalancerArn=lb["LoadBalancerArn"])
         zones = lb.get("AvailabilityZones") or []
@@ -311,6 +318,7 @@ class LoadBalancerMapper(Mapper):
         return out
 
     async def _one(self, mc: MapperContext, region: str, arn: str) -> dict:
+        """The cloud record of one resource, read again. Raises CloudError."""
         vpcs, _ = await _vpcs(mc)
         got = await mc.call("elbv2", region, "describe_load_balancers", LoadBalancerArns=[arn])
         return await self._record(mc, got["LoadBalancers"][0], region, vpcs)
@@ -436,6 +444,7 @@ class LoadBalancerSecurityGroupsMapper(Mapper):
         return f"security group #{rec.get('security_group_id')} of load balancer #{rec.get('load_balancer_id')}"
 
     async def _maps(self, mc: MapperContext) -> tuple[dict, dict, dict, dict]:
+        """Load balancer and security group ids both ways, from their tables."""
         lbs = await mc.fetchall("SELECT id, load_balancer_arn, region FROM public.load_balancer "
                                 "WHERE load_balancer_arn IS NOT NULL")
         sgs = await mc.fetchall("SELECT id, group_id, region FROM public.security_group WHERE group_id IS NOT NULL")
@@ -460,6 +469,7 @@ class LoadBalancerSecurityGroupsMapper(Mapper):
         return out
 
     async def _ends(self, mc: MapperContext, rec: dict, op: str) -> tuple[str, str, str]:
+        """(load balancer arn, AWS group id, region) of a join record. Raises CloudError."""
         if rec.get("_lb_arn"):
             return rec["_lb_arn"], rec["_group_id"], rec["_region"]
         _, lbs, _, sgs = await self._maps(mc)
@@ -470,6 +480,7 @@ class LoadBalancerSecurityGroupsMapper(Mapper):
         return lb[0], group, lb[1]
 
     async def _set(self, mc: MapperContext, rec: dict, add: bool) -> dict:
+        """Add (``add``) or take off the record's group on its load balancer; returns the record."""
         arn, group, region = await self._ends(mc, rec, "set_security_groups")
         got = await mc.call("elbv2", region, "describe_load_balancers", LoadBalancerArns=[arn])
         have = list(got["LoadBalancers"][0].get("SecurityGroups") or [])
@@ -553,6 +564,7 @@ class ListenerMapper(Mapper):
 
     @staticmethod
     def _record(ln: dict, region: str, lbs: dict, tgs: dict, certs: dict | None) -> dict:
+        """The cloud record (a dict of column values and ``_`` notes) of one AWS answer."""
         tg_arn = action = None
         for a in ln.get("DefaultActions") or []:
             if a.get("Type") == "forward":
@@ -595,6 +607,7 @@ class ListenerMapper(Mapper):
         return tg[1], lb[0], kw
 
     async def _one(self, mc: MapperContext, region: str, arn: str) -> dict:
+        """The cloud record of one resource, read again. Raises CloudError."""
         for rec in await self.read(mc):
             if rec["listener_arn"] == arn:
                 return rec

@@ -115,6 +115,7 @@ class LambdaFunctionMapper(Mapper):
 
     @staticmethod
     def _moved(row: dict, cloud: dict) -> bool:
+        """True when the name or the region differs."""
         return row.get("name") != cloud.get("name") or row.get("region") != cloud.get("region")
 
     def needs_replace(self, row: dict, cloud: dict) -> bool:
@@ -124,10 +125,12 @@ class LambdaFunctionMapper(Mapper):
         return self._moved(row, cloud) and bool(row.get("zip_b64"))
 
     async def _roles(self, mc: MapperContext) -> dict:
+        """``{role_name: arn}`` of the iam_role table."""
         return {n: a for n, a in await mc.fetchall("SELECT role_name, arn FROM public.iam_role")}
 
     @staticmethod
     def _record(fn: dict, region: str, roles: dict) -> dict | None:
+        """The cloud record (a dict of column values and ``_`` notes) of one AWS answer."""
         c = fn.get("Configuration") or {}
         if c.get("PackageType", "Zip") != "Zip":
             return None  # IaSQL: only zip packages
@@ -162,6 +165,7 @@ class LambdaFunctionMapper(Mapper):
         return out
 
     async def _one(self, mc: MapperContext, region: str, name: str) -> dict:
+        """The cloud record of one resource, read again. Raises CloudError."""
         fn = await mc.call("lambda", region, "get_function", FunctionName=name)
         rec = self._record(fn, region, await self._roles(mc))
         assert rec is not None
@@ -180,6 +184,7 @@ class LambdaFunctionMapper(Mapper):
         raise CloudError("Timeout", f"lambda function {name} did not become active", "lambda.get_function")
 
     async def _role_arn(self, mc: MapperContext, row: dict, op: str) -> str:
+        """The ARN of the row's role (DependencyViolation while it has none). Raises CloudError."""
         roles = await self._roles(mc)
         arn = roles.get(row.get("role_name"))
         if not arn:
@@ -333,6 +338,7 @@ class LambdaFunctionSecurityGroupsMapper(Mapper):
         return f"security group #{rec.get('security_group_id')} of lambda function #{rec.get('lambda_function_id')}"
 
     async def _maps(self, mc: MapperContext) -> tuple[dict, dict, dict, dict]:
+        """Function and security group ids both ways, from their tables."""
         fns = await mc.fetchall("SELECT id, name, region FROM public.lambda_function WHERE arn IS NOT NULL")
         sgs = await mc.fetchall("SELECT id, group_id, region FROM public.security_group WHERE group_id IS NOT NULL")
         return ({(r, n): i for i, n, r in fns}, {i: (n, r) for i, n, r in fns},
@@ -356,6 +362,7 @@ class LambdaFunctionSecurityGroupsMapper(Mapper):
         return out
 
     async def _set(self, mc: MapperContext, rec: dict, add: bool) -> dict:
+        """Add (``add``) or take out the record's group in its function's ``VpcConfig``; returns the record."""
         if rec.get("_name"):
             name, group, region = rec["_name"], rec["_group_id"], rec["_region"]
         else:

@@ -275,3 +275,32 @@ async def test_subnet_named_by_a_load_balancer_cannot_be_deleted(registry, ctx, 
     # other updates of that subnet row are fine (the engine's sync writes them)
     await sql(dsn, "UPDATE subnet SET available_ip_address_count = 1 WHERE subnet_id = %s", (subnets[0],))
     await call(registry, ctx, "iasql_rollback")
+
+
+async def test_readme_example_in_the_default_vpc(registry, ctx, dsn, aws, elb_mod):
+    """README "## Modules": NULL vpc and subnets mean the default VPC and its subnets."""
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, "INSERT INTO security_group (group_name, description) VALUES ('web', 'web')")
+    await sql(dsn, "INSERT INTO target_group (target_group_name, target_type, protocol, port) "
+                   "VALUES ('web-tg', 'instance', 'HTTP', 80)")
+    await sql(dsn, "INSERT INTO load_balancer (load_balancer_name, scheme, load_balancer_type, ip_address_type) "
+                   "VALUES ('web-lb', 'internet-facing', 'application', 'ipv4')")
+    await sql(dsn, "INSERT INTO load_balancer_security_groups (load_balancer_id, security_group_id) "
+                   "SELECT l.id, g.id FROM load_balancer l, security_group g WHERE g.group_name = 'web'")
+    await sql(dsn, "INSERT INTO listener (port, protocol, load_balancer_id, target_group_id) "
+                   "SELECT 80, 'HTTP', l.id, t.id FROM load_balancer l, target_group t")
+    rows = await call(registry, ctx, "iasql_commit")
+    assert [t for _, t in applied(rows)] == ["security_group", "target_group", "load_balancer",
+                                             "load_balancer_security_groups", "listener"]
+    ec2 = aws("ec2")
+    [vpc] = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]
+    default_subnets = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc["VpcId"]]}])["Subnets"]
+    [lb] = aws("elbv2").describe_load_balancers()["LoadBalancers"]
+    assert lb["VpcId"] == vpc["VpcId"] and len(lb["AvailabilityZones"]) == len(default_subnets)
+    assert await sql(dsn, "SELECT v.is_default FROM load_balancer l JOIN vpc v ON v.id = l.vpc "
+                          "UNION ALL SELECT v.is_default FROM target_group t JOIN vpc v ON v.id = t.vpc") == [
+        (True,), (True,)]
+    # the rows now hold what AWS chose, and a second commit has nothing to do
+    await call(registry, ctx, "iasql_begin")
+    assert await call(registry, ctx, "iasql_preview") == []
+    assert applied(await call(registry, ctx, "iasql_commit")) == []

@@ -204,3 +204,27 @@ async def test_two_regions(registry, ctx, dsn, aws, lambda_mod):
     assert sorted(applied(rows)) == [("delete", "lambda_function"), ("replace", "lambda_function")]
     assert aws("lambda").list_functions()["Functions"] == []
     assert aws("lambda", "eu-west-1").get_function(FunctionName="same")["Configuration"]["Runtime"] == "python3.9"
+
+
+async def test_listed_installed_together_with_aws_elb_and_uninstalled(registry, ctx, dsn):
+    mods = {r[0]: r for r in await call(registry, ctx, "iasql_modules_list")}
+    base = ["iasql_platform@0.1.0", "iasql_functions@0.1.0", "aws_account@0.1.0"]
+    assert mods["aws_lambda"][1:] == ("0.1.0", base + ["aws_iam@0.1.0", "aws_security_group@0.1.0", "aws_vpc@0.1.0"])
+    assert mods["aws_elb"][1:] == ("0.1.0", base + ["aws_security_group@0.1.0", "aws_vpc@0.1.0"])
+    rows = await call(registry, ctx, "iasql_install", "aws_elb", "aws_lambda")
+    assert [t for m, t, _ in rows if m in ("aws_elb@0.1.0", "aws_lambda@0.1.0")] == [
+        "target_group", "load_balancer", "load_balancer_security_groups", "listener",
+        "lambda_function", "lambda_function_security_groups"]
+    # both modules' subnet triggers live side by side on subnet
+    assert sorted(r[0] for r in await sql(dsn, "SELECT tgname FROM pg_trigger WHERE tgrelid = 'subnet'::regclass "
+                                               "AND tgname LIKE 'check_%%'")) == [
+        "check_subnets_by_lambda", "check_subnets_by_load_balancer"]
+    # aws_vpc cannot go while they depend on it; they can, and leave nothing of theirs behind
+    with pytest.raises(EngineError) as ei:
+        await call(registry, ctx, "iasql_uninstall", "aws_vpc")
+    assert ei.value.sqlstate == "2BP01"
+    await call(registry, ctx, "iasql_uninstall", "aws_lambda", "aws_elb")
+    assert await sql(dsn, "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'subnet'::regclass AND tgname LIKE 'check_%%'") == [(0,)]
+    assert await sql(dsn, "SELECT count(*) FROM pg_proc WHERE proname LIKE 'check_%%load_balancer%%' "
+                          "OR proname LIKE 'check_subnets_by_%%'") == [(0,)]
+    await call(registry, ctx, "iasql_uninstall", "aws_security_group", "aws_vpc")

@@ -304,3 +304,51 @@ async def test_readme_example_in_the_default_vpc(registry, ctx, dsn, aws, elb_mo
     await call(registry, ctx, "iasql_begin")
     assert await call(registry, ctx, "iasql_preview") == []
     assert applied(await call(registry, ctx, "iasql_commit")) == []
+
+
+async def test_https_listener_with_a_certificate_row(registry, ctx, dsn, aws, elb_mod):
+    """``certificate_id`` is resolved through a ``certificate (id, arn)`` table when one exists.
+    aws_acm (which will own that table) is not built yet, so the test makes a table of the two
+    columns the listener reads; the certificate itself is a real one of moto's ACM."""
+    acm = aws("acm")
+    cert_arn = acm.request_certificate(DomainName="example.com")["CertificateArn"]
+    await sql(dsn, "CREATE TABLE certificate (id SERIAL PRIMARY KEY, arn character varying)")
+    await sql(dsn, "INSERT INTO certificate (arn) VALUES (%s)", (cert_arn,))
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, "INSERT INTO target_group (target_group_name, target_type, protocol, port) "
+                   "VALUES ('tls-tg', 'ip', 'HTTP', 80)")
+    await sql(dsn, "INSERT INTO load_balancer (load_balancer_name, scheme, load_balancer_type, ip_address_type) "
+                   "VALUES ('tls-lb', 'internet-facing', 'application', 'ipv4')")
+    await sql(dsn, "INSERT INTO listener (port, protocol, load_balancer_id, target_group_id, certificate_id) "
+                   "SELECT 443, 'HTTPS', l.id, t.id, c.id FROM load_balancer l, target_group t, certificate c")
+    await call(registry, ctx, "iasql_commit")
+    [lb] = aws("elbv2").describe_load_balancers()["LoadBalancers"]
+    [ln] = aws("elbv2").describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"]
+    assert (ln["Protocol"], ln["SslPolicy"], [c["CertificateArn"] for c in ln["Certificates"]]) == (
+        "HTTPS", "ELBSecurityPolicy-2016-08", [cert_arn])  # IaSQL's default policy
+    assert await sql(dsn, "SELECT l.ssl_policy, c.arn FROM listener l JOIN certificate c ON c.id = l.certificate_id") == [
+        ("ELBSecurityPolicy-2016-08", cert_arn)]
+    await call(registry, ctx, "iasql_begin")
+    assert await call(registry, ctx, "iasql_preview") == []  # read back as it was written
+
+
+async def test_failed_listener_takes_back_the_new_load_balancer(registry, ctx, dsn, aws, elb_mod):
+    await sql(dsn, "UPDATE aws_regions SET is_enabled = true WHERE region = 'eu-west-1'")
+    await call(registry, ctx, "iasql_begin")
+    await call(registry, ctx, "iasql_rollback")  # eu-west-1's default VPC comes in
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, "INSERT INTO target_group (target_group_name, target_type, protocol, port, region) "
+                   "VALUES ('far-tg', 'instance', 'HTTP', 80, 'eu-west-1')")
+    await sql(dsn, "INSERT INTO load_balancer (load_balancer_name, scheme, load_balancer_type, ip_address_type) "
+                   "VALUES ('near-lb', 'internal', 'application', 'ipv4')")
+    await sql(dsn, "INSERT INTO listener (port, protocol, load_balancer_id, target_group_id) "
+                   "SELECT 80, 'HTTP', l.id, t.id FROM load_balancer l, target_group t")
+    with pytest.raises(EngineError) as ei:
+        await call(registry, ctx, "iasql_commit")
+    assert ei.value.sqlstate == "58000"
+    assert "Target group and load balancer are not from the same region" in ei.value.message
+    # the commit's creates are taken back, the tables are as before iasql_begin
+    assert aws("elbv2").describe_load_balancers()["LoadBalancers"] == []
+    assert aws("elbv2", "eu-west-1").describe_target_groups()["TargetGroups"] == []
+    assert await sql(dsn, "SELECT (SELECT count(*) FROM load_balancer) + (SELECT count(*) FROM target_group) "
+                          "+ (SELECT count(*) FROM listener)") == [(0,)]

@@ -228,3 +228,39 @@ async def test_listed_installed_together_with_aws_elb_and_uninstalled(registry, 
     assert await sql(dsn, "SELECT count(*) FROM pg_proc WHERE proname LIKE 'check_%%load_balancer%%' "
                           "OR proname LIKE 'check_subnets_by_%%'") == [(0,)]
     await call(registry, ctx, "iasql_uninstall", "aws_security_group", "aws_vpc")
+
+
+async def test_function_without_code_fails_and_takes_back_its_new_role(registry, ctx, dsn, aws, lambda_mod):
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, "INSERT INTO iam_role (role_name, assume_role_policy_document) VALUES ('lonely', %s)", (POLICY,))
+    await sql(dsn, "INSERT INTO lambda_function (name, handler, runtime, role_name) "
+                   "VALUES ('nocode', 'index.handler', 'python3.9', 'lonely')")
+    with pytest.raises(EngineError) as ei:
+        await call(registry, ctx, "iasql_commit")
+    assert ei.value.sqlstate == "58000" and "Missing base64 encoded zip file" in ei.value.message
+    assert [r["RoleName"] for r in aws("iam").list_roles()["Roles"]] == []
+    assert await sql(dsn, "SELECT count(*) FROM lambda_function") == [(0,)]
+    assert await sql(dsn, "SELECT count(*) FROM iam_role WHERE role_name = 'lonely'") == [(0,)]
+
+
+async def test_security_group_drift_comes_back_into_the_join_table(registry, ctx, dsn, aws, lambda_mod):
+    ec2, iam, lam = aws("ec2"), aws("iam"), aws("lambda")
+    [vpc] = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]
+    subnet = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc["VpcId"]]}])["Subnets"][0]["SubnetId"]
+    g1 = ec2.create_security_group(GroupName="d1", Description="d1", VpcId=vpc["VpcId"])["GroupId"]
+    g2 = ec2.create_security_group(GroupName="d2", Description="d2", VpcId=vpc["VpcId"])["GroupId"]
+    role = iam.create_role(RoleName="d-role", AssumeRolePolicyDocument=POLICY)["Role"]
+    lam.create_function(FunctionName="dfn", Role=role["Arn"], Runtime="python3.9", Handler="index.handler",
+                        Code={"ZipFile": code("x = 1")}, VpcConfig={"SubnetIds": [subnet], "SecurityGroupIds": [g1]})
+    await call(registry, ctx, "iasql_begin")
+    await call(registry, ctx, "iasql_rollback")
+    q = ("SELECT g.group_id FROM lambda_function_security_groups j JOIN security_group g ON g.id = j.security_group_id "
+         "JOIN lambda_function f ON f.id = j.lambda_function_id WHERE f.name = 'dfn'")
+    assert await sql(dsn, q) == [(g1,)]
+    assert await sql(dsn, "SELECT subnets FROM lambda_function") == [([subnet],)]
+    lam.update_function_configuration(FunctionName="dfn", VpcConfig={"SubnetIds": [subnet], "SecurityGroupIds": [g2]})
+    await call(registry, ctx, "iasql_begin")
+    rows = await call(registry, ctx, "iasql_rollback")
+    assert sorted((a, t) for a, t, _, _ in rows) == [("create", "lambda_function_security_groups"),
+                                                    ("delete", "lambda_function_security_groups")]
+    assert await sql(dsn, q) == [(g2,)]

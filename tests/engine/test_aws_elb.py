@@ -352,3 +352,23 @@ async def test_failed_listener_takes_back_the_new_load_balancer(registry, ctx, d
     assert aws("elbv2", "eu-west-1").describe_target_groups()["TargetGroups"] == []
     assert await sql(dsn, "SELECT (SELECT count(*) FROM load_balancer) + (SELECT count(*) FROM target_group) "
                           "+ (SELECT count(*) FROM listener)") == [(0,)]
+
+
+async def test_subnets_and_ip_address_type_change_in_place(registry, ctx, dsn, aws, elb_mod):
+    subnets = [r[0] for r in await sql(dsn, "SELECT subnet_id FROM subnet ORDER BY availability_zone LIMIT 3")]
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, "INSERT INTO load_balancer (load_balancer_name, scheme, load_balancer_type, ip_address_type, subnets) "
+                   "VALUES ('net-lb', 'internal', 'network', 'ipv4', %s)", (subnets[:2],))
+    await call(registry, ctx, "iasql_commit")
+    elb = aws("elbv2")
+    [lb] = elb.describe_load_balancers()["LoadBalancers"]
+    assert (lb["Type"], sorted(z["SubnetId"] for z in lb["AvailabilityZones"])) == ("network", sorted(subnets[:2]))
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, "UPDATE load_balancer SET subnets = %s, ip_address_type = 'dualstack'", (subnets,))
+    rows = await call(registry, ctx, "iasql_commit")
+    assert applied(rows) == [("update", "load_balancer")]
+    [lb2] = elb.describe_load_balancers()["LoadBalancers"]
+    assert lb2["LoadBalancerArn"] == lb["LoadBalancerArn"] and lb2["IpAddressType"] == "dualstack"
+    assert sorted(z["SubnetId"] for z in lb2["AvailabilityZones"]) == sorted(subnets)
+    [(got,)] = await sql(dsn, "SELECT subnets FROM load_balancer")
+    assert sorted(got) == sorted(subnets)

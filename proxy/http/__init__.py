@@ -32,12 +32,14 @@ def loopback_host(listen_addr: str) -> str:
 async def check_password(app: "ProxyApp", user: str, password: str, database: str) -> bool:
     """Whether ``password`` is ``user``'s, checked against the secret the proxy's own logins use
     (``auth_file``, else ``auth_query`` on ``database``'s target: ``ProxyApp.lookup_secret``) with
-    ``proxy.auth.check_plain`` (plain, md5 or SCRAM-SHA-256 secret). Runs on the proxy's loop.
-    Returns False for an unknown user or a wrong password; raises nothing."""
+    ``proxy.auth.check_plain`` (plain, md5 or SCRAM-SHA-256 secret). As for a PostgreSQL login,
+    a secret stored as md5 does not pass under ``auth_type = scram-sha-256`` (Postgres refuses
+    such a role a SCRAM login, and so does the proxy). Runs on the proxy's loop. Returns False
+    for an unknown user or a wrong password; raises nothing."""
     cfg = app.cfg
     target = cfg.target_for(database) or cfg.target_for(user) or next(iter(cfg.databases.values()))
     secret = await app.lookup_secret(user, target)
-    if secret is None:
+    if secret is None or (cfg.auth_type == "scram-sha-256" and secret.kind == "md5"):
         return False
     try:
         check_plain(secret, user, password)

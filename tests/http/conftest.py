@@ -47,7 +47,25 @@ def http_proxy(pg, pg_roles, moto_server, proxy_ini, start_proxy):
     ini += f"\n[engine]\naws_endpoint_url = {moto_server.endpoint_url}\nlock_wait_timeout = 10\n"
     proc = start_proxy(ini, "http-proxy")
     proc.http_port = port
+    wait_for_port(port)
     return proc
+
+
+def wait_for_port(port: int, timeout: float = 20.0) -> None:
+    """Wait until 127.0.0.1:``port`` accepts connections (the endpoint starts after the
+    PostgreSQL listener). Raises TimeoutError."""
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on 127.0.0.1:{port}") from None
+            time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")

@@ -17,9 +17,9 @@ in a handler ends that WebSocket (logged), and the proxy's loop never waits for 
 Checks of the opening handshake, in order: the path (``/``, ``/console.js``, ``/console.css``,
 ``/run``; else 404), for ``/run`` the ``Origin`` (403 unless the endpoint's own or in
 ``http_allowed_origins``), then HTTP Basic credentials (RFC 7617) against the user's secret (401
-with ``WWW-Authenticate: Basic realm="iasql-proxy"``). Then the WebSocket's first PostgreSQL
-login (the database of ``?database=``, default the user's name); when the proxy refuses it the
-socket closes with code 1008 and the proxy's message as the reason.
+with ``WWW-Authenticate: Basic realm="iasql-proxy"``). The first run logs in to the proxy (the
+database of the message, else of ``?database=``, else the user's name); when the proxy refuses
+that login the run gets the proxy's error (e.g. 3D000) and ``{"done": true}``.
 """
 
 from __future__ import annotations
@@ -268,13 +268,9 @@ class _Socket:
         self.current: ProxyLink | None = None
 
     async def serve(self) -> None:
-        """Log in for the URL's database, then read messages until the client leaves or idles."""
-        try:
-            self.links[self.database] = await self.endpoint.open_link(self.user, self.password, self.database)
-        except (ServerError, OSError) as e:
-            reason = getattr(e, "message", str(e))
-            await self.ws.close(1008, reason[:120])
-            return
+        """Read messages until the client leaves or idles. The PostgreSQL session is opened by the
+        first run (an idle socket holds no client slot and, in session pooling, no server
+        connection) and kept for the next runs."""
         idle = self.endpoint.cfg.http_idle_timeout
         last = time.monotonic()
         while True:
@@ -348,10 +344,17 @@ class _Socket:
         self.current = link
         try:
             await link.run(event.sql, self.send)
-        except ServerError as e:
+        except ServerError as e:  # the proxy ended the session (FATAL, shutdown, timeout)
             self.links.pop(database, None)
             link.close()
             await self.send({"error": P.local_error(e.sqlstate, e.message)})
+        except (ConnectionClosed, asyncio.CancelledError):
+            raise
+        except Exception as e:  # a bug here must end this run only, loudly
+            log.exception("event=http_run_failed user=%s", self.user)
+            self.links.pop(database, None)
+            link.close()
+            await self.send({"error": P.local_error("XX000", f"internal error in /run: {type(e).__name__}")})
         finally:
             self.current = None
         await self.send({"done": True})

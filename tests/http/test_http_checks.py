@@ -89,11 +89,15 @@ async def test_origin_is_checked(http_proxy, http_db, client_tls):
             assert [m for _, m in await run_script(ws, "SELECT 1")][0]["command"] == "SELECT 1"
 
 
-async def test_unknown_database_closes_with_the_proxys_reason(http_proxy, client_tls):
-    ws = await open_ws(http_proxy.http_port, client_tls, database="no_such_db_here")
-    with pytest.raises(ConnectionClosed):
-        await asyncio.wait_for(ws.recv(), 10)
-    assert ws.close_code == 1008 and 'database "no_such_db_here" does not exist' in ws.close_reason
+async def test_unknown_database_gets_the_proxys_error(http_proxy, http_db, client_tls):
+    async with await open_ws(http_proxy.http_port, client_tls, database="no_such_db_here") as ws:
+        got = [m for _, m in await run_script(ws, "SELECT 1")]
+        assert got[0] == {"error": {"sqlstate": "3D000", "message": 'database "no_such_db_here" does not exist',
+                                    "detail": None, "hint": None, "position": None}}
+        assert got[1] == {"done": True}
+        # the message's own database wins over the URL's
+        got = [m for _, m in await run_script(ws, "SELECT current_database()", database=http_db)]
+        assert got[0]["rows"] == [[http_db]]
 
 
 async def test_oversized_message_closes_the_socket_only(http_proxy, http_db, client_tls):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from proxy.auth import AuthFailed, check_plain
+from proxy.auth import AuthFailed, Secret, check_plain
 
 if TYPE_CHECKING:
     from proxy.server import ProxyApp
@@ -29,17 +29,22 @@ def loopback_host(listen_addr: str) -> str:
     return first
 
 
-async def check_password(app: "ProxyApp", user: str, password: str, database: str) -> bool:
-    """Whether ``password`` is ``user``'s, checked against the secret the proxy's own logins use
-    (``auth_file``, else ``auth_query`` on ``database``'s target: ``ProxyApp.lookup_secret``) with
-    ``proxy.auth.check_plain`` (plain, md5 or SCRAM-SHA-256 secret). As for a PostgreSQL login,
-    a secret stored as md5 does not pass under ``auth_type = scram-sha-256`` (Postgres refuses
-    such a role a SCRAM login, and so does the proxy). Runs on the proxy's loop. Returns False
-    for an unknown user or a wrong password; raises nothing."""
+async def lookup_secret(app: "ProxyApp", user: str, database: str) -> Secret | None:
+    """``user``'s secret from the source the proxy's own logins use (``auth_file``, else
+    ``auth_query`` on ``database``'s target: ``ProxyApp.lookup_secret``). Runs on the proxy's loop;
+    the password itself is checked elsewhere (``password_matches``), off that loop. Returns None
+    for an unknown user; raises nothing."""
     cfg = app.cfg
     target = cfg.target_for(database) or cfg.target_for(user) or next(iter(cfg.databases.values()))
-    secret = await app.lookup_secret(user, target)
-    if secret is None or (cfg.auth_type == "scram-sha-256" and secret.kind == "md5"):
+    return await app.lookup_secret(user, target)
+
+
+def password_matches(auth_type: str, secret: Secret | None, user: str, password: str) -> bool:
+    """Whether ``password`` is the one ``secret`` stores (``proxy.auth.check_plain``: plain, md5 or
+    SCRAM-SHA-256, whose PBKDF2 costs a few milliseconds). As for a PostgreSQL login, a secret
+    stored as md5 does not pass under ``auth_type = scram-sha-256`` (Postgres refuses such a role a
+    SCRAM login, and so does the proxy). Returns False for None; raises nothing."""
+    if secret is None or (auth_type == "scram-sha-256" and secret.kind == "md5"):
         return False
     try:
         check_plain(secret, user, password)
@@ -58,9 +63,9 @@ async def start_http(app: "ProxyApp") -> "HttpEndpoint":
 
     loop = asyncio.get_running_loop()
 
-    async def check(user: str, password: str, database: str) -> bool:
-        return await check_password(app, user, password, database)
+    async def lookup(user: str, database: str) -> Secret | None:
+        return await lookup_secret(app, user, database)
 
-    endpoint = HttpEndpoint(app.cfg, loopback_host(app.cfg.listen_addr), app.port, check, loop)
+    endpoint = HttpEndpoint(app.cfg, loopback_host(app.cfg.listen_addr), app.port, lookup, loop)
     await asyncio.to_thread(endpoint.start)
     return endpoint

@@ -40,6 +40,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from proxy.auth import Secret
 from proxy.config import Config, DatabaseTarget
 
 from . import protocol as P
@@ -47,8 +48,8 @@ from .runner import ProxyLink, ServerError, run_error
 
 log = logging.getLogger("iasql_proxy.http")
 
-#: Checks a user's password: ``(user, password, database) -> True/False``, run on the proxy's loop.
-PasswordCheck = Callable[[str, str, str], Awaitable[bool]]
+#: Looks a user's secret up: ``(user, database) -> Secret | None``, run on the proxy's loop.
+SecretLookup = Callable[[str, str], Awaitable["Secret | None"]]
 
 #: Files of the console, served from the package (``proxy/http/static``), by path.
 STATIC_FILES = {"/": ("index.html", "text/html; charset=utf-8"),
@@ -96,16 +97,17 @@ class HttpEndpoint:
 
     ``cfg``: the proxy's configuration (``http_*`` keys, the certificate); ``proxy_host`` and
     ``proxy_port``: where the proxy's PostgreSQL listener is reached over loopback;
-    ``check_password``: a coroutine function run on the proxy's loop ``proxy_loop``.
+    ``lookup_secret``: a coroutine function run on the proxy's loop ``proxy_loop`` (the only call
+    into it; the password is checked against the secret here, off that loop).
     Attributes after start: ``port`` (the bound port), ``runs`` (scripts running now, by user).
     """
 
-    def __init__(self, cfg: Config, proxy_host: str, proxy_port: int, check_password: PasswordCheck,
+    def __init__(self, cfg: Config, proxy_host: str, proxy_port: int, lookup_secret: SecretLookup,
                  proxy_loop: asyncio.AbstractEventLoop):
         self.cfg = cfg
         self.target = DatabaseTarget(name="iasql-proxy", host=proxy_host, port=proxy_port)
         self.tls_to_proxy = cfg.client_tls_sslmode != "disable"
-        self._check_password = check_password
+        self._lookup_secret = lookup_secret
         self._proxy_loop = proxy_loop
         self.static = load_static()
         self.port: int | None = None
@@ -182,12 +184,17 @@ class HttpEndpoint:
 
     # -- the opening handshake -------------------------------------------------------------------
     async def _password_ok(self, user: str, password: str, database: str) -> bool:
-        fut = asyncio.run_coroutine_threadsafe(self._check_password(user, password, database), self._proxy_loop)
+        from proxy.http import password_matches
+
+        fut = asyncio.run_coroutine_threadsafe(self._lookup_secret(user, database), self._proxy_loop)
         try:
-            return await asyncio.wrap_future(fut)
+            secret = await asyncio.wrap_future(fut)
         except Exception:
             log.exception("event=http_auth_check_failed user=%s", user)
             return False
+        # PBKDF2 releases the GIL: in a worker thread it slows neither loop
+        return await asyncio.get_running_loop().run_in_executor(
+            None, password_matches, self.cfg.auth_type, secret, user, password)
 
     async def _process_request(self, ws: WebSocket, request: Request) -> Response | None:
         """Answer plain GETs (the console's files), refuse what may not open /run, else None (the

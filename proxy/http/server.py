@@ -115,6 +115,7 @@ class HttpEndpoint:
         self.sockets = 0
         self.auth_failures = 0
         self._handshakes: dict[int, tuple[str, str, str]] = {}
+        self._live: set[WebSocket] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stop: asyncio.Event | None = None
@@ -179,8 +180,11 @@ class HttpEndpoint:
         log.info("event=http_listening addr=%s port=%s", cfg.http_listen_addr, port)
         ready.set_result(port)
         await self._stop.wait()
-        self._server.close(close_connections=True)
-        await self._server.wait_closed()
+        self._server.close(close_connections=False)  # a no-op when stop_accepting came first
+        # then every open socket, explicitly: a second close() of the server would do nothing
+        await asyncio.gather(*(ws.close(1001, "server shutting down") for ws in list(self._live)),
+                             return_exceptions=True)
+        await asyncio.wait_for(self._server.wait_closed(), CANCEL_GRACE)
 
     # -- the opening handshake -------------------------------------------------------------------
     async def _password_ok(self, user: str, password: str, database: str) -> bool:
@@ -236,6 +240,7 @@ class HttpEndpoint:
     async def _handler(self, ws: WebSocket) -> None:
         user, password, database = self._handshakes.pop(id(ws))
         self.sockets += 1
+        self._live.add(ws)
         session = _Socket(self, ws, user, password, database)
         try:
             await session.serve()
@@ -245,6 +250,7 @@ class HttpEndpoint:
             log.exception("event=http_socket_failed user=%s", user)
         finally:
             self.sockets -= 1
+            self._live.discard(ws)
             await session.finish()
 
     async def open_link(self, user: str, password: str, database: str) -> ProxyLink:

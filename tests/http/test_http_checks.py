@@ -193,3 +193,33 @@ async def test_postgres_clients_do_not_notice(http_proxy, http_db, client_tls):
     status, _, _ = get(http_proxy.http_port, client_tls, headers={"Authorization": basic("alice", ALICE_PASSWORD)})
     assert status == 200
     assert "Traceback" not in http_proxy.log()
+
+
+async def test_sigterm_with_open_sockets(pg, pg_roles, proxy_ini, start_proxy, client_tls, http_db):
+    """A graceful shutdown stops the endpoint with the proxy: a running statement finishes, open
+    sockets are closed (1001, going away) and the process exits 0 in time."""
+    import signal
+
+    from proxy.embedded.postgres import free_port
+    from tests.http.conftest import wait_for_port
+
+    port = free_port()
+    proxy = start_proxy(proxy_ini(http_listen_port=port, shutdown_timeout=5), "http-shutdown")
+    wait_for_port(port)
+    idle = await open_ws(port, client_tls, database=http_db)
+    await run_script(idle, "SELECT 1")
+    busy = await open_ws(port, client_tls, database=http_db)
+    await busy.send(json.dumps({"sql": "SELECT pg_sleep(1), 'finished' AS f"}))
+    await asyncio.sleep(0.3)
+    t0 = time.monotonic()
+    proxy.process.send_signal(signal.SIGTERM)
+    first = json.loads(await asyncio.wait_for(busy.recv(), 10))
+    assert first["rows"] == [["", "finished"]]
+    assert await asyncio.to_thread(proxy.process.wait, 15) == 0
+    assert time.monotonic() - t0 < 5
+    for ws in (idle, busy):
+        with pytest.raises(ConnectionClosed):
+            while True:
+                await asyncio.wait_for(ws.recv(), 10)
+        assert ws.close_code == 1001
+    assert "Traceback" not in proxy.log()

@@ -30,6 +30,7 @@ import logging
 import ssl
 import threading
 import time
+import weakref
 from importlib import resources
 from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qs, urlsplit
@@ -114,7 +115,9 @@ class HttpEndpoint:
         self.runs: dict[str, int] = {}
         self.sockets = 0
         self.auth_failures = 0
-        self._handshakes: dict[int, tuple[str, str, str]] = {}
+        # the login of a handshake that passed, until its handler starts (weak: a handshake that
+        # fails afterwards leaves nothing behind)
+        self._handshakes: weakref.WeakKeyDictionary[WebSocket, tuple[str, str, str]] = weakref.WeakKeyDictionary()
         self._live: set[WebSocket] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -233,12 +236,12 @@ class HttpEndpoint:
                 return _response(404, "Not Found", b"WebSockets are at /run\n")
             body, ctype = self.static[path]
             return _response(200, "OK", body, ctype, SECURITY_HEADERS)
-        self._handshakes[id(ws)] = (creds[0], creds[1], database)
+        self._handshakes[ws] = (creds[0], creds[1], database)
         return None
 
     # -- a WebSocket -------------------------------------------------------------------------------
     async def _handler(self, ws: WebSocket) -> None:
-        user, password, database = self._handshakes.pop(id(ws))
+        user, password, database = self._handshakes.pop(ws)
         self.sockets += 1
         self._live.add(ws)
         session = _Socket(self, ws, user, password, database)

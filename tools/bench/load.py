@@ -283,6 +283,8 @@ class IdleClients:
 
 @dataclass
 class WebSocketResult:
+    """What opening idle WebSockets gave: how many opened or failed (errors by text), in seconds."""
+
     opened: int = 0
     failed: int = 0
     errors: dict[str, int] = field(default_factory=dict)
@@ -305,6 +307,7 @@ class IdleWebSockets:
         self.sockets: list = []
 
     async def open(self, n: int, budget: float) -> WebSocketResult:
+        """Open ``n`` sockets, ``concurrency`` at a time, within ``budget`` seconds."""
         from websockets.asyncio.client import connect
 
         res = WebSocketResult()
@@ -335,10 +338,12 @@ class IdleWebSockets:
         return res
 
     def still_open(self) -> int:
+        """How many of the opened sockets are still open (call on the loop that opened them)."""
         from websockets.protocol import State
 
         return sum(1 for ws in self.sockets if ws.state is State.OPEN)
 
     async def close(self) -> None:
+        """Close every socket (close handshake, code 1000)."""
         await asyncio.gather(*(ws.close() for ws in self.sockets), return_exceptions=True)
         self.sockets.clear()

@@ -178,7 +178,7 @@ class HttpEndpoint:
                                    process_request=self._process_request, max_size=cfg.http_max_message_size,
                                    compression=None, ping_interval=PING_INTERVAL, ping_timeout=PING_INTERVAL,
                                    server_header="iasql-proxy", open_timeout=cfg.client_login_timeout or None,
-                                   logger=logging.getLogger("iasql_proxy.http.websockets"))
+                                   logger=_library_logger())
         port = next(s.getsockname()[1] for s in self._server.sockets)
         log.info("event=http_listening addr=%s port=%s", cfg.http_listen_addr, port)
         ready.set_result(port)
@@ -245,6 +245,9 @@ class HttpEndpoint:
         self.sockets += 1
         self._live.add(ws)
         session = _Socket(self, ws, user, password, database)
+        started = time.monotonic()
+        if self.cfg.log_connections:
+            log.info("event=http_socket_start user=%s database=%s peer=%s", user, database, _peer(ws))
         try:
             await session.serve()
         except ConnectionClosed:
@@ -255,6 +258,9 @@ class HttpEndpoint:
             self.sockets -= 1
             self._live.discard(ws)
             await session.finish()
+            if self.cfg.log_disconnections:
+                log.info("event=http_socket_end user=%s peer=%s runs=%d close_code=%s duration_s=%.3f", user,
+                         _peer(ws), session.runs, ws.close_code, time.monotonic() - started)
 
     async def open_link(self, user: str, password: str, database: str) -> ProxyLink:
         """A PostgreSQL session with the proxy as ``user`` on ``database``. Raises ServerError."""
@@ -262,6 +268,14 @@ class HttpEndpoint:
         return await ProxyLink.open(self.target, user, password, database, tls=self.tls_to_proxy,
                                     timeout=cfg.client_login_timeout or 60.0,
                                     cancel_timeout=cfg.cancel_wait_timeout)
+
+
+def _library_logger() -> logging.Logger:
+    """websockets' own logger, quiet below WARNING: the endpoint logs its events itself
+    (``event=http_socket_start`` / ``_end``, ``http_auth_failed``, ``http_origin_refused``)."""
+    lib = logging.getLogger("iasql_proxy.http.websockets")
+    lib.setLevel(logging.WARNING)
+    return lib
 
 
 def _peer(ws: WebSocket) -> str:
@@ -282,6 +296,7 @@ class _Socket:
         self.links: dict[str, ProxyLink] = {}
         self.run_task: asyncio.Task | None = None
         self.current: ProxyLink | None = None
+        self.runs = 0
 
     async def serve(self) -> None:
         """Read messages until the client leaves or idles. The PostgreSQL session is opened by the
@@ -329,6 +344,7 @@ class _Socket:
             await self.ws.send(P.encode({"done": True}))
             return
         runs[self.user] = runs.get(self.user, 0) + 1
+        self.runs += 1
         self.run_task = asyncio.get_running_loop().create_task(self.run(event))
         self.run_task.add_done_callback(self._run_ended)
 

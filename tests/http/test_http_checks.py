@@ -223,3 +223,29 @@ async def test_sigterm_with_open_sockets(pg, pg_roles, proxy_ini, start_proxy, c
                 await asyncio.wait_for(ws.recv(), 10)
         assert ws.close_code == 1001
     assert "Traceback" not in proxy.log()
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"\x00\xff" * 500,
+    b"POST /run HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+    b"GET /run HTTP/1.1\r\nHost: x\r\n" + b"X-Long: " + b"a" * 20000 + b"\r\n\r\n",
+    b"GET /run HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Version: 99\r\nSec-WebSocket-Key: nope\r\n\r\n",
+    b"GET /run HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Basic YWxpY2U6YWxpY2UtU2VrcjF0LXB3\r\n\r\n"
+    b"\x81\xff" + b"\x7f" * 12,   # authenticated, then a frame claiming 2**63 bytes
+    b"GET / HTTP/1.1\r\n" + b"Host: x\r\n" * 500 + b"\r\n",
+])
+def test_garbage_over_tls_is_answered_or_dropped(http_proxy, client_tls, request_bytes):
+    import socket
+
+    with socket.create_connection(("127.0.0.1", http_proxy.http_port), timeout=10) as raw:
+        with client_tls.wrap_socket(raw, server_hostname="localhost") as s:
+            try:
+                s.sendall(request_bytes)
+                s.recv(4096)
+            except OSError:
+                pass
+    status, _, _ = get(http_proxy.http_port, client_tls, headers={"Authorization": basic("alice", ALICE_PASSWORD)})
+    assert status == 200
+    assert "Traceback" not in http_proxy.log()

@@ -245,9 +245,9 @@ class HttpEndpoint:
         self.sockets += 1
         self._live.add(ws)
         session = _Socket(self, ws, user, password, database)
-        started = time.monotonic()
+        started, peer = time.monotonic(), _peer(ws)
         if self.cfg.log_connections:
-            log.info("event=http_socket_start user=%s database=%s peer=%s", user, database, _peer(ws))
+            log.info("event=http_socket_start user=%s database=%s peer=%s", user, database, peer)
         try:
             await session.serve()
         except ConnectionClosed:
@@ -260,7 +260,7 @@ class HttpEndpoint:
             await session.finish()
             if self.cfg.log_disconnections:
                 log.info("event=http_socket_end user=%s peer=%s runs=%d close_code=%s duration_s=%.3f", user,
-                         _peer(ws), session.runs, ws.close_code, time.monotonic() - started)
+                         peer, session.runs, ws.close_code, time.monotonic() - started)
 
     async def open_link(self, user: str, password: str, database: str) -> ProxyLink:
         """A PostgreSQL session with the proxy as ``user`` on ``database``. Raises ServerError."""

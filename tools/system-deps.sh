@@ -11,7 +11,7 @@ for tool in "${tools[@]}"; do
   case "$tool" in
     psql) command -v psql >/dev/null 2>&1 || need+=(postgresql-client) ;;
     pgbench) command -v pgbench >/dev/null 2>&1 || need+=(postgresql-contrib) ;;
-    chromium) [ -x /usr/bin/chromium ] || need+=(chromium) ;;
+    chromium) [ -x /usr/bin/chromium ] || need+=(chromium fonts-liberation) ;;
   esac
 done
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi

@@ -534,6 +534,9 @@ def _validate(cfg: dict[str, Any]) -> None:
         if auth not in ("md5", "scram-sha-256", "plain"):
             raise ConfigError("http_listen_port", f"HTTP Basic logins are checked against the users' secrets: "
                               f"auth_type must be md5, scram-sha-256 or plain (got {auth})")
+        if mode in ("verify-ca", "verify-full"):
+            raise ConfigError("http_listen_port", f"/run logs in to the proxy's own listener without a client "
+                              f"certificate, which client_tls_sslmode {mode} requires; use require or looser")
         if http_port and http_port in (cfg["listen_port"], cfg["metrics_port"]):
             raise ConfigError("http_listen_port", f"must differ from listen_port and metrics_port, got {http_port}")
 

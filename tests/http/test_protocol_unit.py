@@ -89,6 +89,10 @@ def test_http_keys(tmp_path):
         cfg("http_listen_port = 8443\n", tls=False)
     with pytest.raises(ConfigError, match="^http_listen_port: HTTP Basic .* auth_type must be"):
         cfg("http_listen_port = 8443\n", auth="trust", tmp=tmp_path)
+    with pytest.raises(ConfigError, match="^http_listen_port: /run logs in .* verify-ca requires"):
+        (tmp_path / "ca.crt").write_text("x")
+        cfg(f"http_listen_port = 8443\nclient_tls_sslmode = verify-ca\nclient_tls_ca_file = {tmp_path}/ca.crt\n",
+            tmp=tmp_path)
     with pytest.raises(ConfigError, match="^http_listen_port: must differ"):
         cfg("http_listen_port = 6432\n", tmp=tmp_path)
     with pytest.raises(ConfigError, match="^http_allowed_origins: must be"):

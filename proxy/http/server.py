@@ -228,7 +228,7 @@ class HttpEndpoint:
         if creds is None or not await self._password_ok(creds[0], creds[1], database):
             if creds is not None:
                 self.auth_failures += 1
-                log.warning("event=http_auth_failed user=%s peer=%s", creds[0], _peer(ws))
+                log.warning("event=http_auth_failed user=%r peer=%s", creds[0][:200], _peer(ws))  # unchecked input
             return _response(401, "Unauthorized", b"authentication required\n",
                              extra=(("WWW-Authenticate", f'Basic realm="{REALM}", charset="UTF-8"'),))
         if path != "/run":

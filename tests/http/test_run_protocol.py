@@ -195,3 +195,28 @@ async def test_client_leaving_mid_call_cancels_the_call(sleepy_proxy, client_tls
         assert time.monotonic() < deadline, "the call went on after its client left"
         await asyncio.sleep(0.05)
     assert probe.finished[-1] == "cancelled"
+
+
+async def test_a_bug_in_a_run_ends_that_run_only(sleepy_proxy, client_tls, monkeypatch):
+    """An exception inside the endpoint (here: the runner, patched to fail) answers that run with
+    XX000 and ``done``; the socket, the endpoint and Postgres clients go on."""
+    from proxy.http.runner import ProxyLink
+
+    real = ProxyLink.run
+
+    async def broken(self, script, emit):
+        if "boom" in script:
+            raise RuntimeError("boom")
+        return await real(self, script, emit)
+
+    monkeypatch.setattr(ProxyLink, "run", broken)
+    async with await open_ws(sleepy_proxy.http_port, client_tls, user="postgres", password=PASSWORD,
+                             database="postgres") as ws:
+        got = [m for _, m in await run_script(ws, "SELECT 'boom'")]
+        assert got[0]["error"]["sqlstate"] == "XX000" and "RuntimeError" in got[0]["error"]["message"]
+        assert got[1] == {"done": True}
+        assert [m for _, m in await run_script(ws, "SELECT 5")][0]["rows"] == [["5"]]
+    dsn = (f"host=127.0.0.1 port={sleepy_proxy.port} user=postgres password={PASSWORD} dbname=postgres "
+           "sslmode=require")
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as c:
+        assert await (await c.execute("SELECT 1")).fetchone() == (1,)

@@ -656,24 +656,24 @@ INSTALL_SQL = (
     # IaSQL's sql/before_install.sql: half of an array "foreign key" each
     """CREATE OR REPLACE FUNCTION public.check_load_balancer_availability_zones(
          _load_balancer_name VARCHAR, _availability_zones VARCHAR[]) RETURNS BOOLEAN
-       LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_catalog AS $$
+       LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
        declare
          _number_of_records integer;
        begin
-         select count(*) from public.availability_zone where name = any(_availability_zones) into _number_of_records;
-         if _number_of_records != array_length(_availability_zones, 1) then
+         select pg_catalog.count(*) from public.availability_zone where name = any(_availability_zones) into _number_of_records;
+         if _number_of_records != pg_catalog.array_length(_availability_zones, 1) then
            raise exception 'Load balancer % includes one or more invalid availability zones', _load_balancer_name;
          end if;
          return true;
        end;
        $$""",
     """CREATE OR REPLACE FUNCTION public.check_load_balancer_subnets(_subnets TEXT[]) RETURNS BOOLEAN
-       LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_catalog AS $$
+       LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
        declare
          _subnets_count integer;
        begin
-         select COUNT(*) into _subnets_count from public.subnet where subnet_id = any(_subnets);
-         return _subnets_count = array_length(_subnets, 1);
+         select pg_catalog.count(*) into _subnets_count from public.subnet where subnet_id = any(_subnets);
+         return _subnets_count = pg_catalog.array_length(_subnets, 1);
        end;
        $$""",
     "CREATE TYPE public.target_group_target_type_enum AS ENUM ('alb', 'instance', 'ip', 'lambda')",
@@ -758,7 +758,7 @@ INSTALL_SQL = (
     'CREATE INDEX "IDX_4da7e08287b5693e5b22959ced" ON public.load_balancer_security_groups (security_group_id)',
     # IaSQL's sql/after_install.sql, narrowed to what a foreign key refuses (module docstring)
     """CREATE OR REPLACE FUNCTION public.check_subnets_by_load_balancer() RETURNS TRIGGER
-       LANGUAGE plpgsql SET search_path = public, pg_catalog AS $$
+       LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
        DECLARE
          lb_row record;
        BEGIN

@@ -1,0 +1,233 @@
+"""Module test template: the round trip of one table, from a small declarative ``Sample``.
+
+A module gets its round-trip tests by describing one row and one change of each table
+(``tests/engine/test_modules_roundtrip.py`` lists the samples and runs ``ROUNDTRIP`` on each):
+
+- create: the row inserted inside ``iasql_begin``, ``iasql_preview`` names it, ``iasql_commit``
+  creates it (checked with boto3 through ``read_back``) and writes its cloud columns back;
+- update: ``update`` changes the row in place (its ``cloud_id`` stays), checked with boto3;
+- replace (when ``replace`` is set): a change only delete + create can make (``cloud_id`` changes);
+- import: ``cloud_create`` makes one out of band, ``iasql_rollback`` brings its row in;
+- drift: ``cloud_drift`` changes it in the cloud, ``iasql_rollback`` pulls the change into the row;
+- second region: the row inserted with ``region = 'eu-west-1'`` lands there and nowhere else;
+- delete: the deleted row's resource is gone from the cloud.
+
+``read_back(aws, region)`` returns what boto3 sees: ``{name: {field: value}}`` for every resource
+of the table in ``region``, keyed by the sample's ``name`` (the value a user recognises: a queue
+name, a topic name, a domain). The expectations (``expect``, ``update_expect``, ...) are subsets
+of one such ``{field: value}`` dict, so a check reads as "the cloud has queue q with
+visibility_timeout 45".
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import psycopg
+import pytest
+from psycopg import sql as psql
+from psycopg.types.json import Json
+
+from engine.modules import MODULES
+from tests.engine.support import call, sql
+
+#: ``aws(service, region)`` -> boto3 client against moto (the ``aws`` fixture).
+Aws = Callable[..., Any]
+SECOND_REGION = "eu-west-1"
+
+
+@dataclass
+class Sample:
+    """One table of one module, described for ``ROUNDTRIP``.
+
+    - ``module``, ``table``: what is installed and which table the row goes in.
+    - ``name``: the sample resource's name as ``read_back`` keys it; ``row``: the inserted
+      column values (dicts and lists are sent as JSON).
+    - ``read_back(aws, region)``: ``{name: {field: value}}`` from boto3; ``expect``: what the
+      created resource's dict holds (a subset).
+    - ``cloud_id``: a cloud-managed column (an ARN, a URL) that an update keeps and a replace
+      changes; ``filled``: cloud-managed columns a commit writes back (non-NULL afterwards).
+    - ``update``/``update_expect``: an in-place change of the row and what the cloud then holds.
+    - ``replace``/``replace_name``/``replace_expect`` (optional): a change that replaces the
+      resource, the name it then has in ``read_back``, what the cloud then holds.
+    - ``cloud_create(aws, region, name)``: creates a resource named ``name`` out of band;
+      ``imported``: ``{column: value}`` its row holds after ``iasql_rollback``.
+    - ``cloud_drift(aws, region, name)``: changes that resource out of band; ``drifted``: the
+      row's ``{column: value}`` after ``iasql_rollback``.
+    - ``setup``: SQL run inside the same IaSQL transaction before the row is inserted (a
+      parent row); ``match``: a WHERE condition with one ``%s`` (the name) that finds the row
+      (default ``name = %s``); ``regional``: False for a global resource (no second-region test).
+    - ``refused``: ``(row, message)`` pairs: rows the table's constraints or triggers refuse,
+      with a piece of the error message.
+    """
+
+    module: str
+    table: str
+    name: str
+    row: dict
+    read_back: Callable[[Aws, str], dict[str, dict]]
+    expect: dict
+    cloud_id: str
+    update: dict
+    update_expect: dict
+    cloud_create: Callable[[Aws, str, str], Any]
+    imported: dict
+    cloud_drift: Callable[[Aws, str, str], Any]
+    drifted: dict
+    filled: tuple[str, ...] = ()
+    replace: dict | None = None
+    replace_name: str | None = None
+    replace_expect: dict = field(default_factory=dict)
+    setup: tuple[str, ...] = ()
+    match: str = "name = %s"
+    regional: bool = True
+    refused: tuple[tuple[dict, str], ...] = ()
+
+    @property
+    def id(self) -> str:
+        """The pytest id: ``module.table``."""
+        return f"{self.module}.{self.table}"
+
+
+def _mapper(table: str):
+    return next(mp for m in MODULES for mp in m.mappers if mp.table == table)
+
+
+def _value(v: Any) -> Any:
+    return Json(v) if isinstance(v, (dict, list)) else v
+
+
+def _subset(got: dict | None, want: dict) -> dict | None:
+    """``got`` restricted to ``want``'s fields (None when the resource is missing)."""
+    return None if got is None else {k: got.get(k) for k in want}
+
+
+class Roundtrip:
+    """The steps of the template, each usable alone (``s``: the Sample, the rest the engine
+    fixtures of ``tests/engine/conftest.py``)."""
+
+    async def install(self, s: Sample, registry, ctx, dsn) -> None:
+        """Install ``s.module`` and give it the moto credentials."""
+        await call(registry, ctx, "iasql_install", s.module)
+        await sql(dsn, "INSERT INTO aws_credentials (access_key_id, secret_access_key) VALUES ('testing', 'testing')")
+
+    async def row(self, s: Sample, dsn, name: str | None = None, cols: tuple[str, ...] = ()) -> dict | None:
+        """The sample's row (``cols``, default the pk and cloud_id), or None."""
+        cols = cols or (*_mapper(s.table).pk, s.cloud_id)
+        q = psql.SQL("SELECT {} FROM {} WHERE " + s.match).format(
+            psql.SQL(", ").join(map(psql.Identifier, cols)), psql.Identifier(s.table))
+        rows = await sql(dsn, q, (name or s.name,))
+        assert len(rows) <= 1, rows
+        return dict(zip(cols, rows[0])) if rows else None
+
+    async def insert(self, s: Sample, dsn, region: str | None = None, row: dict | None = None) -> None:
+        """INSERT the sample row (or ``row``; in ``region`` when given), after ``s.setup``."""
+        if row is None:
+            for stmt in s.setup:
+                await sql(dsn, stmt)
+        values = dict(row or s.row, **({"region": region} if region else {}))
+        q = psql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+            psql.Identifier(s.table), psql.SQL(", ").join(map(psql.Identifier, values)),
+            psql.SQL(", ").join(psql.Placeholder() * len(values)))
+        await sql(dsn, q, [_value(v) for v in values.values()])
+
+    async def change(self, s: Sample, dsn, name: str, values: dict) -> None:
+        """UPDATE the sample row (found by ``name``) with ``values``."""
+        q = psql.SQL("UPDATE {} SET {} WHERE " + s.match).format(
+            psql.Identifier(s.table),
+            psql.SQL(", ").join(psql.SQL("{} = %s").format(psql.Identifier(c)) for c in values))
+        await sql(dsn, q, [*map(_value, values.values()), name])
+
+    async def delete(self, s: Sample, dsn, name: str) -> None:
+        """DELETE the sample row (found by ``name``)."""
+        await sql(dsn, psql.SQL("DELETE FROM {} WHERE " + s.match).format(psql.Identifier(s.table)), (name,))
+
+    # -- the tests --------------------------------------------------------------------------------
+    async def create_update_replace_delete(self, s: Sample, registry, ctx, dsn, aws) -> None:
+        """Create (with preview), update in place, replace (if described), delete."""
+        await self.install(s, registry, ctx, dsn)
+        region = "us-east-1"
+        await call(registry, ctx, "iasql_begin")
+        await self.insert(s, dsn)
+        for bad, message in s.refused:
+            with pytest.raises(psycopg.Error, match=re.escape(message)):
+                await self.insert(s, dsn, row=bad)
+        preview = await call(registry, ctx, "iasql_preview")
+        pk = await self.row(s, dsn)
+        mine = [r for r in preview if r[1] == s.table]
+        assert [(a, t, i) for a, t, i, _ in mine] == [
+            ("create", s.table, "|".join(str(pk[p]) for p in _mapper(s.table).pk))]
+        assert s.name in mine[0][3], mine  # the description names the resource
+        assert s.name not in s.read_back(aws, region)  # a preview changes nothing
+        await call(registry, ctx, "iasql_commit")
+        assert _subset(s.read_back(aws, region).get(s.name), s.expect) == s.expect
+        created = await self.row(s, dsn, cols=(s.cloud_id, *s.filled))
+        assert all(v is not None for v in created.values()), created  # cloud columns written back
+
+        await call(registry, ctx, "iasql_begin")
+        await self.change(s, dsn, s.name, s.update)
+        assert [(a, t) for a, t, _, _ in await call(registry, ctx, "iasql_preview")] == [("update", s.table)]
+        rows = await call(registry, ctx, "iasql_commit")
+        assert ("update", s.table) in [(a, t) for a, t, _, _ in rows]
+        assert _subset(s.read_back(aws, region).get(s.name), s.update_expect) == s.update_expect
+        assert await self.row(s, dsn, cols=(s.cloud_id,)) == {s.cloud_id: created[s.cloud_id]}  # same resource
+
+        name = s.name
+        if s.replace is not None:
+            await call(registry, ctx, "iasql_begin")
+            await self.change(s, dsn, s.name, s.replace)
+            rows = await call(registry, ctx, "iasql_commit")
+            assert ("replace", s.table) in [(a, t) for a, t, _, _ in rows]
+            name = s.replace_name or s.name
+            cloud = s.read_back(aws, region)
+            assert _subset(cloud.get(name), s.replace_expect) == s.replace_expect
+            if name != s.name:
+                assert s.name not in cloud
+            new_id = (await self.row(s, dsn, name, cols=(s.cloud_id,)))[s.cloud_id]
+            assert new_id is not None and new_id != created[s.cloud_id]
+
+        await call(registry, ctx, "iasql_begin")
+        await self.delete(s, dsn, name)
+        rows = await call(registry, ctx, "iasql_commit")
+        assert ("delete", s.table) in [(a, t) for a, t, _, _ in rows]
+        assert name not in s.read_back(aws, region)
+        assert await self.row(s, dsn, name) is None
+
+    async def import_and_drift(self, s: Sample, registry, ctx, dsn, aws) -> None:
+        """A resource made out of band comes in with ``iasql_rollback``; so does a change to it."""
+        await self.install(s, registry, ctx, dsn)
+        for stmt in s.setup:  # a parent the out-of-band resource hangs off
+            await call(registry, ctx, "iasql_begin")
+            await sql(dsn, stmt)
+            await call(registry, ctx, "iasql_commit")
+        s.cloud_create(aws, "us-east-1", s.name)
+        await call(registry, ctx, "iasql_begin")
+        rows = await call(registry, ctx, "iasql_rollback")
+        assert ("create", s.table) in [(a, t) for a, t, _, _ in rows]
+        assert await self.row(s, dsn, cols=tuple(s.imported)) == s.imported
+
+        s.cloud_drift(aws, "us-east-1", s.name)
+        await call(registry, ctx, "iasql_begin")
+        rows = await call(registry, ctx, "iasql_rollback")
+        assert ("update", s.table) in [(a, t) for a, t, _, _ in rows]
+        assert await self.row(s, dsn, cols=tuple(s.drifted)) == s.drifted
+
+    async def second_region(self, s: Sample, registry, ctx, dsn, aws) -> None:
+        """With eu-west-1 enabled, a row with ``region = 'eu-west-1'`` is created there only."""
+        await self.install(s, registry, ctx, dsn)
+        await sql(dsn, "UPDATE aws_regions SET is_enabled = true WHERE region = %s", (SECOND_REGION,))
+        await call(registry, ctx, "iasql_begin")
+        await self.insert(s, dsn, region=SECOND_REGION)
+        await call(registry, ctx, "iasql_commit")
+        assert _subset(s.read_back(aws, SECOND_REGION).get(s.name), s.expect) == s.expect
+        assert s.name not in s.read_back(aws, "us-east-1")
+        assert await self.row(s, dsn, cols=("region",)) == {"region": SECOND_REGION}
+        await call(registry, ctx, "iasql_begin")
+        await self.delete(s, dsn, s.name)
+        await call(registry, ctx, "iasql_commit")
+        assert s.name not in s.read_back(aws, SECOND_REGION)
+
+
+ROUNDTRIP = Roundtrip()

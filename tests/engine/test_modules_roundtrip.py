@@ -42,7 +42,36 @@ SQS = Sample(
              ({"name": "odd.fifo"}, "Non-fifo queue name should not end with .fifo")),
 )
 
-SAMPLES = [SQS]
+
+# -- aws_sns ---------------------------------------------------------------------------------------
+def sns_topics(aws, region):
+    sns = aws("sns", region)
+    out = {}
+    for t in sns.list_topics()["Topics"]:
+        a = sns.get_topic_attributes(TopicArn=t["TopicArn"])["Attributes"]
+        out[t["TopicArn"].rsplit(":", 1)[-1]] = {"display_name": a.get("DisplayName"), "arn": a["TopicArn"]}
+    return out
+
+
+def sns_arn(aws, region, name):
+    return next(t["TopicArn"] for t in aws("sns", region).list_topics()["Topics"] if t["TopicArn"].endswith(":" + name))
+
+
+SNS = Sample(
+    module="aws_sns", table="topic", name="iasql-t",
+    row={"name": "iasql-t", "display_name": "first"},
+    read_back=sns_topics, expect={"display_name": "first"},
+    cloud_id="arn", filled=("policy",),  # AWS's default policy comes back into the row
+    update={"display_name": "second"}, update_expect={"display_name": "second"},
+    cloud_create=lambda aws, region, name: aws("sns", region).create_topic(Name=name, Attributes={"DisplayName": "oob"}),
+    imported={"display_name": "oob", "fifo_topic": False},
+    cloud_drift=lambda aws, region, name: aws("sns", region).set_topic_attributes(
+        TopicArn=sns_arn(aws, region, name), AttributeName="DisplayName", AttributeValue="drifted"),
+    drifted={"display_name": "drifted"},
+    refused=(({"name": "iasql-t"}, "uq_topic_name_region"),),
+)
+
+SAMPLES = [SQS, SNS]
 ids = [s.id for s in SAMPLES]
 
 

@@ -71,7 +71,54 @@ SNS = Sample(
     refused=(({"name": "iasql-t"}, "uq_topic_name_region"),),
 )
 
-SAMPLES = [SQS, SNS]
+
+# -- aws_cloudwatch --------------------------------------------------------------------------------
+def log_groups(aws, region):
+    return {lg["logGroupName"]: {"arn": lg.get("arn")} for lg in aws("logs", region).describe_log_groups()["logGroups"]}
+
+
+LOG_GROUP = Sample(
+    module="aws_cloudwatch", table="log_group", name="/iasql/app",
+    row={"log_group_name": "/iasql/app"}, match="log_group_name = %s",
+    read_back=log_groups, expect={}, cloud_id="log_group_arn", filled=("creation_time",),
+    update=None, update_expect={},
+    cloud_create=lambda aws, region, name: aws("logs", region).create_log_group(logGroupName=name),
+    imported={"log_group_name": "/iasql/app"},
+    cloud_drift=lambda aws, region, name: aws("logs", region).delete_log_group(logGroupName=name),
+    drifted=None,  # deleted out of band: the rollback deletes the row
+    refused=(({"log_group_name": "/iasql/app"}, "uq_log_group_name_region"),),
+)
+
+
+def alarms(aws, region):
+    return {a["AlarmName"]: {"threshold": a["Threshold"], "metric_name": a["MetricName"],
+                             "comparison_operator": a["ComparisonOperator"]}
+            for a in aws("cloudwatch", region).describe_alarms()["MetricAlarms"]}
+
+
+def put_alarm(aws, region, name, threshold):
+    aws("cloudwatch", region).put_metric_alarm(
+        AlarmName=name, MetricName="CPUUtilization", Namespace="AWS/EC2", Statistic="Average", Period=60,
+        EvaluationPeriods=1, Threshold=threshold, ComparisonOperator="GreaterThanThreshold")
+
+
+METRIC_ALARM = Sample(
+    module="aws_cloudwatch", table="metric_alarm", name="iasql-cpu",
+    row={"alarm_name": "iasql-cpu", "metric_name": "CPUUtilization", "namespace": "AWS/EC2", "statistic": "Average",
+         "period": 60, "evaluation_periods": 1, "threshold": 50, "comparison_operator": "GreaterThanThreshold"},
+    match="alarm_name = %s", read_back=alarms,
+    expect={"threshold": 50.0, "metric_name": "CPUUtilization", "comparison_operator": "GreaterThanThreshold"},
+    cloud_id="alarm_arn",
+    update={"threshold": 80, "comparison_operator": "LessThanThreshold"},
+    update_expect={"threshold": 80.0, "comparison_operator": "LessThanThreshold"},
+    cloud_create=lambda aws, region, name: put_alarm(aws, region, name, 10),
+    imported={"threshold": 10.0, "statistic": "Average", "period": 60},
+    cloud_drift=lambda aws, region, name: put_alarm(aws, region, name, 95),
+    drifted={"threshold": 95.0},
+    refused=(({"alarm_name": "x", "statistic": "Median"}, "metric_alarm_statistic_enum"),),
+)
+
+SAMPLES = [SQS, SNS, LOG_GROUP, METRIC_ALARM]
 ids = [s.id for s in SAMPLES]
 
 

@@ -39,13 +39,21 @@ Aws = Callable[..., Any]
 SECOND_REGION = "eu-west-1"
 
 
+@dataclass(frozen=True)
+class SqlExpr:
+    """A row value written as SQL (``{region}`` replaced by the row's region), e.g. a foreign key
+    ``SqlExpr("(SELECT id FROM repository WHERE repository_name = 'r')")``."""
+
+    text: str
+
+
 @dataclass
 class Sample:
     """One table of one module, described for ``ROUNDTRIP``.
 
     - ``module``, ``table``: what is installed and which table the row goes in.
     - ``name``: the sample resource's name as ``read_back`` keys it; ``row``: the inserted
-      column values (dicts and lists are sent as JSON).
+      column values (dicts and lists are sent as JSON, ``SqlExpr`` values as SQL).
     - ``read_back(aws, region)``: ``{name: {field: value}}`` from boto3; ``expect``: what the
       created resource's dict holds (a subset).
     - ``cloud_id``: a cloud-managed column (an ARN, a URL) that an update keeps and a replace
@@ -60,10 +68,11 @@ class Sample:
       row's ``{column: value}`` after ``iasql_rollback`` (None: the drift deleted the resource,
       the rollback deletes the row).
     - ``setup``: SQL run inside the same IaSQL transaction before the row is inserted (a
-      parent row); ``match``: a WHERE condition with one ``%s`` (the name) that finds the row
+      parent row; ``{region}`` is replaced by the row's region); ``match``: a WHERE condition with one ``%s`` (the name) that finds the row
       (default ``name = %s``); ``regional``: False for a global resource (no second-region test).
     - ``refused``: ``(row, message)`` pairs: rows the table's constraints or triggers refuse,
       with a piece of the error message.
+    - ``described``: what the plan row's description holds (default ``name``).
     """
 
     module: str
@@ -87,6 +96,7 @@ class Sample:
     match: str = "name = %s"
     regional: bool = True
     refused: tuple[tuple[dict, str], ...] = ()
+    described: str | None = None
 
     @property
     def id(self) -> str:
@@ -129,12 +139,13 @@ class Roundtrip:
         """INSERT the sample row (or ``row``; in ``region`` when given), after ``s.setup``."""
         if row is None:
             for stmt in s.setup:
-                await sql(dsn, stmt)
+                await sql(dsn, stmt.format(region=region or "us-east-1"))
         values = dict(row or s.row, **({"region": region} if region else {}))
         q = psql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
             psql.Identifier(s.table), psql.SQL(", ").join(map(psql.Identifier, values)),
-            psql.SQL(", ").join(psql.Placeholder() * len(values)))
-        await sql(dsn, q, [_value(v) for v in values.values()])
+            psql.SQL(", ").join(psql.SQL(v.text.format(region=region or "us-east-1")) if isinstance(v, SqlExpr)
+                                else psql.Placeholder() for v in values.values()))
+        await sql(dsn, q, [_value(v) for v in values.values() if not isinstance(v, SqlExpr)])
 
     async def change(self, s: Sample, dsn, name: str, values: dict) -> None:
         """UPDATE the sample row (found by ``name``) with ``values``."""
@@ -169,7 +180,7 @@ class Roundtrip:
         mine = [r for r in preview if r[1] == s.table]
         # named by its cloud key when the row holds it (a log group's name), else by its primary key
         assert [(a, t, i) for a, t, i, _ in mine] == [("create", s.table, mapper.id_string(new))]
-        assert s.name in mine[0][3], mine  # the description names the resource
+        assert (s.described or s.name) in mine[0][3], mine  # the description names the resource
         assert s.name not in s.read_back(aws, region)  # a preview changes nothing
         await call(registry, ctx, "iasql_commit")
         assert _subset(s.read_back(aws, region).get(s.name), s.expect) == s.expect
@@ -211,7 +222,7 @@ class Roundtrip:
         await self.install(s, registry, ctx, dsn)
         for stmt in s.setup:  # a parent the out-of-band resource hangs off
             await call(registry, ctx, "iasql_begin")
-            await sql(dsn, stmt)
+            await sql(dsn, stmt.format(region="us-east-1"))
             await call(registry, ctx, "iasql_commit")
         s.cloud_create(aws, "us-east-1", s.name)
         await call(registry, ctx, "iasql_begin")

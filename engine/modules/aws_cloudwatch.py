@@ -35,7 +35,7 @@ class LogGroupMapper(Mapper):
 
     table = "log_group"
     columns = (Col("id", "int", "pk"), Col("log_group_name"), Col("log_group_arn", "text", "cloud"),
-               Col("creation_time", "timestamp", "cloud"), Col("region"))
+               Col("creation_time", "timestamptz", "cloud"), Col("region"))
     key = ("log_group_name", "region")
     pk = ("id",)
 

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from tests.engine.module_roundtrip import ROUNDTRIP, Sample
+from tests.engine.module_roundtrip import ROUNDTRIP, Sample, SqlExpr
 
 
 # -- aws_sqs ---------------------------------------------------------------------------------------
@@ -118,7 +120,65 @@ METRIC_ALARM = Sample(
     refused=(({"alarm_name": "x", "statistic": "Median"}, "metric_alarm_statistic_enum"),),
 )
 
-SAMPLES = [SQS, SNS, LOG_GROUP, METRIC_ALARM]
+
+# -- aws_ecr ---------------------------------------------------------------------------------------
+def repositories(aws, region):
+    return {r["repositoryName"]: {"mutability": r["imageTagMutability"],
+                                  "scan_on_push": r["imageScanningConfiguration"]["scanOnPush"]}
+            for r in aws("ecr", region).describe_repositories()["repositories"]}
+
+
+REPOSITORY = Sample(
+    module="aws_ecr", table="repository", name="iasql-repo",
+    row={"repository_name": "iasql-repo", "scan_on_push": True}, match="repository_name = %s",
+    read_back=repositories, expect={"mutability": "MUTABLE", "scan_on_push": True},
+    cloud_id="repository_arn", filled=("registry_id", "repository_uri", "created_at"),
+    update={"image_tag_mutability": "IMMUTABLE", "scan_on_push": False},
+    update_expect={"mutability": "IMMUTABLE", "scan_on_push": False},
+    cloud_create=lambda aws, region, name: aws("ecr", region).create_repository(repositoryName=name),
+    imported={"image_tag_mutability": "MUTABLE", "scan_on_push": False},
+    cloud_drift=lambda aws, region, name: aws("ecr", region).put_image_tag_mutability(
+        repositoryName=name, imageTagMutability="IMMUTABLE"),
+    drifted={"image_tag_mutability": "IMMUTABLE"},
+    refused=(({"repository_name": "x", "image_tag_mutability": "SOMETIMES"}, "repository_image_tag_mutability_enum"),),
+)
+
+
+def ecr_policy(action):
+    return {"Version": "2012-10-17", "Statement": [{"Sid": "pull", "Effect": "Allow", "Principal": "*",
+                                                    "Action": [action]}]}
+
+
+def repository_policies(aws, region):
+    ecr = aws("ecr", region)
+    out = {}
+    for r in ecr.describe_repositories()["repositories"]:
+        try:
+            text = ecr.get_repository_policy(repositoryName=r["repositoryName"])["policyText"]
+        except ecr.exceptions.RepositoryPolicyNotFoundException:
+            continue
+        out[r["repositoryName"]] = {"actions": json.loads(text)["Statement"][0]["Action"]}
+    return out
+
+
+REPOSITORY_POLICY = Sample(
+    module="aws_ecr", table="repository_policy", name="iasql-repo-p",
+    setup=("INSERT INTO repository (repository_name, region) VALUES ('iasql-repo-p', '{region}')",),
+    row={"repository_id": SqlExpr("(SELECT id FROM repository WHERE repository_name = 'iasql-repo-p' "
+                                  "AND region = '{region}')"), "policy": ecr_policy("ecr:BatchGetImage")},
+    match="repository_id = (SELECT id FROM repository WHERE repository_name = %s)",
+    read_back=repository_policies, expect={"actions": ["ecr:BatchGetImage"]},
+    cloud_id="registry_id", described="policy of repository #",
+    update={"policy": ecr_policy("ecr:ListImages")}, update_expect={"actions": ["ecr:ListImages"]},
+    cloud_create=lambda aws, region, name: aws("ecr", region).set_repository_policy(
+        repositoryName=name, policyText=json.dumps(ecr_policy("ecr:DescribeImages"))),
+    imported={"policy": ecr_policy("ecr:DescribeImages")},
+    cloud_drift=lambda aws, region, name: aws("ecr", region).delete_repository_policy(repositoryName=name),
+    drifted=None,
+    refused=(({"repository_id": 999999, "policy": {}}, "fk_repository_policy_repository"),),
+)
+
+SAMPLES = [SQS, SNS, LOG_GROUP, METRIC_ALARM, REPOSITORY, REPOSITORY_POLICY]
 ids = [s.id for s in SAMPLES]
 
 

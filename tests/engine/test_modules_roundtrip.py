@@ -178,7 +178,43 @@ REPOSITORY_POLICY = Sample(
     refused=(({"repository_id": 999999, "policy": {}}, "fk_repository_policy_repository"),),
 )
 
-SAMPLES = [SQS, SNS, LOG_GROUP, METRIC_ALARM, REPOSITORY, REPOSITORY_POLICY]
+
+# -- aws_dynamo ------------------------------------------------------------------------------------
+def dynamo_tables(aws, region):
+    ddb = aws("dynamodb", region)
+    out = {}
+    for name in ddb.list_tables()["TableNames"]:
+        t = ddb.describe_table(TableName=name)["Table"]
+        out[name] = {"read": t["ProvisionedThroughput"]["ReadCapacityUnits"],
+                     "key": [(k["AttributeName"], k["KeyType"]) for k in t["KeySchema"]],
+                     "types": {a["AttributeName"]: a["AttributeType"] for a in t["AttributeDefinitions"]}}
+    return out
+
+
+def provisioned(n):
+    return {"ReadCapacityUnits": n, "WriteCapacityUnits": n}
+
+
+DYNAMO_TABLE = Sample(
+    module="aws_dynamo", table="dynamo_table", name="iasql-tbl", match="table_name = %s",
+    row={"table_name": "iasql-tbl", "table_class": "STANDARD", "throughput": provisioned(5),
+         "primary_key": {"pk": "S", "sk": "N"}},
+    read_back=dynamo_tables, expect={"read": 5, "key": [("pk", "HASH"), ("sk", "RANGE")]},
+    cloud_id=None, filled=("created_at",),  # moto's tables have no TableId
+    update={"throughput": provisioned(10)}, update_expect={"read": 10},
+    replace={"primary_key": {"id": "N"}}, replace_expect={"key": [("id", "HASH")], "types": {"id": "N"}},
+    cloud_create=lambda aws, region, name: aws("dynamodb", region).create_table(
+        TableName=name, BillingMode="PAY_PER_REQUEST", AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}]),
+    imported={"throughput": "PAY_PER_REQUEST", "primary_key": {"k": "S"}, "table_class": "STANDARD"},
+    cloud_drift=lambda aws, region, name: aws("dynamodb", region).update_table(
+        TableName=name, BillingMode="PROVISIONED", ProvisionedThroughput=provisioned(3)),
+    drifted={"throughput": provisioned(3)},
+    refused=(({"table_name": "x", "table_class": "CHEAP", "throughput": provisioned(1), "primary_key": {"k": "S"}},
+              "dynamo_table_table_class_enum"),),
+)
+
+SAMPLES = [SQS, SNS, LOG_GROUP, METRIC_ALARM, REPOSITORY, REPOSITORY_POLICY, DYNAMO_TABLE]
 ids = [s.id for s in SAMPLES]
 
 

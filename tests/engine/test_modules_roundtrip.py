@@ -8,6 +8,7 @@ import json
 import pytest
 
 from tests.engine.module_roundtrip import ROUNDTRIP, Sample, SqlExpr
+from tests.engine.support import call, sql
 
 
 # -- aws_sqs ---------------------------------------------------------------------------------------
@@ -214,7 +215,30 @@ DYNAMO_TABLE = Sample(
               "dynamo_table_table_class_enum"),),
 )
 
-SAMPLES = [SQS, SNS, LOG_GROUP, METRIC_ALARM, REPOSITORY, REPOSITORY_POLICY, DYNAMO_TABLE]
+
+# -- aws_secrets_manager ---------------------------------------------------------------------------
+def secrets(aws, region):
+    sm = aws("secretsmanager", region)
+    return {s["Name"]: {"description": s.get("Description"),
+                        "value": sm.get_secret_value(SecretId=s["Name"])["SecretString"]}
+            for s in sm.list_secrets()["SecretList"]}
+
+
+SECRET = Sample(
+    module="aws_secrets_manager", table="secret", name="iasql-secret",
+    row={"name": "iasql-secret", "description": "first", "value": "s3cr3t-1"},
+    read_back=secrets, expect={"description": "first", "value": "s3cr3t-1"},
+    cloud_id="version_id",
+    update={"description": "second"}, update_expect={"description": "second", "value": "s3cr3t-1"},
+    cloud_create=lambda aws, region, name: aws("secretsmanager", region).create_secret(
+        Name=name, SecretString="oob", Description="made elsewhere"),
+    imported={"description": "made elsewhere", "value": None},  # a value is never read
+    cloud_drift=lambda aws, region, name: aws("secretsmanager", region).update_secret(
+        SecretId=name, Description="drifted"),
+    drifted={"description": "drifted", "value": None},
+)
+
+SAMPLES = [SQS, SNS, LOG_GROUP, METRIC_ALARM, REPOSITORY, REPOSITORY_POLICY, DYNAMO_TABLE, SECRET]
 ids = [s.id for s in SAMPLES]
 
 
@@ -231,3 +255,28 @@ async def test_import_and_drift(s, registry, ctx, dsn, aws):
 @pytest.mark.parametrize("s", [s for s in SAMPLES if s.regional], ids=[s.id for s in SAMPLES if s.regional])
 async def test_second_region(s, registry, ctx, dsn, aws):
     await ROUNDTRIP.second_region(s, registry, ctx, dsn, aws)
+
+
+async def test_secret_values_are_write_only_and_never_audited(registry, ctx, dsn, aws):
+    await ROUNDTRIP.install(SECRET, registry, ctx, dsn)
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, "INSERT INTO secret (name, value) VALUES ('db-password', 'hunter2-first')")
+    await call(registry, ctx, "iasql_commit")
+    sm = aws("secretsmanager")
+    assert sm.get_secret_value(SecretId="db-password")["SecretString"] == "hunter2-first"
+    [(value, version)] = await sql(dsn, "SELECT value, version_id FROM secret WHERE name = 'db-password'")
+    assert value is None and version  # the table no longer holds the secret
+
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, "UPDATE secret SET value = 'hunter2-second' WHERE name = 'db-password'")
+    await call(registry, ctx, "iasql_commit")
+    assert sm.get_secret_value(SecretId="db-password")["SecretString"] == "hunter2-second"
+    assert await sql(dsn, "SELECT value, version_id <> %s FROM secret WHERE name = 'db-password'", (version,)) == [
+        (None, True)]  # a new value is a new version
+
+    audit = await sql(dsn, "SELECT change::text FROM iasql_audit_log WHERE table_name = 'secret'")
+    assert audit and not any("hunter2" in c for (c,) in audit)
+    assert any("<redacted>" in c for (c,) in audit)
+    since = await call(registry, ctx, "iasql_get_sql_since")
+    text = "\n".join(r[0] for r in since)
+    assert 'INSERT INTO "secret"' in text and "hunter2" not in text

@@ -238,7 +238,41 @@ SECRET = Sample(
     drifted={"description": "drifted", "value": None},
 )
 
-SAMPLES = [SQS, SNS, LOG_GROUP, METRIC_ALARM, REPOSITORY, REPOSITORY_POLICY, DYNAMO_TABLE, SECRET]
+
+# -- aws_acm ---------------------------------------------------------------------------------------
+def certificates(aws, region):
+    acm = aws("acm", region)
+    out = {}
+    for c in acm.list_certificates()["CertificateSummaryList"]:
+        tags = acm.list_tags_for_certificate(CertificateArn=c["CertificateArn"]).get("Tags", [])
+        detail = acm.describe_certificate(CertificateArn=c["CertificateArn"])["Certificate"]
+        out[c["DomainName"]] = {"type": detail["Type"], "tags": {t["Key"]: t["Value"] for t in tags}}
+    return out
+
+
+def acm_arn(aws, region, domain):
+    return next(c["CertificateArn"] for c in aws("acm", region).list_certificates()["CertificateSummaryList"]
+                if c["DomainName"] == domain)
+
+
+CERTIFICATE = Sample(
+    module="aws_acm", table="certificate", name="app.iasql.example", match="domain_name = %s",
+    row={"domain_name": "app.iasql.example", "tags": {"env": "test"}},
+    read_back=certificates, expect={"type": "AMAZON_ISSUED", "tags": {"env": "test"}},
+    cloud_id="arn", filled=("certificate_id", "certificate_type", "status"),
+    update={"tags": {"env": "prod", "team": "web"}}, update_expect={"tags": {"env": "prod", "team": "web"}},
+    replace={"domain_name": "api.iasql.example"}, replace_name="api.iasql.example",
+    replace_expect={"tags": {"env": "prod", "team": "web"}},
+    cloud_create=lambda aws, region, name: aws("acm", region).request_certificate(DomainName=name,
+                                                                                  ValidationMethod="DNS"),
+    imported={"certificate_type": "AMAZON_ISSUED", "tags": None, "in_use": False},
+    cloud_drift=lambda aws, region, name: aws("acm", region).add_tags_to_certificate(
+        CertificateArn=acm_arn(aws, region, name), Tags=[{"Key": "owner", "Value": "ops"}]),
+    drifted={"tags": {"owner": "ops"}},
+    refused=(({"domain_name": "x.iasql.example", "status": "BROKEN"}, "certificate_status_enum"),),
+)
+
+SAMPLES = [SQS, SNS, LOG_GROUP, METRIC_ALARM, REPOSITORY, REPOSITORY_POLICY, DYNAMO_TABLE, SECRET, CERTIFICATE]
 ids = [s.id for s in SAMPLES]
 
 

@@ -73,6 +73,8 @@ class Sample:
     - ``refused``: ``(row, message)`` pairs: rows the table's constraints or triggers refuse,
       with a piece of the error message.
     - ``described``: what the plan row's description holds (default ``name``).
+    - ``before_delete``: SQL (one ``%s``: the name) run before the row is deleted (rows that
+      reference it, e.g. a hosted zone's SOA and NS record sets).
     """
 
     module: str
@@ -97,6 +99,7 @@ class Sample:
     regional: bool = True
     refused: tuple[tuple[dict, str], ...] = ()
     described: str | None = None
+    before_delete: tuple[str, ...] = ()
 
     @property
     def id(self) -> str:
@@ -155,7 +158,9 @@ class Roundtrip:
         await sql(dsn, q, [*map(_value, values.values()), name])
 
     async def delete(self, s: Sample, dsn, name: str) -> None:
-        """DELETE the sample row (found by ``name``)."""
+        """DELETE the sample row (found by ``name``), after ``s.before_delete``."""
+        for stmt in s.before_delete:
+            await sql(dsn, stmt, (name,))
         await sql(dsn, psql.SQL("DELETE FROM {} WHERE " + s.match).format(psql.Identifier(s.table)), (name,))
 
     async def begin_settled(self, s: Sample, registry, ctx) -> None:

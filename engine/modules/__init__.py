@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.modules import aws_account, aws_acm, aws_cloudwatch, aws_dynamo, aws_ecr, aws_iam, aws_s3, aws_secrets_manager, aws_security_group, aws_sns, aws_sqs, aws_vpc
+from engine.modules import aws_account, aws_acm, aws_cloudwatch, aws_dynamo, aws_ecr, aws_iam, aws_route53, aws_s3, aws_secrets_manager, aws_security_group, aws_sns, aws_sqs, aws_vpc
 from engine.modules.base import Col, Mapper, MapperContext, Module
 
 #: IaSQL platform version these modules belong to (``iasql_version()``).
@@ -21,6 +21,7 @@ MODULES: tuple[Module, ...] = (
     aws_dynamo.MODULE,
     aws_secrets_manager.MODULE,
     aws_acm.MODULE,
+    aws_route53.MODULE,
 )
 
 __all__ = ["Col", "Mapper", "MapperContext", "Module", "MODULES", "VERSION"]

@@ -272,7 +272,63 @@ CERTIFICATE = Sample(
     refused=(({"domain_name": "x.iasql.example", "status": "BROKEN"}, "certificate_status_enum"),),
 )
 
-SAMPLES = [SQS, SNS, LOG_GROUP, METRIC_ALARM, REPOSITORY, REPOSITORY_POLICY, DYNAMO_TABLE, SECRET, CERTIFICATE]
+
+# -- aws_route53 -----------------------------------------------------------------------------------
+def hosted_zones(aws, region):
+    r53 = aws("route53")
+    return {z["Name"].rstrip("."): {"types": sorted(r["Type"] for r in r53.list_resource_record_sets(
+        HostedZoneId=z["Id"])["ResourceRecordSets"])} for z in r53.list_hosted_zones()["HostedZones"]}
+
+
+def zone_id(aws, name):
+    return next(z["Id"] for z in aws("route53").list_hosted_zones()["HostedZones"] if z["Name"].rstrip(".") == name)
+
+
+HOSTED_ZONE = Sample(
+    module="aws_route53", table="hosted_zone", name="iasql.example", match="rtrim(domain_name, '.') = %s",
+    row={"domain_name": "iasql.example"}, regional=False,
+    read_back=hosted_zones, expect={"types": ["NS", "SOA"]}, cloud_id="hosted_zone_id",
+    update=None, update_expect={},
+    replace={"domain_name": "iasql2.example"}, replace_name="iasql2.example", replace_expect={"types": ["NS", "SOA"]},
+    before_delete=("DELETE FROM resource_record_set WHERE parent_hosted_zone_id IN "
+                   "(SELECT id FROM hosted_zone WHERE rtrim(domain_name, '.') = %s)",),
+    cloud_create=lambda aws, region, name: aws("route53").create_hosted_zone(Name=name, CallerReference="oob-" + name),
+    imported={"domain_name": "iasql.example."},  # as AWS spells it
+    cloud_drift=lambda aws, region, name: aws("route53").delete_hosted_zone(Id=zone_id(aws, name)),
+    drifted=None,
+)
+
+
+def a_records(aws, region):
+    r53 = aws("route53")
+    return {r["Name"].rstrip("."): {"values": [v["Value"] for v in r["ResourceRecords"]], "ttl": r["TTL"]}
+            for z in r53.list_hosted_zones()["HostedZones"]
+            for r in r53.list_resource_record_sets(HostedZoneId=z["Id"])["ResourceRecordSets"] if r["Type"] == "A"}
+
+
+def upsert_a(aws, name, value):
+    aws("route53").change_resource_record_sets(HostedZoneId=zone_id(aws, "rrs.example"), ChangeBatch={"Changes": [
+        {"Action": "UPSERT", "ResourceRecordSet": {"Name": name, "Type": "A", "TTL": 120,
+                                                   "ResourceRecords": [{"Value": value}]}}]})
+
+
+RESOURCE_RECORD_SET = Sample(
+    module="aws_route53", table="resource_record_set", name="www.rrs.example", regional=False,
+    setup=("INSERT INTO hosted_zone (domain_name) VALUES ('rrs.example')",),
+    row={"name": "www.rrs.example", "record_type": "A", "record": "192.0.2.1\n192.0.2.2", "ttl": 300,
+         "parent_hosted_zone_id": SqlExpr("(SELECT id FROM hosted_zone WHERE rtrim(domain_name, '.') = 'rrs.example')")},
+    match="rtrim(name, '.') = %s AND record_type = 'A'",
+    read_back=a_records, expect={"values": ["192.0.2.1", "192.0.2.2"], "ttl": 300}, cloud_id=None,
+    update={"record": "192.0.2.3", "ttl": 60}, update_expect={"values": ["192.0.2.3"], "ttl": 60},
+    cloud_create=lambda aws, region, name: upsert_a(aws, name, "198.51.100.1"),
+    imported={"record": "198.51.100.1", "ttl": 120},
+    cloud_drift=lambda aws, region, name: upsert_a(aws, name, "198.51.100.9"),
+    drifted={"record": "198.51.100.9"},
+    refused=(({"name": "x.rrs.example", "record_type": "A", "record": "192.0.2.1"}, "Check_record__ttl"),),
+)
+
+SAMPLES = [SQS, SNS, LOG_GROUP, METRIC_ALARM, REPOSITORY, REPOSITORY_POLICY, DYNAMO_TABLE, SECRET, CERTIFICATE,
+           HOSTED_ZONE, RESOURCE_RECORD_SET]
 ids = [s.id for s in SAMPLES]
 
 
@@ -314,3 +370,18 @@ async def test_secret_values_are_write_only_and_never_audited(registry, ctx, dsn
     since = await call(registry, ctx, "iasql_get_sql_since")
     text = "\n".join(r[0] for r in since)
     assert 'INSERT INTO "secret"' in text and "hunter2" not in text
+
+
+async def test_a_zones_soa_and_ns_records_come_back(registry, ctx, dsn, aws):
+    await ROUNDTRIP.install(HOSTED_ZONE, registry, ctx, dsn)
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, "INSERT INTO hosted_zone (domain_name) VALUES ('keep.example')")
+    await call(registry, ctx, "iasql_commit")
+    assert await sql(dsn, "SELECT record_type::text, name FROM resource_record_set ORDER BY 1") == [
+        ("NS", "keep.example."), ("SOA", "keep.example.")]
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, "DELETE FROM resource_record_set")
+    rows = await call(registry, ctx, "iasql_commit")
+    assert not [r for r in rows if r[0] == "delete" and not r[3].startswith("synced")]  # nothing deleted in the cloud
+    assert await sql(dsn, "SELECT count(*) FROM resource_record_set") == [(2,)]  # the sync restored them
+    assert hosted_zones(aws, "us-east-1")["keep.example"] == {"types": ["NS", "SOA"]}

@@ -13,6 +13,7 @@ from tests.engine.support import call, sql
 
 # -- aws_sqs ---------------------------------------------------------------------------------------
 def sqs_queues(aws, region):
+    """Queues of ``region`` as boto3 sees them: name -> timeouts, FIFO flag, ARN."""
     sqs = aws("sqs", region)
     out = {}
     for url in sqs.list_queues().get("QueueUrls", []):
@@ -24,6 +25,7 @@ def sqs_queues(aws, region):
 
 
 def sqs_url(aws, region, name):
+    """The URL of queue ``name``."""
     return aws("sqs", region).get_queue_url(QueueName=name)["QueueUrl"]
 
 
@@ -48,6 +50,7 @@ SQS = Sample(
 
 # -- aws_sns ---------------------------------------------------------------------------------------
 def sns_topics(aws, region):
+    """Topics of ``region``: name -> display name, ARN."""
     sns = aws("sns", region)
     out = {}
     for t in sns.list_topics()["Topics"]:
@@ -57,6 +60,7 @@ def sns_topics(aws, region):
 
 
 def sns_arn(aws, region, name):
+    """The ARN of topic ``name``."""
     return next(t["TopicArn"] for t in aws("sns", region).list_topics()["Topics"] if t["TopicArn"].endswith(":" + name))
 
 
@@ -77,6 +81,7 @@ SNS = Sample(
 
 # -- aws_cloudwatch --------------------------------------------------------------------------------
 def log_groups(aws, region):
+    """Log groups of ``region``: name -> ARN."""
     return {lg["logGroupName"]: {"arn": lg.get("arn")} for lg in aws("logs", region).describe_log_groups()["logGroups"]}
 
 
@@ -94,12 +99,14 @@ LOG_GROUP = Sample(
 
 
 def alarms(aws, region):
+    """Metric alarms of ``region``: name -> threshold, metric, operator."""
     return {a["AlarmName"]: {"threshold": a["Threshold"], "metric_name": a["MetricName"],
                              "comparison_operator": a["ComparisonOperator"]}
             for a in aws("cloudwatch", region).describe_alarms()["MetricAlarms"]}
 
 
 def put_alarm(aws, region, name, threshold):
+    """Create or overwrite alarm ``name`` (CPU above ``threshold``) out of band."""
     aws("cloudwatch", region).put_metric_alarm(
         AlarmName=name, MetricName="CPUUtilization", Namespace="AWS/EC2", Statistic="Average", Period=60,
         EvaluationPeriods=1, Threshold=threshold, ComparisonOperator="GreaterThanThreshold")
@@ -124,6 +131,7 @@ METRIC_ALARM = Sample(
 
 # -- aws_ecr ---------------------------------------------------------------------------------------
 def repositories(aws, region):
+    """ECR repositories of ``region``: name -> tag mutability, scan on push."""
     return {r["repositoryName"]: {"mutability": r["imageTagMutability"],
                                   "scan_on_push": r["imageScanningConfiguration"]["scanOnPush"]}
             for r in aws("ecr", region).describe_repositories()["repositories"]}
@@ -146,11 +154,13 @@ REPOSITORY = Sample(
 
 
 def ecr_policy(action):
+    """A repository policy allowing ``action`` to everyone."""
     return {"Version": "2012-10-17", "Statement": [{"Sid": "pull", "Effect": "Allow", "Principal": "*",
                                                     "Action": [action]}]}
 
 
 def repository_policies(aws, region):
+    """Repository policies of ``region``: repository name -> the actions allowed."""
     ecr = aws("ecr", region)
     out = {}
     for r in ecr.describe_repositories()["repositories"]:
@@ -182,6 +192,7 @@ REPOSITORY_POLICY = Sample(
 
 # -- aws_dynamo ------------------------------------------------------------------------------------
 def dynamo_tables(aws, region):
+    """DynamoDB tables of ``region``: name -> read capacity, key schema, attribute types."""
     ddb = aws("dynamodb", region)
     out = {}
     for name in ddb.list_tables()["TableNames"]:
@@ -193,6 +204,7 @@ def dynamo_tables(aws, region):
 
 
 def provisioned(n):
+    """Provisioned throughput of ``n`` read and write units."""
     return {"ReadCapacityUnits": n, "WriteCapacityUnits": n}
 
 
@@ -218,6 +230,7 @@ DYNAMO_TABLE = Sample(
 
 # -- aws_secrets_manager ---------------------------------------------------------------------------
 def secrets(aws, region):
+    """Secrets of ``region``: name -> description and current value."""
     sm = aws("secretsmanager", region)
     return {s["Name"]: {"description": s.get("Description"),
                         "value": sm.get_secret_value(SecretId=s["Name"])["SecretString"]}
@@ -241,6 +254,7 @@ SECRET = Sample(
 
 # -- aws_acm ---------------------------------------------------------------------------------------
 def certificates(aws, region):
+    """ACM certificates of ``region``: domain -> type and tags."""
     acm = aws("acm", region)
     out = {}
     for c in acm.list_certificates()["CertificateSummaryList"]:
@@ -251,6 +265,7 @@ def certificates(aws, region):
 
 
 def acm_arn(aws, region, domain):
+    """The ARN of the certificate for ``domain``."""
     return next(c["CertificateArn"] for c in aws("acm", region).list_certificates()["CertificateSummaryList"]
                 if c["DomainName"] == domain)
 
@@ -275,12 +290,14 @@ CERTIFICATE = Sample(
 
 # -- aws_route53 -----------------------------------------------------------------------------------
 def hosted_zones(aws, region):
+    """Hosted zones (global): domain without final dot -> record types."""
     r53 = aws("route53")
     return {z["Name"].rstrip("."): {"types": sorted(r["Type"] for r in r53.list_resource_record_sets(
         HostedZoneId=z["Id"])["ResourceRecordSets"])} for z in r53.list_hosted_zones()["HostedZones"]}
 
 
 def zone_id(aws, name):
+    """The id of hosted zone ``name``."""
     return next(z["Id"] for z in aws("route53").list_hosted_zones()["HostedZones"] if z["Name"].rstrip(".") == name)
 
 
@@ -290,8 +307,8 @@ HOSTED_ZONE = Sample(
     read_back=hosted_zones, expect={"types": ["NS", "SOA"]}, cloud_id="hosted_zone_id",
     update=None, update_expect={},
     replace={"domain_name": "iasql2.example"}, replace_name="iasql2.example", replace_expect={"types": ["NS", "SOA"]},
-    before_delete=("DELETE FROM resource_record_set WHERE parent_hosted_zone_id IN "
-                   "(SELECT id FROM hosted_zone WHERE rtrim(domain_name, '.') = %s)",),
+    before_delete=(("DELETE FROM resource_record_set WHERE parent_hosted_zone_id IN "
+                    "(SELECT id FROM hosted_zone WHERE rtrim(domain_name, '.') = %s)"),),
     cloud_create=lambda aws, region, name: aws("route53").create_hosted_zone(Name=name, CallerReference="oob-" + name),
     imported={"domain_name": "iasql.example."},  # as AWS spells it
     cloud_drift=lambda aws, region, name: aws("route53").delete_hosted_zone(Id=zone_id(aws, name)),
@@ -300,6 +317,7 @@ HOSTED_ZONE = Sample(
 
 
 def a_records(aws, region):
+    """A records of every zone: name without final dot -> values, TTL."""
     r53 = aws("route53")
     return {r["Name"].rstrip("."): {"values": [v["Value"] for v in r["ResourceRecords"]], "ttl": r["TTL"]}
             for z in r53.list_hosted_zones()["HostedZones"]
@@ -307,6 +325,7 @@ def a_records(aws, region):
 
 
 def upsert_a(aws, name, value):
+    """UPSERT A record ``name`` (TTL 120) in zone rrs.example out of band."""
     aws("route53").change_resource_record_sets(HostedZoneId=zone_id(aws, "rrs.example"), ChangeBatch={"Changes": [
         {"Action": "UPSERT", "ResourceRecordSet": {"Name": name, "Type": "A", "TTL": 120,
                                                    "ResourceRecords": [{"Value": value}]}}]})

@@ -11,7 +11,8 @@ A module gets its round-trip tests by describing one row and one change of each 
 - drift: ``cloud_drift`` changes it in the cloud, ``iasql_rollback`` pulls the change into the row;
 - second region: the row inserted with ``region = 'eu-west-1'`` lands there and nowhere else;
 - delete: the deleted row's resource is gone from the cloud;
-- after every commit, a preview has nothing left to do for the table (the commit settled).
+- after every commit, a preview has nothing left to do for the table (the commit settled);
+- uninstall: the module's tables go, and it installs again.
 
 ``read_back(aws, region)`` returns what boto3 sees: ``{name: {field: value}}`` for every resource
 of the table in ``region``, keyed by the sample's ``name`` (the value a user recognises: a queue
@@ -242,6 +243,18 @@ class Roundtrip:
         rows = await call(registry, ctx, "iasql_rollback")
         assert ("update" if s.drifted is not None else "delete", s.table) in [(a, t) for a, t, _, _ in rows]
         assert await self.row(s, dsn, cols=tuple(s.drifted or ())) == s.drifted
+
+    async def uninstall_and_again(self, s: Sample, registry, ctx, dsn) -> None:
+        """``iasql_uninstall`` drops every table of the module (and its types, functions and
+        triggers: installing it again works)."""
+        module = next(m for m in MODULES if m.name == s.module)
+        await self.install(s, registry, ctx, dsn)
+        await call(registry, ctx, "iasql_uninstall", s.module)
+        for table in module.tables:
+            assert await sql(dsn, "SELECT to_regclass(%s)::text", (f"public.{table}",)) == [(None,)], table
+        await call(registry, ctx, "iasql_install", s.module)
+        assert await sql(dsn, "SELECT count(*) FROM iasql_tables WHERE module = %s", (module.full_name,)) == [
+            (len(module.tables),)]
 
     async def second_region(self, s: Sample, registry, ctx, dsn, aws) -> None:
         """With eu-west-1 enabled, a row with ``region = 'eu-west-1'`` is created there only."""

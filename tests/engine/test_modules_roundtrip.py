@@ -361,6 +361,11 @@ async def test_import_and_drift(s, registry, ctx, dsn, aws):
     await ROUNDTRIP.import_and_drift(s, registry, ctx, dsn, aws)
 
 
+@pytest.mark.parametrize("s", list({s.module: s for s in SAMPLES}.values()), ids=lambda s: s.module)
+async def test_uninstall_and_install_again(s, registry, ctx, dsn):
+    await ROUNDTRIP.uninstall_and_again(s, registry, ctx, dsn)
+
+
 @pytest.mark.parametrize("s", [s for s in SAMPLES if s.regional], ids=[s.id for s in SAMPLES if s.regional])
 async def test_second_region(s, registry, ctx, dsn, aws):
     await ROUNDTRIP.second_region(s, registry, ctx, dsn, aws)

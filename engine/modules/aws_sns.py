@@ -1,4 +1,4 @@
-"""Module ``aws_sns``: SNS topics.
+"""Module ``aws_sns``: SNS topics and subscriptions.
 
 Table ``topic`` as in IaSQL v0.1.x's ``aws_sns`` module (``migration/1678087513859-aws_sns.ts``):
 ``id`` SERIAL, ``name``, the topic attributes as text (``delivery_policy``, ``display_name``,
@@ -11,8 +11,16 @@ Follows IaSQL's ``mappers/topic.ts``: the cloud id is the ARN; every change is a
 takes the cloud's value (AWS's default policy, say), written back by the sync; what cannot change
 in place (``name``, ``fifo_topic``, ``region``) is put back from the cloud, as IaSQL does.
 
-Not built yet: IaSQL's ``subscription`` table and its ``subscribe``/``unsubscribe``/
-``confirm_subscription`` functions. moto (5.2) answers ``get_data_protection_policy`` with an
+Table ``subscription(id, endpoint, region, protocol, arn, topic)`` as in IaSQL: ``topic`` holds
+the topic's ARN (foreign key to ``topic.arn``, ON DELETE CASCADE). IaSQL makes subscriptions only
+through its ``subscribe``/``unsubscribe``/``confirm_subscription`` functions (an inserted row is
+deleted again); here an inserted row subscribes (``sns.subscribe``) and a deleted one
+unsubscribes, since the engine has no module functions yet. The cloud id is
+``(topic, protocol, endpoint, region)`` (AWS makes no duplicates; a subscription pending
+confirmation has no ARN yet): nothing changes in place, a changed row is a new subscription.
+Subscriptions of topics that have no row are not imported.
+
+Not built yet: IaSQL's ``confirm_subscription`` function. moto (5.2) answers ``get_data_protection_policy`` with an
 internal error and ignores ``TracingConfig``: against such an endpoint ``data_protection_policy``
 reads as NULL (the first failed call of a read is remembered, so it is not asked again).
 """
@@ -144,6 +152,63 @@ class TopicMapper(Mapper):
         await mc.call("sns", cloud["region"], "delete_topic", TopicArn=cloud["arn"])
 
 
+class SubscriptionMapper(Mapper):
+    """``subscription`` rows <-> SNS subscriptions of the topics that have rows."""
+
+    table = "subscription"
+    columns = (Col("id", "int", "pk"), Col("endpoint"), Col("region"), Col("protocol"),
+               Col("arn", "text", "cloud"), Col("topic"))
+    key = ("topic", "protocol", "endpoint", "region")
+    pk = ("id",)
+    cloud_read_uses_db = True
+
+    def describe(self, rec: dict) -> str:
+        """``<protocol> subscription of <topic name> to <endpoint>``."""
+        topic = str(rec.get("topic") or "").rsplit(":", 1)[-1]
+        return f"{rec.get('protocol')} subscription of {topic} to {rec.get('endpoint')}"
+
+    @staticmethod
+    def _record(sub: dict, region: str, topics: set) -> dict:
+        arn = sub.get("SubscriptionArn")
+        return {"endpoint": sub.get("Endpoint"), "region": region, "protocol": sub.get("Protocol"),
+                "arn": arn if arn and arn.startswith("arn:") else None, "topic": sub.get("TopicArn"),
+                "_orphan": sub.get("TopicArn") not in topics}
+
+    async def read(self, mc: MapperContext) -> list[dict]:
+        """Every subscription of the enabled regions (``_orphan`` when its topic has no row).
+        Raises engine.aws.CloudError."""
+        topics = {r[0] for r in await mc.fetchall("SELECT arn FROM public.topic WHERE arn IS NOT NULL")}
+        out = []
+        for region in mc.regions:
+            out += [self._record(sub, region, topics)
+                    for sub in await mc.paginate("sns", region, "list_subscriptions", "Subscriptions")
+                    if sub.get("Protocol") and sub.get("TopicArn")]
+        return out
+
+    async def create(self, mc: MapperContext, row: dict) -> dict:
+        """Subscribe ``endpoint`` to the topic; returns the record. Raises engine.aws.CloudError."""
+        region = row.get("region") or mc.default_region
+        res = await mc.call("sns", region, "subscribe", TopicArn=row["topic"], Protocol=row["protocol"],
+                            Endpoint=row["endpoint"], ReturnSubscriptionArn=True)
+        return self._record({"SubscriptionArn": res.get("SubscriptionArn"), "Endpoint": row["endpoint"],
+                             "Protocol": row["protocol"], "TopicArn": row["topic"]}, region, {row["topic"]})
+
+    async def update(self, mc: MapperContext, row: dict, cloud: dict) -> dict:
+        """Nothing changes in place: returns the cloud record (the sync writes it back)."""
+        return cloud
+
+    async def delete(self, mc: MapperContext, cloud: dict) -> None:
+        """Unsubscribe (nothing to do while it is pending confirmation, or when its topic is gone).
+        Raises engine.aws.CloudError."""
+        if not cloud.get("arn"):
+            return
+        try:
+            await mc.call("sns", cloud["region"], "unsubscribe", SubscriptionArn=cloud["arn"])
+        except CloudError as e:
+            if e.code != "NotFound":
+                raise
+
+
 def _parsed(value: Any) -> Any:
     """A JSON value from JSON text (other values as they are)."""
     if isinstance(value, str):
@@ -175,8 +240,15 @@ MODULE = Module(
              region character varying NOT NULL DEFAULT public.default_aws_region() REFERENCES public.aws_regions (region),
              CONSTRAINT uq_topic_arn UNIQUE (arn),
              CONSTRAINT uq_topic_name_region UNIQUE (name, region))""",
+        """CREATE TABLE public.subscription (
+             id serial PRIMARY KEY,
+             endpoint character varying NOT NULL,
+             region character varying NOT NULL DEFAULT public.default_aws_region() REFERENCES public.aws_regions (region),
+             protocol character varying NOT NULL,
+             arn character varying,
+             topic character varying REFERENCES public.topic (arn) ON DELETE CASCADE)""",
     ),
-    uninstall_sql=("DROP TABLE public.topic",),
-    mappers=(TopicMapper(),),
-    description="SNS topics",
+    uninstall_sql=("DROP TABLE public.subscription", "DROP TABLE public.topic"),
+    mappers=(TopicMapper(), SubscriptionMapper()),
+    description="SNS topics and subscriptions",
 )

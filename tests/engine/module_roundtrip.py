@@ -69,7 +69,8 @@ class Sample:
       row's ``{column: value}`` after ``iasql_rollback`` (None: the drift deleted the resource,
       the rollback deletes the row).
     - ``setup``: SQL run inside the same IaSQL transaction before the row is inserted (a
-      parent row; ``{region}`` is replaced by the row's region); ``match``: a WHERE condition with one ``%s`` (the name) that finds the row
+      parent row; ``{region}`` is replaced by the row's region), or in a commit of its own first
+      with ``setup_committed`` (the row needs the parent's cloud id, e.g. a topic's ARN); ``match``: a WHERE condition with one ``%s`` (the name) that finds the row
       (default ``name = %s``); ``regional``: False for a global resource (no second-region test).
     - ``refused``: ``(row, message)`` pairs: rows the table's constraints or triggers refuse,
       with a piece of the error message.
@@ -101,6 +102,7 @@ class Sample:
     refused: tuple[tuple[dict, str], ...] = ()
     described: str | None = None
     before_delete: tuple[str, ...] = ()
+    setup_committed: bool = False
 
     @property
     def id(self) -> str:
@@ -139,9 +141,19 @@ class Roundtrip:
         assert len(rows) <= 1, rows
         return dict(zip(cols, rows[0])) if rows else None
 
+    async def parent(self, s: Sample, registry, ctx, dsn, region: str | None = None) -> None:
+        """With ``s.setup_committed``: run ``s.setup`` in an IaSQL transaction of its own and commit
+        it (the parent exists in the cloud before the row is inserted)."""
+        if s.setup_committed:
+            await call(registry, ctx, "iasql_begin")
+            for stmt in s.setup:
+                await sql(dsn, stmt.format(region=region or "us-east-1"))
+            await call(registry, ctx, "iasql_commit")
+
     async def insert(self, s: Sample, dsn, region: str | None = None, row: dict | None = None) -> None:
-        """INSERT the sample row (or ``row``; in ``region`` when given), after ``s.setup``."""
-        if row is None:
+        """INSERT the sample row (or ``row``; in ``region`` when given), after ``s.setup`` (unless
+        ``s.setup_committed``: ``parent`` ran it)."""
+        if row is None and not s.setup_committed:
             for stmt in s.setup:
                 await sql(dsn, stmt.format(region=region or "us-east-1"))
         values = dict(row or s.row, **({"region": region} if region else {}))
@@ -175,6 +187,7 @@ class Roundtrip:
         """Create (with preview), update in place, replace (if described), delete."""
         await self.install(s, registry, ctx, dsn)
         region = "us-east-1"
+        await self.parent(s, registry, ctx, dsn)
         await call(registry, ctx, "iasql_begin")
         await self.insert(s, dsn)
         for bad, message in s.refused:
@@ -260,6 +273,7 @@ class Roundtrip:
         """With eu-west-1 enabled, a row with ``region = 'eu-west-1'`` is created there only."""
         await self.install(s, registry, ctx, dsn)
         await sql(dsn, "UPDATE aws_regions SET is_enabled = true WHERE region = %s", (SECOND_REGION,))
+        await self.parent(s, registry, ctx, dsn, region=SECOND_REGION)
         await call(registry, ctx, "iasql_begin")
         await self.insert(s, dsn, region=SECOND_REGION)
         await call(registry, ctx, "iasql_commit")

@@ -79,6 +79,35 @@ SNS = Sample(
 )
 
 
+
+def subscriptions(aws, region):
+    """Subscriptions of ``region``: endpoint -> protocol and topic name."""
+    return {sub["Endpoint"]: {"protocol": sub["Protocol"], "topic": sub["TopicArn"].rsplit(":", 1)[-1]}
+            for sub in aws("sns", region).list_subscriptions()["Subscriptions"]}
+
+
+def sub_arn(aws, region, endpoint):
+    """The ARN of the subscription of ``endpoint``."""
+    return next(sub["SubscriptionArn"] for sub in aws("sns", region).list_subscriptions()["Subscriptions"]
+                if sub["Endpoint"] == endpoint)
+
+
+SUBSCRIPTION = Sample(
+    module="aws_sns", table="subscription", name="ops@iasql.example", match="endpoint = %s",
+    setup=("INSERT INTO topic (name, region) VALUES ('iasql-alerts', '{region}')",),
+    setup_committed=True,  # the row names the topic by its ARN
+    row={"endpoint": "ops@iasql.example", "protocol": "email",
+         "topic": SqlExpr("(SELECT arn FROM topic WHERE name = 'iasql-alerts' AND region = '{region}')")},
+    read_back=subscriptions, expect={"protocol": "email", "topic": "iasql-alerts"},
+    cloud_id="arn", described="email subscription of",
+    update=None, update_expect={},
+    cloud_create=lambda aws, region, name: aws("sns", region).subscribe(
+        TopicArn=sns_arn(aws, region, "iasql-alerts"), Protocol="email", Endpoint=name),
+    imported={"protocol": "email"},
+    cloud_drift=lambda aws, region, name: aws("sns", region).unsubscribe(SubscriptionArn=sub_arn(aws, region, name)),
+    drifted=None,
+)
+
 # -- aws_cloudwatch --------------------------------------------------------------------------------
 def log_groups(aws, region):
     """Log groups of ``region``: name -> ARN."""
@@ -346,7 +375,7 @@ RESOURCE_RECORD_SET = Sample(
     refused=(({"name": "x.rrs.example", "record_type": "A", "record": "192.0.2.1"}, "Check_record__ttl"),),
 )
 
-SAMPLES = [SQS, SNS, LOG_GROUP, METRIC_ALARM, REPOSITORY, REPOSITORY_POLICY, DYNAMO_TABLE, SECRET, CERTIFICATE,
+SAMPLES = [SQS, SNS, SUBSCRIPTION, LOG_GROUP, METRIC_ALARM, REPOSITORY, REPOSITORY_POLICY, DYNAMO_TABLE, SECRET, CERTIFICATE,
            HOSTED_ZONE, RESOURCE_RECORD_SET]
 ids = [s.id for s in SAMPLES]
 
@@ -409,3 +438,21 @@ async def test_a_zones_soa_and_ns_records_come_back(registry, ctx, dsn, aws):
     assert not [r for r in rows if r[0] == "delete" and not r[3].startswith("synced")]  # nothing deleted in the cloud
     assert await sql(dsn, "SELECT count(*) FROM resource_record_set") == [(2,)]  # the sync restored them
     assert hosted_zones(aws, "us-east-1")["keep.example"] == {"types": ["NS", "SOA"]}
+
+
+async def test_deleting_a_topic_takes_its_subscriptions(registry, ctx, dsn, aws):
+    await ROUNDTRIP.install(SNS, registry, ctx, dsn)
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, "INSERT INTO topic (name) VALUES ('doomed')")
+    await call(registry, ctx, "iasql_commit")
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, "INSERT INTO subscription (endpoint, protocol, topic) SELECT 'a@iasql.example', 'email', arn "
+                   "FROM topic WHERE name = 'doomed'")
+    await call(registry, ctx, "iasql_commit")
+    assert subscriptions(aws, "us-east-1") == {"a@iasql.example": {"protocol": "email", "topic": "doomed"}}
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, "DELETE FROM topic WHERE name = 'doomed'")  # ON DELETE CASCADE takes the subscription row
+    rows = await call(registry, ctx, "iasql_commit")
+    assert {(a, t) for a, t, _, d in rows if not d.startswith("synced")} == {("delete", "topic"), ("delete", "subscription")}
+    assert sns_topics(aws, "us-east-1") == {} and subscriptions(aws, "us-east-1") == {}
+    assert await sql(dsn, "SELECT count(*) FROM subscription") == [(0,)]

@@ -18,7 +18,13 @@ in ``index.ts``):
 - ``public_repository(repository_name PRIMARY KEY, repository_arn, registry_id,
   repository_uri, created_at timestamptz)``: ECR Public (us-east-1 only); nothing changes in place.
 
-Not built yet: IaSQL's ``repository_image`` table and ``ecr_build`` function. moto (5.2) has no
+- ``repository_image(id, image_id, image_digest, image_tag, registry_id, pushed_at timestamptz,
+  size_in_mb, private_repository_region, private_repository_id, public_repository)``: the images
+  of the private repositories that have rows, one row per tag, with IaSQL's trigger refusing a
+  change of ``private_repository_region`` (SQLSTATE P0001). Images are pushed, never inserted (a
+  commit refuses a new row, SQLSTATE 58000); deleting a row deletes that tag in the cloud.
+
+Not built yet: IaSQL's ``ecr_build`` function, and the images of ECR Public repositories. moto (5.2) has no
 ECR Public: against a stand-in endpoint (``aws_endpoint_url`` set) that answers ECR Public reads
 with an error, ``public_repository`` reads as empty (a create still fails, SQLSTATE 58000); the
 tests cover ``repository`` and ``repository_policy``.
@@ -180,6 +186,84 @@ class RepositoryPolicyMapper(Mapper):
                 raise
 
 
+class RepositoryImageMapper(Mapper):
+    """``repository_image`` rows <-> the images (one record per tag) of the private repositories
+    that have rows. Images are pushed (``docker push``), never inserted: a commit refuses a new
+    row (``ImagesArePushed``, SQLSTATE 58000); a deleted row deletes the image's tag
+    (``batch_delete_image``). Follows IaSQL's ``RepositoryImageMapper``: ``image_id`` is
+    ``digest|tag|private|repository|region``; every other column is the cloud's."""
+
+    table = "repository_image"
+    columns = (Col("id", "int", "pk"), Col("image_id", "text", "cloud"), Col("image_digest", "text", "cloud"),
+               Col("image_tag", "text", "cloud"), Col("registry_id", "text", "cloud"),
+               Col("pushed_at", "timestamptz", "cloud"), Col("size_in_mb", "int", "cloud"),
+               Col("private_repository_region", "text", "cloud"), Col("private_repository_id", "int", "cloud"),
+               Col("public_repository", "text", "cloud"))
+    key = ("image_id",)
+    pk = ("id",)
+    cloud_read_uses_db = True
+
+    def describe(self, rec: dict) -> str:
+        """``image <repository>:<tag> in <region>``."""
+        parts = str(rec.get("image_id") or "").split("|")
+        repo = parts[3] if len(parts) > 3 else f"#{rec.get('private_repository_id')}"
+        return f"image {repo}:{rec.get('image_tag')} in {rec.get('private_repository_region')}"
+
+    @staticmethod
+    def _records(img: dict, region: str, repository_id: Any) -> list[dict]:
+        size = img.get("imageSizeInBytes")
+        out = []
+        for tag in img.get("imageTags") or ["<untagged>"]:
+            out.append({"image_id": f"{img['imageDigest']}|{tag}|private|{img['repositoryName']}|{region}",
+                        "image_digest": img["imageDigest"], "image_tag": tag, "registry_id": img.get("registryId"),
+                        "pushed_at": img.get("imagePushedAt"),
+                        "size_in_mb": round(size / 1024 / 1024) if size is not None else None,
+                        "private_repository_region": region, "private_repository_id": repository_id,
+                        "public_repository": None, "_repository_name": img["repositoryName"],
+                        "_orphan": repository_id is None})
+        return out
+
+    async def read(self, mc: MapperContext) -> list[dict]:
+        """The images of every private repository (of the enabled regions) that has a row. Raises
+        engine.aws.CloudError."""
+        out = []
+        for repository_id, name, region in await mc.fetchall(
+                "SELECT id, repository_name, region FROM public.repository WHERE repository_arn IS NOT NULL"):
+            if region not in mc.regions:
+                continue
+            try:
+                images = await mc.paginate("ecr", region, "describe_images", "imageDetails", repositoryName=name)
+            except CloudError as e:
+                if e.code == "RepositoryNotFoundException":
+                    continue
+                raise
+            for img in images:
+                if img.get("imageDigest"):
+                    out += self._records(img, region, repository_id)
+        return out
+
+    async def create(self, mc: MapperContext, row: dict) -> dict:
+        """Images cannot be inserted. Raises engine.aws.CloudError (``ImagesArePushed``)."""
+        raise CloudError("ImagesArePushed", "repository images are pushed (docker push), not inserted",
+                         "ecr.put_image")
+
+    async def update(self, mc: MapperContext, row: dict, cloud: dict) -> dict:
+        """Nothing changes in place: returns the cloud record (the sync writes it back)."""
+        return cloud
+
+    async def delete(self, mc: MapperContext, cloud: dict) -> None:
+        """Delete the image's tag (the untagged image by its digest). Raises engine.aws.CloudError."""
+        image = {"imageDigest": cloud["image_digest"]}
+        if cloud.get("image_tag") and cloud["image_tag"] != "<untagged>":
+            image["imageTag"] = cloud["image_tag"]
+        res = await mc.call("ecr", cloud["private_repository_region"], "batch_delete_image",
+                            repositoryName=cloud["_repository_name"], imageIds=[image])
+        failures = [f for f in res.get("failures") or [] if f.get("failureCode") != "ImageNotFound"]
+        if failures:
+            raise CloudError(failures[0].get("failureCode", "ImageDeleteFailed"),
+                             failures[0].get("failureReason", ""), "ecr.batch_delete_image")
+
+
 class PublicRepositoryMapper(Mapper):
     """``public_repository`` rows <-> ECR Public repositories (us-east-1)."""
 
@@ -258,9 +342,36 @@ MODULE = Module(
              CONSTRAINT uq_repository_policy_repository_region UNIQUE (repository_id, region),
              CONSTRAINT fk_repository_policy_repository FOREIGN KEY (repository_id, region)
                REFERENCES public.repository (id, region))""",
+        """CREATE TABLE public.repository_image (
+             id serial PRIMARY KEY,
+             image_id character varying NOT NULL,
+             image_digest character varying NOT NULL,
+             image_tag character varying NOT NULL,
+             registry_id character varying,
+             pushed_at timestamp with time zone,
+             size_in_mb integer,
+             private_repository_region character varying REFERENCES public.aws_regions (region),
+             private_repository_id integer,
+             public_repository character varying REFERENCES public.public_repository (repository_name),
+             CONSTRAINT uq_repository_image_id_region UNIQUE (image_id, private_repository_region),
+             CONSTRAINT uq_repository_image_region UNIQUE (id, private_repository_region),
+             CONSTRAINT fk_repository_image_repository FOREIGN KEY (private_repository_id, private_repository_region)
+               REFERENCES public.repository (id, region))""",
+        """CREATE FUNCTION public.block_private_repository_region_update() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN
+             RAISE EXCEPTION 'Region cannot be modified'
+               USING DETAIL = 'A repository image cannot be moved to another region',
+                     HINT = 'If you want to move a repository to another region, you can create a new one with '
+                            'the same name in that region or you can delete all images and then move it.';
+             RETURN OLD;
+           END; $$""",
+        """CREATE TRIGGER block_private_repository_region_update BEFORE UPDATE ON public.repository_image
+           FOR EACH ROW WHEN (OLD.private_repository_region IS DISTINCT FROM NEW.private_repository_region)
+           EXECUTE FUNCTION public.block_private_repository_region_update()""",
     ),
-    uninstall_sql=("DROP TABLE public.repository_policy", "DROP TABLE public.repository",
+    uninstall_sql=("DROP TABLE public.repository_image", "DROP FUNCTION public.block_private_repository_region_update()",
+                   "DROP TABLE public.repository_policy", "DROP TABLE public.repository",
                    "DROP TYPE public.repository_image_tag_mutability_enum", "DROP TABLE public.public_repository"),
-    mappers=(RepositoryMapper(), RepositoryPolicyMapper(), PublicRepositoryMapper()),
-    description="ECR repositories, repository policies and ECR Public repositories",
+    mappers=(RepositoryMapper(), RepositoryPolicyMapper(), PublicRepositoryMapper(), RepositoryImageMapper()),
+    description="ECR repositories, repository policies, images and ECR Public repositories",
 )

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from engine.rpc import EngineError
 from tests.engine.module_roundtrip import ROUNDTRIP, Sample, SqlExpr
 from tests.engine.support import call, sql
 
@@ -456,3 +457,42 @@ async def test_deleting_a_topic_takes_its_subscriptions(registry, ctx, dsn, aws)
     assert {(a, t) for a, t, _, d in rows if not d.startswith("synced")} == {("delete", "topic"), ("delete", "subscription")}
     assert sns_topics(aws, "us-east-1") == {} and subscriptions(aws, "us-east-1") == {}
     assert await sql(dsn, "SELECT count(*) FROM subscription") == [(0,)]
+
+
+def push_image(aws, repository, tag):
+    """Push a (manifest-only) image tagged ``tag`` to ``repository`` out of band; returns its digest."""
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                           "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 7,
+                                      "digest": "sha256:" + "a" * 64}, "layers": [], "tag": tag})
+    return aws("ecr").put_image(repositoryName=repository, imageManifest=manifest, imageTag=tag)["image"][
+        "imageId"]["imageDigest"]
+
+
+async def test_repository_images_come_in_and_go_but_are_not_inserted(registry, ctx, dsn, aws):
+    await ROUNDTRIP.install(REPOSITORY, registry, ctx, dsn)
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, "INSERT INTO repository (repository_name) VALUES ('app')")
+    await call(registry, ctx, "iasql_commit")
+    digest = push_image(aws, "app", "v1")
+    push_image(aws, "app", "v2")
+    await call(registry, ctx, "iasql_begin")
+    rows = await call(registry, ctx, "iasql_rollback")
+    assert sorted(a for a, t, _, _ in rows if t == "repository_image") == ["create", "create"]
+    got = await sql(dsn, "SELECT i.image_tag, i.image_digest, i.image_id, i.private_repository_region FROM repository_image i "
+                         "JOIN repository r ON r.id = i.private_repository_id ORDER BY 1")
+    assert got[0] == ("v1", digest, f"{digest}|v1|private|app|us-east-1", "us-east-1") and got[1][0] == "v2"
+    # the region of an image cannot change (IaSQL's trigger)
+    with pytest.raises(Exception, match="Region cannot be modified"):
+        await sql(dsn, "UPDATE repository_image SET private_repository_region = 'eu-west-1'")
+
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, "DELETE FROM repository_image WHERE image_tag = 'v1'")
+    await call(registry, ctx, "iasql_commit")
+    tags = [t for i in aws("ecr").describe_images(repositoryName="app")["imageDetails"] for t in i.get("imageTags", [])]
+    assert tags == ["v2"]
+
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, "INSERT INTO repository_image (image_id, image_digest, image_tag, private_repository_id, "
+                   "private_repository_region) SELECT 'x', 'sha256:x', 'v3', id, region FROM repository")
+    with pytest.raises(EngineError, match="ImagesArePushed"):
+        await call(registry, ctx, "iasql_commit")

@@ -58,7 +58,8 @@ class Sample:
     - ``read_back(aws, region)``: ``{name: {field: value}}`` from boto3; ``expect``: what the
       created resource's dict holds (a subset).
     - ``cloud_id``: a cloud-managed column (an ARN, a URL) that an update keeps and a replace
-      changes (None when the endpoint fills none, e.g. moto's DynamoDB has no table id); ``filled``: cloud-managed columns a commit writes back (non-NULL afterwards).
+      changes (None when the endpoint fills none, e.g. moto's DynamoDB has no table id);
+      ``filled``: cloud-managed columns a commit writes back (non-NULL afterwards).
     - ``update``/``update_expect``: an in-place change of the row and what the cloud then holds
       (None for a table with nothing to change in place, e.g. ``log_group``).
     - ``replace``/``replace_name``/``replace_expect`` (optional): a change that replaces the
@@ -70,8 +71,9 @@ class Sample:
       the rollback deletes the row).
     - ``setup``: SQL run inside the same IaSQL transaction before the row is inserted (a
       parent row; ``{region}`` is replaced by the row's region), or in a commit of its own first
-      with ``setup_committed`` (the row needs the parent's cloud id, e.g. a topic's ARN); ``match``: a WHERE condition with one ``%s`` (the name) that finds the row
-      (default ``name = %s``); ``regional``: False for a global resource (no second-region test).
+      with ``setup_committed`` (the row needs the parent's cloud id, e.g. a topic's ARN).
+    - ``match``: a WHERE condition with one ``%s`` (the name) that finds the row (default
+      ``name = %s``); ``regional``: False for a global resource (no second-region test).
     - ``refused``: ``(row, message)`` pairs: rows the table's constraints or triggers refuse,
       with a piece of the error message.
     - ``described``: what the plan row's description holds (default ``name``).
@@ -111,10 +113,12 @@ class Sample:
 
 
 def _mapper(table: str):
+    """The mapper of ``table`` (raises StopIteration for an unknown table)."""
     return next(mp for m in MODULES for mp in m.mappers if mp.table == table)
 
 
 def _value(v: Any) -> Any:
+    """A row value as psycopg sends it (dicts and lists as JSON)."""
     return Json(v) if isinstance(v, (dict, list)) else v
 
 

@@ -14,10 +14,11 @@ it (no filters, no other handlers, levels that pass INFO); otherwise it calls ``
 
 Secrets. No log line is meant to carry statement text or row values; the proxy logs events,
 names, counts and error messages. As a safeguard for the AWS secret access keys users write to
-``aws_credentials``, every line (both paths above) is checked: a value substituted
-into a line that mentions ``aws_credentials`` or ``secret_access_key`` (a statement's text, an
-error echoing one) is replaced by ``<redacted: may hold a secret>``, and so is every
-exception message of a traceback that mentions them (file, line and function lines are kept).
+``aws_credentials`` and the values they write to ``secret`` (``aws_secrets_manager``), every line
+(both paths above) is checked: a value substituted into a line that mentions ``aws_credentials``,
+``secret_access_key`` or the word ``secret`` (a statement's text, an error echoing one) is
+replaced by ``<redacted: may hold a secret>``, and so is every exception message of a traceback
+that mentions them (file, line and function lines are kept).
 The check is one regular-expression search per line.
 """
 
@@ -43,21 +44,24 @@ def escape(message: str) -> str:
     return message if message.isprintable() else message.translate(_CONTROLS)
 
 
-#: Text mentioning these may be a statement carrying an AWS secret access key.
-_SECRET_WORDS = re.compile(r"aws_credentials|secret_access_key", re.IGNORECASE)
+#: Text mentioning these may be a statement carrying an AWS secret access key or a Secrets
+#: Manager value (the ``secret`` table of ``aws_secrets_manager``); the word inside ``REDACTED``
+#: itself does not count.
+_SECRET_WORDS = re.compile(r"aws_credentials|secret_access_key|(?<!may hold a )\bsecret\b", re.IGNORECASE)
 
 #: What replaces such text in a log line.
 REDACTED = "<redacted: may hold a secret>"
 
 
 def mentions_secret(text: str) -> bool:
-    """True when ``text`` mentions ``aws_credentials`` or ``secret_access_key`` (any case)."""
+    """True when ``text`` mentions ``aws_credentials``, ``secret_access_key`` or the word
+    ``secret`` (any case)."""
     return _SECRET_WORDS.search(text) is not None
 
 
 def redact_statement(text: str) -> str:
     """``text`` (a statement, or anything that may quote one) as it may be logged: unchanged, or
-    ``REDACTED`` when it mentions ``aws_credentials``/``secret_access_key``."""
+    ``REDACTED`` when it mentions ``aws_credentials``/``secret_access_key``/``secret``."""
     return REDACTED if _SECRET_WORDS.search(text) is not None else text
 
 

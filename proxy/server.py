@@ -95,6 +95,8 @@ class ProxyApp:
                                                                           flags=socket.AI_PASSIVE):
                 s = socket.socket(family, stype, proto)
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if self.cfg.workers > 1:  # the workers share the port; the kernel spreads connections
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
                 if family == socket.AF_INET6:
                     s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 where = sockaddr if self.port is None or port else (sockaddr[0], self.port, *sockaddr[2:])
@@ -476,7 +478,12 @@ async def _main(cfg: Config) -> int:
 
 def run(cfg: Config) -> int:
     """Run the proxy until SIGTERM (graceful) or SIGINT (immediate); SIGHUP reloads (uvloop when
-    available). Returns the exit status."""
+    available). Returns the exit status. ``workers`` > 1: a supervisor and that many worker
+    processes sharing the port (``proxy.workers.supervise``)."""
+    if cfg.workers > 1:
+        from proxy.workers import supervise
+
+        return supervise(cfg)
     logs.setup()
     try:
         import uvloop

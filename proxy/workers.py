@@ -678,7 +678,7 @@ class Supervisor:
             self._check_ready()
             for c, code in self._reap():
                 if self.stopping is not None:
-                    log.info("event=worker_stopped worker=%d status=%d", c.index, code)
+                    log.info("event=worker_ended worker=%d status=%d", c.index, code)
                     continue
                 if not all_ready and not c.ready:  # failed at start: stop everything
                     log.error("event=worker_start_failed worker=%d status=%d", c.index, code)
@@ -718,6 +718,12 @@ def supervise(cfg: Config) -> int:
     """Run ``cfg.workers`` worker processes sharing ``listen_port`` until SIGTERM (graceful) or SIGINT
     (immediate); SIGHUP reloads them all. Returns the exit status (``Supervisor.run``)."""
     logs.setup()
+    if cfg.engine.enabled:  # imported once here, so the forked workers start sooner and share the pages
+        try:
+            import engine  # noqa: F401
+            import proxy.intercept.dispatch  # noqa: F401
+        except ImportError:
+            pass
     supervisor = Supervisor(cfg)
     log.info("event=supervisor_started pid=%d workers=%d run_dir=%s", os.getpid(), cfg.workers, supervisor.run_dir)
     return supervisor.run()

@@ -581,8 +581,11 @@ class Supervisor:
                 for other in self.children:
                     if other.ready_fd >= 0:
                         os.close(other.ready_fd)
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload before the worker listens: nothing to do
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
                 status = _worker(self.cfg, child.index, self.run_dir, w, self.pid)
+            except KeyboardInterrupt:  # SIGINT before the worker's own handler was installed
+                status = 0
             except BaseException:
                 logging.getLogger("iasql_proxy.workers").exception("event=worker_failed worker=%d", child.index)
             finally:

@@ -12,8 +12,8 @@ auth_file; anything that fails to load or validate leaves the running configurat
 is logged as ``event=reload_failed``. Connected clients keep their connections. New sessions use
 the new configuration; pools get the new sizes (growing wakes waiting clients, shrinking closes
 idle connections beyond the size); a database entry whose host, port, dbname, user or password
-changed has its idle server connections closed. ``listen_addr``, ``listen_port``, ``metrics_*``
-and ``[engine]`` need a restart (logged when they changed).
+changed has its idle server connections closed. ``listen_addr``, ``listen_port``, ``workers``,
+``metrics_*`` and ``[engine]`` need a restart (logged when they changed).
 
 Graceful shutdown (SIGTERM, ``SHUTDOWN WAIT_FOR_SERVERS``): stop accepting, close every client
 that is between statements (after a FATAL 57P01, as Postgres does on shutdown), let clients in

@@ -220,6 +220,35 @@ def test_sigterm_stops_every_worker_and_frees_the_port(proxy_ini, start_proxy, p
     assert not _run_dir(proc).exists()
 
 
+def test_sigterm_lets_running_statements_of_every_worker_finish(proxy_ini, start_proxy, pg_roles, pg):
+    """Graceful shutdown in every worker: a statement running on each finishes, then all exit 0."""
+    proc = start_proxy(proxy_ini(workers=2, shutdown_timeout=20), "workers-drain")
+    _ready(proc)
+    conns = [psycopg.connect(proc.dsn(application_name="drainer"), autocommit=True) for _ in range(8)]
+    assert {key_owner(c.info.backend_pid) for c in conns} == {0, 1}
+    results: list[object] = []
+
+    def run(c) -> None:
+        try:
+            results.append(c.execute("SELECT pg_sleep(2), 'done'").fetchone()[1])
+        except BaseException as e:  # noqa: BLE001 - the test looks at it
+            results.append(e)
+
+    threads = [threading.Thread(target=run, args=(c,)) for c in conns]
+    for t in threads:
+        t.start()
+    with psycopg.connect(pg.dsn(), autocommit=True) as direct:
+        wait_for(lambda: direct.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'drainer' "
+                                        "AND state = 'active'").fetchone()[0] == len(conns))
+    os.kill(proc.process.pid, signal.SIGTERM)
+    for t in threads:
+        t.join(20)
+    assert results == ["done"] * len(conns)
+    assert proc.process.wait(20) == 0
+    for c in conns:
+        c.close()
+
+
 def test_admin_shutdown_stops_every_worker(proxy_ini, start_proxy, pg_roles):
     proc = start_proxy(proxy_ini(workers=2, admin_users="postgres"), "workers-shutdown")
     _ready(proc)

@@ -510,6 +510,7 @@ def _worker(cfg: Config, index: int, run_dir: Path, ready_fd: int, supervisor_pi
         pass
     if os.getppid() != supervisor_pid:  # the supervisor died before prctl
         return 1
+    logs.set_tag(f"[w{index}]")
     try:
         try:
             import uvloop

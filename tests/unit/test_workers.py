@@ -93,3 +93,19 @@ def test_metrics_are_summed_series_by_series() -> None:
     assert 'iasql_proxy_pool_wait_seconds_bucket{le="+Inf"} 3.0' in text
     assert "iasql_proxy_pool_wait_seconds_sum 1.25" in text
     assert text.count("# TYPE iasql_proxy_queries_total counter") == 1  # how prometheus_client writes a counter
+
+
+def test_a_workers_log_lines_carry_its_tag_on_both_paths(stderr) -> None:
+    import logging
+
+    from proxy import logs
+
+    try:
+        logs.set_tag("[w1]")
+        lg = logging.getLogger("iasql_proxy.test_tag")
+        logs.info(lg, "event=x n=%d", 1)
+        lg.info("event=x n=%d", 1)
+        fast, slow = stderr.getvalue().splitlines()
+        assert fast[24:] == slow[24:] == "INFO iasql_proxy.test_tag[w1] event=x n=1"
+    finally:
+        logs.set_tag("")

@@ -94,6 +94,12 @@ def test_clients_land_on_both_workers_and_show_clients_lists_them_all(workers_pr
     by_id = {int(row["id"]): row["worker"] for row in mine}
     for c in clients:
         assert by_id[c.info.backend_pid] == str(key_owner(c.info.backend_pid))
+    # session pooling: each client holds a server connection in its own worker's pool
+    header, servers = table(psql(workers_proxy, "SHOW SERVERS").stdout)
+    assert header[-1] == "worker"
+    active = [row for row in servers if row["database"] == "postgres" and row["state"] == "active"]
+    assert len(active) == N_CLIENTS and {row["worker"] for row in active} == {"0", "1"}
+    assert sorted(row["worker"] for row in active) == sorted(row["worker"] for row in mine)
 
 
 def test_show_pools_and_metrics_sum_both_workers(workers_proxy, clients):

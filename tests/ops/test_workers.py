@@ -230,7 +230,9 @@ def test_sigterm_lets_running_statements_of_every_worker_finish(proxy_ini, start
     """Graceful shutdown in every worker: a statement running on each finishes, then all exit 0."""
     proc = start_proxy(proxy_ini(workers=2, shutdown_timeout=20), "workers-drain")
     _ready(proc)
-    conns = [psycopg.connect(proc.dsn(application_name="drainer"), autocommit=True) for _ in range(8)]
+    conns = [psycopg.connect(proc.dsn(application_name="drainer"), autocommit=True) for _ in range(6)]
+    while {key_owner(c.info.backend_pid) for c in conns} != {0, 1} and len(conns) < 16:  # one in 32: all on one
+        conns.append(psycopg.connect(proc.dsn(application_name="drainer"), autocommit=True))
     assert {key_owner(c.info.backend_pid) for c in conns} == {0, 1}
     results: list[object] = []
 

@@ -330,7 +330,7 @@ class PeerServer:
         try:
             await ask_peer(self.run_dir, owner, {"op": "cancel", "pid": pid, "secret": secret},
                            self.app.cfg.cancel_wait_timeout or PEER_TIMEOUT)
-        except (OSError, ValueError, asyncio.TimeoutError) as e:  # as for an unknown key: nothing to answer
+        except (OSError, ValueError, TimeoutError) as e:  # as for an unknown key: nothing to answer
             log.warning("event=cancel_forward_failed worker=%d owner=%d error=%r", self.index, owner, str(e))
 
     async def _others(self, request: dict, timeout: float | None = PEER_TIMEOUT) -> list[tuple[int, dict]]:
@@ -425,7 +425,7 @@ class PeerServer:
             answer = await self.answer(json.loads(line))
             writer.write(json.dumps(answer).encode() + b"\n")
             await writer.drain()
-        except (asyncio.TimeoutError, ConnectionError, ValueError):
+        except (TimeoutError, ConnectionError, ValueError):
             pass
         except Exception:
             log.exception("event=peer_request_failed worker=%d", self.index)
@@ -544,7 +544,7 @@ class _Child:
 def _reserve_port(cfg: Config) -> tuple[socket.socket, int]:
     """With ``listen_port = 0``: bind (not listen) a SO_REUSEPORT socket to a free port of the first
     ``listen_addr``, so every worker can bind the same one; returns it and the port."""
-    addr = [a.strip() for a in cfg.listen_addr.split(",") if a.strip()][0]
+    addr = next(a.strip() for a in cfg.listen_addr.split(",") if a.strip())
     host = None if addr == "*" else addr
     family, stype, proto, _, sockaddr = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM,
                                                            flags=socket.AI_PASSIVE)[0]

@@ -106,14 +106,14 @@ def test_show_pools_and_metrics_sum_both_workers(workers_proxy, clients):
     per_worker = [sum(int(r["cl_active"]) for r in _peer_show(workers_proxy, i, "POOLS")
                       if r["database"] == b"postgres") for i in (0, 1)]
     assert sum(per_worker) == N_CLIENTS and all(per_worker)
-    header, rows = table(psql(workers_proxy, "SHOW POOLS").stdout)
+    _, rows = table(psql(workers_proxy, "SHOW POOLS").stdout)
     pool = [r for r in rows if r["database"] == "postgres" and r["user"] == "postgres"]
     assert len(pool) == 1
     assert int(pool[0]["cl_active"]) == N_CLIENTS
     assert int(pool[0]["sv_active"]) == N_CLIENTS
     text = scrape(workers_proxy.metrics_port)
     assert sample(text, "iasql_proxy_client_connections", database="postgres", state="active") == N_CLIENTS
-    header, rows = table(psql(workers_proxy, "SHOW TOTALS").stdout)
+    _, rows = table(psql(workers_proxy, "SHOW TOTALS").stdout)
     assert int(rows[0]["total_query_count"]) >= N_CLIENTS
 
 
@@ -125,7 +125,7 @@ def test_cancel_request_landing_on_the_other_worker_is_forwarded(workers_proxy, 
         with psycopg.connect(workers_proxy.dsn(application_name="sleeper")) as conn:
             errors: list[BaseException] = []
 
-            def sleep() -> None:
+            def sleep(errors: list[BaseException] = errors) -> None:
                 try:
                     conn.execute("SELECT pg_sleep(30)")
                 except BaseException as e:  # noqa: BLE001 - the test looks at it

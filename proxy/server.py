@@ -428,8 +428,11 @@ class ProxyApp:
 GIL_SWITCH_INTERVAL = 0.001
 
 
-async def serve(cfg: Config) -> ProxyApp:
-    """Start a proxy for ``cfg`` on the running loop; returns the started ProxyApp (call ``stop()``)."""
+async def serve(cfg: Config, attach=None) -> ProxyApp:
+    """Start a proxy for ``cfg`` on the running loop; returns the started ProxyApp (call ``stop()``).
+
+    ``attach``: None, or (with ``workers`` > 1, ``proxy.workers``) an async callable run with the
+    app before anything listens, returning whether this process opens ``metrics_port``."""
     from proxy.admin import install, start_metrics
 
     # Long texts are analysed in worker threads (pure Python, holding the GIL); the event loop
@@ -441,8 +444,10 @@ async def serve(cfg: Config) -> ProxyApp:
     app = ProxyApp(cfg)
     _install_interceptor(app)
     install(app)
+    open_metrics = attach is None or await attach(app)
     try:
-        await start_metrics(app)  # before the listeners: once clients can connect, metrics are up
+        if open_metrics:
+            await start_metrics(app)  # before the listeners: once clients can connect, metrics are up
     except OSError as e:
         raise ListenError(e.errno, f"cannot listen on {cfg.metrics_addr}:{cfg.metrics_port} "
                                    f"(metrics_addr, metrics_port): {e.strerror}") from None

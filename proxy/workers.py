@@ -277,6 +277,11 @@ class PeerServer:
 
     ``install()`` wraps the app's methods on the instance (as ``proxy.admin.ops`` does), so a
     proxy with ``workers = 1`` (which never builds a PeerServer) runs the unwrapped code.
+
+    Console errors: a command that fails in the answering worker fails as with one process (the
+    same SQLSTATE, before any other worker is asked); one that fails in another worker is
+    ``ERROR F0000`` (RELOAD) or ``ERROR 55000`` (PAUSE, RESUME) naming that worker and its message.
+    A peer that cannot be reached is logged (``event=peer_unreachable``) and left out.
     """
 
     def __init__(self, app: "ProxyApp", index: int, count: int, run_dir: Path, supervisor_pid: int):
@@ -469,23 +474,19 @@ class PeerServer:
 # --------------------------------------------------------------------------------------------
 
 async def _worker_main(cfg: Config, index: int, run_dir: Path, ready_fd: int, supervisor_pid: int) -> int:
-    from proxy.admin import install, start_metrics
-    from proxy.server import GIL_SWITCH_INTERVAL, ListenError, ProxyApp, _install_interceptor
+    from proxy.server import serve
 
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-    app = ProxyApp(cfg)
-    _install_interceptor(app)
-    ops = install(app)
-    peers = PeerServer(app, index, cfg.workers, run_dir, supervisor_pid)
-    peers.install()
-    await peers.start()
-    if index == 0:
-        try:
-            await start_metrics(app)
-        except OSError as e:
-            raise ListenError(e.errno, f"cannot listen on {cfg.metrics_addr}:{cfg.metrics_port} "
-                                       f"(metrics_addr, metrics_port): {e.strerror}") from None
-    await app.start()
+    peers: list[PeerServer] = []
+
+    async def attach(app: "ProxyApp") -> bool:
+        server = PeerServer(app, index, cfg.workers, run_dir, supervisor_pid)
+        server.install()
+        await server.start()
+        peers.append(server)
+        return index == 0  # only the first worker opens metrics_port
+
+    app = await serve(cfg, attach)
+    ops = app.ops
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, ops.request_shutdown, True)
     loop.add_signal_handler(signal.SIGINT, ops.request_shutdown, False)
@@ -494,7 +495,8 @@ async def _worker_main(cfg: Config, index: int, run_dir: Path, ready_fd: int, su
     os.write(ready_fd, b"R")
     os.close(ready_fd)
     await ops.run_until_shutdown()
-    peers.close()
+    for server in peers:
+        server.close()
     log.info("event=worker_stopped worker=%d pid=%d", index, os.getpid())
     return 0
 

@@ -279,7 +279,8 @@ class PeerServer:
     proxy with ``workers = 1`` (which never builds a PeerServer) runs the unwrapped code.
 
     Console errors: a command that fails in the answering worker fails as with one process (the
-    same SQLSTATE, before any other worker is asked); one that fails in another worker is
+    same SQLSTATE; RELOAD and RESUME before any other worker is asked, PAUSE, which waits for
+    server connections to be released, runs in all at once); one that fails in another worker is
     ``ERROR F0000`` (RELOAD) or ``ERROR 55000`` (PAUSE, RESUME) naming that worker and its message.
     A peer that cannot be reached is logged (``event=peer_unreachable``) and left out.
     """

@@ -22,11 +22,14 @@ request per connection (``PeerServer``). Workers use it to reach each other:
   would have itself. With ``workers = 1`` keys are made as before and nothing is forwarded.
 - Admin console. ``SHOW POOLS|STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|DATABASES|LISTS`` add up
   the rows of every worker (by database, user...); ``SHOW CLIENTS|SERVERS|ENGINE`` list the rows of
-  all, with a last column ``worker`` (the worker's index, 0..N-1). ``RELOAD``, ``PAUSE`` and
-  ``RESUME`` run in the worker that got the command, then in the others. ``SHUTDOWN`` asks the
-  supervisor, which stops them all.
-- Metrics. Only worker 0 opens ``metrics_port``; its ``GET /metrics`` sums every worker's series
-  (same names and labels as with one process).
+  all, with a last column ``worker`` (the worker's index, 0..N-1). ``RELOAD``, ``PAUSE``,
+  ``RESUME``, ``RECONNECT``, ``WAIT_CLOSE``, ``KILL``, ``DISABLE`` and ``ENABLE`` run in the worker
+  that got the command and in the others (``EVERYWHERE``). ``SHUTDOWN`` asks the supervisor, which
+  stops them all.
+- Endpoints that listen once: only worker 0 opens ``metrics_port`` and ``http_listen_port`` (the
+  web console and ``/run``, whose sessions log in through ``listen_port`` like any client).
+- Metrics. Worker 0's ``GET /metrics`` sums every worker's series (same names and labels as with
+  one process).
 
 Signals. The supervisor forwards SIGTERM (graceful shutdown), SIGINT (immediate) and SIGHUP
 (reload) to every worker, waits for all to exit and returns 0; the port is free once it returns. A
@@ -79,6 +82,11 @@ RESTART_BACKOFF_MIN = 0.5
 RESTART_BACKOFF_MAX = 30.0
 #: A worker that ran at least this long (seconds) is restarted without waiting.
 STABLE_AFTER = 1.0
+#: Console commands that run in every worker (the answering one, then the others over the peer
+#: sockets); SHUTDOWN goes to the supervisor instead.
+EVERYWHERE = ("RELOAD", "PAUSE", "RESUME", "RECONNECT", "WAIT_CLOSE", "KILL", "DISABLE", "ENABLE")
+#: Those of them that wait for server connections to be released: run in all workers at once, no time limit.
+WAITING = ("PAUSE", "WAIT_CLOSE")
 #: Signals the supervisor handles (blocked, read with sigtimedwait).
 _SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
 _PR_SET_PDEATHSIG = 1
@@ -279,9 +287,9 @@ class PeerServer:
     proxy with ``workers = 1`` (which never builds a PeerServer) runs the unwrapped code.
 
     Console errors: a command that fails in the answering worker fails as with one process (the
-    same SQLSTATE; RELOAD and RESUME before any other worker is asked, PAUSE, which waits for
-    server connections to be released, runs in all at once); one that fails in another worker is
-    ``ERROR F0000`` (RELOAD) or ``ERROR 55000`` (PAUSE, RESUME) naming that worker and its message.
+    same SQLSTATE; before any other worker is asked, except PAUSE and WAIT_CLOSE, which wait for
+    server connections to be released and run in all at once); one that fails in another worker
+    is ``ERROR F0000`` (RELOAD) or ``ERROR 55000`` (the others) naming that worker and its message.
     A peer that cannot be reached is logged (``event=peer_unreachable``) and left out.
     """
 
@@ -311,8 +319,9 @@ class PeerServer:
                     shows[name] = self._gathering_show(name, shows[name])
             console.SHOWS = shows
             actions = dict(type(console).ACTIONS)
-            for verb in ("RELOAD", "PAUSE", "RESUME"):
-                actions[verb] = self._everywhere(verb, actions[verb])
+            for verb in EVERYWHERE:
+                if verb in actions:
+                    actions[verb] = self._everywhere(verb, actions[verb])
             actions["SHUTDOWN"] = self._shutdown_action
             console.ACTIONS = actions
         if self.index == 0 and app.ops is not None:
@@ -371,7 +380,7 @@ class PeerServer:
             from proxy.admin.console import AdminError
 
             request = {"op": "admin", "command": command}
-            if verb == "PAUSE":  # waits for servers to be released: every worker at once, no time limit
+            if verb in WAITING:  # waits for servers to be released: every worker at once, no time limit
                 result, answers = await asyncio.gather(local(console, session, args, command),
                                                        self._others(request, None))
             else:
@@ -440,8 +449,8 @@ class PeerServer:
 
     async def answer(self, request: dict) -> dict:
         """Answer one peer request: ``cancel`` (pid, secret), ``show`` (name: this worker's rows
-        only, base64), ``admin`` (command: RELOAD, PAUSE [db] or RESUME [db] here; ``error`` is
-        None or the message), ``metrics`` (this worker's exposition text). Unknown: ``error``."""
+        only, base64), ``admin`` (command: one of ``EVERYWHERE``, run here only; ``error`` is None
+        or the message), ``metrics`` (this worker's exposition text). Unknown: ``error``."""
         op = request.get("op")
         app = self.app
         if op == "cancel":
@@ -458,7 +467,7 @@ class PeerServer:
 
             words = str(request.get("command", "")).split()
             action = type(console).ACTIONS.get(words[0].upper() if words else "")
-            if action is None or words[0].upper() not in ("RELOAD", "PAUSE", "RESUME"):
+            if action is None or words[0].upper() not in EVERYWHERE:
                 return {"error": "not a peer command"}
             try:
                 await action(console, None, words[1:], request["command"])
@@ -484,7 +493,7 @@ async def _worker_main(cfg: Config, index: int, run_dir: Path, ready_fd: int, su
         server.install()
         await server.start()
         peers.append(server)
-        return index == 0  # only the first worker opens metrics_port
+        return index == 0  # only the first worker opens metrics_port and http_listen_port
 
     app = await serve(cfg, attach)
     ops = app.ops

@@ -185,6 +185,20 @@ def test_pause_and_resume_reach_every_worker(workers_proxy):
             for i in (0, 1)] == [b"no", b"no"]
 
 
+def test_disable_and_enable_reach_every_worker(workers_proxy):
+    r = psql(workers_proxy, "DISABLE postgres")
+    assert r.returncode == 0, r.stderr
+    try:
+        for _ in range(8):  # new connections land on both workers: all are refused
+            with pytest.raises(psycopg.OperationalError, match="database does not allow connections: postgres"):
+                psycopg.connect(workers_proxy.dsn(), autocommit=True)
+    finally:
+        assert psql(workers_proxy, "ENABLE postgres").returncode == 0
+    conns = [psycopg.connect(workers_proxy.dsn(), autocommit=True) for _ in range(8)]
+    for c in conns:
+        c.close()
+
+
 def test_a_killed_worker_is_started_again(workers_proxy):
     proc = workers_proxy
     before = _worker_pids(proc)
@@ -298,3 +312,24 @@ def test_workers_end_when_the_supervisor_is_killed(proxy_ini, start_proxy, pg_ro
         s.bind(("127.0.0.1", proc.port))
     finally:
         s.close()
+
+
+def test_the_web_console_listens_once_in_worker_0(proxy_ini, start_proxy, pg_roles, dev_certs):
+    """http_listen_port, like metrics_port, is opened by worker 0 only (the others would find it taken)."""
+    import http.client
+    import ssl
+
+    from tests.http.conftest import basic
+
+    port = free_port()
+    proc = start_proxy(proxy_ini(workers=2, http_listen_port=port), "workers-http")
+    _ready(proc)
+    lines = [ln for ln in proc.log().splitlines() if "event=http_listening" in ln]
+    assert len(lines) == 1 and "[w0]" in lines[0]
+    conn = http.client.HTTPSConnection("localhost", port, context=ssl.create_default_context(cafile=str(dev_certs[0])),
+                                       timeout=10)
+    try:
+        conn.request("GET", "/", headers={"Authorization": basic("postgres", "postgres")})
+        assert conn.getresponse().status == 200
+    finally:
+        conn.close()

@@ -427,10 +427,14 @@ class PeerServer:
         self._server = await asyncio.start_unix_server(self._handle, str(path), limit=PEER_MESSAGE_LIMIT)
 
     def close(self) -> None:
-        """Stop answering peers."""
+        """Stop answering peers and remove this worker's socket file."""
         if self._server is not None:
             self._server.close()
             self._server = None
+            try:
+                peer_path(self.run_dir, self.index).unlink()
+            except FileNotFoundError:
+                pass
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -507,6 +511,11 @@ async def _worker_main(cfg: Config, index: int, run_dir: Path, ready_fd: int, su
     await ops.run_until_shutdown()
     for server in peers:
         server.close()
+    if os.getppid() != supervisor_pid:  # the supervisor is gone: the last worker out removes the run directory
+        try:
+            os.rmdir(run_dir)
+        except OSError:
+            pass
     log.info("event=worker_stopped worker=%d pid=%d", index, os.getpid())
     return 0
 

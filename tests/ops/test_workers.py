@@ -306,6 +306,7 @@ def test_workers_end_when_the_supervisor_is_killed(proxy_ini, start_proxy, pg_ro
     proc.process.wait(10)
 
     wait_for(lambda: not any(_alive(pid) for pid in pids.values()), timeout=20)
+    assert not _run_dir(proc).exists()  # the last worker out removed it
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:

@@ -29,10 +29,13 @@ import re
 import sys
 import time
 
-__all__ = ["LineFormatter", "setup", "info", "escape", "mentions_secret", "redact_statement", "redact_traceback",
+__all__ = ["LineFormatter", "setup", "set_tag", "info", "escape", "mentions_secret", "redact_statement", "redact_traceback",
            "REDACTED"]
 
 _handler: logging.StreamHandler | None = None
+#: Written right after the logger's name on every line: a worker's ``[w1]`` with ``workers`` > 1
+#: (``set_tag``), else empty.
+_tag = ""
 
 #: Control characters in a message are written escaped (``\n``, ``\x1b``...): a client-chosen
 #: user or database name can never start a line of its own that looks like the proxy's.
@@ -160,6 +163,16 @@ def setup() -> None:
     _handler = handler
 
 
+def set_tag(tag: str) -> None:
+    """Write ``tag`` right after the logger's name on every line from now on (``proxy.workers``
+    gives each worker ``[w<index>]``, so lines of several processes sharing stderr can be told
+    apart). Takes effect on ``setup``'s handler; empty = no tag."""
+    global _tag
+    _tag = tag
+    if _handler is not None:
+        _handler.setFormatter(LineFormatter(f"%(asctime)s %(levelname)s %(name)s{tag.replace('%', '%%')} %(message)s"))
+
+
 def _only_our_handler(logger: logging.Logger) -> bool:
     """True when an INFO record of ``logger`` would reach ``setup``'s handler and nothing else:
     no filters or handlers on the way up, and the root logger's only handler is ours."""
@@ -190,7 +203,7 @@ def info(logger: logging.Logger, fmt: str, *args: object) -> None:
     message = fmt % args
     if _SECRET_WORDS.search(message) is not None:
         message = _safe_message(fmt, args, message)
-    line = f"{fm.stamp(time.time())} INFO {logger.name} {escape(message)}\n"  # type: ignore[union-attr]
+    line = f"{fm.stamp(time.time())} INFO {logger.name}{_tag} {escape(message)}\n"  # type: ignore[union-attr]
     h.acquire()
     try:
         stream = h.stream

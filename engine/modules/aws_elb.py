@@ -28,11 +28,9 @@ follows ``src/modules/aws_elb/mappers/*.ts``. Tables, in dependency order:
   ``set_security_groups`` call on its load balancer.
 - ``listener``: cloud id ``listener_arn``; a new ``load_balancer_id`` replaces it, anything else
   is a ``modify_listener``. Only ``forward`` actions exist (as IaSQL's ``action_type_enum``).
-  ``certificate_id`` is IaSQL's column; its foreign key to ``certificate (id)`` of ``aws_acm``
-  (a dependency of IaSQL's module) arrives with ``aws_acm``: until then the column references
-  nothing. The mapper already resolves it through a ``certificate`` table (``id``, ``arn``) when
-  one exists; without it a listener is created without a certificate and read with
-  ``certificate_id`` NULL.
+  ``certificate_id`` references ``certificate (id)`` of ``aws_acm`` (a dependency, as in IaSQL):
+  an HTTPS listener is created with that certificate's ARN, and a listener read from the cloud
+  gets the id of the certificate row whose ``arn`` it names (NULL when there is none).
 
 IaSQL's ``check_subnets_by_load_balancer`` trigger on ``subnet`` (the other half of the array
 "foreign key") is installed too, narrowed to what a foreign key refuses: deleting a subnet row
@@ -745,7 +743,8 @@ INSTALL_SQL = (
          CONSTRAINT "UQ_load_balancer__port" UNIQUE (load_balancer_id, port),
          CONSTRAINT "PK_422c9d250eb7b0c0b6c96cdce94" PRIMARY KEY (id),
          CONSTRAINT "FK_515921874a4505a3f4786aaad75" FOREIGN KEY (load_balancer_id) REFERENCES public.load_balancer (id),
-         CONSTRAINT "FK_5c1fa345667a762a249d9398688" FOREIGN KEY (target_group_id) REFERENCES public.target_group (id))""",
+         CONSTRAINT "FK_5c1fa345667a762a249d9398688" FOREIGN KEY (target_group_id) REFERENCES public.target_group (id),
+         CONSTRAINT "FK_21beaace54890e2a63d2150a56b" FOREIGN KEY (certificate_id) REFERENCES public.certificate (id))""",
     """CREATE TABLE public.load_balancer_security_groups (
          load_balancer_id integer NOT NULL,
          security_group_id integer NOT NULL,
@@ -804,8 +803,7 @@ UNINSTALL_SQL = (
 MODULE = Module(
     name="aws_elb",
     version=VERSION,
-    # IaSQL's module.json also names aws_acm (listener certificates): added with that module
-    dependencies=("aws_account", "aws_security_group", "aws_vpc"),
+    dependencies=("aws_account", "aws_security_group", "aws_vpc", "aws_acm"),  # as IaSQL's module.json
     install_sql=INSTALL_SQL,
     uninstall_sql=UNINSTALL_SQL,
     mappers=(TargetGroupMapper(), LoadBalancerMapper(), LoadBalancerSecurityGroupsMapper(), ListenerMapper()),

@@ -75,6 +75,7 @@ from engine.aws import CloudError
 from engine.modules.aws_account import VERSION
 from engine.modules.aws_vpc import VpcModuleMapper, _tags_value
 from engine.modules.base import Col, MapperContext, Module, normalize
+from engine.modules.security_group_join import SecurityGroupJoinMapper
 
 #: How often and how long (seconds) a create, update or delete waits for an instance or a
 #: cluster to reach the state it waits for (IaSQL waits up to 30 minutes).
@@ -658,111 +659,23 @@ class RdsMapper(RdsModuleMapper):
 
 
 # -- join tables ---------------------------------------------------------------------------------------
-class SecurityGroupJoinMapper(RdsModuleMapper):
-    """A join table of instances (clusters) and their VPC security groups: ``rds_security_groups``
-    or ``db_cluster_security_groups`` (IaSQL's ``@ManyToMany`` ``vpcSecurityGroups``). A row exists
-    in the cloud when the parent's ``VpcSecurityGroups`` has the group."""
+class RdsSecurityGroupJoinMapper(SecurityGroupJoinMapper):
+    """``rds_security_groups`` / ``db_cluster_security_groups``: the groups are set with
+    ``modify_db_instance`` / ``modify_db_cluster`` (applied immediately, then a wait for
+    ``available``); an instance or cluster keeps at least one group."""
 
-    parent: RdsModuleMapper
-    fk = ""
-    ident = ""
-    modify_op = ""
-    ident_arg = ""
+    at_least_one = True
 
-    def __init__(self, table: str, parent: RdsModuleMapper, fk: str, ident: str, modify_op: str, ident_arg: str):
-        self.table, self.parent, self.fk, self.ident = table, parent, fk, ident
-        self.modify_op, self.ident_arg = modify_op, ident_arg
-        self.columns = (Col(fk, "int"), Col("security_group_id", "int"))
-        self.key = self.pk = (fk, "security_group_id")
+    def __init__(self, table: str, parent: RdsModuleMapper, fk: str, ident: str, what: str):
+        super().__init__(table, parent, fk, ident)
+        self.what = what
 
-    def describe(self, rec: dict) -> str:
-        """The plan-row description of ``rec``."""
-        return f"security group #{rec.get('security_group_id')} of {self.parent.table} #{rec.get(self.fk)}"
-
-    def needs_replace(self, row: dict, cloud: dict) -> bool:
-        """A join row is its key: nothing to update."""
-        return True
-
-    async def _parents(self, mc: MapperContext) -> dict:
-        """``{(region, identifier): row id}`` of the parent table's rows."""
-        rows = await mc.fetchall(f'SELECT id, "{self.ident}", region FROM public."{self.parent.table}"')
-        return {(r, n): i for i, n, r in rows}
-
-    async def _groups(self, mc: MapperContext) -> tuple[dict, dict]:
-        rows = await mc.fetchall("SELECT id, group_id, region FROM public.security_group WHERE group_id IS NOT NULL")
-        return {(r, g): i for i, g, r in rows}, {i: (r, g) for i, g, r in rows}
-
-    async def read(self, mc: MapperContext) -> list[dict]:
-        """One record per (parent with a row, its group with a ``security_group`` row). Raises
-        engine.aws.CloudError."""
-        parents = await self._parents(mc)
-        by_aws, _ = await self._groups(mc)
-        out = []
-        for region in mc.regions:
-            for p in await self.parent._records(mc, region):
-                pid = parents.get((region, p[self.ident]))
-                if pid is None:
-                    continue
-                for g in p.get("_vpc_security_groups") or []:
-                    if (region, g) in by_aws:
-                        out.append({self.fk: pid, "security_group_id": by_aws[(region, g)]})
-        return out
-
-    async def _set(self, mc: MapperContext, rec: dict, add: bool) -> dict:
-        """Give the parent of ``rec`` the groups of its join rows, with (``add``) or without the
-        group of ``rec``, keeping groups the ``security_group`` table does not hold."""
-        op = f"rds.{self.modify_op}"
-        rows = await mc.fetchall(f'SELECT "{self.ident}", region FROM public."{self.parent.table}" WHERE id = $1',
-                                 (rec.get(self.fk),))
-        if not rows:
-            return dict(rec)  # the parent row is gone: its deletion takes the groups along
-        ident, region = rows[0]
-        got = await self.parent._records(mc, region, **{self.ident_arg: ident}) if ident else []
-        if not got:
-            if not add:
-                return dict(rec)
-            raise CloudError("DependencyViolation", f"{self.parent.table} #{rec.get(self.fk)} is not created in the "
-                             "cloud yet", op)
-        have = list(got[0].get("_vpc_security_groups") or [])
-        by_aws, by_db = await self._groups(mc)
-        mine = [g for (r, g) in by_aws if r == region]
-        want = [g for g in have if g not in mine]  # groups the table does not hold stay
-        for (sid,) in await mc.fetchall(f'SELECT security_group_id FROM public."{self.table}" WHERE "{self.fk}" = $1',
-                                        (rec.get(self.fk),)):
-            if sid in by_db and by_db[sid][0] == region and by_db[sid][1] not in want:
-                want.append(by_db[sid][1])
-        target = by_db.get(rec.get("security_group_id"))
-        if target is None or target[0] != region:
-            if add:
-                raise CloudError("DependencyViolation", f"security group #{rec.get('security_group_id')} is not "
-                                 f"created in the cloud yet (in {region})", op)
-            return dict(rec)
-        if add and target[1] not in want:
-            want.append(target[1])
-        if not add:
-            want = [g for g in want if g != target[1]]
-            if not want:
-                raise CloudError("InvalidParameterCombination", f"{self.parent.table} {ident} needs at least one VPC "
-                                 "security group: insert another before deleting the last", op)
-        if sorted(want) != sorted(have):
-            await mc.call("rds", region, self.modify_op, **{self.ident_arg: ident}, VpcSecurityGroupIds=want,
-                          ApplyImmediately=True)
-            await _wait(mc, region, "instance" if self.parent.table == "rds" else "cluster", ident, "available")
-        return {self.fk: rec.get(self.fk), "security_group_id": rec.get("security_group_id")}
-
-    async def create(self, mc: MapperContext, row: dict) -> dict:
-        """Add the row's group to its instance (cluster); returns the record. Raises
-        engine.aws.CloudError (DependencyViolation while either is not created yet)."""
-        return await self._set(mc, row, True)
-
-    async def update(self, mc: MapperContext, row: dict, cloud: dict) -> dict:
-        """Never called (join rows are replaced); adds the row's group."""
-        return await self._set(mc, row, True)
-
-    async def delete(self, mc: MapperContext, cloud: dict) -> None:
-        """Take the group off its instance (cluster). Raises engine.aws.CloudError
-        (InvalidParameterCombination for the last group)."""
-        await self._set(mc, cloud, False)
+    async def set_groups(self, mc: MapperContext, region: str, ident: str, groups: list[str]) -> None:
+        """Give instance (cluster) ``ident`` the VPC security groups ``groups``. Raises engine.aws.CloudError."""
+        op, arg = (("modify_db_instance", "DBInstanceIdentifier") if self.what == "instance"
+                   else ("modify_db_cluster", "DBClusterIdentifier"))
+        await mc.call("rds", region, op, **{arg: ident}, VpcSecurityGroupIds=groups, ApplyImmediately=True)
+        await _wait(mc, region, self.what, ident, "available")
 
 
 _DB_CLUSTER = DbClusterMapper()
@@ -906,9 +819,8 @@ MODULE = Module(
     install_sql=INSTALL_SQL,
     uninstall_sql=UNINSTALL_SQL,
     mappers=(ParameterGroupMapper(), DbSubnetGroupMapper(), _DB_CLUSTER, _RDS,
-             SecurityGroupJoinMapper("db_cluster_security_groups", _DB_CLUSTER, "db_cluster_id",
-                                     "db_cluster_identifier", "modify_db_cluster", "DBClusterIdentifier"),
-             SecurityGroupJoinMapper("rds_security_groups", _RDS, "rds_id", "db_instance_identifier",
-                                     "modify_db_instance", "DBInstanceIdentifier")),
+             RdsSecurityGroupJoinMapper("db_cluster_security_groups", _DB_CLUSTER, "db_cluster_id",
+                                        "db_cluster_identifier", "cluster"),
+             RdsSecurityGroupJoinMapper("rds_security_groups", _RDS, "rds_id", "db_instance_identifier", "instance")),
     description="RDS instances, parameter groups, DB subnet groups and Multi-AZ DB clusters",
 )

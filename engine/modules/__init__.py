@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.modules import aws_account, aws_iam, aws_rds, aws_s3, aws_security_group, aws_vpc
+from engine.modules import aws_account, aws_iam, aws_memory_db, aws_rds, aws_s3, aws_security_group, aws_vpc
 from engine.modules.base import Col, Mapper, MapperContext, Module
 
 #: IaSQL platform version these modules belong to (``iasql_version()``).
@@ -15,6 +15,7 @@ MODULES: tuple[Module, ...] = (
     aws_vpc.MODULE,
     aws_security_group.MODULE,
     aws_rds.MODULE,
+    aws_memory_db.MODULE,
 )
 
 __all__ = ["Col", "Mapper", "MapperContext", "Module", "MODULES", "VERSION"]

@@ -66,7 +66,10 @@ class SecurityGroupJoinMapper(VpcModuleMapper):
         parents = {(r, n): i for i, n, r in rows}
         by_aws, _ = await self._groups(mc)
         out = []
+        supported = getattr(self.parent, "supported_regions", None)
         for region in mc.regions:
+            if supported is not None and region not in supported:
+                continue
             for p in await self.parent._records(mc, region):
                 pid = parents.get((region, p[self.ident]))
                 if pid is None:

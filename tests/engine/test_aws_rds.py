@@ -147,7 +147,7 @@ async def test_parameter_group_family_change_replaces_it(registry, ctx, dsn, aws
     await call(registry, ctx, "iasql_begin")
     await sql(dsn, "INSERT INTO parameter_group (name, family, description) VALUES ('pg-r', 'postgres13', 'first')")
     await call(registry, ctx, "iasql_commit")
-    [(row_id, arn)] = await sql(dsn, "SELECT id, arn FROM parameter_group")
+    [(row_id,)] = await sql(dsn, "SELECT id FROM parameter_group")
     await call(registry, ctx, "iasql_begin")
     await sql(dsn, "UPDATE parameter_group SET family = 'postgres14', description = 'second'")
     rows = await call(registry, ctx, "iasql_commit")
@@ -179,7 +179,7 @@ async def test_subnet_group_defaults_and_update(registry, ctx, dsn, aws, rds_mod
     # an in-place modify_db_subnet_group; moto 5.2.5 loses the group in that call (its
     # modify_db_subnet_group pops it and never stores it back), so the next pass of the commit
     # finds it gone and creates it again as the row says. Against AWS the first step is all.
-    assert [(a, t) for a, t, _, d in rows if not d.startswith("synced")][0] == ("update", "db_subnet_group")
+    assert next((a, t) for a, t, _, d in rows if not d.startswith("synced")) == ("update", "db_subnet_group")
     [g] = aws("rds").describe_db_subnet_groups()["DBSubnetGroups"]
     assert g["DBSubnetGroupDescription"] == "two"
     assert sorted(s["SubnetIdentifier"] for s in g["Subnets"]) == [s for (s,) in subnets[:2]]

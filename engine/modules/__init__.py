@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.modules import aws_account, aws_api_gateway, aws_iam, aws_memory_db, aws_rds, aws_s3, aws_security_group, aws_vpc
+from engine.modules import aws_account, aws_api_gateway, aws_codebuild, aws_iam, aws_memory_db, aws_rds, aws_s3, aws_security_group, aws_vpc
 from engine.modules.base import Col, Mapper, MapperContext, Module
 
 #: IaSQL platform version these modules belong to (``iasql_version()``).
@@ -17,6 +17,7 @@ MODULES: tuple[Module, ...] = (
     aws_rds.MODULE,
     aws_memory_db.MODULE,
     aws_api_gateway.MODULE,
+    aws_codebuild.MODULE,
 )
 
 __all__ = ["Col", "Mapper", "MapperContext", "Module", "MODULES", "VERSION"]

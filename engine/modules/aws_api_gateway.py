@@ -14,6 +14,9 @@ API is created with the route selection expression ``$request.body.action`` (AWS
 IaSQL passes none, so its WebSocket creates failed). An empty description or version reads as
 NULL. Only the APIs of the enabled regions are read.
 
+Cloud failures raise ``engine.aws.CloudError``, which a commit reports with SQLSTATE 58000
+(after taking back its cloud changes).
+
 moto (5.2.5, the tests' cloud) answers create_api, get_api(s), update_api, delete_api,
 tag_resource and untag_resource as AWS does for these fields.
 """

@@ -33,6 +33,9 @@ module RPC would need registry functions, stubs in every database's metadata and
 routing, which do not exist yet. Builds started elsewhere (the console, the CLI, a pipeline)
 are read into ``codebuild_build_list``.
 
+Cloud failures raise ``engine.aws.CloudError``, which a commit reports with SQLSTATE 58000
+(after taking back its cloud changes).
+
 moto (5.2.5, the tests' cloud) answers create_project, list_projects, batch_get_projects,
 delete_project, start_build (used by the tests to make builds outside the engine), list_builds,
 batch_get_builds and stop_build. It differs from AWS: ``create_project`` requires a source

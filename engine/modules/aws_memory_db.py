@@ -30,6 +30,9 @@ dependency order:
   clusters' security groups (``engine.modules.security_group_join``), set with
   ``update_cluster(SecurityGroupIds=...)``; a cluster's create passes the rows' groups.
 
+Cloud failures raise ``engine.aws.CloudError``, which a commit reports with SQLSTATE 58000
+(after taking back its cloud changes).
+
 moto (5.2.5, the tests' cloud) answers create/describe/update/delete_cluster(s), create/describe/
 delete_subnet_group(s), list_tags, tag_resource and untag_resource, with clusters ``available`` at
 once and a ``default`` subnet group of the default VPC in every region. It does not implement

@@ -43,11 +43,14 @@ Tables, in dependency order:
   clusters' VPC security groups. A create reads them to pass ``VpcSecurityGroupIds``; inserting or
   deleting a join row later sets the instance's (cluster's) groups to the rows' groups with
   ``modify_db_instance`` (``modify_db_cluster``), keeping groups the ``security_group`` table does
-  not hold. An instance keeps at least one group: deleting its last join row fails the commit.
+  not hold. An instance keeps at least one group: deleting its last join row fails (CloudError
+  InvalidParameterCombination; the commit's retry over all modules plans no delete, so the commit
+  ends and its sync puts the row back; the progress line ``failed: delete ...`` says why).
   The join tables have no ``region`` column (as IaSQL), so the sync of a region that is not
   enabled deletes their rows for that region's instances.
 
-``master_user_password`` is write-only, as in IaSQL: a row that sets it is applied (the password
+Cloud failures raise ``engine.aws.CloudError``, which a commit reports with SQLSTATE 58000 (after
+taking back its cloud changes). ``master_user_password`` is write-only, as in IaSQL: a row that sets it is applied (the password
 is set at create, or changed in place) and the column is then written back as NULL, since AWS
 never returns it.
 

@@ -96,3 +96,12 @@ async def test_import_drift_and_two_regions(registry, ctx, dsn, aws, api_mod):
         await call(registry, ctx, "iasql_commit")
     assert "region ap-south-1 is not enabled" in str(ei.value)
     await call(registry, ctx, "iasql_rollback")
+
+
+async def test_install_imports_existing_apis(registry, ctx, dsn, aws):
+    made = aws("apigatewayv2").create_api(Name="before-install", ProtocolType="WEBSOCKET",
+                                          RouteSelectionExpression="$request.body.action")
+    rows = await call(registry, ctx, "iasql_install", "aws_api_gateway")
+    assert [(t, n) for _, t, n in rows] == [("api", 1)]
+    assert await sql(dsn, "SELECT api_id, name, protocol_type::text FROM api") == [
+        (made["ApiId"], "before-install", "WEBSOCKET")]

@@ -293,3 +293,17 @@ async def test_two_regions(registry, ctx, dsn, aws, rds_mod):
                        "WHERE name = 'same-name' AND region = 'us-east-1')")
     assert "FK_2303532f134366cb86aae40763f" in str(ei.value)
     await call(registry, ctx, "iasql_rollback")
+
+
+async def test_install_imports_existing_instances(registry, ctx, dsn, aws):
+    rds = aws("rds")
+    rds.create_db_parameter_group(DBParameterGroupName="pre-pg", DBParameterGroupFamily="postgres12", Description="pre")
+    rds.create_db_instance(DBInstanceIdentifier="pre-db", DBInstanceClass="db.t3.micro", Engine="postgres",
+                           EngineVersion="12.9", MasterUsername="u", MasterUserPassword="password-1", AllocatedStorage=20,
+                           AvailabilityZone="us-east-1c", DBParameterGroupName="pre-pg")
+    rows = await call(registry, ctx, "iasql_install", "aws_rds")
+    counts = {t: n for _, t, n in rows}
+    assert (counts["parameter_group"], counts["rds"]) == (1, 1)
+    assert await sql(dsn, "SELECT r.db_instance_identifier, r.engine_version, r.availability_zone, p.name "
+                          "FROM rds r JOIN parameter_group p ON p.id = r.parameter_group_id") == [
+        ("pre-db", "12.9", "us-east-1c", "pre-pg")]

@@ -39,7 +39,9 @@ Cloud failures raise ``engine.aws.CloudError``, which a commit reports with SQLS
 moto (5.2.5, the tests' cloud) answers create_project, list_projects, batch_get_projects,
 delete_project, start_build (used by the tests to make builds outside the engine), list_builds,
 batch_get_builds and stop_build. It differs from AWS: ``create_project`` requires a source
-``location`` for every source type (AWS does not for ``NO_SOURCE``/``CODEPIPELINE``), and it
+``location`` for every source type (AWS does not for ``NO_SOURCE``/``CODEPIPELINE``), it has no
+``update_project`` (so a project changed outside cannot be made in moto; the tests cover a
+project deleted outside), and it
 does not implement ``list_source_credentials``, ``import_source_credentials``,
 ``delete_source_credentials`` or ``batch_delete_builds`` (HTTP 500). So against moto
 ``source_credentials_list`` cannot be read: its read raises ``engine.aws.ReadUnavailable`` for

@@ -153,3 +153,6 @@ async def test_two_regions_and_the_build_spec_function(registry, ctx, dsn, aws, 
     await sql(dsn, "DELETE FROM codebuild_project")
     await call(registry, ctx, "iasql_commit")
     assert projects(aws) == {} and projects(aws, "eu-west-1") == {}
+    assert await call(registry, ctx, "iasql_uninstall", "aws_codebuild")
+    assert await sql(dsn, "SELECT to_regclass('public.codebuild_project'), "
+                          "to_regproc('public.generate_put_ecr_image_build_spec')") == [(None, None)]

@@ -41,6 +41,11 @@ async def test_install_imports_the_default_subnet_group(registry, ctx, dsn, aws,
         await sql(dsn, "DELETE FROM subnet WHERE subnet_id = %s", (g["Subnets"][0]["Identifier"],))
     assert "is being used by MemoryDB Subnet Group default" in str(ei.value)
     await call(registry, ctx, "iasql_rollback")
+    # uninstall drops the tables, the type and the trigger it put on aws_vpc's subnet
+    assert await call(registry, ctx, "iasql_uninstall", "aws_memory_db")
+    assert await sql(dsn, "SELECT to_regclass('public.subnet_group'), to_regtype('public.memory_db_cluster_node_type_enum'), "
+                          "(SELECT count(*) FROM pg_trigger WHERE tgname = 'check_subnets_by_subnet_group')") == [
+        (None, None, 0)]
 
 
 async def test_security_group_subnet_group_and_cluster_in_one_commit(registry, ctx, dsn, aws, mdb_mod):

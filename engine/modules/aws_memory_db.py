@@ -10,7 +10,9 @@ dependency order:
 
 - ``subnet_group(subnet_group_name, description, arn, subnets varchar[], region)``: identity
   ``(subnet_group_name, region)``. NULL or empty ``subnets`` means the subnets of the region's
-  default VPC (from ``aws_vpc``'s tables, as IaSQL). Description and subnets change in place
+  default VPC (from ``aws_vpc``'s tables, as IaSQL; when AWS answers that only some of their
+  zones are supported, those zones' default subnets, as IaSQL; moto supports every zone, so this
+  retry is not tested). Description and subnets change in place
   (``update_subnet_group``). The trigger ``check_subnet_group_subnets`` refuses subnets that are
   not in ``subnet`` or span several VPCs; ``check_subnets_by_subnet_group`` refuses deleting or
   changing the ``subnet_id`` of a ``subnet`` row a subnet group names (IaSQL's fires on any
@@ -157,19 +159,38 @@ class SubnetGroupMapper(MemoryDbMapper):
             kw["Description"] = row["description"]
         return kw
 
+    async def _call(self, mc: MapperContext, op: str, row: dict, region: str) -> dict:
+        """``create_subnet_group``/``update_subnet_group`` with the row's subnets. When the row names
+        none (the default VPC's) and AWS answers that only some zones are supported ("Supported
+        availability zones are [...]"), it is tried again with the default subnets of those zones,
+        at most three times (IaSQL's ``handleSubnetGroupCreateOrUpdate``). Raises engine.aws.CloudError."""
+        subnets = await self._subnets(mc, row, region)
+        marker = "Supported availability zones are ["
+        for attempt in range(4):
+            try:
+                return await mc.call("memorydb", region, op, **self._kw(row, subnets))
+            except CloudError as e:
+                if row.get("subnets") or attempt == 3 or marker not in e.aws_message:
+                    raise
+                zones = e.aws_message[e.aws_message.rindex(marker) + len(marker):].split("]")[0].split(", ")
+                rows = await mc.fetchall(
+                    "SELECT s.subnet_id FROM public.subnet s JOIN public.vpc v ON v.id = s.vpc_id WHERE v.is_default "
+                    "AND v.region = $1 AND s.subnet_id IS NOT NULL AND s.availability_zone = ANY($2::varchar[]) "
+                    "ORDER BY s.subnet_id", (region, [z.strip() for z in zones]))
+                subnets = [r[0] for r in rows]
+        raise AssertionError("unreachable")
+
     async def create(self, mc: MapperContext, row: dict) -> dict:
         """Create the subnet group; returns its record. Raises engine.aws.CloudError."""
         region = row.get("region") or mc.default_region
-        res = await mc.call("memorydb", region, "create_subnet_group",
-                            **self._kw(row, await self._subnets(mc, row, region)))
+        res = await self._call(mc, "create_subnet_group", row, region)
         return self._record(res["SubnetGroup"], region)
 
     async def update(self, mc: MapperContext, row: dict, cloud: dict) -> dict:
         """Description and subnets in place (``update_subnet_group``); returns the new record.
         Raises engine.aws.CloudError (moto: not implemented)."""
         region = cloud["region"]
-        res = await mc.call("memorydb", region, "update_subnet_group",
-                            **self._kw(row, await self._subnets(mc, row, region)))
+        res = await self._call(mc, "update_subnet_group", row, region)
         return self._record(res["SubnetGroup"], region)
 
     async def delete(self, mc: MapperContext, cloud: dict) -> None:

@@ -132,9 +132,9 @@ async def name_maps(mc: MapperContext, table: str, name_col: str) -> tuple[dict,
 
 async def _wait(mc: MapperContext, region: str, what: str, ident: str, want: str | None) -> dict | None:
     """Poll ``describe_db_instances`` (``what`` = "instance") or ``describe_db_clusters``
-    ("cluster") for ``ident`` until its status is ``want`` (None: until it is gone); returns the
-    last AWS record (None when gone). Gives up after WAIT_TRIES * WAIT_DELAY seconds with
-    CloudError ``WaitTimeout``. Follows IaSQL's waiters in ``mappers/rds.ts``/``db_cluster.ts``."""
+    ("cluster") for ``ident`` until its status is ``want`` with no ``PendingModifiedValues`` left
+    (None: until it is gone); returns the last AWS record (None when gone). Gives up after
+    WAIT_TRIES * WAIT_DELAY seconds with CloudError ``WaitTimeout``. Follows IaSQL's waiters in ``mappers/rds.ts``/``db_cluster.ts``."""
     op, arg, key, nf = (("describe_db_instances", "DBInstanceIdentifier", "DBInstances", "DBInstanceNotFound")
                         if what == "instance" else
                         ("describe_db_clusters", "DBClusterIdentifier", "DBClusters", "DBClusterNotFoundFault"))
@@ -152,7 +152,9 @@ async def _wait(mc: MapperContext, region: str, what: str, ident: str, want: str
                 return None
         else:
             last = got[0]
-            if want is not None and last.get(status_key) == want:
+            # AWS answers a modify at once with the old state and the changes as
+            # PendingModifiedValues: "available" counts once none are left
+            if want is not None and last.get(status_key) == want and not last.get("PendingModifiedValues"):
                 return last
         if i + 1 < WAIT_TRIES:
             await asyncio.sleep(WAIT_DELAY)

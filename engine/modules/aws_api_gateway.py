@@ -23,12 +23,16 @@ tag_resource and untag_resource as AWS does for these fields.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from engine.aws import CloudError
 from engine.modules.aws_account import VERSION
 from engine.modules.aws_vpc import VpcModuleMapper, _tags_value
 from engine.modules.base import Col, MapperContext, Module
+
+#: How often and how long (seconds) a create or update waits for its tags to show in ``get_api``.
+TAG_WAIT_TRIES, TAG_WAIT_DELAY = 30, 1.0
 
 #: IaSQL v0.1's ``api_protocol_type_enum``.
 PROTOCOLS = ("HTTP", "WEBSOCKET")
@@ -91,7 +95,7 @@ class ApiMapper(VpcModuleMapper):
             kw["Tags"] = tags
         res = await mc.call("apigatewayv2", region, "create_api", **kw)
         try:
-            return await self._get(mc, region, res["ApiId"])
+            return await self._tags_settled(mc, region, res["ApiId"], row.get("tags"))
         except CloudError as e:
             try:
                 await mc.call("apigatewayv2", region, "delete_api", ApiId=res["ApiId"])
@@ -118,7 +122,18 @@ class ApiMapper(VpcModuleMapper):
             new = {k: v for k, v in want.items() if have.get(k) != v}
             if new:
                 await mc.call("apigatewayv2", region, "tag_resource", ResourceArn=api_arn(region, api_id), Tags=new)
-        return await self._get(mc, region, api_id)
+        return await self._tags_settled(mc, region, api_id, row.get("tags"))
+
+    async def _tags_settled(self, mc: MapperContext, region: str, api_id: str, want: Any) -> dict:
+        """The API's record once ``get_api`` answers the tags ``want`` (tags show up a little
+        after ``tag_resource``; IaSQL's ``tagAndWait`` waits up to 300 s), or after
+        TAG_WAIT_TRIES tries. Raises engine.aws.CloudError."""
+        for i in range(TAG_WAIT_TRIES):
+            rec = await self._get(mc, region, api_id)
+            if self._same(self.col("tags"), rec.get("tags"), want) or i + 1 == TAG_WAIT_TRIES:
+                return rec
+            await asyncio.sleep(TAG_WAIT_DELAY)
+        raise AssertionError("unreachable")
 
     async def delete(self, mc: MapperContext, cloud: dict) -> None:
         """Delete the API. Raises engine.aws.CloudError."""

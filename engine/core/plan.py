@@ -29,7 +29,7 @@ from typing import Any
 from psycopg import sql
 from psycopg.types.json import Json, Jsonb
 
-from engine.aws import CloudError
+from engine.aws import CloudError, ReadUnavailable
 from engine.core.session import EngineSession, placeholders
 from engine.modules.base import Mapper, MapperContext, normalize
 from engine.rpc import EngineError
@@ -334,7 +334,8 @@ async def apply(s: EngineSession, mc: MapperContext, mappers: list[Mapper], touc
     Raises PlanRefused (22023) before any cloud call of a pass when a row to create or update is
     in a region that is not enabled; EngineError 58000 when a pass makes no progress while
     operations still fail (message lists each failure), 57014 when cancelled between
-    operations, 55P03 on a lock timeout; SqlError when writing a cloud id back fails.
+    operations, 55P03 on a lock timeout; SqlError when writing a cloud id back fails; the
+    ``ReadUnavailable`` of a table the user changed (a table the user did not change is skipped).
     """
     journal = journal if journal is not None else Journal()
     if touched is not None:
@@ -348,7 +349,13 @@ async def apply(s: EngineSession, mc: MapperContext, mappers: list[Mapper], touc
             s.check_cancelled()
             rows = await read_db(s, m)
             s.ctx.progress(f"reading {m.table} from the cloud")
-            cloud = await m.read(mc)
+            try:
+                cloud = await m.read(mc)
+            except ReadUnavailable as e:
+                if touched is not None:
+                    raise  # the user changed this table: it cannot be applied
+                s.ctx.progress(f"left {m.table} alone: {e}")
+                continue
             ops += diff_for_apply(m, rows, cloud, None if touched is None else touched[m.table], skip.get(m.table))
         outside = [op for op in ops if op.row is not None and not _enabled(mc, op.row)]
         if outside:
@@ -416,7 +423,8 @@ async def sync(s: EngineSession, mc: MapperContext, mappers: list[Mapper], *, dr
     """Make the tables of ``mappers`` match the cloud; returns (action, table, id, description) rows
     of the database changes. Entities in ``late`` (changed by others while a commit ran) and rows
     of regions that are not enabled are left alone; cloud records marked ``_orphan`` (their
-    parent has no row) are never inserted. Raises EngineError 57014 between tables when
+    parent has no row) are never inserted; a table whose read raises ``ReadUnavailable`` is left as
+    it is. Raises EngineError 57014 between tables when
     cancelled, CloudError on a failed read, SqlError (e.g. 55P03 lock timeout) on a failed write."""
     out: list[tuple] = []
     cache: dict[str, list[dict]] = {}
@@ -425,7 +433,11 @@ async def sync(s: EngineSession, mc: MapperContext, mappers: list[Mapper], *, dr
         s.check_cancelled()
         s.ctx.progress(f"reading {m.table} from the cloud")
         skip = late.get(m.table) or Touched()
-        cloud = [c for c in await m.read(mc) if not skip.has(m, c)]
+        try:
+            cloud = [c for c in await m.read(mc) if not skip.has(m, c)]
+        except ReadUnavailable as e:
+            s.ctx.progress(f"left {m.table} as it is: {e}")
+            continue
         cache[m.table] = cloud
         keys = {m.key_of(c) for c in cloud}
         for row in await read_db(s, m):
@@ -439,6 +451,8 @@ async def sync(s: EngineSession, mc: MapperContext, mappers: list[Mapper], *, dr
     for m in mappers:
         s.check_cancelled()
         skip = late.get(m.table) or Touched()
+        if m.table not in cache:
+            continue  # its read is unavailable (ReadUnavailable): left as it is
         if m.cloud_read_uses_db:
             s.ctx.progress(f"reading {m.table} from the cloud")
             cloud = [c for c in await m.read(mc) if not skip.has(m, c)]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from engine.modules import (aws_account, aws_acm, aws_cloudwatch, aws_dynamo, aws_ecr, aws_elb, aws_iam, aws_lambda,
-                            aws_route53, aws_s3, aws_secrets_manager, aws_security_group, aws_sns, aws_sqs, aws_vpc)
+from engine.modules import (aws_account, aws_acm, aws_api_gateway, aws_cloudwatch, aws_codebuild, aws_dynamo, aws_ecr,
+                            aws_elb, aws_iam, aws_lambda, aws_memory_db, aws_rds, aws_route53, aws_s3,
+                            aws_secrets_manager, aws_security_group, aws_sns, aws_sqs, aws_vpc)
 from engine.modules.base import Col, Mapper, MapperContext, Module
 
 #: IaSQL platform version these modules belong to (``iasql_version()``).
@@ -25,6 +26,10 @@ MODULES: tuple[Module, ...] = (
     aws_route53.MODULE,
     aws_elb.MODULE,
     aws_lambda.MODULE,
+    aws_rds.MODULE,
+    aws_memory_db.MODULE,
+    aws_api_gateway.MODULE,
+    aws_codebuild.MODULE,
 )
 
 __all__ = ["Col", "Mapper", "MapperContext", "Module", "MODULES", "VERSION"]

@@ -283,7 +283,7 @@ class CodebuildBuildListMapper(VpcModuleMapper):
 
 _BUILD_SPEC_SQL = r"""CREATE OR REPLACE FUNCTION public.generate_put_ecr_image_build_spec(
   region text, image_tag text, repo_name text, repo_uri text, build_path text,
-  build_args text[] DEFAULT ARRAY[]::text[]) RETURNS text LANGUAGE plpgsql AS $$
+  build_args text[] DEFAULT ARRAY[]::text[]) RETURNS text LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   RETURN 'version: 0.2
 
@@ -295,7 +295,7 @@ phases:
   build:
     commands:
       - echo Building the Docker image...
-      - docker build' || (CASE WHEN ARRAY_LENGTH(build_args, 1) > 0 THEN ' --build-arg ' || ARRAY_TO_STRING(build_args, ' --build-arg ') ELSE '' END) || ' -t ' || repo_name || ' ' || build_path || '
+      - docker build' || (CASE WHEN pg_catalog.array_length(build_args, 1) > 0 THEN ' --build-arg ' || pg_catalog.array_to_string(build_args, ' --build-arg ') ELSE '' END) || ' -t ' || repo_name || ' ' || build_path || '
       - docker tag ' || repo_name || ':' || image_tag || ' ' || repo_uri || ':latest
   post_build:
     commands:

@@ -375,7 +375,7 @@ INSTALL_SQL = (
      "(memory_db_cluster_id, region)"),
     'CREATE INDEX "IDX_934dbce49712bcc04e479d551c" ON public.memory_db_cluster_security_groups (security_group_id)',
     """CREATE OR REPLACE FUNCTION public.check_subnets_by_subnet_group() RETURNS trigger
-         LANGUAGE plpgsql AS $check_subnets_by_subnet_group$
+         LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $check_subnets_by_subnet_group$
        DECLARE
          r record;
        BEGIN
@@ -397,16 +397,16 @@ INSTALL_SQL = (
     """CREATE TRIGGER check_subnets_by_subnet_group BEFORE DELETE OR UPDATE ON public.subnet
          FOR EACH ROW EXECUTE FUNCTION public.check_subnets_by_subnet_group()""",
     """CREATE OR REPLACE FUNCTION public.check_subnet_group_subnets() RETURNS trigger
-         LANGUAGE plpgsql SECURITY DEFINER AS $check_subnet_group_subnets$
+         LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $check_subnet_group_subnets$
        DECLARE
          _subnets_count integer;
          _vpc_count integer;
        BEGIN
-         SELECT COUNT(*) INTO _subnets_count FROM public.subnet
+         SELECT pg_catalog.count(*) INTO _subnets_count FROM public.subnet
           WHERE subnet_id = any(NEW.subnets) AND region = NEW.region;
-         SELECT COUNT(DISTINCT vpc_id) INTO _vpc_count FROM public.subnet
+         SELECT pg_catalog.count(DISTINCT vpc_id) INTO _vpc_count FROM public.subnet
           WHERE subnet_id = any(NEW.subnets) AND region = NEW.region;
-         IF ((_subnets_count = 0 OR _subnets_count = array_length(NEW.subnets, 1)) AND _vpc_count <= 1) THEN
+         IF ((_subnets_count = 0 OR _subnets_count = pg_catalog.array_length(NEW.subnets, 1)) AND _vpc_count <= 1) THEN
            RETURN NEW;
          ELSE
            RAISE EXCEPTION 'Subnets must be from the same vpc and region.';

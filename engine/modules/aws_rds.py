@@ -791,7 +791,7 @@ INSTALL_SQL = (
     'CREATE INDEX "IDX_a1927b280e2770235e52a9e0fb" ON public.rds_security_groups (rds_id)',
     'CREATE INDEX "IDX_a4080f9f7f3fa99ac9d68dd910" ON public.rds_security_groups (security_group_id)',
     """CREATE OR REPLACE FUNCTION public.block_rds_in_cluster_pk_update() RETURNS trigger
-         LANGUAGE plpgsql AS $block_rds_in_cluster_pk_update$
+         LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $block_rds_in_cluster_pk_update$
        BEGIN
          RAISE EXCEPTION 'RDS primary key on an instance belonging to a multi-az cluster cannot be modified'
            USING detail = 'An RDS instance belonging to a multi-az cluster cannot be moved to another region or renamed',

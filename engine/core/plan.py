@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from psycopg import sql
@@ -178,6 +179,8 @@ def adapt(kind: str, value: Any) -> Any:
         return str(value)
     if kind == "timestamp":
         return normalize("timestamp", value)
+    if kind == "timestamptz" and isinstance(value, datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
     return value
 
 

@@ -345,6 +345,8 @@ async def apply(s: EngineSession, mc: MapperContext, mappers: list[Mapper], touc
         ops: list[Op] = []
         skip = await late() if late is not None else {}
         for m in mappers:
+            m.prefetch(mc)
+        for m in mappers:
             s.check_cancelled()
             rows = await read_db(s, m)
             s.ctx.progress(f"reading {m.table} from the cloud")
@@ -414,23 +416,27 @@ async def _delete_row(s: EngineSession, m: Mapper, row: dict) -> None:
 async def sync(s: EngineSession, mc: MapperContext, mappers: list[Mapper], *, dry_run: bool = False,
                late: dict[str, Touched] | None = None) -> list[tuple]:
     """Make the tables of ``mappers`` match the cloud; returns (action, table, id, description) rows
-    of the database changes. Entities in ``late`` (changed by others while a commit ran) and rows
+    of the database changes. Every mapper may start its cloud reads first (``Mapper.prefetch``);
+    a table without rows is read once, root-to-leaf, since there is nothing in it to delete. Entities in ``late`` (changed by others while a commit ran) and rows
     of regions that are not enabled are left alone; cloud records marked ``_orphan`` (their
     parent has no row) are never inserted. Raises EngineError 57014 between tables when
     cancelled, CloudError on a failed read, SqlError (e.g. 55P03 lock timeout) on a failed write."""
     out: list[tuple] = []
     cache: dict[str, list[dict]] = {}
     late = late or {}
+    for m in mappers:
+        m.prefetch(mc)
     for m in reversed(mappers):
         s.check_cancelled()
-        s.ctx.progress(f"reading {m.table} from the cloud")
         skip = late.get(m.table) or Touched()
+        rows_now = [r for r in await read_db(s, m) if not skip.has(m, r) and _enabled(mc, r)]
+        if not rows_now:
+            continue  # nothing to delete: the table's cloud read waits for the second loop
+        s.ctx.progress(f"reading {m.table} from the cloud")
         cloud = [c for c in await m.read(mc) if not skip.has(m, c)]
         cache[m.table] = cloud
         keys = {m.key_of(c) for c in cloud}
-        for row in await read_db(s, m):
-            if skip.has(m, row) or not _enabled(mc, row):
-                continue
+        for row in rows_now:
             k = m.key_of(row)
             if k is None or k not in keys:
                 out.append(Op("delete", m, row, None).plan_row())
@@ -439,7 +445,7 @@ async def sync(s: EngineSession, mc: MapperContext, mappers: list[Mapper], *, dr
     for m in mappers:
         s.check_cancelled()
         skip = late.get(m.table) or Touched()
-        if m.cloud_read_uses_db:
+        if m.cloud_read_uses_db or m.table not in cache:
             s.ctx.progress(f"reading {m.table} from the cloud")
             cloud = [c for c in await m.read(mc) if not skip.has(m, c)]
         else:

@@ -41,7 +41,8 @@ and the ``key_pair_request``/``key_pair_import``/``describe_ami`` functions.
 Reads are batched: one paginated ``describe_instances`` per enabled region (regions read
 concurrently), kept for the rest of the engine call (``mc.memo``) and updated by this module's own
 creates, updates and deletes, so that the instance table, the join table and ``aws_ec2_metadata``
-share it. AWS has no batched read of user data: ``describe_instance_attribute(userData)`` runs once
+share it. It starts in the background when a commit, rollback or install begins
+(``Mapper.prefetch``), so that it overlaps the other tables' reads and writes. AWS has no batched read of user data: ``describe_instance_attribute(userData)`` runs once
 per instance, ``USER_DATA_CONCURRENCY`` at a time, and the answer of a running instance is kept
 for later calls, keyed by its launch time (AWS only lets user data change while an instance is
 stopped, and starting it again sets a new launch time). Database lookups (subnet, security group
@@ -87,14 +88,39 @@ def _memo_key(region: str) -> tuple:
     return ("aws_ec2.instances", region)
 
 
+async def _read_region(mc: MapperContext, region: str) -> dict[str, dict]:
+    """Cloud only: the live instances of ``region`` and their user data (into the call's memo)."""
+    reservations = await mc.paginate("ec2", region, "describe_instances", "Reservations")
+    found = {i["InstanceId"]: i for r in reservations for i in r.get("Instances") or () if _live(i)}
+    await user_data(mc, region, list(found.values()))
+    return found
+
+
+def _quiet(task: asyncio.Task) -> None:
+    """Retrieve a background read's exception, so an unawaited failure is not logged as lost."""
+    if not task.cancelled():
+        task.exception()
+
+
+def prefetch_instances(mc: MapperContext) -> None:
+    """Start reading every enabled region's instances and user data in the background (cloud
+    calls only), unless this call has them already; ``region_instances`` awaits the read."""
+    for region in mc.regions:
+        if _memo_key(region) not in mc.memo and ("aws_ec2.task", region) not in mc.memo:
+            task = asyncio.ensure_future(_read_region(mc, region))
+            task.add_done_callback(_quiet)
+            mc.memo[("aws_ec2.task", region)] = task
+
+
 async def region_instances(mc: MapperContext, region: str) -> dict[str, dict]:
     """``{instance id: describe_instances record}`` of ``region`` (gone and spot instances left
-    out), read once per engine call (``mc.memo``). Raises engine.aws.CloudError."""
+    out), read once per engine call (``mc.memo``, started early by ``prefetch_instances``), with
+    the user data of each fetched into the call's memo. Raises engine.aws.CloudError."""
     key = _memo_key(region)
     if key not in mc.memo:
-        reservations = await mc.paginate("ec2", region, "describe_instances", "Reservations")
-        mc.memo[key] = {i["InstanceId"]: i for r in reservations for i in r.get("Instances") or ()
-                        if _live(i)}
+        task = mc.memo.pop(("aws_ec2.task", region), None)
+        found = await (task if task is not None else _read_region(mc, region))
+        mc.memo.setdefault(key, found)
     return mc.memo[key]
 
 
@@ -132,16 +158,21 @@ async def describe_instance(mc: MapperContext, region: str, instance_id: str) ->
 
 async def user_data(mc: MapperContext, region: str, instances: list[dict]) -> dict[str, str | None]:
     """``{instance id: decoded user data or None}`` for ``instances`` of ``region``: one
-    ``describe_instance_attribute`` per instance, at most USER_DATA_CONCURRENCY at once; answers
-    for running instances are kept by launch time (see the module docstring). Raises
-    engine.aws.CloudError."""
+    ``describe_instance_attribute`` per instance not known yet, at most USER_DATA_CONCURRENCY at
+    once. Answers are kept for the call (an instance's user data is never changed by this module:
+    a new one replaces it) and, for running instances, across calls by launch time (see the module
+    docstring). Raises engine.aws.CloudError."""
+    known = mc.memo.setdefault(("aws_ec2.user_data", region), {})
     out: dict[str, str | None] = {}
     todo: list[tuple[dict, tuple | None]] = []
     for i in instances:
+        iid = i["InstanceId"]
         running = (i.get("State") or {}).get("Name") == "running"
-        key = (mc.creds.access_key_id, region, i["InstanceId"], str(i.get("LaunchTime"))) if running else None
-        if key is not None and key in _USER_DATA:
-            out[i["InstanceId"]] = _USER_DATA[key]
+        key = (mc.creds.access_key_id, region, iid, str(i.get("LaunchTime"))) if running else None
+        if iid in known:
+            out[iid] = known[iid]
+        elif key is not None and key in _USER_DATA:
+            out[iid] = known[iid] = _USER_DATA[key]
         else:
             todo.append((i, key))
     gate = asyncio.Semaphore(USER_DATA_CONCURRENCY)
@@ -150,8 +181,7 @@ async def user_data(mc: MapperContext, region: str, instances: list[dict]) -> di
         async with gate:
             res = await mc.call("ec2", region, "describe_instance_attribute", InstanceId=i["InstanceId"],
                                 Attribute="userData")
-        raw = (res.get("UserData") or {}).get("Value")
-        out[i["InstanceId"]] = value = _decode(raw)
+        out[i["InstanceId"]] = known[i["InstanceId"]] = value = _decode((res.get("UserData") or {}).get("Value"))
         if key is not None:
             if len(_USER_DATA) >= _USER_DATA_MAX:
                 _USER_DATA.clear()
@@ -299,6 +329,10 @@ class InstanceMapper(VpcModuleMapper):
                 "subnet_id": subnets.get((region, i.get("SubnetId"))), "_subnet": i.get("SubnetId"),
                 "_vpc": i.get("VpcId"), "_groups": [g["GroupId"] for g in i.get("SecurityGroups") or ()]}
 
+    def prefetch(self, mc: MapperContext) -> None:
+        """Start the batched instance read (``prefetch_instances``)."""
+        prefetch_instances(mc)
+
     async def read(self, mc: MapperContext) -> list[dict]:
         """Every instance of the enabled regions: the database lookups first, then the batched
         describe and the per-instance user data, concurrently. Raises engine.aws.CloudError."""
@@ -440,6 +474,10 @@ class InstanceSecurityGroupsMapper(VpcModuleMapper):
         instances, inst_by_db = await _db_map(mc, "instance", "instance_id")
         groups, group_by_db = await _db_map(mc, "security_group", "group_id")
         return instances, inst_by_db, groups, group_by_db
+
+    def prefetch(self, mc: MapperContext) -> None:
+        """Start the batched instance read (``prefetch_instances``)."""
+        prefetch_instances(mc)
 
     async def read(self, mc: MapperContext) -> list[dict]:
         """A record per (instance with a row, group with a row) pair of the enabled regions, plus

@@ -184,6 +184,13 @@ class Mapper:
         cloud), sync never inserts it."""
         raise NotImplementedError
 
+    def prefetch(self, mc: MapperContext) -> None:
+        """Start slow cloud-only reads in the background (asyncio tasks kept in ``mc.memo``) for
+        a later ``read`` to await, so that they overlap the engine's database work; called by
+        apply and sync before they read. Must never use ``mc.db`` (the caller's one connection
+        serves one query at a time). Default: nothing."""
+        return None
+
     async def create(self, mc: MapperContext, row: dict) -> dict:
         """Create ``row`` in the cloud; return the cloud record as ``read`` would. A create that
         fails after the resource exists removes it again; when even that fails it sets

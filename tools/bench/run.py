@@ -35,7 +35,7 @@ class Options:
     pool_size: int = 20
     session_pool_size: int = 60          # session mode: every pgbench client needs its own server
     out_dir: Path = REPO / "bench" / "results"
-    skip: frozenset[str] = frozenset()   # phase names to skip: throughput, connect, latency, idle
+    skip: frozenset[str] = frozenset()   # phase names to skip: throughput, connect, latency, idle, modules
     command: str = ""
 
 
@@ -51,6 +51,7 @@ class Results:
     latency: list[tuple[str, str, float, float, list[str]]] = field(default_factory=list)
     idle: list[dict] = field(default_factory=list)
     idle_baseline: int | None = None
+    modules: dict | None = None  # tools.bench.modules.measure()
     errors: list[str] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
     options: Options | None = None
@@ -361,6 +362,14 @@ def main(opts: Options) -> int:
             run_latency(res, opts, pg, work, certs)
         if "idle" not in opts.skip:
             run_idle(res, opts, pg, work, certs)
+        if "modules" not in opts.skip:
+            from tools.bench import modules
+
+            say("modules: 1,000 instances and 200 subnets in moto; install, commit and rollback timed")
+            try:
+                res.modules = modules.measure(rounds=opts.rounds, say=say)
+            except Exception as e:  # noqa: BLE001 - reported, the other phases' results are kept
+                res.errors.append(f"modules phase failed: {type(e).__name__}: {e}")
     finally:
         for p in running:
             p.stop()

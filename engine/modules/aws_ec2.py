@@ -178,6 +178,7 @@ async def user_data(mc: MapperContext, region: str, instances: list[dict]) -> di
     gate = asyncio.Semaphore(USER_DATA_CONCURRENCY)
 
     async def one(i: dict, key: tuple | None) -> None:
+        """Read and keep one instance's user data (under the gate)."""
         async with gate:
             res = await mc.call("ec2", region, "describe_instance_attribute", InstanceId=i["InstanceId"],
                                 Attribute="userData")
@@ -296,6 +297,12 @@ class InstanceMapper(VpcModuleMapper):
         """The plan-row description of ``rec``."""
         return (f"{rec.get('instance_type')} instance {rec.get('instance_id') or 'new'} ({rec.get('ami')}, "
                 f"{rec.get('state')}) in {rec.get('region')}")
+
+    @staticmethod
+    def _same(c: Col, a: Any, b: Any) -> bool:
+        if c.name in ("user_data", "key_pair_name", "role_name"):  # '' is none, as AWS reads it
+            return (a or None) == (b or None)
+        return VpcModuleMapper._same(c, a, b)
 
     def compared(self, row: dict, cloud: dict) -> list[Col]:
         """The user columns compared: an ami to resolve through SSM is not (see the module docstring)."""

@@ -309,3 +309,18 @@ async def test_role_must_be_assumable_by_ec2(registry, ctx, dsn, aws, ec2_mod):
     await call(registry, ctx, "iasql_commit")
     [(iid, role)] = await sql(dsn, "SELECT instance_id, role_name FROM instance")
     assert role == "ec2-app" and instance(aws, iid)["IamInstanceProfile"]["Arn"].endswith(":instance-profile/ec2-app")
+
+
+async def test_ami_resolved_through_ssm(registry, ctx, dsn, aws, ec2_mod):
+    param = "/aws/service/ami-amazon-linux-latest/amzn2-ami-hvm-x86_64-gp2"
+    resolved = aws("ssm").get_parameter(Name=param)["Parameter"]["Value"]
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, "INSERT INTO instance (ami, instance_type, user_data) VALUES (%s, 't2.micro', '')",
+              (f"resolve:ssm:{param}",))
+    rows = await call(registry, ctx, "iasql_commit")
+    assert applied(rows) == [("create", "instance")]
+    [(iid, ami)] = await sql(dsn, "SELECT instance_id, ami FROM instance")
+    assert ami == resolved and instance(aws, iid)["ImageId"] == resolved  # the sync wrote the image id back
+    await call(registry, ctx, "iasql_begin")
+    assert await call(registry, ctx, "iasql_preview") == []  # nothing differs ('' user data is none)
+    await call(registry, ctx, "iasql_rollback")

@@ -122,6 +122,7 @@ def measure(instances: int = 1000, subnets: int = 200, rounds: int = 1, say=prin
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command line: measure and print the medians; exit status 0 when every goal is met, else 1."""
     p = argparse.ArgumentParser(prog="python -m tools.bench.modules", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--instances", type=int, default=1000)

@@ -393,12 +393,20 @@ async def apply(s: EngineSession, mc: MapperContext, mappers: list[Mapper], touc
                       f"{s.settings.max_apply_passes} passes")
 
 
-async def _insert_row(s: EngineSession, m: Mapper, rec: dict) -> None:
+#: Rows per INSERT statement when the sync inserts many (one round trip each).
+INSERT_BATCH = 200
+
+
+async def _insert_rows(s: EngineSession, m: Mapper, recs: list[dict]) -> None:
+    """Insert the cloud records ``recs`` into ``m``'s table, INSERT_BATCH rows per statement."""
     cols = m.synced_cols
-    q = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
-        sql.Identifier("public", m.table), sql.SQL(", ").join(sql.Identifier(c.name) for c in cols),
-        sql.SQL(placeholders(len(cols))))
-    await s.execute(q, [adapt(c.kind, rec.get(c.name)) for c in cols])
+    for start in range(0, len(recs), INSERT_BATCH):
+        chunk = recs[start:start + INSERT_BATCH]
+        values = sql.SQL(", ").join(sql.SQL("({})").format(sql.SQL(placeholders(len(cols), 1 + i * len(cols))))
+                                    for i in range(len(chunk)))
+        q = sql.SQL("INSERT INTO {} ({}) VALUES {}").format(
+            sql.Identifier("public", m.table), sql.SQL(", ").join(sql.Identifier(c.name) for c in cols), values)
+        await s.execute(q, [adapt(c.kind, rec.get(c.name)) for rec in chunk for c in cols])
 
 
 async def _update_row(s: EngineSession, m: Mapper, row: dict, rec: dict) -> None:
@@ -451,6 +459,7 @@ async def sync(s: EngineSession, mc: MapperContext, mappers: list[Mapper], *, dr
         else:
             cloud = cache[m.table]
         rows = {m.key_of(r): r for r in await read_db(s, m) if not skip.has(m, r)}
+        inserts: list[dict] = []
         for c in cloud:
             k = m.key_of(c)
             if k is None:
@@ -460,10 +469,11 @@ async def sync(s: EngineSession, mc: MapperContext, mappers: list[Mapper], *, dr
                 continue  # left alone, or a record whose parent has no row (``Mapper.read``)
             if row is None:
                 out.append(Op("create", m, c, None).plan_row())
-                if not dry_run:
-                    await _insert_row(s, m, c)
+                inserts.append(c)
             elif not m.synced_equals(row, c):
                 out.append(Op("update", m, row, c).plan_row())
                 if not dry_run:
                     await _update_row(s, m, row, c)
+        if inserts and not dry_run:
+            await _insert_rows(s, m, inserts)
     return out

@@ -67,7 +67,16 @@ from typing import Any
 
 from engine.aws import CloudError
 from engine.modules.aws_account import VERSION
-from engine.modules.aws_vpc import WAIT_DELAY, WAIT_TRIES, VpcModuleMapper, set_tags, tag_specifications, tags_from_aws
+from engine.modules.aws_vpc import (
+    WAIT_DELAY,
+    WAIT_TRIES,
+    VpcModuleMapper,
+    id_maps,
+    missing_dependency,
+    set_tags,
+    tag_specifications,
+    tags_from_aws,
+)
 from engine.modules.base import Col, MapperContext, Module
 
 #: At most this many per-instance cloud calls (user data) run at once in one read.
@@ -202,18 +211,6 @@ def _decode(raw: str | None) -> str | None:
         return raw
 
 
-async def _db_map(mc: MapperContext, table: str, cloud_col: str) -> tuple[dict, dict]:
-    """``({(region, cloud id): db id}, {db id: (region, cloud id)})`` of ``table``'s rows that have
-    a cloud id. Raises SqlError on a failed read."""
-    rows = await mc.fetchall(
-        f'SELECT id, "{cloud_col}", region FROM public."{table}" WHERE "{cloud_col}" IS NOT NULL')
-    return {(r, c): i for i, c, r in rows}, {i: (r, c) for i, c, r in rows}
-
-
-def _missing(what: str, ref: Any, op: str) -> CloudError:
-    return CloudError("DependencyViolation", f"{what} #{ref} is not created in the cloud yet", op)
-
-
 # -- key_pair ------------------------------------------------------------------------------------------------
 class KeyPairMapper(VpcModuleMapper):
     """``key_pair`` rows <-> EC2 key pairs of the enabled regions. Follows IaSQL's
@@ -320,7 +317,7 @@ class InstanceMapper(VpcModuleMapper):
     async def _lookups(self, mc: MapperContext) -> tuple[dict, dict]:
         """(subnet ids ``{(region, subnet id): db id}``, role names ``{instance profile name: role
         name}``) from the database."""
-        subnets, _ = await _db_map(mc, "subnet", "subnet_id")
+        subnets, _ = await id_maps(mc, "subnet", "subnet_id")
         roles = {name: name for (name,) in await mc.fetchall("SELECT role_name FROM public.iam_role")}
         return subnets, roles
 
@@ -372,9 +369,9 @@ class InstanceMapper(VpcModuleMapper):
         region = row.get("region") or mc.default_region
         kw: dict[str, Any] = {"ImageId": row["ami"], "InstanceType": row["instance_type"], "MinCount": 1, "MaxCount": 1}
         if row.get("subnet_id") is not None:
-            _, by_db = await _db_map(mc, "subnet", "subnet_id")
+            _, by_db = await id_maps(mc, "subnet", "subnet_id")
             if row["subnet_id"] not in by_db:
-                raise _missing("subnet", row["subnet_id"], op)
+                raise missing_dependency("subnet", row["subnet_id"], op)
             sub_region, kw["SubnetId"] = by_db[row["subnet_id"]]
             if sub_region != region:
                 raise CloudError("InvalidParameterValue", f"subnet #{row['subnet_id']} is in {sub_region}, the "
@@ -382,10 +379,10 @@ class InstanceMapper(VpcModuleMapper):
         if row.get("id") is not None:
             wanted = [g for (g,) in await mc.fetchall(
                 "SELECT security_group_id FROM public.instance_security_groups WHERE instance_id = $1", (row["id"],))]
-            _, groups = await _db_map(mc, "security_group", "group_id")
+            _, groups = await id_maps(mc, "security_group", "group_id")
             for g in wanted:
                 if g not in groups:
-                    raise _missing("security group", g, op)
+                    raise missing_dependency("security group", g, op)
             if wanted:
                 kw["SecurityGroupIds"] = sorted(groups[g][1] for g in wanted)
         elif row.get("_groups"):  # a cloud record put back by a revert
@@ -393,7 +390,7 @@ class InstanceMapper(VpcModuleMapper):
         if row.get("role_name"):
             found = await mc.fetchall("SELECT arn FROM public.iam_role WHERE role_name = $1", (row["role_name"],))
             if not found or not found[0][0]:
-                raise _missing("iam_role", row["role_name"], op)
+                raise missing_dependency("iam_role", row["role_name"], op)
             kw["IamInstanceProfile"] = {"Arn": found[0][0].replace(":role/", ":instance-profile/")}
         if row.get("key_pair_name"):
             kw["KeyName"] = row["key_pair_name"]
@@ -478,8 +475,8 @@ class InstanceSecurityGroupsMapper(VpcModuleMapper):
         return f"security group #{rec.get('security_group_id')} of instance #{rec.get('instance_id')}"
 
     async def _maps(self, mc: MapperContext) -> tuple[dict, dict, dict, dict]:
-        instances, inst_by_db = await _db_map(mc, "instance", "instance_id")
-        groups, group_by_db = await _db_map(mc, "security_group", "group_id")
+        instances, inst_by_db = await id_maps(mc, "instance", "instance_id")
+        groups, group_by_db = await id_maps(mc, "security_group", "group_id")
         return instances, inst_by_db, groups, group_by_db
 
     def prefetch(self, mc: MapperContext) -> None:
@@ -511,9 +508,9 @@ class InstanceSecurityGroupsMapper(VpcModuleMapper):
         """(region, instance id, group id, fresh instance record or None when gone) for ``rec``."""
         _, inst_by_db, _, group_by_db = await self._maps(mc)
         if rec.get("instance_id") not in inst_by_db:
-            raise _missing("instance", rec.get("instance_id"), op)
+            raise missing_dependency("instance", rec.get("instance_id"), op)
         if rec.get("security_group_id") not in group_by_db:
-            raise _missing("security_group", rec.get("security_group_id"), op)
+            raise missing_dependency("security_group", rec.get("security_group_id"), op)
         region, iid = inst_by_db[rec["instance_id"]]
         return region, iid, group_by_db[rec["security_group_id"]][1], await describe_instance(mc, region, iid)
 

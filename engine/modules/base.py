@@ -189,7 +189,6 @@ class Mapper:
         a later ``read`` to await, so that they overlap the engine's database work; called by
         apply and sync before they read. Must never use ``mc.db`` (the caller's one connection
         serves one query at a time). Default: nothing."""
-        return None
 
     async def create(self, mc: MapperContext, row: dict) -> dict:
         """Create ``row`` in the cloud; return the cloud record as ``read`` would. A create that

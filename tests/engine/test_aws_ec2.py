@@ -20,7 +20,7 @@ async def ec2_mod(registry, ctx, dsn):
 
 def ami_of(aws, region="us-east-1") -> str:
     """An image moto knows in ``region``."""
-    return sorted(i["ImageId"] for i in aws("ec2", region).describe_images(Owners=["amazon"])["Images"])[0]
+    return min(i["ImageId"] for i in aws("ec2", region).describe_images(Owners=["amazon"])["Images"])
 
 
 def instance(aws, iid, region="us-east-1") -> dict | None:

@@ -105,7 +105,7 @@ def test_ec2_instance_through_psql(iasql_proxy, fresh_db, moto_server):
     re-tagged in place and terminated; aws_ec2_metadata shows its facts."""
     ec2 = _client(moto_server, "ec2")
     name = f"e2e-{fresh_db[-8:]}"
-    ami = sorted(i["ImageId"] for i in ec2.describe_images(Owners=["amazon"])["Images"])[0]
+    ami = min(i["ImageId"] for i in ec2.describe_images(Owners=["amazon"])["Images"])
     res = psql(iasql_proxy.port, fresh_db, "SELECT * FROM iasql_install('aws_ec2', 'aws_ec2_metadata')", "-A", "-F|")
     assert res.returncode == 0, res.stderr
     assert "aws_ec2@0.1.0|instance|" in res.stdout and "aws_ec2_metadata@0.1.0|instance_metadata|" in res.stdout

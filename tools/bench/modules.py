@@ -41,7 +41,7 @@ def _setup_cloud(endpoint: str, instances: int, subnets: int) -> dict:
     zones = [z["ZoneName"] for z in ec2.describe_availability_zones()["AvailabilityZones"]]
     made = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{n}.0/24", AvailabilityZone=zones[n % len(zones)])
             ["Subnet"]["SubnetId"] for n in range(subnets)]
-    ami = sorted(i["ImageId"] for i in ec2.describe_images(Owners=["amazon"])["Images"])[0]
+    ami = min(i["ImageId"] for i in ec2.describe_images(Owners=["amazon"])["Images"])
     per, left, n = 250, instances, 0  # a /24 holds 251 addresses
     while left > 0:
         count = min(per, left)

@@ -179,8 +179,8 @@ def adapt(kind: str, value: Any) -> Any:
         return str(value)
     if kind == "timestamp":
         return normalize("timestamp", value)
-    if kind == "timestamptz":  # an aware UTC time, so the session's TimeZone cannot shift it
-        return normalize("timestamp", value).replace(tzinfo=timezone.utc) if isinstance(value, datetime) else value
+    if kind == "timestamptz" and isinstance(value, datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
     return value
 
 
@@ -346,6 +346,8 @@ async def apply(s: EngineSession, mc: MapperContext, mappers: list[Mapper], touc
         ops: list[Op] = []
         skip = await late() if late is not None else {}
         for m in mappers:
+            m.prefetch(mc)
+        for m in mappers:
             s.check_cancelled()
             rows = await read_db(s, m)
             s.ctx.progress(f"reading {m.table} from the cloud")
@@ -398,12 +400,20 @@ async def apply(s: EngineSession, mc: MapperContext, mappers: list[Mapper], touc
                       f"{s.settings.max_apply_passes} passes")
 
 
-async def _insert_row(s: EngineSession, m: Mapper, rec: dict) -> None:
+#: Rows per INSERT statement when the sync inserts many (one round trip each).
+INSERT_BATCH = 200
+
+
+async def _insert_rows(s: EngineSession, m: Mapper, recs: list[dict]) -> None:
+    """Insert the cloud records ``recs`` into ``m``'s table, INSERT_BATCH rows per statement."""
     cols = m.synced_cols
-    q = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
-        sql.Identifier("public", m.table), sql.SQL(", ").join(sql.Identifier(c.name) for c in cols),
-        sql.SQL(placeholders(len(cols))))
-    await s.execute(q, [adapt(c.kind, rec.get(c.name)) for c in cols])
+    for start in range(0, len(recs), INSERT_BATCH):
+        chunk = recs[start:start + INSERT_BATCH]
+        values = sql.SQL(", ").join(sql.SQL("({})").format(sql.SQL(placeholders(len(cols), 1 + i * len(cols))))
+                                    for i in range(len(chunk)))
+        q = sql.SQL("INSERT INTO {} ({}) VALUES {}").format(
+            sql.Identifier("public", m.table), sql.SQL(", ").join(sql.Identifier(c.name) for c in cols), values)
+        await s.execute(q, [adapt(c.kind, rec.get(c.name)) for rec in chunk for c in cols])
 
 
 async def _update_row(s: EngineSession, m: Mapper, row: dict, rec: dict) -> None:
@@ -421,28 +431,34 @@ async def _delete_row(s: EngineSession, m: Mapper, row: dict) -> None:
 async def sync(s: EngineSession, mc: MapperContext, mappers: list[Mapper], *, dry_run: bool = False,
                late: dict[str, Touched] | None = None) -> list[tuple]:
     """Make the tables of ``mappers`` match the cloud; returns (action, table, id, description) rows
-    of the database changes. Entities in ``late`` (changed by others while a commit ran) and rows
+    of the database changes. Every mapper may start its cloud reads first (``Mapper.prefetch``);
+    a table without rows is read once, root-to-leaf, since there is nothing in it to delete. Entities in ``late`` (changed by others while a commit ran) and rows
     of regions that are not enabled are left alone; cloud records marked ``_orphan`` (their
     parent has no row) are never inserted; a table whose read raises ``ReadUnavailable`` is left as
     it is. Raises EngineError 57014 between tables when
     cancelled, CloudError on a failed read, SqlError (e.g. 55P03 lock timeout) on a failed write."""
     out: list[tuple] = []
     cache: dict[str, list[dict]] = {}
+    unavailable: set[str] = set()
     late = late or {}
+    for m in mappers:
+        m.prefetch(mc)
     for m in reversed(mappers):
         s.check_cancelled()
-        s.ctx.progress(f"reading {m.table} from the cloud")
         skip = late.get(m.table) or Touched()
+        rows_now = [r for r in await read_db(s, m) if not skip.has(m, r) and _enabled(mc, r)]
+        if not rows_now:
+            continue  # nothing to delete: the table's cloud read waits for the second loop
+        s.ctx.progress(f"reading {m.table} from the cloud")
         try:
             cloud = [c for c in await m.read(mc) if not skip.has(m, c)]
         except ReadUnavailable as e:
             s.ctx.progress(f"left {m.table} as it is: {e}")
+            unavailable.add(m.table)
             continue
         cache[m.table] = cloud
         keys = {m.key_of(c) for c in cloud}
-        for row in await read_db(s, m):
-            if skip.has(m, row) or not _enabled(mc, row):
-                continue
+        for row in rows_now:
             k = m.key_of(row)
             if k is None or k not in keys:
                 out.append(Op("delete", m, row, None).plan_row())
@@ -451,14 +467,19 @@ async def sync(s: EngineSession, mc: MapperContext, mappers: list[Mapper], *, dr
     for m in mappers:
         s.check_cancelled()
         skip = late.get(m.table) or Touched()
-        if m.table not in cache:
+        if m.table in unavailable:
             continue  # its read is unavailable (ReadUnavailable): left as it is
-        if m.cloud_read_uses_db:
+        if m.cloud_read_uses_db or m.table not in cache:
             s.ctx.progress(f"reading {m.table} from the cloud")
-            cloud = [c for c in await m.read(mc) if not skip.has(m, c)]
+            try:
+                cloud = [c for c in await m.read(mc) if not skip.has(m, c)]
+            except ReadUnavailable as e:
+                s.ctx.progress(f"left {m.table} as it is: {e}")
+                continue
         else:
             cloud = cache[m.table]
         rows = {m.key_of(r): r for r in await read_db(s, m) if not skip.has(m, r)}
+        inserts: list[dict] = []
         for c in cloud:
             k = m.key_of(c)
             if k is None:
@@ -468,10 +489,11 @@ async def sync(s: EngineSession, mc: MapperContext, mappers: list[Mapper], *, dr
                 continue  # left alone, or a record whose parent has no row (``Mapper.read``)
             if row is None:
                 out.append(Op("create", m, c, None).plan_row())
-                if not dry_run:
-                    await _insert_row(s, m, c)
+                inserts.append(c)
             elif not m.synced_equals(row, c):
                 out.append(Op("update", m, row, c).plan_row())
                 if not dry_run:
                     await _update_row(s, m, row, c)
+        if inserts and not dry_run:
+            await _insert_rows(s, m, inserts)
     return out

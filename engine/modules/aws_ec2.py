@@ -562,7 +562,7 @@ INSTALL_SQL = (
        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
        DECLARE _number_of_records integer;
        BEGIN
-         SELECT count(*) INTO _number_of_records FROM public.iam_role
+         SELECT pg_catalog.count(*) INTO _number_of_records FROM public.iam_role
           WHERE role_name = _role_name AND assume_role_policy_document -> 'Statement'
                 @> '[{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}}]';
          RETURN _number_of_records > 0;

@@ -24,7 +24,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from engine.aws import AwsGateway, Credentials
 
 #: Column kinds understood by the engine (how values are compared and written).
-KINDS = {"text", "int", "bool", "json", "jsonb", "text[]", "cidr", "timestamp"}
+#: ``timestamp`` is sent without a time zone (UTC), ``timestamptz`` as the aware value it is.
+KINDS = {"text", "int", "bool", "json", "jsonb", "text[]", "cidr", "timestamp", "timestamptz"}
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,8 @@ class Col:
 
 
 def normalize(kind: str, value: Any) -> Any:
-    """The comparable form of a column value of ``kind`` (cidr -> str, json -> canonical, ...)."""
+    """The comparable form of a column value of ``kind`` (cidr -> str, json -> canonical, a
+    timestamp -> naive UTC to the second, ...)."""
     if value is None:
         return None
     if kind in ("json", "jsonb"):
@@ -59,7 +61,7 @@ def normalize(kind: str, value: Any) -> Any:
             return str(ipaddress.ip_network(str(value), strict=False))
         except ValueError:
             return str(value)
-    if kind == "timestamp":
+    if kind in ("timestamp", "timestamptz"):
         if isinstance(value, datetime) and value.tzinfo is not None:
             value = value.astimezone(timezone.utc).replace(tzinfo=None)
         return value.replace(microsecond=0) if isinstance(value, datetime) else value

@@ -23,6 +23,10 @@ replaces follows ``src/modules/aws_s3/mappers/*.ts``. Tables, in dependency orde
   objects with its ``s3_upload_object`` RPC, see below), deleting a row deletes the object, and a
   trigger refuses to change ``key``, ``bucket_name`` or ``region``; ``e_tag`` is the cloud's.
 
+``bucket_website`` and ``public_access_block`` have no ``region`` column (as in IaSQL): when a
+bucket's region is no longer enabled, the sync leaves its ``bucket`` and ``bucket_object`` rows
+alone but deletes its website and public-access-block rows (they come back once it is enabled).
+
 Not built: IaSQL's RPC ``s3_upload_object(bucket_name, key, content, content_type)``. The proxy
 hands the engine only statements whose text contains ``iasql_`` (the fast-path byte scan,
 ``proxy/wire/_fastpath.c``), so a call of a function named without that prefix never reaches the

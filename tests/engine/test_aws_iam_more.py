@@ -176,3 +176,13 @@ async def test_access_keys_status_in_place_delete_and_read_only(registry, ctx, d
     rows = await call(registry, ctx, "iasql_commit")
     assert applied(rows) == [("delete", "access_key"), ("delete", "iam_user")]
     assert iam.list_users()["Users"] == []
+
+
+async def test_install_imports_what_is_in_the_cloud(registry, ctx, dsn, aws):
+    iam = aws("iam")
+    iam.create_user(UserName="iasql-before")
+    key = iam.create_access_key(UserName="iasql-before")["AccessKey"]["AccessKeyId"]
+    rows = await call(registry, ctx, "iasql_install", "aws_iam")
+    assert rows == [("aws_iam@0.1.0", "iam_user", 1), ("aws_iam@0.1.0", "access_key", 1), ("aws_iam@0.1.0", "iam_role", 0)]
+    assert await sql(dsn, "SELECT access_key_id, user_name, status::text FROM access_key") == [
+        (key, "iasql-before", "Active")]

@@ -258,3 +258,18 @@ async def test_two_regions(registry, ctx, dsn, aws, s3_mod):
     assert website(aws, "iasql-eu-new", "eu-west-1") == ("eu.html", None)
     assert await sql(dsn, "SELECT get_bucket_website_endpoint('iasql-eu-new')") == [
         ("iasql-eu-new.s3-website-eu-west-1.amazonaws.com",)]
+
+
+async def test_install_imports_what_is_in_the_cloud(registry, ctx, dsn, aws):
+    s3 = aws("s3")
+    s3.create_bucket(Bucket="iasql-before")
+    s3.put_bucket_website(Bucket="iasql-before", WebsiteConfiguration={"IndexDocument": {"Suffix": "index.html"}})
+    s3.put_public_access_block(Bucket="iasql-before", PublicAccessBlockConfiguration={
+        "BlockPublicAcls": False, "IgnorePublicAcls": True, "BlockPublicPolicy": False, "RestrictPublicBuckets": True})
+    s3.put_object(Bucket="iasql-before", Key="one", Body=b"1")
+    s3.put_object(Bucket="iasql-before", Key="two", Body=b"2")
+    rows = await call(registry, ctx, "iasql_install", "aws_s3")
+    assert rows == [("aws_s3@0.1.0", "bucket", 1), ("aws_s3@0.1.0", "bucket_website", 1),
+                    ("aws_s3@0.1.0", "bucket_object", 2), ("aws_s3@0.1.0", "public_access_block", 1)]
+    assert await sql(dsn, "SELECT block_public_acls, ignore_public_acls, block_public_policy, restrict_public_buckets "
+                          "FROM public_access_block WHERE bucket_name = 'iasql-before'") == [(False, True, False, True)]

@@ -273,3 +273,27 @@ async def test_install_imports_what_is_in_the_cloud(registry, ctx, dsn, aws):
                     ("aws_s3@0.1.0", "bucket_object", 2), ("aws_s3@0.1.0", "public_access_block", 1)]
     assert await sql(dsn, "SELECT block_public_acls, ignore_public_acls, block_public_policy, restrict_public_buckets "
                           "FROM public_access_block WHERE bucket_name = 'iasql-before'") == [(False, True, False, True)]
+
+
+async def test_failed_commit_takes_back_the_settings_it_made(registry, ctx, dsn, aws, s3_mod):
+    """A bucket, its website and block are made, an update of another bucket's website applied, then
+    the cloud rejects a bucket name: the revert takes all of it back, newest first."""
+    from engine.rpc import EngineError
+
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, "INSERT INTO bucket (name) VALUES ('iasql-old')")
+    await sql(dsn, "INSERT INTO bucket_website (bucket_name, index_document) VALUES ('iasql-old', 'old.html')")
+    await call(registry, ctx, "iasql_commit")
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, "UPDATE bucket_website SET index_document = 'new.html' WHERE bucket_name = 'iasql-old'")
+    await sql(dsn, "INSERT INTO bucket (name) VALUES ('iasql-made'), ('ab')")
+    await sql(dsn, "INSERT INTO bucket_website (bucket_name, index_document) VALUES ('iasql-made', 'i.html')")
+    await sql(dsn, "INSERT INTO public_access_block (bucket_name) VALUES ('iasql-made')")
+    with pytest.raises(EngineError) as ei:
+        await call(registry, ctx, "iasql_commit")
+    assert ei.value.sqlstate == "58000" and "InvalidBucketName" in ei.value.message
+    assert "cloud changes this commit made were taken back" in ei.value.detail
+    assert [b["Name"] for b in aws("s3").list_buckets()["Buckets"]] == ["iasql-old"]
+    assert website(aws, "iasql-old") == ("old.html", None)
+    assert await sql(dsn, "SELECT bucket_name, index_document FROM bucket_website") == [("iasql-old", "old.html")]
+    assert await sql(dsn, "SELECT count(*) FROM public_access_block") == [(0,)]

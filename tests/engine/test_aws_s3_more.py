@@ -297,3 +297,24 @@ async def test_failed_commit_takes_back_the_settings_it_made(registry, ctx, dsn,
     assert website(aws, "iasql-old") == ("old.html", None)
     assert await sql(dsn, "SELECT bucket_name, index_document FROM bucket_website") == [("iasql-old", "old.html")]
     assert await sql(dsn, "SELECT count(*) FROM public_access_block") == [(0,)]
+
+
+async def test_failed_commit_brings_back_rows_a_cascade_deleted(registry, ctx, dsn, aws, s3_mod):
+    """Deleting a bucket row deletes its website row (ON DELETE CASCADE, audited before the
+    bucket's own DELETE); when the commit is reverted both rows come back, the bucket first."""
+    from engine.rpc import EngineError
+
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, "INSERT INTO bucket (name) VALUES ('iasql-old')")
+    await sql(dsn, "INSERT INTO bucket_website (bucket_name, index_document) VALUES ('iasql-old', 'old.html')")
+    await call(registry, ctx, "iasql_commit")
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, "DELETE FROM bucket WHERE name = 'iasql-old'")
+    await sql(dsn, "INSERT INTO bucket (name) VALUES ('ab')")
+    with pytest.raises(EngineError) as ei:
+        await call(registry, ctx, "iasql_commit")
+    assert "cloud changes this commit made were taken back" in ei.value.detail
+    assert [b["Name"] for b in aws("s3").list_buckets()["Buckets"]] == ["iasql-old"]
+    assert website(aws, "iasql-old") == ("old.html", None)
+    assert await sql(dsn, "SELECT name FROM bucket") == [("iasql-old",)]
+    assert await sql(dsn, "SELECT bucket_name, index_document FROM bucket_website") == [("iasql-old", "old.html")]

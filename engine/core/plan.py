@@ -92,7 +92,10 @@ class Op:
         """(action, table_name, id, description) as IaSQL's plan rows."""
         rec = self.row if self.row is not None else self.cloud
         assert rec is not None
-        return (self.action, self.mapper.table, self.mapper.id_string(rec), prefix + self.mapper.describe(rec))
+        desc = prefix + self.mapper.describe(rec)
+        if self.action == "create" and not self.mapper.creatable:
+            desc += " (cannot be created here: the row is removed)"
+        return (self.action, self.mapper.table, self.mapper.id_string(rec), desc)
 
 
 def _pk_of(mapper: Mapper, rec: dict) -> tuple:
@@ -275,7 +278,10 @@ async def _recreate_children(s: EngineSession, mc: MapperContext, m: Mapper, row
 
 async def _run_op(s: EngineSession, mc: MapperContext, op: Op, journal: Journal) -> None:
     m = op.mapper
-    if op.action == "create":
+    if op.action == "create" and not m.creatable:
+        assert op.row is not None
+        await _delete_row(s, m, op.row)  # IaSQL's create of such a row: no cloud call, the row goes
+    elif op.action == "create":
         assert op.row is not None
         rec = await m.create(mc, op.row)
         journal.add("create", m, None, rec)

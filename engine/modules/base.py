@@ -44,7 +44,8 @@ class Col:
 
 
 def normalize(kind: str, value: Any) -> Any:
-    """The comparable form of a column value of ``kind`` (cidr -> str, json -> canonical, ...)."""
+    """The comparable form of a column value of ``kind`` (cidr -> str, json -> canonical, a
+    timestamp -> naive UTC to the second, ...)."""
     if value is None:
         return None
     if kind in ("json", "jsonb"):
@@ -121,6 +122,11 @@ class Mapper:
     #: (a security group's rules). When the entity is replaced they are created again on the
     #: replacement (``engine.core.plan``); the foreign key holds this table's single-column pk.
     children: tuple[tuple[str, str], ...] = ()
+    #: False for a table whose resources are made elsewhere (IaSQL's ``bucket_object``, uploaded
+    #: by an RPC, and ``access_key``): a row the user inserts is planned as a ``create`` that makes
+    #: nothing in the cloud and removes the row again, as IaSQL's mapper ``create`` does
+    #: (``engine.core.plan``).
+    creatable: bool = True
 
     # -- column helpers -------------------------------------------------------------------------
     def col(self, name: str) -> Col:

@@ -188,12 +188,13 @@ def adapt(kind: str, value: Any) -> Any:
 
 
 def diff_for_apply(mapper: Mapper, rows: list[dict], cloud: list[dict], touched: Touched | None,
-                   late: Touched | None = None) -> list[Op]:
+                   late: Touched | None = None, deleted: Touched | None = None) -> list[Op]:
     """Cloud actions for the entities the user touched (``touched=None``: every row that differs
     from the cloud; rows without a cloud key are always created). Entities in ``late`` are left
-    alone; deletes are planned only for entities the user deleted (never for cloud records that
-    simply have no row) and never for records the mapper cannot delete (``Mapper.deletable``: the
-    sync restores their rows)."""
+    alone; deletes are planned only for entities the user deleted (``touched``, or ``deleted``
+    when ``touched`` is None: the retry over all modules still owes the user's deletes; never for
+    cloud records that simply have no row) and never for records the mapper cannot delete
+    (``Mapper.deletable``: the sync restores their rows)."""
     late = late or Touched()
     by_key = {}
     for c in cloud:
@@ -219,8 +220,9 @@ def diff_for_apply(mapper: Mapper, rows: list[dict], cloud: list[dict], touched:
                 ops.append(Op("create", mapper, row, None))
         elif mine and not mapper.equals(row, c):
             ops.append(Op("replace" if mapper.needs_replace(row, c) else "update", mapper, row, c))
+    asked = touched if touched is not None else deleted
     for k, c in by_key.items():
-        if k not in db_keys and touched is not None and k in touched.keys and mapper.deletable(c):
+        if k not in db_keys and asked is not None and k in asked.keys and mapper.deletable(c):
             ops.append(Op("delete", mapper, None, c))
     return ops
 
@@ -331,11 +333,14 @@ async def undo(mc: MapperContext, journal: Journal, progress: Any = None) -> lis
 
 
 async def apply(s: EngineSession, mc: MapperContext, mappers: list[Mapper], touched: dict[str, Touched] | None,
-                *, dry_run: bool, journal: Journal | None = None, late: Any = None) -> list[tuple]:
+                *, dry_run: bool, journal: Journal | None = None, late: Any = None,
+                deleted: dict[str, Touched] | None = None) -> list[tuple]:
     """Push user changes to the cloud; returns plan rows of what was done (or would be, dry_run).
 
     ``touched``: the user's changes per table (None: every row that differs from the cloud, the
-    retry over all modules); ``journal`` records each cloud change; ``late``: an async callable
+    retry over all modules, which still deletes what ``deleted``, the user's changes, deleted: a
+    delete that failed in the first pass fails the commit rather than being dropped and the row
+    restored by the sync); ``journal`` records each cloud change; ``late``: an async callable
     returning the entities to leave alone (``late_changes``), asked before every pass.
     Raises PlanRefused (22023) before any cloud call of a pass when a row to create or update is
     in a region that is not enabled; EngineError 58000 when a pass makes no progress while
@@ -364,7 +369,8 @@ async def apply(s: EngineSession, mc: MapperContext, mappers: list[Mapper], touc
                     raise  # the user changed this table: it cannot be applied
                 s.ctx.progress(f"left {m.table} alone: {e}")
                 continue
-            ops += diff_for_apply(m, rows, cloud, None if touched is None else touched[m.table], skip.get(m.table))
+            ops += diff_for_apply(m, rows, cloud, None if touched is None else touched[m.table], skip.get(m.table),
+                                  None if deleted is None else deleted.get(m.table))
         outside = [op for op in ops if op.row is not None and not _enabled(mc, op.row)]
         if outside:
             regions = sorted({str(op.row.get("region")) for op in outside if op.row is not None})

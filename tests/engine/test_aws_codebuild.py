@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from engine.rpc import EngineError
 from tests.engine.support import call, sql
 
 ASSUME = json.dumps({"Version": "2012-10-17", "Statement": [
@@ -103,12 +104,13 @@ async def test_import_builds_and_drift(registry, ctx, dsn, aws, cb_mod):
         await call(registry, ctx, "iasql_commit")
     assert "builds cannot be inserted" in str(ei.value)
     assert await sql(dsn, "SELECT aws_id FROM codebuild_build_list") == [(b["id"],)]
-    # moto does not implement batch_delete_builds: the delete fails, the commit's retry over all
-    # modules plans no delete (it deletes only what the user deleted) and the sync restores the row
+    # moto does not implement batch_delete_builds: the delete fails in the first pass and again in
+    # the retry over all modules, so the commit fails (58000) and the table is reverted
     await call(registry, ctx, "iasql_begin")
     await sql(dsn, "DELETE FROM codebuild_build_list")
-    rows = await call(registry, ctx, "iasql_commit")
-    assert [(a, t, d.startswith("synced")) for a, t, _, d in rows] == [("create", "codebuild_build_list", True)]
+    with pytest.raises(EngineError) as ei:
+        await call(registry, ctx, "iasql_commit")
+    assert ei.value.sqlstate == "58000" and "delete" in ei.value.message
     assert any("batch_delete_builds" in ln for ln in ctx.lines if ln.startswith("failed: delete"))
     assert await sql(dsn, "SELECT aws_id FROM codebuild_build_list") == [(b["id"],)]
     # a project deleted outside goes from the table at the next rollback (its builds first)

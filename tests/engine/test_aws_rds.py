@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from engine.rpc import EngineError
 from tests.engine.support import call, sql
 
 
@@ -123,13 +124,13 @@ async def test_security_group_parameter_group_and_rds_in_one_commit(registry, ct
     rows = await call(registry, ctx, "iasql_commit")
     assert [(a, t) for a, t, _, d in rows if not d.startswith("synced")] == [("delete", "rds_security_groups")]
     assert [g["VpcSecurityGroupId"] for g in instances(aws)["app-db"]["VpcSecurityGroups"]] == [sg2["GroupId"]]
-    # the last group cannot go: the delete fails, the commit's retry over all modules plans no
-    # delete (it only deletes what the user deleted in the pass that failed) and the sync restores the row
+    # the last group cannot go: the delete fails in the first pass and again in the retry over all
+    # modules, so the commit fails (58000, naming AWS's reason) and the table is reverted
     await call(registry, ctx, "iasql_begin")
     await sql(dsn, "DELETE FROM rds_security_groups")
-    rows = await call(registry, ctx, "iasql_commit")
-    assert [(a, t, d.startswith("synced")) for a, t, _, d in rows] == [("create", "rds_security_groups", True)]
-    assert any("needs at least one VPC security group" in ln for ln in ctx.lines if ln.startswith("failed: delete"))
+    with pytest.raises(EngineError) as ei:
+        await call(registry, ctx, "iasql_commit")
+    assert ei.value.sqlstate == "58000" and "needs at least one VPC security group" in ei.value.message
     assert [g["VpcSecurityGroupId"] for g in instances(aws)["app-db"]["VpcSecurityGroups"]] == [sg2["GroupId"]]
     assert await sql(dsn, "SELECT count(*) FROM rds_security_groups") == [(1,)]
 

@@ -204,6 +204,11 @@ class Config:
     log_disconnections: bool = True
     engine: EngineConfig = field(default_factory=EngineConfig)
     config_file: Path | None = None
+    # -- scale out (issue 19; proxy.routing): [servers], the metadata database, route refresh --
+    servers: dict = field(default_factory=dict)  # name -> proxy.routing.config.ServerEntry
+    metadata_server: str | None = None
+    metadata_database: str = "iasql_metadata"
+    route_refresh_interval: float = 10.0
 
     def target_for(self, dbname: str) -> DatabaseTarget | None:
         """The entry for database ``dbname``: its own entry, else ``*``, else None (unknown database)."""
@@ -413,6 +418,9 @@ _PROXY_KEYS: dict[str, Parser] = {
     "admin_users": _names,
     "stats_users": _names,
     "admin_database": _nonempty,
+    "metadata_server": _nonempty,  # scale out (issue 19)
+    "metadata_database": _nonempty,  # scale out (issue 19)
+    "route_refresh_interval": _duration,  # scale out (issue 19)
     "metrics_addr": _nonempty,
     "shutdown_timeout": _duration,
     "log_connections": _bool,
@@ -523,7 +531,7 @@ def parse_config(text: str, base_dir: Path | None = None, *, config_file: Path |
         raise ConfigError("<file>", f"cannot parse line(s) {lines}: expected key = value") from e
 
     sections = {s.lower(): s for s in parser.sections()}
-    known_sections = ("databases", "proxy", "pgbouncer", "engine")
+    known_sections = ("databases", "proxy", "pgbouncer", "engine", "servers")
     for low, actual in sections.items():
         if low not in known_sections:
             raise ConfigError(f"[{actual}]", f"unknown section{_suggest(low, known_sections)}")
@@ -565,15 +573,31 @@ def parse_config(text: str, base_dir: Path | None = None, *, config_file: Path |
     if "databases" in sections:
         for name, v in parser.items(sections["databases"]):
             databases[name] = _database(name, v)
-    if not databases:
+    if not databases and "servers" not in sections:  # with [servers], the routing table may be all
         raise ConfigError("[databases]", "no database entries; add e.g. `* = host=127.0.0.1 port=5432`")
     admin_db = merged["admin_database"]
     if admin_db in databases:
         raise ConfigError(f"databases.{admin_db}", "this name is the admin console's (admin_database); "
                           "rename the entry or set admin_database to another name")
 
+    # [servers] (scale out, issue 19: proxy.routing.config)
+    servers: dict[str, Any] = {}
+    if "servers" in sections:
+        from proxy.routing.config import parse_server
+
+        secrets = load_auth_file(merged["auth_file"]) if merged["auth_file"] is not None else {}
+        for name, v in parser.items(sections["servers"]):
+            servers[name] = parse_server(name, v, base_dir, secrets, parse_conninfo, ConfigError, _port,
+                                         lambda k, v: _int(k, v, 1), lambda k, v: _enum(k, v, POOL_MODES))
+    if servers or merged["metadata_server"] is not None:
+        from proxy.routing.config import check_servers
+
+        raw["metadata_server"] = check_servers(servers, merged["metadata_server"], ConfigError)
+    if merged["metadata_database"] == admin_db:
+        raise ConfigError("metadata_database", "must differ from admin_database")
+
     return Config(databases=databases, engine=EngineConfig(**engine_values), config_file=config_file,
-                  **raw)
+                  servers=servers, **raw)
 
 
 def load_config(path: Path | str) -> Config:

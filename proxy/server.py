@@ -82,6 +82,12 @@ class ProxyApp:
         self.memory = MemoryReturn()
         self._tasks: set[asyncio.Task] = set()
         self.port: int | None = None
+        # -- scale out (issue 19): the routing table, with [servers] (proxy.routing.fleet) --
+        self.fleet = None
+        if cfg.servers:
+            from proxy.routing.fleet import Fleet
+
+            self.fleet = Fleet(cfg, self)
 
     # -- listening ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -119,6 +125,8 @@ class ProxyApp:
                 else:
                     self._accept_tasks.append(loop.create_task(self._accept_loop(s)))
         self._accept_tasks.append(loop.create_task(self._maintain_pools()))
+        if self.fleet is not None:  # scale out (issue 19): follow the routing table
+            self.fleet.start()
         log.info("event=listening addr=%s port=%s tls=%s pool_mode=%s relay=%s", self.cfg.listen_addr, self.port,
                  self.cfg.client_tls_sslmode, self.cfg.pool_mode, "compiled" if relay_compiled else "python")
         from proxy.config import DEPRECATED_ENGINE_KEYS
@@ -237,6 +245,18 @@ class ProxyApp:
             p.close_all()
         for c in self._auth_conns.values():
             c.close()
+        if self.fleet is not None:  # scale out (issue 19)
+            self.fleet.stop()
+
+    def target_for(self, dbname: str) -> DatabaseTarget | None:
+        """Where clients of database ``dbname`` go, decided at login: the routing table (scale out,
+        ``proxy.routing.fleet``, when ``[servers]`` is configured), else ``[databases]`` (its own
+        entry, else ``*``), else None (``3D000 database "x" does not exist``)."""
+        if self.fleet is not None:
+            target = self.fleet.target_for(dbname)
+            if target is not None:
+                return target
+        return self.cfg.target_for(dbname)
 
     # -- sessions -----------------------------------------------------------------------------
     def new_recorder(self, session: ClientSession):

@@ -106,7 +106,9 @@ class AdminConsole:
     # -- login --------------------------------------------------------------------------------
     def _auth_target(self, cfg: Config) -> DatabaseTarget:
         """Where ``auth_query`` runs for console users not in ``auth_file``: the first database entry."""
-        base = cfg.databases.get("*") or next(iter(cfg.databases.values()))
+        base = cfg.databases.get("*") or next(iter(cfg.databases.values()), None)
+        if base is None:  # only [servers] (scale out): the metadata database's server
+            base = self.app.target_for(cfg.metadata_database)
         return dataclasses.replace(base, name=self.database, password=None, pool_size=None, pool_mode=None)
 
     async def login(self, session: "ClientSession") -> None:
@@ -450,7 +452,7 @@ class AdminConsole:
         db = args[0].strip('"')
         if db == self.database:
             raise AdminError(sqlstate.OBJECT_NOT_IN_PREREQUISITE_STATE, f"cannot pause or resume the admin console database \"{db}\"")
-        if self.app.cfg.target_for(db) is None:
+        if self.app.target_for(db) is None:
             raise AdminError(sqlstate.INVALID_CATALOG_NAME, f"no such database: {db}")
         return db
 

@@ -60,4 +60,8 @@ def build_interceptor(app: "ProxyApp") -> Interceptor:
         kwargs["aws_endpoint_url"] = endpoint
     kwargs["lock_wait_timeout"] = eng.lock_wait_timeout
     registry = build_registry(EngineSettings(**kwargs))
+    from engine import metadata  # scale out (issue 19): iasql_connect and the other metadata calls
+
+    metadata.register(registry)
+    metadata.Holder.fleet = getattr(app, "fleet", None)
     return Interceptor(QueryInterceptor(registry))

@@ -396,7 +396,9 @@ class ProxyApp:
 
     async def lookup_secret(self, user: str, target: DatabaseTarget) -> Secret | None:
         """The user's secret: from ``auth_file``, else by ``auth_query`` run as ``auth_user`` on the
-        target database, else None (the login then fails as a wrong password would)."""
+        target database, else None (the login then fails as a wrong password would). Raises
+        ClientError 08006 (``could not connect to server host:port: ...``, DETAIL naming the
+        server) when ``auth_query``'s server cannot be reached."""
         raw = self._auth_file.get(user)
         if raw is None and self.cfg.auth_user:
             raw = await self._auth_query(user, target)
@@ -430,6 +432,12 @@ class ProxyApp:
                     self._auth_conns.pop(key, None)
                     if attempt:
                         log.warning("event=auth_query_failed user=%s error=%r", user, str(e))
+                        if isinstance(e, ServerError) and e.reason is not None:
+                            # the server cannot be reached (scale out, issue 19): say so, rather
+                            # than failing as a wrong password would
+                            from proxy.frontend.login import ClientError
+
+                            raise ClientError(e.sqlstate, e.message, detail=_where(target)) from None
                         return None
                     continue
                 except Exception as e:
@@ -440,6 +448,14 @@ class ProxyApp:
                     return None
                 return rows[0][1].decode()
         return None
+
+
+def _where(target: DatabaseTarget) -> str:
+    """The DETAIL of a login that failed because ``target``'s server cannot be reached."""
+    if target.name.startswith("server:"):  # a routed database (proxy.routing.fleet)
+        return (f"The database is on server {target.name[7:]} ([servers]); databases on other servers "
+                "are not affected.")
+    return f"[databases] entry {target.name!r}."
 
 
 #: Seconds a thread may hold the GIL while another waits for it (``sys.setswitchinterval``).

@@ -398,32 +398,46 @@ async def ensure_metadata_database(admin: Any, meta_connect: Any, database: str)
     """Create the metadata database ``database`` (when missing) and its tables, stubs and probes.
 
     ``admin``: an autocommit ``psycopg.AsyncConnection`` to the metadata server as the admin role;
-    ``meta_connect()``: awaitable giving a fresh ``psycopg.AsyncConnection`` (autocommit off) to
-    ``database`` as the admin role. Idempotent and safe from several proxies at once (an
-    advisory lock serialises the DDL). Returns True when it created the database. Raises
-    ``psycopg.Error``.
+    ``meta_connect(dbname)``: awaitable giving a fresh ``psycopg.AsyncConnection`` (autocommit off)
+    to ``dbname`` there as the admin role. A missing database is made whole under a temporary name
+    and then renamed, so no client ever finds it half made. Idempotent and safe from several proxies
+    at once (an advisory lock serialises the DDL; the loser of a rename race drops its copy).
+    Returns True when it created the database. Raises ``psycopg.Error``.
     """
     from psycopg import errors, sql
 
-    from engine.local import PsycopgCaller
-    from engine.schema import ensure_metadata
+    async def populate(dbname: str) -> None:
+        from engine.local import PsycopgCaller
+        from engine.schema import ensure_metadata
+
+        conn = await meta_connect(dbname)
+        try:
+            await conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(%s, %s)", DDL_LOCK)
+            for stmt in METADATA_DDL:  # idempotent; the lock keeps two proxies' runs apart
+                await conn.execute(stmt)
+            caller = PsycopgCaller(conn=conn, database=dbname, user=conn.info.user)
+            await ensure_metadata(caller, functions_for_metadata())
+            await conn.commit()
+        finally:
+            await conn.close()
+
+    async def exists() -> bool:
+        return bool(await (await admin.execute("SELECT 1 FROM pg_catalog.pg_database WHERE datname = %s",
+                                               (database,))).fetchone())
 
     created = False
-    if not await (await admin.execute("SELECT 1 FROM pg_catalog.pg_database WHERE datname = %s",
-                                      (database,))).fetchone():
+    if not await exists():
+        scratch = f"{database[:40]}_new_{secrets.token_hex(4)}"
+        await admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
         try:
-            await admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+            await populate(scratch)
+            await admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(scratch),
+                                                                                 sql.Identifier(database)))
             created = True
         except (errors.DuplicateDatabase, errors.UniqueViolation):
             pass  # another proxy made it meanwhile
-    conn = await meta_connect()
-    try:
-        await conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(%s, %s)", DDL_LOCK)
-        for stmt in METADATA_DDL:  # idempotent; the lock keeps two proxies' runs apart
-            await conn.execute(stmt)
-        caller = PsycopgCaller(conn=conn, database=database, user=conn.info.user)
-        await ensure_metadata(caller, functions_for_metadata())
-        await conn.commit()
-    finally:
-        await conn.close()
+        finally:
+            if not created:
+                await admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch)))
+    await populate(database)  # brings an existing one up to date
     return created

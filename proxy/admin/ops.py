@@ -41,7 +41,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("iasql_proxy.ops")
 
 #: Keys that only take effect when the proxy restarts.
-RESTART_KEYS = ("listen_addr", "listen_port", "metrics_port", "metrics_addr", "engine")
+RESTART_KEYS = ("listen_addr", "listen_port", "metrics_port", "metrics_addr", "engine",
+                # scale out (issue 19): the fleet is built once, at start
+                "servers", "metadata_server", "metadata_database", "route_refresh_interval")
 #: Seconds engine calls get to stop after being cancelled at the end of a graceful shutdown.
 ENGINE_STOP_GRACE = 10.0
 #: How often the graceful shutdown looks at clients.

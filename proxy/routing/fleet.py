@@ -220,7 +220,7 @@ class Fleet:
                 if not ensured:
                     async with self.admin(self.metadata_server) as adm:
                         created = await ensure_metadata_database(
-                            adm, lambda: self._open(self.metadata_server, self.metadata_database, autocommit=False),
+                            adm, lambda name: self._open(self.metadata_server, name, autocommit=False),
                             self.metadata_database)
                     if created:
                         log.info("event=metadata_database_created database=%s server=%s",

@@ -140,3 +140,21 @@ def test_metadata_tables_are_not_the_users(fleet):
             c.execute("INSERT INTO iasql_route VALUES ('x', 'pg2')")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             c.execute("SELECT * FROM iasql_database")
+
+
+def test_init_db_creates_the_metadata_database(servers):
+    import subprocess
+    import sys
+
+    from tests.support.proxy import REPO
+
+    pg = servers[1]
+    for expected in ("(created)", ""):
+        res = subprocess.run([sys.executable, "-m", "proxy.cli", "init-db", "scratch_metadata", "--metadata",
+                              "--dsn", pg.dsn()], capture_output=True, text=True, cwd=REPO, timeout=120)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.strip() == f"initialised the metadata database scratch_metadata {expected}".strip()
+    tables = pg.psql("SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname = 'public'",
+                     dbname="scratch_metadata").strip().split(",")
+    assert {"iasql_database", "iasql_user", "iasql_user_databases", "iasql_route"} <= set(tables)
+    pg.psql("DROP DATABASE scratch_metadata")

@@ -142,3 +142,75 @@ def test_a_stopped_server_fails_only_its_databases_and_they_come_back(fleet, ser
     with metadata_conn(a) as c:
         assert c.execute("SELECT iasql_engine_health()").fetchone() == ("ok",)
     kept.close()
+
+
+def test_a_route_missed_by_notify_is_found_by_the_periodic_read(fleet, servers):
+    a, b = fleet
+    db = connect_db(a, "missed-notify")
+    wait_connectable(b, db, within=1.0)
+    meta = servers[0]
+    # move the route without a notification: the trigger off, as if the NOTIFY were lost
+    meta.psql("ALTER TABLE iasql_route DISABLE TRIGGER iasql_route_notify; "
+              f"DELETE FROM iasql_route WHERE pg_name = '{db['id']}'; "
+              "ALTER TABLE iasql_route ENABLE TRIGGER iasql_route_notify", dbname="iasql_metadata")
+    deadline = time.monotonic() + 5  # route_refresh_interval is 2 s here
+    while True:
+        try:
+            db_conn(b, db).close()
+        except psycopg.OperationalError as e:
+            assert "does not exist" in str(e)
+            break
+        assert time.monotonic() < deadline, "the periodic read did not drop the route"
+        time.sleep(0.1)
+    server = "pg1" if server_of(servers, db) == 0 else "pg2"
+    meta.psql("ALTER TABLE iasql_route DISABLE TRIGGER iasql_route_notify; "
+              f"INSERT INTO iasql_route (pg_name, server) VALUES ('{db['id']}', '{server}'); "
+              "ALTER TABLE iasql_route ENABLE TRIGGER iasql_route_notify", dbname="iasql_metadata")
+    assert wait_connectable(b, db, within=5.0) < 5.0
+
+
+def test_routes_to_unknown_servers_are_ignored(fleet, servers):
+    a, b = fleet
+    meta = servers[0]
+    meta.psql("INSERT INTO iasql_route (pg_name, server) VALUES ('ghost', 'nowhere')", dbname="iasql_metadata")
+    try:
+        time.sleep(0.5)
+        for proxy in (a, b):
+            with pytest.raises(psycopg.OperationalError, match='database "ghost" does not exist'):
+                psycopg.connect(proxy.dsn(dbname="ghost"), connect_timeout=10)
+            with metadata_conn(proxy) as c:
+                assert c.execute("SELECT 1").fetchone() == (1,)
+            assert "event=routes_unknown_server servers=nowhere" in proxy.log()
+    finally:
+        meta.psql("DELETE FROM iasql_route WHERE pg_name = 'ghost'", dbname="iasql_metadata")
+
+
+def test_routes_outlive_a_metadata_server_outage(fleet, servers):
+    a, b = fleet
+    db = None
+    for i in range(6):
+        made = connect_db(a, f"meta-outage{i}")
+        if server_of(servers, made) == 1:
+            db = made
+            break
+    assert db is not None
+    for proxy in (a, b):
+        wait_connectable(proxy, db, within=1.0)
+    servers[0].stop()
+    try:
+        time.sleep(0.5)
+        for proxy in (a, b):  # the last table read stays in force; pg2's databases still log in
+            wait_connectable(proxy, db, within=2.0)
+            with pytest.raises(psycopg.OperationalError):
+                metadata_conn(proxy)
+    finally:
+        servers[0].start()
+    for proxy in (a, b):  # they follow the table again
+        deadline = time.monotonic() + 15
+        while proxy.log().count("event=routes_following") < 2:
+            assert time.monotonic() < deadline, proxy.log()[-2000:]
+            time.sleep(0.2)
+        assert "event=routes_unavailable" in proxy.log()
+    new = connect_db(b, "after-meta-outage")
+    for proxy in (a, b):
+        wait_connectable(proxy, new, within=1.0)

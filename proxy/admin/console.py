@@ -55,7 +55,7 @@ _Q, _X, _S = ord("Q"), ord("X"), ord("S")
 _EXTENDED = frozenset(map(ord, "PBDECHF"))
 
 HELP = """Console usage
-SHOW [HELP|POOLS|CLIENTS|SERVERS|STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|DATABASES|CONFIG|VERSION|STATE|LISTS|ENGINE]
+SHOW [HELP|POOLS|CLIENTS|SERVERS|STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|DATABASES|CONFIG|VERSION|STATE|LISTS|ENGINE|ROUTES]
 RELOAD
 PAUSE [<db>]
 RESUME [<db>]
@@ -394,7 +394,7 @@ class AdminConsole:
         restart = ("listen_addr", "listen_port", "metrics_port", "metrics_addr")
         rows = []
         for f in dataclasses.fields(Config):
-            if f.name in ("databases", "engine", "config_file"):
+            if f.name in ("databases", "engine", "config_file", "servers"):  # servers: SHOW ROUTES
                 continue
             rows.append((f.name, _fmt(getattr(cfg, f.name)), _fmt(getattr(default, f.name)),
                          "no" if f.name in restart else "yes"))
@@ -406,6 +406,12 @@ class AdminConsole:
             rows.append((f"engine.{f.name}", _fmt(value), _fmt(dflt), "no"))
         rows.append(("config_file", _fmt(cfg.config_file), "", "no"))
         return _result([("key", TEXT), ("value", TEXT), ("default", TEXT), ("changeable", TEXT)], rows)
+
+    def show_routes(self, session: "ClientSession") -> bytes:
+        """SHOW ROUTES (ours, scale out): ``proxy.routing.fleet.Fleet.show_rows``; empty without [servers]."""
+        fleet = self.app.fleet
+        return _result([("database", TEXT), ("server", TEXT), ("host", TEXT), ("port", INT8), ("weight", TEXT),
+                        ("source", TEXT)], fleet.show_rows() if fleet is not None else [])
 
     def show_lists(self, session: "ClientSession") -> bytes:
         clients = list(self.app.clients)
@@ -433,6 +439,7 @@ class AdminConsole:
         "CLIENTS": show_clients, "SERVERS": show_servers, "STATS": show_stats, "STATS_TOTALS": show_stats_totals,
         "STATS_AVERAGES": show_stats_averages, "TOTALS": show_totals, "DATABASES": show_databases,
         "CONFIG": show_config, "LISTS": show_lists, "ENGINE": show_engine,
+        "ROUTES": show_routes,  # scale out (issue 19)
     }
 
     # -- actions ------------------------------------------------------------------------------

@@ -106,6 +106,21 @@ class Fleet:
         if entry is not None and self.app is not None:
             self.app.close_idle_to(entry.host, entry.port, dbname)
 
+    def show_rows(self) -> list[tuple]:
+        """Rows of the admin console's SHOW ROUTES: one per ``[servers]`` entry (``database`` NULL,
+        ``source`` ``servers``, or ``metadata`` for the metadata server with the metadata database),
+        then one per routed database (``source`` ``routes``; host and port NULL when this proxy has
+        no entry for its server)."""
+        rows: list[tuple] = []
+        for name, e in self.entries.items():
+            meta = name == self.metadata_server
+            rows.append((self.metadata_database if meta else None, name, e.host, e.port, f"{e.weight:g}",
+                         "metadata" if meta else "servers"))
+        for db, server in sorted(self.routes.items()):
+            e = self.entries.get(server)
+            rows.append((db, server, e.host if e else None, e.port if e else None, None, "routes"))
+        return rows
+
     # -- connections ------------------------------------------------------------------------------
     def _kwargs(self, entry: "ServerEntry", dbname: str, user: str, password: str | None) -> dict[str, Any]:
         cfg = self.cfg

@@ -214,3 +214,17 @@ def test_routes_outlive_a_metadata_server_outage(fleet, servers):
     new = connect_db(b, "after-meta-outage")
     for proxy in (a, b):
         wait_connectable(proxy, new, within=1.0)
+
+
+def test_show_routes_in_the_admin_console(fleet, servers):
+    a, b = fleet
+    db = connect_db(a, "shown")
+    wait_connectable(b, db, within=1.0)
+    with psycopg.connect(b.dsn(dbname="iasql_proxy"), autocommit=True) as c:
+        c.cursor_factory = psycopg.ClientCursor
+        cur = c.execute("SHOW ROUTES")
+        assert [d.name for d in cur.description] == ["database", "server", "host", "port", "weight", "source"]
+        rows = cur.fetchall()
+    assert rows[0] == ("iasql_metadata", "pg1", "127.0.0.1", servers[0].port, "1", "metadata")
+    assert rows[1] == (None, "pg2", "127.0.0.1", servers[1].port, "1", "servers")
+    assert (db["id"], "pg1" if server_of(servers, db) == 0 else "pg2") in {r[:2] for r in rows if r[5] == "routes"}

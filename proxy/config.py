@@ -22,6 +22,14 @@ Sections
     deprecated and ignored (a warning is logged at start): ``iasql_*`` calls run as the calling
     user, on the caller's own server connection.
 
+``[servers]`` (ours; scale out, issue 19)
+    ``name = host=... port=... user=<admin role> password_file=... | password_env=... dbname=...
+    weight=... pool_size=... pool_mode=...``: the Postgres servers ``iasql_connect`` places
+    databases on, and the admin role the proxy uses there. Parsed and documented in
+    :mod:`proxy.routing.config` (an inline ``password`` is refused). With ``[servers]``,
+    ``[databases]`` may be empty: the routing table of the metadata database comes first, then
+    ``[databases]`` (``proxy.routing.fleet``).
+
 ``[proxy]`` keys
 ----------------
 =========================  ==========  ===================  =========================================
@@ -61,6 +69,9 @@ metrics_port               port        (none)               ours: Prometheus end
 admin_users                list        (empty)              comma-separated role names
 stats_users                list        (empty)              comma-separated role names
 admin_database             name        iasql_proxy          ours: the admin console's virtual database
+metadata_server            name        first [servers]      ours: the [servers] entry holding the metadata database
+metadata_database          name        iasql_metadata       ours: the metadata database's name
+route_refresh_interval     seconds     10                   ours: the routing table is re-read at least this often
 metrics_addr               address     127.0.0.1            ours: where the Prometheus endpoint listens
 shutdown_timeout           seconds     30                   ours: SIGTERM waits this long for statements
 log_connections            boolean     1                    log each successful login (event=session_start)

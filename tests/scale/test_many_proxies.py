@@ -228,3 +228,21 @@ def test_show_routes_in_the_admin_console(fleet, servers):
     assert rows[0] == ("iasql_metadata", "pg1", "127.0.0.1", servers[0].port, "1", "metadata")
     assert rows[1] == (None, "pg2", "127.0.0.1", servers[1].port, "1", "servers")
     assert (db["id"], "pg1" if server_of(servers, db) == 0 else "pg2") in {r[:2] for r in rows if r[5] == "routes"}
+
+
+def test_routed_databases_in_transaction_pooling(fleet, fleet_ini, start_proxy):
+    a, _ = fleet
+    txn = start_proxy(fleet_ini(pool_mode="transaction", default_pool_size=2), "fleet-txn")
+    db = connect_db(a, "txn-pooled")
+    wait_connectable(txn, db, within=1.0)
+    with db_conn(txn, db, autocommit=True) as c, db_conn(txn, db, autocommit=True) as d:
+        c.execute("CREATE TABLE t (v int)")
+        c.execute("SET work_mem = '7MB'")
+        d.execute("INSERT INTO t VALUES (1)")
+        assert c.execute("SHOW work_mem").fetchone() == ("7MB",)
+        assert d.execute("SHOW work_mem").fetchone() != ("7MB",)
+        assert [r[0] for r in c.execute("SELECT module_name FROM iasql_modules_installed()").fetchall()] == [
+            "iasql_functions", "iasql_platform"]
+        assert c.execute("SELECT count(*) FROM t").fetchone() == (1,)
+    with metadata_conn(txn) as c:
+        assert "txn-pooled" in {r[1] for r in c.execute("SELECT * FROM iasql_db_list()").fetchall()}

@@ -246,3 +246,20 @@ def test_routed_databases_in_transaction_pooling(fleet, fleet_ini, start_proxy):
         assert c.execute("SELECT count(*) FROM t").fetchone() == (1,)
     with metadata_conn(txn) as c:
         assert "txn-pooled" in {r[1] for r in c.execute("SELECT * FROM iasql_db_list()").fetchall()}
+
+
+def test_proxies_starting_together_make_one_metadata_database(fleet_ini, start_proxy, servers):
+    first = start_proxy(fleet_ini(metadata_database="race_metadata"), "fleet-race-1")
+    second = start_proxy(fleet_ini(metadata_database="race_metadata"), "fleet-race-2")
+    deadline = time.monotonic() + 20
+    while not all("event=routes_following" in p.log() for p in (first, second)):
+        assert time.monotonic() < deadline, first.log()[-1500:] + second.log()[-1500:]
+        time.sleep(0.1)
+    assert sum(p.log().count("event=metadata_database_created") for p in (first, second)) == 1
+    names = servers[0].psql("SELECT string_agg(datname, ',') FROM pg_database WHERE datname LIKE 'race_metadata%'")
+    assert names.strip() == "race_metadata"  # no temporary copy left behind
+    from tests.scale.conftest import PASSWORDS
+
+    with psycopg.connect(second.dsn(user="alice", password=PASSWORDS["alice"], dbname="race_metadata"),
+                         autocommit=True) as c:
+        assert c.execute("SELECT * FROM iasql_db_list()").fetchall() == []

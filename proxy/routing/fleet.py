@@ -94,7 +94,8 @@ class Fleet:
 
     def route_changed(self, pg_name: str, server: str | None) -> None:
         """Learn (``server``) or forget (None) the route of ``pg_name`` at once, ahead of the
-        notification (which then changes nothing)."""
+        notification (which then changes nothing). A read of the table that finds a route gone or
+        moved closes this proxy's idle connections to its old place (``close_idle``)."""
         if server is None:
             self.routes.pop(pg_name, None)
         else:
@@ -278,6 +279,9 @@ class Fleet:
         if unknown and routes != self.routes:
             log.warning("event=routes_unknown_server servers=%s reason='no [servers] entry of that name here'",
                         ",".join(unknown))
+        for name, server in self.routes.items():  # gone, or moved: idle connections to the old place close
+            if routes.get(name) != server:
+                self.close_idle(server, name)
         self.routes = routes
         self.loaded = True
         self.last_read = time.monotonic()

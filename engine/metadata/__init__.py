@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import secrets
 import string
-from typing import Any, AsyncContextManager, Protocol, Sequence
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
 
 from engine.rpc import Argument, Column, EngineError, Function, Registry
 
@@ -107,9 +109,9 @@ class Fleet(Protocol):
     metadata_database: str
     servers: dict[str, float]
 
-    def metadata(self) -> AsyncContextManager[Any]: ...
+    def metadata(self) -> AbstractAsyncContextManager[Any]: ...
 
-    def admin(self, server: str) -> AsyncContextManager[Any]: ...
+    def admin(self, server: str) -> AbstractAsyncContextManager[Any]: ...
 
     async def connect_as(self, server: str, dbname: str, user: str, password: str) -> Any: ...
 

@@ -31,9 +31,10 @@ itself is refused: the ini file is often committed, an admin password must not b
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 #: Keys of a ``[servers]`` entry (see the module docstring).
 SERVER_KEYS = ("host", "port", "user", "password_file", "password_env", "dbname", "weight", "pool_size",
@@ -97,7 +98,7 @@ def parse_server(name: str, text: str, base_dir: Path, auth_secrets: dict[str, s
                 w = float(v)
             except ValueError:
                 w = -1.0
-            if not w > 0 or w != w or w == float("inf"):
+            if not 0 < w < float("inf"):  # also refuses nan
                 raise error(sub, f"must be a number > 0, got {v!r}")
             values[k] = w
         elif not v.strip():

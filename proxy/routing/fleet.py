@@ -34,7 +34,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 from proxy.config import Config, DatabaseTarget
 
@@ -59,10 +60,10 @@ class Fleet:
     ``last_read``: ``time.monotonic()`` of the last read. Implements ``engine.metadata.Fleet``.
     """
 
-    def __init__(self, cfg: Config, app: "ProxyApp | None" = None):
+    def __init__(self, cfg: Config, app: ProxyApp | None = None):
         self.cfg = cfg
         self.app = app
-        self.entries: dict[str, "ServerEntry"] = dict(cfg.servers)
+        self.entries: dict[str, ServerEntry] = dict(cfg.servers)
         self.servers: dict[str, float] = {n: e.weight for n, e in self.entries.items()}
         self.metadata_server: str = cfg.metadata_server or next(iter(self.entries))
         self.metadata_database: str = cfg.metadata_database
@@ -76,7 +77,7 @@ class Fleet:
         self._ready = asyncio.Event()
 
     @staticmethod
-    def _target(entry: "ServerEntry") -> DatabaseTarget:
+    def _target(entry: ServerEntry) -> DatabaseTarget:
         # dbname/user/password None: the client's database, user and credentials (pass-through)
         return DatabaseTarget(name=TARGET_PREFIX + entry.name, host=entry.host, port=entry.port,
                               pool_size=entry.pool_size, pool_mode=entry.pool_mode)
@@ -123,7 +124,7 @@ class Fleet:
         return rows
 
     # -- connections ------------------------------------------------------------------------------
-    def _kwargs(self, entry: "ServerEntry", dbname: str, user: str, password: str | None) -> dict[str, Any]:
+    def _kwargs(self, entry: ServerEntry, dbname: str, user: str, password: str | None) -> dict[str, Any]:
         cfg = self.cfg
         kw: dict[str, Any] = {"host": entry.host, "port": entry.port, "dbname": dbname, "user": user,
                               "sslmode": cfg.server_tls_sslmode, "connect_timeout": ADMIN_CONNECT_TIMEOUT,
@@ -163,7 +164,7 @@ class Fleet:
 
         try:
             conn = await self._open(self.metadata_server, self.metadata_database, autocommit=False)
-        except (psycopg.Error, OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, psycopg.Error, OSError) as e:
             raise EngineError("08006", f'the metadata database "{self.metadata_database}" on server '
                                        f"{self.metadata_server} cannot be reached: {_first_line(e)}") from None
         try:
@@ -195,7 +196,7 @@ class Fleet:
                     await conn.execute("SELECT 1")
                 finally:
                     await conn.close()
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 -- any failure is a health problem to report
                 where = f'metadata database "{dbname}" on server {server}' if dbname else f"server {server}"
                 return f"{where}: {_first_line(e)}"
             return None
@@ -214,7 +215,7 @@ class Fleet:
         try:
             await asyncio.wait_for(self._ready.wait(), timeout)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
     def stop(self) -> None:
@@ -260,7 +261,7 @@ class Fleet:
                     await self._read(conn)
             except asyncio.CancelledError:
                 raise
-            except (psycopg.Error, OSError, asyncio.TimeoutError) as e:
+            except (TimeoutError, psycopg.Error, OSError) as e:
                 log.warning("event=routes_unavailable server=%s database=%s error=%r retry_in=%.1f routes_kept=%d",
                             self.metadata_server, self.metadata_database, _first_line(e), delay, len(self.routes))
             except Exception:  # never let following stop: log and retry

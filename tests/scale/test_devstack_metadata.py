@@ -29,9 +29,9 @@ def test_dev_stack_answers_iasql_connect():
     try:
         cfg = stack.start()
         assert list(cfg.servers) == ["local"] and cfg.servers["local"].port == stack.pg.port
-        log = open(work / "proxy.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "proxy.cli", "--config", str(stack.config_path)],
-                                stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
+        with open(work / "proxy.log", "wb") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "proxy.cli", "--config", str(stack.config_path)],
+                                    stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
         deadline = time.monotonic() + 20
         while True:
             try:
@@ -51,7 +51,7 @@ def test_dev_stack_answers_iasql_connect():
         meta = psycopg.connect(user="iasql", password=creds["user_password"], dbname="iasql_metadata",
                                autocommit=True, **tls)
         with meta:
-            user, password, _, _, alias, db = meta.execute("SELECT * FROM iasql_connect('dev')").fetchone()
+            user, password, _, _, _, db = meta.execute("SELECT * FROM iasql_connect('dev')").fetchone()
             assert meta.execute("SELECT alias FROM iasql_db_list()").fetchall() == [("dev",)]
         with psycopg.connect(user=user, password=password, dbname=db, **tls) as c:
             assert c.execute("SELECT current_user").fetchone() == (user,)

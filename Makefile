@@ -9,8 +9,9 @@ PORT ?= 6432
 
 .PHONY: install system-deps certs run test unit model bench traces clean image image-test fuzz
 
-# System packages the tests drive: psql and pgbench (tools/system-deps.sh); the PostgreSQL server
-# comes from the system or the pgserver wheel; the JDBC tests install pgJDBC themselves.
+# System packages the tests drive: psql, pgbench and Debian's chromium for the console's browser
+# test (tools/system-deps.sh; Playwright drives /usr/bin/chromium and never downloads a browser); the
+# PostgreSQL server comes from the system or the pgserver wheel; the JDBC tests install pgJDBC themselves.
 system-deps:
 	@bash tools/system-deps.sh
 

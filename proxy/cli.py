@@ -92,7 +92,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
     from proxy.embedded.postgres import EmbeddedPostgresError
 
     stack = DevStack(state_dir=Path(args.state_dir), certs_dir=Path(args.certs_dir), port=args.port,
-                     server_tls_sslmode=args.server_tls_sslmode, with_moto=not args.no_moto)
+                     server_tls_sslmode=args.server_tls_sslmode, with_moto=not args.no_moto,
+                     http_port=args.http_port)
     # SIGTERM must unwind through `finally` (stopping Postgres and moto) like Ctrl-C does. The
     # server may install its own handlers while it runs; this one covers start-up and shutdown.
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
@@ -114,6 +115,11 @@ def cmd_dev(args: argparse.Namespace) -> int:
             print(f"AWS (moto) {stack.moto.endpoint_url}  ({stack.cloud_note})")
         print(f"config     {stack.config_path}")
         print(f"proxy      {cfg.listen_addr}:{cfg.listen_port}  (TLS required, SCRAM-SHA-256)")
+        if stack.http_port:
+            print(f"console    {stack.console_url()}  (log in as {stack.user} with the password below; "
+                  f"CA {stack.ca_file})")
+        else:
+            print("console    on a free port: its URL is printed when the proxy listens")
         print("\nConnect with:\n\n    " + stack.psql_command() + "\n", flush=True)
         if args.services_only:
             print("--services-only: not starting the proxy; Ctrl-C stops the services.", flush=True)
@@ -248,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
                      choices=("disable", "prefer", "require", "verify-ca", "verify-full"),
                      help="TLS from the proxy to the embedded Postgres (default: verify-full)")
     dev.add_argument("--no-moto", action="store_true", help="do not start the moto AWS sandbox")
+    dev.add_argument("--http-port", type=int, default=None,
+                     help="web console port (default: --port + 2000 when free; 0: any free port)")
     dev.add_argument("--services-only", action="store_true",
                      help="start Postgres and moto and write the config, but not the proxy")
     dev.set_defaults(func=cmd_dev)

@@ -76,6 +76,12 @@ metrics_addr               address     127.0.0.1            ours: where the Prom
 shutdown_timeout           seconds     30                   ours: SIGTERM waits this long for statements
 log_connections            boolean     1                    log each successful login (event=session_start)
 log_disconnections         boolean     1                    log each session end (event=session_end)
+http_listen_addr           address     127.0.0.1            ours: where the HTTPS console and /run listen
+http_listen_port           port        (none)               ours: HTTPS console + WebSocket /run; none = off; 0 = any
+http_allowed_origins       list        (empty)              ours: browser Origins allowed besides the endpoint's own
+http_max_message_size      bytes       1048576 (1 MiB)      ours: largest WebSocket message accepted (1024 .. 64 MiB)
+http_max_runs_per_user     count       4                    ours: scripts running at once per user over /run
+http_idle_timeout          seconds     300                  ours: a WebSocket with no run and no message is closed; 0 = off
 =========================  ==========  ===================  =========================================
 
 Durations are numbers of seconds (fractions allowed) and may carry a unit suffix ``ms``, ``s``,
@@ -132,6 +138,10 @@ MAX_PACKET_SIZE_LIMIT = 2147483647
 DEFAULT_MAX_PACKET_SIZE = 64 * 1024 * 1024
 #: Smallest max_packet_size we accept: below this even a StartupMessage may not fit.
 MIN_PACKET_SIZE = 1024
+#: Default http_max_message_size: 1 MiB, room for a long script yet a bound on what one WebSocket
+#: message (held whole and decoded as JSON) makes the proxy hold; at most 64 MiB, as max_packet_size.
+DEFAULT_HTTP_MAX_MESSAGE_SIZE = 1024 * 1024
+MAX_HTTP_MESSAGE_SIZE = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -213,6 +223,12 @@ class Config:
     shutdown_timeout: float = 30.0
     log_connections: bool = True
     log_disconnections: bool = True
+    http_listen_addr: str = "127.0.0.1"
+    http_listen_port: int | None = None
+    http_allowed_origins: tuple[str, ...] = ()
+    http_max_message_size: int = DEFAULT_HTTP_MAX_MESSAGE_SIZE
+    http_max_runs_per_user: int = 4
+    http_idle_timeout: float = 300.0
     engine: EngineConfig = field(default_factory=EngineConfig)
     config_file: Path | None = None
     # -- scale out (issue 19; proxy.routing): [servers], the metadata database, route refresh --
@@ -297,6 +313,15 @@ def _names(key: str, raw: str) -> tuple[str, ...]:
         if any(c.isspace() for c in n):
             raise ConfigError(key, f"must be a comma-separated list of role names, got {raw!r}")
     return names
+
+
+def _origins(key: str, raw: str) -> tuple[str, ...]:
+    """A comma-separated list of origins ``scheme://host[:port]`` (RFC 6454 serialisation)."""
+    out = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+    for o in out:
+        if not re.match(r"^https?://[^/\s]+$", o):
+            raise ConfigError(key, f"must be a comma-separated list of origins like https://host:8443, got {o!r}")
+    return out
 
 
 def _nonempty(key: str, raw: str) -> str:
@@ -436,6 +461,12 @@ _PROXY_KEYS: dict[str, Parser] = {
     "shutdown_timeout": _duration,
     "log_connections": _bool,
     "log_disconnections": _bool,
+    "http_listen_addr": _nonempty,
+    "http_listen_port": lambda key, raw: _int(key, raw, 0, 65535),
+    "http_allowed_origins": _origins,
+    "http_max_message_size": lambda k, v: _size(k, v, MIN_PACKET_SIZE, MAX_HTTP_MESSAGE_SIZE),
+    "http_max_runs_per_user": lambda k, v: _int(k, v, 1),
+    "http_idle_timeout": _duration,
 }
 _PATH_KEYS = ("auth_file", "client_tls_cert_file", "client_tls_key_file", "client_tls_ca_file",
               "server_tls_ca_file", "record_dir")
@@ -514,6 +545,19 @@ def _validate(cfg: dict[str, Any]) -> None:
                           f"got {cfg['min_pool_size']}")
     if cfg["metrics_port"] is not None and cfg["metrics_port"] == cfg["listen_port"]:
         raise ConfigError("metrics_port", f"must differ from listen_port ({cfg['listen_port']})")
+    http_port = cfg["http_listen_port"]
+    if http_port is not None:
+        if cert is None:
+            raise ConfigError("http_listen_port", "the console is served over HTTPS only: it needs "
+                              "client_tls_cert_file and client_tls_key_file")
+        if auth not in ("md5", "scram-sha-256", "plain"):
+            raise ConfigError("http_listen_port", f"HTTP Basic logins are checked against the users' secrets: "
+                              f"auth_type must be md5, scram-sha-256 or plain (got {auth})")
+        if mode in ("verify-ca", "verify-full"):
+            raise ConfigError("http_listen_port", f"/run logs in to the proxy's own listener without a client "
+                              f"certificate, which client_tls_sslmode {mode} requires; use require or looser")
+        if http_port and http_port in (cfg["listen_port"], cfg["metrics_port"]):
+            raise ConfigError("http_listen_port", f"must differ from listen_port and metrics_port, got {http_port}")
 
 
 def parse_config(text: str, base_dir: Path | None = None, *, config_file: Path | None = None) -> Config:

@@ -119,6 +119,9 @@ class DevStack:
     dbname: str = DEFAULT_DBNAME
     server_tls_sslmode: str = "verify-full"
     with_moto: bool = True
+    #: The web console's port (``http_listen_port``): None = ``port`` + 2000 when that is free, else
+    #: any free port (the proxy prints its URL when it listens); 0 = any free port.
+    http_port: int | None = None
 
     pg: EmbeddedPostgres | None = None
     moto: MotoServer | None = None
@@ -177,6 +180,12 @@ class DevStack:
         if not port_is_free(self.listen_addr, self.port):
             raise DevStackError(f"{self.listen_addr}:{self.port} is already in use "
                                 "(another `iasql-proxy dev`? choose another port: make run PORT=6433, or --port)")
+        if self.http_port is None:
+            guess = self.port + 2000
+            self.http_port = guess if guess <= 65535 and port_is_free(self.listen_addr, guess) else 0
+        elif self.http_port and not port_is_free(self.listen_addr, self.http_port):
+            raise DevStackError(f"{self.listen_addr}:{self.http_port} (the console's port) is already in use "
+                                "(choose another: --http-port, or 0 for any free port)")
         self.state_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.state_dir, 0o755)  # the unprivileged Postgres user must reach pgdata/ and sock/
         _, server_crt, server_key = ensure_dev_certs(self.certs_dir)
@@ -299,6 +308,9 @@ pool_mode = session
 default_pool_size = 100
 max_client_conn = 200
 admin_users = {self.user}
+; the web console and WebSocket /run (HTTPS, same certificate, same logins)
+http_listen_addr = {self.listen_addr}
+http_listen_port = {self.http_port or 0}
 {engine}"""
         self.config_path = self.state_dir / "iasql-proxy.ini"
         _write_private(self.config_path, text)
@@ -325,6 +337,10 @@ admin_users = {self.user}
         conninfo = (f"host=localhost port={port or self.port} user={self.user} dbname={self.dbname} "
                     f"sslmode=verify-full sslrootcert={self.ca_file}")
         return f"PGPASSWORD={shlex.quote(self.credentials['user_password'])} psql {shlex.quote(conninfo)}"
+
+    def console_url(self, port: int | None = None) -> str:
+        """The web console's address for the login role's database (``port``: the bound port)."""
+        return f"https://localhost:{port or self.http_port}/?database={self.dbname}"
 
     def stop(self) -> None:
         """Stop moto and Postgres (each by pid); safe to call more than once."""

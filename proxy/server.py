@@ -71,6 +71,7 @@ class ProxyApp:
         self.admin = None  # the admin console (proxy.admin), answering its virtual database in-process
         self.record_dir = cfg.record_dir  # where session traces go (proxy.trace), None = off
         self.ops = None  # proxy.admin.ops.Operations: reload, pause, shutdown, metrics (set by serve)
+        self.http = None  # proxy.http.server.HttpEndpoint: the console and /run (http_listen_port)
         self.auth_failures = 0
         self.tls_failures = 0
         self._auth_file: dict[str, str] = load_auth_file(cfg.auth_file) if cfg.auth_file else {}
@@ -227,6 +228,8 @@ class ProxyApp:
 
     def stop_listening(self) -> None:
         """Stop accepting connections (graceful shutdown); connected clients stay."""
+        if self.http is not None:
+            self.http.stop_accepting()
         for t in self._accept_tasks:
             t.cancel()
         for srv in self._servers:
@@ -237,6 +240,8 @@ class ProxyApp:
     async def stop(self) -> None:
         """Close listeners, clients and server connections."""
         self.stop_listening()
+        if self.http is not None:
+            await self.http.stop()
         if self.ops is not None:
             self.ops.close()
         for c in list(self.clients):
@@ -481,6 +486,15 @@ async def serve(cfg: Config) -> ProxyApp:
         raise ListenError(e.errno, f"cannot listen on {cfg.metrics_addr}:{cfg.metrics_port} "
                                    f"(metrics_addr, metrics_port): {e.strerror}") from None
     await app.start()
+    if cfg.http_listen_port is not None:
+        from proxy.http import start_http
+
+        try:
+            app.http = await start_http(app)
+        except OSError as e:
+            await app.stop()
+            raise ListenError(e.errno, f"cannot listen on {cfg.http_listen_addr}:{cfg.http_listen_port} "
+                                       f"(http_listen_addr, http_listen_port): {e.strerror or e}") from None
     return app
 
 
@@ -505,9 +519,21 @@ async def _main(cfg: Config) -> int:
     loop.add_signal_handler(signal.SIGINT, ops.request_shutdown, False)
     loop.add_signal_handler(signal.SIGHUP, ops.reload)
     print(f"iasql-proxy listening on {cfg.listen_addr}:{app.port}", file=sys.stderr, flush=True)
+    if app.http is not None:
+        print(f"iasql-proxy console on https://{_url_host(cfg.http_listen_addr)}:{app.http.port}/",
+              file=sys.stderr, flush=True)
     await ops.run_until_shutdown()
     log.info("event=shutdown_done")
     return 0
+
+
+def _url_host(addr: str) -> str:
+    """A host for a URL of ``addr`` (the first of a list; ``localhost`` for wildcards and loopback,
+    which the development certificate names; brackets around IPv6)."""
+    first = [a.strip() for a in addr.split(",") if a.strip()][0]
+    if first in ("*", "0.0.0.0", "::", "127.0.0.1", "::1"):
+        return "localhost"
+    return f"[{first}]" if ":" in first else first
 
 
 def run(cfg: Config) -> int:

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Install the system packages the tests use, when missing (Debian/Ubuntu, as root). Never prompts.
-#   tools/system-deps.sh             psql and pgbench (make test)
+#   tools/system-deps.sh             psql, pgbench and chromium (make test; chromium drives the
+#                                    console's browser test, tests/http/test_console_browser.py)
 #   tools/system-deps.sh psql        psql only (make run)
 set -uo pipefail
 tools=("$@")
-[ ${#tools[@]} -eq 0 ] && tools=(psql pgbench)
+[ ${#tools[@]} -eq 0 ] && tools=(psql pgbench chromium)
 need=()
 for tool in "${tools[@]}"; do
   case "$tool" in
     psql) command -v psql >/dev/null 2>&1 || need+=(postgresql-client) ;;
     pgbench) command -v pgbench >/dev/null 2>&1 || need+=(postgresql-contrib) ;;
+    chromium) [ -x /usr/bin/chromium ] || need+=(chromium fonts-liberation) ;;
   esac
 done
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi

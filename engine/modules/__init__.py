@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.modules import aws_account, aws_iam, aws_s3, aws_security_group, aws_vpc
+from engine.modules import aws_account, aws_elb, aws_iam, aws_lambda, aws_s3, aws_security_group, aws_vpc
 from engine.modules.base import Col, Mapper, MapperContext, Module
 
 #: IaSQL platform version these modules belong to (``iasql_version()``).
@@ -14,6 +14,8 @@ MODULES: tuple[Module, ...] = (
     aws_iam.MODULE,
     aws_vpc.MODULE,
     aws_security_group.MODULE,
+    aws_elb.MODULE,
+    aws_lambda.MODULE,
 )
 
 __all__ = ["Col", "Mapper", "MapperContext", "Module", "MODULES", "VERSION"]

@@ -12,7 +12,8 @@ protocol is supported (as PgBouncer); extended-protocol messages get an error un
 
 Commands (case-insensitive, one or more separated by ``;``): ``SHOW HELP|POOLS|CLIENTS|SERVERS|
 STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|DATABASES|CONFIG|VERSION|STATE|LISTS|ENGINE``,
-``RELOAD``, ``PAUSE [db]``, ``RESUME [db]``, ``SHUTDOWN [WAIT_FOR_SERVERS]``. ``stats_users`` may
+``RELOAD``, ``PAUSE [db]``, ``RESUME [db]``, ``DISABLE db``, ``ENABLE db``, ``RECONNECT [db]``,
+``KILL db``, ``WAIT_CLOSE [db]``, ``SHUTDOWN [WAIT_FOR_SERVERS]`` (``proxy.admin.ops``). ``stats_users`` may
 only SHOW (42501 otherwise). Anything else: ``ERROR 42601 invalid command '...', use SHOW HELP;``
 as PgBouncer words it. Rows are sent as text; counters are typed int8, times are text
 ``YYYY-MM-DD HH:MM:SS UTC`` as PgBouncer prints them.
@@ -59,6 +60,11 @@ SHOW [HELP|POOLS|CLIENTS|SERVERS|STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|DATABA
 RELOAD
 PAUSE [<db>]
 RESUME [<db>]
+DISABLE <db>
+ENABLE <db>
+RECONNECT [<db>]
+KILL <db>
+WAIT_CLOSE [<db>]
 SHUTDOWN [WAIT_FOR_SERVERS]"""
 
 
@@ -305,7 +311,8 @@ class AdminConsole:
                 key = conn.backend_key
                 rows.append(("S", user, dbname, "none", state, t.host if t else None, t.port if t else None,
                              laddr, lport, _ts(_wall(conn.created)), _ts(_wall(conn.last_used)), 0, 0,
-                             0, f"{id(conn):#x}", f"{id(client):#x}" if client is not None else None,
+                             int(bool(conn.broken)),  # close_needed: RECONNECT/KILL marked it
+                             f"{id(conn):#x}", f"{id(client):#x}" if client is not None else None,
                              key.process_id if key is not None else 0, _tls_transport(conn.transport),
                              client.params.get("application_name", "") if client is not None else "",
                              len(getattr(conn, "prepared", ()) or ()), key.process_id if key is not None else 0))
@@ -458,7 +465,7 @@ class AdminConsole:
             return None
         db = args[0].strip('"')
         if db == self.database:
-            raise AdminError(sqlstate.OBJECT_NOT_IN_PREREQUISITE_STATE, f"cannot pause or resume the admin console database \"{db}\"")
+            raise AdminError(sqlstate.OBJECT_NOT_IN_PREREQUISITE_STATE, f"cannot {command.split()[0].lower()} the admin console database \"{db}\"")
         if self.app.target_for(db) is None:
             raise AdminError(sqlstate.INVALID_CATALOG_NAME, f"no such database: {db}")
         return db
@@ -484,7 +491,37 @@ class AdminConsole:
         asyncio.get_running_loop().call_soon(self.ops.request_shutdown, graceful)
         return B.CommandComplete("SHUTDOWN").encode()
 
-    ACTIONS = {"RELOAD": do_reload, "PAUSE": do_pause, "RESUME": do_resume, "SHUTDOWN": do_shutdown}
+    async def do_reconnect(self, session: "ClientSession", args: list[str], command: str) -> bytes:
+        self.ops.reconnect(self._db_arg(args, command))
+        return B.CommandComplete("RECONNECT").encode()
+
+    async def do_wait_close(self, session: "ClientSession", args: list[str], command: str) -> bytes:
+        await self.ops.wait_close(self._db_arg(args, command))
+        return B.CommandComplete("WAIT_CLOSE").encode()
+
+    def _one_db(self, args: list[str], command: str) -> str:
+        db = self._db_arg(args, command)
+        if db is None:
+            raise self._invalid(command)
+        return db
+
+    async def do_kill(self, session: "ClientSession", args: list[str], command: str) -> bytes:
+        self.ops.kill(self._one_db(args, command))
+        return B.CommandComplete("KILL").encode()
+
+    async def do_disable(self, session: "ClientSession", args: list[str], command: str) -> bytes:
+        self.ops.disable(self._one_db(args, command))
+        return B.CommandComplete("DISABLE").encode()
+
+    async def do_enable(self, session: "ClientSession", args: list[str], command: str) -> bytes:
+        db = self._one_db(args, command)
+        if not self.ops.enable(db):
+            raise AdminError(sqlstate.OBJECT_NOT_IN_PREREQUISITE_STATE, f"database {db} is not disabled")
+        return B.CommandComplete("ENABLE").encode()
+
+    ACTIONS = {"RELOAD": do_reload, "PAUSE": do_pause, "RESUME": do_resume, "SHUTDOWN": do_shutdown,
+               "RECONNECT": do_reconnect, "WAIT_CLOSE": do_wait_close, "KILL": do_kill,
+               "DISABLE": do_disable, "ENABLE": do_enable}
 
 
 def _fmt(v: Any) -> str:

@@ -1,4 +1,5 @@
-"""Operations of a running proxy: reload, pause/resume, graceful and immediate shutdown.
+"""Operations of a running proxy: reload, pause/resume, reconnect, kill, disable/enable, graceful
+and immediate shutdown.
 
 ``Operations(app)`` is installed by ``proxy.admin.install`` as ``app.ops``. It wraps two
 ProxyApp methods on the instance (no per-message work):
@@ -41,7 +42,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("iasql_proxy.ops")
 
 #: Keys that only take effect when the proxy restarts.
-RESTART_KEYS = ("listen_addr", "listen_port", "metrics_port", "metrics_addr", "engine",
+RESTART_KEYS = ("listen_addr", "listen_port", "metrics_port", "metrics_addr", "engine", "http_listen_addr",
+                "http_listen_port", "http_allowed_origins", "http_max_message_size", "http_max_runs_per_user",
+                "http_idle_timeout",  # the HTTPS endpoint keeps the configuration it started with
                 # scale out (issue 19): the fleet is built once, at start
                 "servers", "metadata_server", "metadata_database", "route_refresh_interval")
 #: Seconds engine calls get to stop after being cancelled at the end of a graceful shutdown.
@@ -61,6 +64,9 @@ class Operations:
         self.journal = EngineJournal(on_end=self.metrics.engine_call_ended)
         self.paused_all = False
         self.paused: set[str] = set()
+        self.disabled: set[str] = set()
+        #: server connections RECONNECT or KILL marked, until they are closed (WAIT_CLOSE)
+        self.close_needed: set[Any] = set()
         self._resumed = asyncio.Event()
         self.shutdown_requested = asyncio.Event()
         self.graceful = True
@@ -144,6 +150,93 @@ class Operations:
         ev, self._resumed = self._resumed, asyncio.Event()
         ev.set()
         return True
+
+    # -- reconnect / kill / disable (PgBouncer's console commands) ------------------------------
+    def _servers_of(self, db: str | None) -> list[Any]:
+        """Open server connections (idle and in use) of the pools of ``db`` (None: all)."""
+        out: list[Any] = []
+        for (tname, dbname, _), pool in list(self.app.pools.items()):
+            if self._matches(db, tname, dbname):
+                out.extend(pool.idle)
+                out.extend(pool.active)
+        return out
+
+    def reconnect(self, db: str | None) -> int:
+        """RECONNECT [db]: every open server connection of ``db`` (None: all) is closed once it is
+        released (transaction pooling: at the end of its transaction; session pooling: when its
+        client leaves), idle ones at once; new connections are opened as needed. Returns how
+        many were marked. Marking sets ``broken``, which the pools already honour on release
+        (no per-message cost)."""
+        marked = 0
+        for (tname, dbname, _), pool in list(self.app.pools.items()):
+            if not self._matches(db, tname, dbname):
+                continue
+            while pool.idle:
+                pool.idle.pop().close()
+                marked += 1
+            for conn in list(pool.active):
+                if not conn.broken:
+                    conn.broken = True
+                    self.close_needed.add(conn)
+                    marked += 1
+        log.info("event=reconnect database=%s marked=%d", db or "*", marked)
+        return marked
+
+    async def wait_close(self, db: str | None) -> None:
+        """WAIT_CLOSE [db]: return once no server connection of ``db`` (None: all) that RECONNECT
+        (or KILL) marked is still open."""
+        while True:
+            live = [c for c in self.close_needed if not c.closed]
+            self.close_needed = set(live)
+            mine = set(map(id, self._servers_of(db)))
+            if not any(id(c) in mine for c in live):
+                return
+            await asyncio.sleep(DRAIN_POLL)
+
+    def kill(self, db: str) -> int:
+        """KILL db: pause ``db`` (new clients wait until RESUME, as PgBouncer's KILL does), close
+        every client of it at once with PgBouncer's ``FATAL 08P01 database removed`` and every
+        server connection of it (in use ones as their client goes). Returns the clients closed."""
+        self.paused.add(db)
+        killed = 0
+        for session in list(self.app.clients):
+            if session.closed or getattr(session, "admin_role", None) is not None:
+                continue
+            target = getattr(session, "target", None)
+            if session.database != db and (target is None or target.name != db):
+                continue
+            server = getattr(session, "server", None)
+            if server is not None:
+                server.broken = True  # never reused, whatever state the client leaves it in
+            session.fatal("08P01", "database removed")
+            killed += 1
+        self.reconnect(db)
+        log.info("event=kill database=%s clients=%d", db, killed)
+        return killed
+
+    def disable(self, db: str) -> None:
+        """DISABLE db: new client logins to ``db`` are refused (``FATAL 08P01 database does not
+        allow connections: db``, PgBouncer's text); connected clients stay."""
+        self.disabled.add(db)
+        log.info("event=disable database=%s", db)
+
+    def enable(self, db: str) -> bool:
+        """ENABLE db: undo DISABLE; False when ``db`` was not disabled."""
+        if db not in self.disabled:
+            return False
+        self.disabled.discard(db)
+        log.info("event=enable database=%s", db)
+        return True
+
+    def login_refused(self, session: Any) -> str | None:
+        """PgBouncer's refusal text for a new login of ``session`` to a DISABLEd database, or None."""
+        if not self.disabled:
+            return None
+        target = getattr(session, "target", None)
+        for name in (session.database, target.name if target is not None else None):
+            if name in self.disabled:
+                return f"database does not allow connections: {name}"
+        return None
 
     # -- reload -------------------------------------------------------------------------------
     def reload(self) -> str | None:

@@ -156,6 +156,10 @@ async def startup(session: "ClientSession") -> bool:
     session.target = session.app.target_for(session.database)
     if session.target is None:
         raise ClientError(sqlstate.INVALID_CATALOG_NAME, f'database "{session.database}" does not exist')
+    ops = getattr(session.app, "ops", None)
+    refused = ops.login_refused(session) if ops is not None else None
+    if refused is not None:  # DISABLE db on the admin console
+        raise ClientError(sqlstate.PROTOCOL_VIOLATION, refused)
     session.credentials = await authenticate(session)
     return True
 

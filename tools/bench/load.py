@@ -279,3 +279,71 @@ class IdleClients:
             except Exception:
                 pass
         self.writers.clear()
+
+
+@dataclass
+class WebSocketResult:
+    """What opening idle WebSockets gave: how many opened or failed (errors by text), in seconds."""
+
+    opened: int = 0
+    failed: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+class IdleWebSockets:
+    """Open ``n`` WebSockets at the proxy's ``/run`` (TLS, HTTP Basic as ``user``) and keep them open
+    and idle (the library answers the endpoint's pings); ``still_open()`` counts those still up."""
+
+    def __init__(self, port: int, user: str, password: str, concurrency: int = 50):
+        import base64
+
+        self.port = port
+        self.headers = {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+        self.concurrency = concurrency
+        self.ctx = ssl.create_default_context()
+        self.ctx.check_hostname = False
+        self.ctx.verify_mode = ssl.CERT_NONE
+        self.sockets: list = []
+
+    async def open(self, n: int, budget: float) -> WebSocketResult:
+        """Open ``n`` sockets, ``concurrency`` at a time, within ``budget`` seconds."""
+        from websockets.asyncio.client import connect
+
+        res = WebSocketResult()
+        sem = asyncio.Semaphore(self.concurrency)
+
+        async def one() -> None:
+            async with sem:
+                try:
+                    ws = await asyncio.wait_for(connect(f"wss://127.0.0.1:{self.port}/run", ssl=self.ctx,
+                                                        additional_headers=self.headers), 30)
+                    self.sockets.append(ws)
+                    res.opened += 1
+                except Exception as e:  # noqa: BLE001 - counted and reported
+                    res.failed += 1
+                    key = f"{type(e).__name__}: {e}"[:200]
+                    res.errors[key] = res.errors.get(key, 0) + 1
+
+        t0 = time.monotonic()
+        tasks = [asyncio.ensure_future(one()) for _ in range(n)]
+        done, pending = await asyncio.wait(tasks, timeout=budget)
+        for t in pending:
+            t.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+            res.failed += len(pending)
+            res.errors[f"not open within the {budget:.0f} s budget"] = len(pending)
+        res.seconds = time.monotonic() - t0
+        return res
+
+    def still_open(self) -> int:
+        """How many of the opened sockets are still open (call on the loop that opened them)."""
+        from websockets.protocol import State
+
+        return sum(1 for ws in self.sockets if ws.state is State.OPEN)
+
+    async def close(self) -> None:
+        """Close every socket (close handshake, code 1000)."""
+        await asyncio.gather(*(ws.close() for ws in self.sockets), return_exceptions=True)
+        self.sockets.clear()

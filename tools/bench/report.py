@@ -219,6 +219,36 @@ def build(res, opts) -> tuple[str, dict]:
         data["idle"] = res.idle
         data["idle_baseline"] = base
 
+    # -- idle WebSockets (issue 20) ----------------------------------------------------------------
+    ws = getattr(res, "websockets", None) or {}
+    if ws.get("with") or ws.get("without"):
+        from tools.bench.run import WS_CLIENTS, WS_LABEL
+
+        a, b = _summary(ws.get("without", [])), _summary(ws.get("with", []))
+        opens = ws.get("opens", [])
+        opened = min((o.opened for o in opens), default=0)
+        open_s = _med([o.seconds for o in opens])
+        still = min(ws.get("still_open", []), default=0)
+        rss_a, rss_b = _med(ws.get("rss_without", [])), _med(ws.get("rss_with", []))
+        lines += [f"## pgbench beside {WS_CLIENTS:,} idle WebSockets at /run (issue 20)", "",
+                  "One proxy with the HTTPS endpoint on (`http_listen_port`), pgbench -S through it, runs "
+                  f"without and with {WS_CLIENTS:,} WebSockets open at /run (TLS, HTTP Basic, idle; the "
+                  "endpoint pings each every 20 s), alternating; CPU counts both of the proxy's threads.", "",
+                  "| configuration | proxy TPS | latency ms | CPU us/tx proxy | WebSockets open (fewest opened / "
+                  "still open at the end) | time to open them | proxy RSS |",
+                  "|---|---:|---:|---:|---|---:|---:|",
+                  f"| {WS_LABEL} | {_f(a['tps'])} | {_f(a['lat'], 3)} | {_f(a['cpu'], 1)} | - | - | "
+                  f"{_f(rss_a / 2**20 if rss_a else None, 1)} MiB |",
+                  f"| {WS_LABEL}, {WS_CLIENTS:,} idle WebSockets | {_f(b['tps'])} | {_f(b['lat'], 3)} | "
+                  f"{_f(b['cpu'], 1)} | {opened:,} / {still:,} | {_f(open_s, 1)} s | "
+                  f"{_f(rss_b / 2**20 if rss_b else None, 1)} MiB |", ""]
+        ratio = _ratio(b["tps"], a["tps"])
+        targets.append((f"TPS with {WS_CLIENTS:,} idle WebSockets at least 0.9 x without ({WS_LABEL})",
+                        f"{_f(ratio, 2)} x ({opened:,} opened, {still:,} still open)",
+                        None if ratio is None else (ratio >= 0.9 and still >= WS_CLIENTS)))
+        data["websockets"] = {"without": a, "with": b, "opened": opened, "still_open": still, "open_s": open_s,
+                              "rss_without": rss_a, "rss_with": rss_b, "tps_ratio": ratio}
+
     # -- targets ---------------------------------------------------------------------------------
     if targets:
         met = sum(1 for t in targets if t[2])

@@ -3,7 +3,8 @@
 Phases (issue 8): throughput with pgbench -S (direct, PgBouncer, proxy; alternating rounds, median),
 CPU per transaction of PgBouncer and the proxy from /proc, connection-heavy load (pgbench -C) with
 and without TLS, split overhead and iasql_version() latency through the proxy with the engine on,
-and proxy memory with 1,000 and 10,000 idle TLS clients.
+and proxy memory with 1,000 and 10,000 idle TLS clients. Issue 20: pgbench through a proxy with the
+HTTPS endpoint on, with and without 1,000 idle WebSockets open at /run (phase ``websockets``).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class Options:
     pool_size: int = 20
     session_pool_size: int = 60          # session mode: every pgbench client needs its own server
     out_dir: Path = REPO / "bench" / "results"
-    skip: frozenset[str] = frozenset()   # phase names to skip: throughput, connect, latency, idle
+    skip: frozenset[str] = frozenset()   # phase names to skip: throughput, connect, latency, idle, websockets
     command: str = ""
 
 
@@ -51,6 +52,9 @@ class Results:
     latency: list[tuple[str, str, float, float, list[str]]] = field(default_factory=list)
     idle: list[dict] = field(default_factory=list)
     idle_baseline: int | None = None
+    # issue 20: {"without": [PgbenchResult], "with": [...], "opens": [WebSocketResult], "still_open": [int],
+    # "rss_without": [bytes], "rss_with": [bytes]}
+    websockets: dict = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
     options: Options | None = None
@@ -272,6 +276,77 @@ def run_idle(res: Results, opts: Options, pg, work: Path, certs) -> None:
         proxy.stop()
 
 
+#: Idle WebSockets held open at /run during the pgbench runs of the ``websockets`` phase.
+WS_CLIENTS = 1000
+WS_LABEL = "simple, 10 clients"
+
+
+def run_websockets(res: Results, opts: Options, pg, work: Path, certs) -> None:
+    """pgbench -S (simple, 10 clients, no TLS) through one proxy with ``http_listen_port`` set,
+    alternating runs without and with ``WS_CLIENTS`` idle WebSockets open at /run (TLS, HTTP Basic
+    as postgres), the sockets held by a client loop in a thread of this process that answers the
+    endpoint's pings. The proxy's CPU per transaction counts both of its threads."""
+    import socket
+
+    from proxy.embedded.postgres import free_port
+
+    http_port = free_port()
+    cfg = stack.proxy_config(pg, work / "ws", certs, pool_mode=res.pool_mode, pool_size=res.pool_size, tls=False,
+                             max_client_conn=WS_CLIENTS + 1000)
+    cfg = cfg.replace("server_tls_sslmode = disable", "server_tls_sslmode = disable\nclient_tls_sslmode = prefer\n"
+                      f"client_tls_cert_file = {certs[1]}\nclient_tls_key_file = {certs[2]}\n"
+                      f"http_listen_port = {http_port}\nhttp_idle_timeout = 0")
+    proxy = stack.start_proxy(cfg, work / "ws")
+    pid = proxy.process.pid
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True, name="bench-websockets")
+    thread.start()
+
+    def on_loop(coro, timeout: float):
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
+
+    ws = res.websockets
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # the endpoint listens just after the PostgreSQL port
+            try:
+                socket.create_connection(("127.0.0.1", http_port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the proxy's /run endpoint never listened on {http_port}") from None
+                time.sleep(0.05)
+        for rnd in range(opts.rounds):
+            for with_ws in ((False, True) if rnd % 2 == 0 else (True, False)):
+                clients = None
+                if with_ws:
+                    clients = load.IdleWebSockets(http_port, "postgres", stack.PASSWORD)
+                    opened = on_loop(clients.open(WS_CLIENTS, budget=180), 200)
+                    ws.setdefault("opens", []).append(opened)
+                    for e, count in opened.errors.items():
+                        res.errors.append(f"proxy /run WebSockets [round {rnd + 1}]: {count} x {e}")
+                    time.sleep(1)
+                ws.setdefault("rss_with" if with_ws else "rss_without", []).append(stack.rss_bytes(pid))
+                r = load.pgbench(proxy.port, clients=10, seconds=opts.seconds, mode="simple", cpu_pid=pid)
+                ws.setdefault("with" if with_ws else "without", []).append(r)
+                for e in r.errors:
+                    res.errors.append(f"proxy [{WS_LABEL}{', idle WebSockets' if with_ws else ''}, round {rnd + 1}]: {e}")
+                extra = ""
+                if clients is not None:
+                    still = clients.still_open()
+                    ws.setdefault("still_open", []).append(still)
+                    extra = f", {opened.opened} WebSockets opened in {opened.seconds:.1f} s, {still} still open after"
+                    on_loop(clients.close(), 60)
+                say(f"websockets round {rnd + 1} {'with' if with_ws else 'without'} {WS_CLIENTS} idle: "
+                    f"{_fmt(r.tps)} tps, {_fmt(r.latency_ms, 3)} ms, "
+                    f"{_fmt(r.cpu_us_per_tx, 1)} us CPU/tx{extra}")
+        res.errors += [f"proxy (websockets) log: {line}" for line in stack.proxy_errors(proxy)[:20]]
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        proxy.stop()
+
+
 def median(values: list[float | None]) -> float | None:
     vals = [v for v in values if v is not None]
     return statistics.median(vals) if vals else None
@@ -361,6 +436,8 @@ def main(opts: Options) -> int:
             run_latency(res, opts, pg, work, certs)
         if "idle" not in opts.skip:
             run_idle(res, opts, pg, work, certs)
+        if "websockets" not in opts.skip:
+            run_websockets(res, opts, pg, work, certs)
     finally:
         for p in running:
             p.stop()

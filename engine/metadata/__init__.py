@@ -375,13 +375,18 @@ _base_functions: list[Function] = []
 
 
 def register(reg: Registry) -> Registry:
-    """Add the four metadata functions to ``reg`` (an ``engine.build_registry`` result); returns it.
-    Their stubs and argument probes then go wherever ``reg``'s do. Raises ValueError when one is
-    registered already."""
-    for fn in FUNCTIONS:
-        reg.register(fn)
-    _base_functions[:] = list(reg.functions.values())
-    return reg
+    """A new Registry holding ``reg``'s functions (an ``engine.build_registry`` result) and the four
+    metadata functions, with ``reg``'s ``engine_state``; ``reg`` itself is left as it was, so
+    ``iasql_help`` (which lists ``reg``'s functions) keeps listing IaSQL's ``iasql_functions`` only,
+    as IaSQL's does. Stubs and argument probes go wherever the new registry's do. Raises
+    ValueError when ``reg`` already has one of the four."""
+    out = Registry()
+    for fn in list(reg.functions.values()) + list(FUNCTIONS):
+        out.register(fn)
+    if hasattr(reg, "engine_state"):
+        out.engine_state = reg.engine_state  # type: ignore[attr-defined]
+    _base_functions[:] = list(out.functions.values())
+    return out
 
 
 def functions_for_metadata() -> list[Function]:
@@ -390,9 +395,9 @@ def functions_for_metadata() -> list[Function]:
     if not _base_functions:
         from engine import build_registry
 
-        reg = build_registry()
-        reg.engine_state.aws.close()  # type: ignore[attr-defined]
-        register(reg)
+        base = build_registry()
+        base.engine_state.aws.close()  # type: ignore[attr-defined]
+        register(base)
     return list(_base_functions)
 
 

@@ -62,6 +62,6 @@ def build_interceptor(app: "ProxyApp") -> Interceptor:
     registry = build_registry(EngineSettings(**kwargs))
     from engine import metadata  # scale out (issue 19): iasql_connect and the other metadata calls
 
-    metadata.register(registry)
+    registry = metadata.register(registry)
     metadata.Holder.fleet = getattr(app, "fleet", None)
     return Interceptor(QueryInterceptor(registry))

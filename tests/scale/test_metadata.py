@@ -123,6 +123,9 @@ def test_the_metadata_calls_belong_to_the_metadata_database(fleet):
         with pytest.raises(psycopg.errors.FeatureNotSupported, match='metadata database "iasql_metadata" only'):
             c.execute("SELECT * FROM iasql_db_list()")
         assert c.execute("SELECT iasql_engine_health()").fetchone() == ("ok",)
+        # as in IaSQL, iasql_help lists the iasql_functions module, not the metadata database's calls
+        names = {r[0] for r in c.execute("SELECT name FROM iasql_help()").fetchall()}
+        assert "iasql_commit" in names and not names & {"iasql_connect", "iasql_disconnect", "iasql_db_list"}
 
 
 def test_engine_health(fleet):

@@ -103,10 +103,14 @@ class Fleet:
             self.routes[pg_name] = server
 
     def close_idle(self, server: str, dbname: str) -> None:
-        """Close this proxy's idle pooled connections to ``dbname`` on ``server`` (before it is dropped)."""
+        """Close this proxy's idle pooled connections to ``dbname`` on ``server`` (before it is
+        dropped, or once its route is gone or moved), and forget its pools that are then empty."""
         entry = self.entries.get(server)
         if entry is not None and self.app is not None:
             self.app.close_idle_to(entry.host, entry.port, dbname)
+            for key, pool in list(self.app.pools.items()):  # and forget its pools that are now empty
+                if key[0] == TARGET_PREFIX + server and key[1] == dbname:
+                    self.app._forget_unused_pool(key, pool)
 
     def show_rows(self) -> list[tuple]:
         """Rows of the admin console's SHOW ROUTES: one per ``[servers]`` entry (``database`` NULL,

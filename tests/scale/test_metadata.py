@@ -89,6 +89,9 @@ def test_a_user_drops_only_their_own(fleet, servers):
         assert not s.psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{bobs['user']}'").strip()
     with pytest.raises(psycopg.OperationalError, match="does not exist"):
         db_conn(a, bobs)
+    with psycopg.connect(a.dsn(dbname="iasql_proxy"), autocommit=True) as c:  # no pool left behind
+        c.cursor_factory = psycopg.ClientCursor
+        assert bobs["id"] not in {r[0] for r in c.execute("SHOW POOLS").fetchall()}
 
 
 def test_an_alias_is_unique_per_user(fleet):

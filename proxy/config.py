@@ -37,6 +37,7 @@ key                        unit        default              notes
 =========================  ==========  ===================  =========================================
 listen_addr                address     127.0.0.1            ``*`` = all addresses; comma-separated list
 listen_port                port        6432                 0-65535 (0 = any free port)
+workers                    count       1                    1-255; processes sharing listen_port (proxy.workers)
 auth_type                  enum        scram-sha-256        trust | md5 | scram-sha-256 | plain | cert
 auth_file                  path        (none)               PgBouncer userlist.txt format
 auth_query                 SQL         pg_authid lookup     ``$1`` = user name; run as ``auth_user``
@@ -136,6 +137,8 @@ MAX_PACKET_SIZE_LIMIT = 2147483647
 #: holds a Query or Parse whole to look for ``iasql_`` and session-state keywords, so the default
 #: bounds what one client's message can make it hold.
 DEFAULT_MAX_PACKET_SIZE = 64 * 1024 * 1024
+#: Most worker processes (``workers``): a cancel key's low byte names its worker (proxy.workers).
+MAX_WORKERS = 255
 #: Smallest max_packet_size we accept: below this even a StartupMessage may not fit.
 MIN_PACKET_SIZE = 1024
 #: Default http_max_message_size: 1 MiB, room for a long script yet a bound on what one WebSocket
@@ -187,6 +190,7 @@ class Config:
     databases: dict[str, DatabaseTarget]
     listen_addr: str = "127.0.0.1"
     listen_port: int = 6432
+    workers: int = 1
     auth_type: str = "scram-sha-256"
     auth_file: Path | None = None
     auth_query: str = DEFAULT_AUTH_QUERY
@@ -422,6 +426,7 @@ Parser = Callable[[str, str], Any]
 _PROXY_KEYS: dict[str, Parser] = {
     "listen_addr": _nonempty,
     "listen_port": lambda key, raw: _int(key, raw, 0, 65535),
+    "workers": lambda key, raw: _int(key, raw, 1, MAX_WORKERS),
     "auth_type": lambda k, v: _auth_type(k, v),
     "auth_file": lambda k, v: v,  # paths are resolved afterwards
     "auth_query": _nonempty,

@@ -14,10 +14,11 @@ it (no filters, no other handlers, levels that pass INFO); otherwise it calls ``
 
 Secrets. No log line is meant to carry statement text or row values; the proxy logs events,
 names, counts and error messages. As a safeguard for the AWS secret access keys users write to
-``aws_credentials``, every line (both paths above) is checked: a value substituted
-into a line that mentions ``aws_credentials`` or ``secret_access_key`` (a statement's text, an
-error echoing one) is replaced by ``<redacted: may hold a secret>``, and so is every
-exception message of a traceback that mentions them (file, line and function lines are kept).
+``aws_credentials`` and the values they write to ``secret`` (``aws_secrets_manager``), every line
+(both paths above) is checked: a value substituted into a line that mentions ``aws_credentials``,
+``secret_access_key`` or the word ``secret`` (a statement's text, an error echoing one) is
+replaced by ``<redacted: may hold a secret>``, and so is every exception message of a traceback
+that mentions them (file, line and function lines are kept).
 The check is one regular-expression search per line.
 """
 
@@ -28,10 +29,13 @@ import re
 import sys
 import time
 
-__all__ = ["LineFormatter", "setup", "info", "escape", "mentions_secret", "redact_statement", "redact_traceback",
+__all__ = ["LineFormatter", "setup", "set_tag", "info", "escape", "mentions_secret", "redact_statement", "redact_traceback",
            "REDACTED"]
 
 _handler: logging.StreamHandler | None = None
+#: Written right after the logger's name on every line: a worker's ``[w1]`` with ``workers`` > 1
+#: (``set_tag``), else empty.
+_tag = ""
 
 #: Control characters in a message are written escaped (``\n``, ``\x1b``...): a client-chosen
 #: user or database name can never start a line of its own that looks like the proxy's.
@@ -43,21 +47,24 @@ def escape(message: str) -> str:
     return message if message.isprintable() else message.translate(_CONTROLS)
 
 
-#: Text mentioning these may be a statement carrying an AWS secret access key.
-_SECRET_WORDS = re.compile(r"aws_credentials|secret_access_key", re.IGNORECASE)
+#: Text mentioning these may be a statement carrying an AWS secret access key or a Secrets
+#: Manager value (the ``secret`` table of ``aws_secrets_manager``); the word inside ``REDACTED``
+#: itself does not count.
+_SECRET_WORDS = re.compile(r"aws_credentials|secret_access_key|(?<!may hold a )\bsecret\b", re.IGNORECASE)
 
 #: What replaces such text in a log line.
 REDACTED = "<redacted: may hold a secret>"
 
 
 def mentions_secret(text: str) -> bool:
-    """True when ``text`` mentions ``aws_credentials`` or ``secret_access_key`` (any case)."""
+    """True when ``text`` mentions ``aws_credentials``, ``secret_access_key`` or the word
+    ``secret`` (any case)."""
     return _SECRET_WORDS.search(text) is not None
 
 
 def redact_statement(text: str) -> str:
     """``text`` (a statement, or anything that may quote one) as it may be logged: unchanged, or
-    ``REDACTED`` when it mentions ``aws_credentials``/``secret_access_key``."""
+    ``REDACTED`` when it mentions ``aws_credentials``/``secret_access_key``/``secret``."""
     return REDACTED if _SECRET_WORDS.search(text) is not None else text
 
 
@@ -156,6 +163,16 @@ def setup() -> None:
     _handler = handler
 
 
+def set_tag(tag: str) -> None:
+    """Write ``tag`` right after the logger's name on every line from now on (``proxy.workers``
+    gives each worker ``[w<index>]``, so lines of several processes sharing stderr can be told
+    apart). Takes effect on ``setup``'s handler; empty = no tag."""
+    global _tag
+    _tag = tag
+    if _handler is not None:
+        _handler.setFormatter(LineFormatter(f"%(asctime)s %(levelname)s %(name)s{tag.replace('%', '%%')} %(message)s"))
+
+
 def _only_our_handler(logger: logging.Logger) -> bool:
     """True when an INFO record of ``logger`` would reach ``setup``'s handler and nothing else:
     no filters or handlers on the way up, and the root logger's only handler is ours."""
@@ -186,7 +203,7 @@ def info(logger: logging.Logger, fmt: str, *args: object) -> None:
     message = fmt % args
     if _SECRET_WORDS.search(message) is not None:
         message = _safe_message(fmt, args, message)
-    line = f"{fm.stamp(time.time())} INFO {logger.name} {escape(message)}\n"  # type: ignore[union-attr]
+    line = f"{fm.stamp(time.time())} INFO {logger.name}{_tag} {escape(message)}\n"  # type: ignore[union-attr]
     h.acquire()
     try:
         stream = h.stream

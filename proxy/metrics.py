@@ -259,6 +259,11 @@ class Metrics:
         """The exposition text of every series."""
         return generate_latest(self.registry)
 
+    async def render_all(self) -> bytes:
+        """What ``GET /metrics`` answers: ``render()``; with ``workers`` > 1 the first worker's
+        instance is given one that sums every worker's series (``proxy.workers``)."""
+        return self.render()
+
     async def start(self, addr: str, port: int) -> None:
         """Serve ``GET /metrics`` on ``addr``:``port`` (``*`` = all addresses)."""
         host = None if addr == "*" else [a.strip() for a in addr.split(",") if a.strip()]
@@ -281,7 +286,7 @@ class Metrics:
             if method not in (b"GET", b"HEAD"):
                 status, body, ctype = b"405 Method Not Allowed", b"only GET\n", b"text/plain"
             elif path in (b"/metrics", b"/"):
-                status, body, ctype = b"200 OK", self.render(), b"text/plain; version=0.0.4; charset=utf-8"
+                status, body, ctype = b"200 OK", await self.render_all(), b"text/plain; version=0.0.4; charset=utf-8"
             else:
                 status, body, ctype = b"404 Not Found", b"see /metrics\n", b"text/plain"
             head = (b"HTTP/1.0 " + status + b"\r\nContent-Type: " + ctype + b"\r\nContent-Length: "

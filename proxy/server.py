@@ -102,6 +102,8 @@ class ProxyApp:
                                                                           flags=socket.AI_PASSIVE):
                 s = socket.socket(family, stype, proto)
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if self.cfg.workers > 1:  # the workers share the port; the kernel spreads connections
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
                 if family == socket.AF_INET6:
                     s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 where = sockaddr if self.port is None or port else (sockaddr[0], self.port, *sockaddr[2:])
@@ -467,8 +469,12 @@ def _where(target: DatabaseTarget) -> str:
 GIL_SWITCH_INTERVAL = 0.001
 
 
-async def serve(cfg: Config) -> ProxyApp:
-    """Start a proxy for ``cfg`` on the running loop; returns the started ProxyApp (call ``stop()``)."""
+async def serve(cfg: Config, attach=None) -> ProxyApp:
+    """Start a proxy for ``cfg`` on the running loop; returns the started ProxyApp (call ``stop()``).
+
+    ``attach``: None, or (with ``workers`` > 1, ``proxy.workers``) an async callable run with the
+    app before anything listens, returning whether this process opens the endpoints that listen
+    once per proxy (``metrics_port``, ``http_listen_port``)."""
     from proxy.admin import install, start_metrics
 
     # Long texts are analysed in worker threads (pure Python, holding the GIL); the event loop
@@ -480,13 +486,15 @@ async def serve(cfg: Config) -> ProxyApp:
     app = ProxyApp(cfg)
     _install_interceptor(app)
     install(app)
+    first = attach is None or await attach(app)
     try:
-        await start_metrics(app)  # before the listeners: once clients can connect, metrics are up
+        if first:
+            await start_metrics(app)  # before the listeners: once clients can connect, metrics are up
     except OSError as e:
         raise ListenError(e.errno, f"cannot listen on {cfg.metrics_addr}:{cfg.metrics_port} "
                                    f"(metrics_addr, metrics_port): {e.strerror}") from None
     await app.start()
-    if cfg.http_listen_port is not None:
+    if cfg.http_listen_port is not None and first:
         from proxy.http import start_http
 
         try:
@@ -538,7 +546,12 @@ def _url_host(addr: str) -> str:
 
 def run(cfg: Config) -> int:
     """Run the proxy until SIGTERM (graceful) or SIGINT (immediate); SIGHUP reloads (uvloop when
-    available). Returns the exit status."""
+    available). Returns the exit status. ``workers`` > 1: a supervisor and that many worker
+    processes sharing the port (``proxy.workers.supervise``)."""
+    if cfg.workers > 1:
+        from proxy.workers import supervise
+
+        return supervise(cfg)
     logs.setup()
     try:
         import uvloop

@@ -7,8 +7,9 @@ are cached per (credentials, service, region). Every blocking boto3 call runs in
 connect/read timeouts and ``standard`` retries. The endpoint is ``EngineSettings.aws_endpoint_url``
 (default: boto3's ``AWS_ENDPOINT_URL``), which is how the sandbox moto server is reached.
 
-Failures are raised as ``CloudError`` (never a botocore exception), which the engine records in the
-audit log and reports with SQLSTATE 58000.
+Failures are raised as ``CloudError`` (never a botocore exception; an answer botocore cannot
+parse, such as an endpoint's HTML error page, is ``CloudError("ResponseParserError", ...)``),
+which the engine records in the audit log and reports with SQLSTATE 58000.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 import boto3
 import botocore.exceptions
+import botocore.parsers
 from botocore.config import Config
 
 from engine.settings import EngineSettings
@@ -93,7 +95,7 @@ class AwsGateway:
             raise CloudError("NoCredentials",
                              "no AWS credentials: INSERT INTO aws_credentials (access_key_id, "
                              "secret_access_key) VALUES (...)", f"{service}.{operation}") from None
-        except botocore.exceptions.BotoCoreError as e:
+        except (botocore.exceptions.BotoCoreError, botocore.parsers.ResponseParserError) as e:
             raise CloudError(type(e).__name__, str(e), f"{service}.{operation}") from None
         if isinstance(result, dict):
             result.pop("ResponseMetadata", None)
@@ -127,7 +129,7 @@ class AwsGateway:
                 raise CloudError("NoCredentials", "no AWS credentials: INSERT INTO aws_credentials "
                                  "(access_key_id, secret_access_key) VALUES (...)",
                                  f"{service}.{operation}") from None
-            except botocore.exceptions.BotoCoreError as e:
+            except (botocore.exceptions.BotoCoreError, botocore.parsers.ResponseParserError) as e:
                 raise CloudError(type(e).__name__, str(e), f"{service}.{operation}") from None
 
         return await asyncio.get_running_loop().run_in_executor(self._pool, run)

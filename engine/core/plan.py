@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from psycopg import sql
@@ -178,6 +179,8 @@ def adapt(kind: str, value: Any) -> Any:
         return str(value)
     if kind == "timestamp":
         return normalize("timestamp", value)
+    if kind == "timestamptz":  # an aware UTC time, so the session's TimeZone cannot shift it
+        return normalize("timestamp", value).replace(tzinfo=timezone.utc) if isinstance(value, datetime) else value
     return value
 
 

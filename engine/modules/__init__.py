@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from engine.modules import aws_account, aws_elb, aws_iam, aws_lambda, aws_s3, aws_security_group, aws_vpc
+from engine.modules import (aws_account, aws_acm, aws_cloudwatch, aws_dynamo, aws_ecr, aws_elb, aws_iam, aws_lambda,
+                            aws_route53, aws_s3, aws_secrets_manager, aws_security_group, aws_sns, aws_sqs, aws_vpc)
 from engine.modules.base import Col, Mapper, MapperContext, Module
 
 #: IaSQL platform version these modules belong to (``iasql_version()``).
@@ -14,6 +15,14 @@ MODULES: tuple[Module, ...] = (
     aws_iam.MODULE,
     aws_vpc.MODULE,
     aws_security_group.MODULE,
+    aws_sqs.MODULE,
+    aws_sns.MODULE,
+    aws_cloudwatch.MODULE,
+    aws_ecr.MODULE,
+    aws_dynamo.MODULE,
+    aws_secrets_manager.MODULE,
+    aws_acm.MODULE,
+    aws_route53.MODULE,
     aws_elb.MODULE,
     aws_lambda.MODULE,
 )

@@ -28,11 +28,9 @@ follows ``src/modules/aws_elb/mappers/*.ts``. Tables, in dependency order:
   ``set_security_groups`` call on its load balancer.
 - ``listener``: cloud id ``listener_arn``; a new ``load_balancer_id`` replaces it, anything else
   is a ``modify_listener``. Only ``forward`` actions exist (as IaSQL's ``action_type_enum``).
-  ``certificate_id`` is IaSQL's column; its foreign key to ``certificate (id)`` of ``aws_acm``
-  (a dependency of IaSQL's module) arrives with ``aws_acm``: until then the column references
-  nothing. The mapper already resolves it through a ``certificate`` table (``id``, ``arn``) when
-  one exists; without it a listener is created without a certificate and read with
-  ``certificate_id`` NULL.
+  ``certificate_id`` references ``certificate (id)`` of ``aws_acm`` (a dependency, as in IaSQL):
+  an HTTPS listener is created with that certificate's ARN, and a listener read from the cloud
+  gets the id of the certificate row whose ``arn`` it names (NULL when there is none).
 
 IaSQL's ``check_subnets_by_load_balancer`` trigger on ``subnet`` (the other half of the array
 "foreign key") is installed too, narrowed to what a foreign key refuses: deleting a subnet row
@@ -656,24 +654,24 @@ INSTALL_SQL = (
     # IaSQL's sql/before_install.sql: half of an array "foreign key" each
     """CREATE OR REPLACE FUNCTION public.check_load_balancer_availability_zones(
          _load_balancer_name VARCHAR, _availability_zones VARCHAR[]) RETURNS BOOLEAN
-       LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_catalog AS $$
+       LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
        declare
          _number_of_records integer;
        begin
-         select count(*) from public.availability_zone where name = any(_availability_zones) into _number_of_records;
-         if _number_of_records != array_length(_availability_zones, 1) then
+         select pg_catalog.count(*) from public.availability_zone where name = any(_availability_zones) into _number_of_records;
+         if _number_of_records != pg_catalog.array_length(_availability_zones, 1) then
            raise exception 'Load balancer % includes one or more invalid availability zones', _load_balancer_name;
          end if;
          return true;
        end;
        $$""",
     """CREATE OR REPLACE FUNCTION public.check_load_balancer_subnets(_subnets TEXT[]) RETURNS BOOLEAN
-       LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_catalog AS $$
+       LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
        declare
          _subnets_count integer;
        begin
-         select COUNT(*) into _subnets_count from public.subnet where subnet_id = any(_subnets);
-         return _subnets_count = array_length(_subnets, 1);
+         select pg_catalog.count(*) into _subnets_count from public.subnet where subnet_id = any(_subnets);
+         return _subnets_count = pg_catalog.array_length(_subnets, 1);
        end;
        $$""",
     "CREATE TYPE public.target_group_target_type_enum AS ENUM ('alb', 'instance', 'ip', 'lambda')",
@@ -745,7 +743,8 @@ INSTALL_SQL = (
          CONSTRAINT "UQ_load_balancer__port" UNIQUE (load_balancer_id, port),
          CONSTRAINT "PK_422c9d250eb7b0c0b6c96cdce94" PRIMARY KEY (id),
          CONSTRAINT "FK_515921874a4505a3f4786aaad75" FOREIGN KEY (load_balancer_id) REFERENCES public.load_balancer (id),
-         CONSTRAINT "FK_5c1fa345667a762a249d9398688" FOREIGN KEY (target_group_id) REFERENCES public.target_group (id))""",
+         CONSTRAINT "FK_5c1fa345667a762a249d9398688" FOREIGN KEY (target_group_id) REFERENCES public.target_group (id),
+         CONSTRAINT "FK_21beaace54890e2a63d2150a56b" FOREIGN KEY (certificate_id) REFERENCES public.certificate (id))""",
     """CREATE TABLE public.load_balancer_security_groups (
          load_balancer_id integer NOT NULL,
          security_group_id integer NOT NULL,
@@ -758,7 +757,7 @@ INSTALL_SQL = (
     'CREATE INDEX "IDX_4da7e08287b5693e5b22959ced" ON public.load_balancer_security_groups (security_group_id)',
     # IaSQL's sql/after_install.sql, narrowed to what a foreign key refuses (module docstring)
     """CREATE OR REPLACE FUNCTION public.check_subnets_by_load_balancer() RETURNS TRIGGER
-       LANGUAGE plpgsql SET search_path = public, pg_catalog AS $$
+       LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
        DECLARE
          lb_row record;
        BEGIN
@@ -804,8 +803,7 @@ UNINSTALL_SQL = (
 MODULE = Module(
     name="aws_elb",
     version=VERSION,
-    # IaSQL's module.json also names aws_acm (listener certificates): added with that module
-    dependencies=("aws_account", "aws_security_group", "aws_vpc"),
+    dependencies=("aws_account", "aws_security_group", "aws_vpc", "aws_acm"),  # as IaSQL's module.json
     install_sql=INSTALL_SQL,
     uninstall_sql=UNINSTALL_SQL,
     mappers=(TargetGroupMapper(), LoadBalancerMapper(), LoadBalancerSecurityGroupsMapper(), ListenerMapper()),

@@ -444,7 +444,7 @@ INSTALL_SQL = (
     'CREATE INDEX "IDX_0bc60a723ea0106b86ac8aabeb" ON public.lambda_function_security_groups (security_group_id)',
     # IaSQL's sql/after_install.sql, narrowed to what a foreign key refuses (module docstring)
     """CREATE OR REPLACE FUNCTION public.check_subnets_by_lambda() RETURNS TRIGGER
-       LANGUAGE plpgsql SET search_path = public, pg_catalog AS $$
+       LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
        DECLARE
          lb_row record;
        BEGIN

@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from engine.aws import AwsGateway, Credentials
 
 #: Column kinds understood by the engine (how values are compared and written).
-KINDS = {"text", "int", "bool", "json", "jsonb", "text[]", "cidr", "timestamp"}
+KINDS = {"text", "int", "bool", "json", "jsonb", "text[]", "cidr", "timestamp", "timestamptz"}
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def normalize(kind: str, value: Any) -> Any:
             return str(ipaddress.ip_network(str(value), strict=False))
         except ValueError:
             return str(value)
-    if kind == "timestamp":
+    if kind in ("timestamp", "timestamptz"):  # compared as UTC without time zone, to the second
         if isinstance(value, datetime) and value.tzinfo is not None:
             value = value.astimezone(timezone.utc).replace(tzinfo=None)
         return value.replace(microsecond=0) if isinstance(value, datetime) else value

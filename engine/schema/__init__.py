@@ -50,11 +50,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from engine.rpc import Function
 
 #: Bumped whenever the metadata DDL changes; stored as the comment of ``iasql_audit_log``.
-METADATA_VERSION = "iasql-proxy metadata 5"
+METADATA_VERSION = "iasql-proxy metadata 6"
 #: Columns whose values never reach the audit log (table -> columns): the audit row holds
 #: ``REDACTED`` instead, so ``iasql_get_sql_since`` and ``iasql_get_sql_for_transaction`` print
 #: the placeholder and a revert leaves these tables alone.
-REDACTED_COLUMNS = {"aws_credentials": ("secret_access_key",)}
+REDACTED_COLUMNS = {"aws_credentials": ("secret_access_key",), "secret": ("value",)}
 REDACTED_TABLES = frozenset(REDACTED_COLUMNS)
 #: What the audit log holds in place of a redacted value.
 REDACTED = "<redacted>"

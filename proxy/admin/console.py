@@ -221,7 +221,10 @@ class AdminConsole:
             show = self.SHOWS.get(args[0].upper())
             if show is None:
                 raise self._invalid(command)
-            return show(self, session)
+            result = show(self, session)
+            if not isinstance(result, bytes):  # with workers > 1: rows gathered from every worker
+                result = await result
+            return result
         action = self.ACTIONS.get(verb)
         if action is None:
             raise self._invalid(command)
@@ -398,7 +401,7 @@ class AdminConsole:
     def show_config(self, session: "ClientSession") -> bytes:
         cfg = self.app.cfg
         default = Config(databases={})
-        restart = ("listen_addr", "listen_port", "metrics_port", "metrics_addr")
+        restart = ("listen_addr", "listen_port", "workers", "metrics_port", "metrics_addr")
         rows = []
         for f in dataclasses.fields(Config):
             if f.name in ("databases", "engine", "config_file", "servers"):  # servers: SHOW ROUTES

@@ -13,8 +13,8 @@ auth_file; anything that fails to load or validate leaves the running configurat
 is logged as ``event=reload_failed``. Connected clients keep their connections. New sessions use
 the new configuration; pools get the new sizes (growing wakes waiting clients, shrinking closes
 idle connections beyond the size); a database entry whose host, port, dbname, user or password
-changed has its idle server connections closed. ``listen_addr``, ``listen_port``, ``metrics_*``
-and ``[engine]`` need a restart (logged when they changed).
+changed has its idle server connections closed. ``listen_addr``, ``listen_port``, ``workers``,
+``metrics_*`` and ``[engine]`` need a restart (logged when they changed).
 
 Graceful shutdown (SIGTERM, ``SHUTDOWN WAIT_FOR_SERVERS``): stop accepting, close every client
 that is between statements (after a FATAL 57P01, as Postgres does on shutdown), let clients in
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("iasql_proxy.ops")
 
 #: Keys that only take effect when the proxy restarts.
-RESTART_KEYS = ("listen_addr", "listen_port", "metrics_port", "metrics_addr", "engine", "http_listen_addr",
+RESTART_KEYS = ("listen_addr", "listen_port", "workers", "metrics_port", "metrics_addr", "engine", "http_listen_addr",
                 "http_listen_port", "http_allowed_origins", "http_max_message_size", "http_max_runs_per_user",
                 "http_idle_timeout",  # the HTTPS endpoint keeps the configuration it started with
                 # scale out (issue 19): the fleet is built once, at start

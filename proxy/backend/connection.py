@@ -34,6 +34,9 @@ _Z, _S, _E, _A = ord("Z"), ord("S"), ord("E"), ord("A")
 #: Relayed messages the proxy looks at: ReadyForQuery, ParameterStatus, ErrorResponse (to see FATAL).
 _G = ord("G")
 _RELAY_WATCH = frozenset((_Z, _S, _E, _G))
+#: Messages the server sends on its own, between requests (protocol chapter, "Asynchronous
+#: Operations"): NotificationResponse, NoticeResponse, ParameterStatus.
+_ASYNC = frozenset((_A, ord("N"), _S))
 _BYTE = tuple(bytes((i,)) for i in range(256))
 
 
@@ -193,8 +196,20 @@ class ServerConnection(ServerCore, asyncio.Protocol):
 
     def attach(self, client: RelayClient) -> None:
         """Start relaying server output to ``client`` (the connection must be idle at a boundary).
-        ``last_used`` is set when the connection is given back (``detach``, ``Pool.give_back``)."""
+        ``last_used`` is set when the connection is given back (``detach``, ``Pool.give_back``).
+
+        The asynchronous messages the server sent after the proxy's last collect-mode reply and
+        before this call (NotificationResponse for a LISTEN of the client's, NoticeResponse,
+        ParameterStatus) are the client's: they are relayed first, in order (anything else stays
+        for ``recv``). The transaction-pooling fast path attaches inline and never has any: it
+        takes no connection whose inbox holds something."""
         self.client = client
+        inbox = self._inbox
+        while inbox and not isinstance(inbox[0], Exception) and inbox[0][0] in _ASYNC:
+            t, payload = inbox.popleft()
+            client.write(frame(bytes((t,)), payload))
+            if t == _S:
+                self._on_relay_message(t, payload)
 
     def detach(self) -> None:
         """Stop relaying; later output is collected for ``recv()``."""

@@ -1,17 +1,20 @@
 """Which protocol messages of a traced session may carry an AWS secret, and must be redacted.
 
 The IaSQL ``aws_credentials`` table holds the user's AWS key pair, and its ``secret_access_key``
-must never reach a wire trace. The trace writer (proxy.trace.recorder) asks a ``SecretTracker``,
-one per session, about every message after it is framed; a message the tracker flags is written
-with ``"redacted": true`` and ``"hex": null`` like a password, keeping ``len`` and the few fields
-that ``redacted_fields`` says are safe (statement and portal names, an error's severity and code).
+must never reach a wire trace; nor must a Secrets Manager value written to ``secret.value``
+(module ``aws_secrets_manager``). The trace writer (proxy.trace.recorder) asks a
+``SecretTracker``, one per session, about every message after it is framed; a message the
+tracker flags is written with ``"redacted": true`` and ``"hex": null`` like a password, keeping
+``len`` and the few fields that ``redacted_fields`` says are safe (statement and portal names, an
+error's severity and code).
 
 The rules are deliberately conservative and cheap (a bytes search per Query/Parse, set look-ups
 otherwise), and they only run on the writer thread, when tracing is on:
 
-- a ``Query`` or ``Parse`` whose text mentions ``aws_credentials`` or ``secret_access_key``
-  (case-insensitive) is redacted; so is a later one that names an SQL-level prepared statement or
-  cursor (``PREPARE x AS ...``, ``DECLARE x CURSOR FOR ...``) such a text created;
+- a ``Query`` or ``Parse`` whose text mentions ``aws_credentials``, ``secret_access_key`` or the
+  word ``secret`` (the table; case-insensitive) is redacted; so is a later one that names an
+  SQL-level prepared statement or cursor (``PREPARE x AS ...``, ``DECLARE x CURSOR FOR ...``)
+  such a text created;
 - a ``Bind`` of a statement whose ``Parse`` was redacted is redacted (it carries the values), and
   its portal is remembered (the unnamed statement and portal included);
 - every protocol *unit* (a Query, or the extended messages up to and including Sync, or a
@@ -40,7 +43,7 @@ import collections
 import re
 
 #: Words whose presence in a statement's text makes it secret (bytes, case-insensitive).
-SECRET_WORDS = re.compile(rb"aws_credentials|secret_access_key", re.IGNORECASE)
+SECRET_WORDS = re.compile(rb"aws_credentials|secret_access_key|\bsecret\b", re.IGNORECASE)
 
 #: The column whose presence in a RowDescription makes the rows after it secret.
 SECRET_COLUMN = re.compile(rb"secret_access_key", re.IGNORECASE)
@@ -50,8 +53,9 @@ _CREATES = re.compile(rb"\b(?:PREPARE|DECLARE)\s+(\"(?:[^\"]|\"\")+\"|[A-Za-z_][
 
 
 def mentions_secret(data: bytes) -> bool:
-    """True when ``data`` (a statement's text, any bytes) mentions ``aws_credentials`` or
-    ``secret_access_key`` in any letter case."""
+    """True when ``data`` (a statement's text, any bytes) mentions ``aws_credentials``,
+    ``secret_access_key`` or the word ``secret`` (the ``aws_secrets_manager`` table) in any letter
+    case."""
     return SECRET_WORDS.search(data) is not None
 
 

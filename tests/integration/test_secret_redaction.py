@@ -412,6 +412,22 @@ def test_pipelined_units_never_under_redact():
     assert out[7] == ("b", "D", True) and out[-3] == ("b", "D", False)
 
 
+def test_secrets_manager_values_are_redacted_too():
+    """A statement on the ``secret`` table (aws_secrets_manager) is secret; ``secrets`` is not."""
+    out = _feed([("f", F.Query(f"INSERT INTO secret (name, value) VALUES ('db', '{SECRET.decode()}')")),
+                 ("b", B.CommandComplete("INSERT 0 1")), ("b", B.ReadyForQuery(b"I")),
+                 ("f", F.Parse("", 'SELECT value FROM public."Secret"')), ("f", F.Bind("", "")), ("f", F.Execute("")),
+                 ("f", F.Sync()), ("b", B.ParseComplete()), ("b", B.BindComplete()), ("b", B.DataRow((SECRET,))),
+                 ("b", B.CommandComplete("SELECT 1")), ("b", B.ReadyForQuery(b"I")),
+                 ("f", F.Query("SELECT 1 AS secrets")), ("b", _PLAIN_ROW), ("b", B.DataRow((b"1",))),
+                 ("b", B.CommandComplete("SELECT 1")), ("b", B.ReadyForQuery(b"I"))])
+    assert _redacted(out) == [("f", "Q"), ("f", "P"), ("f", "B"), ("b", "D")]
+    from proxy import logs
+
+    assert logs.redact_statement("UPDATE secret SET value = 'x'") == logs.REDACTED
+    assert logs.redact_statement("SELECT count(*) FROM secrets_archive") == "SELECT count(*) FROM secrets_archive"
+
+
 def test_log_lines_never_carry_a_statement_on_aws_credentials(stderr):
     import logging
 

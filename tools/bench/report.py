@@ -162,6 +162,34 @@ def build(res, opts) -> tuple[str, dict]:
         lines.append("")
     data["connect"] = crows
 
+    # -- workers ---------------------------------------------------------------------------------
+    wrows = []
+    if res.workers:
+        from tools.bench.run import WORKER_CONFIGS, WORKER_COUNTS
+
+        lo, hi = min(WORKER_COUNTS), max(WORKER_COUNTS)
+        lines += [f"## Worker processes: the proxy with workers = {lo} vs {hi} (pgbench -S, -j 2, SCRAM, no TLS)",
+                  "",
+                  f"Same server connections in all: pool size {res.pool_size} with one worker, "
+                  f"{max(1, res.pool_size // hi)} per worker with {hi} (default_pool_size is per worker). CPU is the "
+                  "supervisor's and every worker's.",
+                  "",
+                  f"| configuration | TPS workers={lo} | TPS workers={hi} | {hi}/{lo} | CPU us/tx workers={lo} | "
+                  f"CPU us/tx workers={hi} | CPU {hi}/{lo} |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for label, mode, clients in WORKER_CONFIGS:
+            a, b = (_summary(res.workers.get((label, n), [])) for n in (lo, hi))
+            if not (a["n"] or b["n"]):
+                continue
+            errs = a["errors"] + b["errors"]
+            lines.append(f"| {label}{' (runs with errors: %d)' % errs if errs else ''} | {_f(a['tps'])} | "
+                         f"{_f(b['tps'])} | {_f(_ratio(b['tps'], a['tps']), 2)} | {_f(a['cpu'], 1)} | "
+                         f"{_f(b['cpu'], 1)} | {_f(_ratio(b['cpu'], a['cpu']), 2)} |")
+            wrows.append({"label": label, "mode": mode, "clients": clients,
+                          **{f"workers{n}_{k}": s[k] for n, s in ((lo, a), (hi, b)) for k in ("tps", "lat", "cpu")}})
+        lines.append("")
+    data["workers"] = wrows
+
     # -- latency ---------------------------------------------------------------------------------
     if res.latency:
         lines += [f"## Latency through the proxy with the engine on (one connection, {opts.latency_n} simple "

@@ -36,7 +36,7 @@ class Options:
     pool_size: int = 20
     session_pool_size: int = 60          # session mode: every pgbench client needs its own server
     out_dir: Path = REPO / "bench" / "results"
-    skip: frozenset[str] = frozenset()   # phase names to skip: throughput, connect, latency, idle, websockets
+    skip: frozenset[str] = frozenset()   # phase names to skip: throughput, connect, workers, latency, idle, websockets
     command: str = ""
 
 
@@ -51,6 +51,8 @@ class Results:
     connect: dict[tuple[str, str], list[load.PgbenchResult]] = field(default_factory=dict)
     latency: list[tuple[str, str, float, float, list[str]]] = field(default_factory=list)
     idle: list[dict] = field(default_factory=list)
+    # (label, workers) -> list of PgbenchResult: the workers phase
+    workers: dict[tuple[str, int], list[load.PgbenchResult]] = field(default_factory=dict)
     idle_baseline: int | None = None
     # issue 20: {"without": [PgbenchResult], "with": [...], "opens": [WebSocketResult], "still_open": [int],
     # "rss_without": [bytes], "rss_with": [bytes]}
@@ -69,6 +71,12 @@ THROUGHPUT_CONFIGS = [  # (label, -M, clients, TLS)
     ("extended, 50 clients", "extended", 50, False),
     ("simple, 10 clients, TLS", "simple", 10, True),
 ]
+#: The workers phase: the same proxy with ``workers = 1`` and ``workers = 2`` (label, -M, clients).
+WORKER_CONFIGS = [
+    ("simple, 50 clients", "simple", 50),
+    ("extended, 50 clients", "extended", 50),
+]
+WORKER_COUNTS = (1, 2)
 CONNECT_CONFIGS = [  # (label, TLS, auth)
     ("-C, trust", False, "trust"),
     ("-C, trust, TLS", True, "trust"),
@@ -196,6 +204,42 @@ def run_connect(res: Results, opts: Options, endpoints: dict, prog: Progress) ->
                 cpu = f", {r.cpu_us_per_tx:.0f} us CPU/conn" if r.cpu_us_per_tx else ""
                 prog.step(f"round {rnd + 1} {label:<24} {target:<9} {_fmt(r.tps)} conn+tx/s{cpu}"
                           f"{'  ERRORS: ' + '; '.join(r.errors) if r.errors else ''}")
+
+
+def run_workers(res: Results, opts: Options, pg, work: Path, certs) -> None:
+    """The same proxy (SCRAM, no TLS, the run's pool mode) with ``workers = 1`` and ``workers = 2``
+    under pgbench -S, alternating which goes first; CPU is the whole process tree's (supervisor and
+    workers). Both have the same number of server connections in all: ``workers = 2`` gets half
+    the pool size per worker (``default_pool_size`` is per worker)."""
+    proxies = {}
+    try:
+        for n in WORKER_COUNTS:
+            size = max(1, res.pool_size // n)
+            cfg = stack.proxy_config(pg, work / f"workers-{n}", certs, pool_mode=res.pool_mode, pool_size=size,
+                                     tls=False, workers=n)
+            proxies[n] = stack.start_proxy(cfg, work / f"workers-{n}")
+        if len(WORKER_COUNTS) > 1:  # every worker listening, not just the first
+            deadline = time.monotonic() + 60
+            while "event=workers_ready" not in proxies[max(WORKER_COUNTS)].log() and time.monotonic() < deadline:
+                time.sleep(0.1)
+        for rnd in range(opts.rounds):
+            for ci, (label, mode, clients) in enumerate(WORKER_CONFIGS):
+                order = list(WORKER_COUNTS)
+                k = (rnd + ci) % len(order)
+                for n in order[k:] + order[:k]:
+                    p = proxies[n]
+                    r = load.pgbench(p.port, clients=clients, seconds=opts.seconds, mode=mode, cpu_pid=p.process.pid)
+                    res.workers.setdefault((label, n), []).append(r)
+                    for e in r.errors:
+                        res.errors.append(f"proxy workers={n} [{label}, round {rnd + 1}]: {e}")
+                    cpu = f", {r.cpu_us_per_tx:.1f} us CPU/tx" if r.cpu_us_per_tx else ""
+                    say(f"workers round {rnd + 1} {label:<22} workers={n} {_fmt(r.tps)} tps{cpu}"
+                        f"{'  ERRORS: ' + '; '.join(r.errors) if r.errors else ''}")
+        for n, p in proxies.items():
+            res.errors += [f"proxy workers={n} log: {line}" for line in stack.proxy_errors(p)[:20]]
+    finally:
+        for p in proxies.values():
+            p.stop()
 
 
 def run_latency(res: Results, opts: Options, pg, work: Path, certs) -> None:
@@ -432,6 +476,8 @@ def main(opts: Options) -> int:
             bouncers.clear()
             pgb.stop()
             pgb = None
+        if "workers" not in opts.skip:
+            run_workers(res, opts, pg, work, certs)
         if "latency" not in opts.skip:
             run_latency(res, opts, pg, work, certs)
         if "idle" not in opts.skip:

@@ -49,11 +49,34 @@ def raise_nofile(want: int = 65536) -> int:
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of ``pid`` (seconds), from /proc/PID/stat."""
+    """utime + stime (seconds) of ``pid`` and of its live child processes (a proxy with
+    ``workers`` > 1: the supervisor and its workers), from /proc/PID/stat and
+    /proc/PID/task/*/children. A process without children (PgBouncer, a one-process proxy): its own."""
     with open(f"/proc/{pid}/stat") as f:
         stat = f.read()
     fields = stat[stat.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    total = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    for child in _children(pid):
+        try:
+            total += cpu_seconds(child)
+        except (FileNotFoundError, ProcessLookupError):  # exited meanwhile
+            pass
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return out
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out += [int(x) for x in f.read().split()]
+        except FileNotFoundError:
+            pass
+    return out
 
 
 def rss_bytes(pid: int) -> int:
@@ -206,8 +229,9 @@ pidfile = {self.workdir / 'pgbouncer.pid'}
 def proxy_config(pg: EmbeddedPostgres, workdir: Path, certs: tuple[Path, Path, Path], *, pool_mode: str,
                  pool_size: int, tls: bool, auth: str = "scram-sha-256", max_client_conn: int = 2000,
                  engine: bool = False, query_wait_timeout: str = "120", fixed_password: bool = False,
-                 trust_user: bool = False) -> str:
-    """The ini text for a bench proxy (ProxyProcess adds listen_addr/listen_port)."""
+                 trust_user: bool = False, workers: int = 1) -> str:
+    """The ini text for a bench proxy (ProxyProcess adds listen_addr/listen_port); ``workers`` > 1
+    adds the ``workers`` key (``pool_size`` is then each worker's)."""
     workdir.mkdir(parents=True, exist_ok=True)
     userlist = workdir / "userlist.txt"
     userlist.write_text(f'"postgres" "{scram_verifier(pg)}"\n')
@@ -227,6 +251,8 @@ def proxy_config(pg: EmbeddedPostgres, workdir: Path, certs: tuple[Path, Path, P
         "server_tls_sslmode = disable",
         f"query_wait_timeout = {query_wait_timeout}",
     ]
+    if workers > 1:
+        lines.append(f"workers = {workers}")
     if tls:
         lines += ["client_tls_sslmode = require", f"client_tls_cert_file = {certs[1]}",
                   f"client_tls_key_file = {certs[2]}"]

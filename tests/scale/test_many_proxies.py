@@ -263,3 +263,17 @@ def test_proxies_starting_together_make_one_metadata_database(fleet_ini, start_p
     with psycopg.connect(second.dsn(user="alice", password=PASSWORDS["alice"], dbname="race_metadata"),
                          autocommit=True) as c:
         assert c.execute("SELECT * FROM iasql_db_list()").fetchall() == []
+
+
+def test_every_worker_of_a_proxy_follows_the_routing_table(fleet, fleet_ini, start_proxy):
+    a, _ = fleet
+    multi = start_proxy(fleet_ini(workers=2), "fleet-workers")
+    deadline = time.monotonic() + 20
+    while multi.log().count("event=routes_following") < 2:  # one per worker
+        assert time.monotonic() < deadline, multi.log()[-2000:]
+        time.sleep(0.1)
+    db = connect_db(a, "two-workers")
+    for _ in range(8):  # new connections land on either worker (the kernel hashes the client port)
+        assert wait_connectable(multi, db, within=1.0) < 1.0
+    made = connect_db(multi, "made-by-a-worker")
+    assert wait_connectable(a, made, within=1.0) < 1.0

@@ -74,6 +74,8 @@ METADATA_DDL = [
          pg_name character varying PRIMARY KEY,
          server character varying NOT NULL,
          created_at timestamp with time zone NOT NULL DEFAULT now())""",
+    # the server a MOVE is copying the database to (proxy.routing.move); NULL when none
+    "ALTER TABLE public.iasql_route ADD COLUMN IF NOT EXISTS moving_to character varying",
     f"""CREATE OR REPLACE FUNCTION public.iasql_route_notify() RETURNS trigger LANGUAGE plpgsql
        SET search_path = pg_catalog, pg_temp AS $$
        BEGIN

@@ -13,7 +13,8 @@ protocol is supported (as PgBouncer); extended-protocol messages get an error un
 Commands (case-insensitive, one or more separated by ``;``): ``SHOW HELP|POOLS|CLIENTS|SERVERS|
 STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|DATABASES|CONFIG|VERSION|STATE|LISTS|ENGINE``,
 ``RELOAD``, ``PAUSE [db]``, ``RESUME [db]``, ``DISABLE db``, ``ENABLE db``, ``RECONNECT [db]``,
-``KILL db``, ``WAIT_CLOSE [db]``, ``SHUTDOWN [WAIT_FOR_SERVERS]`` (``proxy.admin.ops``). ``stats_users`` may
+``KILL db``, ``WAIT_CLOSE [db]``, ``MOVE db TO server`` (``proxy.routing.move``), ``SHUTDOWN
+[WAIT_FOR_SERVERS]`` (``proxy.admin.ops``). ``stats_users`` may
 only SHOW (42501 otherwise). Anything else: ``ERROR 42601 invalid command '...', use SHOW HELP;``
 as PgBouncer words it. Rows are sent as text; counters are typed int8, times are text
 ``YYYY-MM-DD HH:MM:SS UTC`` as PgBouncer prints them.
@@ -65,6 +66,7 @@ ENABLE <db>
 RECONNECT [<db>]
 KILL <db>
 WAIT_CLOSE [<db>]
+MOVE <db> TO <server>
 SHUTDOWN [WAIT_FOR_SERVERS]"""
 
 
@@ -522,7 +524,26 @@ class AdminConsole:
             raise AdminError(sqlstate.OBJECT_NOT_IN_PREREQUISITE_STATE, f"database {db} is not disabled")
         return B.CommandComplete("ENABLE").encode()
 
-    ACTIONS = {"RELOAD": do_reload, "PAUSE": do_pause, "RESUME": do_resume, "SHUTDOWN": do_shutdown,
+    async def do_move(self, session: "ClientSession", args: list[str], command: str) -> bytes:
+        """``MOVE db TO server`` (scale out, ``proxy.routing.move``): progress as NOTICEs, then
+        CommandComplete ``MOVE``; a MoveError is the command's ERROR with its SQLSTATE."""
+        from proxy.routing.move import MoveError, move_database
+
+        if len(args) != 3 or args[1].upper() != "TO":
+            raise self._invalid(command)
+        db, dest = args[0].strip('"'), args[2].strip('"')
+        if db == self.database:
+            raise AdminError(sqlstate.OBJECT_NOT_IN_PREREQUISITE_STATE, f'cannot move the admin console database "{db}"')
+        def say(line: str) -> None:  # progress as it happens, as PgBouncer's console sends NOTICEs
+            session.write(B.notice(line))
+
+        try:
+            await move_database(self.app, db, dest, say)
+        except MoveError as e:
+            raise AdminError(e.sqlstate, e.message) from None
+        return B.CommandComplete("MOVE").encode()
+
+    ACTIONS = {"MOVE": do_move, "RELOAD": do_reload, "PAUSE": do_pause, "RESUME": do_resume, "SHUTDOWN": do_shutdown,
                "RECONNECT": do_reconnect, "WAIT_CLOSE": do_wait_close, "KILL": do_kill,
                "DISABLE": do_disable, "ENABLE": do_enable}
 

@@ -68,6 +68,8 @@ class Fleet:
         self.metadata_server: str = cfg.metadata_server or next(iter(self.entries))
         self.metadata_database: str = cfg.metadata_database
         self.routes: dict[str, str] = {}
+        #: ``{pg_name: server}`` of the databases a MOVE is copying (``proxy.routing.move``)
+        self.moving: dict[str, str] = {}
         self.loaded = False
         self.last_read = 0.0
         self.reads = 0
@@ -101,6 +103,18 @@ class Fleet:
             self.routes.pop(pg_name, None)
         else:
             self.routes[pg_name] = server
+
+    def moving_changed(self, pg_name: str, dest: str | None) -> None:
+        """A MOVE of ``pg_name`` to ``dest`` began (this proxy pauses the database:
+        ``Operations.begin_move``) or ended (None: it resumes). Idempotent."""
+        ops = getattr(self.app, "ops", None) if self.app is not None else None
+        if dest is None:
+            if self.moving.pop(pg_name, None) is not None and ops is not None:
+                ops.end_move(pg_name)
+        elif self.moving.get(pg_name) != dest:
+            self.moving[pg_name] = dest
+            if ops is not None:
+                ops.begin_move(pg_name, dest)
 
     def close_idle(self, server: str, dbname: str) -> None:
         """Close this proxy's idle pooled connections to ``dbname`` on ``server`` (before it is
@@ -278,8 +292,9 @@ class Fleet:
             delay = min(delay * 2, RETRY_MAX)
 
     async def _read(self, conn: Any) -> None:
-        rows = await (await conn.execute("SELECT pg_name, server FROM public.iasql_route")).fetchall()
-        routes = {name: server for name, server in rows}
+        rows = await (await conn.execute("SELECT pg_name, server, moving_to FROM public.iasql_route")).fetchall()
+        routes = {name: server for name, server, _ in rows}
+        moving = {name: to for name, _, to in rows if to is not None}
         unknown = sorted({s for s in routes.values() if s not in self.entries})
         if unknown and routes != self.routes:
             log.warning("event=routes_unknown_server servers=%s reason='no [servers] entry of that name here'",
@@ -288,6 +303,10 @@ class Fleet:
             if routes.get(name) != server:
                 self.close_idle(server, name)
         self.routes = routes
+        for name in [n for n in self.moving if n not in moving]:  # a move ended (or was undone)
+            self.moving_changed(name, None)
+        for name, to in moving.items():  # a move began: every proxy pauses the database
+            self.moving_changed(name, to)
         self.loaded = True
         self.last_read = time.monotonic()
         self.reads += 1

@@ -232,7 +232,9 @@ class ResourceRecordSetMapper(Mapper):
             at = await ac.resolve(mc, r, zone, row_id)
             if at is None:
                 return None  # an alias to something other than a load balancer with a row: ignored, as IaSQL
-            return {**base, "ttl": None, "record": None, "alias_target_id": at["id"],
+            # an alias target that has no row yet (the sync inserts it before the record sets): never inserted
+            orphan = row_id is None or at["id"] not in ac.targets
+            return {**base, "_orphan": orphan, "ttl": None, "record": None, "alias_target_id": at["id"],
                     "_alias": (at["load_balancer_id"], at["evaluate_target_health"]), "_targets": ac.targets,
                     "_aws_alias": r["AliasTarget"]}
         return None  # a traffic policy's record: ignored, as IaSQL
@@ -399,6 +401,7 @@ MODULE = Module(
     ),
     uninstall_sql=("DROP TABLE public.resource_record_set", "DROP TYPE public.resource_record_set_record_type_enum",
                    "DROP TABLE public.hosted_zone", "DROP TABLE public.alias_target"),
-    mappers=(AliasTargetMapper(), HostedZoneMapper(), ResourceRecordSetMapper()),
+    # alias_target after hosted_zone: its cloud read needs the zones' rows (the sync inserts them first)
+    mappers=(HostedZoneMapper(), AliasTargetMapper(), ResourceRecordSetMapper()),
     description="Route 53 hosted zones and record sets, alias records to load balancers included",
 )

@@ -16,13 +16,34 @@ Tables as in IaSQL v0.1.x's ``aws_route53`` module (``migration/1667844568145-aw
   lower case; ``record`` holds the values one per line; a new ``record`` or ``ttl`` is an UPSERT
   (IaSQL creates the new and deletes the old: the same change). The zone's SOA and apex NS
   records cannot be deleted: deleting their rows plans nothing and the sync restores them.
-- ``alias_target(id, evaluate_target_health (true), load_balancer_id)``: database-only here.
+- ``alias_target(id, evaluate_target_health (true), load_balancer_id -> load_balancer)`` with
+  IaSQL's foreign key ``FK_4c791487240505a79afaad2a41c`` to ``aws_elb``'s ``load_balancer``
+  (hence the module depends on ``aws_elb``, as IaSQL's ``module.json``).
 
-Not built yet: alias records. IaSQL's ``alias_target.load_balancer_id`` references ``aws_elb``'s
-``load_balancer``, a module that does not exist here: the column exists without its foreign key,
-record sets with an alias target are not read, and committing one fails with
-``AliasTargetUnsupported`` (SQLSTATE 58000). Route 53 is global: no ``region`` column, calls go
-to us-east-1.
+Alias records (IaSQL's ``dbRecordToAwsObject``/``aliasTargetMapper``): a record set with
+``alias_target_id`` (and NULL ``record``/``ttl``, the checks say so) is an alias record to its
+alias target's load balancer: ``DNSName`` is the load balancer's ``dns_name`` (``dualstack.``
+before it for an application load balancer), ``HostedZoneId`` its ``canonical_hosted_zone_id``,
+``EvaluateTargetHealth`` the row's. One commit can make the load balancer, the zone, the alias
+target and the record set (dependency order: aws_elb's tables first). Changing
+``evaluate_target_health`` or ``load_balancer_id`` UPSERTs every alias record that uses the alias
+target; pointing a record set at another alias target UPSERTs it; deleting the record set DELETEs
+the alias (an alias target row is never anything in the cloud by itself). Reading: an alias
+record whose ``DNSName`` (``dualstack.``, final dot and case aside) is a load balancer row's
+``dns_name`` is read with the ``alias_target_id`` of its record set's row; one without a row (an
+import, or a value record turned alias in the cloud) gets a new ``alias_target`` row, inserted by
+the sync before the record set (IaSQL's mapper creates it on import too). Drift of an alias
+(evaluate_target_health, load balancer) is written to the alias target row. Alias records to
+anything else (CloudFront, S3, another record set) and traffic-policy records are not read, as in
+IaSQL. ``alias_target`` has a mapper of its own (IaSQL cascades it from the record set): rows no
+alias record uses are left as they are (no cloud action, no sync delete). A record set pointed at a
+new alias target row plans both an ``alias_target`` and a ``resource_record_set`` update (the
+same UPSERT twice).
+
+moto (which the tests run against) stores an alias record's ``AliasTarget`` as given (no final
+dot, case kept) and accepts an alias to a target that does not exist; AWS refuses that and reads
+``DNSName`` back in lower case with a final dot (both forms are matched).
+Route 53 is global: no ``region`` column, calls go to us-east-1.
 """
 
 from __future__ import annotations

@@ -181,3 +181,27 @@ async def test_alias_record_made_with_boto3_is_imported_and_drift_comes_back(reg
     assert await sql(dsn, "SELECT rtrim(name, '.') FROM resource_record_set WHERE alias_target_id IS NOT NULL") == [
         ("net.oob.example",)]
     assert await sql(dsn, "SELECT count(*) FROM alias_target") == [(2,)]
+
+
+async def test_readme_example(registry, ctx, dsn, aws, r53_mod):
+    """README "## Modules": a load balancer, a zone, an alias target and an alias record in one commit."""
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, "INSERT INTO load_balancer (load_balancer_name, scheme, load_balancer_type, ip_address_type) "
+                   "VALUES ('web-lb', 'internet-facing', 'application', 'ipv4')")
+    await sql(dsn, "INSERT INTO hosted_zone (domain_name) VALUES ('example.com')")
+    await sql(dsn, "INSERT INTO alias_target (load_balancer_id) SELECT id FROM load_balancer "
+                   "WHERE load_balancer_name = 'web-lb'")
+    await sql(dsn, "INSERT INTO resource_record_set (name, record_type, parent_hosted_zone_id, alias_target_id) "
+                   "SELECT 'www.example.com', 'A', z.id, a.id FROM hosted_zone z, alias_target a")
+    await call(registry, ctx, "iasql_commit")
+    [lb] = aws("elbv2").describe_load_balancers()["LoadBalancers"]
+    assert aliases(aws, "example.com") == {("www.example.com", "A"): {
+        "HostedZoneId": lb["CanonicalHostedZoneId"], "DNSName": f"dualstack.{lb['DNSName']}",
+        "EvaluateTargetHealth": True}}
+    # deleting the zone's rows deletes the alias record with the zone
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, "DELETE FROM resource_record_set")
+    await sql(dsn, "DELETE FROM hosted_zone")
+    await call(registry, ctx, "iasql_commit")
+    assert aws("route53").list_hosted_zones()["HostedZones"] == []
+    assert await sql(dsn, "SELECT count(*) FROM alias_target") == [(1,)]  # used by nothing, left as it is

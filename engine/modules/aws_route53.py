@@ -120,7 +120,7 @@ def _lb_dns(dns: Any) -> str:
     """An alias target's DNS name compared with a load balancer's: lower case, without the final
     dot and without the ``dualstack.`` prefix IaSQL gives application load balancers."""
     d = str(dns or "").rstrip(".").lower()
-    return d[len("dualstack."):] if d.startswith("dualstack.") else d
+    return d.removeprefix("dualstack.")
 
 
 class AliasContext:
@@ -134,7 +134,7 @@ class AliasContext:
         self.lbs, self.targets, self.uses = lbs, targets, uses
 
     @classmethod
-    async def load(cls, mc: MapperContext) -> "AliasContext":
+    async def load(cls, mc: MapperContext) -> AliasContext:
         """Read the load balancers, alias targets and record sets of the caller's transaction."""
         lbs = {_lb_dns(d): i for i, d in await mc.fetchall(
             "SELECT id, dns_name FROM public.load_balancer WHERE dns_name IS NOT NULL")}
@@ -285,7 +285,8 @@ class ResourceRecordSetMapper(Mapper):
         rrs = {"Name": rec["name"], "Type": rec["record_type"]}
         if rec.get("_aws_alias"):
             return {**rrs, "AliasTarget": rec["_aws_alias"]}
-        return {**rrs, "TTL": int(rec["ttl"]), "ResourceRecords": [{"Value": v} for v in str(rec["record"]).split("\n")]}
+        return {**rrs, "TTL": int(rec["ttl"]),
+                "ResourceRecords": [{"Value": v} for v in str(rec["record"]).split("\n")]}
 
     async def _upsert(self, mc: MapperContext, row: dict, action: str) -> dict:
         zone, apex = await self._zone_of(mc, row)
@@ -385,7 +386,7 @@ class AliasTargetMapper(Mapper):
 
     async def delete(self, mc: MapperContext, cloud: dict) -> None:
         """Nothing in the cloud: the record set's DELETE removes the alias."""
-        return None
+        return
 
 
 MODULE = Module(

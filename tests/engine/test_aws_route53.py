@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from engine.rpc import EngineError
 from tests.engine.support import call, sql
 
 
@@ -43,8 +44,9 @@ async def test_install_has_the_foreign_key_and_the_dependency(registry, ctx, dsn
                           "WHERE conrelid = 'alias_target'::regclass AND contype = 'f'") == [
         ("FK_4c791487240505a79afaad2a41c", "load_balancer")]
     # aws_elb cannot go while aws_route53 needs it
-    with pytest.raises(Exception):
+    with pytest.raises(EngineError) as ei:
         await call(registry, ctx, "iasql_uninstall", "aws_elb")
+    assert "aws_route53" in ei.value.message
 
 
 async def test_load_balancer_zone_and_alias_in_one_commit_then_update_and_delete(registry, ctx, dsn, aws, r53_mod):

@@ -189,20 +189,32 @@ async def _record_sets(mc: MapperContext) -> list[tuple[str, Any, str, dict]]:
     return out
 
 
-async def _aws_alias(mc: MapperContext, target_id: Any) -> dict:
-    """Route 53's ``AliasTarget`` for alias_target row ``target_id``: the load balancer's DNS name
+async def _aws_alias(mc: MapperContext, load_balancer_id: Any, evaluate_target_health: Any) -> dict:
+    """Route 53's ``AliasTarget`` to load balancer row ``load_balancer_id``: its DNS name
     (``dualstack.`` before an application load balancer's, as IaSQL) and canonical hosted zone.
-    Raises engine.aws.CloudError when the row or its load balancer is missing or not created."""
+    Raises engine.aws.CloudError when the load balancer is missing or not created yet."""
     rows = await mc.fetchall(
-        "SELECT a.evaluate_target_health, l.dns_name, l.canonical_hosted_zone_id, l.load_balancer_type::text "
-        "FROM public.alias_target a LEFT JOIN public.load_balancer l ON l.id = a.load_balancer_id "
-        "WHERE a.id = $1", (target_id,))
-    if not rows or rows[0][1] is None or rows[0][2] is None:
-        raise CloudError("InvalidAliasTarget", f"alias target #{target_id} has no load balancer in the cloud yet",
-                         "route53.change_resource_record_sets")
-    eth, dns, zone, kind = rows[0]
+        "SELECT dns_name, canonical_hosted_zone_id, load_balancer_type::text FROM public.load_balancer "
+        "WHERE id = $1", (load_balancer_id,))
+    if not rows or rows[0][0] is None or rows[0][1] is None:
+        raise CloudError("InvalidAliasTarget", f"load balancer #{load_balancer_id} of the alias target is not in "
+                         "the cloud yet", "route53.change_resource_record_sets")
+    dns, zone, kind = rows[0]
     return {"HostedZoneId": zone, "DNSName": f"dualstack.{dns}" if kind == "application" else dns,
-            "EvaluateTargetHealth": bool(eth)}
+            "EvaluateTargetHealth": bool(evaluate_target_health)}
+
+
+async def _row_alias(mc: MapperContext, row: dict) -> dict:
+    """The ``AliasTarget`` of record set ``row``: as read when it is a cloud record (the engine's
+    revert passes those), else from its ``alias_target`` row. Raises engine.aws.CloudError."""
+    if row.get("_aws_alias"):
+        return row["_aws_alias"]
+    rows = await mc.fetchall("SELECT load_balancer_id, evaluate_target_health FROM public.alias_target "
+                             "WHERE id = $1", (row["alias_target_id"],))
+    if not rows:
+        raise CloudError("InvalidAliasTarget", f"alias target #{row['alias_target_id']} does not exist",
+                         "route53.change_resource_record_sets")
+    return await _aws_alias(mc, rows[0][0], rows[0][1])
 
 
 class ResourceRecordSetMapper(Mapper):
@@ -292,7 +304,7 @@ class ResourceRecordSetMapper(Mapper):
         zone, apex = await self._zone_of(mc, row)
         rrs = {"Name": row["name"], "Type": row["record_type"]}
         if row.get("alias_target_id") is not None:
-            rrs["AliasTarget"] = await _aws_alias(mc, row["alias_target_id"])
+            rrs["AliasTarget"] = await _row_alias(mc, row)
         else:
             rrs.update(TTL=int(row["ttl"]), ResourceRecords=[{"Value": v} for v in str(row["record"]).split("\n")])
         await mc.call("route53", REGION, "change_resource_record_sets", HostedZoneId=zone,
@@ -377,7 +389,7 @@ class AliasTargetMapper(Mapper):
         found = [(zone, r["Name"], r["Type"]) for zone, _, _, r in await _record_sets(mc)
                  if r.get("AliasTarget") and (zone, domain(r["Name"]), r["Type"]) in rows]
         if found:
-            alias = await _aws_alias(mc, row["id"])
+            alias = await _aws_alias(mc, row["load_balancer_id"], row["evaluate_target_health"])
             for zone, name, rtype in found:
                 await mc.call("route53", REGION, "change_resource_record_sets", HostedZoneId=zone,
                               ChangeBatch={"Changes": [{"Action": "UPSERT", "ResourceRecordSet": {

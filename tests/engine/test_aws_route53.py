@@ -207,3 +207,29 @@ async def test_readme_example(registry, ctx, dsn, aws, r53_mod):
     await call(registry, ctx, "iasql_commit")
     assert aws("route53").list_hosted_zones()["HostedZones"] == []
     assert await sql(dsn, "SELECT count(*) FROM alias_target") == [(1,)]  # used by nothing, left as it is
+
+
+async def test_failed_commit_takes_back_the_alias_update(registry, ctx, dsn, aws, r53_mod):
+    """A commit whose alias_target update (an UPSERT) went through but with a subnet that
+    failed is reverted: the alias's evaluate_target_health is put back in the cloud."""
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, LB.format("web-lb"))
+    await sql(dsn, "INSERT INTO hosted_zone (domain_name) VALUES ('revert.example')")
+    await sql(dsn, "INSERT INTO alias_target (evaluate_target_health, load_balancer_id) SELECT false, id "
+                   "FROM load_balancer")
+    await sql(dsn, ALIAS.format("www.revert.example", "revert.example"))
+    await call(registry, ctx, "iasql_commit")
+    ctx.lines.clear()
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, "UPDATE alias_target SET evaluate_target_health = true")
+    # a subnet outside its VPC's range: moto refuses it, in every pass
+    await sql(dsn, "INSERT INTO subnet (cidr_block, availability_zone, vpc_id) "
+                   "SELECT '10.99.0.0/24', 'us-east-1a', id FROM vpc WHERE is_default")
+    with pytest.raises(EngineError) as ei:
+        await call(registry, ctx, "iasql_commit")
+    assert "taken back" in (ei.value.detail or "") + ei.value.message, ei.value
+    # the UPSERT went through, then was taken back with the alias target's values before the commit
+    assert "update alias target #1 -> load balancer #1" in ctx.lines
+    assert "revert update alias target #1 -> load balancer #1" in ctx.lines
+    assert aliases(aws, "revert.example")[("www.revert.example", "A")]["EvaluateTargetHealth"] is False
+    assert await sql(dsn, "SELECT evaluate_target_health FROM alias_target") == [(False,)]

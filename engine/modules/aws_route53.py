@@ -32,7 +32,8 @@ the alias (an alias target row is never anything in the cloud by itself). Readin
 record whose ``DNSName`` (``dualstack.``, final dot and case aside) is a load balancer row's
 ``dns_name`` is read with the ``alias_target_id`` of its record set's row; one without a row (an
 import, or a value record turned alias in the cloud) gets a new ``alias_target`` row, inserted by
-the sync before the record set (IaSQL's mapper creates it on import too). Drift of an alias
+the sync before the record set (IaSQL's mapper creates it on import too; the id is taken from
+the table's sequence when the cloud is read, so a preview uses up sequence values). Drift of an alias
 (evaluate_target_health, load balancer) is written to the alias target row. Alias records to
 anything else (CloudFront, S3, another record set) and traffic-policy records are not read, as in
 IaSQL. ``alias_target`` has a mapper of its own (IaSQL cascades it from the record set): rows no

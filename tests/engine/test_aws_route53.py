@@ -233,3 +233,44 @@ async def test_failed_commit_takes_back_the_alias_update(registry, ctx, dsn, aws
     assert "revert update alias target #1 -> load balancer #1" in ctx.lines
     assert aliases(aws, "revert.example")[("www.revert.example", "A")]["EvaluateTargetHealth"] is False
     assert await sql(dsn, "SELECT evaluate_target_health FROM alias_target") == [(False,)]
+
+
+async def test_value_record_turned_alias_in_the_cloud_and_back(registry, ctx, dsn, aws, r53_mod):
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, LB.format("web-lb"))
+    await sql(dsn, "INSERT INTO hosted_zone (domain_name) VALUES ('turn.example')")
+    await sql(dsn, "INSERT INTO resource_record_set (name, record_type, record, ttl, parent_hosted_zone_id) "
+                   "SELECT 'www.turn.example', 'A', '192.0.2.1', 300, id FROM hosted_zone")
+    await call(registry, ctx, "iasql_commit")
+    [(rrs_pk,)] = await sql(dsn, "SELECT id FROM resource_record_set WHERE record_type = 'A'")
+    r53 = aws("route53")
+    zid = r53.list_hosted_zones()["HostedZones"][0]["Id"]
+    [lb] = aws("elbv2").describe_load_balancers()["LoadBalancers"]
+    r53.change_resource_record_sets(HostedZoneId=zid, ChangeBatch={"Changes": [
+        {"Action": "DELETE", "ResourceRecordSet": {"Name": "www.turn.example", "Type": "A", "TTL": 300,
+                                                   "ResourceRecords": [{"Value": "192.0.2.1"}]}},
+        {"Action": "CREATE", "ResourceRecordSet": {"Name": "www.turn.example", "Type": "A", "AliasTarget": {
+            "HostedZoneId": lb["CanonicalHostedZoneId"], "DNSName": f"DualStack.{lb['DNSName'].upper()}.",
+            "EvaluateTargetHealth": True}}}]})
+    await call(registry, ctx, "iasql_begin")
+    preview = await call(registry, ctx, "iasql_preview")
+    [(zone_pk,)] = await sql(dsn, "SELECT id FROM hosted_zone")
+    assert [(a, t) for a, t, _, _ in preview] == [("create", "alias_target"), ("update", "resource_record_set")]
+    assert preview[1][2] == f"{zone_pk}|www.turn.example|A"
+    await call(registry, ctx, "iasql_rollback")
+    # the row stays (same id), now an alias record with a new alias target row
+    assert await sql(dsn, "SELECT r.id, r.record, r.ttl, a.evaluate_target_health, l.load_balancer_name "
+                          "FROM resource_record_set r JOIN alias_target a ON a.id = r.alias_target_id "
+                          "JOIN load_balancer l ON l.id = a.load_balancer_id") == [(rrs_pk, None, None, True, "web-lb")]
+    await call(registry, ctx, "iasql_begin")
+    assert await call(registry, ctx, "iasql_preview") == []
+    # and back to a value record
+    r53.change_resource_record_sets(HostedZoneId=zid, ChangeBatch={"Changes": [
+        {"Action": "DELETE", "ResourceRecordSet": {"Name": "www.turn.example", "Type": "A", "AliasTarget": aliases(
+            aws, "turn.example")[("www.turn.example", "A")]}},
+        {"Action": "CREATE", "ResourceRecordSet": {"Name": "www.turn.example", "Type": "A", "TTL": 60,
+                                                   "ResourceRecords": [{"Value": "192.0.2.9"}]}}]})
+    await call(registry, ctx, "iasql_rollback")
+    assert await sql(dsn, "SELECT id, record, ttl, alias_target_id FROM resource_record_set "
+                          "WHERE record_type = 'A'") == [(rrs_pk, "192.0.2.9", 60, None)]
+    assert await sql(dsn, "SELECT count(*) FROM alias_target") == [(1,)]  # used by nothing, left as it is

@@ -44,7 +44,9 @@ log = logging.getLogger("iasql_proxy.ops")
 #: Keys that only take effect when the proxy restarts.
 RESTART_KEYS = ("listen_addr", "listen_port", "workers", "metrics_port", "metrics_addr", "engine", "http_listen_addr",
                 "http_listen_port", "http_allowed_origins", "http_max_message_size", "http_max_runs_per_user",
-                "http_idle_timeout")  # the HTTPS endpoint keeps the configuration it started with
+                "http_idle_timeout",  # the HTTPS endpoint keeps the configuration it started with
+                # scale out (issue 19): the fleet is built once, at start
+                "servers", "metadata_server", "metadata_database", "route_refresh_interval")
 #: Seconds engine calls get to stop after being cancelled at the end of a graceful shutdown.
 ENGINE_STOP_GRACE = 10.0
 #: How often the graceful shutdown looks at clients.

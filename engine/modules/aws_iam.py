@@ -325,7 +325,7 @@ MODULE = Module(
         """CREATE TABLE public.iam_user (
              arn character varying,
              user_name character varying NOT NULL,
-             create_date timestamp with time zone NOT NULL DEFAULT now(),
+             create_date timestamp with time zone NOT NULL DEFAULT pg_catalog.now(),
              path character varying,
              user_id character varying,
              attached_policies_arns text[],
@@ -334,7 +334,7 @@ MODULE = Module(
         """CREATE TABLE public.access_key (
              id SERIAL NOT NULL,
              access_key_id character varying NOT NULL,
-             create_date timestamp with time zone NOT NULL DEFAULT now(),
+             create_date timestamp with time zone NOT NULL DEFAULT pg_catalog.now(),
              status public.access_key_status_enum,
              user_name character varying NOT NULL,
              CONSTRAINT "PK_8bff331b150893bb5833f6e5675" PRIMARY KEY (id),
@@ -347,7 +347,7 @@ MODULE = Module(
              attached_policies_arns text[])""",
         # not in IaSQL: a key's identity cannot change (see the module docstring)
         """CREATE OR REPLACE FUNCTION public.block_access_key_primary_key_update() RETURNS trigger
-           LANGUAGE plpgsql AS $$
+           LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
            BEGIN
              RAISE EXCEPTION 'Access key id or user cannot be modified'
                USING DETAIL = 'An access key belongs to one user and its id is given by AWS',

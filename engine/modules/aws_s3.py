@@ -393,7 +393,7 @@ class BucketObjectMapper(Mapper):
 #: IaSQL's ``sql/after_install.sql``: names and regions of buckets and objects cannot change, and
 #: the website endpoint of a bucket (every name schema-qualified)
 _AFTER_INSTALL = (
-    """CREATE OR REPLACE FUNCTION public.block_s3_primary_key_update() RETURNS trigger LANGUAGE plpgsql AS $$
+    """CREATE OR REPLACE FUNCTION public.block_s3_primary_key_update() RETURNS trigger LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
        BEGIN
          RAISE EXCEPTION 'Bucket name or region cannot be modified'
            USING DETAIL = 'A bucket cannot be renamed or moved to another region',
@@ -404,7 +404,7 @@ _AFTER_INSTALL = (
     """CREATE TRIGGER block_s3_primary_key_update BEFORE UPDATE ON public.bucket FOR EACH ROW
        WHEN (OLD.name IS DISTINCT FROM NEW.name OR OLD.region IS DISTINCT FROM NEW.region)
        EXECUTE FUNCTION public.block_s3_primary_key_update()""",
-    """CREATE OR REPLACE FUNCTION public.block_s3_object_primary_key_update() RETURNS trigger LANGUAGE plpgsql AS $$
+    """CREATE OR REPLACE FUNCTION public.block_s3_object_primary_key_update() RETURNS trigger LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
        BEGIN
          RAISE EXCEPTION 'Object bucket, key or region cannot be modified'
            USING DETAIL = 'A bucket object cannot be renamed or moved to another region or bucket',
@@ -416,7 +416,7 @@ _AFTER_INSTALL = (
              OR OLD.key IS DISTINCT FROM NEW.key)
        EXECUTE FUNCTION public.block_s3_object_primary_key_update()""",
     """CREATE OR REPLACE FUNCTION public.get_bucket_website_endpoint(bucket_name text) RETURNS text
-       LANGUAGE plpgsql STABLE AS $$
+       LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
        DECLARE _region text;
        BEGIN
          SELECT b.region INTO _region FROM public.bucket b WHERE b.name = bucket_name;

@@ -1032,9 +1032,9 @@ def _json_value(value: Any) -> Any:
 class DhcpOptionsMapper(VpcModuleMapper):
     """``dhcp_options`` rows <-> DHCP option sets of the enabled regions. Follows IaSQL's
     ``mappers/dhcp_options.ts``: every set is read (AWS's default set too; moto has none until one
-    is created); AWS cannot change a set's configurations, so a new ``dhcp_configurations`` is not
-    applied and the sync writes the cloud's back (IaSQL "restores the record"); tags change in
-    place. Deleting a set still associated with a VPC fails (DependencyViolation) and reverts."""
+    is created); AWS cannot change a set's configurations, so ``dhcp_configurations`` is not
+    compared after the create and the sync writes the cloud's back (IaSQL "restores the record");
+    tags change in place. Deleting a set still associated with a VPC fails (DependencyViolation) and reverts."""
 
     table = "dhcp_options"
     columns = (Col("id", "int", "pk"), Col("dhcp_options_id", "text", "cloud"), Col("dhcp_configurations", "json"),
@@ -1046,6 +1046,10 @@ class DhcpOptionsMapper(VpcModuleMapper):
     def describe(self, rec: dict) -> str:
         """The plan-row description of ``rec``."""
         return f"DHCP options {rec.get('dhcp_options_id') or 'new'} in {rec.get('region')}"
+
+    def compared(self, row: dict, cloud: dict) -> list[Col]:
+        """``dhcp_configurations`` is restorable (not compared: the sync writes the cloud's back)."""
+        return [c for c in super().compared(row, cloud) if c.name != "dhcp_configurations"]
 
     def needs_replace(self, row: dict, cloud: dict) -> bool:
         """A new region needs a new set; nothing else replaces (as IaSQL)."""
@@ -1082,7 +1086,8 @@ class DhcpOptionsMapper(VpcModuleMapper):
         return (await self._records(mc, region, DhcpOptionsIds=[dopt]))[0]
 
     async def create(self, mc: MapperContext, row: dict) -> dict:
-        """Create the set; returns its record. Raises engine.aws.CloudError."""
+        """Create the set (tags that the create did not apply - moto ignores ``TagSpecifications``
+        there - are set after); returns its record. Raises engine.aws.CloudError."""
         region = row.get("region") or mc.default_region
         configs = []
         for c in self._configurations(row.get("dhcp_configurations")) or []:
@@ -1090,7 +1095,18 @@ class DhcpOptionsMapper(VpcModuleMapper):
         res = await mc.call("ec2", region, "create_dhcp_options", DhcpConfigurations=configs,
                             **tag_specifications("dhcp-options", row.get("tags")))
         dopt = res["DhcpOptions"]["DhcpOptionsId"]
-        return await self._get_or_undo(mc, region, dopt, "dhcp_options_id", "delete_dhcp_options", "DhcpOptionsId")
+        rec = await self._get_or_undo(mc, region, dopt, "dhcp_options_id", "delete_dhcp_options", "DhcpOptionsId")
+        if not self._same(self.col("tags"), row.get("tags"), rec.get("tags")):  # moto drops TagSpecifications here
+            try:
+                await set_tags(mc, region, dopt, row.get("tags"), rec.get("tags"))
+                rec = await self._get(mc, region, dopt)
+            except CloudError as e:
+                try:
+                    await mc.call("ec2", region, "delete_dhcp_options", DhcpOptionsId=dopt)
+                except CloudError:
+                    e.left = rec
+                raise
+        return rec
 
     async def update(self, mc: MapperContext, row: dict, cloud: dict) -> dict:
         """Tags in place; a new ``dhcp_configurations`` is not applied (AWS has no call for it):
@@ -1116,11 +1132,23 @@ class VpcDhcpOptionsMapper(VpcMapper):
         rec = await super()._record(mc, v, region)
         dopts, _ = await id_maps(mc, "dhcp_options", "dhcp_options_id")
         rec["dhcp_options_id"] = dopts.get((region, v.get("DhcpOptionsId")))
+        rec["_dhcp_options"] = v.get("DhcpOptionsId") or "default"
         return rec
+
+    def _dhcp_differs(self, row: dict, cloud: dict) -> bool:
+        """True when the row's DHCP options are not the VPC's: a NULL row differs from a set
+        without a row (its row deleted in this commit), as IaSQL reads such a set from the cloud."""
+        if row.get("dhcp_options_id") is None and cloud.get("dhcp_options_id") is None:
+            return cloud.get("_dhcp_options", "default") != "default"
+        return self.differs(row, cloud, ("dhcp_options_id",))
+
+    def equals(self, row: dict, cloud: dict) -> bool:
+        """``VpcMapper.equals`` and the same DHCP options."""
+        return super().equals(row, cloud) and not self._dhcp_differs(row, cloud)
 
     async def _associate(self, mc: MapperContext, row: dict, rec: dict) -> dict:
         """Associate the row's DHCP options with the VPC of ``rec`` when they differ; the new record."""
-        if not self.differs(row, rec, ("dhcp_options_id",)):
+        if not self._dhcp_differs(row, rec):
             return rec
         region, vpc_id = rec["region"], rec["vpc_id"]
         dopt = "default"
@@ -1460,9 +1488,9 @@ class EndpointInterfaceMapper(VpcModuleMapper):
     uses the row's subnets (all of the VPC's when it has none), the row's policy,
     ``private_dns_enabled`` and ``dns_name_record_type``; a new service or VPC replaces; policy
     and tags change in place; ``private_dns_enabled`` and ``dns_name_record_type`` are not
-    updated (the sync writes the cloud's back, as IaSQL restores them). A NULL ``policy`` is
-    AWS's choice. moto keeps no ``DnsOptions``: a record without them reads a NULL
-    ``dns_name_record_type``, which is then not compared."""
+    updated nor compared (the sync writes the cloud's back, as IaSQL restores them). A NULL
+    ``policy`` is AWS's choice. moto keeps no ``DnsOptions``: its endpoints read a NULL
+    ``dns_name_record_type``."""
 
     table = "endpoint_interface"
     columns = (Col("id", "int", "pk"), Col("vpc_endpoint_id", "text", "cloud"), Col("service"), Col("policy", "json"),
@@ -1478,9 +1506,9 @@ class EndpointInterfaceMapper(VpcModuleMapper):
                 f"#{rec.get('vpc_id')}")
 
     def compared(self, row: dict, cloud: dict) -> list[Col]:
-        """``dns_name_record_type`` only when the cloud reports it."""
-        cols = super().compared(row, cloud)
-        return [c for c in cols if not (c.name == "dns_name_record_type" and cloud.get(c.name) is None)]
+        """``private_dns_enabled`` and ``dns_name_record_type`` are restorable (not compared: the
+        sync writes the cloud's back)."""
+        return [c for c in super().compared(row, cloud) if c.name not in ("private_dns_enabled", "dns_name_record_type")]
 
     def needs_replace(self, row: dict, cloud: dict) -> bool:
         """A new service, VPC or region needs a new endpoint."""

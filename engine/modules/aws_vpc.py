@@ -1,4 +1,5 @@
-"""Module ``aws_vpc``: VPCs, subnets, gateways, elastic IPs, route tables, routes and endpoints.
+"""Module ``aws_vpc``: VPCs, subnets, DHCP options, network ACLs, gateways, elastic IPs, route tables,
+routes, peering connections and endpoints.
 
 Tables, columns, types, enums, keys, defaults and constraints follow IaSQL v0.1's ``aws_vpc``
 migration (``src/modules/aws_vpc/migration/1680099851511-aws_vpc.ts``); what each mapper reads,
@@ -29,11 +30,24 @@ dependency order:
   ``vpc_id`` replaces it; a NULL ``route_table_ids`` / ``policy`` means AWS's choice, which the
   sync writes back).
 
+- ``dhcp_options`` (before ``vpc``): every DHCP option set (AWS's default one too); tags in place,
+  ``dhcp_configurations`` is restorable (AWS cannot change it: not compared, the sync writes the
+  cloud's back). ``vpc.dhcp_options_id`` (NULL: AWS's ``default``, no options) is associated after
+  the VPC is created and on update (``VpcDhcpOptionsMapper``).
+- ``network_acl`` (before ``subnet``): the non-default ACLs of VPCs with a row; a new VPC replaces,
+  ``entries`` and tags in place. ``subnet.network_acl_id`` (NULL: the VPC's default ACL) is set
+  after the subnet is created and moved in place (``SubnetNetworkAclMapper``).
+- ``peering_connection`` (no ``region``: the requester's): requested, accepted, routed both ways;
+  a new requester or accepter replaces, tags in place.
+- ``endpoint_interface`` and its join table ``endpoint_interface_subnets`` (IaSQL has no security
+  group join table for it): a new service or VPC replaces; policy, tags and subnets in place;
+  ``private_dns_enabled`` and ``dns_name_record_type`` are restorable (taken at create).
+
+These four follow IaSQL's ``mappers/dhcp_options.ts``, ``network_acl.ts``, ``peering_connection.ts``
+and ``endpoint_interface.ts``; their DDL and the two foreign keys are ``MORE_INSTALL_SQL``.
+
 Tags are ``json`` objects; an AWS resource without tags reads as NULL (``{}`` and NULL compare
-equal). ``vpc.dhcp_options_id`` and ``subnet.network_acl_id`` exist as plain nullable integers:
-IaSQL's ``dhcp_options``, ``network_acl``, ``peering_connection`` and ``endpoint_interface``
-tables are not part of this module yet, so those two columns reference nothing and are never read
-or written by the engine.
+equal).
 
 A replace deletes before it creates (``engine.core.plan``): AWS refuses to delete a VPC that still
 has subnets or route tables besides its main one, and a route table that still has subnet
@@ -48,8 +62,13 @@ describe/modify_vpc_attribute, create/delete/describe_subnets, create/attach/det
 describe_internet_gateways, allocate/release/describe_addresses, create/delete/describe_route_tables,
 create/delete_route, associate/disassociate/replace_route_table_association,
 create/delete/describe_nat_gateways, create/modify/delete/describe_vpc_endpoints,
-describe_availability_zones, create_tags/delete_tags. Where it differs from AWS: it creates no
-internet gateway for the default VPC (so ``internet_gateway`` starts empty against moto), its NAT
+describe_availability_zones, create_tags/delete_tags, create/describe/delete/associate_dhcp_options,
+create/describe/delete_network_acl(s), create/delete_network_acl_entry, replace_network_acl_association,
+create/accept/describe/delete_vpc_peering_connection(s) (across regions too). Where it differs from
+AWS: it creates no internet gateway for the default VPC (so ``internet_gateway`` starts empty
+against moto) and no DHCP options (its VPCs read ``default``: ``dhcp_options`` starts empty),
+``create_dhcp_options`` ignores ``TagSpecifications`` (the create tags the set afterwards),
+interface endpoints keep no ``DnsOptions`` (``dns_name_record_type`` reads NULL), its NAT
 gateways and VPCs are ``available`` at once (the creates wait for ``available`` all the same),
 deleted NAT gateways and endpoints stay listed in state ``deleted`` (never read into the tables),
 and ``replace_route_table_association`` keeps the association id where AWS issues a new one (the

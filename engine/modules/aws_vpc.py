@@ -1248,8 +1248,8 @@ class NetworkAclMapper(VpcModuleMapper):
         return self.differs(row, cloud, ("vpc_id", "region"))
 
     def _same(self, c: Col, a: Any, b: Any) -> bool:
-        if c.name == "entries":
-            return acl_entries(a) == acl_entries(b)
+        if c.name == "entries":  # NULL: no rules of the user's
+            return (acl_entries(a) or []) == (acl_entries(b) or [])
         return super()._same(c, a, b)
 
     async def _records(self, mc: MapperContext, region: str, **kw: Any) -> list[dict]:
@@ -1390,7 +1390,7 @@ class PeeringConnectionMapper(VpcModuleMapper):
     be in another). Follows IaSQL's ``mappers/peering_connection.ts``: create requests the
     connection, waits for ``pending-acceptance``, accepts it in the accepter's region, waits for
     ``active`` and adds a route to the other VPC's CIDR through the connection to every route
-    table of both VPCs (IaSQL takes the route tables from its database; here from the cloud, so
+    table of both VPCs (one left there by a deleted connection is replaced; IaSQL takes the route tables from its database; here from the cloud, so
     the main route table of a VPC made in the same commit is included; the sync brings the routes
     in). A new requester or accepter replaces; tags change in place; ``state`` is AWS's. Deleted
     connections (``deleted``/``deleting``) are not read."""
@@ -1461,8 +1461,14 @@ class PeeringConnectionMapper(VpcModuleMapper):
                 cidrs[v] = (await mc.call("ec2", r, "describe_vpcs", VpcIds=[v]))["Vpcs"][0]["CidrBlock"]
             for r, v, other in ((region, vpc, peer), (peer_region, peer, vpc)):
                 for rt in await _route_tables(mc, r, Filters=[{"Name": "vpc-id", "Values": [v]}]):
-                    await mc.call("ec2", r, "create_route", RouteTableId=rt["RouteTableId"],
-                                  DestinationCidrBlock=cidrs[other], VpcPeeringConnectionId=pcx)
+                    route = {"RouteTableId": rt["RouteTableId"], "DestinationCidrBlock": cidrs[other],
+                             "VpcPeeringConnectionId": pcx}
+                    try:
+                        await mc.call("ec2", r, "create_route", **route)
+                    except CloudError as e:  # a route left by a deleted connection (a replace)
+                        if e.code != "RouteAlreadyExists":
+                            raise
+                        await mc.call("ec2", r, "replace_route", **route)
             return await self._wait(mc, region, pcx, "active")
         except CloudError as e:
             try:

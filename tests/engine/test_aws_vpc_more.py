@@ -336,3 +336,62 @@ async def test_import_and_drift_through_rollback(registry, ctx, dsn, aws, vpc_mo
         ('{"t": "x"}',), ('{"t": "x"}',)]
     assert await sql(dsn, "SELECT count(*) FROM dhcp_options UNION ALL SELECT count(*) FROM endpoint_interface") == [
         (0,), (0,)]
+
+
+async def test_second_region_and_a_peering_replaced_on_the_same_cidrs(registry, ctx, dsn, aws, vpc_mod):
+    await sql(dsn, "UPDATE aws_regions SET is_enabled = true WHERE region = 'eu-west-1'")
+    await call(registry, ctx, "iasql_begin")
+    await call(registry, ctx, "iasql_rollback")
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, "INSERT INTO dhcp_options (dhcp_configurations, region) VALUES (%s, 'eu-west-1')",
+              (json.dumps(DOMAIN),))
+    await sql(dsn, "INSERT INTO vpc (cidr_block, region, dhcp_options_id) SELECT '10.95.0.0/16', region, id "
+                   "FROM dhcp_options")
+    await sql(dsn, "INSERT INTO network_acl (vpc_id, region) SELECT id, region FROM vpc WHERE cidr_block = '10.95.0.0/16'")
+    await sql(dsn, "INSERT INTO subnet (cidr_block, availability_zone, vpc_id, region, network_acl_id) "
+                   "SELECT '10.95.1.0/24', 'eu-west-1a', v.id, v.region, a.id FROM vpc v JOIN network_acl a ON a.vpc_id = v.id")
+    await sql(dsn, "INSERT INTO endpoint_interface (service, vpc_id, region) SELECT 'ec2', id, region FROM vpc "
+                   "WHERE cidr_block = '10.95.0.0/16'")
+    await call(registry, ctx, "iasql_commit")
+    eu = aws("ec2", "eu-west-1")
+    vpc = vpc_of(aws, "10.95.0.0/16", "eu-west-1")
+    [dopt] = eu.describe_dhcp_options()["DhcpOptions"]
+    assert vpc["DhcpOptionsId"] == dopt["DhcpOptionsId"] and aws("ec2").describe_dhcp_options()["DhcpOptions"] == []
+    [subnet] = eu.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc["VpcId"]]}])["Subnets"]
+    [acl] = eu.describe_network_acls(Filters=[{"Name": "association.subnet-id", "Values": [subnet["SubnetId"]]}])[
+        "NetworkAcls"]
+    assert not acl["IsDefault"]
+    [ep] = eu.describe_vpc_endpoints(Filters=[{"Name": "vpc-id", "Values": [vpc["VpcId"]]}])["VpcEndpoints"]
+    assert ep["ServiceName"] == "com.amazonaws.eu-west-1.ec2" and ep["SubnetIds"] == [subnet["SubnetId"]]
+    assert await sql(dsn, "SELECT region FROM dhcp_options UNION ALL SELECT region FROM network_acl "
+                          "UNION ALL SELECT region FROM endpoint_interface") == [("eu-west-1",)] * 3
+    # a region-crossing reference is refused by the foreign keys
+    await call(registry, ctx, "iasql_begin")
+    with pytest.raises(Exception):
+        await sql(dsn, "UPDATE vpc SET dhcp_options_id = (SELECT id FROM dhcp_options) WHERE is_default AND region = 'us-east-1'")
+    await call(registry, ctx, "iasql_rollback")
+
+    # a peering connection replaced by one between the same VPCs (other way round): the routes the
+    # first one left are replaced
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, "INSERT INTO vpc (cidr_block) VALUES ('10.96.0.0/16')")
+    await sql(dsn, "INSERT INTO peering_connection (requester_id, accepter_id) SELECT r.id, a.id FROM vpc r, vpc a "
+                   "WHERE r.cidr_block = '10.96.0.0/16' AND a.cidr_block = '10.95.0.0/16'")
+    await call(registry, ctx, "iasql_commit")
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, "UPDATE peering_connection SET requester_id = accepter_id, accepter_id = requester_id")
+    rows = await call(registry, ctx, "iasql_commit")
+    assert applied(rows) == [("replace", "peering_connection")]
+    [(pcx,)] = await sql(dsn, "SELECT peering_connection_id FROM peering_connection")
+    [p] = eu.describe_vpc_peering_connections(VpcPeeringConnectionIds=[pcx])["VpcPeeringConnections"]
+    assert (p["RequesterVpcInfo"]["VpcId"], p["Status"]["Code"]) == (vpc["VpcId"], "active")
+    [rt] = eu.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc["VpcId"]]}])["RouteTables"]
+    assert {r.get("VpcPeeringConnectionId") for r in rt["Routes"] if r.get("DestinationCidrBlock") == "10.96.0.0/16"} == {
+        pcx}
+
+    # uninstall and install again: the tables come back with the cloud's rows
+    await call(registry, ctx, "iasql_uninstall", "aws_vpc")
+    rows = await call(registry, ctx, "iasql_install", "aws_vpc")
+    counts = {t: n for _, t, n in rows}
+    assert (counts["dhcp_options"], counts["network_acl"], counts["peering_connection"],
+            counts["endpoint_interface"], counts["endpoint_interface_subnets"]) == (1, 1, 1, 1, 1)

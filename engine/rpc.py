@@ -16,7 +16,7 @@ from typing import Any, Awaitable, Callable, Protocol, Sequence
 #: Postgres type OIDs used by IaSQL's result columns (from pg_type.dat).
 OID = {
     "bool": 16, "int4": 23, "int8": 20, "text": 25, "json": 114, "varchar": 1043,
-    "timestamptz": 1184, "jsonb": 3802, "_varchar": 1015, "_text": 1009,
+    "timestamp": 1114, "timestamptz": 1184, "jsonb": 3802, "_varchar": 1015, "_text": 1009,
 }
 
 NO_DEFAULT: Any = object()

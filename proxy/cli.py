@@ -6,7 +6,8 @@
     iasql-proxy certs [--dir certs]      create the development CA and server certificate if missing
     iasql-proxy dev [--port 6432] [--state-dir .run]
                                          certs + embedded Postgres + moto + the proxy (``make run``)
-    iasql-proxy init-db NAME [--dsn DSN] initialise database NAME for IaSQL (engine.local.init_db)
+    iasql-proxy init-db NAME [--dsn DSN] initialise database NAME for IaSQL (engine.local.init_db);
+                                         NAME iasql_metadata (or --metadata): the metadata database
     iasql-proxy replay TRACE --dsn DSN   replay a wire trace and compare (proxy.trace.replay)
 
 ``--record-dir DIR`` (with ``run``/``--config``) writes one wire trace per client session to DIR,
@@ -163,7 +164,9 @@ def cmd_init_db(args: argparse.Namespace) -> int:
     """``iasql-proxy init-db NAME [--dsn DSN]``: create NAME if needed and run ``engine.local.init_db``.
 
     Without ``--dsn`` the running dev stack's Postgres (from ``--state-dir``) is used as the
-    superuser. A ``--dsn`` without ``dbname`` gets ``dbname=NAME``.
+    superuser. A ``--dsn`` without ``dbname`` gets ``dbname=NAME``. NAME ``iasql_metadata`` (or
+    ``--metadata``) creates the metadata database of scale out (``proxy.routing.initdb``) instead,
+    connecting as the DSN's user to its ``dbname`` (``postgres`` when it names NAME or none).
     """
     try:
         from engine.local import init_db  # type: ignore[attr-defined]
@@ -178,6 +181,17 @@ def cmd_init_db(args: argparse.Namespace) -> int:
         params = conninfo_to_dict(dsn)
     except Exception as e:  # psycopg.ProgrammingError for a malformed DSN
         return _fail(f"bad --dsn: {e}", 2)
+    if args.metadata or args.name == "iasql_metadata":  # scale out (issue 19): the metadata database
+        from proxy.routing.initdb import init_metadata
+
+        if params.get("dbname") in (None, args.name):  # the admin connection's own database
+            params["dbname"] = "postgres"
+        try:
+            made = init_metadata(make_conninfo(**params), args.name)
+        except Exception as e:
+            return _fail(f"init-db {args.name} failed: {e}", 1)
+        print(f"initialised the metadata database {args.name}{' (created)' if made else ''}")
+        return 0
     params.setdefault("dbname", args.name)
     dsn = make_conninfo(**params)
     try:
@@ -250,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("name", metavar="NAME", help="database name")
     init.add_argument("--dsn", help="libpq connection string (default: the running dev stack's Postgres)")
     init.add_argument("--state-dir", default=".run", help="dev stack state directory (default: .run)")
+    init.add_argument("--metadata", action="store_true",
+                      help="NAME is the metadata database of [servers] (implied by the name iasql_metadata)")
     init.set_defaults(func=cmd_init_db)
 
     rep = sub.add_parser("replay", help="replay a wire trace against a proxy or Postgres and compare the replies")

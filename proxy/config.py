@@ -22,6 +22,14 @@ Sections
     deprecated and ignored (a warning is logged at start): ``iasql_*`` calls run as the calling
     user, on the caller's own server connection.
 
+``[servers]`` (ours; scale out, issue 19)
+    ``name = host=... port=... user=<admin role> password_file=... | password_env=... dbname=...
+    weight=... pool_size=... pool_mode=...``: the Postgres servers ``iasql_connect`` places
+    databases on, and the admin role the proxy uses there. Parsed and documented in
+    :mod:`proxy.routing.config` (an inline ``password`` is refused). With ``[servers]``,
+    ``[databases]`` may be empty: the routing table of the metadata database comes first, then
+    ``[databases]`` (``proxy.routing.fleet``).
+
 ``[proxy]`` keys
 ----------------
 =========================  ==========  ===================  =========================================
@@ -62,6 +70,9 @@ metrics_port               port        (none)               ours: Prometheus end
 admin_users                list        (empty)              comma-separated role names
 stats_users                list        (empty)              comma-separated role names
 admin_database             name        iasql_proxy          ours: the admin console's virtual database
+metadata_server            name        first [servers]      ours: the [servers] entry holding the metadata database
+metadata_database          name        iasql_metadata       ours: the metadata database's name
+route_refresh_interval     seconds     10                   ours: the routing table is re-read at least this often
 metrics_addr               address     127.0.0.1            ours: where the Prometheus endpoint listens
 shutdown_timeout           seconds     30                   ours: SIGTERM waits this long for statements
 log_connections            boolean     1                    log each successful login (event=session_start)
@@ -224,6 +235,11 @@ class Config:
     http_idle_timeout: float = 300.0
     engine: EngineConfig = field(default_factory=EngineConfig)
     config_file: Path | None = None
+    # -- scale out (issue 19; proxy.routing): [servers], the metadata database, route refresh --
+    servers: dict = field(default_factory=dict)  # name -> proxy.routing.config.ServerEntry
+    metadata_server: str | None = None
+    metadata_database: str = "iasql_metadata"
+    route_refresh_interval: float = 10.0
 
     def target_for(self, dbname: str) -> DatabaseTarget | None:
         """The entry for database ``dbname``: its own entry, else ``*``, else None (unknown database)."""
@@ -443,6 +459,9 @@ _PROXY_KEYS: dict[str, Parser] = {
     "admin_users": _names,
     "stats_users": _names,
     "admin_database": _nonempty,
+    "metadata_server": _nonempty,  # scale out (issue 19)
+    "metadata_database": _nonempty,  # scale out (issue 19)
+    "route_refresh_interval": _duration,  # scale out (issue 19)
     "metrics_addr": _nonempty,
     "shutdown_timeout": _duration,
     "log_connections": _bool,
@@ -572,7 +591,7 @@ def parse_config(text: str, base_dir: Path | None = None, *, config_file: Path |
         raise ConfigError("<file>", f"cannot parse line(s) {lines}: expected key = value") from e
 
     sections = {s.lower(): s for s in parser.sections()}
-    known_sections = ("databases", "proxy", "pgbouncer", "engine")
+    known_sections = ("databases", "proxy", "pgbouncer", "engine", "servers")
     for low, actual in sections.items():
         if low not in known_sections:
             raise ConfigError(f"[{actual}]", f"unknown section{_suggest(low, known_sections)}")
@@ -614,15 +633,31 @@ def parse_config(text: str, base_dir: Path | None = None, *, config_file: Path |
     if "databases" in sections:
         for name, v in parser.items(sections["databases"]):
             databases[name] = _database(name, v)
-    if not databases:
+    if not databases and "servers" not in sections:  # with [servers], the routing table may be all
         raise ConfigError("[databases]", "no database entries; add e.g. `* = host=127.0.0.1 port=5432`")
     admin_db = merged["admin_database"]
     if admin_db in databases:
         raise ConfigError(f"databases.{admin_db}", "this name is the admin console's (admin_database); "
                           "rename the entry or set admin_database to another name")
 
+    # [servers] (scale out, issue 19: proxy.routing.config)
+    servers: dict[str, Any] = {}
+    if "servers" in sections:
+        from proxy.routing.config import parse_server
+
+        secrets = load_auth_file(merged["auth_file"]) if merged["auth_file"] is not None else {}
+        for name, v in parser.items(sections["servers"]):
+            servers[name] = parse_server(name, v, base_dir, secrets, parse_conninfo, ConfigError, _port,
+                                         lambda k, v: _int(k, v, 1), lambda k, v: _enum(k, v, POOL_MODES))
+    if servers or merged["metadata_server"] is not None:
+        from proxy.routing.config import check_servers
+
+        raw["metadata_server"] = check_servers(servers, merged["metadata_server"], ConfigError)
+    if merged["metadata_database"] == admin_db:
+        raise ConfigError("metadata_database", "must differ from admin_database")
+
     return Config(databases=databases, engine=EngineConfig(**engine_values), config_file=config_file,
-                  **raw)
+                  servers=servers, **raw)
 
 
 def load_config(path: Path | str) -> Config:

@@ -287,6 +287,11 @@ class DevStack:
 [databases]
 * = host=127.0.0.1 port={self.pg.port}
 
+; scale out (README, Scaling out): iasql_connect places databases here; the metadata database
+; iasql_metadata is created on it at start. The admin password is the auth_file's postgres entry.
+[servers]
+local = host=127.0.0.1 port={self.pg.port} user={SUPERUSER}
+
 [proxy]
 listen_addr = {self.listen_addr}
 listen_port = {self.port}

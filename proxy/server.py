@@ -83,6 +83,12 @@ class ProxyApp:
         self.memory = MemoryReturn()
         self._tasks: set[asyncio.Task] = set()
         self.port: int | None = None
+        # -- scale out (issue 19): the routing table, with [servers] (proxy.routing.fleet) --
+        self.fleet = None
+        if cfg.servers:
+            from proxy.routing.fleet import Fleet
+
+            self.fleet = Fleet(cfg, self)
 
     # -- listening ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -122,6 +128,8 @@ class ProxyApp:
                 else:
                     self._accept_tasks.append(loop.create_task(self._accept_loop(s)))
         self._accept_tasks.append(loop.create_task(self._maintain_pools()))
+        if self.fleet is not None:  # scale out (issue 19): follow the routing table
+            self.fleet.start()
         log.info("event=listening addr=%s port=%s tls=%s pool_mode=%s relay=%s", self.cfg.listen_addr, self.port,
                  self.cfg.client_tls_sslmode, self.cfg.pool_mode, "compiled" if relay_compiled else "python")
         from proxy.config import DEPRECATED_ENGINE_KEYS
@@ -244,6 +252,18 @@ class ProxyApp:
             p.close_all()
         for c in self._auth_conns.values():
             c.close()
+        if self.fleet is not None:  # scale out (issue 19)
+            self.fleet.stop()
+
+    def target_for(self, dbname: str) -> DatabaseTarget | None:
+        """Where clients of database ``dbname`` go, decided at login: the routing table (scale out,
+        ``proxy.routing.fleet``, when ``[servers]`` is configured), else ``[databases]`` (its own
+        entry, else ``*``), else None (``3D000 database "x" does not exist``)."""
+        if self.fleet is not None:
+            target = self.fleet.target_for(dbname)
+            if target is not None:
+                return target
+        return self.cfg.target_for(dbname)
 
     # -- sessions -----------------------------------------------------------------------------
     def new_recorder(self, session: ClientSession):
@@ -383,7 +403,9 @@ class ProxyApp:
 
     async def lookup_secret(self, user: str, target: DatabaseTarget) -> Secret | None:
         """The user's secret: from ``auth_file``, else by ``auth_query`` run as ``auth_user`` on the
-        target database, else None (the login then fails as a wrong password would)."""
+        target database, else None (the login then fails as a wrong password would). Raises
+        ClientError 08006 (``could not connect to server host:port: ...``, DETAIL naming the
+        server) when ``auth_query``'s server cannot be reached."""
         raw = self._auth_file.get(user)
         if raw is None and self.cfg.auth_user:
             raw = await self._auth_query(user, target)
@@ -417,6 +439,12 @@ class ProxyApp:
                     self._auth_conns.pop(key, None)
                     if attempt:
                         log.warning("event=auth_query_failed user=%s error=%r", user, str(e))
+                        if isinstance(e, ServerError) and e.reason is not None:
+                            # the server cannot be reached (scale out, issue 19): say so, rather
+                            # than failing as a wrong password would
+                            from proxy.frontend.login import ClientError
+
+                            raise ClientError(e.sqlstate, e.message, detail=_where(target)) from None
                         return None
                     continue
                 except Exception as e:
@@ -427,6 +455,14 @@ class ProxyApp:
                     return None
                 return rows[0][1].decode()
         return None
+
+
+def _where(target: DatabaseTarget) -> str:
+    """The DETAIL of a login that failed because ``target``'s server cannot be reached."""
+    if target.name.startswith("server:"):  # a routed database (proxy.routing.fleet)
+        return (f"The database is on server {target.name[7:]} ([servers]); databases on other servers "
+                "are not affected.")
+    return f"[databases] entry {target.name!r}."
 
 
 #: Seconds a thread may hold the GIL while another waits for it (``sys.setswitchinterval``).

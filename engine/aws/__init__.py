@@ -47,6 +47,13 @@ class CloudError(Exception):
         self.aws_message = message
 
 
+class ReadUnavailable(CloudError):
+    """A mapper's ``read`` could not be answered at all by the endpoint (e.g. an operation the
+    endpoint does not implement): the sync leaves that table as it is (no row inserted, updated or
+    deleted, a progress line says why) instead of failing, and a commit fails only when the user
+    changed that table. Raised by mappers that choose to, never made up as an empty answer."""
+
+
 def available_regions() -> list[str]:
     """The EC2 region names botocore knows (no network call), sorted."""
     return sorted(boto3.session.Session().get_available_regions("ec2"))

@@ -395,7 +395,8 @@ async def _run_commit(state: EngineState, ctx: Any, message: str | None, dry_run
                         raise
                     ctx.progress(f"apply failed ({first.message}); applying again over all installed modules")
                     try:
-                        applied = await plan.apply(s, mc, mappers, None, dry_run=False, journal=journal, late=late)
+                        applied = await plan.apply(s, mc, mappers, None, dry_run=False, journal=journal, late=late,
+                                                   deleted=touched)
                     except EngineError as second:
                         if second.sqlstate != "58000" or isinstance(second, plan.PlanRefused):
                             raise

@@ -29,7 +29,7 @@ from typing import Any
 from psycopg import sql
 from psycopg.types.json import Json, Jsonb
 
-from engine.aws import CloudError
+from engine.aws import CloudError, ReadUnavailable
 from engine.core.session import EngineSession, placeholders
 from engine.modules.base import Mapper, MapperContext, normalize
 from engine.rpc import EngineError
@@ -92,7 +92,10 @@ class Op:
         """(action, table_name, id, description) as IaSQL's plan rows."""
         rec = self.row if self.row is not None else self.cloud
         assert rec is not None
-        return (self.action, self.mapper.table, self.mapper.id_string(rec), prefix + self.mapper.describe(rec))
+        desc = prefix + self.mapper.describe(rec)
+        if self.action == "create" and not self.mapper.creatable:
+            desc += " (cannot be created here: the row is removed)"
+        return (self.action, self.mapper.table, self.mapper.id_string(rec), desc)
 
 
 def _pk_of(mapper: Mapper, rec: dict) -> tuple:
@@ -179,18 +182,19 @@ def adapt(kind: str, value: Any) -> Any:
         return str(value)
     if kind == "timestamp":
         return normalize("timestamp", value)
-    if kind == "timestamptz":  # an aware UTC time, so the session's TimeZone cannot shift it
-        return normalize("timestamp", value).replace(tzinfo=timezone.utc) if isinstance(value, datetime) else value
+    if kind == "timestamptz" and isinstance(value, datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
     return value
 
 
 def diff_for_apply(mapper: Mapper, rows: list[dict], cloud: list[dict], touched: Touched | None,
-                   late: Touched | None = None) -> list[Op]:
+                   late: Touched | None = None, deleted: Touched | None = None) -> list[Op]:
     """Cloud actions for the entities the user touched (``touched=None``: every row that differs
     from the cloud; rows without a cloud key are always created). Entities in ``late`` are left
-    alone; deletes are planned only for entities the user deleted (never for cloud records that
-    simply have no row) and never for records the mapper cannot delete (``Mapper.deletable``: the
-    sync restores their rows)."""
+    alone; deletes are planned only for entities the user deleted (``touched``, or ``deleted``
+    when ``touched`` is None: the retry over all modules still owes the user's deletes; never for
+    cloud records that simply have no row) and never for records the mapper cannot delete
+    (``Mapper.deletable``: the sync restores their rows)."""
     late = late or Touched()
     by_key = {}
     for c in cloud:
@@ -216,8 +220,9 @@ def diff_for_apply(mapper: Mapper, rows: list[dict], cloud: list[dict], touched:
                 ops.append(Op("create", mapper, row, None))
         elif mine and not mapper.equals(row, c):
             ops.append(Op("replace" if mapper.needs_replace(row, c) else "update", mapper, row, c))
+    asked = touched if touched is not None else deleted
     for k, c in by_key.items():
-        if k not in db_keys and touched is not None and k in touched.keys and mapper.deletable(c):
+        if k not in db_keys and asked is not None and k in asked.keys and mapper.deletable(c):
             ops.append(Op("delete", mapper, None, c))
     return ops
 
@@ -275,7 +280,10 @@ async def _recreate_children(s: EngineSession, mc: MapperContext, m: Mapper, row
 
 async def _run_op(s: EngineSession, mc: MapperContext, op: Op, journal: Journal) -> None:
     m = op.mapper
-    if op.action == "create":
+    if op.action == "create" and not m.creatable:
+        assert op.row is not None
+        await _delete_row(s, m, op.row)  # IaSQL's create of such a row: no cloud call, the row goes
+    elif op.action == "create":
         assert op.row is not None
         rec = await m.create(mc, op.row)
         journal.add("create", m, None, rec)
@@ -325,16 +333,20 @@ async def undo(mc: MapperContext, journal: Journal, progress: Any = None) -> lis
 
 
 async def apply(s: EngineSession, mc: MapperContext, mappers: list[Mapper], touched: dict[str, Touched] | None,
-                *, dry_run: bool, journal: Journal | None = None, late: Any = None) -> list[tuple]:
+                *, dry_run: bool, journal: Journal | None = None, late: Any = None,
+                deleted: dict[str, Touched] | None = None) -> list[tuple]:
     """Push user changes to the cloud; returns plan rows of what was done (or would be, dry_run).
 
     ``touched``: the user's changes per table (None: every row that differs from the cloud, the
-    retry over all modules); ``journal`` records each cloud change; ``late``: an async callable
+    retry over all modules, which still deletes what ``deleted``, the user's changes, deleted: a
+    delete that failed in the first pass fails the commit rather than being dropped and the row
+    restored by the sync); ``journal`` records each cloud change; ``late``: an async callable
     returning the entities to leave alone (``late_changes``), asked before every pass.
     Raises PlanRefused (22023) before any cloud call of a pass when a row to create or update is
     in a region that is not enabled; EngineError 58000 when a pass makes no progress while
     operations still fail (message lists each failure), 57014 when cancelled between
-    operations, 55P03 on a lock timeout; SqlError when writing a cloud id back fails.
+    operations, 55P03 on a lock timeout; SqlError when writing a cloud id back fails; the
+    ``ReadUnavailable`` of a table the user changed (a table the user did not change is skipped).
     """
     journal = journal if journal is not None else Journal()
     if touched is not None:
@@ -345,11 +357,20 @@ async def apply(s: EngineSession, mc: MapperContext, mappers: list[Mapper], touc
         ops: list[Op] = []
         skip = await late() if late is not None else {}
         for m in mappers:
+            m.prefetch(mc)
+        for m in mappers:
             s.check_cancelled()
             rows = await read_db(s, m)
             s.ctx.progress(f"reading {m.table} from the cloud")
-            cloud = await m.read(mc)
-            ops += diff_for_apply(m, rows, cloud, None if touched is None else touched[m.table], skip.get(m.table))
+            try:
+                cloud = await m.read(mc)
+            except ReadUnavailable as e:
+                if touched is not None:
+                    raise  # the user changed this table: it cannot be applied
+                s.ctx.progress(f"left {m.table} alone: {e}")
+                continue
+            ops += diff_for_apply(m, rows, cloud, None if touched is None else touched[m.table], skip.get(m.table),
+                                  None if deleted is None else deleted.get(m.table))
         outside = [op for op in ops if op.row is not None and not _enabled(mc, op.row)]
         if outside:
             regions = sorted({str(op.row.get("region")) for op in outside if op.row is not None})
@@ -391,12 +412,20 @@ async def apply(s: EngineSession, mc: MapperContext, mappers: list[Mapper], touc
                       f"{s.settings.max_apply_passes} passes")
 
 
-async def _insert_row(s: EngineSession, m: Mapper, rec: dict) -> None:
+#: Rows per INSERT statement when the sync inserts many (one round trip each).
+INSERT_BATCH = 200
+
+
+async def _insert_rows(s: EngineSession, m: Mapper, recs: list[dict]) -> None:
+    """Insert the cloud records ``recs`` into ``m``'s table, INSERT_BATCH rows per statement."""
     cols = m.synced_cols
-    q = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
-        sql.Identifier("public", m.table), sql.SQL(", ").join(sql.Identifier(c.name) for c in cols),
-        sql.SQL(placeholders(len(cols))))
-    await s.execute(q, [adapt(c.kind, rec.get(c.name)) for c in cols])
+    for start in range(0, len(recs), INSERT_BATCH):
+        chunk = recs[start:start + INSERT_BATCH]
+        values = sql.SQL(", ").join(sql.SQL("({})").format(sql.SQL(placeholders(len(cols), 1 + i * len(cols))))
+                                    for i in range(len(chunk)))
+        q = sql.SQL("INSERT INTO {} ({}) VALUES {}").format(
+            sql.Identifier("public", m.table), sql.SQL(", ").join(sql.Identifier(c.name) for c in cols), values)
+        await s.execute(q, [adapt(c.kind, rec.get(c.name)) for rec in chunk for c in cols])
 
 
 async def _update_row(s: EngineSession, m: Mapper, row: dict, rec: dict) -> None:
@@ -414,23 +443,34 @@ async def _delete_row(s: EngineSession, m: Mapper, row: dict) -> None:
 async def sync(s: EngineSession, mc: MapperContext, mappers: list[Mapper], *, dry_run: bool = False,
                late: dict[str, Touched] | None = None) -> list[tuple]:
     """Make the tables of ``mappers`` match the cloud; returns (action, table, id, description) rows
-    of the database changes. Entities in ``late`` (changed by others while a commit ran) and rows
+    of the database changes. Every mapper may start its cloud reads first (``Mapper.prefetch``);
+    a table without rows is read once, root-to-leaf, since there is nothing in it to delete. Entities in ``late`` (changed by others while a commit ran) and rows
     of regions that are not enabled are left alone; cloud records marked ``_orphan`` (their
-    parent has no row) are never inserted. Raises EngineError 57014 between tables when
+    parent has no row) are never inserted; a table whose read raises ``ReadUnavailable`` is left as
+    it is. Raises EngineError 57014 between tables when
     cancelled, CloudError on a failed read, SqlError (e.g. 55P03 lock timeout) on a failed write."""
     out: list[tuple] = []
     cache: dict[str, list[dict]] = {}
+    unavailable: set[str] = set()
     late = late or {}
+    for m in mappers:
+        m.prefetch(mc)
     for m in reversed(mappers):
         s.check_cancelled()
-        s.ctx.progress(f"reading {m.table} from the cloud")
         skip = late.get(m.table) or Touched()
-        cloud = [c for c in await m.read(mc) if not skip.has(m, c)]
+        rows_now = [r for r in await read_db(s, m) if not skip.has(m, r) and _enabled(mc, r)]
+        if not rows_now:
+            continue  # nothing to delete: the table's cloud read waits for the second loop
+        s.ctx.progress(f"reading {m.table} from the cloud")
+        try:
+            cloud = [c for c in await m.read(mc) if not skip.has(m, c)]
+        except ReadUnavailable as e:
+            s.ctx.progress(f"left {m.table} as it is: {e}")
+            unavailable.add(m.table)
+            continue
         cache[m.table] = cloud
         keys = {m.key_of(c) for c in cloud}
-        for row in await read_db(s, m):
-            if skip.has(m, row) or not _enabled(mc, row):
-                continue
+        for row in rows_now:
             k = m.key_of(row)
             if k is None or k not in keys:
                 out.append(Op("delete", m, row, None).plan_row())
@@ -439,12 +479,19 @@ async def sync(s: EngineSession, mc: MapperContext, mappers: list[Mapper], *, dr
     for m in mappers:
         s.check_cancelled()
         skip = late.get(m.table) or Touched()
-        if m.cloud_read_uses_db:
+        if m.table in unavailable:
+            continue  # its read is unavailable (ReadUnavailable): left as it is
+        if m.cloud_read_uses_db or m.table not in cache:
             s.ctx.progress(f"reading {m.table} from the cloud")
-            cloud = [c for c in await m.read(mc) if not skip.has(m, c)]
+            try:
+                cloud = [c for c in await m.read(mc) if not skip.has(m, c)]
+            except ReadUnavailable as e:
+                s.ctx.progress(f"left {m.table} as it is: {e}")
+                continue
         else:
             cloud = cache[m.table]
         rows = {m.key_of(r): r for r in await read_db(s, m) if not skip.has(m, r)}
+        inserts: list[dict] = []
         for c in cloud:
             k = m.key_of(c)
             if k is None:
@@ -454,10 +501,11 @@ async def sync(s: EngineSession, mc: MapperContext, mappers: list[Mapper], *, dr
                 continue  # left alone, or a record whose parent has no row (``Mapper.read``)
             if row is None:
                 out.append(Op("create", m, c, None).plan_row())
-                if not dry_run:
-                    await _insert_row(s, m, c)
+                inserts.append(c)
             elif not m.synced_equals(row, c):
                 out.append(Op("update", m, row, c).plan_row())
                 if not dry_run:
                     await _update_row(s, m, row, c)
+        if inserts and not dry_run:
+            await _insert_rows(s, m, inserts)
     return out

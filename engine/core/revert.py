@@ -16,8 +16,10 @@ so the audit log attributes the inverse changes to ``iasql_engine`` and a later 
 take them for the user's), writes ``START_REVERT``, walks the user's INSERT/UPDATE/DELETE audit
 rows of the IaSQL transaction newest first and undoes each (an INSERT is deleted by its primary
 key, a DELETE re-inserted from its recorded row, an UPDATE set back to its recorded original),
-each in its own sub-block so one that no longer applies is skipped (as IaSQL skips a failing
-inverse query), then writes ``END_REVERT`` (``{"status": "ok", "start_id": <START_REVERT id>}``,
+each in its own sub-block; one that fails is tried again after the others (a row deleted by
+an ``ON DELETE CASCADE`` is logged before its parent, so it goes back once the parent is back),
+pass after pass, and one that still fails when a pass makes no progress is skipped with a NOTICE
+(as IaSQL skips a failing inverse query), then writes ``END_REVERT`` (``{"status": "ok", "start_id": <START_REVERT id>}``,
 so the next commit's window starts there) and ``CLOSE_TRANSACTION``.
 """
 
@@ -44,6 +46,9 @@ DECLARE
   _t pg_catalog.text;
   _cond pg_catalog.text;
   _cols pg_catalog.text;
+  _todo bigint[];
+  _left bigint[];
+  _errs pg_catalog.text[];
 BEGIN
   -- the engine's search_path (the caller's own is put back at the end)
   PERFORM pg_catalog.set_config('search_path', '{path}', true), pg_catalog.set_config('{guc}', 'on', true);
@@ -51,10 +56,16 @@ BEGIN
    WHERE change_type = 'OPEN_TRANSACTION' AND transaction_id = _tx ORDER BY id DESC LIMIT 1;
   INSERT INTO public.iasql_audit_log ("user", table_name, change_type, change, transaction_id)
   VALUES ('{engine}', 'iasql_audit_log', 'START_REVERT', '{{}}', _tx) RETURNING id INTO _start;
+  SELECT pg_catalog.array_agg(id) INTO _todo FROM public.iasql_audit_log
+   WHERE id > coalesce(_open, _start) AND id < _start AND "user" <> '{engine}'
+     AND change_type IN ('INSERT', 'UPDATE', 'DELETE') AND _pks ? table_name;
+  -- newest first; what fails is tried again after the rest (a child whose cascaded DELETE was
+  -- logged before its parent's goes back once the parent is back), until a pass makes no progress
+  WHILE pg_catalog.cardinality(coalesce(_todo, '{{}}')) > 0 LOOP
+  _left := '{{}}';
+  _errs := '{{}}';
   FOR _r IN SELECT id, table_name, change_type, change FROM public.iasql_audit_log
-             WHERE id > coalesce(_open, _start) AND id < _start AND "user" <> '{engine}'
-               AND change_type IN ('INSERT', 'UPDATE', 'DELETE') AND _pks ? table_name
-             ORDER BY id DESC LOOP
+             WHERE id = ANY(_todo) ORDER BY id DESC LOOP
     _t := _r.table_name;
     SELECT pg_catalog.string_agg(pg_catalog.format(
              '%I IS NOT DISTINCT FROM (pg_catalog.json_populate_record(NULL::public.%I, $1)).%I', c, _t, c), ' AND ')
@@ -75,8 +86,18 @@ BEGIN
           USING _r.change -> 'change', _r.change -> 'original';
       END IF;
     EXCEPTION WHEN OTHERS THEN
-      RAISE NOTICE 'iasql revert: skipped % of % (audit id %): %', _r.change_type, _t, _r.id, SQLERRM;
+      _left := _left || _r.id;
+      _errs := _errs || pg_catalog.format('iasql revert: skipped %s of %s (audit id %s): %s', _r.change_type, _t,
+                                          _r.id, SQLERRM);
     END;
+  END LOOP;
+  IF pg_catalog.cardinality(_left) = pg_catalog.cardinality(_todo) THEN
+    FOR _i IN 1 .. pg_catalog.cardinality(_errs) LOOP
+      RAISE NOTICE '%', _errs[_i];
+    END LOOP;
+    EXIT;
+  END IF;
+  _todo := _left;
   END LOOP;
   INSERT INTO public.iasql_audit_log ("user", table_name, change_type, change, transaction_id)
   VALUES ('{engine}', 'iasql_audit_log', 'END_REVERT', pg_catalog.json_build_object('status', 'ok', 'start_id', _start),

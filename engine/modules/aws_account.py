@@ -79,7 +79,8 @@ MODULE = Module(
              RETURN coalesce(r, 'us-east-1');
            END $$""",
         # IaSQL's setter: makes region r the default (an unknown region is refused, 22023)
-        """CREATE OR REPLACE FUNCTION public.default_aws_region(r text) RETURNS text LANGUAGE plpgsql AS $$
+        """CREATE OR REPLACE FUNCTION public.default_aws_region(r text) RETURNS text LANGUAGE plpgsql
+           SET search_path = pg_catalog, pg_temp AS $$
            BEGIN
              IF NOT EXISTS (SELECT 1 FROM public.aws_regions WHERE region = r) THEN
                RAISE EXCEPTION 'unknown AWS region: %', r USING ERRCODE = '22023',

@@ -357,7 +357,7 @@ MODULE = Module(
              CONSTRAINT uq_repository_image_region UNIQUE (id, private_repository_region),
              CONSTRAINT fk_repository_image_repository FOREIGN KEY (private_repository_id, private_repository_region)
                REFERENCES public.repository (id, region))""",
-        """CREATE FUNCTION public.block_private_repository_region_update() RETURNS trigger LANGUAGE plpgsql AS $$
+        """CREATE FUNCTION public.block_private_repository_region_update() RETURNS trigger LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
            BEGIN
              RAISE EXCEPTION 'Region cannot be modified'
                USING DETAIL = 'A repository image cannot be moved to another region',

@@ -1,8 +1,34 @@
-"""Module ``aws_iam``: IAM roles.
+"""Module ``aws_iam``: IAM roles, users and users' access keys.
 
-Table ``iam_role(role_name, arn, assume_role_policy_document jsonb, description,
-attached_policies_arns text[])`` as in IaSQL's ``aws_iam`` module (cloud id: ``role_name``;
-``arn`` is cloud-managed). Service-linked roles (path ``/aws-service-role/``) are not listed.
+Tables, columns, types, enums, keys and defaults follow IaSQL v0.1's ``aws_iam`` migration
+(``src/modules/aws_iam/migration/1676629405620-aws_iam.ts``); what each mapper reads, compares,
+updates or replaces follows ``src/modules/aws_iam/mappers/*.ts``. IAM is global: every call goes
+to ``us-east-1`` and the tables have no ``region``. Tables, in dependency order:
+
+- ``iam_user(arn, user_name, create_date timestamptz, path, user_id, attached_policies_arns
+  text[])``: cloud id ``user_name``; ``arn``, ``create_date`` and ``user_id`` are the cloud's.
+  ``path`` (NULL means ``/``) and the attached managed policies are changed in place
+  (``update_user``, ``attach/detach_user_policy``); a new ``user_name`` makes a new user and
+  deletes the old one. Deleting a user detaches its policies and deletes its login profile first.
+- ``access_key(id, access_key_id, create_date timestamptz, status access_key_status_enum,
+  user_name)``: the users' access keys, read-only as in IaSQL (keys are made by IaSQL's
+  ``access_key_request`` RPC, here by any IAM client): a row inserted by hand creates nothing and
+  is removed by the commit, ``status`` (``Active``/``Inactive``) is changed in place with
+  ``update_access_key``, deleting a row deletes the key. The table holds no secret (the secret
+  access key is returned only once, by the create call, and IaSQL does not store it either), so
+  nothing of it can reach the audit log. Unlike IaSQL, a trigger refuses to change a row's
+  ``access_key_id`` or ``user_name`` (SQLSTATE P0001): IaSQL would take such a row for a new key
+  (removed) and delete the real one.
+- ``iam_role(arn, role_name, assume_role_policy_document jsonb, description,
+  attached_policies_arns text[])``: cloud id ``role_name``; ``arn`` is the cloud's.
+  Service-linked roles (path ``/aws-service-role/``) are not listed.
+
+Not built: IaSQL's RPCs ``access_key_request`` and ``set_user_password``: the proxy hands the
+engine only statements whose text contains ``iasql_`` (``proxy/wire/_fastpath.c``).
+
+moto (5.2.5, the tests' cloud) answers every call used here: list/create/get/update/delete_user,
+list_attached_user_policies, attach/detach_user_policy, get/delete_login_profile,
+list/update/delete_access_key and the role calls.
 """
 
 from __future__ import annotations
@@ -128,19 +154,217 @@ class RoleMapper(Mapper):
         await mc.call("iam", IAM_REGION, "delete_role", RoleName=name)
 
 
+class UserMapper(Mapper):
+    """``iam_user`` rows <-> IAM users (list_users, list_attached_user_policies). Follows IaSQL's
+    ``mappers/user.ts``: ``path`` and policies are updated in place."""
+
+    table = "iam_user"
+    columns = (Col("arn", "text", "cloud"), Col("user_name"), Col("create_date", "timestamptz", "cloud"),
+               Col("path"), Col("user_id", "text", "cloud"), Col("attached_policies_arns", "text[]"))
+    key = ("user_name",)
+    pk = ("user_name",)
+
+    def describe(self, rec: dict) -> str:
+        """The plan-row description of ``rec``."""
+        return f"IAM user {rec.get('user_name')}"
+
+    def equals(self, row: dict, cloud: dict) -> bool:
+        """True when the row's path (NULL = ``/``) and policies match the cloud's (IaSQL's
+        ``equals``; the cloud-managed columns are written back by the sync)."""
+        return ((row.get("path") or "/") == (cloud.get("path") or "/")
+                and normalize("text[]", row.get("attached_policies_arns"))
+                == normalize("text[]", cloud.get("attached_policies_arns")))
+
+    async def _record(self, mc: MapperContext, user: dict) -> dict:
+        attached = await mc.paginate("iam", IAM_REGION, "list_attached_user_policies", "AttachedPolicies",
+                                     UserName=user["UserName"])
+        return {"arn": user.get("Arn"), "user_name": user["UserName"], "create_date": user.get("CreateDate"),
+                "path": user.get("Path"), "user_id": user.get("UserId"),
+                "attached_policies_arns": sorted(p["PolicyArn"] for p in attached) or None}
+
+    async def read(self, mc: MapperContext) -> list[dict]:
+        """Every IAM user. Raises engine.aws.CloudError (reported as SQLSTATE 58000)."""
+        out = []
+        for u in await mc.paginate("iam", IAM_REGION, "list_users", "Users"):
+            try:
+                out.append(await self._record(mc, u))
+            except CloudError as e:
+                if e.code != "NoSuchEntity":  # deleted while being read
+                    raise
+        return out
+
+    async def _sync_policies(self, mc: MapperContext, name: str, want: Any, have: Any) -> None:
+        want_s, have_s = set(want or []), set(have or [])
+        for arn in sorted(want_s - have_s):
+            await mc.call("iam", IAM_REGION, "attach_user_policy", UserName=name, PolicyArn=arn)
+        for arn in sorted(have_s - want_s):
+            await mc.call("iam", IAM_REGION, "detach_user_policy", UserName=name, PolicyArn=arn)
+
+    async def create(self, mc: MapperContext, row: dict) -> dict:
+        """Create the user with its path and policies; returns its cloud record. A create that
+        fails halfway removes the user again. Raises engine.aws.CloudError."""
+        kw: dict[str, Any] = {"UserName": row["user_name"]}
+        if row.get("path"):
+            kw["Path"] = row["path"]
+        res = await mc.call("iam", IAM_REGION, "create_user", **kw)
+        try:
+            await self._sync_policies(mc, row["user_name"], row.get("attached_policies_arns"), [])
+            return await self._record(mc, res["User"])
+        except CloudError as e:
+            if not await self._remove(mc, row["user_name"]):  # never leave a user the table cannot record
+                e.left = {"user_name": row["user_name"], "attached_policies_arns": None}
+            raise
+
+    async def _remove(self, mc: MapperContext, name: str) -> bool:
+        """Detach every policy of user ``name``, delete its login profile and the user; False
+        when that failed."""
+        try:
+            attached = await mc.paginate("iam", IAM_REGION, "list_attached_user_policies", "AttachedPolicies",
+                                         UserName=name)
+            for p in attached:
+                await mc.call("iam", IAM_REGION, "detach_user_policy", UserName=name, PolicyArn=p["PolicyArn"])
+            await self._delete_login_profile(mc, name)
+            await mc.call("iam", IAM_REGION, "delete_user", UserName=name)
+            return True
+        except CloudError:
+            return False
+
+    async def _delete_login_profile(self, mc: MapperContext, name: str) -> None:
+        try:
+            await mc.call("iam", IAM_REGION, "delete_login_profile", UserName=name)
+        except CloudError as e:
+            if e.code != "NoSuchEntity":
+                raise
+
+    async def update(self, mc: MapperContext, row: dict, cloud: dict) -> dict:
+        """Change the user's path and policies in place; returns the new record. Raises
+        engine.aws.CloudError."""
+        name = row["user_name"]
+        if (row.get("path") or "/") != (cloud.get("path") or "/"):
+            await mc.call("iam", IAM_REGION, "update_user", UserName=name, NewPath=row.get("path") or "/")
+        await self._sync_policies(mc, name, row.get("attached_policies_arns"), cloud.get("attached_policies_arns"))
+        res = await mc.call("iam", IAM_REGION, "get_user", UserName=name)
+        return await self._record(mc, res["User"])
+
+    async def delete(self, mc: MapperContext, cloud: dict) -> None:
+        """Detach the user's policies, delete its login profile, then the user (its access keys
+        must be gone: AWS refuses otherwise). Raises engine.aws.CloudError."""
+        name = cloud["user_name"]
+        if cloud.get("attached_policies_arns") is None and "arn" not in cloud:  # left by a failed create
+            if not await self._remove(mc, name):
+                raise CloudError("DeleteConflict", f"user {name} could not be removed", "iam.delete_user")
+            return
+        await self._sync_policies(mc, name, [], cloud.get("attached_policies_arns"))
+        await self._delete_login_profile(mc, name)
+        await mc.call("iam", IAM_REGION, "delete_user", UserName=name)
+
+
+class AccessKeyMapper(Mapper):
+    """``access_key`` rows <-> the access keys of every IAM user (list_access_keys). Follows
+    IaSQL's ``mappers/access_key.ts``: read-only (``creatable`` False), ``status`` updated in
+    place, a deleted row deletes the key. Cloud id ``(access_key_id, user_name)``; a key of a user
+    without a row is an ``_orphan``."""
+
+    table = "access_key"
+    columns = (Col("id", "int", "pk"), Col("access_key_id"), Col("create_date", "timestamptz", "cloud"),
+               Col("status"), Col("user_name"))
+    key = ("access_key_id", "user_name")
+    pk = ("id",)
+    cloud_read_uses_db = True
+    creatable = False
+
+    def describe(self, rec: dict) -> str:
+        """The plan-row description of ``rec`` (the key id, which is not a secret)."""
+        return f"access key {rec.get('access_key_id')} of IAM user {rec.get('user_name')} ({rec.get('status')})"
+
+    async def read(self, mc: MapperContext) -> list[dict]:
+        """The access keys of every user. Raises engine.aws.CloudError (reported as SQLSTATE 58000)."""
+        users = {r[0] for r in await mc.fetchall("SELECT user_name FROM public.iam_user")}
+        out = []
+        for u in await mc.paginate("iam", IAM_REGION, "list_users", "Users"):
+            try:
+                keys = await mc.paginate("iam", IAM_REGION, "list_access_keys", "AccessKeyMetadata",
+                                         UserName=u["UserName"])
+            except CloudError as e:
+                if e.code == "NoSuchEntity":  # deleted while being read
+                    continue
+                raise
+            out += [{"access_key_id": k["AccessKeyId"], "create_date": k.get("CreateDate"),
+                     "status": k.get("Status"), "user_name": u["UserName"],
+                     "_orphan": u["UserName"] not in users} for k in keys]
+        return out
+
+    async def create(self, mc: MapperContext, row: dict) -> dict:
+        """Never called (``creatable`` is False); raises CloudError."""
+        raise CloudError("NotImplemented", "access keys cannot be created through the table", "iam.create_access_key")
+
+    async def update(self, mc: MapperContext, row: dict, cloud: dict) -> dict:
+        """Set the key's status (``Active``/``Inactive``); returns the new record. Raises
+        engine.aws.CloudError."""
+        if row.get("status") and row.get("status") != cloud.get("status"):
+            await mc.call("iam", IAM_REGION, "update_access_key", UserName=cloud["user_name"],
+                          AccessKeyId=cloud["access_key_id"], Status=row["status"])
+        keys = await mc.paginate("iam", IAM_REGION, "list_access_keys", "AccessKeyMetadata",
+                                 UserName=cloud["user_name"])
+        for k in keys:
+            if k["AccessKeyId"] == cloud["access_key_id"]:
+                return {**cloud, "status": k.get("Status"), "create_date": k.get("CreateDate")}
+        raise CloudError("NoSuchEntity", f"access key {cloud['access_key_id']} vanished", "iam.update_access_key")
+
+    async def delete(self, mc: MapperContext, cloud: dict) -> None:
+        """Delete the key. Raises engine.aws.CloudError."""
+        await mc.call("iam", IAM_REGION, "delete_access_key", UserName=cloud["user_name"],
+                      AccessKeyId=cloud["access_key_id"])
+
+
 MODULE = Module(
     name="aws_iam",
     version=VERSION,
     dependencies=("aws_account",),
     install_sql=(
+        """CREATE TABLE public.iam_user (
+             arn character varying,
+             user_name character varying NOT NULL,
+             create_date timestamp with time zone NOT NULL DEFAULT now(),
+             path character varying,
+             user_id character varying,
+             attached_policies_arns text[],
+             CONSTRAINT "PK_3c2bdde602dd518cb7495880609" PRIMARY KEY (user_name))""",
+        "CREATE TYPE public.access_key_status_enum AS ENUM ('Active', 'Inactive')",
+        """CREATE TABLE public.access_key (
+             id SERIAL NOT NULL,
+             access_key_id character varying NOT NULL,
+             create_date timestamp with time zone NOT NULL DEFAULT now(),
+             status public.access_key_status_enum,
+             user_name character varying NOT NULL,
+             CONSTRAINT "PK_8bff331b150893bb5833f6e5675" PRIMARY KEY (id),
+             CONSTRAINT "FK_370b0be46883538aa03396c665f" FOREIGN KEY (user_name) REFERENCES public.iam_user (user_name))""",
         """CREATE TABLE public.iam_role (
              arn character varying,
              role_name character varying PRIMARY KEY,
              assume_role_policy_document jsonb NOT NULL,
              description character varying,
              attached_policies_arns text[])""",
+        # not in IaSQL: a key's identity cannot change (see the module docstring)
+        """CREATE OR REPLACE FUNCTION public.block_access_key_primary_key_update() RETURNS trigger
+           LANGUAGE plpgsql AS $$
+           BEGIN
+             RAISE EXCEPTION 'Access key id or user cannot be modified'
+               USING DETAIL = 'An access key belongs to one user and its id is given by AWS',
+                     HINT = 'Delete the row to delete the key; new keys are made with any IAM client.';
+             RETURN OLD;
+           END $$""",
+        """CREATE TRIGGER block_access_key_primary_key_update BEFORE UPDATE ON public.access_key FOR EACH ROW
+           WHEN (OLD.access_key_id IS DISTINCT FROM NEW.access_key_id OR OLD.user_name IS DISTINCT FROM NEW.user_name)
+           EXECUTE FUNCTION public.block_access_key_primary_key_update()""",
     ),
-    uninstall_sql=("DROP TABLE public.iam_role",),
-    mappers=(RoleMapper(),),
-    description="IAM roles",
+    uninstall_sql=(
+        "DROP TABLE public.iam_role",
+        "DROP TABLE public.access_key",
+        "DROP TYPE public.access_key_status_enum",
+        "DROP TABLE public.iam_user",
+        "DROP FUNCTION IF EXISTS public.block_access_key_primary_key_update()",
+    ),
+    mappers=(UserMapper(), AccessKeyMapper(), RoleMapper()),
+    description="IAM roles, users and access keys",
 )

@@ -161,7 +161,7 @@ MODULE = Module(
              arn character varying,
              region character varying NOT NULL DEFAULT public.default_aws_region() REFERENCES public.aws_regions (region),
              CONSTRAINT uq_queue_arn UNIQUE (arn))""",
-        """CREATE FUNCTION public.before_queue_insert_update() RETURNS trigger LANGUAGE plpgsql AS $$
+        """CREATE FUNCTION public.before_queue_insert_update() RETURNS trigger LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
            BEGIN
              -- a FIFO queue's name ends in .fifo, and only a FIFO queue's does (IaSQL's after_install.sql)
              IF (NEW.name NOT LIKE '%.fifo') AND (NEW.fifo_queue) THEN

@@ -134,7 +134,8 @@ async def set_tags(mc: MapperContext, region: str, resource_id: str, want: Any, 
 
 async def id_maps(mc: MapperContext, table: str, cloud_col: str) -> tuple[dict, dict]:
     """``({(region, cloud id): db id}, {db id: (region, cloud id)})`` for the rows of ``table``
-    (one of this module's tables) that have a cloud id. Raises SqlError on a failed read."""
+    (any table with ``id`` and ``region`` columns, e.g. aws_ec2's too) that have a cloud id. Raises
+    SqlError on a failed read."""
     rows = await mc.fetchall(f'SELECT id, "{cloud_col}", region FROM public."{table}" WHERE "{cloud_col}" IS NOT NULL')
     return {(r, c): i for i, c, r in rows}, {i: (r, c) for i, c, r in rows}
 
@@ -144,7 +145,9 @@ async def _default_vpc_ids(mc: MapperContext) -> set:
     return {r[0] for r in await mc.fetchall("SELECT id FROM public.vpc WHERE is_default")}
 
 
-def _missing(what: str, ref: Any, op: str) -> CloudError:
+def missing_dependency(what: str, ref: Any, op: str) -> CloudError:
+    """The CloudError (DependencyViolation) for ``what`` #``ref`` that has no cloud id yet, raised
+    by a create that needs it; the commit's next pass retries after the parent is created."""
     return CloudError("DependencyViolation", f"{what} #{ref} is not created in the cloud yet", op)
 
 
@@ -154,7 +157,7 @@ async def _cloud_id(mc: MapperContext, table: str, cloud_col: str, db_id: Any, o
     _, by_db = await id_maps(mc, table, cloud_col)
     got = by_db.get(db_id)
     if got is None:
-        raise _missing(table, db_id, op)
+        raise missing_dependency(table, db_id, op)
     return got
 
 

@@ -24,6 +24,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from engine.aws import AwsGateway, Credentials
 
 #: Column kinds understood by the engine (how values are compared and written).
+#: ``timestamp`` is a column without time zone (compared and written as naive UTC), ``timestamptz`` one
+#: with (compared as UTC, written with its zone so the session's TimeZone cannot shift it).
 KINDS = {"text", "int", "bool", "json", "jsonb", "text[]", "cidr", "timestamp", "timestamptz"}
 
 
@@ -42,7 +44,8 @@ class Col:
 
 
 def normalize(kind: str, value: Any) -> Any:
-    """The comparable form of a column value of ``kind`` (cidr -> str, json -> canonical, ...)."""
+    """The comparable form of a column value of ``kind`` (cidr -> str, json -> canonical, a
+    timestamp -> naive UTC to the second, ...)."""
     if value is None:
         return None
     if kind in ("json", "jsonb"):
@@ -119,6 +122,11 @@ class Mapper:
     #: (a security group's rules). When the entity is replaced they are created again on the
     #: replacement (``engine.core.plan``); the foreign key holds this table's single-column pk.
     children: tuple[tuple[str, str], ...] = ()
+    #: False for a table whose resources are made elsewhere (IaSQL's ``bucket_object``, uploaded
+    #: by an RPC, and ``access_key``): a row the user inserts is planned as a ``create`` that makes
+    #: nothing in the cloud and removes the row again, as IaSQL's mapper ``create`` does
+    #: (``engine.core.plan``).
+    creatable: bool = True
 
     # -- column helpers -------------------------------------------------------------------------
     def col(self, name: str) -> Col:
@@ -181,6 +189,12 @@ class Mapper:
         sees it (so a child whose parent row was deleted in the same commit is deleted in the
         cloud), sync never inserts it."""
         raise NotImplementedError
+
+    def prefetch(self, mc: MapperContext) -> None:
+        """Start slow cloud-only reads in the background (asyncio tasks kept in ``mc.memo``) for
+        a later ``read`` to await, so that they overlap the engine's database work; called by
+        apply and sync before they read. Must never use ``mc.db`` (the caller's one connection
+        serves one query at a time). Default: nothing."""
 
     async def create(self, mc: MapperContext, row: dict) -> dict:
         """Create ``row`` in the cloud; return the cloud record as ``read`` would. A create that

@@ -203,7 +203,8 @@ def stub_statements(functions: Iterable["Function"]) -> list[sql.Composable]:
         name = sql.Identifier("public", fn.name)
         out.append(sql.SQL("DROP FUNCTION IF EXISTS {name}({types})").format(name=name, types=types))
         out.append(sql.SQL(
-            "CREATE OR REPLACE FUNCTION {name}({args}) RETURNS TABLE ({cols}) LANGUAGE plpgsql AS {body}"
+            "CREATE OR REPLACE FUNCTION {name}({args}) RETURNS TABLE ({cols}) LANGUAGE plpgsql "
+            "SET search_path = pg_catalog, pg_temp AS {body}"
         ).format(name=name, args=sql.SQL(", ").join(args), cols=cols,
                  body=sql.Literal(body.as_string(None))))
         out.append(sql.SQL("COMMENT ON FUNCTION {name}({types}) IS {c}").format(

@@ -13,7 +13,8 @@ protocol is supported (as PgBouncer); extended-protocol messages get an error un
 Commands (case-insensitive, one or more separated by ``;``): ``SHOW HELP|POOLS|CLIENTS|SERVERS|
 STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|DATABASES|CONFIG|VERSION|STATE|LISTS|ENGINE``,
 ``RELOAD``, ``PAUSE [db]``, ``RESUME [db]``, ``DISABLE db``, ``ENABLE db``, ``RECONNECT [db]``,
-``KILL db``, ``WAIT_CLOSE [db]``, ``SHUTDOWN [WAIT_FOR_SERVERS]`` (``proxy.admin.ops``). ``stats_users`` may
+``KILL db``, ``WAIT_CLOSE [db]``, ``MOVE db TO server`` (``proxy.routing.move``), ``SHUTDOWN
+[WAIT_FOR_SERVERS]`` (``proxy.admin.ops``). ``stats_users`` may
 only SHOW (42501 otherwise). Anything else: ``ERROR 42601 invalid command '...', use SHOW HELP;``
 as PgBouncer words it. Rows are sent as text; counters are typed int8, times are text
 ``YYYY-MM-DD HH:MM:SS UTC`` as PgBouncer prints them.
@@ -56,7 +57,7 @@ _Q, _X, _S = ord("Q"), ord("X"), ord("S")
 _EXTENDED = frozenset(map(ord, "PBDECHF"))
 
 HELP = """Console usage
-SHOW [HELP|POOLS|CLIENTS|SERVERS|STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|DATABASES|CONFIG|VERSION|STATE|LISTS|ENGINE]
+SHOW [HELP|POOLS|CLIENTS|SERVERS|STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|DATABASES|CONFIG|VERSION|STATE|LISTS|ENGINE|ROUTES]
 RELOAD
 PAUSE [<db>]
 RESUME [<db>]
@@ -65,6 +66,7 @@ ENABLE <db>
 RECONNECT [<db>]
 KILL <db>
 WAIT_CLOSE [<db>]
+MOVE <db> TO <server>
 SHUTDOWN [WAIT_FOR_SERVERS]"""
 
 
@@ -112,7 +114,9 @@ class AdminConsole:
     # -- login --------------------------------------------------------------------------------
     def _auth_target(self, cfg: Config) -> DatabaseTarget:
         """Where ``auth_query`` runs for console users not in ``auth_file``: the first database entry."""
-        base = cfg.databases.get("*") or next(iter(cfg.databases.values()))
+        base = cfg.databases.get("*") or next(iter(cfg.databases.values()), None)
+        if base is None:  # only [servers] (scale out): the metadata database's server
+            base = self.app.target_for(cfg.metadata_database)
         return dataclasses.replace(base, name=self.database, password=None, pool_size=None, pool_mode=None)
 
     async def login(self, session: "ClientSession") -> None:
@@ -402,7 +406,7 @@ class AdminConsole:
         restart = ("listen_addr", "listen_port", "workers", "metrics_port", "metrics_addr")
         rows = []
         for f in dataclasses.fields(Config):
-            if f.name in ("databases", "engine", "config_file"):
+            if f.name in ("databases", "engine", "config_file", "servers"):  # servers: SHOW ROUTES
                 continue
             rows.append((f.name, _fmt(getattr(cfg, f.name)), _fmt(getattr(default, f.name)),
                          "no" if f.name in restart else "yes"))
@@ -414,6 +418,12 @@ class AdminConsole:
             rows.append((f"engine.{f.name}", _fmt(value), _fmt(dflt), "no"))
         rows.append(("config_file", _fmt(cfg.config_file), "", "no"))
         return _result([("key", TEXT), ("value", TEXT), ("default", TEXT), ("changeable", TEXT)], rows)
+
+    def show_routes(self, session: "ClientSession") -> bytes:
+        """SHOW ROUTES (ours, scale out): ``proxy.routing.fleet.Fleet.show_rows``; empty without [servers]."""
+        fleet = self.app.fleet
+        return _result([("database", TEXT), ("server", TEXT), ("host", TEXT), ("port", INT8), ("weight", TEXT),
+                        ("source", TEXT)], fleet.show_rows() if fleet is not None else [])
 
     def show_lists(self, session: "ClientSession") -> bytes:
         clients = list(self.app.clients)
@@ -441,6 +451,7 @@ class AdminConsole:
         "CLIENTS": show_clients, "SERVERS": show_servers, "STATS": show_stats, "STATS_TOTALS": show_stats_totals,
         "STATS_AVERAGES": show_stats_averages, "TOTALS": show_totals, "DATABASES": show_databases,
         "CONFIG": show_config, "LISTS": show_lists, "ENGINE": show_engine,
+        "ROUTES": show_routes,  # scale out (issue 19)
     }
 
     # -- actions ------------------------------------------------------------------------------
@@ -460,7 +471,7 @@ class AdminConsole:
         db = args[0].strip('"')
         if db == self.database:
             raise AdminError(sqlstate.OBJECT_NOT_IN_PREREQUISITE_STATE, f"cannot {command.split()[0].lower()} the admin console database \"{db}\"")
-        if self.app.cfg.target_for(db) is None:
+        if self.app.target_for(db) is None:
             raise AdminError(sqlstate.INVALID_CATALOG_NAME, f"no such database: {db}")
         return db
 
@@ -513,7 +524,26 @@ class AdminConsole:
             raise AdminError(sqlstate.OBJECT_NOT_IN_PREREQUISITE_STATE, f"database {db} is not disabled")
         return B.CommandComplete("ENABLE").encode()
 
-    ACTIONS = {"RELOAD": do_reload, "PAUSE": do_pause, "RESUME": do_resume, "SHUTDOWN": do_shutdown,
+    async def do_move(self, session: "ClientSession", args: list[str], command: str) -> bytes:
+        """``MOVE db TO server`` (scale out, ``proxy.routing.move``): progress as NOTICEs, then
+        CommandComplete ``MOVE``; a MoveError is the command's ERROR with its SQLSTATE."""
+        from proxy.routing.move import MoveError, move_database
+
+        if len(args) != 3 or args[1].upper() != "TO":
+            raise self._invalid(command)
+        db, dest = args[0].strip('"'), args[2].strip('"')
+        if db == self.database:
+            raise AdminError(sqlstate.OBJECT_NOT_IN_PREREQUISITE_STATE, f'cannot move the admin console database "{db}"')
+        def say(line: str) -> None:  # progress as it happens, as PgBouncer's console sends NOTICEs
+            session.write(B.notice(line))
+
+        try:
+            await move_database(self.app, db, dest, say)
+        except MoveError as e:
+            raise AdminError(e.sqlstate, e.message) from None
+        return B.CommandComplete("MOVE").encode()
+
+    ACTIONS = {"MOVE": do_move, "RELOAD": do_reload, "PAUSE": do_pause, "RESUME": do_resume, "SHUTDOWN": do_shutdown,
                "RECONNECT": do_reconnect, "WAIT_CLOSE": do_wait_close, "KILL": do_kill,
                "DISABLE": do_disable, "ENABLE": do_enable}
 

@@ -44,7 +44,9 @@ log = logging.getLogger("iasql_proxy.ops")
 #: Keys that only take effect when the proxy restarts.
 RESTART_KEYS = ("listen_addr", "listen_port", "workers", "metrics_port", "metrics_addr", "engine", "http_listen_addr",
                 "http_listen_port", "http_allowed_origins", "http_max_message_size", "http_max_runs_per_user",
-                "http_idle_timeout")  # the HTTPS endpoint keeps the configuration it started with
+                "http_idle_timeout",  # the HTTPS endpoint keeps the configuration it started with
+                # scale out (issue 19): the fleet is built once, at start
+                "servers", "metadata_server", "metadata_database", "route_refresh_interval")
 #: Seconds engine calls get to stop after being cancelled at the end of a graceful shutdown.
 ENGINE_STOP_GRACE = 10.0
 #: How often the graceful shutdown looks at clients.
@@ -63,6 +65,8 @@ class Operations:
         self.paused_all = False
         self.paused: set[str] = set()
         self.disabled: set[str] = set()
+        #: databases paused by a MOVE (resumed when it ends, ``end_move``)
+        self.moves: set[str] = set()
         #: server connections RECONNECT or KILL marked, until they are closed (WAIT_CLOSE)
         self.close_needed: set[Any] = set()
         self._resumed = asyncio.Event()
@@ -211,6 +215,43 @@ class Operations:
         self.reconnect(db)
         log.info("event=kill database=%s clients=%d", db, killed)
         return killed
+
+    # -- MOVE (scale out, proxy.routing.move) ---------------------------------------------------
+    def begin_move(self, db: str, dest: str) -> None:
+        """A MOVE of ``db`` to server ``dest`` began somewhere in the fleet: new server leases of
+        ``db`` wait (transaction pooling: a pause, not an error), its session-pooling clients are
+        disconnected with ``FATAL 57P01`` naming the move (a session holds its server connection
+        for good), and its server connections close (idle ones now, others when released)."""
+        if db not in self.paused:
+            self.moves.add(db)
+            self.paused.add(db)
+        for session in list(self.app.clients):
+            if (session.closed or getattr(session, "admin_role", None) is not None or session.database != db
+                    or getattr(session, "pool_mode", None) != "session"):
+                continue
+            server = getattr(session, "server", None)
+            if server is not None:
+                server.broken = True
+            session.fatal("57P01", f'terminating connection because database "{db}" is moving to server '
+                                   f'"{dest}"; connect again in a moment')
+        self.reconnect(db)
+        log.info("event=move_pause database=%s to=%s", db, dest)
+
+    def end_move(self, db: str) -> None:
+        """The MOVE of ``db`` ended (done or undone): connected transaction-pooling clients of ``db``
+        take the route as it is now for their next leases, and ``db`` resumes."""
+        for session in list(self.app.clients):
+            if session.closed or session.database != db or getattr(session, "server", None) is not None \
+                    or getattr(session, "pool_mode", "session") == "session" or session.target is None:
+                continue
+            target = self.app.target_for(db)
+            if target is not None and target != session.target:
+                session.target = target
+                session.pool = self.app.pool_for(target, target.dbname or db, target.user or session.user)
+        if db in self.moves:
+            self.moves.discard(db)
+            self.resume(db)
+        log.info("event=move_resume database=%s", db)
 
     def disable(self, db: str) -> None:
         """DISABLE db: new client logins to ``db`` are refused (``FATAL 08P01 database does not

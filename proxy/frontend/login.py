@@ -153,7 +153,7 @@ async def startup(session: "ClientSession") -> bool:
     if admin is not None and session.database == admin.database:
         await admin.login(session)  # the admin console answers this session in-process
         return False
-    session.target = session.cfg.target_for(session.database)
+    session.target = session.app.target_for(session.database)
     if session.target is None:
         raise ClientError(sqlstate.INVALID_CATALOG_NAME, f'database "{session.database}" does not exist')
     ops = getattr(session.app, "ops", None)

@@ -35,8 +35,16 @@ async def lookup_secret(app: "ProxyApp", user: str, database: str) -> Secret | N
     the password itself is checked elsewhere (``password_matches``), off that loop. Returns None
     for an unknown user; raises nothing."""
     cfg = app.cfg
-    target = cfg.target_for(database) or cfg.target_for(user) or next(iter(cfg.databases.values()))
-    return await app.lookup_secret(user, target)
+    # app.target_for: the routing table of scale out first (proxy.routing), then [databases]
+    target = app.target_for(database) or app.target_for(user) or next(iter(cfg.databases.values()), None)
+    if target is None:
+        return None
+    from proxy.frontend.login import ClientError
+
+    try:
+        return await app.lookup_secret(user, target)
+    except ClientError:  # auth_query's server cannot be reached (08006): no secret to check against
+        return None
 
 
 def password_matches(auth_type: str, secret: Secret | None, user: str, password: str) -> bool:

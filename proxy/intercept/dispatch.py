@@ -52,6 +52,7 @@ class Interceptor:
 def build_interceptor(app: "ProxyApp") -> Interceptor:
     """Build the engine registry from ``app.cfg.engine`` and the interceptor around it."""
     from engine import EngineSettings, build_registry
+    from engine import metadata as engine_metadata
 
     eng = app.cfg.engine
     kwargs = {}
@@ -60,4 +61,7 @@ def build_interceptor(app: "ProxyApp") -> Interceptor:
         kwargs["aws_endpoint_url"] = endpoint
     kwargs["lock_wait_timeout"] = eng.lock_wait_timeout
     registry = build_registry(EngineSettings(**kwargs))
+    # scale out (issue 19): iasql_connect and the other calls of the metadata database
+    registry = engine_metadata.register(registry)
+    engine_metadata.Holder.fleet = getattr(app, "fleet", None)
     return Interceptor(QueryInterceptor(registry))

@@ -30,7 +30,8 @@ from tests.intercept.conftest import PASSWORD, engine_section
 pytestmark = pytest.mark.timeout(180)
 
 CA = REPO_ROOT / "certs" / "ca.crt"
-EXPECTED_INSTALL = [("aws_iam@0.1.0", "iam_role")]  # rows for the module named, not its dependency
+EXPECTED_INSTALL = [("aws_iam@0.1.0", "access_key"), ("aws_iam@0.1.0", "iam_role"),
+                    ("aws_iam@0.1.0", "iam_user")]  # rows for the module named, not its dependency
 
 
 @pytest.fixture(scope="module")

@@ -124,7 +124,7 @@ def test_help_samples_run_as_printed(connect, fresh_db):
     conn = connect(dbname=fresh_db)
     conn.execute("SELECT * FROM iasql_install('aws_s3', 'aws_iam')").fetchall()
     helps = conn.execute("SELECT module, name, sample_usage FROM iasql_help()").fetchall()
-    assert {m for m, _, _ in helps} == {"iasql_functions", "aws_account"}
+    assert {m for m, _, _ in helps} == {"iasql_functions", "aws_account", "aws_s3"}
     assert ("aws_account", "default_aws_region", "SELECT * FROM default_aws_region('us-east-1')") in helps
     for module, name, sample in helps:
         if any(f in sample for f in NEEDS_TRANSACTION):

@@ -98,3 +98,48 @@ def test_vpc_and_subnet_through_psql(iasql_proxy, fresh_db, moto_server):
     assert res.returncode == 0, res.stderr
     assert f"delete|vpc|{vpc['VpcId']}|" in res.stdout
     assert ec2.describe_vpcs(Filters=[{"Name": "cidr-block", "Values": [cidr]}])["Vpcs"] == []
+
+
+def test_ec2_instance_through_psql(iasql_proxy, fresh_db, moto_server):
+    """aws_ec2 through psql and the proxy: an instance is previewed, committed (it runs in moto),
+    re-tagged in place and terminated; aws_ec2_metadata shows its facts."""
+    ec2 = _client(moto_server, "ec2")
+    name = f"e2e-{fresh_db[-8:]}"
+    ami = min(i["ImageId"] for i in ec2.describe_images(Owners=["amazon"])["Images"])
+    res = psql(iasql_proxy.port, fresh_db, "SELECT * FROM iasql_install('aws_ec2', 'aws_ec2_metadata')", "-A", "-F|")
+    assert res.returncode == 0, res.stderr
+    assert "aws_ec2@0.1.0|instance|" in res.stdout and "aws_ec2_metadata@0.1.0|instance_metadata|" in res.stdout
+
+    sql = ("SELECT * FROM iasql_begin(); "
+           f"""INSERT INTO instance (ami, instance_type, tags) VALUES ('{ami}', 't2.micro', '{{"Name": "{name}"}}'); """
+           "SELECT * FROM iasql_preview();")
+    res = psql(iasql_proxy.port, fresh_db, sql, "-A", "-F|")
+    assert res.returncode == 0, res.stderr
+    assert "action|table_name|id|description" in res.stdout
+    assert f"|t2.micro instance new ({ami}, running) in us-east-1" in res.stdout
+    res = psql(iasql_proxy.port, fresh_db, "SELECT * FROM iasql_commit()", "-A", "-F|")
+    assert res.returncode == 0, res.stderr
+    assert "create|instance|" in res.stdout
+    tagged = [{"Name": "tag:Name", "Values": [name]}, {"Name": "instance-state-name", "Values": ["running"]}]
+    [[inst]] = [r["Instances"] for r in ec2.describe_instances(Filters=tagged)["Reservations"]]
+    res = psql(iasql_proxy.port, fresh_db, f"SELECT i.instance_id, m.private_ip_address FROM instance i JOIN "
+                                           f"instance_metadata m ON m.id = i.id WHERE i.tags->>'Name' = '{name}'",
+               "-A", "-t", "-F|")
+    assert res.stdout.split() == [f"{inst['InstanceId']}|{inst['PrivateIpAddress']}/32"]
+
+    sql = ("SELECT * FROM iasql_begin(); "
+           f"""UPDATE instance SET tags = '{{"Name": "{name}", "env": "e2e"}}' WHERE instance_id = '{inst["InstanceId"]}'; """
+           "SELECT * FROM iasql_commit();")
+    res = psql(iasql_proxy.port, fresh_db, sql, "-A", "-F|")
+    assert res.returncode == 0, res.stderr
+    assert f"update|instance|{inst['InstanceId']}|" in res.stdout
+    [[live]] = [r["Instances"] for r in ec2.describe_instances(InstanceIds=[inst["InstanceId"]])["Reservations"]]
+    assert {"Key": "env", "Value": "e2e"} in live["Tags"]
+
+    sql = (f"SELECT * FROM iasql_begin(); DELETE FROM instance WHERE instance_id = '{inst['InstanceId']}'; "
+           "SELECT * FROM iasql_commit();")
+    res = psql(iasql_proxy.port, fresh_db, sql, "-A", "-F|")
+    assert res.returncode == 0, res.stderr
+    assert f"delete|instance|{inst['InstanceId']}|" in res.stdout
+    [[gone]] = [r["Instances"] for r in ec2.describe_instances(InstanceIds=[inst["InstanceId"]])["Reservations"]]
+    assert gone["State"]["Name"] == "terminated"

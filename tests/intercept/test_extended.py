@@ -144,9 +144,10 @@ def test_asyncpg(iasql_proxy, fresh_db):
             rows = await conn.fetch("SELECT module_name, created_table_name, record_count FROM iasql_install($1)",
                                     "aws_iam")
             rows = [r for r in rows if r["module_name"] == "aws_iam@0.1.0"]
-            assert [(r["module_name"], r["created_table_name"]) for r in rows] == [("aws_iam@0.1.0", "iam_role")]
+            assert [(r["module_name"], r["created_table_name"]) for r in rows] == [
+                ("aws_iam@0.1.0", "iam_user"), ("aws_iam@0.1.0", "access_key"), ("aws_iam@0.1.0", "iam_role")]
             # the next statement sees the table the call created, with the rows it loaded from the cloud
-            assert await conn.fetchval("SELECT count(*) FROM iam_role") == rows[0]["record_count"]
+            assert await conn.fetchval("SELECT count(*) FROM iam_role") == rows[2]["record_count"]
             stmt = await conn.prepare("SELECT module_name, dependencies FROM iasql_modules_list() WHERE module_name = $1")
             for i in range(5):
                 mod = ["aws_s3", "aws_iam", "aws_account", "aws_s3", "nope"][i]

@@ -28,10 +28,12 @@ def test_install_then_same_query_and_next_query_see_the_table(raw):
     assert types(msgs).count("Z") == 1 and msgs[-1] == ("Z", b"I")
     install, count = results(msgs)
     rows = data_rows(install)
-    assert [r[:2] for r in rows] == [["aws_s3@0.1.0", "bucket"]]  # the dependency aws_account gets no rows
+    # the dependency aws_account gets no rows
+    assert [r[:2] for r in rows] == [["aws_s3@0.1.0", t] for t in ("bucket", "bucket_website", "bucket_object",
+                                                                   "public_access_block")]
     bucket_count = next(r[2] for r in rows if r[1] == "bucket")
     assert data_rows(count) == [[bucket_count]]
-    assert tags(msgs) == ["SELECT 1", "SELECT 1"]
+    assert tags(msgs) == ["SELECT 4", "SELECT 1"]
     # the next Query
     msgs = conn.query("SELECT count(*) FROM bucket")
     assert data_rows(msgs) == [[bucket_count]] and errors_in(msgs) == []

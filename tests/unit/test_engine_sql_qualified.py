@@ -126,3 +126,18 @@ def test_no_engine_sql_calls_default_aws_region_unqualified():
             # the help entries (name, signature, sample usage) and docstrings are text for users
             assert "SELECT * FROM default_aws_region" in context or '"default_aws_region' in context \
                 or "``" in context, f"{path.relative_to(ROOT)}:{line}: {context.strip()}"
+
+
+FUNCTION = re.compile(r"CREATE\s+(OR\s+REPLACE\s+)?FUNCTION\b", re.I)
+
+
+@pytest.mark.parametrize("path,line,text", [s for s in sql_strings() if FUNCTION.match(s[2].lstrip())],
+                         ids=lambda v: v if isinstance(v, str) and v.startswith("engine/") else "")
+def test_every_function_the_engine_creates_fixes_its_search_path(path, line, text):
+    """A function created in the user's database runs with ``search_path = pg_catalog, pg_temp``
+    (a trigger or check of a module runs whenever anyone writes the table: an object planted in a
+    schema on the caller's path must never be found first), and SECURITY DEFINER only with it."""
+    head = text.split("$", 1)[0] if "$" in text else text
+    assert re.search(r"SET\s+search_path\s*=\s*pg_catalog\s*,\s*pg_temp", head, re.I) or \
+        re.search(r"LANGUAGE\s+sql\b", head, re.I) and "SECURITY DEFINER" not in head.upper(), \
+        f"{path}:{line}: function without SET search_path = pg_catalog, pg_temp"

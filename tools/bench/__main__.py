@@ -32,7 +32,7 @@ def parse(argv: list[str]):
     p.add_argument("--idle", default=os.environ.get("BENCH_IDLE", "1000,10000"),
                    help="idle TLS client counts, comma-separated (env BENCH_IDLE, default 1000,10000)")
     p.add_argument("--skip", default=os.environ.get("BENCH_SKIP", ""),
-                   help="phases to skip: throughput,connect,workers,latency,idle,websockets (env BENCH_SKIP)")
+                   help="phases to skip: throughput,connect,workers,latency,idle,websockets,modules (env BENCH_SKIP)")
     p.add_argument("--out", default=str(REPO / "bench" / "results"), help="results directory")
     p.add_argument("--no-deps", action="store_true", help="do not run tools/bench_deps.sh first")
     a = p.parse_args(argv)

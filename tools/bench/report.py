@@ -277,6 +277,22 @@ def build(res, opts) -> tuple[str, dict]:
         data["websockets"] = {"without": a, "with": b, "opened": opened, "still_open": still, "open_s": open_s,
                               "rss_without": rss_a, "rss_with": rss_b, "tps_ratio": ratio}
 
+    # -- modules (issue 18) -----------------------------------------------------------------------
+    if res.modules:
+        mo = res.modules
+        lines += [f"## IaSQL engine over a large account ({mo['instances']:,} EC2 instances, {mo['subnets']} subnets "
+                  f"in moto; `python -m tools.bench.modules`; median of {len(mo['rounds'])})", "",
+                  "| call | seconds |", "|---|---:|",
+                  f"| `iasql_install('aws_ec2', 'aws_vpc')` | {_f(mo['install_s'], 2)} |",
+                  f"| `iasql_commit()` after one instance's tags changed | {_f(mo['commit_s'], 2)} |",
+                  f"| `iasql_rollback()` with nothing changed | {_f(mo['rollback_s'], 2)} |",
+                  f"| moto alone: `describe_instances` + 1,000 user-data reads (boto3, 16 threads) | "
+                  f"{_f(mo['cloud_floor_s'], 2)} |", ""]
+        for k, label in (("install_s", "iasql_install"), ("commit_s", "iasql_commit")):
+            targets.append((f"{label} over {mo['instances']:,} instances under {mo['goal_s']:.0f} s",
+                            f"{_f(mo[k], 2)} s", mo[k] < mo["goal_s"]))
+        data["modules"] = mo
+
     # -- targets ---------------------------------------------------------------------------------
     if targets:
         met = sum(1 for t in targets if t[2])

@@ -36,7 +36,7 @@ class Options:
     pool_size: int = 20
     session_pool_size: int = 60          # session mode: every pgbench client needs its own server
     out_dir: Path = REPO / "bench" / "results"
-    skip: frozenset[str] = frozenset()   # phase names to skip: throughput, connect, workers, latency, idle, websockets
+    skip: frozenset[str] = frozenset()   # phase names to skip: throughput, connect, workers, latency, idle, websockets, modules
     command: str = ""
 
 
@@ -57,6 +57,7 @@ class Results:
     # issue 20: {"without": [PgbenchResult], "with": [...], "opens": [WebSocketResult], "still_open": [int],
     # "rss_without": [bytes], "rss_with": [bytes]}
     websockets: dict = field(default_factory=dict)
+    modules: dict | None = None  # tools.bench.modules.measure()
     errors: list[str] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
     options: Options | None = None
@@ -484,6 +485,14 @@ def main(opts: Options) -> int:
             run_idle(res, opts, pg, work, certs)
         if "websockets" not in opts.skip:
             run_websockets(res, opts, pg, work, certs)
+        if "modules" not in opts.skip:
+            from tools.bench import modules
+
+            say("modules: 1,000 instances and 200 subnets in moto; install, commit and rollback timed")
+            try:
+                res.modules = modules.measure(rounds=opts.rounds, say=say)
+            except Exception as e:  # noqa: BLE001 - reported, the other phases' results are kept
+                res.errors.append(f"modules phase failed: {type(e).__name__}: {e}")
     finally:
         for p in running:
             p.stop()

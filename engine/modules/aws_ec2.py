@@ -1,0 +1,633 @@
+"""Module ``aws_ec2``: EC2 instances, their security groups and key pairs.
+
+Tables, columns, types, enums, keys, defaults and constraints follow IaSQL v0.1's ``aws_ec2``
+migration (``src/modules/aws_ec2/migration/1678376551722-aws_ec2.ts`` and ``sql/before_install.sql``);
+what each mapper reads, compares, updates in place or replaces follows ``src/modules/aws_ec2/
+mappers/*.ts``. Tables, in dependency order:
+
+- ``key_pair(id, name, key_pair_id, type, fingerprint, public_key, region)``: identified by
+  (``name``, ``region``). AWS's columns (id, type, fingerprint, public key) are never pushed: a
+  change to them is turned back by the sync, as in IaSQL. IaSQL never creates a key pair from a
+  row (its ``key_pair_request``/``key_pair_import`` functions do); here a row inserted with a
+  ``public_key`` is imported (``import_key_pair``, what ``key_pair_import`` does), and a row
+  without one is refused (the commit fails: AWS would generate a private key the table cannot
+  hold). Deleting a row deletes the key pair.
+- ``instance``: cloud id ``instance_id``. ``tags`` and ``state`` (``running``/``stopped``/
+  ``hibernate``: a stop with hibernation, read back as ``stopped``) change in place; a new
+  ``instance_type``, ``user_data``, ``key_pair_name``, ``role_name``, ``subnet_id``,
+  ``hibernation_enabled`` or ``region`` replaces the instance (terminate, then run a new one), as
+  IaSQL's ``updateOrReplace``. Unlike IaSQL, whose ``equals`` ignores ``ami`` (so an edited ami was
+  silently turned back by the next sync), a new ``ami`` replaces too; an ami written as
+  ``resolve:ssm:<parameter>`` is resolved through SSM at create and not compared afterwards (the
+  sync writes the image id back). A NULL ``subnet_id`` means AWS's choice (the default subnet),
+  which the sync writes back. The instance profile is IaSQL's: the role's ARN with ``:role/``
+  turned into ``:instance-profile/``, so an instance profile named after the role must exist
+  (IaSQL's ``aws_iam`` makes one with each EC2 role; this project's ``aws_iam`` does not yet).
+  Interim states read as ``running`` (IaSQL); terminated, shutting-down and spot instances are not
+  read. Creates wait until the instance leaves ``pending`` (IaSQL also waits for a public IP,
+  which an instance in a private subnet never gets); deletes wait until it is terminated.
+- ``instance_security_groups(instance_id, security_group_id)``: IaSQL's many-to-many join table.
+  A new instance is launched with its rows' groups (the default group of its VPC when it has none,
+  which the sync then writes back). IaSQL replaces an instance whose groups change; here a row
+  added or deleted changes the running instance's groups in place (``modify_instance_attribute``),
+  as AWS allows for VPC instances; deleting the last row gives the instance its VPC's default
+  group (AWS requires one). Rows of instances in regions that are not enabled are left alone.
+
+Not built: ``registered_instance`` (its ``target_group_id`` references ``aws_elb``'s
+``target_group``, a module this project does not have yet; IaSQL's ``aws_elb`` dependency is
+left out with it), ``general_purpose_volume`` and ``instance_block_device_mapping`` (EBS volumes),
+and the ``key_pair_request``/``key_pair_import``/``describe_ami`` functions.
+
+Reads are batched: one paginated ``describe_instances`` per enabled region (regions read
+concurrently), kept for the rest of the engine call (``mc.memo``) and updated by this module's own
+creates, updates and deletes, so that the instance table, the join table and ``aws_ec2_metadata``
+share it. It starts in the background when a commit, rollback or install begins
+(``Mapper.prefetch``), so that it overlaps the other tables' reads and writes. AWS has no batched read of user data: ``describe_instance_attribute(userData)`` runs once
+per instance, ``USER_DATA_CONCURRENCY`` at a time, and the answer of a running instance is kept
+for later calls, keyed by its launch time (AWS only lets user data change while an instance is
+stopped, and starting it again sets a new launch time). Database lookups (subnet, security group
+and role ids) run before or after the concurrent cloud part, never during it: the caller's
+connection serves one query at a time.
+
+moto (5.2.5, the tests' cloud) answers every call used here: run/describe/terminate/start/
+stop_instances, describe/modify_instance_attribute, describe_instance_types, import/describe/
+delete_key_pair(s), describe_security_groups, ssm get_parameter, create_tags/delete_tags. Where it
+differs from AWS: an instance launched without security groups has none (AWS gives it its VPC's
+default group), a started instance keeps its launch time, instances are ``running`` right after
+launch, and ``CpuOptions`` is not returned (``aws_ec2_metadata`` then takes the instance type's
+default core count).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from typing import Any
+
+from engine.aws import CloudError
+from engine.modules.aws_account import VERSION
+from engine.modules.aws_vpc import (
+    WAIT_DELAY,
+    WAIT_TRIES,
+    VpcModuleMapper,
+    id_maps,
+    missing_dependency,
+    set_tags,
+    tag_specifications,
+    tags_from_aws,
+)
+from engine.modules.base import Col, MapperContext, Module
+
+#: At most this many per-instance cloud calls (user data) run at once in one read.
+USER_DATA_CONCURRENCY = 16
+#: Terminations take longer than starts: how many ``WAIT_DELAY`` polls a delete waits.
+TERMINATE_TRIES = 120
+#: Instance states that are gone (never read into the tables).
+_GONE = ("terminated", "shutting-down")
+SSM_PREFIX = "resolve:ssm:"
+
+#: User data of running instances, by (access key, region, instance id, launch time).
+_USER_DATA: dict[tuple, str | None] = {}
+_USER_DATA_MAX = 200_000
+
+
+# -- the shared, batched instance read ------------------------------------------------------------------
+def _memo_key(region: str) -> tuple:
+    return ("aws_ec2.instances", region)
+
+
+async def _read_region(mc: MapperContext, region: str) -> dict[str, dict]:
+    """Cloud only: the live instances of ``region`` and their user data (into the call's memo)."""
+    reservations = await mc.paginate("ec2", region, "describe_instances", "Reservations")
+    found = {i["InstanceId"]: i for r in reservations for i in r.get("Instances") or () if _live(i)}
+    await user_data(mc, region, list(found.values()))
+    return found
+
+
+def _quiet(task: asyncio.Task) -> None:
+    """Retrieve a background read's exception, so an unawaited failure is not logged as lost."""
+    if not task.cancelled():
+        task.exception()
+
+
+def prefetch_instances(mc: MapperContext) -> None:
+    """Start reading every enabled region's instances and user data in the background (cloud
+    calls only), unless this call has them already; ``region_instances`` awaits the read."""
+    for region in mc.regions:
+        if _memo_key(region) not in mc.memo and ("aws_ec2.task", region) not in mc.memo:
+            task = asyncio.ensure_future(_read_region(mc, region))
+            task.add_done_callback(_quiet)
+            mc.memo[("aws_ec2.task", region)] = task
+
+
+async def region_instances(mc: MapperContext, region: str) -> dict[str, dict]:
+    """``{instance id: describe_instances record}`` of ``region`` (gone and spot instances left
+    out), read once per engine call (``mc.memo``, started early by ``prefetch_instances``), with
+    the user data of each fetched into the call's memo. Raises engine.aws.CloudError."""
+    key = _memo_key(region)
+    if key not in mc.memo:
+        task = mc.memo.pop(("aws_ec2.task", region), None)
+        found = await (task if task is not None else _read_region(mc, region))
+        mc.memo.setdefault(key, found)
+    return mc.memo[key]
+
+
+async def all_instances(mc: MapperContext) -> dict[str, dict[str, dict]]:
+    """``{region: region_instances(region)}`` for the enabled regions, read concurrently.
+    Raises engine.aws.CloudError."""
+    got = await asyncio.gather(*(region_instances(mc, r) for r in mc.regions))
+    return dict(zip(mc.regions, got))
+
+
+def _live(i: dict) -> bool:
+    return ((i.get("State") or {}).get("Name") not in _GONE and i.get("InstanceLifecycle") != "spot"
+            and bool(i.get("InstanceType")))
+
+
+async def describe_instance(mc: MapperContext, region: str, instance_id: str) -> dict | None:
+    """The fresh describe record of one instance (None when gone), also stored in the call's
+    shared read. Raises engine.aws.CloudError."""
+    try:
+        res = await mc.call("ec2", region, "describe_instances", InstanceIds=[instance_id])
+    except CloudError as e:
+        if e.code != "InvalidInstanceID.NotFound":
+            raise
+        res = {}
+    found = [i for r in res.get("Reservations") or () for i in r.get("Instances") or ()]
+    inst = found[0] if found and _live(found[0]) else None
+    cached = mc.memo.get(_memo_key(region))
+    if cached is not None:
+        if inst is None:
+            cached.pop(instance_id, None)
+        else:
+            cached[instance_id] = inst
+    return inst
+
+
+async def user_data(mc: MapperContext, region: str, instances: list[dict]) -> dict[str, str | None]:
+    """``{instance id: decoded user data or None}`` for ``instances`` of ``region``: one
+    ``describe_instance_attribute`` per instance not known yet, at most USER_DATA_CONCURRENCY at
+    once. Answers are kept for the call (an instance's user data is never changed by this module:
+    a new one replaces it) and, for running instances, across calls by launch time (see the module
+    docstring). Raises engine.aws.CloudError."""
+    known = mc.memo.setdefault(("aws_ec2.user_data", region), {})
+    out: dict[str, str | None] = {}
+    todo: list[tuple[dict, tuple | None]] = []
+    for i in instances:
+        iid = i["InstanceId"]
+        running = (i.get("State") or {}).get("Name") == "running"
+        key = (mc.creds.access_key_id, region, iid, str(i.get("LaunchTime"))) if running else None
+        if iid in known:
+            out[iid] = known[iid]
+        elif key is not None and key in _USER_DATA:
+            out[iid] = known[iid] = _USER_DATA[key]
+        else:
+            todo.append((i, key))
+    gate = asyncio.Semaphore(USER_DATA_CONCURRENCY)
+
+    async def one(i: dict, key: tuple | None) -> None:
+        """Read and keep one instance's user data (under the gate)."""
+        async with gate:
+            res = await mc.call("ec2", region, "describe_instance_attribute", InstanceId=i["InstanceId"],
+                                Attribute="userData")
+        out[i["InstanceId"]] = known[i["InstanceId"]] = value = _decode((res.get("UserData") or {}).get("Value"))
+        if key is not None:
+            if len(_USER_DATA) >= _USER_DATA_MAX:
+                _USER_DATA.clear()
+            _USER_DATA[key] = value
+
+    await asyncio.gather(*(one(i, k) for i, k in todo))
+    return out
+
+
+def _decode(raw: str | None) -> str | None:
+    """Base64 user data as text (None when there is none; undecodable bytes are replaced)."""
+    if not raw:
+        return None
+    try:
+        return base64.b64decode(raw).decode("utf-8", errors="replace")
+    except (binascii.Error, ValueError):
+        return raw
+
+
+# -- key_pair ------------------------------------------------------------------------------------------------
+class KeyPairMapper(VpcModuleMapper):
+    """``key_pair`` rows <-> EC2 key pairs of the enabled regions. Follows IaSQL's
+    ``mappers/key_pair.ts`` (AWS's columns are restored, never pushed); creating imports the row's
+    ``public_key``."""
+
+    table = "key_pair"
+    columns = (Col("id", "int", "pk"), Col("name"), Col("key_pair_id", "text", "cloud"), Col("type", "text", "cloud"),
+               Col("fingerprint", "text", "cloud"), Col("public_key", "text", "cloud"), Col("region"))
+    key = ("name", "region")
+    pk = ("id",)
+    cloud_read_uses_db = False
+
+    def describe(self, rec: dict) -> str:
+        """The plan-row description of ``rec``."""
+        return f"key pair {rec.get('name')} ({rec.get('key_pair_id') or 'new'}) in {rec.get('region')}"
+
+    @staticmethod
+    def _record(k: dict, region: str) -> dict:
+        return {"name": k.get("KeyName") or k["KeyPairId"], "key_pair_id": k["KeyPairId"], "type": k.get("KeyType"),
+                "fingerprint": k.get("KeyFingerprint"), "public_key": k.get("PublicKey"), "region": region}
+
+    async def _records(self, mc: MapperContext, region: str, **kw: Any) -> list[dict]:
+        res = await mc.call("ec2", region, "describe_key_pairs", IncludePublicKey=True, **kw)
+        return [self._record(k, region) for k in res.get("KeyPairs") or () if k.get("KeyPairId")]
+
+    async def read(self, mc: MapperContext) -> list[dict]:
+        """The key pairs of every enabled region (regions read concurrently). Raises
+        engine.aws.CloudError."""
+        got = await asyncio.gather(*(self._records(mc, r) for r in mc.regions))
+        return [k for recs in got for k in recs]
+
+    async def create(self, mc: MapperContext, row: dict) -> dict:
+        """Import the row's ``public_key`` under its name; returns the key pair's record. Raises
+        engine.aws.CloudError (InvalidParameterValue when the row has no public key)."""
+        region = row.get("region") or mc.default_region
+        if not row.get("public_key"):
+            raise CloudError("InvalidParameterValue", f"key pair {row.get('name')} has no public_key to import: "
+                             "create the key pair in AWS and import it with iasql_rollback(), or insert its "
+                             "public key", "ec2.import_key_pair")
+        await mc.call("ec2", region, "import_key_pair", KeyName=row["name"],
+                      PublicKeyMaterial=str(row["public_key"]).encode())
+        try:
+            return (await self._records(mc, region, KeyNames=[row["name"]]))[0]
+        except (CloudError, IndexError) as e:
+            err = e if isinstance(e, CloudError) else CloudError("InvalidKeyPair.NotFound", str(e),
+                                                                 "ec2.describe_key_pairs")
+            try:
+                await mc.call("ec2", region, "delete_key_pair", KeyName=row["name"])
+            except CloudError:
+                err.left = {"name": row["name"], "region": region}
+            raise err from None
+
+    async def update(self, mc: MapperContext, row: dict, cloud: dict) -> dict:
+        """Nothing to push (only AWS's columns can differ; the sync restores them); returns ``cloud``."""
+        return cloud
+
+    async def delete(self, mc: MapperContext, cloud: dict) -> None:
+        """Delete the key pair. Raises engine.aws.CloudError."""
+        await mc.call("ec2", cloud["region"], "delete_key_pair", KeyName=cloud["name"])
+
+
+# -- instance ---------------------------------------------------------------------------------------------------
+_REPLACING = ("instance_type", "user_data", "key_pair_name", "role_name", "subnet_id", "hibernation_enabled",
+              "region")
+
+
+class InstanceMapper(VpcModuleMapper):
+    """``instance`` rows <-> EC2 instances of the enabled regions. Follows IaSQL's
+    ``mappers/instance.ts``: tags and state in place, the launch settings replace."""
+
+    table = "instance"
+    columns = (Col("id", "int", "pk"), Col("instance_id", "text", "cloud"), Col("ami"), Col("instance_type"),
+               Col("key_pair_name"), Col("state"), Col("user_data"), Col("tags", "json"),
+               Col("hibernation_enabled", "bool"), Col("region"), Col("role_name"), Col("subnet_id", "int"))
+    key = ("instance_id",)
+    pk = ("id",)
+    optional = ("subnet_id",)
+
+    def describe(self, rec: dict) -> str:
+        """The plan-row description of ``rec``."""
+        return (f"{rec.get('instance_type')} instance {rec.get('instance_id') or 'new'} ({rec.get('ami')}, "
+                f"{rec.get('state')}) in {rec.get('region')}")
+
+    @staticmethod
+    def _same(c: Col, a: Any, b: Any) -> bool:
+        if c.name in ("user_data", "key_pair_name", "role_name"):  # '' is none, as AWS reads it
+            return (a or None) == (b or None)
+        return VpcModuleMapper._same(c, a, b)
+
+    def compared(self, row: dict, cloud: dict) -> list[Col]:
+        """The user columns compared: an ami to resolve through SSM is not (see the module docstring)."""
+        cols = super().compared(row, cloud)
+        if str(row.get("ami") or "").startswith(SSM_PREFIX):
+            cols = [c for c in cols if c.name != "ami"]
+        return cols
+
+    def needs_replace(self, row: dict, cloud: dict) -> bool:
+        """True when a launch setting (or a compared ami) differs: only a new instance can have it."""
+        names = tuple(c.name for c in self.compared(row, cloud) if c.name in _REPLACING or c.name == "ami")
+        return self.differs(row, cloud, names)
+
+    # -- reading
+    async def _lookups(self, mc: MapperContext) -> tuple[dict, dict]:
+        """(subnet ids ``{(region, subnet id): db id}``, role names ``{instance profile name: role
+        name}``) from the database."""
+        subnets, _ = await id_maps(mc, "subnet", "subnet_id")
+        roles = {name: name for (name,) in await mc.fetchall("SELECT role_name FROM public.iam_role")}
+        return subnets, roles
+
+    @staticmethod
+    def _record(i: dict, region: str, subnets: dict, roles: dict, data: str | None) -> dict:
+        profile = ((i.get("IamInstanceProfile") or {}).get("Arn") or "").rsplit("/", 1)[-1]
+        state = (i.get("State") or {}).get("Name")
+        return {"instance_id": i["InstanceId"], "ami": i.get("ImageId") or "", "instance_type": i.get("InstanceType"),
+                "key_pair_name": i.get("KeyName") or None, "state": "stopped" if state == "stopped" else "running",
+                "user_data": data, "tags": tags_from_aws([t for t in i.get("Tags") or () if t.get("Value")]),
+                "hibernation_enabled": bool((i.get("HibernationOptions") or {}).get("Configured")),
+                "region": region, "role_name": roles.get(profile) if profile else None,
+                "subnet_id": subnets.get((region, i.get("SubnetId"))), "_subnet": i.get("SubnetId"),
+                "_vpc": i.get("VpcId"), "_groups": [g["GroupId"] for g in i.get("SecurityGroups") or ()]}
+
+    def prefetch(self, mc: MapperContext) -> None:
+        """Start the batched instance read (``prefetch_instances``)."""
+        prefetch_instances(mc)
+
+    async def read(self, mc: MapperContext) -> list[dict]:
+        """Every instance of the enabled regions: the database lookups first, then the batched
+        describe and the per-instance user data, concurrently. Raises engine.aws.CloudError."""
+        subnets, roles = await self._lookups(mc)
+        by_region = await all_instances(mc)
+        datas = await asyncio.gather(*(user_data(mc, r, list(by_region[r].values())) for r in mc.regions))
+        out = []
+        for region, data in zip(mc.regions, datas):
+            out += [self._record(i, region, subnets, roles, data.get(iid)) for iid, i in by_region[region].items()]
+        return out
+
+    async def _get(self, mc: MapperContext, region: str, instance_id: str) -> dict:
+        """The record of one instance, waiting while it is ``pending``. Raises engine.aws.CloudError."""
+        for _ in range(WAIT_TRIES):
+            i = await describe_instance(mc, region, instance_id)
+            if i is None:
+                raise CloudError("InvalidInstanceID.NotFound", f"instance {instance_id} is gone", "ec2.describe_instances")
+            if (i.get("State") or {}).get("Name") not in ("pending", "stopping"):
+                break
+            await asyncio.sleep(WAIT_DELAY)
+        subnets, roles = await self._lookups(mc)
+        data = await user_data(mc, region, [i])
+        return self._record(i, region, subnets, roles, data.get(instance_id))
+
+    # -- writing
+    async def _launch_settings(self, mc: MapperContext, row: dict) -> tuple[str, dict]:
+        """(region, run_instances keywords) for ``row``; raises CloudError DependencyViolation while
+        its subnet or a security group has no cloud id yet."""
+        op = "ec2.run_instances"
+        region = row.get("region") or mc.default_region
+        kw: dict[str, Any] = {"ImageId": row["ami"], "InstanceType": row["instance_type"], "MinCount": 1, "MaxCount": 1}
+        if row.get("subnet_id") is not None:
+            _, by_db = await id_maps(mc, "subnet", "subnet_id")
+            if row["subnet_id"] not in by_db:
+                raise missing_dependency("subnet", row["subnet_id"], op)
+            sub_region, kw["SubnetId"] = by_db[row["subnet_id"]]
+            if sub_region != region:
+                raise CloudError("InvalidParameterValue", f"subnet #{row['subnet_id']} is in {sub_region}, the "
+                                 f"instance in {region}", op)
+        if row.get("id") is not None:
+            wanted = [g for (g,) in await mc.fetchall(
+                "SELECT security_group_id FROM public.instance_security_groups WHERE instance_id = $1", (row["id"],))]
+            _, groups = await id_maps(mc, "security_group", "group_id")
+            for g in wanted:
+                if g not in groups:
+                    raise missing_dependency("security group", g, op)
+            if wanted:
+                kw["SecurityGroupIds"] = sorted(groups[g][1] for g in wanted)
+        elif row.get("_groups"):  # a cloud record put back by a revert
+            kw["SecurityGroupIds"] = list(row["_groups"])
+        if row.get("role_name"):
+            found = await mc.fetchall("SELECT arn FROM public.iam_role WHERE role_name = $1", (row["role_name"],))
+            if not found or not found[0][0]:
+                raise missing_dependency("iam_role", row["role_name"], op)
+            kw["IamInstanceProfile"] = {"Arn": found[0][0].replace(":role/", ":instance-profile/")}
+        if row.get("key_pair_name"):
+            kw["KeyName"] = row["key_pair_name"]
+        if row.get("user_data"):
+            kw["UserData"] = row["user_data"]  # boto3 base64-encodes it
+        if row.get("hibernation_enabled"):
+            kw["HibernationOptions"] = {"Configured": True}
+        kw.update(tag_specifications("instance", row.get("tags")))
+        if kw["ImageId"].startswith(SSM_PREFIX):
+            res = await mc.call("ssm", region, "get_parameter", Name=kw["ImageId"][len(SSM_PREFIX):])
+            kw["ImageId"] = res["Parameter"]["Value"]
+        return region, kw
+
+    async def create(self, mc: MapperContext, row: dict) -> dict:
+        """Run the row's instance and wait until it runs; returns its record. A failure after the
+        launch terminates it again (or sets ``left``). Raises engine.aws.CloudError."""
+        region, kw = await self._launch_settings(mc, row)
+        res = await mc.call("ec2", region, "run_instances", **kw)
+        iid = res["Instances"][0]["InstanceId"]
+        try:
+            return await self._get(mc, region, iid)
+        except CloudError as e:
+            try:
+                await mc.call("ec2", region, "terminate_instances", InstanceIds=[iid])
+            except CloudError:
+                e.left = {"instance_id": iid, "region": region}
+            raise
+
+    async def _wait_state(self, mc: MapperContext, region: str, iid: str, want: str, tries: int = WAIT_TRIES) -> None:
+        for _ in range(tries):
+            i = await describe_instance(mc, region, iid)
+            name = "terminated" if i is None else (i.get("State") or {}).get("Name")
+            if name == want:
+                return
+            await asyncio.sleep(WAIT_DELAY)
+        raise CloudError("Timeout", f"instance {iid} did not become {want}", "ec2.describe_instances")
+
+    async def update(self, mc: MapperContext, row: dict, cloud: dict) -> dict:
+        """Tags and state in place (start, stop, or stop with hibernation); returns the new record.
+        Raises engine.aws.CloudError (InvalidParameterCombination for a state change AWS cannot make,
+        e.g. stopped to hibernate)."""
+        region, iid = cloud["region"], cloud["instance_id"]
+        if not self._same(self.col("tags"), row.get("tags"), cloud.get("tags")):
+            await set_tags(mc, region, iid, row.get("tags"), cloud.get("tags"))
+        want, have = row.get("state"), cloud.get("state")
+        if want != have:
+            if (have, want) == ("stopped", "running"):
+                await mc.call("ec2", region, "start_instances", InstanceIds=[iid])
+                await self._wait_state(mc, region, iid, "running")
+            elif have == "running" and want in ("stopped", "hibernate"):
+                await mc.call("ec2", region, "stop_instances", InstanceIds=[iid], Hibernate=want == "hibernate")
+                await self._wait_state(mc, region, iid, "stopped")
+            else:
+                raise CloudError("InvalidParameterCombination",
+                                 f"Invalid instance state transition. From CLOUD state {have} to DB state {want}",
+                                 "ec2.update_instance")
+        return await self._get(mc, region, iid)
+
+    async def delete(self, mc: MapperContext, cloud: dict) -> None:
+        """Terminate the instance and wait until it is terminated. Raises engine.aws.CloudError."""
+        region, iid = cloud["region"], cloud["instance_id"]
+        try:
+            await mc.call("ec2", region, "terminate_instances", InstanceIds=[iid])
+        except CloudError as e:
+            if e.code != "InvalidInstanceID.NotFound":
+                raise
+        await self._wait_state(mc, region, iid, "terminated", TERMINATE_TRIES)
+
+
+# -- instance_security_groups ----------------------------------------------------------------------------------
+class InstanceSecurityGroupsMapper(VpcModuleMapper):
+    """``instance_security_groups`` rows <-> the security groups of instances that have a row
+    (IaSQL's join table of ``Instance.securityGroups``); rows change the groups in place."""
+
+    table = "instance_security_groups"
+    columns = (Col("instance_id", "int"), Col("security_group_id", "int"))
+    key = ("instance_id", "security_group_id")
+    pk = ("instance_id", "security_group_id")
+
+    def describe(self, rec: dict) -> str:
+        """The plan-row description of ``rec``."""
+        return f"security group #{rec.get('security_group_id')} of instance #{rec.get('instance_id')}"
+
+    async def _maps(self, mc: MapperContext) -> tuple[dict, dict, dict, dict]:
+        instances, inst_by_db = await id_maps(mc, "instance", "instance_id")
+        groups, group_by_db = await id_maps(mc, "security_group", "group_id")
+        return instances, inst_by_db, groups, group_by_db
+
+    def prefetch(self, mc: MapperContext) -> None:
+        """Start the batched instance read (``prefetch_instances``)."""
+        prefetch_instances(mc)
+
+    async def read(self, mc: MapperContext) -> list[dict]:
+        """A record per (instance with a row, group with a row) pair of the enabled regions, plus
+        the rows of instances in regions that are not enabled, as they are. Raises
+        engine.aws.CloudError."""
+        instances, _, groups, _ = await self._maps(mc)
+        kept = await mc.fetchall(
+            "SELECT g.instance_id, g.security_group_id FROM public.instance_security_groups g "
+            "JOIN public.instance i ON i.id = g.instance_id WHERE NOT (i.region = ANY($1::varchar[]))",
+            (list(mc.regions),))
+        out = [{"instance_id": i, "security_group_id": g} for i, g in kept]
+        for region, found in (await all_instances(mc)).items():
+            for iid, inst in found.items():
+                db_inst = instances.get((region, iid))
+                if db_inst is None:
+                    continue
+                for sg in inst.get("SecurityGroups") or ():
+                    db_sg = groups.get((region, sg.get("GroupId")))
+                    if db_sg is not None:
+                        out.append({"instance_id": db_inst, "security_group_id": db_sg})
+        return out
+
+    async def _target(self, mc: MapperContext, rec: dict, op: str) -> tuple[str, str, str, dict | None]:
+        """(region, instance id, group id, fresh instance record or None when gone) for ``rec``."""
+        _, inst_by_db, _, group_by_db = await self._maps(mc)
+        if rec.get("instance_id") not in inst_by_db:
+            raise missing_dependency("instance", rec.get("instance_id"), op)
+        if rec.get("security_group_id") not in group_by_db:
+            raise missing_dependency("security_group", rec.get("security_group_id"), op)
+        region, iid = inst_by_db[rec["instance_id"]]
+        return region, iid, group_by_db[rec["security_group_id"]][1], await describe_instance(mc, region, iid)
+
+    async def create(self, mc: MapperContext, row: dict) -> dict:
+        """Add the group to the instance (nothing when it has it already, e.g. from its launch);
+        returns the row's record. Raises engine.aws.CloudError."""
+        op = "ec2.modify_instance_attribute"
+        region, iid, gid, inst = await self._target(mc, row, op)
+        if inst is None:
+            raise CloudError("InvalidInstanceID.NotFound", f"instance {iid} is gone", op)
+        have = [g["GroupId"] for g in inst.get("SecurityGroups") or ()]
+        if gid not in have:
+            await mc.call("ec2", region, "modify_instance_attribute", InstanceId=iid, Groups=have + [gid])
+            await describe_instance(mc, region, iid)
+        return {"instance_id": row["instance_id"], "security_group_id": row["security_group_id"]}
+
+    async def update(self, mc: MapperContext, row: dict, cloud: dict) -> dict:
+        """Never needed (a row is its own identity); returns ``cloud``."""
+        return cloud
+
+    async def delete(self, mc: MapperContext, cloud: dict) -> None:
+        """Take the group off the instance (its VPC's default group when it was the last one).
+        Nothing when the instance or the group is gone. Raises engine.aws.CloudError."""
+        try:
+            region, iid, gid, inst = await self._target(mc, cloud, "ec2.modify_instance_attribute")
+        except CloudError:
+            return  # its instance or group has no cloud id any more: nothing holds the pair
+        if inst is None:
+            return
+        have = [g["GroupId"] for g in inst.get("SecurityGroups") or ()]
+        if gid not in have:
+            return
+        rest = [g for g in have if g != gid]
+        if not rest:
+            res = await mc.call("ec2", region, "describe_security_groups", Filters=[
+                {"Name": "vpc-id", "Values": [inst.get("VpcId") or ""]}, {"Name": "group-name", "Values": ["default"]}])
+            rest = [g["GroupId"] for g in res.get("SecurityGroups") or ()]
+            if not rest or rest == [gid]:
+                raise CloudError("InvalidParameterValue", f"instance {iid} needs at least one security group",
+                                 "ec2.modify_instance_attribute")
+        await mc.call("ec2", region, "modify_instance_attribute", InstanceId=iid, Groups=rest)
+        await describe_instance(mc, region, iid)
+
+
+# -- module ---------------------------------------------------------------------------------------------------------
+INSTALL_SQL = (
+    # IaSQL's before_install.sql: an instance's role must let EC2 assume it
+    """CREATE OR REPLACE FUNCTION public.check_role_ec2(_role_name text) RETURNS boolean
+       LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+       DECLARE _number_of_records integer;
+       BEGIN
+         SELECT pg_catalog.count(*) INTO _number_of_records FROM public.iam_role
+          WHERE role_name = _role_name AND assume_role_policy_document -> 'Statement'
+                @> '[{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}}]';
+         RETURN _number_of_records > 0;
+       END $$""",
+    "CREATE TYPE public.instance_state_enum AS ENUM ('running', 'stopped', 'hibernate')",
+    "CREATE TYPE public.key_pair_type_enum AS ENUM ('ed25519', 'rsa')",
+    """CREATE TABLE public.instance (
+         id SERIAL NOT NULL,
+         instance_id character varying,
+         ami character varying NOT NULL,
+         instance_type character varying NOT NULL,
+         key_pair_name character varying,
+         state public.instance_state_enum NOT NULL DEFAULT 'running',
+         user_data text,
+         tags json,
+         hibernation_enabled boolean NOT NULL DEFAULT false,
+         region character varying NOT NULL DEFAULT public.default_aws_region(),
+         role_name character varying,
+         subnet_id integer,
+         CONSTRAINT instance_id_region UNIQUE (id, region),
+         CONSTRAINT check_role_ec2 CHECK (role_name IS NULL OR (role_name IS NOT NULL AND public.check_role_ec2(role_name))),
+         CONSTRAINT "PK_eaf60e4a0c399c9935413e06474" PRIMARY KEY (id),
+         CONSTRAINT "FK_c24c2124cf72257adac2dfa2c8e" FOREIGN KEY (role_name) REFERENCES public.iam_role (role_name),
+         CONSTRAINT "FK_7660424ef50e6538c77706b2480" FOREIGN KEY (subnet_id) REFERENCES public.subnet (id),
+         CONSTRAINT "FK_52f1134c0a4287cdb97af5a9886" FOREIGN KEY (region) REFERENCES public.aws_regions (region))""",
+    "COMMENT ON COLUMN public.instance.instance_id IS 'Unique identifier provided by AWS once the instance is provisioned'",
+    """CREATE TABLE public.key_pair (
+         id SERIAL NOT NULL,
+         name character varying NOT NULL,
+         key_pair_id character varying,
+         type public.key_pair_type_enum,
+         fingerprint character varying,
+         public_key character varying,
+         region character varying NOT NULL DEFAULT public.default_aws_region(),
+         CONSTRAINT uq_keypair_name_region UNIQUE (name, region),
+         CONSTRAINT uq_keypair_id_region UNIQUE (id, region),
+         CONSTRAINT "PK_7ff350a8546214b80dfdd52bcb2" PRIMARY KEY (id),
+         CONSTRAINT "FK_e2d86caddef571b4984217b4f55" FOREIGN KEY (region) REFERENCES public.aws_regions (region))""",
+    """CREATE TABLE public.instance_security_groups (
+         instance_id integer NOT NULL,
+         security_group_id integer NOT NULL,
+         CONSTRAINT "PK_8045eb55d2a16cf6e4cf80e7ee5" PRIMARY KEY (instance_id, security_group_id),
+         CONSTRAINT "FK_fa3c179d5090cb1309c63b5e20a" FOREIGN KEY (instance_id) REFERENCES public.instance (id)
+           ON DELETE CASCADE ON UPDATE CASCADE,
+         CONSTRAINT "FK_b3b92934eff56d2eb0477a1d27f" FOREIGN KEY (security_group_id)
+           REFERENCES public.security_group (id) ON DELETE CASCADE ON UPDATE CASCADE)""",
+    'CREATE INDEX "IDX_fa3c179d5090cb1309c63b5e20" ON public.instance_security_groups (instance_id)',
+    'CREATE INDEX "IDX_b3b92934eff56d2eb0477a1d27" ON public.instance_security_groups (security_group_id)',
+)
+
+UNINSTALL_SQL = (
+    "DROP TABLE public.instance_security_groups",
+    "DROP TABLE public.key_pair",
+    "DROP TABLE public.instance",
+    "DROP TYPE public.key_pair_type_enum",
+    "DROP TYPE public.instance_state_enum",
+    "DROP FUNCTION public.check_role_ec2(text)",
+)
+
+MODULE = Module(
+    name="aws_ec2",
+    version=VERSION,
+    dependencies=("aws_account", "aws_security_group", "aws_iam", "aws_vpc"),
+    install_sql=INSTALL_SQL,
+    uninstall_sql=UNINSTALL_SQL,
+    mappers=(KeyPairMapper(), InstanceMapper(), InstanceSecurityGroupsMapper()),
+    description="EC2 instances, their security groups and key pairs",
+)

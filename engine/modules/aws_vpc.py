@@ -1573,7 +1573,7 @@ class EndpointInterfaceMapper(VpcModuleMapper):
         rows = await mc.fetchall("SELECT s.subnet_id FROM public.endpoint_interface_subnets j JOIN public.subnet s "
                                  "ON s.id = j.subnet_id WHERE j.endpoint_interface_id = $1", (row.get("id"),))
         if any(s is None for s, in rows):
-            raise _missing("subnet", "of endpoint_interface_subnets", "ec2.create_vpc_endpoint")
+            raise missing_dependency("subnet", "of endpoint_interface_subnets", "ec2.create_vpc_endpoint")
         subnets = sorted(s for s, in rows)
         if not subnets:
             subnets = sorted(s["SubnetId"] for s in await mc.paginate(

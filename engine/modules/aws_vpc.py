@@ -1,4 +1,5 @@
-"""Module ``aws_vpc``: VPCs, subnets, gateways, elastic IPs, route tables, routes and endpoints.
+"""Module ``aws_vpc``: VPCs, subnets, DHCP options, network ACLs, gateways, elastic IPs, route tables,
+routes, peering connections and endpoints.
 
 Tables, columns, types, enums, keys, defaults and constraints follow IaSQL v0.1's ``aws_vpc``
 migration (``src/modules/aws_vpc/migration/1680099851511-aws_vpc.ts``); what each mapper reads,
@@ -29,11 +30,24 @@ dependency order:
   ``vpc_id`` replaces it; a NULL ``route_table_ids`` / ``policy`` means AWS's choice, which the
   sync writes back).
 
+- ``dhcp_options`` (before ``vpc``): every DHCP option set (AWS's default one too); tags in place,
+  ``dhcp_configurations`` is restorable (AWS cannot change it: not compared, the sync writes the
+  cloud's back). ``vpc.dhcp_options_id`` (NULL: AWS's ``default``, no options) is associated after
+  the VPC is created and on update (``VpcDhcpOptionsMapper``).
+- ``network_acl`` (before ``subnet``): the non-default ACLs of VPCs with a row; a new VPC replaces,
+  ``entries`` and tags in place. ``subnet.network_acl_id`` (NULL: the VPC's default ACL) is set
+  after the subnet is created and moved in place (``SubnetNetworkAclMapper``).
+- ``peering_connection`` (no ``region``: the requester's): requested, accepted, routed both ways;
+  a new requester or accepter replaces, tags in place.
+- ``endpoint_interface`` and its join table ``endpoint_interface_subnets`` (IaSQL has no security
+  group join table for it): a new service or VPC replaces; policy, tags and subnets in place;
+  ``private_dns_enabled`` and ``dns_name_record_type`` are restorable (taken at create).
+
+These four follow IaSQL's ``mappers/dhcp_options.ts``, ``network_acl.ts``, ``peering_connection.ts``
+and ``endpoint_interface.ts``; their DDL and the two foreign keys are ``MORE_INSTALL_SQL``.
+
 Tags are ``json`` objects; an AWS resource without tags reads as NULL (``{}`` and NULL compare
-equal). ``vpc.dhcp_options_id`` and ``subnet.network_acl_id`` exist as plain nullable integers:
-IaSQL's ``dhcp_options``, ``network_acl``, ``peering_connection`` and ``endpoint_interface``
-tables are not part of this module yet, so those two columns reference nothing and are never read
-or written by the engine.
+equal).
 
 A replace deletes before it creates (``engine.core.plan``): AWS refuses to delete a VPC that still
 has subnets or route tables besides its main one, and a route table that still has subnet
@@ -48,8 +62,13 @@ describe/modify_vpc_attribute, create/delete/describe_subnets, create/attach/det
 describe_internet_gateways, allocate/release/describe_addresses, create/delete/describe_route_tables,
 create/delete_route, associate/disassociate/replace_route_table_association,
 create/delete/describe_nat_gateways, create/modify/delete/describe_vpc_endpoints,
-describe_availability_zones, create_tags/delete_tags. Where it differs from AWS: it creates no
-internet gateway for the default VPC (so ``internet_gateway`` starts empty against moto), its NAT
+describe_availability_zones, create_tags/delete_tags, create/describe/delete/associate_dhcp_options,
+create/describe/delete_network_acl(s), create/delete_network_acl_entry, replace_network_acl_association,
+create/accept/describe/delete_vpc_peering_connection(s) (across regions too). Where it differs from
+AWS: it creates no internet gateway for the default VPC (so ``internet_gateway`` starts empty
+against moto) and no DHCP options (its VPCs read ``default``: ``dhcp_options`` starts empty),
+``create_dhcp_options`` ignores ``TagSpecifications`` (the create tags the set afterwards),
+interface endpoints keep no ``DnsOptions`` (``dns_name_record_type`` reads NULL), its NAT
 gateways and VPCs are ``available`` at once (the creates wait for ``available`` all the same),
 deleted NAT gateways and endpoints stay listed in state ``deleted`` (never read into the tables),
 and ``replace_route_table_association`` keeps the association id where AWS issues a new one (the
@@ -1021,6 +1040,630 @@ class EndpointGatewayMapper(VpcModuleMapper):
         await mc.call("ec2", cloud["region"], "delete_vpc_endpoints", VpcEndpointIds=[cloud["vpc_endpoint_id"]])
 
 
+# -- dhcp_options, network_acl, peering_connection, endpoint_interface (IaSQL v0.1's other aws_vpc tables) ---------
+def _json_value(value: Any) -> Any:
+    """A ``json`` column value (text or already decoded) decoded; text that is not JSON as is."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+class DhcpOptionsMapper(VpcModuleMapper):
+    """``dhcp_options`` rows <-> DHCP option sets of the enabled regions. Follows IaSQL's
+    ``mappers/dhcp_options.ts``: every set is read (AWS's default set too; moto has none until one
+    is created); AWS cannot change a set's configurations, so ``dhcp_configurations`` is not
+    compared after the create and the sync writes the cloud's back (IaSQL "restores the record");
+    tags change in place. Deleting a set still associated with a VPC fails (DependencyViolation) and reverts."""
+
+    table = "dhcp_options"
+    columns = (Col("id", "int", "pk"), Col("dhcp_options_id", "text", "cloud"), Col("dhcp_configurations", "json"),
+               Col("tags", "json"), Col("region"))
+    key = ("dhcp_options_id",)
+    pk = ("id",)
+    cloud_read_uses_db = False
+
+    def describe(self, rec: dict) -> str:
+        """The plan-row description of ``rec``."""
+        return f"DHCP options {rec.get('dhcp_options_id') or 'new'} in {rec.get('region')}"
+
+    def compared(self, row: dict, cloud: dict) -> list[Col]:
+        """``dhcp_configurations`` is restorable (not compared: the sync writes the cloud's back)."""
+        return [c for c in super().compared(row, cloud) if c.name != "dhcp_configurations"]
+
+    def needs_replace(self, row: dict, cloud: dict) -> bool:
+        """A new region needs a new set; nothing else replaces (as IaSQL)."""
+        return self.differs(row, cloud, ("region",))
+
+    @staticmethod
+    def _configurations(value: Any) -> list | None:
+        """``[{"Key", "Values": [{"Value"}]}]`` in a comparable order (keys and values sorted)."""
+        value = _json_value(value)
+        if not isinstance(value, list):
+            return value
+        out = []
+        for c in value:
+            if not isinstance(c, dict):
+                return value
+            vals = sorted((v.get("Value") if isinstance(v, dict) else v) for v in c.get("Values") or [])
+            out.append({"Key": c.get("Key"), "Values": [{"Value": v} for v in vals]})
+        return sorted(out, key=lambda c: str(c["Key"]))
+
+    def _same(self, c: Col, a: Any, b: Any) -> bool:
+        if c.name == "dhcp_configurations":
+            return self._configurations(a) == self._configurations(b)
+        return super()._same(c, a, b)
+
+    def _record(self, d: dict, region: str) -> dict:
+        return {"dhcp_options_id": d["DhcpOptionsId"], "dhcp_configurations": self._configurations(
+                d.get("DhcpConfigurations") or []), "tags": tags_from_aws(d.get("Tags")), "region": region}
+
+    async def _records(self, mc: MapperContext, region: str, **kw: Any) -> list[dict]:
+        return [self._record(d, region) for d in await mc.paginate("ec2", region, "describe_dhcp_options",
+                                                                   "DhcpOptions", **kw) if d.get("DhcpOptionsId")]
+
+    async def _get(self, mc: MapperContext, region: str, dopt: str) -> dict:
+        return (await self._records(mc, region, DhcpOptionsIds=[dopt]))[0]
+
+    async def create(self, mc: MapperContext, row: dict) -> dict:
+        """Create the set (tags that the create did not apply - moto ignores ``TagSpecifications``
+        there - are set after); returns its record. Raises engine.aws.CloudError."""
+        region = row.get("region") or mc.default_region
+        configs = []
+        for c in self._configurations(row.get("dhcp_configurations")) or []:
+            configs.append({"Key": c["Key"], "Values": [str(v["Value"]) for v in c["Values"] if v["Value"]]})
+        res = await mc.call("ec2", region, "create_dhcp_options", DhcpConfigurations=configs,
+                            **tag_specifications("dhcp-options", row.get("tags")))
+        dopt = res["DhcpOptions"]["DhcpOptionsId"]
+        rec = await self._get_or_undo(mc, region, dopt, "dhcp_options_id", "delete_dhcp_options", "DhcpOptionsId")
+        if not self._same(self.col("tags"), row.get("tags"), rec.get("tags")):  # moto drops TagSpecifications here
+            try:
+                await set_tags(mc, region, dopt, row.get("tags"), rec.get("tags"))
+                rec = await self._get(mc, region, dopt)
+            except CloudError as e:
+                try:
+                    await mc.call("ec2", region, "delete_dhcp_options", DhcpOptionsId=dopt)
+                except CloudError:
+                    e.left = rec
+                raise
+        return rec
+
+    async def update(self, mc: MapperContext, row: dict, cloud: dict) -> dict:
+        """Tags in place; a new ``dhcp_configurations`` is not applied (AWS has no call for it):
+        the cloud record is returned for the sync to restore. Raises engine.aws.CloudError."""
+        if not self._same(self.col("tags"), row.get("tags"), cloud.get("tags")):
+            await set_tags(mc, cloud["region"], cloud["dhcp_options_id"], row.get("tags"), cloud.get("tags"))
+        return await self._get(mc, cloud["region"], cloud["dhcp_options_id"])
+
+    async def delete(self, mc: MapperContext, cloud: dict) -> None:
+        """Delete the set. Raises engine.aws.CloudError (DependencyViolation while a VPC uses it)."""
+        await mc.call("ec2", cloud["region"], "delete_dhcp_options", DhcpOptionsId=cloud["dhcp_options_id"])
+
+
+class VpcDhcpOptionsMapper(VpcMapper):
+    """``vpc`` with its ``dhcp_options_id``: IaSQL's ``mappers/vpc.ts`` reads the VPC's DHCP
+    option set (NULL for AWS's ``default`` - no options - or a set without a row), associates the
+    row's set after creating the VPC and on update (NULL associates ``default``)."""
+
+    columns = VpcMapper.columns + (Col("dhcp_options_id", "int"),)
+    cloud_read_uses_db = True
+
+    async def _record(self, mc: MapperContext, v: dict, region: str) -> dict:
+        rec = await super()._record(mc, v, region)
+        dopts, _ = await id_maps(mc, "dhcp_options", "dhcp_options_id")
+        rec["dhcp_options_id"] = dopts.get((region, v.get("DhcpOptionsId")))
+        rec["_dhcp_options"] = v.get("DhcpOptionsId") or "default"
+        return rec
+
+    def _dhcp_differs(self, row: dict, cloud: dict) -> bool:
+        """True when the row's DHCP options are not the VPC's: a NULL row differs from a set
+        without a row (its row deleted in this commit), as IaSQL reads such a set from the cloud."""
+        if row.get("dhcp_options_id") is None and cloud.get("dhcp_options_id") is None:
+            return cloud.get("_dhcp_options", "default") != "default"
+        return self.differs(row, cloud, ("dhcp_options_id",))
+
+    def equals(self, row: dict, cloud: dict) -> bool:
+        """``VpcMapper.equals`` and the same DHCP options."""
+        return super().equals(row, cloud) and not self._dhcp_differs(row, cloud)
+
+    async def _associate(self, mc: MapperContext, row: dict, rec: dict) -> dict:
+        """Associate the row's DHCP options with the VPC of ``rec`` when they differ; the new record."""
+        if not self._dhcp_differs(row, rec):
+            return rec
+        region, vpc_id = rec["region"], rec["vpc_id"]
+        dopt = "default"
+        if row.get("dhcp_options_id") is not None:
+            _, dopt = await _cloud_id(mc, "dhcp_options", "dhcp_options_id", row["dhcp_options_id"],
+                                      "ec2.associate_dhcp_options")
+        await mc.call("ec2", region, "associate_dhcp_options", DhcpOptionsId=dopt, VpcId=vpc_id)
+        return await self._record(mc, await self._get(mc, region, vpc_id), region)
+
+    async def create(self, mc: MapperContext, row: dict) -> dict:
+        """Create the VPC (``VpcMapper.create``), then associate the row's DHCP options. Raises
+        engine.aws.CloudError (DependencyViolation while the options have no cloud id)."""
+        if row.get("dhcp_options_id") is not None:  # fail before creating anything
+            await _cloud_id(mc, "dhcp_options", "dhcp_options_id", row["dhcp_options_id"], "ec2.associate_dhcp_options")
+        rec = await super().create(mc, row)
+        try:
+            return await self._associate(mc, row, rec)
+        except CloudError as e:
+            try:
+                await mc.call("ec2", rec["region"], "delete_vpc", VpcId=rec["vpc_id"])
+            except CloudError:
+                e.left = rec
+            raise
+
+    async def update(self, mc: MapperContext, row: dict, cloud: dict) -> dict:
+        """``VpcMapper.update``, then the DHCP options association. Raises engine.aws.CloudError."""
+        rec = await super().update(mc, row, cloud)
+        return await self._associate(mc, row, rec)
+
+
+#: Network ACL rule numbers a user can write (AWS's default rules are numbered 32767 and above).
+ACL_MAX_RULE = 32766
+_ACL_ENTRY_KEYS = ("CidrBlock", "Egress", "IcmpTypeCode", "Ipv6CidrBlock", "PortRange", "Protocol", "RuleAction",
+                   "RuleNumber")
+
+
+def acl_entries(value: Any) -> list | Any:
+    """The user rules of a network ACL ``entries`` value (AWS's ``Entries`` shape), comparable:
+    AWS's default rules (rule number above 32766) left out, only the fields
+    ``create_network_acl_entry`` takes, ordered by (egress, rule number)."""
+    value = _json_value(value)
+    if not isinstance(value, list):
+        return value
+    out = []
+    for e in value:
+        if not isinstance(e, dict):
+            return value
+        n = e.get("RuleNumber")
+        if not n or int(n) > ACL_MAX_RULE:
+            continue
+        entry = {k: e[k] for k in _ACL_ENTRY_KEYS if e.get(k) is not None}
+        entry["RuleNumber"], entry["Egress"] = int(n), bool(e.get("Egress"))
+        if "Protocol" in entry:
+            entry["Protocol"] = str(entry["Protocol"])
+        out.append(entry)
+    return sorted(out, key=lambda e: (e["Egress"], e["RuleNumber"]))
+
+
+class NetworkAclMapper(VpcModuleMapper):
+    """``network_acl`` rows <-> the non-default network ACLs of VPCs with a row. Follows IaSQL's
+    ``mappers/network_acl.ts``: default ACLs are not read (a subnet on its VPC's default ACL has
+    a NULL ``network_acl_id``); a new VPC replaces; ``entries`` (AWS's ``Entries`` shape) are
+    applied by deleting the ACL's user rules and creating the row's; tags in place. ``entries``
+    compare without AWS's default rules (numbered above 32766), which the sync writes back."""
+
+    table = "network_acl"
+    columns = (Col("id", "int", "pk"), Col("network_acl_id", "text", "cloud"), Col("entries", "json"),
+               Col("tags", "json"), Col("region"), Col("vpc_id", "int"))
+    key = ("network_acl_id",)
+    pk = ("id",)
+
+    def describe(self, rec: dict) -> str:
+        """The plan-row description of ``rec``."""
+        return f"network ACL {rec.get('network_acl_id') or 'new'} of VPC #{rec.get('vpc_id')} in {rec.get('region')}"
+
+    def needs_replace(self, row: dict, cloud: dict) -> bool:
+        """A new VPC (or region) needs a new ACL."""
+        return self.differs(row, cloud, ("vpc_id", "region"))
+
+    def _same(self, c: Col, a: Any, b: Any) -> bool:
+        if c.name == "entries":  # NULL: no rules of the user's
+            return (acl_entries(a) or []) == (acl_entries(b) or [])
+        return super()._same(c, a, b)
+
+    async def _records(self, mc: MapperContext, region: str, **kw: Any) -> list[dict]:
+        vpcs, _ = await id_maps(mc, "vpc", "vpc_id")
+        out = []
+        for a in await mc.paginate("ec2", region, "describe_network_acls", "NetworkAcls", **kw):
+            if not a.get("NetworkAclId") or a.get("IsDefault"):
+                continue
+            vpc = vpcs.get((region, a.get("VpcId")))
+            out.append({"network_acl_id": a["NetworkAclId"], "entries": a.get("Entries") or [],
+                        "tags": tags_from_aws(a.get("Tags")), "region": region, "vpc_id": vpc, "_orphan": vpc is None})
+        return out
+
+    async def _get(self, mc: MapperContext, region: str, acl: str) -> dict:
+        return (await self._records(mc, region, NetworkAclIds=[acl]))[0]
+
+    async def _add_entries(self, mc: MapperContext, region: str, acl: str, entries: Any) -> None:
+        for e in acl_entries(entries) or []:
+            await mc.call("ec2", region, "create_network_acl_entry", NetworkAclId=acl, **e)
+
+    async def create(self, mc: MapperContext, row: dict) -> dict:
+        """Create the ACL in the row's VPC and its rules; returns its record. Raises engine.aws.CloudError."""
+        region, vpc = await _cloud_id(mc, "vpc", "vpc_id", row.get("vpc_id"), "ec2.create_network_acl")
+        res = await mc.call("ec2", region, "create_network_acl", VpcId=vpc,
+                            **tag_specifications("network-acl", row.get("tags")))
+        acl = res["NetworkAcl"]["NetworkAclId"]
+        try:
+            await self._add_entries(mc, region, acl, row.get("entries"))
+        except CloudError as e:
+            try:
+                await mc.call("ec2", region, "delete_network_acl", NetworkAclId=acl)
+            except CloudError:
+                e.left = {"network_acl_id": acl, "region": region}
+            raise
+        return await self._get_or_undo(mc, region, acl, "network_acl_id", "delete_network_acl", "NetworkAclId")
+
+    async def update(self, mc: MapperContext, row: dict, cloud: dict) -> dict:
+        """Rules (all user rules deleted, the row's created) and tags in place; returns the new
+        record. Raises engine.aws.CloudError."""
+        region, acl = cloud["region"], cloud["network_acl_id"]
+        if not self._same(self.col("entries"), row.get("entries"), cloud.get("entries")):
+            for e in acl_entries(cloud.get("entries")) or []:
+                await mc.call("ec2", region, "delete_network_acl_entry", NetworkAclId=acl, Egress=e["Egress"],
+                              RuleNumber=e["RuleNumber"])
+            await self._add_entries(mc, region, acl, row.get("entries"))
+        if not self._same(self.col("tags"), row.get("tags"), cloud.get("tags")):
+            await set_tags(mc, region, acl, row.get("tags"), cloud.get("tags"))
+        return await self._get(mc, region, acl)
+
+    async def delete(self, mc: MapperContext, cloud: dict) -> None:
+        """Delete the ACL (AWS refuses while subnets use it). Raises engine.aws.CloudError."""
+        await mc.call("ec2", cloud["region"], "delete_network_acl", NetworkAclId=cloud["network_acl_id"])
+
+
+class SubnetNetworkAclMapper(SubnetMapper):
+    """``subnet`` with its ``network_acl_id``: IaSQL's ``mappers/subnet.ts`` reads the subnet's
+    ACL association (NULL on its VPC's default ACL), sets the row's ACL after creating the subnet
+    and, when only ``network_acl_id`` changes, moves the association in place
+    (``replace_network_acl_association``; NULL moves it back to the VPC's default ACL)."""
+
+    columns = SubnetMapper.columns + (Col("network_acl_id", "int"),)
+
+    def needs_replace(self, row: dict, cloud: dict) -> bool:
+        """Any change but ``network_acl_id`` replaces the subnet."""
+        return any(not self._same(c, row.get(c.name), cloud.get(c.name))
+                   for c in self.user_cols if c.name != "network_acl_id")
+
+    @staticmethod
+    async def _acls(mc: MapperContext, region: str, **kw: Any) -> dict:
+        """``{subnet id: (acl id, association id, acl is default, vpc id)}`` of one region."""
+        out = {}
+        for a in await mc.paginate("ec2", region, "describe_network_acls", "NetworkAcls", **kw):
+            for s in a.get("Associations") or ():
+                out[s.get("SubnetId")] = (a["NetworkAclId"], s.get("NetworkAclAssociationId"), bool(a.get("IsDefault")),
+                                          a.get("VpcId"))
+        return out
+
+    async def _with_acl(self, mc: MapperContext, recs: list[dict]) -> list[dict]:
+        acls_by_db, _ = await id_maps(mc, "network_acl", "network_acl_id")
+        cache: dict[str, dict] = {}
+        for rec in recs:
+            region = rec["region"]
+            if region not in cache:
+                cache[region] = await self._acls(mc, region)
+            got = cache[region].get(rec["subnet_id"])
+            rec["network_acl_id"] = None if got is None or got[2] else acls_by_db.get((region, got[0]))
+            rec["_acl_association"] = got[1] if got else None
+        return recs
+
+    async def read(self, mc: MapperContext) -> list[dict]:
+        """``SubnetMapper.read`` with each subnet's ACL. Raises engine.aws.CloudError."""
+        return await self._with_acl(mc, await super().read(mc))
+
+    async def _get(self, mc: MapperContext, region: str, subnet_id: str) -> dict:
+        return (await self._with_acl(mc, [await super()._get(mc, region, subnet_id)]))[0]
+
+    async def _set_acl(self, mc: MapperContext, row: dict, rec: dict) -> dict:
+        """Move the subnet of ``rec`` to the row's ACL when they differ; the new record."""
+        if not self.differs(row, rec, ("network_acl_id",)):
+            return rec
+        region, subnet = rec["region"], rec["subnet_id"]
+        if row.get("network_acl_id") is not None:
+            _, acl = await _cloud_id(mc, "network_acl", "network_acl_id", row["network_acl_id"],
+                                     "ec2.replace_network_acl_association")
+        else:
+            _, vpc = await _cloud_id(mc, "vpc", "vpc_id", rec.get("vpc_id"), "ec2.replace_network_acl_association")
+            acl = next(a["NetworkAclId"] for a in await mc.paginate(
+                "ec2", region, "describe_network_acls", "NetworkAcls",
+                Filters=[{"Name": "vpc-id", "Values": [vpc]}, {"Name": "default", "Values": ["true"]}]))
+        assoc = (await self._acls(mc, region, Filters=[{"Name": "association.subnet-id", "Values": [subnet]}]))[subnet][1]
+        await mc.call("ec2", region, "replace_network_acl_association", AssociationId=assoc, NetworkAclId=acl)
+        return await self._get(mc, region, subnet)
+
+    async def create(self, mc: MapperContext, row: dict) -> dict:
+        """Create the subnet (``SubnetMapper.create``), then put it on the row's ACL. Raises
+        engine.aws.CloudError."""
+        if row.get("network_acl_id") is not None:  # fail before creating anything
+            await _cloud_id(mc, "network_acl", "network_acl_id", row["network_acl_id"],
+                            "ec2.replace_network_acl_association")
+        rec = await super().create(mc, row)
+        try:
+            return await self._set_acl(mc, row, rec)
+        except CloudError as e:
+            try:
+                await mc.call("ec2", rec["region"], "delete_subnet", SubnetId=rec["subnet_id"])
+            except CloudError:
+                e.left = rec
+            raise
+
+    async def update(self, mc: MapperContext, row: dict, cloud: dict) -> dict:
+        """Only ``network_acl_id`` is updated (anything else replaces). Raises engine.aws.CloudError."""
+        return await self._set_acl(mc, row, cloud)
+
+
+class PeeringConnectionMapper(VpcModuleMapper):
+    """``peering_connection`` rows <-> VPC peering connections between two VPCs with rows (the
+    table has no ``region``: the connection lives in the requester VPC's region, the accepter may
+    be in another). Follows IaSQL's ``mappers/peering_connection.ts``: create requests the
+    connection, waits for ``pending-acceptance``, accepts it in the accepter's region, waits for
+    ``active`` and adds a route to the other VPC's CIDR through the connection to every route
+    table of both VPCs (one left there by a deleted connection is replaced; IaSQL takes the route tables from its database; here from the cloud, so
+    the main route table of a VPC made in the same commit is included; the sync brings the routes
+    in). A new requester or accepter replaces; tags change in place; ``state`` is AWS's. Deleted
+    connections (``deleted``/``deleting``) are not read."""
+
+    table = "peering_connection"
+    columns = (Col("id", "int", "pk"), Col("peering_connection_id", "text", "cloud"), Col("state", "text", "cloud"),
+               Col("tags", "json"), Col("requester_id", "int"), Col("accepter_id", "int"))
+    key = ("peering_connection_id",)
+    pk = ("id",)
+
+    def describe(self, rec: dict) -> str:
+        """The plan-row description of ``rec``."""
+        return (f"peering connection {rec.get('peering_connection_id') or 'new'} from VPC #{rec.get('requester_id')} "
+                f"to VPC #{rec.get('accepter_id')}")
+
+    def needs_replace(self, row: dict, cloud: dict) -> bool:
+        """A new requester or accepter VPC needs a new connection."""
+        return self.differs(row, cloud, ("requester_id", "accepter_id"))
+
+    async def _records(self, mc: MapperContext, region: str, **kw: Any) -> list[dict]:
+        vpcs, _ = await id_maps(mc, "vpc", "vpc_id")
+        out = []
+        for p in await mc.paginate("ec2", region, "describe_vpc_peering_connections", "VpcPeeringConnections", **kw):
+            req, acc = p.get("RequesterVpcInfo") or {}, p.get("AccepterVpcInfo") or {}
+            state = (p.get("Status") or {}).get("Code")
+            if not req.get("VpcId") or not acc.get("VpcId") or state in ("deleted", "deleting"):
+                continue
+            requester = vpcs.get((req.get("Region") or region, req["VpcId"]))
+            accepter = vpcs.get((acc.get("Region") or region, acc["VpcId"]))
+            out.append({"peering_connection_id": p["VpcPeeringConnectionId"], "state": state,
+                        "tags": tags_from_aws(p.get("Tags")), "requester_id": requester, "accepter_id": accepter,
+                        "_region": req.get("Region") or region, "_orphan": requester is None or accepter is None})
+        return out
+
+    async def read(self, mc: MapperContext) -> list[dict]:
+        """The connections of every enabled region, each once (a connection between two regions is
+        listed in both). Raises engine.aws.CloudError."""
+        seen: dict[str, dict] = {}
+        for region in mc.regions:
+            for rec in await self._records(mc, region):
+                seen.setdefault(rec["peering_connection_id"], rec)
+        return list(seen.values())
+
+    async def _wait(self, mc: MapperContext, region: str, pcx: str, state: str) -> dict:
+        rec: dict = {}
+        for _ in range(WAIT_TRIES):
+            [rec] = await self._records(mc, region, VpcPeeringConnectionIds=[pcx]) or [{}]
+            if rec.get("state") == state:
+                break
+            await asyncio.sleep(WAIT_DELAY)
+        return rec
+
+    async def create(self, mc: MapperContext, row: dict) -> dict:
+        """Request, accept and route the connection; returns its record. A failure after the
+        request deletes it again (or sets ``left``). Raises engine.aws.CloudError."""
+        region, vpc = await _cloud_id(mc, "vpc", "vpc_id", row.get("requester_id"), "ec2.create_vpc_peering_connection")
+        peer_region, peer = await _cloud_id(mc, "vpc", "vpc_id", row.get("accepter_id"),
+                                            "ec2.create_vpc_peering_connection")
+        res = await mc.call("ec2", region, "create_vpc_peering_connection", VpcId=vpc, PeerVpcId=peer,
+                            PeerRegion=peer_region, **tag_specifications("vpc-peering-connection", row.get("tags")))
+        pcx = res["VpcPeeringConnection"]["VpcPeeringConnectionId"]
+        try:
+            await self._wait(mc, region, pcx, "pending-acceptance")
+            await mc.call("ec2", peer_region, "accept_vpc_peering_connection", VpcPeeringConnectionId=pcx)
+            await self._wait(mc, region, pcx, "active")
+            cidrs = {}
+            for r, v in ((region, vpc), (peer_region, peer)):
+                cidrs[v] = (await mc.call("ec2", r, "describe_vpcs", VpcIds=[v]))["Vpcs"][0]["CidrBlock"]
+            for r, v, other in ((region, vpc, peer), (peer_region, peer, vpc)):
+                for rt in await _route_tables(mc, r, Filters=[{"Name": "vpc-id", "Values": [v]}]):
+                    route = {"RouteTableId": rt["RouteTableId"], "DestinationCidrBlock": cidrs[other],
+                             "VpcPeeringConnectionId": pcx}
+                    try:
+                        await mc.call("ec2", r, "create_route", **route)
+                    except CloudError as e:  # a route left by a deleted connection (a replace)
+                        if e.code != "RouteAlreadyExists":
+                            raise
+                        await mc.call("ec2", r, "replace_route", **route)
+            return await self._wait(mc, region, pcx, "active")
+        except CloudError as e:
+            try:
+                await mc.call("ec2", region, "delete_vpc_peering_connection", VpcPeeringConnectionId=pcx)
+            except CloudError:
+                e.left = {"peering_connection_id": pcx, "_region": region}
+            raise
+
+    async def update(self, mc: MapperContext, row: dict, cloud: dict) -> dict:
+        """Tags in place; returns the new record. Raises engine.aws.CloudError."""
+        region, pcx = cloud["_region"], cloud["peering_connection_id"]
+        if not self._same(self.col("tags"), row.get("tags"), cloud.get("tags")):
+            await set_tags(mc, region, pcx, row.get("tags"), cloud.get("tags"))
+        return (await self._records(mc, region, VpcPeeringConnectionIds=[pcx]))[0]
+
+    async def delete(self, mc: MapperContext, cloud: dict) -> None:
+        """Delete the connection (its routes stay, as AWS leaves them). Raises engine.aws.CloudError."""
+        await mc.call("ec2", cloud["_region"], "delete_vpc_peering_connection",
+                      VpcPeeringConnectionId=cloud["peering_connection_id"])
+
+
+#: IaSQL's ``endpoint_interface_service_enum``.
+INTERFACE_SERVICES = ("s3", "s3-global.accesspoint", "execute-api", "rds", "logs", "codebuild", "codedeploy",
+                      "codepipeline", "ec2", "ecr", "ecs", "elasticloadbalancing", "elasticache", "lambda", "memory-db")
+
+
+def interface_service(service_name: str) -> str | None:
+    """The enum value of an AWS endpoint service name (``com.amazonaws.us-east-1.lambda`` ->
+    ``lambda``): the first of IaSQL's values the name ends with, as IaSQL's helper."""
+    return next((s for s in INTERFACE_SERVICES if service_name.endswith(s)), None)
+
+
+async def _interface_endpoints(mc: MapperContext, region: str, **kw: Any) -> list[dict]:
+    """The Interface endpoints of one region that are not (being) deleted."""
+    return [e for e in await mc.paginate("ec2", region, "describe_vpc_endpoints", "VpcEndpoints", **kw)
+            if e.get("VpcEndpointType") == "Interface" and e.get("State") not in ("deleted", "deleting")]
+
+
+class EndpointInterfaceMapper(VpcModuleMapper):
+    """``endpoint_interface`` rows <-> Interface VPC endpoints of VPCs with a row; the subnets are
+    in ``endpoint_interface_subnets``. Follows IaSQL's ``mappers/endpoint_interface.ts``: create
+    uses the row's subnets (all of the VPC's when it has none), the row's policy,
+    ``private_dns_enabled`` and ``dns_name_record_type``; a new service or VPC replaces; policy
+    and tags change in place; ``private_dns_enabled`` and ``dns_name_record_type`` are not
+    updated nor compared (the sync writes the cloud's back, as IaSQL restores them). A NULL
+    ``policy`` is AWS's choice. moto keeps no ``DnsOptions``: its endpoints read a NULL
+    ``dns_name_record_type``."""
+
+    table = "endpoint_interface"
+    columns = (Col("id", "int", "pk"), Col("vpc_endpoint_id", "text", "cloud"), Col("service"), Col("policy", "json"),
+               Col("state", "text", "cloud"), Col("private_dns_enabled", "bool"), Col("dns_name_record_type"),
+               Col("tags", "json"), Col("region"), Col("vpc_id", "int"))
+    key = ("vpc_endpoint_id",)
+    pk = ("id",)
+    optional = ("policy",)
+
+    def describe(self, rec: dict) -> str:
+        """The plan-row description of ``rec``."""
+        return (f"{rec.get('service')} interface endpoint {rec.get('vpc_endpoint_id') or 'new'} in VPC "
+                f"#{rec.get('vpc_id')}")
+
+    def compared(self, row: dict, cloud: dict) -> list[Col]:
+        """``private_dns_enabled`` and ``dns_name_record_type`` are restorable (not compared: the
+        sync writes the cloud's back)."""
+        return [c for c in super().compared(row, cloud) if c.name not in ("private_dns_enabled", "dns_name_record_type")]
+
+    def needs_replace(self, row: dict, cloud: dict) -> bool:
+        """A new service, VPC or region needs a new endpoint."""
+        return self.differs(row, cloud, ("service", "vpc_id", "region"))
+
+    async def _records(self, mc: MapperContext, region: str, **kw: Any) -> list[dict]:
+        vpcs, _ = await id_maps(mc, "vpc", "vpc_id")
+        out = []
+        for e in await _interface_endpoints(mc, region, **kw):
+            service = interface_service(e.get("ServiceName") or "")
+            if service is None or not e.get("VpcEndpointId"):
+                continue
+            vpc = vpcs.get((region, e.get("VpcId")))
+            out.append({"vpc_endpoint_id": e["VpcEndpointId"], "service": service,
+                        "policy": _json_value(e.get("PolicyDocument")), "state": e.get("State"),
+                        "private_dns_enabled": bool(e.get("PrivateDnsEnabled")),
+                        "dns_name_record_type": (e.get("DnsOptions") or {}).get("DnsRecordIpType"),
+                        "tags": tags_from_aws(e.get("Tags")), "region": region, "vpc_id": vpc,
+                        "_orphan": vpc is None})
+        return out
+
+    async def _get(self, mc: MapperContext, region: str, vpce: str) -> dict:
+        for _ in range(WAIT_TRIES):
+            [rec] = await self._records(mc, region, VpcEndpointIds=[vpce])
+            if rec.get("state") not in ("pending", "pendingAcceptance"):
+                break
+            await asyncio.sleep(WAIT_DELAY)
+        return rec
+
+    async def create(self, mc: MapperContext, row: dict) -> dict:
+        """Create the endpoint on the row's subnets (``endpoint_interface_subnets``; all of the
+        VPC's when none); returns its record. Raises engine.aws.CloudError."""
+        region, vpc = await _cloud_id(mc, "vpc", "vpc_id", row.get("vpc_id"), "ec2.create_vpc_endpoint")
+        rows = await mc.fetchall("SELECT s.subnet_id FROM public.endpoint_interface_subnets j JOIN public.subnet s "
+                                 "ON s.id = j.subnet_id WHERE j.endpoint_interface_id = $1", (row.get("id"),))
+        if any(s is None for s, in rows):
+            raise missing_dependency("subnet", "of endpoint_interface_subnets", "ec2.create_vpc_endpoint")
+        subnets = sorted(s for s, in rows)
+        if not subnets:
+            subnets = sorted(s["SubnetId"] for s in await mc.paginate(
+                "ec2", region, "describe_subnets", "Subnets", Filters=[{"Name": "vpc-id", "Values": [vpc]}]))
+        kw: dict[str, Any] = {"VpcEndpointType": "Interface", "VpcId": vpc, "SubnetIds": subnets,
+                              "ServiceName": f"com.amazonaws.{region}.{row['service']}",
+                              "PrivateDnsEnabled": bool(row.get("private_dns_enabled"))}
+        if row.get("dns_name_record_type"):
+            kw["DnsOptions"] = {"DnsRecordIpType": row["dns_name_record_type"]}
+        if row.get("policy") is not None:
+            pol = row["policy"]
+            kw["PolicyDocument"] = pol if isinstance(pol, str) else json.dumps(pol)
+        res = await mc.call("ec2", region, "create_vpc_endpoint", **kw,
+                            **tag_specifications("vpc-endpoint", row.get("tags")))
+        vpce = res["VpcEndpoint"]["VpcEndpointId"]
+        return await self._get_or_undo(mc, region, vpce, "vpc_endpoint_id", "delete_vpc_endpoints", "VpcEndpointIds")
+
+    async def update(self, mc: MapperContext, row: dict, cloud: dict) -> dict:
+        """Policy and tags in place; returns the new record. Raises engine.aws.CloudError."""
+        region, vpce = cloud["region"], cloud["vpc_endpoint_id"]
+        if row.get("policy") is not None and not self._same(self.col("policy"), row["policy"], cloud.get("policy")):
+            pol = row["policy"]
+            await mc.call("ec2", region, "modify_vpc_endpoint", VpcEndpointId=vpce,
+                          PolicyDocument=pol if isinstance(pol, str) else json.dumps(pol))
+        if not self._same(self.col("tags"), row.get("tags"), cloud.get("tags")):
+            await set_tags(mc, region, vpce, row.get("tags"), cloud.get("tags"))
+        return await self._get(mc, region, vpce)
+
+    async def delete(self, mc: MapperContext, cloud: dict) -> None:
+        """Delete the endpoint. Raises engine.aws.CloudError."""
+        await mc.call("ec2", cloud["region"], "delete_vpc_endpoints", VpcEndpointIds=[cloud["vpc_endpoint_id"]])
+
+
+class EndpointInterfaceSubnetsMapper(VpcModuleMapper):
+    """``endpoint_interface_subnets`` (IaSQL's join table of ``endpoint_interface.subnets``) <->
+    the subnets of the Interface endpoints that have rows: a new row adds the subnet to the
+    endpoint, a deleted one removes it (``modify_vpc_endpoint``). The endpoint's create already
+    uses the rows there are, so they are in the cloud before their own ops run."""
+
+    table = "endpoint_interface_subnets"
+    columns = (Col("endpoint_interface_id", "int"), Col("subnet_id", "int"))
+    key = ("endpoint_interface_id", "subnet_id")
+    pk = ("endpoint_interface_id", "subnet_id")
+
+    def describe(self, rec: dict) -> str:
+        """The plan-row description of ``rec``."""
+        return f"subnet #{rec.get('subnet_id')} of interface endpoint #{rec.get('endpoint_interface_id')}"
+
+    def needs_replace(self, row: dict, cloud: dict) -> bool:
+        """Never updated: a join row is added or removed."""
+        return True
+
+    async def read(self, mc: MapperContext) -> list[dict]:
+        """One record per (endpoint with a row, subnet with a row): a subnet without a row is not
+        listed. Raises engine.aws.CloudError."""
+        eps, _ = await id_maps(mc, "endpoint_interface", "vpc_endpoint_id")
+        subnets, _ = await id_maps(mc, "subnet", "subnet_id")
+        out = []
+        for region in mc.regions:
+            for e in await _interface_endpoints(mc, region):
+                ep = eps.get((region, e.get("VpcEndpointId")))
+                for s in e.get("SubnetIds") or ():
+                    sub = subnets.get((region, s))
+                    if ep is not None and sub is not None:
+                        out.append({"endpoint_interface_id": ep, "subnet_id": sub, "_vpce": e["VpcEndpointId"],
+                                    "_subnet": s, "_region": region})
+        return out
+
+    async def _ids(self, mc: MapperContext, row: dict, op: str) -> tuple[str, str, str]:
+        region, vpce = await _cloud_id(mc, "endpoint_interface", "vpc_endpoint_id", row.get("endpoint_interface_id"), op)
+        _, subnet = await _cloud_id(mc, "subnet", "subnet_id", row.get("subnet_id"), op)
+        return region, vpce, subnet
+
+    async def create(self, mc: MapperContext, row: dict) -> dict:
+        """Add the subnet to the endpoint; returns the record. Raises engine.aws.CloudError."""
+        region, vpce, subnet = await self._ids(mc, row, "ec2.modify_vpc_endpoint")
+        await mc.call("ec2", region, "modify_vpc_endpoint", VpcEndpointId=vpce, AddSubnetIds=[subnet])
+        return {"endpoint_interface_id": row["endpoint_interface_id"], "subnet_id": row["subnet_id"], "_vpce": vpce,
+                "_subnet": subnet, "_region": region}
+
+    async def update(self, mc: MapperContext, row: dict, cloud: dict) -> dict:
+        """Never called (join rows are replaced); raises CloudError."""
+        raise CloudError("Unsupported", "endpoint_interface_subnets rows are replaced, not updated", "ec2.update")
+
+    async def delete(self, mc: MapperContext, cloud: dict) -> None:
+        """Remove the subnet from the endpoint. Raises engine.aws.CloudError."""
+        await mc.call("ec2", cloud["_region"], "modify_vpc_endpoint", VpcEndpointId=cloud["_vpce"],
+                      RemoveSubnetIds=[cloud["_subnet"]])
+
+
 # -- module ---------------------------------------------------------------------------------------------------------------
 _REGION = ("region character varying NOT NULL DEFAULT public.default_aws_region() "
            "REFERENCES public.aws_regions (region)")
@@ -1161,6 +1804,86 @@ INSTALL_SQL = (
        FOR EACH ROW EXECUTE FUNCTION public.check_route_table_ids_region_update()""",
 )
 
+#: IaSQL's dhcp_options, peering_connection, network_acl, endpoint_interface(_subnets) tables and the
+#: foreign keys of vpc.dhcp_options_id and subnet.network_acl_id (run after the tables above).
+MORE_INSTALL_SQL = (
+    f"""CREATE TABLE public.dhcp_options (
+         id SERIAL PRIMARY KEY,
+         dhcp_options_id character varying,
+         dhcp_configurations json,
+         tags json,
+         {_REGION},
+         CONSTRAINT uq_dhcp_options_id_region UNIQUE (id, region),
+         CONSTRAINT uq_dhcp_options_region UNIQUE (dhcp_options_id, region))""",
+    """ALTER TABLE public.vpc ADD CONSTRAINT "FK_cd834c0377f2390d05341b7a883" FOREIGN KEY (dhcp_options_id, region)
+         REFERENCES public.dhcp_options (id, region)""",
+    "CREATE TYPE public.peering_connection_state_enum AS ENUM ('active', 'expired', 'failed', "
+    "'initiating-request', 'pending-acceptance', 'provisioning', 'rejected')",
+    """CREATE TABLE public.peering_connection (
+         id SERIAL PRIMARY KEY,
+         peering_connection_id character varying,
+         state public.peering_connection_state_enum,
+         tags json,
+         requester_id integer NOT NULL,
+         accepter_id integer NOT NULL,
+         CONSTRAINT "FK_b195bf4246be413501fef93c5c7" FOREIGN KEY (requester_id) REFERENCES public.vpc (id),
+         CONSTRAINT "FK_aa6d0dcc5d176475e86ca25c4e3" FOREIGN KEY (accepter_id) REFERENCES public.vpc (id))""",
+    f"""CREATE TABLE public.network_acl (
+         id SERIAL PRIMARY KEY,
+         network_acl_id character varying,
+         entries json,
+         tags json,
+         {_REGION},
+         vpc_id integer NOT NULL,
+         CONSTRAINT uq_network_acl_id_region UNIQUE (network_acl_id, region),
+         CONSTRAINT uq_acl_id_region UNIQUE (id, region),
+         CONSTRAINT "FK_0f9f559664c88e50857392a1dc4" FOREIGN KEY (vpc_id, region) REFERENCES public.vpc (id, region)
+           ON DELETE CASCADE)""",
+    """ALTER TABLE public.subnet ADD CONSTRAINT "FK_701856b5cac83db222fc36a127e" FOREIGN KEY (network_acl_id)
+         REFERENCES public.network_acl (id)""",
+    "CREATE TYPE public.endpoint_interface_service_enum AS ENUM ('s3', 's3-global.accesspoint', 'execute-api', "
+    "'rds', 'logs', 'codebuild', 'codedeploy', 'codepipeline', 'ec2', 'ecr', 'ecs', 'elasticloadbalancing', "
+    "'elasticache', 'lambda', 'memory-db')",
+    "CREATE TYPE public.endpoint_interface_dns_name_record_type_enum AS ENUM ('dualstack', 'ipv4', 'ipv6', "
+    "'service-defined')",
+    f"""CREATE TABLE public.endpoint_interface (
+         id SERIAL PRIMARY KEY,
+         vpc_endpoint_id character varying,
+         service public.endpoint_interface_service_enum NOT NULL,
+         policy json,
+         state character varying,
+         private_dns_enabled boolean DEFAULT false,
+         dns_name_record_type public.endpoint_interface_dns_name_record_type_enum DEFAULT 'ipv4',
+         tags json,
+         {_REGION},
+         vpc_id integer NOT NULL,
+         CONSTRAINT "FK_f94801d992a1d1e5237864341a7" FOREIGN KEY (vpc_id, region) REFERENCES public.vpc (id, region))""",
+    """CREATE TABLE public.endpoint_interface_subnets (
+         endpoint_interface_id integer NOT NULL,
+         subnet_id integer NOT NULL,
+         CONSTRAINT "PK_edb3c3e9dc6eb5838e9b4203453" PRIMARY KEY (endpoint_interface_id, subnet_id),
+         CONSTRAINT "FK_0a1d6b751b00a4f108993dd3385" FOREIGN KEY (endpoint_interface_id)
+           REFERENCES public.endpoint_interface (id) ON DELETE CASCADE ON UPDATE CASCADE,
+         CONSTRAINT "FK_4cc01b4cb8c79840e521644f416" FOREIGN KEY (subnet_id)
+           REFERENCES public.subnet (id) ON DELETE CASCADE ON UPDATE CASCADE)""",
+    'CREATE INDEX "IDX_0a1d6b751b00a4f108993dd338" ON public.endpoint_interface_subnets (endpoint_interface_id)',
+    'CREATE INDEX "IDX_4cc01b4cb8c79840e521644f41" ON public.endpoint_interface_subnets (subnet_id)',
+)
+
+#: Drops MORE_INSTALL_SQL's tables and foreign keys (run before the drops below).
+MORE_UNINSTALL_SQL = (
+    "DROP TABLE public.endpoint_interface_subnets",
+    "DROP TABLE public.endpoint_interface",
+    "DROP TYPE public.endpoint_interface_dns_name_record_type_enum",
+    "DROP TYPE public.endpoint_interface_service_enum",
+    'ALTER TABLE public.subnet DROP CONSTRAINT "FK_701856b5cac83db222fc36a127e"',
+    "DROP TABLE public.network_acl",
+    "DROP TABLE public.peering_connection",
+    "DROP TYPE public.peering_connection_state_enum",
+    'ALTER TABLE public.vpc DROP CONSTRAINT "FK_cd834c0377f2390d05341b7a883"',
+    "DROP TABLE public.dhcp_options",
+)
+
 UNINSTALL_SQL = (
     "DROP TABLE public.endpoint_gateway",
     "DROP FUNCTION IF EXISTS public.check_route_table_ids_region_update()",
@@ -1184,10 +1907,11 @@ MODULE = Module(
     name="aws_vpc",
     version=VERSION,
     dependencies=("aws_account",),
-    install_sql=INSTALL_SQL,
-    uninstall_sql=UNINSTALL_SQL,
-    mappers=(AvailabilityZoneMapper(), VpcMapper(), SubnetMapper(), InternetGatewayMapper(), ElasticIpMapper(),
-             RouteTableMapper(), RouteTableAssociationMapper(), RouteMapper(), NatGatewayMapper(),
-             EndpointGatewayMapper()),
+    install_sql=INSTALL_SQL + MORE_INSTALL_SQL,
+    uninstall_sql=MORE_UNINSTALL_SQL + UNINSTALL_SQL,
+    mappers=(AvailabilityZoneMapper(), DhcpOptionsMapper(), VpcDhcpOptionsMapper(), NetworkAclMapper(),
+             SubnetNetworkAclMapper(), InternetGatewayMapper(), ElasticIpMapper(), RouteTableMapper(),
+             RouteTableAssociationMapper(), RouteMapper(), PeeringConnectionMapper(), NatGatewayMapper(),
+             EndpointGatewayMapper(), EndpointInterfaceMapper(), EndpointInterfaceSubnetsMapper()),
     description="VPCs, subnets, internet and NAT gateways, elastic IPs, route tables, routes and gateway endpoints",
 )

@@ -28,7 +28,11 @@ async def test_install_imports_the_default_vpc(registry, ctx, dsn, aws, vpc_mod)
     zones = ec2.describe_availability_zones()["AvailabilityZones"]
     assert counts == {"availability_zone": len(zones), "vpc": 1, "subnet": len(subnets), "internet_gateway": 0,
                       "elastic_ip": 0, "route_table": 1, "route_table_association": 1, "route": 1,
-                      "nat_gateway": 0, "endpoint_gateway": 0}
+                      "nat_gateway": 0, "endpoint_gateway": 0,
+                      # moto has no DHCP options until one is made (AWS's default set would come in),
+                      # default network ACLs are not read (as IaSQL)
+                      "dhcp_options": 0, "network_acl": 0, "peering_connection": 0, "endpoint_interface": 0,
+                      "endpoint_interface_subnets": 0}
     assert await sql(dsn, "SELECT vpc_id, cidr_block, state::text, is_default, region FROM vpc") == [
         (default["VpcId"], "172.31.0.0/16", "available", True, "us-east-1")]
     got = await sql(dsn, "SELECT s.subnet_id, s.cidr_block, s.availability_zone, s.state::text, s.subnet_arn "
@@ -354,9 +358,11 @@ async def test_listed_and_installed_with_security_groups_in_one_call(registry, c
     assert mods["aws_vpc"][1:] == ("0.1.0", ["iasql_platform@0.1.0", "iasql_functions@0.1.0", "aws_account@0.1.0"])
     assert "aws_vpc@0.1.0" in mods["aws_security_group"][2]
     rows = await call(registry, ctx, "iasql_install", "aws_vpc", "aws_security_group")
-    assert [t for _, t, _ in rows] == ["availability_zone", "vpc", "subnet", "internet_gateway", "elastic_ip",
-                                      "route_table", "route_table_association", "route", "nat_gateway",
-                                      "endpoint_gateway", "security_group", "security_group_rule"]
+    assert [t for _, t, _ in rows] == ["availability_zone", "dhcp_options", "vpc", "network_acl", "subnet",
+                                      "internet_gateway", "elastic_ip", "route_table", "route_table_association",
+                                      "route", "peering_connection", "nat_gateway", "endpoint_gateway",
+                                      "endpoint_interface", "endpoint_interface_subnets", "security_group",
+                                      "security_group_rule"]
     # iasql_help runs with the module installed (aws_vpc adds no SQL functions of its own)
     help_rows = await call(registry, ctx, "iasql_help")
     assert {r[0] for r in help_rows} == {"iasql_functions", "aws_account"}
@@ -387,8 +393,9 @@ async def test_security_groups_of_a_database_installed_before_aws_vpc(registry, 
                    "DELETE FROM iasql_dependencies WHERE dependency = 'aws_vpc@0.1.0'; "
                    "DELETE FROM iasql_tables WHERE module = 'aws_vpc@0.1.0'; "
                    "DELETE FROM iasql_module WHERE name = 'aws_vpc@0.1.0'; "
-                   "DROP TABLE endpoint_gateway, nat_gateway, route, route_table_association, route_table, elastic_ip, "
-                   "internet_gateway, subnet, vpc, availability_zone")
+                   "DROP TABLE endpoint_interface_subnets, endpoint_interface, network_acl, peering_connection, "
+                   "endpoint_gateway, nat_gateway, route, route_table_association, route_table, elastic_ip, "
+                   "internet_gateway, subnet, vpc, dhcp_options, availability_zone")
     aws("ec2").create_vpc(CidrBlock="10.90.0.0/16")  # its default group is not read without the vpc table
     await call(registry, ctx, "iasql_begin")
     await sql(dsn, "INSERT INTO security_group (description, group_name) VALUES ('old db', 'iasql-old')")

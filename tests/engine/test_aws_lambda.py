@@ -210,7 +210,7 @@ async def test_listed_installed_together_with_aws_elb_and_uninstalled(registry, 
     mods = {r[0]: r for r in await call(registry, ctx, "iasql_modules_list")}
     base = ["iasql_platform@0.1.0", "iasql_functions@0.1.0", "aws_account@0.1.0"]
     assert mods["aws_lambda"][1:] == ("0.1.0", base + ["aws_iam@0.1.0", "aws_security_group@0.1.0", "aws_vpc@0.1.0"])
-    assert mods["aws_elb"][1:] == ("0.1.0", base + ["aws_security_group@0.1.0", "aws_vpc@0.1.0"])
+    assert mods["aws_elb"][1:] == ("0.1.0", base + ["aws_security_group@0.1.0", "aws_vpc@0.1.0", "aws_acm@0.1.0"])
     rows = await call(registry, ctx, "iasql_install", "aws_elb", "aws_lambda")
     assert [t for m, t, _ in rows if m in ("aws_elb@0.1.0", "aws_lambda@0.1.0")] == [
         "target_group", "load_balancer", "load_balancer_security_groups", "listener",

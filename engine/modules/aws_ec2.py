@@ -555,9 +555,125 @@ class InstanceSecurityGroupsMapper(VpcModuleMapper):
         await describe_instance(mc, region, iid)
 
 
+# -- registered_instance ------------------------------------------------------------------------------------------
+class RegisteredInstanceMapper(VpcModuleMapper):
+    """``registered_instance`` rows <-> the instances registered in the ``instance`` target groups
+    of aws_elb's ``target_group`` table. Follows IaSQL's ``mappers/registered_instance.ts``: every
+    column is part of the identity, so a changed row (e.g. a new port) is a new registration (the
+    old one is deregistered, the new one registered); a NULL ``port`` means the target group's
+    port, which the sync writes back."""
+
+    table = "registered_instance"
+    columns = (Col("id", "int", "pk"), Col("port", "int"), Col("region"), Col("instance", "int"),
+               Col("target_group_id", "int"))
+    key = ("instance", "target_group_id", "port", "region")
+    pk = ("id",)
+    cloud_read_uses_db = True
+
+    def describe(self, rec: dict) -> str:
+        """The plan-row description of ``rec``."""
+        port = rec.get("port") if rec.get("port") is not None else "the group's port"
+        return (f"instance #{rec.get('instance')} in target group #{rec.get('target_group_id')} on port {port} "
+                f"in {rec.get('region')}")
+
+    async def _health(self, mc: MapperContext, region: str, arn: str, **kw: Any) -> list[tuple[str, int | None]]:
+        """(instance id, port) of the targets registered in target group ``arn``."""
+        res = await mc.call("elbv2", region, "describe_target_health", TargetGroupArn=arn, **kw)
+        return [(d["Target"]["Id"], d["Target"].get("Port")) for d in res.get("TargetHealthDescriptions") or ()
+                if (d.get("Target") or {}).get("Id")]
+
+    async def read(self, mc: MapperContext) -> list[dict]:
+        """A record per registration of an instance with a row in a target group with a row, in the
+        enabled regions (target groups of a region read concurrently). Registrations whose instance
+        or group has no row are left out, as IaSQL cannot map them either. Raises
+        engine.aws.CloudError."""
+        instances, _ = await id_maps(mc, "instance", "instance_id")
+        groups, _ = await id_maps(mc, "target_group", "target_group_arn")
+
+        async def region_read(region: str) -> list[dict]:
+            """The records of one region."""
+            tgs = [tg for tg in await mc.paginate("elbv2", region, "describe_target_groups", "TargetGroups")
+                   if tg.get("TargetType") == "instance" and (region, tg.get("TargetGroupArn")) in groups]
+            healths = await asyncio.gather(*(self._health(mc, region, tg["TargetGroupArn"]) for tg in tgs))
+            out = []
+            for tg, targets in zip(tgs, healths):
+                for iid, port in targets:
+                    if (region, iid) in instances:
+                        out.append({"instance": instances[(region, iid)], "region": region,
+                                    "target_group_id": groups[(region, tg["TargetGroupArn"])],
+                                    "port": port if port is not None else tg.get("Port")})
+            return out
+
+        got = await asyncio.gather(*(region_read(r) for r in mc.regions))
+        return [rec for recs in got for rec in recs]
+
+    async def _ends(self, mc: MapperContext, rec: dict, op: str) -> tuple[str, str, str, int | None]:
+        """(region, instance id, target group ARN, port) of ``rec``: the group's port when the
+        record has none. Raises CloudError DependencyViolation while the instance or the group has
+        no cloud id, InvalidParameterValue when they are in different regions."""
+        _, inst_by_db = await id_maps(mc, "instance", "instance_id")
+        _, tg_by_db = await id_maps(mc, "target_group", "target_group_arn")
+        if rec.get("instance") not in inst_by_db:
+            raise missing_dependency("instance", rec.get("instance"), op)
+        if rec.get("target_group_id") not in tg_by_db:
+            raise missing_dependency("target_group", rec.get("target_group_id"), op)
+        region, iid = inst_by_db[rec["instance"]]
+        tg_region, arn = tg_by_db[rec["target_group_id"]]
+        if tg_region != region:
+            raise CloudError("InvalidParameterValue", f"instance #{rec['instance']} is in {region}, target group "
+                             f"#{rec['target_group_id']} in {tg_region}", op)
+        port = rec.get("port")
+        if port is None:
+            found = await mc.fetchall("SELECT port FROM public.target_group WHERE id = $1", (rec["target_group_id"],))
+            port = found[0][0] if found else None
+        return region, iid, arn, port
+
+    @staticmethod
+    def _target(iid: str, port: int | None) -> dict:
+        return {"Id": iid, "Port": int(port)} if port is not None else {"Id": iid}
+
+    async def create(self, mc: MapperContext, row: dict) -> dict:
+        """Register the instance in the target group (on the row's port, else the group's); returns
+        the registration's record. Raises engine.aws.CloudError."""
+        op = "elbv2.register_targets"
+        region, iid, arn, port = await self._ends(mc, row, op)
+        await mc.call("elbv2", region, "register_targets", TargetGroupArn=arn, Targets=[self._target(iid, port)])
+        found = await self._health(mc, region, arn, Targets=[self._target(iid, port)])
+        if not found:
+            raise CloudError("InvalidTarget", f"instance {iid} is not registered in {arn} after register_targets", op)
+        return {"instance": row["instance"], "target_group_id": row["target_group_id"], "region": region,
+                "port": found[0][1] if found[0][1] is not None else port}
+
+    async def update(self, mc: MapperContext, row: dict, cloud: dict) -> dict:
+        """Never needed (every column is part of the identity); returns ``cloud``."""
+        return cloud
+
+    async def delete(self, mc: MapperContext, cloud: dict) -> None:
+        """Deregister the instance from the target group; nothing when either is gone. Raises
+        engine.aws.CloudError."""
+        op = "elbv2.deregister_targets"
+        try:
+            region, iid, arn, port = await self._ends(mc, cloud, op)
+        except CloudError:
+            return  # the instance or the group has no cloud id any more: nothing holds the registration
+        try:
+            await mc.call("elbv2", region, "deregister_targets", TargetGroupArn=arn, Targets=[self._target(iid, port)])
+        except CloudError as e:
+            if e.code not in ("TargetGroupNotFound", "InvalidTarget"):
+                raise
+
+
 # -- module ---------------------------------------------------------------------------------------------------------
 INSTALL_SQL = (
-    # IaSQL's before_install.sql: an instance's role must let EC2 assume it
+    # IaSQL's before_install.sql: a registered instance's target group must take instances
+    """CREATE OR REPLACE FUNCTION public.check_target_group_instance(_target_group_id integer) RETURNS boolean
+       LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+       DECLARE _target_group_type public.target_group_target_type_enum;
+       BEGIN
+         SELECT target_type INTO _target_group_type FROM public.target_group WHERE id = _target_group_id;
+         RETURN _target_group_type = 'instance';
+       END $$""",
+    # an instance's role must let EC2 assume it
     """CREATE OR REPLACE FUNCTION public.check_role_ec2(_role_name text) RETURNS boolean
        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
        DECLARE _number_of_records integer;
@@ -611,23 +727,38 @@ INSTALL_SQL = (
            REFERENCES public.security_group (id) ON DELETE CASCADE ON UPDATE CASCADE)""",
     'CREATE INDEX "IDX_fa3c179d5090cb1309c63b5e20" ON public.instance_security_groups (instance_id)',
     'CREATE INDEX "IDX_b3b92934eff56d2eb0477a1d27" ON public.instance_security_groups (security_group_id)',
+    """CREATE TABLE public.registered_instance (
+         id SERIAL NOT NULL,
+         port integer,
+         region character varying NOT NULL DEFAULT public.default_aws_region(),
+         instance integer,
+         target_group_id integer,
+         CONSTRAINT check_target_group_instance CHECK (public.check_target_group_instance(target_group_id)),
+         CONSTRAINT "PK_e566c7adcf3a7974c08b7f1712c" PRIMARY KEY (id),
+         CONSTRAINT "FK_6bf12c7f170e44eeb869e171f0c" FOREIGN KEY (instance, region)
+           REFERENCES public.instance (id, region) ON DELETE CASCADE,
+         CONSTRAINT "FK_b2f419e2eada3ad14e089612720" FOREIGN KEY (target_group_id)
+           REFERENCES public.target_group (id) ON DELETE CASCADE,
+         CONSTRAINT "FK_65a392a8bbc87257b1251aeb63e" FOREIGN KEY (region) REFERENCES public.aws_regions (region))""",
 )
 
 UNINSTALL_SQL = (
+    "DROP TABLE public.registered_instance",
     "DROP TABLE public.instance_security_groups",
     "DROP TABLE public.key_pair",
     "DROP TABLE public.instance",
     "DROP TYPE public.key_pair_type_enum",
     "DROP TYPE public.instance_state_enum",
     "DROP FUNCTION public.check_role_ec2(text)",
+    "DROP FUNCTION public.check_target_group_instance(integer)",
 )
 
 MODULE = Module(
     name="aws_ec2",
     version=VERSION,
-    dependencies=("aws_account", "aws_security_group", "aws_iam", "aws_vpc"),
+    dependencies=("aws_account", "aws_security_group", "aws_elb", "aws_iam", "aws_vpc"),  # IaSQL's module.json
     install_sql=INSTALL_SQL,
     uninstall_sql=UNINSTALL_SQL,
-    mappers=(KeyPairMapper(), InstanceMapper(), InstanceSecurityGroupsMapper()),
+    mappers=(KeyPairMapper(), InstanceMapper(), InstanceSecurityGroupsMapper(), RegisteredInstanceMapper()),
     description="EC2 instances, their security groups and key pairs",
 )

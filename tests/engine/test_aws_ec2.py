@@ -51,7 +51,7 @@ async def test_install_and_rollback_import_instances_made_in_the_cloud(registry,
                                                    "Tags": [{"Key": "Name", "Value": "made"}]}])["Instances"]
     rows = await call(registry, ctx, "iasql_install", "aws_ec2", "aws_ec2_metadata")
     assert {t: n for _, t, n in rows} == {"key_pair": 1, "instance": 1, "instance_security_groups": 1,
-                                          "instance_metadata": 1}
+                                          "instance_metadata": 1, "registered_instance": 0}
     got = await sql(dsn, "SELECT i.instance_id, i.ami, i.instance_type, i.key_pair_name, i.state::text, i.user_data, "
                          "i.tags::text, i.hibernation_enabled, i.region, i.role_name, s.subnet_id, g.group_id "
                          "FROM instance i JOIN subnet s ON s.id = i.subnet_id "

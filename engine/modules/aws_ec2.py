@@ -21,8 +21,8 @@ mappers/*.ts``. Tables, in dependency order:
   ``resolve:ssm:<parameter>`` is resolved through SSM at create and not compared afterwards (the
   sync writes the image id back). A NULL ``subnet_id`` means AWS's choice (the default subnet),
   which the sync writes back. The instance profile is IaSQL's: the role's ARN with ``:role/``
-  turned into ``:instance-profile/``, so an instance profile named after the role must exist
-  (IaSQL's ``aws_iam`` makes one with each EC2 role; this project's ``aws_iam`` does not yet).
+  turned into ``:instance-profile/``: ``aws_iam`` makes an instance profile named after each role
+  EC2 may assume (and deletes it with the role), as IaSQL's.
   Interim states read as ``running`` (IaSQL); terminated, shutting-down and spot instances are not
   read. Creates wait until the instance leaves ``pending`` (IaSQL also waits for a public IP,
   which an instance in a private subnet never gets); deletes wait until it is terminated.

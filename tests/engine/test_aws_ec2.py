@@ -300,15 +300,38 @@ async def test_role_must_be_assumable_by_ec2(registry, ctx, dsn, aws, ec2_mod):
     await call(registry, ctx, "iasql_commit")
     with pytest.raises(Exception, match="check_role_ec2"):
         await sql(dsn, "INSERT INTO instance (ami, instance_type, role_name) VALUES ('ami-x', 't2.micro', 'lambda-app')")
-    # the instance profile named after the role (IaSQL's aws_iam makes it; here it is made directly)
-    iam.create_instance_profile(InstanceProfileName="ec2-app")
-    iam.add_role_to_instance_profile(InstanceProfileName="ec2-app", RoleName="ec2-app")
+    # aws_iam made the instance profile named after the EC2 role (as IaSQL's), not for the other
+    [prof] = iam.list_instance_profiles()["InstanceProfiles"]
+    assert prof["InstanceProfileName"] == "ec2-app" and [r["RoleName"] for r in prof["Roles"]] == ["ec2-app"]
     await call(registry, ctx, "iasql_begin")
     await sql(dsn, "INSERT INTO instance (ami, instance_type, role_name) VALUES (%s, 't2.micro', 'ec2-app')",
               (ami_of(aws),))
     await call(registry, ctx, "iasql_commit")
     [(iid, role)] = await sql(dsn, "SELECT instance_id, role_name FROM instance")
     assert role == "ec2-app" and instance(aws, iid)["IamInstanceProfile"]["Arn"].endswith(":instance-profile/ec2-app")
+    # deleting the instance and the role in one commit deletes the instance profile too
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, "DELETE FROM instance")
+    await sql(dsn, "DELETE FROM iam_role WHERE role_name = 'ec2-app'")
+    await call(registry, ctx, "iasql_commit")
+    assert iam.list_instance_profiles()["InstanceProfiles"] == []
+    assert [r["RoleName"] for r in iam.list_roles()["Roles"]] == ["lambda-app"]
+
+
+async def test_role_and_instance_launched_with_it_in_one_commit(registry, ctx, dsn, aws, ec2_mod):
+    doc = '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, ' \
+          '"Action": "sts:AssumeRole"}]}'
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, "INSERT INTO iam_role (role_name, assume_role_policy_document) VALUES ('web-role', %s)", (doc,))
+    await sql(dsn, "INSERT INTO instance (ami, instance_type, role_name) VALUES (%s, 't2.micro', 'web-role')",
+              (ami_of(aws),))
+    rows = await call(registry, ctx, "iasql_commit")
+    assert [t for _, t in applied(rows)] == ["iam_role", "instance"]
+    [(iid,)] = await sql(dsn, "SELECT instance_id FROM instance WHERE role_name = 'web-role'")
+    assert instance(aws, iid)["IamInstanceProfile"]["Arn"].endswith(":instance-profile/web-role")
+    await call(registry, ctx, "iasql_begin")
+    assert await call(registry, ctx, "iasql_preview") == []
+    await call(registry, ctx, "iasql_commit")
 
 
 async def test_ami_resolved_through_ssm(registry, ctx, dsn, aws, ec2_mod):

@@ -555,6 +555,270 @@ class InstanceSecurityGroupsMapper(VpcModuleMapper):
         await describe_instance(mc, region, iid)
 
 
+def _is_root(inst: dict, mapping: dict) -> bool:
+    """True when ``mapping`` (one of ``inst``'s BlockDeviceMappings) is its root device: the one
+    named ``RootDeviceName``, else (moto names the root device /dev/xvda but maps it at
+    /dev/sda1) the first one."""
+    maps = inst.get("BlockDeviceMappings") or []
+    if any(m.get("DeviceName") == inst.get("RootDeviceName") for m in maps):
+        return mapping.get("DeviceName") == inst.get("RootDeviceName")
+    return bool(maps) and mapping is maps[0]
+
+
+# -- general_purpose_volume -------------------------------------------------------------------------------------
+_VOLUME_REPLACING = ("availability_zone", "snapshot_id", "region")
+
+
+async def _wait_volume(mc: MapperContext, region: str, vid: str, want: tuple[str, ...], op: str) -> dict | None:
+    """The describe record of volume ``vid`` once its state is one of ``want`` (None once it is
+    gone, when ``deleted`` is wanted). Raises CloudError Timeout."""
+    for _ in range(WAIT_TRIES):
+        try:
+            found = (await mc.call("ec2", region, "describe_volumes", VolumeIds=[vid])).get("Volumes") or []
+        except CloudError as e:
+            if e.code != "InvalidVolume.NotFound":
+                raise
+            found = []
+        if not found and "deleted" in want:
+            return None
+        if found and found[0].get("State") in want:
+            return found[0]
+        await asyncio.sleep(WAIT_DELAY)
+    raise CloudError("Timeout", f"volume {vid} did not become {' or '.join(want)}", op)
+
+
+class GeneralPurposeVolumeMapper(VpcModuleMapper):
+    """``general_purpose_volume`` rows <-> the gp2/gp3 EBS volumes (available, in use or failed) of
+    the enabled regions. Follows IaSQL's ``mappers/general_purpose_volume.ts``: type, size, iops,
+    throughput and tags change in place (``modify_volume``), a new availability zone, snapshot or
+    region replaces the volume; ``state`` is AWS's (restored by the sync). NULL ``iops``/
+    ``throughput`` mean AWS's choice. A volume in use is not deleted (IaSQL): the sync puts its row
+    back; delete its mapping first. A row with ``is_root_device`` is never created (IaSQL: root
+    volumes come with their instance)."""
+
+    table = "general_purpose_volume"
+    columns = (Col("id", "int", "pk"), Col("volume_id", "text", "cloud"), Col("volume_type"), Col("size", "int"),
+               Col("state", "text", "cloud"), Col("is_root_device", "bool", "cloud"), Col("iops", "int"),
+               Col("throughput", "int"), Col("snapshot_id"), Col("tags", "json"), Col("region"),
+               Col("availability_zone"))
+    key = ("volume_id",)
+    pk = ("id",)
+    optional = ("iops", "throughput")
+
+    def describe(self, rec: dict) -> str:
+        """The plan-row description of ``rec``."""
+        return (f"{rec.get('volume_type')} volume {rec.get('volume_id') or 'new'} ({rec.get('size')} GiB) in "
+                f"{rec.get('availability_zone')}")
+
+    def needs_replace(self, row: dict, cloud: dict) -> bool:
+        """True when the zone, snapshot or region differs: only a new volume can have it."""
+        return self.differs(row, cloud, _VOLUME_REPLACING)
+
+    @staticmethod
+    def _record(v: dict, region: str, roots: set) -> dict:
+        return {"volume_id": v["VolumeId"], "volume_type": v.get("VolumeType"), "size": v.get("Size"),
+                "state": v.get("State"), "is_root_device": v["VolumeId"] in roots, "iops": v.get("Iops"),
+                "throughput": v.get("Throughput"), "snapshot_id": v.get("SnapshotId") or None,
+                "tags": tags_from_aws([t for t in v.get("Tags") or () if t.get("Value")]), "region": region,
+                "availability_zone": v.get("AvailabilityZone")}
+
+    @staticmethod
+    def _roots(instances: dict) -> set:
+        """Volume ids that are the root device of one of ``instances`` (describe records)."""
+        return {m["Ebs"]["VolumeId"] for i in instances.values() for m in i.get("BlockDeviceMappings") or ()
+                if _is_root(i, m) and (m.get("Ebs") or {}).get("VolumeId")}
+
+    def prefetch(self, mc: MapperContext) -> None:
+        """Start the batched instance read (``prefetch_instances``): it tells root volumes apart."""
+        prefetch_instances(mc)
+
+    async def _region(self, mc: MapperContext, region: str) -> list[dict]:
+        vols = await mc.paginate("ec2", region, "describe_volumes", "Volumes", Filters=[
+            {"Name": "volume-type", "Values": ["gp2", "gp3"]}, {"Name": "status", "Values": ["available", "in-use", "error"]}])
+        roots = self._roots(await region_instances(mc, region))
+        return [self._record(v, region, roots) for v in vols]
+
+    async def read(self, mc: MapperContext) -> list[dict]:
+        """The gp2/gp3 volumes of every enabled region (regions read concurrently). Raises
+        engine.aws.CloudError."""
+        got = await asyncio.gather(*(self._region(mc, r) for r in mc.regions))
+        return [v for vols in got for v in vols]
+
+    async def _one(self, mc: MapperContext, region: str, vid: str, want: tuple[str, ...], op: str) -> dict:
+        v = await _wait_volume(mc, region, vid, want, op)
+        if v is None:
+            raise CloudError("InvalidVolume.NotFound", f"volume {vid} is gone", op)
+        return self._record(v, region, self._roots(await region_instances(mc, region)))
+
+    async def create(self, mc: MapperContext, row: dict) -> dict:
+        """Create the volume and wait until it is available; returns its record. Raises
+        engine.aws.CloudError (InvalidParameterValue for a root-device row)."""
+        op = "ec2.create_volume"
+        if row.get("is_root_device"):
+            raise CloudError("InvalidParameterValue", "a root volume comes with its instance: it cannot be created "
+                             "from a row", op)
+        region = row.get("region") or mc.default_region
+        kw: dict[str, Any] = {"AvailabilityZone": row["availability_zone"], "VolumeType": row["volume_type"],
+                              "Size": int(row.get("size") or 8)}
+        if row["volume_type"] == "gp3":
+            kw.update({k: int(row[c]) for k, c in (("Iops", "iops"), ("Throughput", "throughput"))
+                       if row.get(c) is not None})
+        if row.get("snapshot_id"):
+            kw["SnapshotId"] = row["snapshot_id"]
+        kw.update(tag_specifications("volume", row.get("tags")))
+        vid = (await mc.call("ec2", region, "create_volume", **kw))["VolumeId"]
+        try:
+            return await self._one(mc, region, vid, ("available", "in-use"), op)
+        except CloudError as e:
+            try:
+                await mc.call("ec2", region, "delete_volume", VolumeId=vid)
+            except CloudError:
+                e.left = {"volume_id": vid, "region": region, "state": "available"}
+            raise
+
+    async def update(self, mc: MapperContext, row: dict, cloud: dict) -> dict:
+        """Type, size, iops and throughput (``modify_volume``) and tags in place; returns the new
+        record. Raises engine.aws.CloudError."""
+        region, vid = cloud["region"], cloud["volume_id"]
+        if self.differs(row, cloud, tuple(c.name for c in self.compared(row, cloud)
+                                          if c.name in ("volume_type", "size", "iops", "throughput"))):
+            kw: dict[str, Any] = {"VolumeId": vid, "VolumeType": row["volume_type"], "Size": int(row["size"])}
+            if row["volume_type"] == "gp3":
+                kw.update({k: int(row[c]) for k, c in (("Iops", "iops"), ("Throughput", "throughput"))
+                           if row.get(c) is not None})
+            await mc.call("ec2", region, "modify_volume", **kw)
+        if not self._same(self.col("tags"), row.get("tags"), cloud.get("tags")):
+            await set_tags(mc, region, vid, row.get("tags"), cloud.get("tags"))
+        return await self._one(mc, region, vid, ("available", "in-use", "error"), "ec2.modify_volume")
+
+    async def delete(self, mc: MapperContext, cloud: dict) -> None:
+        """Delete the volume and wait until it is gone; a volume in use is left (IaSQL). Raises
+        engine.aws.CloudError."""
+        if cloud.get("state") == "in-use":
+            return
+        region, vid = cloud["region"], cloud["volume_id"]
+        try:
+            await mc.call("ec2", region, "delete_volume", VolumeId=vid)
+        except CloudError as e:
+            if e.code == "InvalidVolume.NotFound":
+                return
+            raise
+        await _wait_volume(mc, region, vid, ("deleted",), "ec2.delete_volume")
+
+
+# -- instance_block_device_mapping ------------------------------------------------------------------------------
+class InstanceBlockDeviceMappingMapper(VpcModuleMapper):
+    """``instance_block_device_mapping`` rows <-> the EBS devices of instances with a row whose
+    volume has a row. Follows IaSQL's ``mappers/instance_block_device_mapping.ts``: a new row
+    attaches its (available) volume to the created instance, a deleted row detaches it, and
+    ``delete_on_termination`` changes in place; a new device name, instance or volume is a new
+    mapping (detach, attach). A root device is never detached: deleting its row plans nothing and
+    the sync puts it back. Mappings of instances in regions that are not enabled are left alone."""
+
+    table = "instance_block_device_mapping"
+    columns = (Col("id", "int", "pk"), Col("device_name"), Col("instance_id", "int"), Col("volume_id", "int"),
+               Col("delete_on_termination", "bool"), Col("region"))
+    key = ("instance_id", "device_name", "volume_id", "region")
+    pk = ("id",)
+    cloud_read_uses_db = True
+
+    def describe(self, rec: dict) -> str:
+        """The plan-row description of ``rec``."""
+        return f"volume #{rec.get('volume_id')} as {rec.get('device_name')} of instance #{rec.get('instance_id')}"
+
+    def prefetch(self, mc: MapperContext) -> None:
+        """Start the batched instance read (``prefetch_instances``)."""
+        prefetch_instances(mc)
+
+    def deletable(self, cloud: dict) -> bool:
+        """False for an instance's root device (AWS cannot detach it from a live instance)."""
+        return not cloud.get("_root")
+
+    async def read(self, mc: MapperContext) -> list[dict]:
+        """A record per EBS device (of an instance with a row, on a volume with a row) of the
+        enabled regions, from the batched instance read. Raises engine.aws.CloudError."""
+        instances, _ = await id_maps(mc, "instance", "instance_id")
+        volumes, _ = await id_maps(mc, "general_purpose_volume", "volume_id")
+        out = []
+        for region, found in (await all_instances(mc)).items():
+            for iid, inst in found.items():
+                db_inst = instances.get((region, iid))
+                if db_inst is None:
+                    continue
+                for m in inst.get("BlockDeviceMappings") or ():
+                    ebs = m.get("Ebs") or {}
+                    db_vol = volumes.get((region, ebs.get("VolumeId")))
+                    if db_vol is None or not m.get("DeviceName"):
+                        continue
+                    out.append({"device_name": m["DeviceName"], "instance_id": db_inst, "volume_id": db_vol,
+                                "delete_on_termination": bool(ebs.get("DeleteOnTermination", True)),
+                                "region": region, "_root": _is_root(inst, m)})
+        return out
+
+    async def _ends(self, mc: MapperContext, rec: dict, op: str) -> tuple[str, str, str]:
+        """(region, instance id, volume id) of ``rec``; CloudError DependencyViolation while either
+        has no cloud id, InvalidParameterValue when they are in different regions."""
+        _, inst_by_db = await id_maps(mc, "instance", "instance_id")
+        _, vol_by_db = await id_maps(mc, "general_purpose_volume", "volume_id")
+        if rec.get("instance_id") not in inst_by_db:
+            raise missing_dependency("instance", rec.get("instance_id"), op)
+        if rec.get("volume_id") not in vol_by_db:
+            raise missing_dependency("general_purpose_volume", rec.get("volume_id"), op)
+        (region, iid), (vregion, vid) = inst_by_db[rec["instance_id"]], vol_by_db[rec["volume_id"]]
+        if region != vregion:
+            raise CloudError("InvalidParameterValue", f"instance {iid} is in {region}, volume {vid} in {vregion}", op)
+        return region, iid, vid
+
+    async def _record(self, mc: MapperContext, rec: dict, region: str, iid: str, vid: str) -> dict:
+        inst = await describe_instance(mc, region, iid)
+        for m in (inst or {}).get("BlockDeviceMappings") or ():
+            if (m.get("Ebs") or {}).get("VolumeId") == vid:
+                return {"device_name": m["DeviceName"], "instance_id": rec["instance_id"], "volume_id": rec["volume_id"],
+                        "delete_on_termination": bool(m["Ebs"].get("DeleteOnTermination", True)), "region": region,
+                        "_root": _is_root(inst, m)}
+        raise CloudError("IncorrectState", f"volume {vid} is not attached to instance {iid}", "ec2.attach_volume")
+
+    async def create(self, mc: MapperContext, row: dict) -> dict:
+        """Attach the volume to the instance as ``device_name`` (nothing when it is attached there
+        already), wait until it is in use, then set ``delete_on_termination``; returns the record.
+        Raises engine.aws.CloudError."""
+        op = "ec2.attach_volume"
+        region, iid, vid = await self._ends(mc, row, op)
+        inst = await describe_instance(mc, region, iid)
+        if not any((m.get("Ebs") or {}).get("VolumeId") == vid for m in (inst or {}).get("BlockDeviceMappings") or ()):
+            await mc.call("ec2", region, "attach_volume", VolumeId=vid, InstanceId=iid, Device=row["device_name"])
+            await _wait_volume(mc, region, vid, ("in-use",), op)
+        rec = await self._record(mc, row, region, iid, vid)
+        if row.get("delete_on_termination") is not None and \
+                bool(row["delete_on_termination"]) != rec["delete_on_termination"]:
+            return await self.update(mc, row, rec)
+        return rec
+
+    async def update(self, mc: MapperContext, row: dict, cloud: dict) -> dict:
+        """Set ``delete_on_termination`` in place; returns the new record. Raises engine.aws.CloudError."""
+        region, iid, vid = await self._ends(mc, cloud, "ec2.modify_instance_attribute")
+        await mc.call("ec2", region, "modify_instance_attribute", InstanceId=iid, BlockDeviceMappings=[
+            {"DeviceName": cloud["device_name"], "Ebs": {"DeleteOnTermination": bool(row["delete_on_termination"]),
+                                                        "VolumeId": vid}}])
+        return await self._record(mc, cloud, region, iid, vid)
+
+    async def delete(self, mc: MapperContext, cloud: dict) -> None:
+        """Detach the volume and wait until it is available; nothing when the instance or volume is
+        gone. Raises engine.aws.CloudError."""
+        try:
+            region, iid, vid = await self._ends(mc, cloud, "ec2.detach_volume")
+        except CloudError:
+            return
+        try:
+            await mc.call("ec2", region, "detach_volume", VolumeId=vid, InstanceId=iid)
+        except CloudError as e:
+            if e.code in ("InvalidVolume.NotFound", "InvalidAttachment.NotFound", "IncorrectState"):
+                return
+            raise
+        await _wait_volume(mc, region, vid, ("available", "deleted"), "ec2.detach_volume")
+        await describe_instance(mc, region, iid)
+
+
 # -- registered_instance ------------------------------------------------------------------------------------------
 class RegisteredInstanceMapper(VpcModuleMapper):
     """``registered_instance`` rows <-> the instances registered in the ``instance`` target groups
@@ -673,6 +937,32 @@ INSTALL_SQL = (
          SELECT target_type INTO _target_group_type FROM public.target_group WHERE id = _target_group_id;
          RETURN _target_group_type = 'instance';
        END $$""",
+    "CREATE TYPE public.general_purpose_volume_volume_type_enum AS ENUM ('gp2', 'gp3')",
+    "CREATE TYPE public.general_purpose_volume_state_enum AS ENUM ('available', 'creating', 'deleted', 'deleting', "
+    "'error', 'in-use')",
+    """CREATE TABLE public.general_purpose_volume (
+         id SERIAL NOT NULL,
+         volume_id character varying,
+         volume_type public.general_purpose_volume_volume_type_enum NOT NULL,
+         size integer NOT NULL DEFAULT '8',
+         state public.general_purpose_volume_state_enum,
+         is_root_device boolean DEFAULT false,
+         iops integer,
+         throughput integer,
+         snapshot_id character varying,
+         tags json,
+         region character varying NOT NULL DEFAULT public.default_aws_region(),
+         availability_zone character varying NOT NULL,
+         CONSTRAINT volume_id_region UNIQUE (id, region),
+         CONSTRAINT "Check_gp_volume_size_min_max" CHECK (size > 0 AND size < 16385),
+         CONSTRAINT "Check_gp_volume_iops" CHECK (iops is NULL OR (iops is NOT NULL AND ((volume_type = 'gp3'
+           AND iops <= 16000 AND iops >= 3000) OR (volume_type = 'gp2' AND iops > 0)))),
+         CONSTRAINT "Check_gp_volume_throughput" CHECK (throughput IS NULL OR (throughput IS NOT NULL
+           AND volume_type = 'gp3' AND throughput >= 125 AND throughput <= 1000)),
+         CONSTRAINT "PK_ded6aa0f99ab2bc666ee032778e" PRIMARY KEY (id),
+         CONSTRAINT "FK_6d207f0b3f4bf5f7c162c28cd9e" FOREIGN KEY (availability_zone)
+           REFERENCES public.availability_zone (name),
+         CONSTRAINT "FK_6cf180e59980f6cda9aff59af15" FOREIGN KEY (region) REFERENCES public.aws_regions (region))""",
     # an instance's role must let EC2 assume it
     """CREATE OR REPLACE FUNCTION public.check_role_ec2(_role_name text) RETURNS boolean
        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -727,6 +1017,21 @@ INSTALL_SQL = (
            REFERENCES public.security_group (id) ON DELETE CASCADE ON UPDATE CASCADE)""",
     'CREATE INDEX "IDX_fa3c179d5090cb1309c63b5e20" ON public.instance_security_groups (instance_id)',
     'CREATE INDEX "IDX_b3b92934eff56d2eb0477a1d27" ON public.instance_security_groups (security_group_id)',
+    """CREATE TABLE public.instance_block_device_mapping (
+         id SERIAL NOT NULL,
+         device_name character varying NOT NULL,
+         instance_id integer NOT NULL,
+         volume_id integer,
+         delete_on_termination boolean NOT NULL DEFAULT true,
+         region character varying NOT NULL DEFAULT public.default_aws_region(),
+         CONSTRAINT "PK_b798e916409eefb1193854452e4" PRIMARY KEY (id),
+         CONSTRAINT "FK_11e56b6904d492f3025fd2f4ba3" FOREIGN KEY (instance_id, region)
+           REFERENCES public.instance (id, region) ON DELETE CASCADE,
+         CONSTRAINT "FK_2cb202ff0a970817beec595281a" FOREIGN KEY (volume_id, region)
+           REFERENCES public.general_purpose_volume (id, region),
+         CONSTRAINT "FK_fbbd02bffab3b73e12b879bf71e" FOREIGN KEY (region) REFERENCES public.aws_regions (region))""",
+    'CREATE UNIQUE INDEX "IDX_33f2e790466c1e3603f32ff37b" ON public.instance_block_device_mapping (volume_id) '
+    "WHERE volume_id IS NOT NULL",
     """CREATE TABLE public.registered_instance (
          id SERIAL NOT NULL,
          port integer,
@@ -744,11 +1049,15 @@ INSTALL_SQL = (
 
 UNINSTALL_SQL = (
     "DROP TABLE public.registered_instance",
+    "DROP TABLE public.instance_block_device_mapping",
     "DROP TABLE public.instance_security_groups",
     "DROP TABLE public.key_pair",
     "DROP TABLE public.instance",
     "DROP TYPE public.key_pair_type_enum",
     "DROP TYPE public.instance_state_enum",
+    "DROP TABLE public.general_purpose_volume",
+    "DROP TYPE public.general_purpose_volume_state_enum",
+    "DROP TYPE public.general_purpose_volume_volume_type_enum",
     "DROP FUNCTION public.check_role_ec2(text)",
     "DROP FUNCTION public.check_target_group_instance(integer)",
 )
@@ -759,6 +1068,7 @@ MODULE = Module(
     dependencies=("aws_account", "aws_security_group", "aws_elb", "aws_iam", "aws_vpc"),  # IaSQL's module.json
     install_sql=INSTALL_SQL,
     uninstall_sql=UNINSTALL_SQL,
-    mappers=(KeyPairMapper(), InstanceMapper(), InstanceSecurityGroupsMapper(), RegisteredInstanceMapper()),
+    mappers=(KeyPairMapper(), GeneralPurposeVolumeMapper(), InstanceMapper(), InstanceSecurityGroupsMapper(),
+             InstanceBlockDeviceMappingMapper(), RegisteredInstanceMapper()),
     description="EC2 instances, their security groups and key pairs",
 )

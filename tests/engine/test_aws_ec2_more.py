@@ -79,3 +79,92 @@ async def test_registered_instance_made_with_boto3_is_imported_and_checked(regis
         raise AssertionError("an ip target group took an instance")
     except Exception as e:  # noqa: BLE001
         assert "check_target_group_instance" in str(e)
+
+
+def volume(aws, vid, region="us-east-1") -> dict | None:
+    """The describe record of volume ``vid`` (None when gone)."""
+    try:
+        [v] = aws("ec2", region).describe_volumes(VolumeIds=[vid])["Volumes"]
+    except Exception as e:  # noqa: BLE001
+        if "InvalidVolume.NotFound" in str(e):
+            return None
+        raise
+    return v
+
+
+async def test_volume_create_update_attach_detach_delete(registry, ctx, dsn, aws, ec2_mod):
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, "INSERT INTO general_purpose_volume (volume_type, size, availability_zone, tags) "
+                   "VALUES ('gp3', 10, 'us-east-1a', '{\"Name\": \"data\"}')")
+    await sql(dsn, "INSERT INTO instance (ami, instance_type, subnet_id) SELECT %s, 't2.micro', s.id FROM subnet s "
+                   "WHERE s.availability_zone = 'us-east-1a' LIMIT 1", (ami_of(aws),))
+    await sql(dsn, "INSERT INTO instance_block_device_mapping (device_name, instance_id, volume_id, "
+                   "delete_on_termination) SELECT '/dev/sdf', i.id, v.id, false FROM instance i, general_purpose_volume v")
+    preview = await call(registry, ctx, "iasql_preview")
+    assert sorted((a, t) for a, t, _, _ in preview) == [
+        ("create", "general_purpose_volume"), ("create", "instance"), ("create", "instance_block_device_mapping")]
+    rows = await call(registry, ctx, "iasql_commit")
+    assert [t for _, t in applied(rows)] == ["general_purpose_volume", "instance", "instance_block_device_mapping"]
+    [(vid, iid, state)] = await sql(dsn, "SELECT v.volume_id, i.instance_id, v.state::text FROM general_purpose_volume v "
+                                         "JOIN instance_block_device_mapping m ON m.volume_id = v.id "
+                                         "JOIN instance i ON i.id = m.instance_id WHERE m.device_name = '/dev/sdf'")
+    v = volume(aws, vid)
+    assert (v["Size"], v["VolumeType"], v["Tags"], state) == (10, "gp3", [{"Key": "Name", "Value": "data"}], "in-use")
+    assert [(a["InstanceId"], a["Device"]) for a in v["Attachments"]] == [(iid, "/dev/sdf")]
+    # the instance's root volume is imported, marked as such, with its mapping
+    assert await sql(dsn, "SELECT count(*) FROM general_purpose_volume WHERE is_root_device") == [(1,)]
+    assert await sql(dsn, "SELECT device_name, delete_on_termination FROM instance_block_device_mapping "
+                          "ORDER BY device_name") == [("/dev/sda1", True), ("/dev/sdf", False)]
+    await call(registry, ctx, "iasql_begin")
+    assert await call(registry, ctx, "iasql_preview") == []
+    await call(registry, ctx, "iasql_commit")
+
+    # size and iops change in place
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, "UPDATE general_purpose_volume SET size = 20, iops = 4000 WHERE volume_id = %s", (vid,))
+    rows = await call(registry, ctx, "iasql_commit")
+    assert applied(rows) == [("update", "general_purpose_volume")]
+    v = volume(aws, vid)
+    assert (v["Size"], v["Iops"]) == (20, 4000)
+
+    # the mapping's row goes: detached; then the volume's row goes: deleted
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, "DELETE FROM instance_block_device_mapping WHERE device_name = '/dev/sdf'")
+    await call(registry, ctx, "iasql_commit")
+    assert volume(aws, vid)["State"] == "available"
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, "DELETE FROM general_purpose_volume WHERE volume_id = %s", (vid,))
+    rows = await call(registry, ctx, "iasql_commit")
+    assert applied(rows) == [("delete", "general_purpose_volume")]
+    assert volume(aws, vid) is None
+
+
+async def test_volume_import_drift_and_two_regions(registry, ctx, dsn, aws, ec2_mod):
+    ec2, west = aws("ec2"), aws("ec2", "us-west-2")
+    a = ec2.create_volume(AvailabilityZone="us-east-1b", Size=5, VolumeType="gp2")["VolumeId"]
+    ec2.create_volume(AvailabilityZone="us-east-1b", Size=5, VolumeType="io1", Iops=100)  # not general purpose
+    b = west.create_volume(AvailabilityZone="us-west-2a", Size=7, VolumeType="gp3")["VolumeId"]
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, "UPDATE aws_regions SET is_enabled = true WHERE region = 'us-west-2'")
+    await call(registry, ctx, "iasql_commit")
+    assert await sql(dsn, "SELECT volume_id, volume_type::text, size, availability_zone, region, state::text "
+                          "FROM general_purpose_volume ORDER BY region") == [
+        (a, "gp2", 5, "us-east-1b", "us-east-1", "available"), (b, "gp3", 7, "us-west-2a", "us-west-2", "available")]
+    # drift: resized and tagged in the cloud, rollback follows
+    ec2.modify_volume(VolumeId=a, Size=6)
+    ec2.create_tags(Resources=[a], Tags=[{"Key": "team", "Value": "blue"}])
+    await call(registry, ctx, "iasql_begin")
+    await call(registry, ctx, "iasql_rollback")
+    assert await sql(dsn, "SELECT size, tags::text FROM general_purpose_volume WHERE volume_id = %s", (a,)) == [
+        (6, '{"team": "blue"}')]
+    # a new zone replaces the volume; a volume made in us-west-2 from a row
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, "UPDATE general_purpose_volume SET availability_zone = 'us-east-1c' WHERE volume_id = %s", (a,))
+    await sql(dsn, "INSERT INTO general_purpose_volume (volume_type, size, availability_zone, region) "
+                   "VALUES ('gp2', 3, 'us-west-2b', 'us-west-2')")
+    rows = await call(registry, ctx, "iasql_commit")
+    assert sorted(applied(rows)) == [("create", "general_purpose_volume"), ("replace", "general_purpose_volume")]
+    assert volume(aws, a) is None
+    assert await sql(dsn, "SELECT availability_zone, size FROM general_purpose_volume WHERE region = 'us-east-1'") == [
+        ("us-east-1c", 6)]
+    assert sorted(v["Size"] for v in west.describe_volumes()["Volumes"]) == [3, 7]

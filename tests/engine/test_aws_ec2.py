@@ -51,7 +51,8 @@ async def test_install_and_rollback_import_instances_made_in_the_cloud(registry,
                                                    "Tags": [{"Key": "Name", "Value": "made"}]}])["Instances"]
     rows = await call(registry, ctx, "iasql_install", "aws_ec2", "aws_ec2_metadata")
     assert {t: n for _, t, n in rows} == {"key_pair": 1, "instance": 1, "instance_security_groups": 1,
-                                          "instance_metadata": 1, "registered_instance": 0}
+                                          "instance_metadata": 1, "registered_instance": 0,
+                                          "general_purpose_volume": 1, "instance_block_device_mapping": 1}
     got = await sql(dsn, "SELECT i.instance_id, i.ami, i.instance_type, i.key_pair_name, i.state::text, i.user_data, "
                          "i.tags::text, i.hibernation_enabled, i.region, i.role_name, s.subnet_id, g.group_id "
                          "FROM instance i JOIN subnet s ON s.id = i.subnet_id "
@@ -76,7 +77,9 @@ async def test_install_and_rollback_import_instances_made_in_the_cloud(registry,
     await call(registry, ctx, "iasql_begin")
     rows = await call(registry, ctx, "iasql_rollback")
     # (the subnet's available_ip_address_count changed too)
-    assert sorted((a, t) for a, t, _, _ in rows if t != "subnet") == [("create", "instance")] * 3 + \
+    # (with their root volumes and the mappings of those)
+    assert sorted((a, t) for a, t, _, _ in rows if t != "subnet") == [("create", "general_purpose_volume")] * 3 + \
+        [("create", "instance")] * 3 + [("create", "instance_block_device_mapping")] * 3 + \
         [("create", "instance_metadata")] * 3 + [("create", "instance_security_groups")] * 3
     assert await sql(dsn, "SELECT instance_id FROM instance WHERE instance_type = 't3.nano' ORDER BY 1") == \
         sorted((i["InstanceId"],) for i in more)

@@ -628,13 +628,25 @@ class GeneralPurposeVolumeMapper(VpcModuleMapper):
         return {m["Ebs"]["VolumeId"] for i in instances.values() for m in i.get("BlockDeviceMappings") or ()
                 if _is_root(i, m) and (m.get("Ebs") or {}).get("VolumeId")}
 
+    @staticmethod
+    def _describe(mc: MapperContext, region: str) -> Any:
+        """The awaitable paginated describe_volumes of ``region`` (gp2/gp3, available, in use or failed)."""
+        return mc.paginate("ec2", region, "describe_volumes", "Volumes", Filters=[
+            {"Name": "volume-type", "Values": ["gp2", "gp3"]}, {"Name": "status", "Values": ["available", "in-use", "error"]}])
+
     def prefetch(self, mc: MapperContext) -> None:
-        """Start the batched instance read (``prefetch_instances``): it tells root volumes apart."""
+        """Start the batched instance read (``prefetch_instances``: it tells root volumes apart) and
+        each region's volume read in the background (cloud calls only)."""
         prefetch_instances(mc)
+        for region in mc.regions:
+            if ("aws_ec2.volumes", region) not in mc.memo:
+                task = asyncio.ensure_future(self._describe(mc, region))
+                task.add_done_callback(_quiet)
+                mc.memo[("aws_ec2.volumes", region)] = task
 
     async def _region(self, mc: MapperContext, region: str) -> list[dict]:
-        vols = await mc.paginate("ec2", region, "describe_volumes", "Volumes", Filters=[
-            {"Name": "volume-type", "Values": ["gp2", "gp3"]}, {"Name": "status", "Values": ["available", "in-use", "error"]}])
+        task = mc.memo.pop(("aws_ec2.volumes", region), None)
+        vols = await (task if task is not None else self._describe(mc, region))
         roots = self._roots(await region_instances(mc, region))
         return [self._record(v, region, roots) for v in vols]
 

@@ -1,4 +1,4 @@
-"""Module ``aws_ec2``: EC2 instances, their security groups and key pairs.
+"""Module ``aws_ec2``: EC2 instances, their security groups, key pairs, EBS volumes and target-group registrations.
 
 Tables, columns, types, enums, keys, defaults and constraints follow IaSQL v0.1's ``aws_ec2``
 migration (``src/modules/aws_ec2/migration/1678376551722-aws_ec2.ts`` and ``sql/before_install.sql``);
@@ -33,10 +33,13 @@ mappers/*.ts``. Tables, in dependency order:
   as AWS allows for VPC instances; deleting the last row gives the instance its VPC's default
   group (AWS requires one). Rows of instances in regions that are not enabled are left alone.
 
-Not built: ``registered_instance`` (its ``target_group_id`` references ``aws_elb``'s
-``target_group``, a module this project does not have yet; IaSQL's ``aws_elb`` dependency is
-left out with it), ``general_purpose_volume`` and ``instance_block_device_mapping`` (EBS volumes),
-and the ``key_pair_request``/``key_pair_import``/``describe_ami`` functions.
+- ``general_purpose_volume``, ``instance_block_device_mapping``, ``registered_instance``: see their
+  mappers. ``aws_elb`` is a dependency, as in IaSQL's ``module.json`` (``registered_instance``
+  references its ``target_group``).
+
+Not built: IaSQL's launch of an instance with the mapping rows (and a root-volume row) given before
+it exists (here a mapping row attaches its volume once the instance runs; the root volume is AWS's
+and is read back), and the ``key_pair_request``/``key_pair_import``/``describe_ami`` functions.
 
 Reads are batched: one paginated ``describe_instances`` per enabled region (regions read
 concurrently), kept for the rest of the engine call (``mc.memo``) and updated by this module's own
@@ -950,8 +953,8 @@ INSTALL_SQL = (
          RETURN _target_group_type = 'instance';
        END $$""",
     "CREATE TYPE public.general_purpose_volume_volume_type_enum AS ENUM ('gp2', 'gp3')",
-    "CREATE TYPE public.general_purpose_volume_state_enum AS ENUM ('available', 'creating', 'deleted', 'deleting', "
-    "'error', 'in-use')",
+    ("CREATE TYPE public.general_purpose_volume_state_enum AS ENUM ('available', 'creating', 'deleted', 'deleting', "
+     "'error', 'in-use')"),
     """CREATE TABLE public.general_purpose_volume (
          id SERIAL NOT NULL,
          volume_id character varying,
@@ -1042,8 +1045,8 @@ INSTALL_SQL = (
          CONSTRAINT "FK_2cb202ff0a970817beec595281a" FOREIGN KEY (volume_id, region)
            REFERENCES public.general_purpose_volume (id, region),
          CONSTRAINT "FK_fbbd02bffab3b73e12b879bf71e" FOREIGN KEY (region) REFERENCES public.aws_regions (region))""",
-    'CREATE UNIQUE INDEX "IDX_33f2e790466c1e3603f32ff37b" ON public.instance_block_device_mapping (volume_id) '
-    "WHERE volume_id IS NOT NULL",
+    ('CREATE UNIQUE INDEX "IDX_33f2e790466c1e3603f32ff37b" ON public.instance_block_device_mapping (volume_id) '
+     "WHERE volume_id IS NOT NULL"),
     """CREATE TABLE public.registered_instance (
          id SERIAL NOT NULL,
          port integer,
@@ -1082,5 +1085,5 @@ MODULE = Module(
     uninstall_sql=UNINSTALL_SQL,
     mappers=(KeyPairMapper(), GeneralPurposeVolumeMapper(), InstanceMapper(), InstanceSecurityGroupsMapper(),
              InstanceBlockDeviceMappingMapper(), RegisteredInstanceMapper()),
-    description="EC2 instances, their security groups and key pairs",
+    description="EC2 instances, their security groups, key pairs, EBS volumes and target-group registrations",
 )

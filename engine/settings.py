@@ -23,7 +23,9 @@ class EngineSettings:
       real AWS.
     - ``lock_wait_timeout``: seconds a mutating call waits for the per-database IaSQL lock before it
       fails with SQLSTATE 55P03 naming the holder.
-    - ``aws_max_workers``: size of the thread pool that runs blocking boto3 calls.
+    - ``aws_max_workers``: size of the thread pool that runs blocking boto3 calls (and of each
+      boto3 client's connection pool); 16, so that aws_ec2's 16 concurrent per-instance reads
+      (``USER_DATA_CONCURRENCY``) all run at once.
     - ``aws_connect_timeout`` / ``aws_read_timeout``: botocore socket timeouts, seconds.
     - ``aws_max_attempts``: botocore retry attempts (``standard`` retry mode).
     - ``max_apply_passes``: commit retries passes until one makes no progress, at most this many.
@@ -33,7 +35,7 @@ class EngineSettings:
 
     aws_endpoint_url: str | None = field(default_factory=_env_endpoint)
     lock_wait_timeout: float = 30.0
-    aws_max_workers: int = 8
+    aws_max_workers: int = 16
     aws_connect_timeout: float = 10.0
     aws_read_timeout: float = 60.0
     aws_max_attempts: int = 3

@@ -72,6 +72,9 @@ class AwsGateway:
             connect_timeout=settings.aws_connect_timeout,
             read_timeout=settings.aws_read_timeout,
             retries={"max_attempts": settings.aws_max_attempts, "mode": "standard"},
+            # one kept-alive connection per pool thread (botocore's default is 10: more threads
+            # than that would open and drop a connection per call)
+            max_pool_connections=max(10, settings.aws_max_workers),
             s3={"addressing_style": "path"} if settings.aws_endpoint_url else None,
         )
 

@@ -1,4 +1,4 @@
-"""Module ``aws_ec2``: EC2 instances, their security groups and key pairs.
+"""Module ``aws_ec2``: EC2 instances, their security groups, key pairs, EBS volumes and target-group registrations.
 
 Tables, columns, types, enums, keys, defaults and constraints follow IaSQL v0.1's ``aws_ec2``
 migration (``src/modules/aws_ec2/migration/1678376551722-aws_ec2.ts`` and ``sql/before_install.sql``);
@@ -21,8 +21,8 @@ mappers/*.ts``. Tables, in dependency order:
   ``resolve:ssm:<parameter>`` is resolved through SSM at create and not compared afterwards (the
   sync writes the image id back). A NULL ``subnet_id`` means AWS's choice (the default subnet),
   which the sync writes back. The instance profile is IaSQL's: the role's ARN with ``:role/``
-  turned into ``:instance-profile/``, so an instance profile named after the role must exist
-  (IaSQL's ``aws_iam`` makes one with each EC2 role; this project's ``aws_iam`` does not yet).
+  turned into ``:instance-profile/``: ``aws_iam`` makes an instance profile named after each role
+  EC2 may assume (and deletes it with the role), as IaSQL's.
   Interim states read as ``running`` (IaSQL); terminated, shutting-down and spot instances are not
   read. Creates wait until the instance leaves ``pending`` (IaSQL also waits for a public IP,
   which an instance in a private subnet never gets); deletes wait until it is terminated.
@@ -33,10 +33,13 @@ mappers/*.ts``. Tables, in dependency order:
   as AWS allows for VPC instances; deleting the last row gives the instance its VPC's default
   group (AWS requires one). Rows of instances in regions that are not enabled are left alone.
 
-Not built: ``registered_instance`` (its ``target_group_id`` references ``aws_elb``'s
-``target_group``, a module this project does not have yet; IaSQL's ``aws_elb`` dependency is
-left out with it), ``general_purpose_volume`` and ``instance_block_device_mapping`` (EBS volumes),
-and the ``key_pair_request``/``key_pair_import``/``describe_ami`` functions.
+- ``general_purpose_volume``, ``instance_block_device_mapping``, ``registered_instance``: see their
+  mappers. ``aws_elb`` is a dependency, as in IaSQL's ``module.json`` (``registered_instance``
+  references its ``target_group``).
+
+Not built: IaSQL's launch of an instance with the mapping rows (and a root-volume row) given before
+it exists (here a mapping row attaches its volume once the instance runs; the root volume is AWS's
+and is read back), and the ``key_pair_request``/``key_pair_import``/``describe_ami`` functions.
 
 Reads are batched: one paginated ``describe_instances`` per enabled region (regions read
 concurrently), kept for the rest of the engine call (``mc.memo``) and updated by this module's own
@@ -555,9 +558,427 @@ class InstanceSecurityGroupsMapper(VpcModuleMapper):
         await describe_instance(mc, region, iid)
 
 
+def _is_root(inst: dict, mapping: dict) -> bool:
+    """True when ``mapping`` (one of ``inst``'s BlockDeviceMappings) is its root device: the one
+    named ``RootDeviceName``, else (moto names the root device /dev/xvda but maps it at
+    /dev/sda1) the first one."""
+    maps = inst.get("BlockDeviceMappings") or []
+    if any(m.get("DeviceName") == inst.get("RootDeviceName") for m in maps):
+        return mapping.get("DeviceName") == inst.get("RootDeviceName")
+    return bool(maps) and mapping is maps[0]
+
+
+# -- general_purpose_volume -------------------------------------------------------------------------------------
+_VOLUME_REPLACING = ("availability_zone", "snapshot_id", "region")
+
+
+async def _wait_volume(mc: MapperContext, region: str, vid: str, want: tuple[str, ...], op: str) -> dict | None:
+    """The describe record of volume ``vid`` once its state is one of ``want`` (None once it is
+    gone, when ``deleted`` is wanted). Raises CloudError Timeout."""
+    for _ in range(WAIT_TRIES):
+        try:
+            found = (await mc.call("ec2", region, "describe_volumes", VolumeIds=[vid])).get("Volumes") or []
+        except CloudError as e:
+            if e.code != "InvalidVolume.NotFound":
+                raise
+            found = []
+        if not found and "deleted" in want:
+            return None
+        if found and found[0].get("State") in want:
+            return found[0]
+        await asyncio.sleep(WAIT_DELAY)
+    raise CloudError("Timeout", f"volume {vid} did not become {' or '.join(want)}", op)
+
+
+class GeneralPurposeVolumeMapper(VpcModuleMapper):
+    """``general_purpose_volume`` rows <-> the gp2/gp3 EBS volumes (available, in use or failed) of
+    the enabled regions. Follows IaSQL's ``mappers/general_purpose_volume.ts``: type, size, iops,
+    throughput and tags change in place (``modify_volume``), a new availability zone, snapshot or
+    region replaces the volume; ``state`` is AWS's (restored by the sync). NULL ``iops``/
+    ``throughput`` mean AWS's choice. A volume in use is not deleted (IaSQL): the sync puts its row
+    back; delete its mapping first. A row with ``is_root_device`` is never created (IaSQL: root
+    volumes come with their instance)."""
+
+    table = "general_purpose_volume"
+    columns = (Col("id", "int", "pk"), Col("volume_id", "text", "cloud"), Col("volume_type"), Col("size", "int"),
+               Col("state", "text", "cloud"), Col("is_root_device", "bool", "cloud"), Col("iops", "int"),
+               Col("throughput", "int"), Col("snapshot_id"), Col("tags", "json"), Col("region"),
+               Col("availability_zone"))
+    key = ("volume_id",)
+    pk = ("id",)
+    optional = ("iops", "throughput")
+
+    def describe(self, rec: dict) -> str:
+        """The plan-row description of ``rec``."""
+        return (f"{rec.get('volume_type')} volume {rec.get('volume_id') or 'new'} ({rec.get('size')} GiB) in "
+                f"{rec.get('availability_zone')}")
+
+    def needs_replace(self, row: dict, cloud: dict) -> bool:
+        """True when the zone, snapshot or region differs: only a new volume can have it."""
+        return self.differs(row, cloud, _VOLUME_REPLACING)
+
+    @staticmethod
+    def _record(v: dict, region: str, roots: set) -> dict:
+        return {"volume_id": v["VolumeId"], "volume_type": v.get("VolumeType"), "size": v.get("Size"),
+                "state": v.get("State"), "is_root_device": v["VolumeId"] in roots, "iops": v.get("Iops"),
+                "throughput": v.get("Throughput"), "snapshot_id": v.get("SnapshotId") or None,
+                "tags": tags_from_aws([t for t in v.get("Tags") or () if t.get("Value")]), "region": region,
+                "availability_zone": v.get("AvailabilityZone")}
+
+    @staticmethod
+    def _roots(instances: dict) -> set:
+        """Volume ids that are the root device of one of ``instances`` (describe records)."""
+        return {m["Ebs"]["VolumeId"] for i in instances.values() for m in i.get("BlockDeviceMappings") or ()
+                if _is_root(i, m) and (m.get("Ebs") or {}).get("VolumeId")}
+
+    @staticmethod
+    def _describe(mc: MapperContext, region: str) -> Any:
+        """The awaitable paginated describe_volumes of ``region`` (gp2/gp3, available, in use or failed)."""
+        return mc.paginate("ec2", region, "describe_volumes", "Volumes", Filters=[
+            {"Name": "volume-type", "Values": ["gp2", "gp3"]}, {"Name": "status", "Values": ["available", "in-use", "error"]}])
+
+    def prefetch(self, mc: MapperContext) -> None:
+        """Start the batched instance read (``prefetch_instances``: it tells root volumes apart) and
+        each region's volume read in the background (cloud calls only)."""
+        prefetch_instances(mc)
+        for region in mc.regions:
+            if ("aws_ec2.volumes", region) not in mc.memo:
+                task = asyncio.ensure_future(self._describe(mc, region))
+                task.add_done_callback(_quiet)
+                mc.memo[("aws_ec2.volumes", region)] = task
+
+    async def _region(self, mc: MapperContext, region: str) -> list[dict]:
+        task = mc.memo.pop(("aws_ec2.volumes", region), None)
+        vols = await (task if task is not None else self._describe(mc, region))
+        roots = self._roots(await region_instances(mc, region))
+        return [self._record(v, region, roots) for v in vols]
+
+    async def read(self, mc: MapperContext) -> list[dict]:
+        """The gp2/gp3 volumes of every enabled region (regions read concurrently). Raises
+        engine.aws.CloudError."""
+        got = await asyncio.gather(*(self._region(mc, r) for r in mc.regions))
+        return [v for vols in got for v in vols]
+
+    async def _one(self, mc: MapperContext, region: str, vid: str, want: tuple[str, ...], op: str) -> dict:
+        v = await _wait_volume(mc, region, vid, want, op)
+        if v is None:
+            raise CloudError("InvalidVolume.NotFound", f"volume {vid} is gone", op)
+        return self._record(v, region, self._roots(await region_instances(mc, region)))
+
+    async def create(self, mc: MapperContext, row: dict) -> dict:
+        """Create the volume and wait until it is available; returns its record. Raises
+        engine.aws.CloudError (InvalidParameterValue for a root-device row)."""
+        op = "ec2.create_volume"
+        if row.get("is_root_device"):
+            raise CloudError("InvalidParameterValue", "a root volume comes with its instance: it cannot be created "
+                             "from a row", op)
+        region = row.get("region") or mc.default_region
+        kw: dict[str, Any] = {"AvailabilityZone": row["availability_zone"], "VolumeType": row["volume_type"],
+                              "Size": int(row.get("size") or 8)}
+        if row["volume_type"] == "gp3":
+            kw.update({k: int(row[c]) for k, c in (("Iops", "iops"), ("Throughput", "throughput"))
+                       if row.get(c) is not None})
+        if row.get("snapshot_id"):
+            kw["SnapshotId"] = row["snapshot_id"]
+        kw.update(tag_specifications("volume", row.get("tags")))
+        vid = (await mc.call("ec2", region, "create_volume", **kw))["VolumeId"]
+        try:
+            return await self._one(mc, region, vid, ("available", "in-use"), op)
+        except CloudError as e:
+            try:
+                await mc.call("ec2", region, "delete_volume", VolumeId=vid)
+            except CloudError:
+                e.left = {"volume_id": vid, "region": region, "state": "available"}
+            raise
+
+    async def update(self, mc: MapperContext, row: dict, cloud: dict) -> dict:
+        """Type, size, iops and throughput (``modify_volume``) and tags in place; returns the new
+        record. Raises engine.aws.CloudError."""
+        region, vid = cloud["region"], cloud["volume_id"]
+        if self.differs(row, cloud, tuple(c.name for c in self.compared(row, cloud)
+                                          if c.name in ("volume_type", "size", "iops", "throughput"))):
+            kw: dict[str, Any] = {"VolumeId": vid, "VolumeType": row["volume_type"], "Size": int(row["size"])}
+            if row["volume_type"] == "gp3":
+                kw.update({k: int(row[c]) for k, c in (("Iops", "iops"), ("Throughput", "throughput"))
+                           if row.get(c) is not None})
+            await mc.call("ec2", region, "modify_volume", **kw)
+        if not self._same(self.col("tags"), row.get("tags"), cloud.get("tags")):
+            await set_tags(mc, region, vid, row.get("tags"), cloud.get("tags"))
+        return await self._one(mc, region, vid, ("available", "in-use", "error"), "ec2.modify_volume")
+
+    async def delete(self, mc: MapperContext, cloud: dict) -> None:
+        """Delete the volume and wait until it is gone; a volume in use is left (IaSQL). Raises
+        engine.aws.CloudError."""
+        if cloud.get("state") == "in-use":
+            return
+        region, vid = cloud["region"], cloud["volume_id"]
+        try:
+            await mc.call("ec2", region, "delete_volume", VolumeId=vid)
+        except CloudError as e:
+            if e.code == "InvalidVolume.NotFound":
+                return
+            raise
+        await _wait_volume(mc, region, vid, ("deleted",), "ec2.delete_volume")
+
+
+# -- instance_block_device_mapping ------------------------------------------------------------------------------
+class InstanceBlockDeviceMappingMapper(VpcModuleMapper):
+    """``instance_block_device_mapping`` rows <-> the EBS devices of instances with a row whose
+    volume has a row. Follows IaSQL's ``mappers/instance_block_device_mapping.ts``: a new row
+    attaches its (available) volume to the created instance, a deleted row detaches it, and
+    ``delete_on_termination`` changes in place; a new device name, instance or volume is a new
+    mapping (detach, attach). A root device is never detached: deleting its row plans nothing and
+    the sync puts it back. Mappings of instances in regions that are not enabled are left alone."""
+
+    table = "instance_block_device_mapping"
+    columns = (Col("id", "int", "pk"), Col("device_name"), Col("instance_id", "int"), Col("volume_id", "int"),
+               Col("delete_on_termination", "bool"), Col("region"))
+    key = ("instance_id", "device_name", "volume_id", "region")
+    pk = ("id",)
+    cloud_read_uses_db = True
+
+    def describe(self, rec: dict) -> str:
+        """The plan-row description of ``rec``."""
+        return f"volume #{rec.get('volume_id')} as {rec.get('device_name')} of instance #{rec.get('instance_id')}"
+
+    def prefetch(self, mc: MapperContext) -> None:
+        """Start the batched instance read (``prefetch_instances``)."""
+        prefetch_instances(mc)
+
+    def deletable(self, cloud: dict) -> bool:
+        """False for an instance's root device (AWS cannot detach it from a live instance)."""
+        return not cloud.get("_root")
+
+    async def read(self, mc: MapperContext) -> list[dict]:
+        """A record per EBS device (of an instance with a row, on a volume with a row) of the
+        enabled regions, from the batched instance read. Raises engine.aws.CloudError."""
+        instances, _ = await id_maps(mc, "instance", "instance_id")
+        volumes, _ = await id_maps(mc, "general_purpose_volume", "volume_id")
+        out = []
+        for region, found in (await all_instances(mc)).items():
+            for iid, inst in found.items():
+                db_inst = instances.get((region, iid))
+                if db_inst is None:
+                    continue
+                for m in inst.get("BlockDeviceMappings") or ():
+                    ebs = m.get("Ebs") or {}
+                    db_vol = volumes.get((region, ebs.get("VolumeId")))
+                    if db_vol is None or not m.get("DeviceName"):
+                        continue
+                    out.append({"device_name": m["DeviceName"], "instance_id": db_inst, "volume_id": db_vol,
+                                "delete_on_termination": bool(ebs.get("DeleteOnTermination", True)),
+                                "region": region, "_root": _is_root(inst, m)})
+        return out
+
+    async def _ends(self, mc: MapperContext, rec: dict, op: str) -> tuple[str, str, str]:
+        """(region, instance id, volume id) of ``rec``; CloudError DependencyViolation while either
+        has no cloud id, InvalidParameterValue when they are in different regions."""
+        _, inst_by_db = await id_maps(mc, "instance", "instance_id")
+        _, vol_by_db = await id_maps(mc, "general_purpose_volume", "volume_id")
+        if rec.get("instance_id") not in inst_by_db:
+            raise missing_dependency("instance", rec.get("instance_id"), op)
+        if rec.get("volume_id") not in vol_by_db:
+            raise missing_dependency("general_purpose_volume", rec.get("volume_id"), op)
+        (region, iid), (vregion, vid) = inst_by_db[rec["instance_id"]], vol_by_db[rec["volume_id"]]
+        if region != vregion:
+            raise CloudError("InvalidParameterValue", f"instance {iid} is in {region}, volume {vid} in {vregion}", op)
+        return region, iid, vid
+
+    async def _record(self, mc: MapperContext, rec: dict, region: str, iid: str, vid: str) -> dict:
+        inst = await describe_instance(mc, region, iid)
+        for m in (inst or {}).get("BlockDeviceMappings") or ():
+            if (m.get("Ebs") or {}).get("VolumeId") == vid:
+                return {"device_name": m["DeviceName"], "instance_id": rec["instance_id"], "volume_id": rec["volume_id"],
+                        "delete_on_termination": bool(m["Ebs"].get("DeleteOnTermination", True)), "region": region,
+                        "_root": _is_root(inst, m)}
+        raise CloudError("IncorrectState", f"volume {vid} is not attached to instance {iid}", "ec2.attach_volume")
+
+    async def create(self, mc: MapperContext, row: dict) -> dict:
+        """Attach the volume to the instance as ``device_name`` (nothing when it is attached there
+        already), wait until it is in use, then set ``delete_on_termination``; returns the record.
+        Raises engine.aws.CloudError."""
+        op = "ec2.attach_volume"
+        region, iid, vid = await self._ends(mc, row, op)
+        inst = await describe_instance(mc, region, iid)
+        if not any((m.get("Ebs") or {}).get("VolumeId") == vid for m in (inst or {}).get("BlockDeviceMappings") or ()):
+            await mc.call("ec2", region, "attach_volume", VolumeId=vid, InstanceId=iid, Device=row["device_name"])
+            await _wait_volume(mc, region, vid, ("in-use",), op)
+        rec = await self._record(mc, row, region, iid, vid)
+        if row.get("delete_on_termination") is not None and \
+                bool(row["delete_on_termination"]) != rec["delete_on_termination"]:
+            return await self.update(mc, row, rec)
+        return rec
+
+    async def update(self, mc: MapperContext, row: dict, cloud: dict) -> dict:
+        """Set ``delete_on_termination`` in place; returns the new record. Raises engine.aws.CloudError."""
+        region, iid, vid = await self._ends(mc, cloud, "ec2.modify_instance_attribute")
+        await mc.call("ec2", region, "modify_instance_attribute", InstanceId=iid, BlockDeviceMappings=[
+            {"DeviceName": cloud["device_name"], "Ebs": {"DeleteOnTermination": bool(row["delete_on_termination"]),
+                                                        "VolumeId": vid}}])
+        return await self._record(mc, cloud, region, iid, vid)
+
+    async def delete(self, mc: MapperContext, cloud: dict) -> None:
+        """Detach the volume and wait until it is available; nothing when the instance or volume is
+        gone. Raises engine.aws.CloudError."""
+        try:
+            region, iid, vid = await self._ends(mc, cloud, "ec2.detach_volume")
+        except CloudError:
+            return
+        try:
+            await mc.call("ec2", region, "detach_volume", VolumeId=vid, InstanceId=iid)
+        except CloudError as e:
+            if e.code in ("InvalidVolume.NotFound", "InvalidAttachment.NotFound", "IncorrectState"):
+                return
+            raise
+        await _wait_volume(mc, region, vid, ("available", "deleted"), "ec2.detach_volume")
+        await describe_instance(mc, region, iid)
+
+
+# -- registered_instance ------------------------------------------------------------------------------------------
+class RegisteredInstanceMapper(VpcModuleMapper):
+    """``registered_instance`` rows <-> the instances registered in the ``instance`` target groups
+    of aws_elb's ``target_group`` table. Follows IaSQL's ``mappers/registered_instance.ts``: every
+    column is part of the identity, so a changed row (e.g. a new port) is a new registration (the
+    old one is deregistered, the new one registered); a NULL ``port`` means the target group's
+    port, which the sync writes back."""
+
+    table = "registered_instance"
+    columns = (Col("id", "int", "pk"), Col("port", "int"), Col("region"), Col("instance", "int"),
+               Col("target_group_id", "int"))
+    key = ("instance", "target_group_id", "port", "region")
+    pk = ("id",)
+    cloud_read_uses_db = True
+
+    def describe(self, rec: dict) -> str:
+        """The plan-row description of ``rec``."""
+        port = rec.get("port") if rec.get("port") is not None else "the group's port"
+        return (f"instance #{rec.get('instance')} in target group #{rec.get('target_group_id')} on port {port} "
+                f"in {rec.get('region')}")
+
+    async def _health(self, mc: MapperContext, region: str, arn: str, **kw: Any) -> list[tuple[str, int | None]]:
+        """(instance id, port) of the targets registered in target group ``arn``."""
+        res = await mc.call("elbv2", region, "describe_target_health", TargetGroupArn=arn, **kw)
+        return [(d["Target"]["Id"], d["Target"].get("Port")) for d in res.get("TargetHealthDescriptions") or ()
+                if (d.get("Target") or {}).get("Id")]
+
+    async def read(self, mc: MapperContext) -> list[dict]:
+        """A record per registration of an instance with a row in a target group with a row, in the
+        enabled regions (target groups of a region read concurrently). Registrations whose instance
+        or group has no row are left out, as IaSQL cannot map them either. Raises
+        engine.aws.CloudError."""
+        instances, _ = await id_maps(mc, "instance", "instance_id")
+        groups, _ = await id_maps(mc, "target_group", "target_group_arn")
+
+        async def region_read(region: str) -> list[dict]:
+            """The records of one region."""
+            tgs = [tg for tg in await mc.paginate("elbv2", region, "describe_target_groups", "TargetGroups")
+                   if tg.get("TargetType") == "instance" and (region, tg.get("TargetGroupArn")) in groups]
+            healths = await asyncio.gather(*(self._health(mc, region, tg["TargetGroupArn"]) for tg in tgs))
+            out = []
+            for tg, targets in zip(tgs, healths):
+                for iid, port in targets:
+                    if (region, iid) in instances:
+                        out.append({"instance": instances[(region, iid)], "region": region,
+                                    "target_group_id": groups[(region, tg["TargetGroupArn"])],
+                                    "port": port if port is not None else tg.get("Port")})
+            return out
+
+        got = await asyncio.gather(*(region_read(r) for r in mc.regions))
+        return [rec for recs in got for rec in recs]
+
+    async def _ends(self, mc: MapperContext, rec: dict, op: str) -> tuple[str, str, str, int | None]:
+        """(region, instance id, target group ARN, port) of ``rec``: the group's port when the
+        record has none. Raises CloudError DependencyViolation while the instance or the group has
+        no cloud id, InvalidParameterValue when they are in different regions."""
+        _, inst_by_db = await id_maps(mc, "instance", "instance_id")
+        _, tg_by_db = await id_maps(mc, "target_group", "target_group_arn")
+        if rec.get("instance") not in inst_by_db:
+            raise missing_dependency("instance", rec.get("instance"), op)
+        if rec.get("target_group_id") not in tg_by_db:
+            raise missing_dependency("target_group", rec.get("target_group_id"), op)
+        region, iid = inst_by_db[rec["instance"]]
+        tg_region, arn = tg_by_db[rec["target_group_id"]]
+        if tg_region != region:
+            raise CloudError("InvalidParameterValue", f"instance #{rec['instance']} is in {region}, target group "
+                             f"#{rec['target_group_id']} in {tg_region}", op)
+        port = rec.get("port")
+        if port is None:
+            found = await mc.fetchall("SELECT port FROM public.target_group WHERE id = $1", (rec["target_group_id"],))
+            port = found[0][0] if found else None
+        return region, iid, arn, port
+
+    @staticmethod
+    def _target(iid: str, port: int | None) -> dict:
+        return {"Id": iid, "Port": int(port)} if port is not None else {"Id": iid}
+
+    async def create(self, mc: MapperContext, row: dict) -> dict:
+        """Register the instance in the target group (on the row's port, else the group's); returns
+        the registration's record. Raises engine.aws.CloudError."""
+        op = "elbv2.register_targets"
+        region, iid, arn, port = await self._ends(mc, row, op)
+        await mc.call("elbv2", region, "register_targets", TargetGroupArn=arn, Targets=[self._target(iid, port)])
+        found = await self._health(mc, region, arn, Targets=[self._target(iid, port)])
+        if not found:
+            raise CloudError("InvalidTarget", f"instance {iid} is not registered in {arn} after register_targets", op)
+        return {"instance": row["instance"], "target_group_id": row["target_group_id"], "region": region,
+                "port": found[0][1] if found[0][1] is not None else port}
+
+    async def update(self, mc: MapperContext, row: dict, cloud: dict) -> dict:
+        """Never needed (every column is part of the identity); returns ``cloud``."""
+        return cloud
+
+    async def delete(self, mc: MapperContext, cloud: dict) -> None:
+        """Deregister the instance from the target group; nothing when either is gone. Raises
+        engine.aws.CloudError."""
+        op = "elbv2.deregister_targets"
+        try:
+            region, iid, arn, port = await self._ends(mc, cloud, op)
+        except CloudError:
+            return  # the instance or the group has no cloud id any more: nothing holds the registration
+        try:
+            await mc.call("elbv2", region, "deregister_targets", TargetGroupArn=arn, Targets=[self._target(iid, port)])
+        except CloudError as e:
+            if e.code not in ("TargetGroupNotFound", "InvalidTarget"):
+                raise
+
+
 # -- module ---------------------------------------------------------------------------------------------------------
 INSTALL_SQL = (
-    # IaSQL's before_install.sql: an instance's role must let EC2 assume it
+    # IaSQL's before_install.sql: a registered instance's target group must take instances
+    """CREATE OR REPLACE FUNCTION public.check_target_group_instance(_target_group_id integer) RETURNS boolean
+       LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+       DECLARE _target_group_type public.target_group_target_type_enum;
+       BEGIN
+         SELECT target_type INTO _target_group_type FROM public.target_group WHERE id = _target_group_id;
+         RETURN _target_group_type = 'instance';
+       END $$""",
+    "CREATE TYPE public.general_purpose_volume_volume_type_enum AS ENUM ('gp2', 'gp3')",
+    ("CREATE TYPE public.general_purpose_volume_state_enum AS ENUM ('available', 'creating', 'deleted', 'deleting', "
+     "'error', 'in-use')"),
+    """CREATE TABLE public.general_purpose_volume (
+         id SERIAL NOT NULL,
+         volume_id character varying,
+         volume_type public.general_purpose_volume_volume_type_enum NOT NULL,
+         size integer NOT NULL DEFAULT '8',
+         state public.general_purpose_volume_state_enum,
+         is_root_device boolean DEFAULT false,
+         iops integer,
+         throughput integer,
+         snapshot_id character varying,
+         tags json,
+         region character varying NOT NULL DEFAULT public.default_aws_region(),
+         availability_zone character varying NOT NULL,
+         CONSTRAINT volume_id_region UNIQUE (id, region),
+         CONSTRAINT "Check_gp_volume_size_min_max" CHECK (size > 0 AND size < 16385),
+         CONSTRAINT "Check_gp_volume_iops" CHECK (iops is NULL OR (iops is NOT NULL AND ((volume_type = 'gp3'
+           AND iops <= 16000 AND iops >= 3000) OR (volume_type = 'gp2' AND iops > 0)))),
+         CONSTRAINT "Check_gp_volume_throughput" CHECK (throughput IS NULL OR (throughput IS NOT NULL
+           AND volume_type = 'gp3' AND throughput >= 125 AND throughput <= 1000)),
+         CONSTRAINT "PK_ded6aa0f99ab2bc666ee032778e" PRIMARY KEY (id),
+         CONSTRAINT "FK_6d207f0b3f4bf5f7c162c28cd9e" FOREIGN KEY (availability_zone)
+           REFERENCES public.availability_zone (name),
+         CONSTRAINT "FK_6cf180e59980f6cda9aff59af15" FOREIGN KEY (region) REFERENCES public.aws_regions (region))""",
+    # an instance's role must let EC2 assume it
     """CREATE OR REPLACE FUNCTION public.check_role_ec2(_role_name text) RETURNS boolean
        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
        DECLARE _number_of_records integer;
@@ -611,23 +1032,58 @@ INSTALL_SQL = (
            REFERENCES public.security_group (id) ON DELETE CASCADE ON UPDATE CASCADE)""",
     'CREATE INDEX "IDX_fa3c179d5090cb1309c63b5e20" ON public.instance_security_groups (instance_id)',
     'CREATE INDEX "IDX_b3b92934eff56d2eb0477a1d27" ON public.instance_security_groups (security_group_id)',
+    """CREATE TABLE public.instance_block_device_mapping (
+         id SERIAL NOT NULL,
+         device_name character varying NOT NULL,
+         instance_id integer NOT NULL,
+         volume_id integer,
+         delete_on_termination boolean NOT NULL DEFAULT true,
+         region character varying NOT NULL DEFAULT public.default_aws_region(),
+         CONSTRAINT "PK_b798e916409eefb1193854452e4" PRIMARY KEY (id),
+         CONSTRAINT "FK_11e56b6904d492f3025fd2f4ba3" FOREIGN KEY (instance_id, region)
+           REFERENCES public.instance (id, region) ON DELETE CASCADE,
+         CONSTRAINT "FK_2cb202ff0a970817beec595281a" FOREIGN KEY (volume_id, region)
+           REFERENCES public.general_purpose_volume (id, region),
+         CONSTRAINT "FK_fbbd02bffab3b73e12b879bf71e" FOREIGN KEY (region) REFERENCES public.aws_regions (region))""",
+    ('CREATE UNIQUE INDEX "IDX_33f2e790466c1e3603f32ff37b" ON public.instance_block_device_mapping (volume_id) '
+     "WHERE volume_id IS NOT NULL"),
+    """CREATE TABLE public.registered_instance (
+         id SERIAL NOT NULL,
+         port integer,
+         region character varying NOT NULL DEFAULT public.default_aws_region(),
+         instance integer,
+         target_group_id integer,
+         CONSTRAINT check_target_group_instance CHECK (public.check_target_group_instance(target_group_id)),
+         CONSTRAINT "PK_e566c7adcf3a7974c08b7f1712c" PRIMARY KEY (id),
+         CONSTRAINT "FK_6bf12c7f170e44eeb869e171f0c" FOREIGN KEY (instance, region)
+           REFERENCES public.instance (id, region) ON DELETE CASCADE,
+         CONSTRAINT "FK_b2f419e2eada3ad14e089612720" FOREIGN KEY (target_group_id)
+           REFERENCES public.target_group (id) ON DELETE CASCADE,
+         CONSTRAINT "FK_65a392a8bbc87257b1251aeb63e" FOREIGN KEY (region) REFERENCES public.aws_regions (region))""",
 )
 
 UNINSTALL_SQL = (
+    "DROP TABLE public.registered_instance",
+    "DROP TABLE public.instance_block_device_mapping",
     "DROP TABLE public.instance_security_groups",
     "DROP TABLE public.key_pair",
     "DROP TABLE public.instance",
     "DROP TYPE public.key_pair_type_enum",
     "DROP TYPE public.instance_state_enum",
+    "DROP TABLE public.general_purpose_volume",
+    "DROP TYPE public.general_purpose_volume_state_enum",
+    "DROP TYPE public.general_purpose_volume_volume_type_enum",
     "DROP FUNCTION public.check_role_ec2(text)",
+    "DROP FUNCTION public.check_target_group_instance(integer)",
 )
 
 MODULE = Module(
     name="aws_ec2",
     version=VERSION,
-    dependencies=("aws_account", "aws_security_group", "aws_iam", "aws_vpc"),
+    dependencies=("aws_account", "aws_security_group", "aws_elb", "aws_iam", "aws_vpc"),  # IaSQL's module.json
     install_sql=INSTALL_SQL,
     uninstall_sql=UNINSTALL_SQL,
-    mappers=(KeyPairMapper(), InstanceMapper(), InstanceSecurityGroupsMapper()),
-    description="EC2 instances, their security groups and key pairs",
+    mappers=(KeyPairMapper(), GeneralPurposeVolumeMapper(), InstanceMapper(), InstanceSecurityGroupsMapper(),
+             InstanceBlockDeviceMappingMapper(), RegisteredInstanceMapper()),
+    description="EC2 instances, their security groups, key pairs, EBS volumes and target-group registrations",
 )

@@ -53,8 +53,52 @@ def _policy_doc(value: Any) -> Any:
     return value
 
 
+def allows_ec2(doc: Any) -> bool:
+    """True when the assume-role policy ``doc`` has a statement that lets EC2 assume the role
+    (IaSQL's ``allowEc2Service``: Effect Allow, ``ec2.amazonaws.com`` among the principal's services)."""
+    doc = _policy_doc(doc)
+    stmts = doc.get("Statement") if isinstance(doc, dict) else None
+    for st in stmts if isinstance(stmts, list) else [stmts] if isinstance(stmts, dict) else []:
+        if not isinstance(st, dict) or st.get("Effect") != "Allow":
+            continue
+        svc = (st.get("Principal") or {}).get("Service") if isinstance(st.get("Principal"), dict) else None
+        if "ec2.amazonaws.com" in ([svc] if isinstance(svc, str) else svc or []):
+            return True
+    return False
+
+
+async def ensure_instance_profile(mc: MapperContext, name: str) -> None:
+    """The instance profile named ``name`` exists and holds role ``name`` (IaSQL makes one with every
+    role EC2 may assume: ``aws_ec2``'s ``instance.role_name`` launches with it). Raises
+    engine.aws.CloudError."""
+    try:
+        res = await mc.call("iam", IAM_REGION, "get_instance_profile", InstanceProfileName=name)
+        roles = [r.get("RoleName") for r in (res.get("InstanceProfile") or {}).get("Roles") or ()]
+    except CloudError as e:
+        if e.code != "NoSuchEntity":
+            raise
+        await mc.call("iam", IAM_REGION, "create_instance_profile", InstanceProfileName=name)
+        roles = []
+    if name not in roles:
+        await mc.call("iam", IAM_REGION, "add_role_to_instance_profile", InstanceProfileName=name, RoleName=name)
+
+
+async def drop_instance_profile(mc: MapperContext, name: str) -> None:
+    """Take role ``name`` out of the instance profile of the same name and delete the profile;
+    nothing when either is gone. Raises engine.aws.CloudError."""
+    for op in ("remove_role_from_instance_profile", "delete_instance_profile"):
+        kw = {"InstanceProfileName": name, **({"RoleName": name} if op.startswith("remove") else {})}
+        try:
+            await mc.call("iam", IAM_REGION, op, **kw)
+        except CloudError as e:
+            if e.code != "NoSuchEntity":
+                raise
+
+
 class RoleMapper(Mapper):
-    """``iam_role`` rows <-> IAM roles (list_roles, list_attached_role_policies)."""
+    """``iam_role`` rows <-> IAM roles (list_roles, list_attached_role_policies). A role EC2 may
+    assume gets an instance profile of the same name, made and deleted with it (IaSQL's
+    ``mappers/role.ts``)."""
 
     table = "iam_role"
     columns = (Col("role_name"), Col("arn", "text", "cloud"), Col("assume_role_policy_document", "jsonb"),
@@ -112,6 +156,8 @@ class RoleMapper(Mapper):
         res = await mc.call("iam", IAM_REGION, "create_role", **kw)
         try:
             await self._sync_policies(mc, row["role_name"], row.get("attached_policies_arns"), [])
+            if allows_ec2(doc):
+                await ensure_instance_profile(mc, row["role_name"])
             return await self._record(mc, res["Role"])
         except CloudError as e:
             if not await self._remove(mc, row["role_name"]):  # never leave a role the table cannot record
@@ -119,8 +165,10 @@ class RoleMapper(Mapper):
             raise
 
     async def _remove(self, mc: MapperContext, name: str) -> bool:
-        """Detach every policy of role ``name`` and delete it; False when that failed."""
+        """Detach every policy of role ``name``, drop its instance profile and delete it; False when
+        that failed."""
         try:
+            await drop_instance_profile(mc, name)
             attached = await mc.paginate("iam", IAM_REGION, "list_attached_role_policies", "AttachedPolicies",
                                          RoleName=name)
             for p in attached:
@@ -137,6 +185,10 @@ class RoleMapper(Mapper):
         if normalize("jsonb", doc) != normalize("jsonb", cloud.get("assume_role_policy_document")):
             await mc.call("iam", IAM_REGION, "update_assume_role_policy", RoleName=name,
                           PolicyDocument=doc if isinstance(doc, str) else json.dumps(doc))
+            if allows_ec2(doc) and not allows_ec2(cloud.get("assume_role_policy_document")):
+                await ensure_instance_profile(mc, name)
+            elif allows_ec2(cloud.get("assume_role_policy_document")) and not allows_ec2(doc):
+                await drop_instance_profile(mc, name)
         if (row.get("description") or None) != (cloud.get("description") or None):
             await mc.call("iam", IAM_REGION, "update_role", RoleName=name, Description=row.get("description") or "")
         await self._sync_policies(mc, name, row.get("attached_policies_arns"), cloud.get("attached_policies_arns"))
@@ -151,6 +203,8 @@ class RoleMapper(Mapper):
                 raise CloudError("DeleteConflict", f"role {name} could not be removed", "iam.delete_role")
             return
         await self._sync_policies(mc, name, [], cloud.get("attached_policies_arns"))
+        if allows_ec2(cloud.get("assume_role_policy_document")):
+            await drop_instance_profile(mc, name)
         await mc.call("iam", IAM_REGION, "delete_role", RoleName=name)
 
 

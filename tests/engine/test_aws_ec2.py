@@ -51,7 +51,8 @@ async def test_install_and_rollback_import_instances_made_in_the_cloud(registry,
                                                    "Tags": [{"Key": "Name", "Value": "made"}]}])["Instances"]
     rows = await call(registry, ctx, "iasql_install", "aws_ec2", "aws_ec2_metadata")
     assert {t: n for _, t, n in rows} == {"key_pair": 1, "instance": 1, "instance_security_groups": 1,
-                                          "instance_metadata": 1}
+                                          "instance_metadata": 1, "registered_instance": 0,
+                                          "general_purpose_volume": 1, "instance_block_device_mapping": 1}
     got = await sql(dsn, "SELECT i.instance_id, i.ami, i.instance_type, i.key_pair_name, i.state::text, i.user_data, "
                          "i.tags::text, i.hibernation_enabled, i.region, i.role_name, s.subnet_id, g.group_id "
                          "FROM instance i JOIN subnet s ON s.id = i.subnet_id "
@@ -76,7 +77,9 @@ async def test_install_and_rollback_import_instances_made_in_the_cloud(registry,
     await call(registry, ctx, "iasql_begin")
     rows = await call(registry, ctx, "iasql_rollback")
     # (the subnet's available_ip_address_count changed too)
-    assert sorted((a, t) for a, t, _, _ in rows if t != "subnet") == [("create", "instance")] * 3 + \
+    # (with their root volumes and the mappings of those)
+    assert sorted((a, t) for a, t, _, _ in rows if t != "subnet") == [("create", "general_purpose_volume")] * 3 + \
+        [("create", "instance")] * 3 + [("create", "instance_block_device_mapping")] * 3 + \
         [("create", "instance_metadata")] * 3 + [("create", "instance_security_groups")] * 3
     assert await sql(dsn, "SELECT instance_id FROM instance WHERE instance_type = 't3.nano' ORDER BY 1") == \
         sorted((i["InstanceId"],) for i in more)
@@ -300,15 +303,38 @@ async def test_role_must_be_assumable_by_ec2(registry, ctx, dsn, aws, ec2_mod):
     await call(registry, ctx, "iasql_commit")
     with pytest.raises(Exception, match="check_role_ec2"):
         await sql(dsn, "INSERT INTO instance (ami, instance_type, role_name) VALUES ('ami-x', 't2.micro', 'lambda-app')")
-    # the instance profile named after the role (IaSQL's aws_iam makes it; here it is made directly)
-    iam.create_instance_profile(InstanceProfileName="ec2-app")
-    iam.add_role_to_instance_profile(InstanceProfileName="ec2-app", RoleName="ec2-app")
+    # aws_iam made the instance profile named after the EC2 role (as IaSQL's), not for the other
+    [prof] = iam.list_instance_profiles()["InstanceProfiles"]
+    assert prof["InstanceProfileName"] == "ec2-app" and [r["RoleName"] for r in prof["Roles"]] == ["ec2-app"]
     await call(registry, ctx, "iasql_begin")
     await sql(dsn, "INSERT INTO instance (ami, instance_type, role_name) VALUES (%s, 't2.micro', 'ec2-app')",
               (ami_of(aws),))
     await call(registry, ctx, "iasql_commit")
     [(iid, role)] = await sql(dsn, "SELECT instance_id, role_name FROM instance")
     assert role == "ec2-app" and instance(aws, iid)["IamInstanceProfile"]["Arn"].endswith(":instance-profile/ec2-app")
+    # deleting the instance and the role in one commit deletes the instance profile too
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, "DELETE FROM instance")
+    await sql(dsn, "DELETE FROM iam_role WHERE role_name = 'ec2-app'")
+    await call(registry, ctx, "iasql_commit")
+    assert iam.list_instance_profiles()["InstanceProfiles"] == []
+    assert [r["RoleName"] for r in iam.list_roles()["Roles"]] == ["lambda-app"]
+
+
+async def test_role_and_instance_launched_with_it_in_one_commit(registry, ctx, dsn, aws, ec2_mod):
+    doc = '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, ' \
+          '"Action": "sts:AssumeRole"}]}'
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, "INSERT INTO iam_role (role_name, assume_role_policy_document) VALUES ('web-role', %s)", (doc,))
+    await sql(dsn, "INSERT INTO instance (ami, instance_type, role_name) VALUES (%s, 't2.micro', 'web-role')",
+              (ami_of(aws),))
+    rows = await call(registry, ctx, "iasql_commit")
+    assert [t for _, t in applied(rows)] == ["iam_role", "instance"]
+    [(iid,)] = await sql(dsn, "SELECT instance_id FROM instance WHERE role_name = 'web-role'")
+    assert instance(aws, iid)["IamInstanceProfile"]["Arn"].endswith(":instance-profile/web-role")
+    await call(registry, ctx, "iasql_begin")
+    assert await call(registry, ctx, "iasql_preview") == []
+    await call(registry, ctx, "iasql_commit")
 
 
 async def test_ami_resolved_through_ssm(registry, ctx, dsn, aws, ec2_mod):

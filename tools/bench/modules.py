@@ -5,7 +5,8 @@ with MinCount/MaxCount, spread over the first subnets) and ``--subnets`` subnets
 with boto3, then times, through the engine (``engine.local``, no proxy):
 
 - ``iasql_install('aws_ec2', 'aws_vpc')``: installs aws_account, aws_iam, aws_vpc,
-  aws_security_group and aws_ec2 and reads every record into the new tables;
+  aws_security_group, aws_acm, aws_elb and aws_ec2 and reads every record of the two named
+  modules into the new tables (aws_ec2's root volumes and their mappings among them);
 - ``iasql_commit`` after changing one instance's tags (apply that instance, then sync every
   installed table back);
 - ``iasql_rollback`` with nothing changed (a full sync).

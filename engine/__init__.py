@@ -24,6 +24,7 @@ transaction ends (``engine.core.session``).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -48,7 +49,9 @@ _PLAN = (Column("action", "varchar"), Column("table_name", "varchar"), Column("i
 
 
 def build_registry(config: EngineSettings | None = None) -> Registry:
-    """A Registry holding every IaSQL function, bound to one shared engine state.
+    """A Registry holding every IaSQL function and every module RPC (``Module.rpcs``), bound to
+    one shared engine state. ``registry.engine_state.functions`` lists the ``iasql_*`` ones only
+    (whose stubs ``ensure_metadata`` creates); a module RPC has ``Function.module`` set.
 
     Takes optional settings (default ``EngineSettings()``). Raises nothing. The registry's AWS
     thread pool lives as long as the registry (``registry.engine_state.aws.close()`` stops it).
@@ -110,10 +113,11 @@ def build_registry(config: EngineSettings | None = None) -> Registry:
         """(module, name, signature, description, sample_usage) of the IaSQL functions and of the
         SQL functions of every installed module (IaSQL's ``iasql_help``)."""
         rows = [("iasql_functions", fn.name, fn.signature, fn.description, fn.sample_usage)
-                for fn in reg.functions.values()]
+                for fn in reg.functions.values() if fn.module is None]
         async with F.EngineSession(ctx, state_, "iasql_help", record_errors=False) as s:
             for mod in await F.installed_modules(s):
                 rows += [(mod.name, *entry) for entry in mod.functions]
+                rows += [(mod.name, fn.name, fn.signature, fn.description, fn.sample_usage) for fn in mod.rpcs]
         return rows
 
     add("iasql_help", (), (Column("module", "varchar"), Column("name", "varchar"), Column("signature", "varchar"),
@@ -123,7 +127,12 @@ def build_registry(config: EngineSettings | None = None) -> Registry:
     for old, new in (("iasql_apply", "iasql_commit"), ("iasql_sync", "iasql_commit"),
                      ("iasql_preview_apply", "iasql_preview"), ("iasql_preview_sync", "iasql_preview")):
         add(old, (), _PLAN, F.deprecated(old, new), f"Deprecated: use {new}()", f"SELECT * FROM {new}()")
-    state.functions = list(reg.functions.values())
+    from engine.modules import MODULES
+
+    for mod in MODULES:  # the modules' RPCs (stubs created at install, not with the metadata)
+        for fn in mod.rpcs:
+            reg.register(dataclasses.replace(fn, impl=functools.partial(fn.impl, state), module=mod.name))
+    state.functions = [fn for fn in reg.functions.values() if fn.module is None]
     reg.engine_state = state  # type: ignore[attr-defined]
     return reg
 

@@ -249,6 +249,20 @@ def probe_statements(functions: Iterable["Function"]) -> list[sql.Composable]:
     return out
 
 
+def drop_statements(functions: Iterable["Function"]) -> list[sql.Composable]:
+    """``DROP FUNCTION IF EXISTS`` statements for the stubs (``public``) and argument probes
+    (``iasql_args``) of ``functions``: ``iasql_uninstall`` drops a module's RPCs with them."""
+    out: list[sql.Composable] = []
+    for fn in functions:
+        types = sql.SQL(", ").join(sql.SQL("{}{}{}").format(
+            sql.SQL("VARIADIC ") if a.variadic else sql.SQL(""), sql.SQL(a.type_name),
+            sql.SQL("[]") if a.variadic else sql.SQL("")) for a in fn.arguments)
+        for schema in ("public", ARGS_SCHEMA):
+            out.append(sql.SQL("DROP FUNCTION IF EXISTS {name}({types})").format(
+                name=sql.Identifier(schema, fn.name), types=types))
+    return out
+
+
 def metadata_marker(version: str | None = None) -> str:
     """The marker (comment of ``iasql_audit_log``) of current metadata for platform ``version``."""
     from engine.modules import VERSION

@@ -2,12 +2,18 @@
 short reads: a simple Query and a Parse/Bind/Describe/Execute/Sync batch. Prints ns per call (the
 minimum over many repeats) for session pooling (txn False) and transaction pooling (txn True).
 
-    PYTHONPATH=. python bench/scan_client_prefilter.py
+    PYTHONPATH=. python bench/scan_client_prefilter.py [path/to/_fastpath.so ...]
+
+With paths, each given build of the C extension is measured instead (e.g. one built from the
+previous ``_fastpath.c``, to compare), the builds interleaved round by round.
 """
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import struct
+import sys
 import timeit
 
 from proxy.wire import fastpath
@@ -36,14 +42,32 @@ def reads() -> dict[str, bytes]:
     return out
 
 
+def load(path: str):
+    """The ``scan_client`` of the C extension built at ``path``."""
+    loader = importlib.machinery.ExtensionFileLoader("proxy.wire._fastpath", path)
+    spec = importlib.util.spec_from_file_location("proxy.wire._fastpath", path, loader=loader)
+    mod = importlib.util.module_from_spec(spec)
+    loader.exec_module(mod)
+    return mod.scan_client
+
+
 def main() -> None:
-    print(f"compiled={fastpath.compiled}")
-    scan = fastpath.SCAN_CLIENT
+    paths = sys.argv[1:]
+    scans = {p: load(p) for p in paths} if paths else {f"SCAN_CLIENT (compiled={fastpath.compiled})": fastpath.SCAN_CLIENT}
+    best: dict[tuple, float] = {}
+    for _ in range(5):  # rounds, the builds interleaved
+        for label, scan in scans.items():
+            for name, data in reads().items():
+                for txn in (False, True):
+                    assert scan(data, txn, 1 << 30) >= 0, name
+                    t = min(timeit.repeat(lambda: scan(data, txn, 1 << 30), number=20000, repeat=40)) / 20000
+                    key = (label, name, txn)
+                    best[key] = min(best.get(key, t), t)
+    labels = list(scans)
+    print("read                len txn   " + "  ".join(f"{lb[-24:]:>24s}" for lb in labels) + "  (ns per call, min)")
     for name, data in reads().items():
         for txn in (False, True):
-            assert scan(data, txn, 1 << 30) >= 0, name
-            t = min(timeit.repeat(lambda: scan(data, txn, 1 << 30), number=20000, repeat=200)) / 20000
-            print(f"{name:20s} len={len(data):4d} txn={txn!s:5s} {t * 1e9:7.1f} ns")
+            print(f"{name:18s} {len(data):4d} {txn!s:5s} " + "  ".join(f"{best[(lb, name, txn)] * 1e9:24.1f}" for lb in labels))
 
 
 if __name__ == "__main__":

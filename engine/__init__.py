@@ -48,6 +48,20 @@ _PLAN = (Column("action", "varchar"), Column("table_name", "varchar"), Column("i
          Column("description", "varchar"))
 
 
+async def _module_rpc(fn: Function, module: str, state: Any, ctx: Any, *args: Any) -> list[tuple]:
+    """Run module RPC ``fn`` of ``module`` only while that module is installed: its stub
+    (``public.<name>(<argument types>)``, created by ``iasql_install``) must exist, as it must for
+    Postgres to call a function; else raises EngineError 42883 (undefined function) as Postgres
+    would, with a HINT naming the module to install. Returns ``fn.impl(state, ctx, *args)``."""
+    types = ",".join(a.type_name + ("[]" if a.variadic else "") for a in fn.arguments)
+    res = await ctx.run("SELECT pg_catalog.to_regprocedure($1) IS NOT NULL", (f"public.{fn.name}({types})",))
+    if not res.rows[0][0]:
+        raise EngineError("42883", f"function {fn.name}({', '.join(a.type_name for a in fn.arguments)}) does not exist",
+                          hint=f"{fn.name} is a function of module {module}, which is not installed in this "
+                               f"database: SELECT * FROM iasql_install('{module}');")
+    return await fn.impl(state, ctx, *args)
+
+
 def build_registry(config: EngineSettings | None = None) -> Registry:
     """A Registry holding every IaSQL function and every module RPC (``Module.rpcs``), bound to
     one shared engine state. ``registry.engine_state.functions`` lists the ``iasql_*`` ones only
@@ -131,7 +145,8 @@ def build_registry(config: EngineSettings | None = None) -> Registry:
 
     for mod in MODULES:  # the modules' RPCs (stubs created at install, not with the metadata)
         for fn in mod.rpcs:
-            reg.register(dataclasses.replace(fn, impl=functools.partial(fn.impl, state), module=mod.name))
+            reg.register(dataclasses.replace(fn, impl=functools.partial(_module_rpc, fn, mod.name, state),
+                                             module=mod.name))
     state.functions = [fn for fn in reg.functions.values() if fn.module is None]
     reg.engine_state = state  # type: ignore[attr-defined]
     return reg

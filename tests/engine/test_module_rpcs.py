@@ -30,6 +30,7 @@ def test_every_module_rpc_is_registered_and_known_to_the_proxy_prefilter(registr
 
 async def test_upload_object_as_iasql(registry, ctx, dsn, aws, s3_mod):
     aws("s3").create_bucket(Bucket="rpc-bucket")
+    await call(registry, ctx, "iasql_begin")
     await call(registry, ctx, "iasql_rollback")  # the bucket gets its row
     rows = await call(registry, ctx, "s3_upload_object", "rpc-bucket", "dir/hello.txt", "hello world", "text/plain")
     assert rows == [("rpc-bucket", "dir/hello.txt", "OK", "Bucket content has been updated")]
@@ -89,3 +90,13 @@ async def test_stub_exists_only_while_installed(registry, ctx, dsn):
     await call(registry, ctx, "iasql_uninstall", "aws_s3")
     assert await sql(dsn, exists) == [(False, False)]
     assert not [r for r in await call(registry, ctx, "iasql_help") if r[1] == "s3_upload_object"]
+
+
+async def test_not_installed_is_42883_from_the_engine_too(registry, ctx, dsn):
+    """Through the proxy, constant arguments reach the engine without a probe: the engine itself
+    refuses a module RPC whose module is not installed, as Postgres refuses an unknown function."""
+    with pytest.raises(EngineError) as ei:
+        await call(registry, ctx, "s3_upload_object", "b", "k", "v", "t")
+    assert ei.value.sqlstate == "42883"
+    assert ei.value.message == "function s3_upload_object(varchar, varchar, varchar, varchar) does not exist"
+    assert "iasql_install('aws_s3')" in ei.value.hint

@@ -1,0 +1,94 @@
+"""Module RPCs through psql and the proxy on the sandbox cloud (moto over HTTP): aws_s3's
+``s3_upload_object`` is answered by the engine on the client's own connection, inside its
+transaction; without the module installed it is an unknown function (42883), as in Postgres."""
+
+from __future__ import annotations
+
+import boto3
+import psycopg
+import pytest
+
+from tests.intercept.conftest import psql
+
+UPLOAD = "SELECT * FROM s3_upload_object('{b}', '{k}', '{c}', 'text/plain')"
+
+
+def _s3(moto_server):
+    return boto3.client("s3", endpoint_url=moto_server.endpoint_url, region_name="us-east-1",
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def _install(port: int, db: str) -> None:
+    res = psql(port, db, "SELECT * FROM iasql_install('aws_s3')", "-A", "-t")
+    assert res.returncode == 0, res.stderr
+    res = psql(port, db, "SELECT count(*) FROM aws_credentials", "-A", "-t")
+    if res.stdout.strip() == "0":
+        res = psql(port, db, "INSERT INTO aws_credentials (access_key_id, secret_access_key) "
+                             "VALUES ('testing', 'testing')")
+        assert res.returncode == 0, res.stderr
+
+
+def test_not_installed_is_an_unknown_function(iasql_proxy, fresh_db):
+    res = psql(iasql_proxy.port, fresh_db, "SELECT * FROM iasql_version()", "-A", "-t")  # metadata only
+    assert res.returncode == 0, res.stderr
+    res = psql(iasql_proxy.port, fresh_db, UPLOAD.format(b="b", k="k", c="c"), "-v", "VERBOSITY=verbose")
+    assert res.returncode != 0
+    assert "42883" in res.stderr and "s3_upload_object" in res.stderr, res.stderr
+    assert "iasql_args" not in res.stderr
+
+
+def test_upload_through_psql(iasql_proxy, fresh_db, moto_server):
+    s3 = _s3(moto_server)
+    bucket = f"rpc-{fresh_db[-8:]}"
+    _install(iasql_proxy.port, fresh_db)
+    res = psql(iasql_proxy.port, fresh_db, f"SELECT * FROM iasql_begin(); INSERT INTO bucket (name) VALUES ('{bucket}'); "
+                                           "SELECT * FROM iasql_commit()")
+    assert res.returncode == 0, res.stderr
+    res = psql(iasql_proxy.port, fresh_db, UPLOAD.format(b=bucket, k="a/hello.txt", c="hello proxy"), "-A", "-F|")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[:2] == ["bucket|key|status|response_message",
+                                           f"{bucket}|a/hello.txt|OK|Bucket content has been updated"]
+    obj = s3.get_object(Bucket=bucket, Key="a/hello.txt")
+    assert obj["Body"].read() == b"hello proxy" and obj["ContentType"] == "text/plain"
+    res = psql(iasql_proxy.port, fresh_db, "SELECT key, bucket_name, e_tag FROM bucket_object", "-A", "-t", "-F|")
+    assert res.stdout.split() == [f"a/hello.txt|{bucket}|{obj['ETag']}"]
+
+    # in a transaction block, any letter case, qualified: the row is written in the caller's
+    # transaction (gone with its ROLLBACK); the object, a cloud action, stays
+    sql = ("BEGIN; SELECT status FROM public.S3_Upload_Object('{b}', 'b.txt', 'x', 'text/plain'); "
+           "SELECT count(*) FROM bucket_object; ROLLBACK; SELECT count(*) FROM bucket_object").format(b=bucket)
+    res = psql(iasql_proxy.port, fresh_db, sql, "-A", "-t")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["BEGIN", "OK", "2", "ROLLBACK", "1"]
+    assert s3.get_object(Bucket=bucket, Key="b.txt")["Body"].read() == b"x"
+
+    # failures carry their SQLSTATE
+    res = psql(iasql_proxy.port, fresh_db, UPLOAD.format(b="no-such-bucket-rpc", k="k", c="c"), "-v", "VERBOSITY=verbose")
+    assert res.returncode != 0 and "42704" in res.stderr, res.stderr
+    res = psql(iasql_proxy.port, fresh_db, UPLOAD.format(b=bucket, k="k", c=""), "-v", "VERBOSITY=verbose")
+    assert res.returncode != 0 and "22023" in res.stderr and "Cannot upload an object" in res.stderr, res.stderr
+
+    # uninstalled: unknown again
+    res = psql(iasql_proxy.port, fresh_db, "SELECT * FROM iasql_uninstall('aws_s3')")
+    assert res.returncode == 0, res.stderr
+    res = psql(iasql_proxy.port, fresh_db, UPLOAD.format(b=bucket, k="k", c="c"), "-v", "VERBOSITY=verbose")
+    assert res.returncode != 0 and "42883" in res.stderr, res.stderr
+
+
+def test_upload_with_the_extended_protocol(iasql_proxy, fresh_db, moto_server):
+    s3 = _s3(moto_server)
+    bucket = f"rpx-{fresh_db[-8:]}"
+    s3.create_bucket(Bucket=bucket)
+    _install(iasql_proxy.port, fresh_db)
+    with psycopg.connect(iasql_proxy.dsn(dbname=fresh_db), autocommit=False, connect_timeout=5) as conn:
+        rows = conn.execute("SELECT * FROM s3_upload_object(%s, %s, %s, %s)",
+                            (bucket, "ext.json", '{"a": 1}', "application/json")).fetchall()
+        assert rows == [(bucket, "ext.json", "OK", "Bucket content has been updated")]
+        assert [d.name for d in conn.execute("SELECT * FROM s3_upload_object(%s, %s, %s, %s)",
+                                             (bucket, "ext2", "v", "text/plain")).description] == \
+            ["bucket", "key", "status", "response_message"]
+        conn.rollback()
+        with pytest.raises(psycopg.errors.UndefinedObject):
+            conn.execute("SELECT * FROM s3_upload_object(%s, %s, %s, %s)", ("nope-rpx", "k", "v", "t"))
+    obj = s3.get_object(Bucket=bucket, Key="ext.json")
+    assert obj["Body"].read() == b'{"a": 1}' and obj["ContentType"] == "application/json"

@@ -706,7 +706,8 @@ class ClientSession(ClientCore, asyncio.Protocol):
     async def _classify_large(self, t: int, start: int, end: int) -> None:
         """Classify the Query or Parse ``buf[start:end]`` of the input (longer than
         _STREAM_ABOVE, or longer than _ANALYZE_ON_LOOP and to be analysed) as ``_relay`` does a
-        short one, without stalling other clients: it is searched for ``iasql_`` and, in
+        short one, without stalling other clients: it is searched for ``iasql_`` and the module
+        RPC names (``proxy.router.marker``; slices overlap by the longest of them) and, in
         transaction and statement pooling, for the keywords of ``may_change_state`` one
         _SCAN_SLICE at a time, yielding to the event loop in between, with no copy of the whole
         text; a text that may change session state is analysed (``analyze``) in a worker thread,

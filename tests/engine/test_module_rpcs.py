@@ -100,3 +100,11 @@ async def test_not_installed_is_42883_from_the_engine_too(registry, ctx, dsn):
     assert ei.value.sqlstate == "42883"
     assert ei.value.message == "function s3_upload_object(varchar, varchar, varchar, varchar) does not exist"
     assert "iasql_install('aws_s3')" in ei.value.hint
+
+
+def test_proxy_refuses_a_function_its_prefilter_would_miss(registry):
+    from proxy.intercept.dispatch import check_prefilter
+
+    check_prefilter(registry.names())
+    with pytest.raises(RuntimeError, match="new_rpc"):
+        check_prefilter(registry.names() | {"new_rpc"})

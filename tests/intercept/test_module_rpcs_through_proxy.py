@@ -92,3 +92,23 @@ def test_upload_with_the_extended_protocol(iasql_proxy, fresh_db, moto_server):
             conn.execute("SELECT * FROM s3_upload_object(%s, %s, %s, %s)", ("nope-rpx", "k", "v", "t"))
     obj = s3.get_object(Bucket=bucket, Key="ext.json")
     assert obj["Body"].read() == b'{"a": 1}' and obj["ContentType"] == "application/json"
+
+
+def test_call_in_a_huge_query_across_a_scan_slice(iasql_proxy, fresh_db, moto_server):
+    """A Query above 1 MiB is classified a slice at a time (``_classify_large``): a module RPC name
+    across two slices (256 KiB) is still seen and the call answered."""
+    s3 = _s3(moto_server)
+    bucket = f"rpl-{fresh_db[-8:]}"
+    s3.create_bucket(Bucket=bucket)
+    _install(iasql_proxy.port, fresh_db)
+    pre = "SELECT length('{}'); SELECT * FROM "
+    pre = pre.format("x" * (256 * 1024 - 5 - len(pre.format(""))))  # the name starts 5 bytes before a slice end
+    text = pre + f"s3_upload_object('{bucket}', 'big.txt', 'v', 'text/plain'); SELECT length('{'y' * (1 << 20)}')"
+    with psycopg.connect(iasql_proxy.dsn(dbname=fresh_db), autocommit=True, connect_timeout=5) as conn:
+        cur = conn.execute(text)
+        results = [cur.fetchall()]
+        while cur.nextset():
+            results.append(cur.fetchall())
+        assert results == [[(len(pre) - 33,)], [(bucket, "big.txt", "OK", "Bucket content has been updated")],
+                           [(1 << 20,)]]
+    assert s3.get_object(Bucket=bucket, Key="big.txt")["Body"].read() == b"v"

@@ -108,3 +108,16 @@ def test_proxy_refuses_a_function_its_prefilter_would_miss(registry):
     check_prefilter(registry.names())
     with pytest.raises(RuntimeError, match="new_rpc"):
         check_prefilter(registry.names() | {"new_rpc"})
+
+
+async def test_metadata_upgrade_creates_the_stubs_of_installed_modules(registry, ctx, dsn):
+    """A database whose aws_s3 was installed before module RPCs existed gets their stub and probe
+    when its metadata is brought up to date."""
+    await call(registry, ctx, "iasql_install", "aws_s3")
+    await sql(dsn, "DROP FUNCTION public.s3_upload_object(varchar, varchar, varchar, varchar); "
+                   "DROP FUNCTION iasql_args.s3_upload_object(varchar, varchar, varchar, varchar); "
+                   "COMMENT ON TABLE public.iasql_audit_log IS 'iasql-proxy metadata 6 (0.1.0)'")
+    await call(registry, ctx, "iasql_modules_installed")  # any engine call brings the metadata up to date
+    assert await sql(dsn, "SELECT to_regprocedure('public.s3_upload_object(varchar,varchar,varchar,varchar)') IS NOT NULL, "
+                          "to_regprocedure('iasql_args.s3_upload_object(varchar,varchar,varchar,varchar)') IS NOT NULL") \
+        == [(True, True)]

@@ -446,8 +446,10 @@ async def s3_upload_object(state: Any, ctx: Any, bucket_name: Any, bucket_key: A
     Returns one row (bucket, key, status, response_message): ``OK``/``Bucket content has been
     updated``, or ``KO`` with IaSQL's message when the bucket is not in an enabled region.
     Raises EngineError 22023 (IaSQL's ``Cannot upload an object without bucket name, key, content
-    or content type`` when one is NULL or empty), 42704 (no such bucket), 58000 (any other AWS
-    failure), 57014 (cancelled), the server's SQLSTATE when the row cannot be written.
+    or content type`` when one is NULL or empty), 42704 (no such bucket), 42501 (the bucket has a
+    row and the caller may not INSERT and UPDATE ``bucket_object``: checked before the upload),
+    58000 (any other AWS failure), 57014 (cancelled), the server's SQLSTATE when the row cannot be
+    written.
     """
     from engine.core.functions import mapper_context
     from engine.core.session import EngineSession
@@ -464,13 +466,21 @@ async def s3_upload_object(state: Any, ctx: Any, bucket_name: Any, bucket_key: A
         if region not in mc.regions:
             return [(bucket_name, bucket_key, "KO",
                      "Bucket content could not be updated because it is not on supported regions")]
+        has_row = await s.fetchone("SELECT 1 FROM public.bucket WHERE name = $1 AND region = $2", (bucket_name, region))
+        if has_row and not (await s.fetchone(
+                "SELECT pg_catalog.has_table_privilege('public.bucket_object', 'INSERT')"
+                " AND pg_catalog.has_table_privilege('public.bucket_object', 'UPDATE')"))[0]:
+            # refused before anything happens in the cloud: the row could not be written afterwards
+            raise EngineError("42501", "permission denied for table bucket_object",
+                              hint="s3_upload_object records the object in bucket_object: it needs INSERT "
+                                   "and UPDATE on it (and USAGE on its id sequence).")
         s.check_cancelled()
         ctx.progress(f"uploading {bucket_key} to bucket {bucket_name} in {region}")
         result = await mc.call("s3", region, "put_object", Bucket=bucket_name, Key=bucket_key,
                                Body=file_content.encode("utf-8"), ContentType=content_type)
         head = await mc.call("s3", region, "head_object", Bucket=bucket_name, Key=bucket_key)
         e_tag = result.get("ETag") or head.get("ETag")
-        if await s.fetchone("SELECT 1 FROM public.bucket WHERE name = $1 AND region = $2", (bucket_name, region)):
+        if has_row:
             await s.execute(
                 "INSERT INTO public.bucket_object (key, bucket_name, region, e_tag) VALUES ($1, $2, $3, $4) "
                 "ON CONFLICT (bucket_name, key, region) DO UPDATE SET e_tag = EXCLUDED.e_tag",

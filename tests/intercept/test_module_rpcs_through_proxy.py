@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from tests.intercept.conftest import psql
+from tests.intercept.test_privileges import roles  # noqa: F401  (fixture)
 
 UPLOAD = "SELECT * FROM s3_upload_object('{b}', '{k}', '{c}', 'text/plain')"
 
@@ -112,3 +113,34 @@ def test_call_in_a_huge_query_across_a_scan_slice(iasql_proxy, fresh_db, moto_se
         assert results == [[(len(pre) - 33,)], [(bucket, "big.txt", "OK", "Bucket content has been updated")],
                            [(1 << 20,)]]
     assert s3.get_object(Bucket=bucket, Key="big.txt")["Body"].read() == b"v"
+
+
+def test_upload_with_the_callers_rights(iasql_proxy, pg, fresh_db, moto_server, roles):
+    """The call runs as the calling role: without INSERT/UPDATE on bucket_object it is refused
+    (42501) before anything is uploaded; granted them, it uploads and writes the row."""
+    from tests.intercept.test_privileges import refused, through_proxy
+
+    s3 = _s3(moto_server)
+    bucket = f"rpr-{fresh_db[-8:]}"
+    r, pw = roles()
+    with through_proxy(iasql_proxy, fresh_db) as owner:
+        owner.execute("SELECT * FROM iasql_install('aws_s3')").fetchall()
+        if owner.execute("SELECT count(*) FROM aws_credentials").fetchone() == (0,):
+            owner.execute("INSERT INTO aws_credentials (access_key_id, secret_access_key) VALUES ('testing', 'testing')")
+        owner.execute("SELECT * FROM iasql_begin()").fetchall()
+        owner.execute("INSERT INTO bucket (name) VALUES (%s)", (bucket,))
+        owner.execute("SELECT * FROM iasql_commit()").fetchall()
+    pg.psql(f'GRANT SELECT ON public.bucket, public.aws_regions, public.aws_credentials, public.bucket_object TO "{r}"',
+            dbname=fresh_db)
+    call = "SELECT * FROM s3_upload_object(%s, 'priv.txt', 'v', 'text/plain')"
+    with through_proxy(iasql_proxy, fresh_db, r, pw) as c:
+        err = refused(c, call, (bucket,))
+        assert (err.sqlstate, err.diag.message_primary) == ("42501", "permission denied for table bucket_object")
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket)  # nothing was uploaded
+    pg.psql(f'GRANT INSERT, UPDATE ON public.bucket_object TO "{r}"; '
+            f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO "{r}"; '
+            f'GRANT SELECT, INSERT ON public.iasql_audit_log TO "{r}"', dbname=fresh_db)
+    with through_proxy(iasql_proxy, fresh_db, r, pw) as c:
+        assert c.execute(call, (bucket,)).fetchall() == [(bucket, "priv.txt", "OK", "Bucket content has been updated")]
+        assert c.execute("SELECT key FROM bucket_object").fetchall() == [("priv.txt",)]
+    assert s3.get_object(Bucket=bucket, Key="priv.txt")["Body"].read() == b"v"

@@ -4,6 +4,8 @@ transaction; without the module installed it is an unknown function (42883), as 
 
 from __future__ import annotations
 
+import re
+
 import boto3
 import psycopg
 import pytest
@@ -17,6 +19,19 @@ UPLOAD = "SELECT * FROM s3_upload_object('{b}', '{k}', '{c}', 'text/plain')"
 def _s3(moto_server):
     return boto3.client("s3", endpoint_url=moto_server.endpoint_url, region_name="us-east-1",
                         aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+@pytest.fixture(autouse=True)
+def _remove_buckets(moto_server):
+    """The sandbox cloud is shared by the whole session: this file's buckets (``rp?-*``) and their
+    objects are deleted after each test, so later installs do not read them in."""
+    yield
+    s3 = _s3(moto_server)
+    for b in s3.list_buckets()["Buckets"]:
+        if re.match(r"rp[cxlr]-", b["Name"]):
+            for o in s3.list_objects_v2(Bucket=b["Name"]).get("Contents", []):
+                s3.delete_object(Bucket=b["Name"], Key=o["Key"])
+            s3.delete_bucket(Bucket=b["Name"])
 
 
 def _install(port: int, db: str) -> None:
@@ -51,13 +66,15 @@ def test_upload_through_psql(iasql_proxy, fresh_db, moto_server):
                                            f"{bucket}|a/hello.txt|OK|Bucket content has been updated"]
     obj = s3.get_object(Bucket=bucket, Key="a/hello.txt")
     assert obj["Body"].read() == b"hello proxy" and obj["ContentType"] == "text/plain"
-    res = psql(iasql_proxy.port, fresh_db, "SELECT key, bucket_name, e_tag FROM bucket_object", "-A", "-t", "-F|")
+    res = psql(iasql_proxy.port, fresh_db, f"SELECT key, bucket_name, e_tag FROM bucket_object WHERE bucket_name = '{bucket}'",
+               "-A", "-t", "-F|")
     assert res.stdout.split() == [f"a/hello.txt|{bucket}|{obj['ETag']}"]
 
     # in a transaction block, any letter case, qualified: the row is written in the caller's
     # transaction (gone with its ROLLBACK); the object, a cloud action, stays
     sql = ("BEGIN; SELECT status FROM public.S3_Upload_Object('{b}', 'b.txt', 'x', 'text/plain'); "
-           "SELECT count(*) FROM bucket_object; ROLLBACK; SELECT count(*) FROM bucket_object").format(b=bucket)
+           "SELECT count(*) FROM bucket_object WHERE bucket_name = '{b}'; ROLLBACK; "
+           "SELECT count(*) FROM bucket_object WHERE bucket_name = '{b}'").format(b=bucket)
     res = psql(iasql_proxy.port, fresh_db, sql, "-A", "-t")
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["BEGIN", "OK", "2", "ROLLBACK", "1"]
@@ -142,5 +159,5 @@ def test_upload_with_the_callers_rights(iasql_proxy, pg, fresh_db, moto_server, 
             f'GRANT SELECT, INSERT ON public.iasql_audit_log TO "{r}"', dbname=fresh_db)
     with through_proxy(iasql_proxy, fresh_db, r, pw) as c:
         assert c.execute(call, (bucket,)).fetchall() == [(bucket, "priv.txt", "OK", "Bucket content has been updated")]
-        assert c.execute("SELECT key FROM bucket_object").fetchall() == [("priv.txt",)]
+        assert c.execute("SELECT key FROM bucket_object WHERE bucket_name = %s", (bucket,)).fetchall() == [("priv.txt",)]
     assert s3.get_object(Bucket=bucket, Key="priv.txt")["Body"].read() == b"v"

@@ -21,7 +21,7 @@ async def s3_mod(registry, ctx, dsn):
 
 def test_every_module_rpc_is_registered_and_known_to_the_proxy_prefilter(registry):
     declared = {fn.name for m in MODULES for fn in m.rpcs}
-    assert "s3_upload_object" in declared
+    assert {"s3_upload_object", "access_key_request"} <= declared
     assert declared == set(MODULE_RPC_NAMES)
     for name in declared:
         assert registry.get(name).module is not None
@@ -121,3 +121,43 @@ async def test_metadata_upgrade_creates_the_stubs_of_installed_modules(registry,
     assert await sql(dsn, "SELECT to_regprocedure('public.s3_upload_object(varchar,varchar,varchar,varchar)') IS NOT NULL, "
                           "to_regprocedure('iasql_args.s3_upload_object(varchar,varchar,varchar,varchar)') IS NOT NULL") \
         == [(True, True)]
+
+
+
+@pytest.fixture
+async def iam_mod(registry, ctx, dsn):
+    """aws_iam installed, with credentials."""
+    await call(registry, ctx, "iasql_install", "aws_iam")
+    if await sql(dsn, "SELECT count(*) FROM aws_credentials") == [(0,)]:
+        await sql(dsn, "INSERT INTO aws_credentials (access_key_id, secret_access_key) VALUES ('testing', 'testing')")
+
+
+async def test_access_key_request_as_iasql(registry, ctx, dsn, aws, iam_mod):
+    aws("iam").create_user(UserName="rpc-user")
+    await call(registry, ctx, "iasql_begin")
+    await call(registry, ctx, "iasql_rollback")  # the user gets its row
+    fn = registry.get("access_key_request")
+    assert [c.name for c in fn.columns] == ["status", "message", "accesskeyid", "secretaccesskey"]
+    [(status, message, key_id, secret)] = await call(registry, ctx, "access_key_request", "rpc-user")
+    assert (status, message) == ("SUCCESS", "") and key_id and secret
+    keys = aws("iam").list_access_keys(UserName="rpc-user")["AccessKeyMetadata"]
+    assert [k["AccessKeyId"] for k in keys] == [key_id]
+    assert await sql(dsn, "SELECT access_key_id, status::text, user_name FROM access_key") == [(key_id, "Active", "rpc-user")]
+    assert secret not in str(await sql(dsn, "SELECT * FROM access_key"))
+
+
+async def test_access_key_request_failures(registry, ctx, iam_mod):
+    with pytest.raises(EngineError) as ei:
+        await call(registry, ctx, "access_key_request", "no-such-user")
+    assert ei.value.sqlstate == "42704" and "no-such-user" in ei.value.message
+    for bad in (None, ""):
+        with pytest.raises(EngineError) as ei:
+            await call(registry, ctx, "access_key_request", bad)
+        assert ei.value.sqlstate == "22004"
+
+
+async def test_access_key_request_not_installed(registry, ctx):
+    with pytest.raises(EngineError) as ei:
+        await call(registry, ctx, "access_key_request", "u")
+    assert ei.value.sqlstate == "42883"
+    assert "iasql_install('aws_iam')" in ei.value.hint

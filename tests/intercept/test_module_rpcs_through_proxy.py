@@ -161,3 +161,29 @@ def test_upload_with_the_callers_rights(iasql_proxy, pg, fresh_db, moto_server, 
         assert c.execute(call, (bucket,)).fetchall() == [(bucket, "priv.txt", "OK", "Bucket content has been updated")]
         assert c.execute("SELECT key FROM bucket_object WHERE bucket_name = %s", (bucket,)).fetchall() == [("priv.txt",)]
     assert s3.get_object(Bucket=bucket, Key="priv.txt")["Body"].read() == b"v"
+
+
+def test_access_key_request_through_psql(iasql_proxy, fresh_db, moto_server):
+    iam = boto3.client("iam", endpoint_url=moto_server.endpoint_url, region_name="us-east-1",
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    user = f"rpk-{fresh_db[-8:]}"
+    iam.create_user(UserName=user)
+    try:
+        res = psql(iasql_proxy.port, fresh_db, "SELECT * FROM iasql_install('aws_iam')", "-A", "-t")
+        assert res.returncode == 0, res.stderr
+        res = psql(iasql_proxy.port, fresh_db, f"SELECT * FROM access_key_request('{user}')", "-A", "-F|")
+        assert res.returncode == 0, res.stderr
+        head, row = res.stdout.splitlines()[:2]
+        assert head == "status|message|accesskeyid|secretaccesskey"
+        status, message, key_id, secret = row.split("|")
+        assert (status, message) == ("SUCCESS", "") and secret
+        assert [k["AccessKeyId"] for k in iam.list_access_keys(UserName=user)["AccessKeyMetadata"]] == [key_id]
+        res = psql(iasql_proxy.port, fresh_db, "SELECT access_key_id FROM access_key WHERE user_name = "
+                                               f"'{user}'", "-A", "-t")
+        assert res.stdout.split() == [key_id]
+        res = psql(iasql_proxy.port, fresh_db, "SELECT * FROM access_key_request('nobody-rpk')", "-v", "VERBOSITY=verbose")
+        assert res.returncode != 0 and "42704" in res.stderr, res.stderr
+    finally:
+        for k in iam.list_access_keys(UserName=user)["AccessKeyMetadata"]:
+            iam.delete_access_key(UserName=user, AccessKeyId=k["AccessKeyId"])
+        iam.delete_user(UserName=user)

@@ -94,6 +94,8 @@ def parsed(result: int, at: int = 0) -> int:
     (q("select xs3_upload_object()"), False, 1 * 256 + ord("Q")),   # another identifier
     (q("select $s3_upload_object"), False, 1 * 256 + ord("Q")),
     (q("select s3_upload_objec"), False, 1 * 256 + ord("Q")),
+    (q("SELECT * FROM Access_Key_Request('u')"), False, -1),
+    (q("select my_access_key_request('u')"), False, 1 * 256 + ord("Q")),
     (F.Parse("", "select s3_upload_object($1, $2, $3, $4)").encode() + F.Sync().encode(), False, -1),
     (q("SET search_path = x"), True, -1),
     (q("SET search_path = x"), False, 1 * 256 + ord("Q")),  # session pooling: state stays with the client
@@ -174,7 +176,7 @@ def test_scan_reply_from_an_offset(impl):
 WORDS = ["SELECT", "set", "SET", " ", "\n", "\t", ";", "iasql_", "IaSQL_", "begin", "temp", "pg_temp", "_config",
          "advisory", "/*", "*/", "--", "&", "mp", "M", "P", "x", "'", '"', "1", "\0", "from", "u&", "listen",
          "unlisten", "close", "load", "start", "reset", "discard", "prepare", "deallocate", "declare", "visory",
-         "s3_upload_object", "S3_UPLOAD_OBJECT", "s3_upload", "_object", "s", "3", "_", "$", "\u00e9", "."]
+         "s3_upload_object", "S3_UPLOAD_OBJECT", "s3_upload", "_object", "access_key_request", "Access_Key", "s", "3", "_", "$", "\u00e9", "."]
 sql_text = st.one_of(st.text(max_size=80), st.lists(st.sampled_from(WORDS), max_size=14).map("".join))
 
 

@@ -24,6 +24,7 @@ transaction ends (``engine.core.session``).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -47,8 +48,24 @@ _PLAN = (Column("action", "varchar"), Column("table_name", "varchar"), Column("i
          Column("description", "varchar"))
 
 
+async def _module_rpc(fn: Function, module: str, state: Any, ctx: Any, *args: Any) -> list[tuple]:
+    """Run module RPC ``fn`` of ``module`` only while that module is installed: its stub
+    (``public.<name>(<argument types>)``, created by ``iasql_install``) must exist, as it must for
+    Postgres to call a function; else raises EngineError 42883 (undefined function) as Postgres
+    would, with a HINT naming the module to install. Returns ``fn.impl(state, ctx, *args)``."""
+    types = ",".join(a.type_name + ("[]" if a.variadic else "") for a in fn.arguments)
+    res = await ctx.run("SELECT pg_catalog.to_regprocedure($1) IS NOT NULL", (f"public.{fn.name}({types})",))
+    if not res.rows[0][0]:
+        raise EngineError("42883", f"function {fn.name}({', '.join(a.type_name for a in fn.arguments)}) does not exist",
+                          hint=f"{fn.name} is a function of module {module}, which is not installed in this "
+                               f"database: SELECT * FROM iasql_install('{module}');")
+    return await fn.impl(state, ctx, *args)
+
+
 def build_registry(config: EngineSettings | None = None) -> Registry:
-    """A Registry holding every IaSQL function, bound to one shared engine state.
+    """A Registry holding every IaSQL function and every module RPC (``Module.rpcs``), bound to
+    one shared engine state. ``registry.engine_state.functions`` lists the ``iasql_*`` ones only
+    (whose stubs ``ensure_metadata`` creates); a module RPC has ``Function.module`` set.
 
     Takes optional settings (default ``EngineSettings()``). Raises nothing. The registry's AWS
     thread pool lives as long as the registry (``registry.engine_state.aws.close()`` stops it).
@@ -110,10 +127,11 @@ def build_registry(config: EngineSettings | None = None) -> Registry:
         """(module, name, signature, description, sample_usage) of the IaSQL functions and of the
         SQL functions of every installed module (IaSQL's ``iasql_help``)."""
         rows = [("iasql_functions", fn.name, fn.signature, fn.description, fn.sample_usage)
-                for fn in reg.functions.values()]
+                for fn in reg.functions.values() if fn.module is None]
         async with F.EngineSession(ctx, state_, "iasql_help", record_errors=False) as s:
             for mod in await F.installed_modules(s):
                 rows += [(mod.name, *entry) for entry in mod.functions]
+                rows += [(mod.name, fn.name, fn.signature, fn.description, fn.sample_usage) for fn in mod.rpcs]
         return rows
 
     add("iasql_help", (), (Column("module", "varchar"), Column("name", "varchar"), Column("signature", "varchar"),
@@ -123,7 +141,13 @@ def build_registry(config: EngineSettings | None = None) -> Registry:
     for old, new in (("iasql_apply", "iasql_commit"), ("iasql_sync", "iasql_commit"),
                      ("iasql_preview_apply", "iasql_preview"), ("iasql_preview_sync", "iasql_preview")):
         add(old, (), _PLAN, F.deprecated(old, new), f"Deprecated: use {new}()", f"SELECT * FROM {new}()")
-    state.functions = list(reg.functions.values())
+    from engine.modules import MODULES
+
+    for mod in MODULES:  # the modules' RPCs (stubs created at install, not with the metadata)
+        for fn in mod.rpcs:
+            reg.register(dataclasses.replace(fn, impl=functools.partial(_module_rpc, fn, mod.name, state),
+                                             module=mod.name))
+    state.functions = [fn for fn in reg.functions.values() if fn.module is None]
     reg.engine_state = state  # type: ignore[attr-defined]
     return reg
 

@@ -136,7 +136,7 @@ def init_db(dsn: str) -> None:
     async def run() -> None:
         caller = await PsycopgCaller.connect(dsn)
         try:
-            await ensure_metadata(caller, list(registry.functions.values()))
+            await ensure_metadata(caller, [fn for fn in registry.functions.values() if fn.module is None])
             await caller.commit()
         finally:
             await caller.close()

@@ -98,7 +98,13 @@ Impl = Callable[..., Awaitable[list[tuple]]]
 
 @dataclass(frozen=True)
 class Function:
-    """One ``iasql_*`` SQL function: name, arguments, result columns and implementation."""
+    """One SQL function the engine answers: name, arguments, result columns and implementation.
+
+    ``module``: None for the ``iasql_*`` functions (their stubs are created with IaSQL's metadata,
+    ``engine.schema.ensure_metadata``); else the name of the module that declares it (a module RPC
+    such as ``s3_upload_object`` of ``aws_s3``), whose stub and argument probe exist only while
+    that module is installed (``iasql_install`` creates them, ``iasql_uninstall`` drops them).
+    """
 
     name: str
     arguments: tuple[Argument, ...]
@@ -114,6 +120,7 @@ class Function:
     #: (``iasql_begin``): when the caller's session ends, whoever runs the call adds that id to
     #: the ``abandoned_transactions`` its contexts offer (``CallContext``)
     opens_transaction: bool = False
+    module: str | None = None
 
     @property
     def signature(self) -> str:

@@ -371,6 +371,69 @@ class AccessKeyMapper(Mapper):
                       AccessKeyId=cloud["access_key_id"])
 
 
+async def access_key_request(state: Any, ctx: Any, user_name: Any) -> list[tuple]:
+    """IaSQL's ``access_key_request`` RPC (``src/modules/aws_iam/rpcs/request.ts``): create an
+    access key for IAM user ``user_name``, as the caller, in the caller's transaction.
+
+    Takes the engine state, the ``CallContext`` and the ``varchar`` user name. Calls IAM
+    ``create_access_key`` and, when the user has an ``iam_user`` row, records the key in
+    ``access_key`` (id, creation date, status; never the secret). Returns one row (status,
+    message, accesskeyid, secretaccesskey): ``SUCCESS``, ``''``, the key id and its secret (the
+    only time AWS shows it), as IaSQL's (its result columns are unquoted camelCase, so Postgres
+    names them in lower case). Raises EngineError 22004 (user name NULL or empty), 42704 (no such
+    IAM user), 42501 (the user has a row and the caller may not INSERT into ``access_key``: checked
+    before the key is made), 58000 (any other AWS failure, e.g. LimitExceeded: two keys already),
+    57014 (cancelled), the server's SQLSTATE when the row cannot be written.
+    """
+    from engine.core.functions import mapper_context
+    from engine.core.session import EngineSession
+    from engine.rpc import EngineError
+
+    if not user_name:
+        raise EngineError("22004", "access_key_request needs a user name")
+    async with EngineSession(ctx, state, "access_key_request") as s:
+        mc = await mapper_context(s)
+        has_row = await s.fetchone("SELECT 1 FROM public.iam_user WHERE user_name = $1", (user_name,))
+        if has_row and not (await s.fetchone("SELECT pg_catalog.has_table_privilege('public.access_key', 'INSERT')"))[0]:
+            raise EngineError("42501", "permission denied for table access_key",
+                              hint="access_key_request records the new key in access_key: it needs INSERT on it "
+                                   "(and USAGE on its id sequence).")
+        s.check_cancelled()
+        try:
+            res = await mc.call("iam", IAM_REGION, "create_access_key", UserName=user_name)
+        except CloudError as e:
+            if e.code == "NoSuchEntity":
+                raise EngineError("42704", f"IAM user {user_name} does not exist", detail=str(e)) from None
+            raise
+        key = res.get("AccessKey") or {}
+        if not key.get("AccessKeyId"):
+            return [("ERROR", "Error generating access key", "", "")]
+        if has_row:
+            await s.execute("INSERT INTO public.access_key (access_key_id, create_date, status, user_name) "
+                            "VALUES ($1, $2, $3::public.access_key_status_enum, $4)",
+                            (key["AccessKeyId"], key.get("CreateDate"), key.get("Status") or "Active", user_name))
+        ctx.progress(f"created access key {key['AccessKeyId']} for IAM user {user_name}")
+        return [("SUCCESS", "", key["AccessKeyId"], key.get("SecretAccessKey"))]
+
+
+def _rpcs() -> tuple:
+    """The module's RPC declarations (``Module.rpcs``)."""
+    from engine.rpc import Argument, Column, Function
+
+    return (
+        Function(
+            name="access_key_request",
+            arguments=(Argument("user_name", "varchar"),),
+            columns=(Column("status", "varchar"), Column("message", "varchar"), Column("accesskeyid", "varchar"),
+                     Column("secretaccesskey", "varchar")),
+            impl=access_key_request,
+            description="Creates an access key for an IAM user and returns its id and secret (shown only once)",
+            sample_usage="SELECT * FROM access_key_request('my-user')",
+            mutating=True,
+        ),
+    )
+
+
 MODULE = Module(
     name="aws_iam",
     version=VERSION,
@@ -421,4 +484,5 @@ MODULE = Module(
     ),
     mappers=(UserMapper(), AccessKeyMapper(), RoleMapper()),
     description="IAM roles, users and access keys",
+    rpcs=_rpcs(),
 )

@@ -432,6 +432,81 @@ _AFTER_INSTALL = (
 )
 
 
+async def s3_upload_object(state: Any, ctx: Any, bucket_name: Any, bucket_key: Any, file_content: Any,
+                           content_type: Any) -> list[tuple]:
+    """IaSQL's ``s3_upload_object`` RPC (``src/modules/aws_s3/rpcs/s3_upload_object.ts``): upload
+    ``file_content`` as object ``bucket_key`` of bucket ``bucket_name`` with MIME type
+    ``content_type``, as the caller, in the caller's transaction.
+
+    Takes the engine state, the ``CallContext`` and the four ``varchar`` arguments. Finds the
+    bucket's region (``get_bucket_location``); when it is an enabled region, ``put_object`` there,
+    waits until ``head_object`` sees the object, and records it in ``bucket_object`` (key, bucket,
+    region, e_tag; an existing row of that key gets the new e_tag) when the bucket has a ``bucket``
+    row (without one, the next ``iasql_rollback``/``iasql_commit`` reads the object with its bucket).
+    Returns one row (bucket, key, status, response_message): ``OK``/``Bucket content has been
+    updated``, or ``KO`` with IaSQL's message when the bucket is not in an enabled region.
+    Raises EngineError 22023 (IaSQL's ``Cannot upload an object without bucket name, key, content
+    or content type`` when one is NULL or empty), 42704 (no such bucket), 42501 (the bucket has a
+    row and the caller may not INSERT and UPDATE ``bucket_object``: checked before the upload),
+    58000 (any other AWS failure), 57014 (cancelled), the server's SQLSTATE when the row cannot be
+    written.
+    """
+    from engine.core.functions import mapper_context
+    from engine.core.session import EngineSession
+    from engine.rpc import EngineError
+
+    if not bucket_name or not bucket_key or not file_content or not content_type:
+        raise EngineError("22023", "Cannot upload an object without bucket name, key, content or content type")
+    async with EngineSession(ctx, state, "s3_upload_object") as s:
+        mc = await mapper_context(s)
+        region = await bucket_region(mc, bucket_name)
+        if region is None:
+            raise EngineError("42704", f"bucket {bucket_name} does not exist",
+                              detail="S3 get_bucket_location answered NoSuchBucket")
+        if region not in mc.regions:
+            return [(bucket_name, bucket_key, "KO",
+                     "Bucket content could not be updated because it is not on supported regions")]
+        has_row = await s.fetchone("SELECT 1 FROM public.bucket WHERE name = $1 AND region = $2", (bucket_name, region))
+        if has_row and not (await s.fetchone(
+                "SELECT pg_catalog.has_table_privilege('public.bucket_object', 'INSERT')"
+                " AND pg_catalog.has_table_privilege('public.bucket_object', 'UPDATE')"))[0]:
+            # refused before anything happens in the cloud: the row could not be written afterwards
+            raise EngineError("42501", "permission denied for table bucket_object",
+                              hint="s3_upload_object records the object in bucket_object: it needs INSERT "
+                                   "and UPDATE on it (and USAGE on its id sequence).")
+        s.check_cancelled()
+        ctx.progress(f"uploading {bucket_key} to bucket {bucket_name} in {region}")
+        result = await mc.call("s3", region, "put_object", Bucket=bucket_name, Key=bucket_key,
+                               Body=file_content.encode("utf-8"), ContentType=content_type)
+        head = await mc.call("s3", region, "head_object", Bucket=bucket_name, Key=bucket_key)
+        e_tag = result.get("ETag") or head.get("ETag")
+        if has_row:
+            await s.execute(
+                "INSERT INTO public.bucket_object (key, bucket_name, region, e_tag) VALUES ($1, $2, $3, $4) "
+                "ON CONFLICT (bucket_name, key, region) DO UPDATE SET e_tag = EXCLUDED.e_tag",
+                (bucket_key, bucket_name, region, e_tag))
+        return [(bucket_name, bucket_key, "OK", "Bucket content has been updated")]
+
+
+def _rpcs() -> tuple:
+    """The module's RPC declarations (``Module.rpcs``)."""
+    from engine.rpc import Argument, Column, Function
+
+    return (
+        Function(
+            name="s3_upload_object",
+            arguments=(Argument("bucket_name", "varchar"), Argument("bucket_key", "varchar"),
+                       Argument("file_content", "varchar"), Argument("content_type", "varchar")),
+            columns=(Column("bucket", "varchar"), Column("key", "varchar"), Column("status", "varchar"),
+                     Column("response_message", "varchar")),
+            impl=s3_upload_object,
+            description="Uploads text content as an object of an S3 bucket",
+            sample_usage="SELECT * FROM s3_upload_object('my-bucket', 'hello.txt', 'hello', 'text/plain')",
+            mutating=True,
+        ),
+    )
+
+
 MODULE = Module(
     name="aws_s3",
     version=VERSION,
@@ -489,4 +564,5 @@ MODULE = Module(
          "Returns the website endpoint (host name) of a bucket of the bucket table",
          "SELECT get_bucket_website_endpoint('my-bucket')"),
     ),
+    rpcs=_rpcs(),
 )

@@ -222,7 +222,8 @@ class Module:
     ``install_sql``/``uninstall_sql`` (statements run in order inside one transaction) and
     ``mappers`` in dependency order. ``tables`` are the mappers' tables. ``after_install(db)``,
     when set, runs after the DDL with the call's ``EngineSession`` (e.g. to seed rows);
-    ``functions`` documents the SQL functions the DDL creates (``iasql_help``)."""
+    ``functions`` documents the SQL functions the DDL creates (``iasql_help``); ``rpcs`` declares
+    the module's RPC functions, answered by the engine (``engine.rpc.Function``)."""
 
     name: str
     version: str
@@ -235,6 +236,12 @@ class Module:
     #: SQL functions the module's DDL creates, for ``iasql_help``: (name, signature, description,
     #: sample_usage) each; every sample runs as printed once the module is installed
     functions: tuple[tuple[str, str, str, str], ...] = ()
+    #: the module's RPCs: SQL functions that call AWS and that the engine answers
+    #: (``engine.rpc.Function`` each, its ``impl`` taking ``(state, ctx, *args)``). ``build_registry``
+    #: registers them (bound to the engine state, ``module`` set to this module's name); their
+    #: stubs and argument probes exist while the module is installed. Their names must be in
+    #: ``proxy.router.marker.MODULE_RPC_NAMES`` so that the proxy's prefilter sees their calls.
+    rpcs: tuple[Any, ...] = ()
 
     @property
     def tables(self) -> list[str]:

@@ -12,7 +12,9 @@
   runs with ``search_path = pg_catalog, pg_temp`` and records tables of schema ``public`` only (a
   role that attaches it to a table of its own elsewhere, e.g. a temporary ``bucket``, writes
   nothing);
-- one stub per ``iasql_*`` function, with the registry's real signature and result columns, that
+- one stub per ``iasql_*`` function (and per RPC of each installed module, ``Module.rpcs``, for a
+  database whose modules were installed by an older proxy: ``iasql_install`` creates them), with
+  the registry's real signature and result columns, that
   raises ``iasql_* functions must be called through iasql-proxy`` (SQLSTATE 0A000) with a HINT, so
   a direct connection or a DO block fails loudly instead of silently doing nothing.
 
@@ -50,7 +52,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from engine.rpc import Function
 
 #: Bumped whenever the metadata DDL changes; stored as the comment of ``iasql_audit_log``.
-METADATA_VERSION = "iasql-proxy metadata 6"
+METADATA_VERSION = "iasql-proxy metadata 7"  # 7: module RPC stubs of installed modules
 #: Columns whose values never reach the audit log (table -> columns): the audit row holds
 #: ``REDACTED`` instead, so ``iasql_get_sql_since`` and ``iasql_get_sql_for_transaction`` print
 #: the placeholder and a revert leaves these tables alone.
@@ -249,6 +251,20 @@ def probe_statements(functions: Iterable["Function"]) -> list[sql.Composable]:
     return out
 
 
+def drop_statements(functions: Iterable["Function"]) -> list[sql.Composable]:
+    """``DROP FUNCTION IF EXISTS`` statements for the stubs (``public``) and argument probes
+    (``iasql_args``) of ``functions``: ``iasql_uninstall`` drops a module's RPCs with them."""
+    out: list[sql.Composable] = []
+    for fn in functions:
+        types = sql.SQL(", ").join(sql.SQL("{}{}{}").format(
+            sql.SQL("VARIADIC ") if a.variadic else sql.SQL(""), sql.SQL(a.type_name),
+            sql.SQL("[]") if a.variadic else sql.SQL("")) for a in fn.arguments)
+        for schema in ("public", ARGS_SCHEMA):
+            out.append(sql.SQL("DROP FUNCTION IF EXISTS {name}({types})").format(
+                name=sql.Identifier(schema, fn.name), types=types))
+    return out
+
+
 def metadata_marker(version: str | None = None) -> str:
     """The marker (comment of ``iasql_audit_log``) of current metadata for platform ``version``."""
     from engine.modules import VERSION
@@ -294,6 +310,13 @@ async def ensure_metadata(ctx: Any, functions: Iterable["Function"], version: st
     for stmt in BASE_DDL:
         await ctx.run(stmt)
     for stmt in stub_statements(functions) + probe_statements(functions):
+        await ctx.run(stmt.as_string(None))
+    # the RPCs of modules installed before their stubs came with the install (an older proxy)
+    from engine.modules import MODULES
+
+    installed = {r[0] for r in (await ctx.run("SELECT name FROM public.iasql_module")).rows}
+    rpcs = [fn for m in MODULES if m.full_name in installed for fn in m.rpcs]
+    for stmt in stub_statements(rpcs) + probe_statements(rpcs):
         await ctx.run(stmt.as_string(None))
     for mod in ("iasql_platform", "iasql_functions"):
         await ctx.run("DELETE FROM public.iasql_module WHERE name LIKE $1 AND name <> $2",

@@ -10,7 +10,7 @@ server's ParameterStatus values, the proxy's own BackendKeyData and ReadyForQuer
 After login, ``data_received`` is the fast path (``proxy.relay.core.ClientCore``, compiled): it
 follows message boundaries only, enforces ``max_packet_size``, and forwards complete messages to
 the server in one write per read; ``_relay`` here takes every read the fast path cannot. A Query or
-Parse whose bytes contain ``iasql_`` (case-insensitive) is handed to the interceptor, if one is
+Parse whose bytes contain ``iasql_`` (case-insensitive) or a module RPC name (``proxy.router.marker``) is handed to the interceptor, if one is
 installed; nothing else is parsed. Server output is relayed by ``ServerConnection`` in relay mode.
 Sources: PostgreSQL protocol chapter ("Start-up", "SSL Session Encryption", "Canceling Requests in
 Progress"), PgBouncer's client.c for pooler behaviour and error texts.
@@ -35,6 +35,7 @@ from proxy.frontend.login import ClientError
 from proxy.relay.core import EXTENDED as _EXTENDED
 from proxy.relay.core import QUEUED, ClientCore
 from proxy.router import split
+from proxy.router.marker import LONGEST, may_call
 from proxy.router.drop_database import MAX_TEXT as MAX_DROP_TEXT, dropped_database
 from proxy.router.session_state import (
     _STATE_ANYWHERE_PATTERN,
@@ -53,7 +54,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("iasql_proxy.client")
 
 _HDR = struct.Struct("!Bi")
-_IASQL = re.compile(rb"[iI][aA][sS][qQ][lL]_")
 #: A Query text with a statement that may be COPY FROM STDIN (then Postgres reads what the client
 #: pipelined behind it as part of the copy, not as messages of their own): COPY at the start of
 #: the text, of a line, or after ";" or a comment's end (linear: no backtracking over the text).
@@ -611,7 +611,7 @@ class ClientSession(ClientCore, asyncio.Protocol):
                                 return
                     intercept = self.app.interceptor is not None and (
                         special is SPECIAL_EXTENDED or ((t == _Q or t == _P) and (
-                            verdict[1] if verdict is not None else _IASQL.search(buf, pos + 5, end))))
+                            verdict[1] if verdict is not None else may_call(buf, pos + 5, end))))
                     if not intercept and (t == _Q or t == _P):
                         a, b = _text_span(t, buf, pos, end)
                         if _DROP_AT_START.match(buf, a, b) is not None:
@@ -706,7 +706,8 @@ class ClientSession(ClientCore, asyncio.Protocol):
     async def _classify_large(self, t: int, start: int, end: int) -> None:
         """Classify the Query or Parse ``buf[start:end]`` of the input (longer than
         _STREAM_ABOVE, or longer than _ANALYZE_ON_LOOP and to be analysed) as ``_relay`` does a
-        short one, without stalling other clients: it is searched for ``iasql_`` and, in
+        short one, without stalling other clients: it is searched for ``iasql_`` and the module
+        RPC names (``proxy.router.marker``; slices overlap by the longest of them) and, in
         transaction and statement pooling, for the keywords of ``may_change_state`` one
         _SCAN_SLICE at a time, yielding to the event loop in between, with no copy of the whole
         text; a text that may change session state is analysed (``analyze``) in a worker thread,
@@ -720,7 +721,7 @@ class ClientSession(ClientCore, asyncio.Protocol):
             buf = self._inbuf
             a, b = _text_span(t, buf, start, end)
             iasql = state = False
-            overlap = 8  # longer than every keyword searched for ("iasql_", "_config", ...)
+            overlap = max(8, LONGEST)  # longer than every keyword searched for ("iasql_", "_config", RPC names...)
             # iasql_ anywhere in the payload (as _relay's search); state keywords in the text
             for lo, hi, what in ((start + 5, end, "iasql"), (a, b, "state") if self.pooled else (0, 0, "")):
                 s = lo
@@ -728,7 +729,7 @@ class ClientSession(ClientCore, asyncio.Protocol):
                     e = min(hi, s + _SCAN_SLICE)
                     low = buf[s:min(hi, e + overlap)].lower()
                     if what == "iasql":
-                        iasql = low.find(b"iasql_") >= 0
+                        iasql = may_call(low)
                     elif s == lo and (_STATE_AT_START.match(low) or not low.strip(_WS)):
                         state = True  # at the start (or only white space in the first slice: assume so)
                     else:  # (a ";" whose next token is in the next slice: assume it may)

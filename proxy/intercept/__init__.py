@@ -1,4 +1,5 @@
-"""Interception of ``iasql_*`` calls: messages whose bytes contain ``iasql_`` come here.
+"""Interception of ``iasql_*`` calls and module RPC calls: messages whose bytes contain ``iasql_``
+or a module RPC name at an identifier start (``proxy.router.marker``) come here.
 
 ``build_interceptor(app)`` (in ``dispatch``) returns the object ``ProxyApp`` installs when the
 engine is enabled. This package's ``__init__`` imports nothing heavy, so that the proxy starts

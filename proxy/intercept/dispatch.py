@@ -64,4 +64,18 @@ def build_interceptor(app: "ProxyApp") -> Interceptor:
     # scale out (issue 19): iasql_connect and the other calls of the metadata database
     registry = engine_metadata.register(registry)
     engine_metadata.Holder.fleet = getattr(app, "fleet", None)
+    check_prefilter(registry.names())
     return Interceptor(QueryInterceptor(registry))
+
+
+def check_prefilter(names: frozenset[str]) -> None:
+    """Refuse to start when a registered function could slip past the prefilter: every name must
+    begin with ``iasql_`` or be one of ``proxy.router.marker.MODULE_RPC_NAMES`` (which the C scan
+    also knows), else its calls would be forwarded to the stub by the fast path. Raises
+    RuntimeError naming the functions."""
+    from proxy.router.marker import MODULE_RPC_NAMES
+
+    missed = sorted(n for n in names if not n.startswith("iasql_") and n not in MODULE_RPC_NAMES)
+    if missed:
+        raise RuntimeError(f"engine functions unknown to the proxy's prefilter: {', '.join(missed)} "
+                           "(add them to proxy.router.marker.MODULE_RPC_NAMES and RPC_NAMES in proxy/wire/_fastpath.c)")

@@ -222,7 +222,8 @@ class QueryInterceptor:
     def __init__(self, registry: Registry):
         self.registry = registry
         self.names = registry.names()
-        self.functions = list(registry.functions.values())
+        # the functions whose stubs and probes come with the metadata (module RPCs come with their module)
+        self.functions = [fn for fn in registry.functions.values() if fn.module is None]
         state = getattr(registry, "engine_state", None)
         self.lock_wait_timeout = state.settings.lock_wait_timeout if state is not None else 30.0
         self.running: dict[Any, ServerCaller] = {}

@@ -1,7 +1,8 @@
 """Statement splitting and ``iasql_*`` call classification for the proxy (pure, no I/O).
 
 - ``split``: cut a simple-Query text at PostgreSQL's own statement boundaries (``split.py``).
-- ``may_contain_call``: the fast pre-check, a case-insensitive search for ``iasql_``.
+- ``may_contain_call``: the fast pre-check, a case-insensitive search for ``iasql_`` and the
+  module RPC names (``proxy.router.marker``).
 - ``find_calls``: the calls of registered functions in one statement, with constant arguments
   (``classify.py``).
 - ``rewrite_with_rows``: put a call's result rows in place of the call in a larger statement

@@ -37,6 +37,8 @@ rows.
 
 from __future__ import annotations
 
+from proxy.router.marker import may_call
+
 import re
 from dataclasses import dataclass
 from typing import Union
@@ -128,17 +130,12 @@ class Call:
     lateral: bool = False
 
 
-_PRECHECK_STR = re.compile("iasql_", re.IGNORECASE | re.ASCII)
-_PRECHECK_BYTES = re.compile(b"iasql_", re.IGNORECASE)
-
-
 def may_contain_call(sql: str | bytes) -> bool:
     """The fast path's test (issue point 1): whether ``sql`` contains ``iasql_`` in any ASCII
-    letter case. Takes a str or the raw bytes of a Query; returns False only when no call can be
-    present (PostgreSQL folds only ASCII letters, and a quoted name must match exactly)."""
-    if isinstance(sql, str):
-        return _PRECHECK_STR.search(sql) is not None
-    return _PRECHECK_BYTES.search(sql) is not None
+    letter case, or a module RPC name at an identifier start (``proxy.router.marker``). Takes a
+    str or the raw bytes of a Query; returns False only when no call can be present (PostgreSQL
+    folds only ASCII letters, and a quoted name must match exactly)."""
+    return may_call(sql)
 
 
 _NOT_A_CALL_AFTER = frozenset(

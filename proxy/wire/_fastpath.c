@@ -8,8 +8,8 @@
  *     after login or a short type longer than 10,000 bytes, with `txn` a Parse not of
  *     PostgreSQL's shape, a Query or FunctionCall behind an extended message without a Sync
  *     between them, Terminate, CopyDone/CopyFail, a
- *     Query/Parse text containing iasql_ or beginning with DROP or, with `txn`, text that may
- *     change session state, a
+ *     Query/Parse text containing iasql_ or a module RPC name at an identifier start (RPC_NAMES)
+ *     or beginning with DROP or, with `txn`, text that may change session state, a
  *     named prepared statement with `txn`, or with `txn` a Bind/Describe of the unnamed statement
  *     that no unnamed Parse earlier in `data` defined, a Close of it, or an unnamed Parse that no
  *     Bind after it in `data` uses); else pending * 256 + type
@@ -53,7 +53,46 @@ static inline int starts(const unsigned char *s, Py_ssize_t i, Py_ssize_t e, con
 static const char *START_WORDS[] = {"set", "start", "reset", "discard", "deallocate", "declare", "prepare",
                                     "listen", "load", "unlisten", "close", "begin", "explain", "execute", NULL};
 
-/* 1 when the text s[a..b) must go to the slow path: iasql_ anywhere; with txn, a state keyword at
+/* The module RPC names the engine answers (lower case), fixed at build time: a Query/Parse text
+ * with one of them at an identifier start goes to the slow path, as one with iasql_ does. Keep in
+ * agreement with proxy/router/marker.py MODULE_RPC_NAMES (exported as RPC_NAMES; compared by
+ * tests/unit/test_fastpath.py). */
+static const char *RPC_NAMES[] = {"s3_upload_object", "access_key_request", NULL};
+
+/* IDENT[c]: c continues an identifier (ASCII letter, '_', '$', a byte >= 0x80), so a name right
+ * after it is not at an identifier start (digits count as a start: only false positives).
+ * RPC_UNDERSCORE[k]: the offset of the first '_' in RPC_NAMES[k] (every name has one: checked
+ * at import, else the module refuses to load and the Python scans are used). Filled by init_types. */
+static unsigned char IDENT[256];
+
+/* the offset of the first byte c in s[i..e), or -1 */
+static inline Py_ssize_t find_byte(const unsigned char *s, Py_ssize_t i, Py_ssize_t e, unsigned char c) {
+    if (i >= e)
+        return -1;
+    const unsigned char *p = memchr(s + i, c, (size_t)(e - i));
+    return p == NULL ? -1 : (Py_ssize_t)(p - s);
+}
+static Py_ssize_t RPC_UNDERSCORE[sizeof RPC_NAMES / sizeof RPC_NAMES[0]];
+
+/* 1 when one of RPC_NAMES (any ASCII case) is in s[a..b) at an identifier start (s[a] counts as
+ * one), us being the offset of the text's first '_': each name is looked for around every '_'
+ * from there (memchr), as its own first '_'. text_stops calls it once, after its loop, only for a
+ * text with a '_', so the prefilter adds nothing to the per-byte loop (a call inside it, even
+ * never made, slowed every byte). */
+static int rpc_names_in(const unsigned char *s, Py_ssize_t a, Py_ssize_t us, Py_ssize_t b) {
+    for (Py_ssize_t i = us; i >= 0 && i < b; i = find_byte(s, i + 1, b, '_')) {
+        for (Py_ssize_t k = 0; RPC_NAMES[k] != NULL; k++) {
+            Py_ssize_t st = i - RPC_UNDERSCORE[k];
+            if (st >= a && (st == a || !IDENT[s[st - 1]])
+                && starts(s, st, b, RPC_NAMES[k], (Py_ssize_t)strlen(RPC_NAMES[k])))
+                return 1;
+        }
+    }
+    return 0;
+}
+
+/* 1 when the text s[a..b) must go to the slow path: iasql_ anywhere, an RPC name at an
+ * identifier start (s[a] counts as one; found from its first '_'); with txn, a state keyword at
  * the start, or anywhere: ';' followed by more text, comment openers, '&', visory, _config, mp */
 static int text_stops(const unsigned char *s, Py_ssize_t a, Py_ssize_t b, int txn) {
     if (txn) {
@@ -64,6 +103,7 @@ static int text_stops(const unsigned char *s, Py_ssize_t a, Py_ssize_t b, int tx
             if (starts(s, i, b, *w, (Py_ssize_t)strlen(*w)))
                 return 1;
     }
+    Py_ssize_t us = -1;  /* the first '_' of the text */
     for (Py_ssize_t i = a; i < b; i++) {
         unsigned char c = lower(s[i]);
         switch (c) {
@@ -97,6 +137,8 @@ static int text_stops(const unsigned char *s, Py_ssize_t a, Py_ssize_t b, int tx
                 return 1;
             break;
         case '_':
+            if (us < 0)
+                us = i;  /* module RPC names are looked for after the loop, from here */
             if (txn && starts(s, i, b, "_config", 7))
                 return 1;
             break;
@@ -108,7 +150,7 @@ static int text_stops(const unsigned char *s, Py_ssize_t a, Py_ssize_t b, int tx
             break;
         }
     }
-    return 0;
+    return us >= 0 && rpc_names_in(s, a, us, b);
 }
 
 /* 1 when the Query text s[a..b) begins with COPY (after white space): it may start COPY FROM
@@ -138,6 +180,20 @@ static void init_types(void) {
         TYPES[(unsigned char)*c] = 2;
     for (const char *c = "XCDEHScf"; *c; c++)
         TYPES[(unsigned char)*c] = 1;
+    for (int c = 0; c < 256; c++)
+        IDENT[c] = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == '$' || c >= 0x80;
+    for (Py_ssize_t k = 0; RPC_NAMES[k] != NULL; k++) {
+        const char *u = strchr(RPC_NAMES[k], '_');
+        RPC_UNDERSCORE[k] = u == NULL ? -1 : (Py_ssize_t)(u - RPC_NAMES[k]);
+    }
+}
+
+/* 0 when every RPC name has a '_' (rpc_around finds names by it) */
+static int check_rpc_names(void) {
+    for (Py_ssize_t k = 0; RPC_NAMES[k] != NULL; k++)
+        if (RPC_UNDERSCORE[k] < 0)
+            return -1;
+    return 0;
 }
 
 /* 1 for the types of an extended batch that a Sync must close (Parse, Bind, Describe, Execute,
@@ -340,5 +396,34 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fastpath", NULL, -1
 
 PyMODINIT_FUNC PyInit__fastpath(void) {
     init_types();
-    return PyModule_Create(&module);
+    if (check_rpc_names() < 0) {
+        PyErr_SetString(PyExc_ImportError, "_fastpath: an RPC name has no '_'");
+        return NULL;
+    }
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    Py_ssize_t n = 0;
+    while (RPC_NAMES[n] != NULL)
+        n++;
+    PyObject *names = PyTuple_New(n);
+    if (names == NULL) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *v = PyUnicode_FromString(RPC_NAMES[k]);
+        if (v == NULL) {
+            Py_DECREF(names);
+            Py_DECREF(m);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(names, k, v);
+    }
+    if (PyModule_AddObject(m, "RPC_NAMES", names) < 0) {
+        Py_DECREF(names);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

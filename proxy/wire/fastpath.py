@@ -23,13 +23,13 @@ import functools
 import re
 import struct
 
+from proxy.router.marker import MODULE_RPC_NAMES, may_call
 from proxy.router.session_state import lowered_may_change_state
 
-__all__ = ["SCAN_CLIENT", "SCAN_REPLY", "compiled", "scan_client", "scan_reply", "unnamed_flags", "watch_table"]
+__all__ = ["RPC_NAMES", "SCAN_CLIENT", "SCAN_REPLY", "compiled", "scan_client", "scan_reply", "unnamed_flags", "watch_table"]
 
 _HDR = struct.Struct("!Bi")
 _Q, _P, _S, _F, _B, _Z, _H = (ord(c) for c in "QPSFBZH")
-_IASQL = re.compile(rb"iasql_")
 _NEVER = frozenset(map(ord, "Xcf"))
 _NAMED = frozenset(map(ord, "BDC"))
 _C = ord("C")
@@ -58,7 +58,8 @@ def scan_client(data: bytes, txn: bool, limit: int) -> int:
     PostgreSQL's shape, a Query or FunctionCall behind an extended message (Parse, Bind,
     Describe, Execute, Close) with no Sync between them (Postgres skips it when that batch failed,
     so whether it owes a ReadyForQuery only the server can tell), Terminate, CopyDone/CopyFail, a
-    Query/Parse text containing ``iasql_`` (any case) or beginning with DROP or, with ``txn``, text that may change session
+    Query/Parse text containing ``iasql_`` (any case) or a module RPC name at an identifier start
+    (``proxy.router.marker``; the text's first byte counts as one) or beginning with DROP or, with ``txn``, text that may change session
     state or a Query beginning with COPY, or a named prepared statement (Parse, Bind, Describe/Close 'S'), or with ``txn`` a
     Bind/Describe of the unnamed statement that no unnamed Parse earlier in ``data`` defined, a
     Close of it, or an unnamed Parse that no Bind after it in ``data`` uses. Else returns ``pending * 256 + last``: ``pending`` counts Query, Sync and
@@ -106,7 +107,7 @@ def scan_client(data: bytes, txn: bool, limit: int) -> int:
                     return -1
             if low is None:
                 low = data.lower()
-            if _IASQL.search(low, a, b) is not None or (txn and lowered_may_change_state(low, a, b)):
+            if may_call(low, a, b) or (txn and lowered_may_change_state(low, a, b)):
                 return -1
             if txn and t == _Q and _COPY_AT_START.match(low, a, b) is not None:
                 return -1  # may start COPY FROM STDIN: what follows waits for the answer (slow path)
@@ -179,7 +180,12 @@ try:  # the C versions, when the extension was built
     from proxy.wire._fastpath import scan_client as SCAN_CLIENT  # type: ignore[import-not-found]
     from proxy.wire._fastpath import scan_reply as SCAN_REPLY  # type: ignore[import-not-found]
 
+    from proxy.wire._fastpath import RPC_NAMES  # type: ignore[import-not-found]
+
+    if tuple(RPC_NAMES) != MODULE_RPC_NAMES:  # built from another list: it would miss calls
+        raise ImportError("proxy.wire._fastpath RPC_NAMES differ from proxy.router.marker.MODULE_RPC_NAMES")
     compiled = True
-except ImportError:  # pragma: no cover - depends on the build
+except ImportError:  # pragma: no cover - depends on the build (or an extension built before RPC_NAMES)
     SCAN_CLIENT, SCAN_REPLY = scan_client, scan_reply
+    RPC_NAMES = MODULE_RPC_NAMES
     compiled = False

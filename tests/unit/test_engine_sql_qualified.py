@@ -29,7 +29,7 @@ SYNTAX = {"in", "exists", "any", "all", "some", "array", "values", "coalesce", "
           "returns", "into", "set", "with", "if", "elsif", "exception", "begin", "end", "perform", "return",
           "enum"}  # CREATE TYPE ... AS ENUM (...)
 #: names of messages and hints given to the user (not run), excluded from the scan
-NOT_SQL_KEYWORDS = {"hint", "detail", "message", "description", "functions"}
+NOT_SQL_KEYWORDS = {"hint", "detail", "message", "description", "functions", "sample_usage"}
 NOT_SQL_CALLS = {"EngineError", "PlanRefused", "CloudError", "progress"}
 
 

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from proxy.router import StateEffects, analyze, split
+from proxy.router.marker import MODULE_RPC_NAMES, may_call
 from proxy.wire import fastpath
 from proxy.wire import frontend as F
 
@@ -33,6 +34,13 @@ def q(sql: str) -> bytes:
 SELECT = "SELECT abalance FROM pgbench_accounts WHERE aid = 1;"
 BATCH = (F.Parse("", "SELECT $1::int", (23,)).encode() + F.Bind("", "", (0,), (b"1",), (0,)).encode()
          + F.Describe(b"P", "").encode() + F.Execute("", 0).encode() + F.Sync().encode())
+
+
+@C
+def test_c_and_python_know_the_same_rpc_names():
+    from proxy.wire import _fastpath
+
+    assert _fastpath.RPC_NAMES == MODULE_RPC_NAMES
 
 
 def test_extension_is_built():
@@ -77,6 +85,18 @@ def parsed(result: int, at: int = 0) -> int:
     (msg(b"c", b""), True, -1),                          # CopyDone outside COPY
     (q("select iasql_version()"), False, -1),
     (q("SELECT * FROM IASQL_INSTALL('aws_s3')"), True, -1),
+    # module RPC names (proxy.router.marker), at an identifier start only, in any letter case
+    (q("select * from s3_upload_object('b', 'k', 'c', 't')"), False, -1),
+    (q("SELECT * FROM S3_Upload_Object('b', 'k', 'c', 't')"), True, -1),
+    (q("s3_upload_object"), False, -1),                  # at the start of the text
+    (q('select public."s3_upload_object"()'), False, -1),
+    (q("select 1s3_upload_object"), False, -1),          # a digit before it: a start (false positive)
+    (q("select xs3_upload_object()"), False, 1 * 256 + ord("Q")),   # another identifier
+    (q("select $s3_upload_object"), False, 1 * 256 + ord("Q")),
+    (q("select s3_upload_objec"), False, 1 * 256 + ord("Q")),
+    (q("SELECT * FROM Access_Key_Request('u')"), False, -1),
+    (q("select my_access_key_request('u')"), False, 1 * 256 + ord("Q")),
+    (F.Parse("", "select s3_upload_object($1, $2, $3, $4)").encode() + F.Sync().encode(), False, -1),
     (q("SET search_path = x"), True, -1),
     (q("SET search_path = x"), False, 1 * 256 + ord("Q")),  # session pooling: state stays with the client
     (q("  begin"), True, -1),
@@ -155,7 +175,8 @@ def test_scan_reply_from_an_offset(impl):
 
 WORDS = ["SELECT", "set", "SET", " ", "\n", "\t", ";", "iasql_", "IaSQL_", "begin", "temp", "pg_temp", "_config",
          "advisory", "/*", "*/", "--", "&", "mp", "M", "P", "x", "'", '"', "1", "\0", "from", "u&", "listen",
-         "unlisten", "close", "load", "start", "reset", "discard", "prepare", "deallocate", "declare", "visory"]
+         "unlisten", "close", "load", "start", "reset", "discard", "prepare", "deallocate", "declare", "visory",
+         "s3_upload_object", "S3_UPLOAD_OBJECT", "s3_upload", "_object", "access_key_request", "Access_Key", "s", "3", "_", "$", "\u00e9", "."]
 sql_text = st.one_of(st.text(max_size=80), st.lists(st.sampled_from(WORDS), max_size=14).map("".join))
 
 
@@ -235,5 +256,6 @@ def test_scan_client_never_forwards_state_or_calls(sql):
     if fastpath.SCAN_CLIENT(F.Query(raw).encode(), True, LIMIT) < 0:
         return
     assert "iasql_" not in raw.lower()
+    assert not may_call(raw), raw
     if split(raw) is not None:  # text that does not lex is rejected by Postgres, changing nothing
         assert analyze(raw) == StateEffects(), raw

@@ -53,7 +53,7 @@ from typing import Any
 from engine.aws import CloudError
 from engine.modules.aws_account import VERSION
 from engine.modules.aws_security_group import _vpc_maps, default_vpc
-from engine.modules.base import Col, Mapper, MapperContext, Module, normalize
+from engine.modules.base import Col, Mapper, MapperContext, Module, normalize, subnet_guard_sql
 
 #: How often and how long (seconds) a create waits for ``active`` and a delete for the end.
 WAIT_TRIES, WAIT_DELAY = 60, 1.0
@@ -756,26 +756,7 @@ INSTALL_SQL = (
     'CREATE INDEX "IDX_b04ed8dca40b77dfa54096a4b6" ON public.load_balancer_security_groups (load_balancer_id)',
     'CREATE INDEX "IDX_4da7e08287b5693e5b22959ced" ON public.load_balancer_security_groups (security_group_id)',
     # IaSQL's sql/after_install.sql, narrowed to what a foreign key refuses (module docstring)
-    """CREATE OR REPLACE FUNCTION public.check_subnets_by_load_balancer() RETURNS TRIGGER
-       LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-       DECLARE
-         lb_row record;
-       BEGIN
-         IF TG_OP = 'DELETE' OR NEW.subnet_id IS DISTINCT FROM OLD.subnet_id THEN
-           FOR lb_row IN SELECT * FROM public.load_balancer LOOP
-             IF OLD.subnet_id = any(lb_row.subnets) THEN
-               RAISE EXCEPTION 'subnet_id % is being used by load balancer %', OLD.subnet_id, lb_row.load_balancer_name;
-             END IF;
-           END LOOP;
-         END IF;
-         IF (TG_OP = 'DELETE') THEN
-           RETURN OLD;
-         END IF;
-         RETURN NEW;
-       END;
-       $$""",
-    """CREATE TRIGGER check_subnets_by_load_balancer BEFORE DELETE OR UPDATE ON public.subnet
-       FOR EACH ROW EXECUTE FUNCTION public.check_subnets_by_load_balancer()""",
+    *subnet_guard_sql("check_subnets_by_load_balancer", "load_balancer", "load balancer", "load_balancer_name"),
 )
 
 UNINSTALL_SQL = (

@@ -46,7 +46,7 @@ from typing import Any
 
 from engine.aws import CloudError
 from engine.modules.aws_account import VERSION
-from engine.modules.base import Col, Mapper, MapperContext, Module, normalize
+from engine.modules.base import Col, Mapper, MapperContext, Module, normalize, subnet_guard_sql
 
 #: How often and how long (seconds) a create/update waits for the function to be ready.
 WAIT_TRIES, WAIT_DELAY = 150, 2.0
@@ -443,26 +443,7 @@ INSTALL_SQL = (
     'CREATE INDEX "IDX_17bc65f40b84a9359b0455e3a4" ON public.lambda_function_security_groups (lambda_function_id)',
     'CREATE INDEX "IDX_0bc60a723ea0106b86ac8aabeb" ON public.lambda_function_security_groups (security_group_id)',
     # IaSQL's sql/after_install.sql, narrowed to what a foreign key refuses (module docstring)
-    """CREATE OR REPLACE FUNCTION public.check_subnets_by_lambda() RETURNS TRIGGER
-       LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-       DECLARE
-         lb_row record;
-       BEGIN
-         IF TG_OP = 'DELETE' OR NEW.subnet_id IS DISTINCT FROM OLD.subnet_id THEN
-           FOR lb_row IN SELECT * FROM public.lambda_function LOOP
-             IF OLD.subnet_id = any(lb_row.subnets) THEN
-               RAISE EXCEPTION 'subnet_id % is being used by lambda %', OLD.subnet_id, lb_row.name;
-             END IF;
-           END LOOP;
-         END IF;
-         IF (TG_OP = 'DELETE') THEN
-           RETURN OLD;
-         END IF;
-         RETURN NEW;
-       END;
-       $$""",
-    """CREATE TRIGGER check_subnets_by_lambda BEFORE DELETE OR UPDATE ON public.subnet
-       FOR EACH ROW EXECUTE FUNCTION public.check_subnets_by_lambda()""",
+    *subnet_guard_sql("check_subnets_by_lambda", "lambda_function", "lambda", "name"),
 )
 
 UNINSTALL_SQL = (

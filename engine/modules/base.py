@@ -252,3 +252,36 @@ class Module:
     def full_name(self) -> str:
         """``name@version``, as stored in ``iasql_module``."""
         return f"{self.name}@{self.version}"
+
+
+def subnet_guard_sql(function: str, table: str, what: str, name_column: str) -> tuple[str, str]:
+    """IaSQL's ``sql/after_install.sql`` guard of a table whose ``subnets`` column (text[] of AWS
+    subnet ids) is half an array "foreign key" to ``subnet``, narrowed to what a foreign key
+    refuses: deleting a ``subnet`` row that a row of ``table`` names, or changing its
+    ``subnet_id`` (IaSQL's fires on every update of such a row, which would refuse the engine's
+    own sync of the subnet). Returns the two statements (the trigger function ``public.<function>``
+    and its BEFORE DELETE OR UPDATE trigger on ``subnet``); the error names ``what`` and the row's
+    ``name_column``. Only names the engine defines are formatted in."""
+    names = {"function": function, "table": table, "what": what, "name_column": name_column}
+    return (
+        """CREATE OR REPLACE FUNCTION public.{function}() RETURNS TRIGGER
+       LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+       DECLARE
+         _row record;
+       BEGIN
+         IF TG_OP = 'DELETE' OR NEW.subnet_id IS DISTINCT FROM OLD.subnet_id THEN
+           FOR _row IN SELECT * FROM public.{table} LOOP
+             IF OLD.subnet_id = any(_row.subnets) THEN
+               RAISE EXCEPTION 'subnet_id % is being used by {what} %', OLD.subnet_id, _row.{name_column};
+             END IF;
+           END LOOP;
+         END IF;
+         IF (TG_OP = 'DELETE') THEN
+           RETURN OLD;
+         END IF;
+         RETURN NEW;
+       END;
+       $$""".format(**names),
+        """CREATE TRIGGER {function} BEFORE DELETE OR UPDATE ON public.subnet
+       FOR EACH ROW EXECUTE FUNCTION public.{function}()""".format(**names),
+    )

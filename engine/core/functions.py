@@ -24,7 +24,7 @@ from engine.core.session import EngineSession, EngineState, to_engine_error
 from engine.modules import MODULES, VERSION
 from engine.modules.base import Mapper, MapperContext, Module
 from engine.rpc import EngineError
-from engine.schema import ENGINE_USER, REDACTED_TABLES, drop_statements, probe_statements, stub_statements
+from engine.schema import ENGINE_USER, REDACTED_TABLES, drop_statements, stub_statements
 
 PLATFORM_MODULES = ("iasql_platform", "iasql_functions")
 #: The message of the CLOSE_TRANSACTION row that ends an IaSQL transaction whose session ended.
@@ -203,9 +203,10 @@ async def iasql_install(state: EngineState, ctx: Any, *modules: Any) -> list[tup
                 await s.execute(stmt)
             if m.after_install is not None:
                 await m.after_install(s)
-            # the module's RPCs: a stub (a direct call fails loudly) and an argument probe (the
-            # proxy evaluates a call's arguments with it) while the module is installed
-            for stmt in stub_statements(m.rpcs) + probe_statements(m.rpcs):
+            # the module's RPCs: a stub (a direct call fails loudly) while the module is installed
+            # (their argument probes, which the proxy evaluates a call's arguments with, are the
+            # metadata's: engine.schema.ensure_metadata)
+            for stmt in stub_statements(m.rpcs):
                 await s.execute(stmt)
             await s.execute("INSERT INTO public.iasql_module (name) VALUES ($1)", (m.full_name,))
             deps = full_dependencies(m)
@@ -268,7 +269,7 @@ async def iasql_uninstall(state: EngineState, ctx: Any, *modules: Any) -> list[t
                 rows.append((m.full_name, t, n))
             for stmt in m.uninstall_sql:
                 await s.execute(stmt)
-            for stmt in drop_statements(m.rpcs):  # its RPCs' stubs and probes (42883 from now on)
+            for stmt in drop_statements(m.rpcs, ("public",)):  # its RPCs' stubs (42883 from now on)
                 await s.execute(stmt)
             await s.execute('DELETE FROM public.iasql_tables WHERE module = $1', (m.full_name,))
             await s.execute("DELETE FROM public.iasql_module WHERE name = $1", (m.full_name,))

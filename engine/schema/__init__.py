@@ -18,7 +18,8 @@
   raises ``iasql_* functions must be called through iasql-proxy`` (SQLSTATE 0A000) with a HINT, so
   a direct connection or a DO block fails loudly instead of silently doing nothing.
 
-- schema ``iasql_args`` with one *argument probe* per function: same name and argument list as the
+- schema ``iasql_args`` with one *argument probe* per function (every module RPC's too, installed
+  or not: the schema is the metadata owner's): same name and argument list as the
   stub, returning the arguments it was given as one row (``a1``, ``a2``, ...). The proxy evaluates
   a call's argument expressions by calling the probe on the caller's connection, so PostgreSQL's
   own function resolution (named and VARIADIC notation, defaults, implicit casts, its error
@@ -52,7 +53,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from engine.rpc import Function
 
 #: Bumped whenever the metadata DDL changes; stored as the comment of ``iasql_audit_log``.
-METADATA_VERSION = "iasql-proxy metadata 7"  # 7: module RPC stubs of installed modules
+METADATA_VERSION = "iasql-proxy metadata 8"  # 7: module RPC stubs of installed modules; 8: RPC probes always
 #: Columns whose values never reach the audit log (table -> columns): the audit row holds
 #: ``REDACTED`` instead, so ``iasql_get_sql_since`` and ``iasql_get_sql_for_transaction`` print
 #: the placeholder and a revert leaves these tables alone.
@@ -251,15 +252,17 @@ def probe_statements(functions: Iterable["Function"]) -> list[sql.Composable]:
     return out
 
 
-def drop_statements(functions: Iterable["Function"]) -> list[sql.Composable]:
-    """``DROP FUNCTION IF EXISTS`` statements for the stubs (``public``) and argument probes
-    (``iasql_args``) of ``functions``: ``iasql_uninstall`` drops a module's RPCs with them."""
+def drop_statements(functions: Iterable["Function"], schemas: tuple[str, ...] = ("public", ARGS_SCHEMA)
+                    ) -> list[sql.Composable]:
+    """``DROP FUNCTION IF EXISTS`` statements for the stubs (``public``) and/or argument probes
+    (``iasql_args``) of ``functions``: ``iasql_uninstall`` drops a module's RPC stubs with them
+    (``schemas=("public",)``; the probes belong to the metadata and stay)."""
     out: list[sql.Composable] = []
     for fn in functions:
         types = sql.SQL(", ").join(sql.SQL("{}{}{}").format(
             sql.SQL("VARIADIC ") if a.variadic else sql.SQL(""), sql.SQL(a.type_name),
             sql.SQL("[]") if a.variadic else sql.SQL("")) for a in fn.arguments)
-        for schema in ("public", ARGS_SCHEMA):
+        for schema in schemas:
             out.append(sql.SQL("DROP FUNCTION IF EXISTS {name}({types})").format(
                 name=sql.Identifier(schema, fn.name), types=types))
     return out
@@ -314,9 +317,14 @@ async def ensure_metadata(ctx: Any, functions: Iterable["Function"], version: st
     # the RPCs of modules installed before their stubs came with the install (an older proxy)
     from engine.modules import MODULES
 
+    # every module RPC's argument probe is the metadata's (made by its owner, so a caller who may
+    # create tables in public but not in iasql_args can still install a module); the stub in
+    # public exists while the module is installed
+    for stmt in probe_statements([fn for m in MODULES for fn in m.rpcs]):
+        await ctx.run(stmt.as_string(None))
     installed = {r[0] for r in (await ctx.run("SELECT name FROM public.iasql_module")).rows}
     rpcs = [fn for m in MODULES if m.full_name in installed for fn in m.rpcs]
-    for stmt in stub_statements(rpcs) + probe_statements(rpcs):
+    for stmt in stub_statements(rpcs):
         await ctx.run(stmt.as_string(None))
     for mod in ("iasql_platform", "iasql_functions"):
         await ctx.run("DELETE FROM public.iasql_module WHERE name LIKE $1 AND name <> $2",

@@ -11,8 +11,8 @@ to ``us-east-1`` and the tables have no ``region``. Tables, in dependency order:
   (``update_user``, ``attach/detach_user_policy``); a new ``user_name`` makes a new user and
   deletes the old one. Deleting a user detaches its policies and deletes its login profile first.
 - ``access_key(id, access_key_id, create_date timestamptz, status access_key_status_enum,
-  user_name)``: the users' access keys, read-only as in IaSQL (keys are made by IaSQL's
-  ``access_key_request`` RPC, here by any IAM client): a row inserted by hand creates nothing and
+  user_name)``: the users' access keys, read-only as in IaSQL (keys are made by the
+  ``access_key_request`` RPC, or by any IAM client): a row inserted by hand creates nothing and
   is removed by the commit, ``status`` (``Active``/``Inactive``) is changed in place with
   ``update_access_key``, deleting a row deletes the key. The table holds no secret (the secret
   access key is returned only once, by the create call, and IaSQL does not store it either), so
@@ -23,8 +23,7 @@ to ``us-east-1`` and the tables have no ``region``. Tables, in dependency order:
   attached_policies_arns text[])``: cloud id ``role_name``; ``arn`` is the cloud's.
   Service-linked roles (path ``/aws-service-role/``) are not listed.
 
-Not built: IaSQL's RPCs ``access_key_request`` and ``set_user_password``: the proxy hands the
-engine only statements whose text contains ``iasql_`` (``proxy/wire/_fastpath.c``).
+RPCs: ``access_key_request(user_name)`` (below). Not built: IaSQL's ``set_user_password``.
 
 moto (5.2.5, the tests' cloud) answers every call used here: list/create/get/update/delete_user,
 list_attached_user_policies, attach/detach_user_policy, get/delete_login_profile,

@@ -124,8 +124,13 @@ def test_help_samples_run_as_printed(connect, fresh_db):
     conn = connect(dbname=fresh_db)
     conn.execute("SELECT * FROM iasql_install('aws_s3', 'aws_iam')").fetchall()
     helps = conn.execute("SELECT module, name, sample_usage FROM iasql_help()").fetchall()
-    assert {m for m, _, _ in helps} == {"iasql_functions", "aws_account", "aws_s3"}
+    assert {m for m, _, _ in helps} == {"iasql_functions", "aws_account", "aws_s3", "aws_iam"}
     assert ("aws_account", "default_aws_region", "SELECT * FROM default_aws_region('us-east-1')") in helps
+    # the module functions' samples name a bucket and a user: made first, as a user would
+    conn.execute("SELECT * FROM iasql_begin()").fetchall()
+    conn.execute("INSERT INTO bucket (name) VALUES ('my-bucket')")
+    conn.execute("INSERT INTO iam_user (user_name) VALUES ('my-user')")
+    conn.execute("SELECT * FROM iasql_commit()").fetchall()
     for module, name, sample in helps:
         if any(f in sample for f in NEEDS_TRANSACTION):
             conn.execute("SELECT * FROM iasql_rollback(true)").fetchall()  # close any open one

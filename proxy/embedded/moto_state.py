@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 #: Version of the snapshot's layout (a dict with these keys: format, moto, random, backends).
-STATE_FORMAT = 1
+STATE_FORMAT = 2  # 2: each service pickled on its own
 #: Seconds between snapshots while requests keep changing the state: short enough that a killed
 #: stack loses little, long enough that a burst of requests costs one write.
 SAVE_INTERVAL = 0.5
@@ -53,6 +53,11 @@ _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 class StateError(RuntimeError):
     """The state file exists but cannot be restored (unreadable, another format or moto version)."""
+
+
+#: Services whose state could not be pickled (``(module, attribute)`` -> the reason), each
+#: reported once on stderr; ``snapshot`` leaves them out and saves the others.
+UNSAVED: dict[tuple[str, str], str] = {}
 
 
 def _backend_dicts() -> list[Any]:
@@ -81,8 +86,9 @@ def snapshot(cache: dict[int, tuple[str, str]] | None = None) -> bytes:
     """The pickled state of every moto service in use, and moto's random generator.
 
     Takes: ``cache``, a dict this function fills with where each ``BackendDict`` lives (pass the
-    same one each time to skip the search). Returns the bytes to write. Raises whatever
-    ``pickle`` raises for an object it cannot pickle (none in the services IaSQL uses).
+    same one each time to skip the search). Returns the bytes to write. A service whose state
+    cannot be pickled (moto's CodeBuild keeps a lock after some failed requests) is left out and
+    reported once on stderr (``UNSAVED``), so the others are still saved.
     """
     import moto
     from moto.moto_api._internal import mock_random
@@ -91,8 +97,15 @@ def snapshot(cache: dict[int, tuple[str, str]] | None = None) -> bytes:
     backends = {}
     for bd in _backend_dicts():
         where = _locate(bd, cache)
-        if where is not None:
-            backends[where] = dict(bd)
+        if where is None:
+            continue
+        try:  # one service at a time: one that holds something unpicklable never stops the rest
+            backends[where] = pickle.dumps(dict(bd), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as e:  # pickle raises many kinds (TypeError for a lock, ...)
+            if where not in UNSAVED:
+                UNSAVED[where] = f"{type(e).__name__}: {e}"
+                print(f"sandbox cloud: service {where[0]}.{where[1]} is not saved ({UNSAVED[where]}); "
+                      "the others are", file=sys.stderr, flush=True)
     state = {"format": STATE_FORMAT, "moto": moto.__version__, "random": mock_random.getstate(),
              "backends": backends}
     return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
@@ -117,7 +130,13 @@ def restore(data: bytes) -> int:
     if state.get("moto") != moto.__version__:
         raise StateError(f"saved by moto {state.get('moto')}, this is moto {moto.__version__}")
     with backend_lock:
-        for (module, attr), accounts in state["backends"].items():
+        for (module, attr), pickled in state["backends"].items():
+            try:
+                accounts = pickle.loads(pickled)
+            except Exception as e:  # one service's state that cannot be read: the others still are
+                print(f"sandbox cloud: service {module}.{attr} not restored ({type(e).__name__}: {e})",
+                      file=sys.stderr, flush=True)
+                continue
             live = getattr(importlib.import_module(module), attr)
             dict.clear(live)
             dict.update(live, accounts)

@@ -177,6 +177,10 @@ class DevStack:
         the saved sandbox cloud cannot be restored. On failure, whatever was started is stopped
         again. ``cloud_note`` then says what happened to the sandbox cloud.
         """
+        running = self._running_elsewhere()
+        if running is not None:
+            raise DevStackError(f"another `iasql-proxy dev` (pid {running}) is running from {self.state_dir}: "
+                                "stop it first (Ctrl-C there); two stacks cannot share one database directory")
         if not port_is_free(self.listen_addr, self.port):
             raise DevStackError(f"{self.listen_addr}:{self.port} is already in use "
                                 "(another `iasql-proxy dev`? choose another port: make run PORT=6433, or --port)")
@@ -200,6 +204,22 @@ class DevStack:
         except BaseException:
             self.stop()
             raise
+
+    def _running_elsewhere(self) -> int | None:
+        """The pid of another live ``iasql-proxy dev`` using this state directory (its
+        ``devstack.json``), else None. Its Postgres is not an orphan: ``_stop_orphan`` must not
+        stop it (a second ``make run PORT=...`` in the same checkout used to)."""
+        try:
+            pid = int(json.loads((self.state_dir / "devstack.json").read_text()).get("pid") or 0)
+        except (OSError, ValueError, TypeError, AttributeError):
+            return None
+        if pid <= 0 or pid == os.getpid():
+            return None
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return None  # gone (or no /proc: then the port check is what is left)
+        return pid if (b"iasql-proxy" in cmdline or b"proxy.cli" in cmdline) else None
 
     def _cloud_note(self, had_tables: bool) -> str:
         """What the start does with the sandbox cloud, in one sentence for the user."""

@@ -6,6 +6,7 @@ Starts real Postgres (and moto) processes; the end-to-end test also runs the pro
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shlex
 import shutil
@@ -291,3 +292,26 @@ def test_restart_keeps_the_sandbox_cloud(workdir: Path) -> None:
         assert _cloud_buckets(proc.printed) == ["my-first-bucket", "my-second-bucket"]
     finally:
         assert _stop_dev(proc) == 0
+
+
+def test_second_stack_on_the_same_directory_is_refused(workdir: Path) -> None:
+    """A second `make run PORT=...` in the same checkout used to take the first stack's Postgres
+    for an orphan and stop it; now it is refused while the first `iasql-proxy dev` lives."""
+    state = workdir / ".run"
+    state.mkdir(parents=True)
+    other = subprocess.Popen(["bash", "-c", "exec -a iasql-proxy sleep 60"])
+    try:
+        (state / "devstack.json").write_text(json.dumps({"pid": other.pid}))
+        stack = DevStack(state_dir=state, certs_dir=workdir / "certs", port=free_port(), with_moto=False)
+        with pytest.raises(DevStackError, match=rf"another `iasql-proxy dev` \(pid {other.pid}\) is running"):
+            stack.start()
+        assert stack.pg is None
+    finally:
+        other.kill()
+        other.wait()
+    # once it is gone, the directory is free again
+    stack = DevStack(state_dir=state, certs_dir=workdir / "certs", port=free_port(), with_moto=False)
+    try:
+        stack.start()
+    finally:
+        stack.stop()

@@ -83,9 +83,11 @@ SUPPORTED_FORMS = ("SELECT * FROM {name}(...), SELECT {name}(...), or the last F
 
 
 def statement_too_long() -> CallError:
-    """The error for a statement mentioning ``iasql_`` longer than MAX_CLASSIFIED_STATEMENT."""
+    """The error for a statement mentioning ``iasql_`` (or a module function's name) longer than
+    MAX_CLASSIFIED_STATEMENT."""
     return CallError(sqlstate.PROGRAM_LIMIT_EXCEEDED,
-                     f"statement containing iasql_ is longer than {MAX_CLASSIFIED_STATEMENT} characters")
+                     f"statement calling an iasql_* or module function is longer than {MAX_CLASSIFIED_STATEMENT} "
+                     "characters", hint="Pass long values as bind parameters ($1) instead of literals.")
 
 
 async def _text_is_valid(buf: bytearray, size: int) -> bool:

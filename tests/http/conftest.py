@@ -100,8 +100,16 @@ def sleepy_proxy(pg, dev_certs, tmp_path_factory):
     def setup(app):
         app.interceptor = Interceptor(QueryInterceptor(make_registry(probe)))
 
+    # a database of its own: the test registry's metadata (stubs of iasql_sleep only) must not be
+    # what another proxy's full registry finds, already marked current, in a shared database
+    name = f"sleepy_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg.dsn(), autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{name}"')
     proxy = InProcessProxy(cfg, setup).start()
     proxy.probe = probe
     proxy.http_port = proxy.app.http.port
+    proxy.database = name
     yield proxy
     proxy.stop()
+    with psycopg.connect(pg.dsn(), autocommit=True) as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

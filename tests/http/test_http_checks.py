@@ -157,7 +157,8 @@ async def test_one_run_at_a_time_per_socket(http_proxy, http_db, client_tls):
 
 
 async def test_idle_socket_is_closed(sleepy_proxy, client_tls):
-    ws = await open_ws(sleepy_proxy.http_port, client_tls, user="postgres", password=PASSWORD, database="postgres")
+    ws = await open_ws(sleepy_proxy.http_port, client_tls, user="postgres", password=PASSWORD,
+                       database=sleepy_proxy.database)
     t0 = time.monotonic()
     with pytest.raises(ConnectionClosed):
         await asyncio.wait_for(ws.recv(), 10)
@@ -167,7 +168,7 @@ async def test_idle_socket_is_closed(sleepy_proxy, client_tls):
 
 async def test_a_running_script_is_not_idle(sleepy_proxy, client_tls):
     async with await open_ws(sleepy_proxy.http_port, client_tls, user="postgres", password=PASSWORD,
-                             database="postgres") as ws:
+                             database=sleepy_proxy.database) as ws:
         got = [m for _, m in await run_script(ws, "SELECT * FROM iasql_sleep(4)")]
         assert got[-2]["rows"] == [["4"]]
 

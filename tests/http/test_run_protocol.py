@@ -108,7 +108,7 @@ async def test_session_lasts_across_runs(http_proxy, http_db, client_tls):
 
 async def test_progress_notices_stream_while_the_call_runs(sleepy_proxy, client_tls):
     async with await open_ws(sleepy_proxy.http_port, client_tls, user="postgres", password=PASSWORD,
-                             database="postgres") as ws:
+                             database=sleepy_proxy.database) as ws:
         got = await run_script(ws, "SELECT * FROM iasql_sleep(2); SELECT 'after' AS a")
     notices = [(t, m) for t, m in got if "notice" in m]
     assert [m["notice"] for _, m in notices][:3] == ["slept 0.00 s", "slept 0.50 s", "slept 1.00 s"]
@@ -129,7 +129,7 @@ async def _cancel_after_first(ws, sql):
 async def test_cancel_stops_the_running_call(sleepy_proxy, client_tls):
     probe = sleepy_proxy.probe
     async with await open_ws(sleepy_proxy.http_port, client_tls, user="postgres", password=PASSWORD,
-                             database="postgres") as ws:
+                             database=sleepy_proxy.database) as ws:
         got = await _cancel_after_first(ws, "SELECT * FROM iasql_sleep(30); SELECT 'not run'")
         assert got[-1][0] < 5.0
         errors = [m for _, m in got if "error" in m]
@@ -184,7 +184,8 @@ async def test_client_leaving_mid_run_cancels_its_statement_only(http_proxy, htt
 async def test_client_leaving_mid_call_cancels_the_call(sleepy_proxy, client_tls):
     probe = sleepy_proxy.probe
     probe.started.clear()
-    ws = await open_ws(sleepy_proxy.http_port, client_tls, user="postgres", password=PASSWORD, database="postgres")
+    ws = await open_ws(sleepy_proxy.http_port, client_tls, user="postgres", password=PASSWORD,
+                       database=sleepy_proxy.database)
     await ws.send(json.dumps({"sql": "SELECT * FROM iasql_sleep(30)"}))
     first = json.loads(await asyncio.wait_for(ws.recv(), 10))
     assert first.get("notice") == "slept 0.00 s"
@@ -211,12 +212,13 @@ async def test_a_bug_in_a_run_ends_that_run_only(sleepy_proxy, client_tls, monke
 
     monkeypatch.setattr(ProxyLink, "run", broken)
     async with await open_ws(sleepy_proxy.http_port, client_tls, user="postgres", password=PASSWORD,
-                             database="postgres") as ws:
+                             database=sleepy_proxy.database) as ws:
         got = [m for _, m in await run_script(ws, "SELECT 'boom'")]
         assert got[0]["error"]["sqlstate"] == "XX000" and "RuntimeError" in got[0]["error"]["message"]
         assert got[1] == {"done": True}
         assert [m for _, m in await run_script(ws, "SELECT 5")][0]["rows"] == [["5"]]
-    dsn = (f"host=127.0.0.1 port={sleepy_proxy.port} user=postgres password={PASSWORD} dbname=postgres "
+    dsn = (f"host=127.0.0.1 port={sleepy_proxy.port} user=postgres password={PASSWORD} "
+           f"dbname={sleepy_proxy.database} "
            "sslmode=require")
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as c:
         assert await (await c.execute("SELECT 1")).fetchone() == (1,)

@@ -125,14 +125,14 @@ def restore(data: bytes) -> int:
         state = pickle.loads(data)
     except Exception as e:  # a truncated or foreign file: pickle raises many kinds
         raise StateError(f"not a saved sandbox cloud ({type(e).__name__}: {e})") from None
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+    if not isinstance(state, dict) or state.get("format") not in (1, STATE_FORMAT):  # 1: whole dicts
         raise StateError(f"unknown format {state.get('format') if isinstance(state, dict) else None!r}")
     if state.get("moto") != moto.__version__:
         raise StateError(f"saved by moto {state.get('moto')}, this is moto {moto.__version__}")
     with backend_lock:
         for (module, attr), pickled in state["backends"].items():
             try:
-                accounts = pickle.loads(pickled)
+                accounts = pickle.loads(pickled) if isinstance(pickled, bytes) else pickled
             except Exception as e:  # one service's state that cannot be read: the others still are
                 print(f"sandbox cloud: service {module}.{attr} not restored ({type(e).__name__}: {e})",
                       file=sys.stderr, flush=True)

@@ -95,3 +95,17 @@ def test_a_service_that_cannot_be_saved_leaves_the_others_saved(tmp_path: Path) 
         s3, _ = clients(second)
         assert sorted(b["Name"] for b in s3.list_buckets()["Buckets"]) == ["after-500", "before-500"]
         assert s3.get_object(Bucket="after-500", Key="k.txt")["Body"].read() == b"kept"
+
+
+def test_a_state_file_of_the_previous_format_is_still_restored(tmp_path: Path) -> None:
+    """Format 1 (every service in one pickle) was written by dev stacks before format 2: an
+    upgrade must not stop `make run` with "unknown format"."""
+    import moto
+    from moto.moto_api._internal import mock_random
+
+    state = tmp_path / "moto-state.pickle"
+    state.write_bytes(pickle.dumps({"format": 1, "moto": moto.__version__, "random": mock_random.getstate(),
+                                    "backends": {}}))
+    with MotoServer(state_file=state) as server:
+        s3, _ = clients(server)
+        assert s3.list_buckets()["Buckets"] == []

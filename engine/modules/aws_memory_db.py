@@ -54,7 +54,7 @@ from typing import Any
 
 from engine.aws import CloudError
 from engine.modules.aws_account import VERSION
-from engine.modules.aws_rds import RdsModuleMapper
+from engine.modules.aws_rds import RdsModuleMapper, SubnetGroupRules
 from engine.modules.aws_vpc import _tags_value, tags_from_aws
 from engine.modules.base import Col, MapperContext, Module
 from engine.modules.security_group_join import SecurityGroupJoinMapper
@@ -112,7 +112,7 @@ class MemoryDbMapper(RdsModuleMapper):
         return out
 
 
-class SubnetGroupMapper(MemoryDbMapper):
+class SubnetGroupMapper(SubnetGroupRules, MemoryDbMapper):
     """``subnet_group`` rows <-> MemoryDB subnet groups. Follows IaSQL's ``mappers/subnet_group.ts``."""
 
     table = "subnet_group"
@@ -122,18 +122,11 @@ class SubnetGroupMapper(MemoryDbMapper):
     pk = ("id",)
     optional = ("subnets",)
     cloud_read_uses_db = False
+    name_column = "subnet_group_name"
 
     def describe(self, rec: dict) -> str:
         """The plan-row description of ``rec``."""
         return f"MemoryDB subnet group {rec.get('subnet_group_name')} in {rec.get('region')}"
-
-    def compared(self, row: dict, cloud: dict) -> list:
-        """Empty ``subnets`` mean the default VPC's, as NULL."""
-        return [c for c in super().compared(row, cloud) if not (c.name == "subnets" and not row.get("subnets"))]
-
-    def deletable(self, cloud: dict) -> bool:
-        """AWS's ``default`` subnet group cannot be deleted."""
-        return cloud.get("subnet_group_name") != "default"
 
     @staticmethod
     def _record(g: dict, region: str) -> dict:
@@ -143,15 +136,6 @@ class SubnetGroupMapper(MemoryDbMapper):
     async def _records(self, mc: MapperContext, region: str, **filters: Any) -> list[dict]:
         res = await mc.paginate("memorydb", region, "describe_subnet_groups", "SubnetGroups", **filters)
         return [self._record(g, region) for g in res if g.get("ARN") and g.get("Name")]
-
-    async def _subnets(self, mc: MapperContext, row: dict, region: str) -> list[str]:
-        """The row's subnets, or the default VPC's (from aws_vpc's tables) when it has none."""
-        if row.get("subnets"):
-            return list(row["subnets"])
-        rows = await mc.fetchall("SELECT s.subnet_id FROM public.subnet s JOIN public.vpc v ON v.id = s.vpc_id "
-                                 "WHERE v.is_default AND v.region = $1 AND s.subnet_id IS NOT NULL "
-                                 "ORDER BY s.subnet_id", (region,))
-        return [r[0] for r in rows]
 
     def _kw(self, row: dict, subnets: list[str]) -> dict:
         kw = {"SubnetGroupName": row["subnet_group_name"], "SubnetIds": subnets}

@@ -304,7 +304,34 @@ class ParameterGroupMapper(RdsModuleMapper):
 
 
 # -- db_subnet_group -----------------------------------------------------------------------------------
-class DbSubnetGroupMapper(RdsModuleMapper):
+class SubnetGroupRules:
+    """What RDS's ``db_subnet_group`` and MemoryDB's ``subnet_group`` share (IaSQL's two subnet
+    group mappers): empty ``subnets`` mean the default VPC's (not compared, resolved through
+    aws_vpc's tables at create/update), and AWS's ``default`` group cannot be deleted.
+    ``name_column`` is the table's name column. Mixed in before the module's Mapper class."""
+
+    name_column = "name"
+
+    def compared(self, row: dict, cloud: dict) -> list:
+        """Empty ``subnets`` mean the default VPC's, as NULL."""
+        return [c for c in super().compared(row, cloud)  # type: ignore[misc]
+                if not (c.name == "subnets" and not row.get("subnets"))]
+
+    def deletable(self, cloud: dict) -> bool:
+        """AWS's ``default`` subnet group cannot be deleted."""
+        return cloud.get(self.name_column) != "default"
+
+    async def _subnets(self, mc: MapperContext, row: dict, region: str) -> list[str]:
+        """The row's subnets, or the default VPC's (from aws_vpc's tables) when it has none."""
+        if row.get("subnets"):
+            return list(row["subnets"])
+        rows = await mc.fetchall("SELECT s.subnet_id FROM public.subnet s JOIN public.vpc v ON v.id = s.vpc_id "
+                                 "WHERE v.is_default AND v.region = $1 AND s.subnet_id IS NOT NULL "
+                                 "ORDER BY s.subnet_id", (region,))
+        return [r[0] for r in rows]
+
+
+class DbSubnetGroupMapper(SubnetGroupRules, RdsModuleMapper):
     """``db_subnet_group`` rows <-> RDS DB subnet groups. Follows IaSQL's ``mappers/db_subnet_group.ts``."""
 
     table = "db_subnet_group"
@@ -319,15 +346,6 @@ class DbSubnetGroupMapper(RdsModuleMapper):
         """The plan-row description of ``rec``."""
         return f"DB subnet group {rec.get('name')} in {rec.get('region')}"
 
-    def compared(self, row: dict, cloud: dict) -> list:
-        """Empty ``subnets`` mean the default VPC's, as NULL."""
-        cols = super().compared(row, cloud)
-        return [c for c in cols if not (c.name == "subnets" and not row.get("subnets"))]
-
-    def deletable(self, cloud: dict) -> bool:
-        """AWS's ``default`` subnet group cannot be deleted."""
-        return cloud.get("name") != "default"
-
     @staticmethod
     def _record(g: dict, region: str) -> dict:
         return {"name": g["DBSubnetGroupName"], "arn": g.get("DBSubnetGroupArn"),
@@ -339,15 +357,6 @@ class DbSubnetGroupMapper(RdsModuleMapper):
         return [self._record(g, region) for g in
                 await mc.paginate("rds", region, "describe_db_subnet_groups", "DBSubnetGroups", **filters)
                 if g.get("DBSubnetGroupArn")]
-
-    async def _subnets(self, mc: MapperContext, row: dict, region: str) -> list[str]:
-        """The row's subnets, or the default VPC's (from aws_vpc's tables) when it has none."""
-        if row.get("subnets"):
-            return list(row["subnets"])
-        rows = await mc.fetchall("SELECT s.subnet_id FROM public.subnet s JOIN public.vpc v ON v.id = s.vpc_id "
-                                 "WHERE v.is_default AND v.region = $1 AND s.subnet_id IS NOT NULL "
-                                 "ORDER BY s.subnet_id", (region,))
-        return [r[0] for r in rows]
 
     async def create(self, mc: MapperContext, row: dict) -> dict:
         """Create the subnet group; returns its record. Raises engine.aws.CloudError."""

@@ -32,7 +32,7 @@ from typing import Any
 
 from engine.aws import CloudError
 from engine.modules.aws_account import VERSION
-from engine.modules.base import Col, Mapper, MapperContext, Module
+from engine.modules.base import Col, Mapper, MapperContext, Module, read_back_or_remove
 
 #: (column, SNS attribute name) of the text attributes, IaSQL's ``attributeKeys``.
 ATTRS = (("content_based_deduplication", "ContentBasedDeduplication"), ("delivery_policy", "DeliveryPolicy"),
@@ -124,14 +124,9 @@ class TopicMapper(Mapper):
         elif row.get("data_protection_policy") is not None:
             kw["DataProtectionPolicy"] = json.dumps(_parsed(row["data_protection_policy"]))
         arn = (await mc.call("sns", region, "create_topic", Name=row["name"], Attributes=attrs, **kw))["TopicArn"]
-        try:
-            return await self._record(mc, region, arn)
-        except CloudError as e:
-            try:
-                await mc.call("sns", region, "delete_topic", TopicArn=arn)
-            except CloudError:
-                e.left = {"arn": arn, "region": region, "name": row["name"]}
-            raise
+        return await read_back_or_remove(self._record(mc, region, arn),
+                                         lambda: mc.call("sns", region, "delete_topic", TopicArn=arn),
+                                         {"arn": arn, "region": region, "name": row["name"]})
 
     async def update(self, mc: MapperContext, row: dict, cloud: dict) -> dict:
         """Set each attribute the row sets and the cloud differs in, and the data protection

@@ -23,7 +23,14 @@ from typing import Any
 
 from engine.aws import CloudError
 from engine.modules.aws_account import VERSION
-from engine.modules.base import Col, Mapper, MapperContext, Module, normalize
+from engine.modules.base import (
+    Col,
+    Mapper,
+    MapperContext,
+    Module,
+    normalize,
+    read_back_or_remove,
+)
 
 #: (column, SQS attribute name) of the integer attributes, in IaSQL's order.
 INT_ATTRS = (("visibility_timeout", "VisibilityTimeout"), ("delay_seconds", "DelaySeconds"),
@@ -120,14 +127,9 @@ class QueueMapper(Mapper):
         if row.get("fifo_queue"):
             attrs["FifoQueue"] = "true"
         url = (await mc.call("sqs", region, "create_queue", QueueName=row["name"], Attributes=attrs))["QueueUrl"]
-        try:
-            return await self._record(mc, region, url)
-        except CloudError as e:
-            try:
-                await mc.call("sqs", region, "delete_queue", QueueUrl=url)
-            except CloudError:
-                e.left = {"url": url, "region": region, "name": row["name"]}
-            raise
+        return await read_back_or_remove(self._record(mc, region, url),
+                                         lambda: mc.call("sqs", region, "delete_queue", QueueUrl=url),
+                                         {"url": url, "region": region, "name": row["name"]})
 
     async def update(self, mc: MapperContext, row: dict, cloud: dict) -> dict:
         """Set the integer attributes and the policy in place; returns the new record. Raises

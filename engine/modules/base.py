@@ -285,3 +285,20 @@ def subnet_guard_sql(function: str, table: str, what: str, name_column: str) -> 
         """CREATE TRIGGER {function} BEFORE DELETE OR UPDATE ON public.subnet
        FOR EACH ROW EXECUTE FUNCTION public.{function}()""".format(**names),
     )
+
+
+async def read_back_or_remove(read: Awaitable[dict], remove: Callable[[], Awaitable[Any]], left: dict) -> dict:
+    """The record of a resource a ``create`` just made (``read``); when reading it fails, the
+    resource is removed again (``remove``) so no resource the table cannot record is left, and when
+    even that fails the CloudError raised carries ``left`` (a record ``delete`` accepts) for the
+    engine's journal to take back later (``Mapper.create``). Raises that engine.aws.CloudError."""
+    from engine.aws import CloudError
+
+    try:
+        return await read
+    except CloudError as e:
+        try:
+            await remove()
+        except CloudError:
+            e.left = left
+        raise

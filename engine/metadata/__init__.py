@@ -380,13 +380,18 @@ def register(reg: Registry) -> Registry:
     """A new Registry holding ``reg``'s functions (an ``engine.build_registry`` result) and the four
     metadata functions, with ``reg``'s ``engine_state``; ``reg`` itself is left as it was, so
     ``iasql_help`` (which lists ``reg``'s functions) keeps listing IaSQL's ``iasql_functions`` only,
-    as IaSQL's does. Stubs and argument probes go wherever the new registry's do. Raises
+    as IaSQL's does. Stubs and argument probes go wherever the new registry's do (the shared
+    ``engine_state.functions`` becomes the new registry's ``iasql_*`` functions). Raises
     ValueError when ``reg`` already has one of the four."""
     out = Registry()
     for fn in list(reg.functions.values()) + list(FUNCTIONS):
         out.register(fn)
     if hasattr(reg, "engine_state"):
         out.engine_state = reg.engine_state  # type: ignore[attr-defined]
+        # the engine's own metadata creation (EngineSession) makes the same probes and stubs as the
+        # interceptor's: else a database whose first call was iasql_version() would lack the four's
+        # probes while marked current, and iasql_connect('x') there would fail with 42883
+        out.engine_state.functions = [fn for fn in out.functions.values() if fn.module is None]
     _base_functions[:] = list(out.functions.values())
     return out
 

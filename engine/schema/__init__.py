@@ -53,7 +53,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from engine.rpc import Function
 
 #: Bumped whenever the metadata DDL changes; stored as the comment of ``iasql_audit_log``.
-METADATA_VERSION = "iasql-proxy metadata 8"  # 7: module RPC stubs of installed modules; 8: RPC probes always
+METADATA_VERSION = "iasql-proxy metadata 9"  # 7: module RPC stubs of installed modules; 8: RPC probes always;
+#                                                9: the metadata database functions' probes in every database
 #: Columns whose values never reach the audit log (table -> columns): the audit row holds
 #: ``REDACTED`` instead, so ``iasql_get_sql_since`` and ``iasql_get_sql_for_transaction`` print
 #: the placeholder and a revert leaves these tables alone.

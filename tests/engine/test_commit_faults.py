@@ -91,6 +91,7 @@ async def _scenario(pg, moto_server, cloud: FaultCloud, n: int | None, after_for
         faulty.engine_state.aws.close()
         with psycopg.connect(pg.dsn("postgres"), autocommit=True) as c:
             c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        moto_server.reset()  # the sandbox cloud is the session's: later tests must not read these buckets in
 
 
 async def test_every_cloud_call_of_a_commit_failed_in_turn(pg, moto_server, aws):

@@ -120,7 +120,7 @@ def test_wrong_password_gets_no_console(http_proxy, browser_for):
 
 def test_notices_stream_and_cancel(sleepy_proxy, browser_for):
     page = browser_for("postgres", PASSWORD)
-    page.goto(f"https://localhost:{sleepy_proxy.http_port}/?database=postgres")
+    page.goto(f"https://localhost:{sleepy_proxy.http_port}/?database={sleepy_proxy.database}")
     t0 = time.monotonic()
     run(page, "SELECT * FROM iasql_sleep(3)")
     page.wait_for_selector("#notice-list li")

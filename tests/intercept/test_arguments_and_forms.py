@@ -83,6 +83,19 @@ def test_argument_expressions(raw, fresh_db):
     assert (err.sqlstate, err.message) == ("22P02", 'invalid input syntax for type boolean: "maybe"')
 
 
+def test_metadata_made_by_a_call_without_arguments_has_every_probe(raw, fresh_db, pg):
+    """The metadata of a database whose first call takes no arguments (made by the engine itself)
+    holds the same argument probes as one made before a probe (iasql_modules_installed()): iasql_connect('x') there gets its
+    own 0A000, not 42883 from a missing probe."""
+    conn = raw(dbname=fresh_db)
+    assert errors_in(conn.query("SELECT * FROM iasql_modules_installed()")) == []
+    [err] = errors_in(conn.query("SELECT * FROM iasql_connect('x')"))
+    assert (err.sqlstate, err.message) == ("0A000", "iasql_connect() needs the proxy's [servers] section")
+    with psycopg.connect(pg.dsn(fresh_db), autocommit=True) as c:
+        made = {r[0] for r in c.execute("SELECT proname FROM pg_proc WHERE pronamespace = 'iasql_args'::regnamespace")}
+    assert {"iasql_connect", "iasql_disconnect", "iasql_db_list", "iasql_install", "iasql_commit"} <= made
+
+
 def test_parameter_description_and_text_array_parameters(raw, fresh_db, iasql_proxy):
     conn = raw(dbname=fresh_db)
     conn.send(F.Parse("v", "SELECT * FROM iasql_install(VARIADIC $1)").encode() + F.Describe(b"S", "v").encode()

@@ -31,6 +31,9 @@ from tests.intercept.conftest import PASSWORD, InProcessProxy, psql
 from tests.intercept.helpers import data_rows, errors_in
 from tests.support.faults import RawConn, cancel_request, error_fields
 
+#: The test registry's own database (made and dropped by ``test_proxy``).
+DB = "progress_cancel_db"
+
 pytestmark = pytest.mark.timeout(60)
 
 
@@ -103,18 +106,25 @@ def test_proxy(pg, probe, tmp_path_factory):
     def setup(app):
         app.interceptor = Interceptor(QueryInterceptor(make_registry(probe)))
 
+    # a database of its own: the test registry's metadata (probes of these two functions only) must
+    # not be what a proxy with the full registry later finds, already marked current, in postgres
+    with psycopg.connect(pg.dsn(), autocommit=True) as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{DB}"')
+        c.execute(f'CREATE DATABASE "{DB}"')
     proxy = InProcessProxy(cfg, setup).start()
     yield proxy
     proxy.stop()
+    with psycopg.connect(pg.dsn(), autocommit=True) as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
 
 
 def dsn(proxy) -> str:
-    return f"host=127.0.0.1 port={proxy.port} user=postgres password={PASSWORD} dbname=postgres sslmode=disable"
+    return f"host=127.0.0.1 port={proxy.port} user=postgres password={PASSWORD} dbname={DB} sslmode=disable"
 
 
 def test_progress_arrives_while_the_call_runs(test_proxy):
     with RawConn(test_proxy.port, timeout=10) as conn:
-        conn.startup("postgres", "postgres", password=PASSWORD)
+        conn.startup("postgres", DB, password=PASSWORD)
         t0 = time.monotonic()
         conn.send(F.Query("SELECT * FROM iasql_sleep(2)").encode())
         # as from PostgreSQL: the RowDescription when execution starts, then the function's notices
@@ -197,7 +207,7 @@ def test_psql_ctrl_c(test_proxy, probe):
 
 def test_raw_cancel_request(test_proxy, probe):
     with RawConn(test_proxy.port, timeout=10) as conn:
-        conn.startup("postgres", "postgres", password=PASSWORD)
+        conn.startup("postgres", DB, password=PASSWORD)
         probe.started.clear()
         conn.send(F.Query("SELECT 1; SELECT * FROM iasql_sleep(30); SELECT 2").encode())
         assert probe.started.wait(10)
@@ -214,7 +224,7 @@ def test_raw_cancel_request(test_proxy, probe):
 
 
 def _written(pg) -> list[int]:
-    with psycopg.connect(pg.dsn(), autocommit=True) as c:
+    with psycopg.connect(pg.dsn(DB), autocommit=True) as c:
         if c.execute("SELECT to_regclass('slow_written')").fetchone()[0] is None:
             return []
         return sorted(r[0] for r in c.execute("SELECT v FROM slow_written"))
@@ -231,7 +241,7 @@ def test_client_that_leaves_during_a_call_the_text_still_commits(test_proxy, pro
     """As with a plpgsql function on PostgreSQL: the client goes away during the call, the call runs
     to its end and the autocommit text commits."""
     conn = RawConn(test_proxy.port, timeout=10)
-    conn.startup("postgres", "postgres", password=PASSWORD)
+    conn.startup("postgres", DB, password=PASSWORD)
     probe.started.clear()
     conn.send(F.Query("SELECT * FROM iasql_slow_write(7, 0.5)").encode())
     assert probe.started.wait(10)
@@ -247,7 +257,7 @@ def test_client_that_leaves_mid_batch_without_sync_is_rolled_back(test_proxy, pr
     """Extended protocol without Sync: PostgreSQL runs the function, then sees the client gone and
     rolls the unfinished transaction back; so does the proxy."""
     conn = RawConn(test_proxy.port, timeout=10)
-    conn.startup("postgres", "postgres", password=PASSWORD)
+    conn.startup("postgres", DB, password=PASSWORD)
     probe.started.clear()
     conn.send(F.Parse("", "SELECT * FROM iasql_slow_write($1, 0.5)").encode()
               + F.Bind("", "", (), (b"8",), ()).encode() + F.Execute("", 0).encode() + F.Flush().encode())

@@ -373,10 +373,12 @@ async def _revert(s: EngineSession, mc: MapperContext, journal: plan.Journal, tx
     return err
 
 
-async def _run_commit(state: EngineState, ctx: Any, message: str | None, dry_run: bool) -> list[tuple]:
-    fname = "iasql_preview" if dry_run else "iasql_commit"
+async def _run_commit(state: EngineState, ctx: Any, message: str | None, dry_run: bool,
+                      fname: str | None = None) -> list[tuple]:
+    fname = fname or ("iasql_preview" if dry_run else "iasql_commit")
     async with EngineSession(ctx, state, fname, lock=True) as s:
-        tx_id = await s.require_transaction("preview" if dry_run else "commit")
+        what = "create a review" if fname == "iasql_create_review" else "preview" if dry_run else "commit"
+        tx_id = await s.require_transaction(what, fname)
         mods = await installed_modules(s)
         mappers = cloud_mappers(mods)
         window = await plan.commit_window_start(s)
@@ -576,7 +578,7 @@ async def iasql_create_review(state: EngineState, ctx: Any, title: Any = "New Re
     """One row (markdown): a review of the open transaction, its preview and its SQL (IaSQL's
     ``iasql_create_review``). Raises what ``iasql_preview`` raises (25P01 without an open
     transaction, 58000, 55P03)."""
-    preview = await _run_commit(state, ctx, None, dry_run=True)
+    preview = await _run_commit(state, ctx, None, dry_run=True, fname="iasql_create_review")
     statements = [r[0] for r in await iasql_get_sql_for_transaction(state, ctx, None)]
     return [(review_markdown(str(title), str(description), preview, statements),)]
 

@@ -241,13 +241,15 @@ END $iasql_begin$""")
             return None
         return row[1], row[2], row[3] or ""
 
-    async def require_transaction(self, what: str) -> str:
-        """The open transaction's id; raises EngineError 25P01 when there is none."""
+    async def require_transaction(self, what: str, function: str | None = None) -> str:
+        """The open transaction's id; raises EngineError 25P01 when there is none, its message
+        saying what could not be done (``what``, e.g. "commit") and its hint which function to call
+        again (``function``, default ``iasql_<what>``)."""
         tx = await self.open_transaction()
         if tx is None:
             raise EngineError("25P01", f"Cannot {what}: no open IaSQL transaction",
                               hint="Call SELECT * FROM iasql_begin(); first, make your changes, then "
-                                   f"call iasql_{what}().")
+                                   f"call {function or 'iasql_' + what}().")
         return tx[0]
 
     # -- AWS --------------------------------------------------------------------------------------

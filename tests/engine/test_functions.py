@@ -180,11 +180,13 @@ async def test_deprecated_functions(registry, ctx):
 
 
 async def test_transaction_required_and_read_only_functions(registry, ctx, dsn):
-    for fn in ("iasql_commit", "iasql_preview", "iasql_rollback"):
+    for fn, what in (("iasql_commit", "commit"), ("iasql_preview", "preview"), ("iasql_rollback", "rollback"),
+                     ("iasql_create_review", "create a review")):
         with pytest.raises(EngineError) as ei:
             await call(registry, ctx, fn)
-        assert ei.value.sqlstate == "25P01"
-        assert "iasql_begin" in ei.value.hint
+        assert (ei.value.sqlstate, ei.value.message) == ("25P01", f"Cannot {what}: no open IaSQL transaction")
+        assert ei.value.hint == ("Call SELECT * FROM iasql_begin(); first, make your changes, then "
+                                 f"call {fn}().")
     assert await call(registry, ctx, "iasql_version") == [("0.1.0",)]
     mods = {r[0]: r for r in await call(registry, ctx, "iasql_modules_list")}
     assert {"aws_account", "aws_s3", "aws_iam", "aws_security_group", "iasql_platform"} <= set(mods)

@@ -370,8 +370,10 @@ class ProxyApp:
                     closed += 1
         return closed
 
-    async def lease(self, session: ClientSession, creds: Credentials) -> tuple[ServerConnection, Pool]:
+    async def lease(self, session: ClientSession, creds: Credentials,
+                    login_deadline: float | None = None) -> tuple[ServerConnection, Pool]:
         """A server connection for ``session`` (session pooling). Raises PoolTimeout, ServerError, AuthFailed.
+        ``login_deadline``: see ``Pool.acquire`` (a client that is still logging in).
 
         When the server refuses the database (3D000, it does not exist) the pool made for it is
         forgotten again if nothing else uses it, so SHOW POOLS lists no pool for a typo.
@@ -389,7 +391,7 @@ class ProxyApp:
 
         try:
             conn = await pool.acquire(frozenset(params.items()), opener,
-                                      started=getattr(session, "wait_started", None))
+                                      started=getattr(session, "wait_started", None), login_deadline=login_deadline)
         except ServerError as e:
             if e.sqlstate == INVALID_CATALOG_NAME:
                 self._forget_unused_pool((target.name, dbname, user), pool)

@@ -29,6 +29,9 @@ from proxy.wire import sqlstate
 
 log = logging.getLogger("iasql_proxy.pool")
 
+#: PgBouncer's text for a client whose login waited for a server longer than client_login_timeout.
+LOGIN_TIMEOUT_REASON = "client_login_timeout (server down)"
+
 
 class PoolTimeout(Exception):
     """No server connection became free in time. ``reason`` is PgBouncer's text for the client:
@@ -97,7 +100,8 @@ class Pool(PoolCore):
         """Open plus opening connections."""
         return len(self.idle) + len(self.active) + self.opening
 
-    async def acquire(self, startup_key: frozenset, opener: Opener, started: float | None = None) -> ServerConnection:
+    async def acquire(self, startup_key: frozenset, opener: Opener, started: float | None = None,
+                      login_deadline: float | None = None) -> ServerConnection:
         """A ready server connection whose start-up parameters equal ``startup_key``.
 
         Reuses an idle match, opens a new one while under ``size`` (closing an idle non-matching
@@ -106,7 +110,10 @@ class Pool(PoolCore):
         ServerError/AuthFailed from ``opener`` (a server that could not be reached is tried again
         after ``login_retry`` seconds, while the deadline allows), and the ServerError of
         ``login_failed_error`` when the server could not be reached less than ``login_retry``
-        seconds ago and the pool has no connection.
+        seconds ago and the pool has no connection. ``login_deadline`` (monotonic seconds): a
+        client still logging in waits no longer than this (its connect time plus
+        ``client_login_timeout``), then PoolTimeout ``client_login_timeout (server down)``, as
+        PgBouncer's janitor ends clients waiting for a pool's first welcome.
         """
         if started is None:
             started = time.monotonic()
@@ -114,6 +121,8 @@ class Pool(PoolCore):
         reason = "query_wait_timeout"
         if self.query_timeout > 0 and started + self.query_timeout <= deadline:
             deadline, reason = started + self.query_timeout, "query_timeout"
+        if login_deadline is not None and login_deadline < deadline:
+            deadline, reason = login_deadline, LOGIN_TIMEOUT_REASON
         self.last_opener, self.last_key = opener, startup_key
         failed = self.login_failed
         if (failed is not None and time.monotonic() - failed[0] < self.login_retry

@@ -388,8 +388,9 @@ class ClientSession(ClientCore, asyncio.Protocol):
 
     async def _login(self) -> None:
         try:
-            # client_login_timeout bounds start-up, TLS and authentication; waiting for a server
-            # connection after that is bounded by query_wait_timeout, as in PgBouncer
+            # client_login_timeout bounds start-up, TLS and authentication (here), and the wait
+            # for a pool's first welcome (_welcome); other waits for a server connection are
+            # bounded by query_wait_timeout, as in PgBouncer
             timeout = self.cfg.client_login_timeout
             timer = (asyncio.get_running_loop().call_later(timeout, self._login_timed_out)
                      if timeout > 0 else None)
@@ -443,7 +444,17 @@ class ClientSession(ClientCore, asyncio.Protocol):
             welcome = self.pool.welcome.get(self._startup_key)
         try:
             if welcome is None:
-                self.server, self.pool = await self.app.lease(self, creds)
+                # as PgBouncer: a client waiting for a pool's first welcome (its server has never
+                # answered for these parameters: down, or not yet) waits client_login_timeout from
+                # its connect; a session client of a pool that has welcomed before waits as a query
+                # waits (query_wait_timeout)
+                login_deadline = None
+                if self.cfg.client_login_timeout > 0:
+                    pool = self.pool or self.app.pool_for(self.target, self.target.dbname or self.database,
+                                                          self.target.user or self.user)
+                    if self._startup_key not in pool.welcome:
+                        login_deadline = self.started + self.cfg.client_login_timeout
+                self.server, self.pool = await self.app.lease(self, creds, login_deadline)
                 welcome = dict(self.server.params)
                 self.pool.welcome[self._startup_key] = welcome
         except PoolTimeout as e:

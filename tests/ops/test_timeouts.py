@@ -249,6 +249,33 @@ def test_server_refusing_connections_fails_fast_during_login_retry(make_proxy, p
         "FATAL", "08P01", "server login has been failing, cached error: connect failed (server_login_retry)")
 
 
+@pytest.mark.parametrize("pool_mode", ["session", "transaction"])
+def test_login_waiting_for_a_server_that_never_answered_ends_at_client_login_timeout(make_proxy, pg, pool_mode):
+    """PgBouncer 1.18 against the same dead port ends the login after client_login_timeout with
+    ``client_login_timeout (server down)``; query_wait_timeout, when longer, does not keep it."""
+    port = free_port()
+    databases = f"gone = host=127.0.0.1 port={port} dbname=postgres\n* = host=127.0.0.1 port={pg.port}"
+    proxy = make_proxy(databases, pool_mode=pool_mode, client_login_timeout=2, query_wait_timeout=60,
+                       server_login_retry=1)
+    t0 = time.monotonic()
+    assert _expect_login_error(proxy, "gone") == ("FATAL", "08P01", "client_login_timeout (server down)")
+    assert time.monotonic() - t0 < 30  # not query_wait_timeout's 60 s (the read would time out first)
+    nxt = login(proxy)  # a database whose server answers logs in as before
+    assert data_rows(nxt.query("SELECT 5")) == [["5"]]
+    nxt.terminate()
+
+
+def test_session_login_waiting_for_a_busy_pool_is_a_query_wait(make_proxy):
+    """A session pool that has welcomed clients before (its server answers, all its connections are
+    taken): the next login waits query_wait_timeout, not client_login_timeout."""
+    proxy = make_proxy(pool_mode="session", default_pool_size=1, client_login_timeout=1, query_wait_timeout=4)
+    holder = login(proxy)
+    t0 = time.monotonic()
+    assert _expect_login_error(proxy, "postgres") == ("FATAL", "08P01", "query_wait_timeout")
+    assert time.monotonic() - t0 >= 3.5
+    holder.terminate()
+
+
 def test_server_login_retry_zero_reports_the_failure_at_once(make_proxy, pg):
     port = free_port()
     databases = f"gone = host=127.0.0.1 port={port} dbname=postgres\n* = host=127.0.0.1 port={pg.port}"

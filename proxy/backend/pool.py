@@ -9,7 +9,8 @@ is shorter) gets PgBouncer's error text.
 
 A server that cannot be reached (connection refused, ``server_connect_timeout``) is tried again
 only ``server_login_retry`` seconds later, as PgBouncer does: the client that waits for it goes on
-waiting (up to its ``query_wait_timeout``), and a client that arrives meanwhile while the pool has
+waiting (up to its ``query_wait_timeout``, or ``client_login_timeout`` from its connect while it
+is logging in to a pool that has never welcomed a client), and a client that arrives meanwhile while the pool has
 no connection at all fails at once with PgBouncer's ``server login has been failing, cached error:
 ... (server_login_retry)``. An error the server itself sends at login (wrong password, unknown
 database) goes to the client as it is, every time.

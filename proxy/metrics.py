@@ -78,6 +78,11 @@ def session_state(session: Any, waiting: dict) -> str:
     return "login"
 
 
+def _logged_in(session: Any) -> bool:
+    """Whether ``session`` completed its login (was sent ReadyForQuery at least once)."""
+    return bool(getattr(session, "ready", False) or getattr(session, "key", None))
+
+
 @dataclass
 class PoolView:
     """One pool's numbers, for SHOW POOLS and the gauges."""
@@ -148,8 +153,10 @@ class Metrics:
                                      buckets=buckets, sum_value=self.wait_sum)
 
     def retire(self, session: Any) -> None:
-        """``session`` ended: keep its counters in its database's totals."""
-        if getattr(session, "admin_role", None) is not None or not session.user:
+        """``session`` ended: keep its counters in its database's totals. A session that never
+        logged in (a wrong password, an unknown database, a refused start-up) adds no row: else
+        anyone who can reach the port could grow SHOW STATS by one row per made-up name."""
+        if getattr(session, "admin_role", None) is not None or not session.user or not _logged_in(session):
             return
         t = self.retired.get(session.database)
         if t is None:
@@ -169,7 +176,7 @@ class Metrics:
         """Per database: the TOTAL_FIELDS values since start (live sessions included)."""
         out: dict[str, list[int]] = {db: v[:] + [0] for db, v in self.retired.items()}
         for s in list(self.app.clients):
-            if getattr(s, "admin_role", None) is not None or not s.user:
+            if getattr(s, "admin_role", None) is not None or not s.user or not _logged_in(s):
                 continue
             t = out.get(s.database)
             if t is None:

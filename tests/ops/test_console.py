@@ -139,6 +139,25 @@ def test_outsider_refused(ops_proxy, outsider):
     assert proc.returncode != 0 and "password authentication failed" in proc.stderr
 
 
+def test_failed_logins_add_no_show_stats_rows(ops_proxy, pg_roles):
+    """Only databases someone logged in to have a SHOW STATS row: logins that fail (a database that
+    does not exist, a wrong password) add none, however many made-up names they carry."""
+    names = [f"flood_{i}_{time.monotonic_ns()}" for i in range(5)]
+    for name in names:
+        with RawConn(ops_proxy.port) as raw, pytest.raises(ServerFatal) as e:
+            raw.startup("alice", name, pg_roles["alice"])
+        assert e.value.fields.sqlstate == "3D000"
+        with RawConn(ops_proxy.port) as raw, pytest.raises(ServerFatal) as e:
+            raw.startup("alice", name + "_pw", "wrong password")
+        assert e.value.fields.sqlstate == "28P01"
+
+    def listed():
+        return {r["database"] for r in ok(psql(ops_proxy, "SHOW STATS"))[1]}
+
+    wait_for(lambda: not any(s.startswith("flood_") for s in listed()), timeout=5)
+    assert not {n for n in listed() if n.startswith("flood_")}
+
+
 def test_unknown_command_is_42601(ops_proxy):
     proc = psql(ops_proxy, "SELECT 1")
     assert proc.returncode != 0

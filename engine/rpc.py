@@ -75,6 +75,8 @@ class CallContext(Protocol):
     - optional ``abandoned_transactions``: ids of IaSQL transactions whose opening session is
       known to have ended (a container of str; missing means none known). ``iasql_begin`` closes
       such a transaction at once instead of waiting for it.
+    - optional ``own_transaction``: the id of the IaSQL transaction the caller's own session
+      opened (None or missing: none known). ``iasql_begin`` fails at once when that one is open.
 
     The engine never opens, commits or rolls back transactions: the caller's transaction (an
     explicit block, the implicit transaction of a multi-statement Query, or the statement's own)

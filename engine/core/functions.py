@@ -21,6 +21,7 @@ from psycopg import sql
 from engine.aws import CloudError
 from engine.core import plan
 from engine.core.session import EngineSession, EngineState, to_engine_error
+from engine.locks import setting_ms
 from engine.modules import MODULES, VERSION
 from engine.modules.base import Mapper, MapperContext, Module
 from engine.rpc import EngineError
@@ -287,14 +288,21 @@ async def iasql_begin(state: EngineState, ctx: Any) -> list[tuple]:
     Returns one row (message 'Transaction started', transaction_id). While another IaSQL
     transaction is open, or another call holds the IaSQL lock, it waits (one progress NOTICE) up
     to ``lock_wait_timeout`` in all, then raises EngineError 55P03 'Another transaction is open or
-    running. Please try again later.'; 57014 when cancelled. The IaSQL lock is only ever tried,
+    running. Please try again later.'; the wait is the caller's own ``lock_timeout`` when that
+    is shorter (then 55P03 'canceling statement due to lock timeout', as from Postgres). When
+    the open transaction is the one the caller's own session opened (``ctx.own_transaction``),
+    waiting could only time out: 25001 at once. 57014 when cancelled. The IaSQL lock is only ever tried,
     never waited for, and kept only when no transaction is open once it is held
     (``EngineSession.lock_if_no_transaction``): it is held until the caller's transaction ends,
     so waiting while holding it would keep the open transaction from closing."""
     import time
 
-    deadline = time.monotonic() + state.settings.lock_wait_timeout
+    started = time.monotonic()
     async with EngineSession(ctx, state, "iasql_begin") as s:
+        wait = state.settings.lock_wait_timeout
+        own = setting_ms((await s.fetchone("SELECT pg_catalog.current_setting('lock_timeout')"))[0]) / 1000
+        lock_timeout = 0 < own < wait
+        deadline = started + (own if lock_timeout else wait)
         reported = False
         while True:
             tx = await s.open_transaction()
@@ -309,9 +317,16 @@ async def iasql_begin(state: EngineState, ctx: Any) -> list[tuple]:
                     await s.log("OPEN_TRANSACTION", transaction_id=tx_id, message=f"opened by {ctx.user}")
                     return [("Transaction started", tx_id)]
                 tx = await s.open_transaction()  # opened by someone else just before we looked again?
+            if tx is not None and tx[0] == getattr(ctx, "own_transaction", None):
+                raise EngineError("25001", "an IaSQL transaction is already open in this session",
+                                  detail=f"Transaction {tx[0]} was opened at {tx[1]} ({tx[2]}).",
+                                  hint="Finish it with iasql_commit() or iasql_rollback() before "
+                                       "calling iasql_begin() again.")
             if time.monotonic() >= deadline:
                 detail = f"Transaction {tx[0]} was opened at {tx[1]} ({tx[2]})." if tx else \
                     f"Another call holds the IaSQL lock: {await s.lock_holder()}."
+                if lock_timeout:
+                    raise EngineError("55P03", "canceling statement due to lock timeout", detail=detail)
                 raise EngineError("55P03", "Another transaction is open or running. Please try again later.",
                                   detail=detail, hint="Finish it with iasql_commit() or iasql_rollback().")
             if not reported:

@@ -88,6 +88,8 @@ class ServerCaller:
         self.busy = False                   # a statement of the call is running on the server
         # IaSQL transactions whose opening session ended (``abandon``): iasql_begin closes them
         self.abandoned_transactions = session.app.__dict__.get("abandoned_iasql_transactions", {})
+        # the IaSQL transaction this client session opened (iasql_begin refuses a second at once)
+        self.own_transaction = getattr(session, "iasql_transaction", None)
 
     # -- CallContext ------------------------------------------------------------------------------
     async def run(self, query: str, params: Sequence[Any] = ()) -> Result:

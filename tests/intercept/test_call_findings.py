@@ -156,3 +156,35 @@ def test_iasql_begin_waits_the_whole_timeout_whatever_it_waits_for(short_lock_pr
         assert len(notices) == 1
     finally:
         holder.close()
+
+
+def test_iasql_begin_waits_no_longer_than_the_callers_lock_timeout(iasql_proxy, fresh_db):
+    """The README's promise for every wait of a call: lock_wait_timeout (10 s here), or the
+    caller's own lock_timeout when shorter, which then ends it as Postgres's own lock timeout."""
+    with psycopg.connect(iasql_proxy.dsn(dbname=fresh_db), autocommit=True) as holder, \
+            psycopg.connect(iasql_proxy.dsn(dbname=fresh_db), autocommit=True) as other:
+        holder.execute("SELECT * FROM iasql_begin()").fetchall()  # an open IaSQL transaction
+        other.execute("SET lock_timeout = '500ms'")
+        t0 = time.monotonic()
+        with pytest.raises(pe.LockNotAvailable) as ei:
+            other.execute("SELECT * FROM iasql_begin()")
+        assert ei.value.diag.message_primary == "canceling statement due to lock timeout"
+        assert ei.value.diag.message_detail.startswith("Transaction ")
+        assert time.monotonic() - t0 < 8  # well under lock_wait_timeout
+        holder.execute("SELECT * FROM iasql_rollback()").fetchall()
+
+
+def test_iasql_begin_twice_in_one_session_fails_at_once(iasql_proxy, fresh_db):
+    """The open IaSQL transaction is the caller's own: waiting for it could only time out."""
+    with psycopg.connect(iasql_proxy.dsn(dbname=fresh_db), autocommit=True) as c:
+        [(_, tx_id)] = c.execute("SELECT * FROM iasql_begin()").fetchall()
+        t0 = time.monotonic()
+        with pytest.raises(psycopg.errors.ActiveSqlTransaction) as ei:
+            c.execute("SELECT * FROM iasql_begin()")
+        assert ei.value.diag.message_primary == "an IaSQL transaction is already open in this session"
+        assert ei.value.diag.message_detail.startswith(f"Transaction {tx_id} was opened at ")
+        assert time.monotonic() - t0 < 8  # not lock_wait_timeout
+        # the session goes on, and its transaction closes as usual
+        c.execute("SELECT * FROM iasql_rollback()").fetchall()
+        assert c.execute("SELECT * FROM iasql_begin()").fetchall()[0][0] == "Transaction started"
+        c.execute("SELECT * FROM iasql_rollback()").fetchall()

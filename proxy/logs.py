@@ -29,7 +29,7 @@ import re
 import sys
 import time
 
-__all__ = ["LineFormatter", "setup", "set_tag", "info", "escape", "mentions_secret", "redact_statement", "redact_traceback",
+__all__ = ["LineFormatter", "setup", "set_tag", "info", "escape", "quote_fields", "mentions_secret", "redact_statement", "redact_traceback",
            "REDACTED"]
 
 _handler: logging.StreamHandler | None = None
@@ -66,6 +66,28 @@ def redact_statement(text: str) -> str:
     """``text`` (a statement, or anything that may quote one) as it may be logged: unchanged, or
     ``REDACTED`` when it mentions ``aws_credentials``/``secret_access_key``/``secret``."""
     return REDACTED if _SECRET_WORDS.search(text) is not None else text
+
+
+#: A ``%s`` value that would read as more than one ``key=value`` field: written quoted.
+_NEEDS_QUOTES = re.compile(r'[\s="\\]')
+_SPEC = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(?:\*|\d+)?(?:\.(?:\*|\d+))?[hlL]?([diouxXeEfFgGcrsa%])")
+
+
+def quote_fields(fmt: str, args: tuple) -> tuple | None:
+    """``args`` with every str substituted by a ``%s`` of ``fmt`` that holds whitespace, ``=``,
+    ``"`` or a backslash written as a double-quoted string (``"evil user=postgres"``, inner ``"``
+    and backslashes escaped), so a client-chosen user or database name cannot forge a field of a
+    ``key=value`` line; None when nothing needs quoting (or ``fmt`` and ``args`` do not match)."""
+    if not any(type(a) is str and _NEEDS_QUOTES.search(a) for a in args):
+        return None
+    kinds = [k for k in _SPEC.findall(fmt) if k != "%"]
+    if len(kinds) != len(args):
+        return None
+    out = list(args)
+    for i, (kind, a) in enumerate(zip(kinds, args)):
+        if kind == "s" and type(a) is str and _NEEDS_QUOTES.search(a):
+            out[i] = '"' + a.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return tuple(out)
 
 
 def _mentions(value: object) -> bool:
@@ -140,6 +162,14 @@ class LineFormatter(logging.Formatter):
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         message = record.message
+        if type(record.args) is tuple and record.args:
+            quoted = quote_fields(str(record.msg), record.args)
+            if quoted is not None:
+                try:
+                    message = str(record.msg) % quoted
+                    record.args = quoted
+                except Exception:
+                    pass
         if _SECRET_WORDS.search(message) is not None:
             message = _safe_message(record.msg, record.args, message)
         record.message = escape(message)  # a traceback, added after this, keeps its lines
@@ -200,6 +230,9 @@ def info(logger: logging.Logger, fmt: str, *args: object) -> None:
         logger.info(fmt, *args)
         return
     fm = h.formatter
+    quoted = quote_fields(fmt, args) if args else None
+    if quoted is not None:
+        args = quoted
     message = fmt % args
     if _SECRET_WORDS.search(message) is not None:
         message = _safe_message(fmt, args, message)

@@ -62,7 +62,25 @@ def test_control_characters_cannot_forge_a_line(stderr):
     except ValueError:
         lg.exception("event=error user=%s", "é ok")
     lines = stderr.getvalue().splitlines()
-    assert lines[0].endswith("user=x\\n2026-11-29 00:00:00,000 INFO iasql_proxy event=session_start user=admin\\r\\x1b[2J")
-    assert lines[1].endswith("event=login_failed user=x\\n2026-11-29 00:00:00,000 INFO iasql_proxy "
-                             "event=session_start user=admin\\r\\x1b[2J")
-    assert lines[2].endswith("event=error user=é ok") and lines[3] == "Traceback (most recent call last):"
+    # (quoted too: the name has spaces and "=")
+    assert lines[0].endswith('user="x\\n2026-11-29 00:00:00,000 INFO iasql_proxy event=session_start user=admin\\r\\x1b[2J"')
+    assert lines[1].endswith('event=login_failed user="x\\n2026-11-29 00:00:00,000 INFO iasql_proxy '
+                             'event=session_start user=admin\\r\\x1b[2J"')
+    assert lines[2].endswith('event=error user="é ok"') and lines[3] == "Traceback (most recent call last):"
+
+
+def test_names_with_spaces_or_equals_cannot_forge_a_field(stderr):
+    """A client-chosen user or database name is one ``key=value`` field, on both paths: a value
+    with whitespace, ``=``, ``"`` or a backslash is written double-quoted (``%r`` fields as they were)."""
+    lg = logging.getLogger("iasql_proxy.test_q")
+    fmt = "event=login_failed user=%s database=%s reason=%r"
+    args = ('evil user=postgres', 'd tls=TLSv1.3', "no pg_hba.conf entry")
+    logs.info(lg, fmt, *args)
+    lg.info(fmt, *args)
+    lg.info("event=x user=%s", 'a"b\\c')
+    fast, slow, odd = (line.split(" INFO iasql_proxy.test_q ", 1)[1] for line in stderr.getvalue().splitlines())
+    want = 'event=login_failed user="evil user=postgres" database="d tls=TLSv1.3" reason=\'no pg_hba.conf entry\''
+    assert fast == slow == want
+    assert odd == 'event=x user="a\\"b\\\\c"'
+    lg.info("event=x user=%s n=%d", "alice", 3)
+    assert stderr.getvalue().splitlines()[-1].endswith("event=x user=alice n=3")

@@ -171,9 +171,12 @@ async def iasql_install(state: EngineState, ctx: Any, *modules: Any) -> list[tup
     named (dependencies installed with them get no rows, as in IaSQL). Raises EngineError
     22023 (bad name), 42704 (unknown module, with a suggestion), 42P07 (a table already exists),
     58000 (cloud read failed; nothing is installed), 55P03 (lock)."""
-    names = validate_names(modules, "install")
-    wanted = [m for m in resolve(names) if isinstance(m, Module)]
-    async with EngineSession(ctx, state, "iasql_install", lock=True) as s:
+    async with EngineSession(ctx, state, "iasql_install") as s:
+        # checked inside the session, so that a bad name is an ERROR row of iasql_get_errors()
+        # like any other failure; before the lock, so that a typo never waits for it
+        names = validate_names(modules, "install")
+        wanted = [m for m in resolve(names) if isinstance(m, Module)]
+        await s.acquire_lock()
         installed = set(await s.installed())
         by = module_by_name()
         todo: dict[str, Module] = {}
@@ -241,13 +244,15 @@ async def iasql_uninstall(state: EngineState, ctx: Any, *modules: Any) -> list[t
     dropped_table_name, record_count) per dropped table. Raises EngineError 22023/42704 (names),
     2BP01 when an installed module still depends on a target (IaSQL's message), 0A000 for the
     platform modules, 55P03 (lock)."""
-    names = validate_names(modules, "uninstall")
-    resolved = resolve(names)
-    platform = [m for m in resolved if isinstance(m, str)]
-    if platform:
-        raise EngineError("0A000", f"Cannot uninstall {', '.join(platform)}: it is part of the IaSQL platform")
-    wanted = [m for m in resolved if isinstance(m, Module)]
-    async with EngineSession(ctx, state, "iasql_uninstall", lock=True) as s:
+    async with EngineSession(ctx, state, "iasql_uninstall") as s:
+        # checked inside the session (an ERROR row, as iasql_install's), before the lock
+        names = validate_names(modules, "uninstall")
+        resolved = resolve(names)
+        platform = [m for m in resolved if isinstance(m, str)]
+        if platform:
+            raise EngineError("0A000", f"Cannot uninstall {', '.join(platform)}: it is part of the IaSQL platform")
+        wanted = [m for m in resolved if isinstance(m, Module)]
+        await s.acquire_lock()
         installed = await installed_modules(s)
         targets = [m for m in installed if m.name in {w.name for w in wanted}]
         if not targets:

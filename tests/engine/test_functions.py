@@ -111,6 +111,21 @@ async def test_typo_gets_a_suggestion(registry, ctx):
     assert ei.value.message.endswith("Did you mean: aws_iam@0.1.0, aws_account@0.1.0")
 
 
+async def test_bad_module_names_are_errors_of_iasql_get_errors(registry, ctx):
+    """As every other failed call: the ERROR row iasql_get_errors() lists (IaSQL records them too)."""
+    await call(registry, ctx, "iasql_modules_installed")  # the metadata, so that the ERROR rows can be kept
+    for fn, arg, code in (("iasql_install", "aws_s4", "42704"), ("iasql_uninstall", "nope", "42704"),
+                          ("iasql_install", None, "22004")):
+        with pytest.raises(EngineError) as ei:
+            await call(registry, ctx, fn, arg)
+        assert ei.value.sqlstate == code
+    messages = [m for _, m in await call(registry, ctx, "iasql_get_errors")]
+    assert len(messages) == 3, messages
+    assert messages[2].startswith("iasql_install: The following modules do not exist: aws_s4@0.1.0")
+    assert messages[1].startswith("iasql_uninstall: ")
+    assert messages[0].startswith("iasql_install: ")
+
+
 async def test_install_collision(registry, ctx, dsn):
     await call(registry, ctx, "iasql_modules_installed")  # creates the metadata
     await sql(dsn, "CREATE TABLE bucket (x int)")

@@ -1,10 +1,12 @@
 """One connection from the proxy to a real PostgreSQL server.
 
 It has two modes. In *collect* mode (login, reset, and traffic the proxy itself drives) every
-complete message is queued for ``recv()``. In *relay* mode (a client's ordinary traffic) bytes go
-straight to the attached client's transport as they arrive; a ``RelayScanner`` follows message
-boundaries only to see ReadyForQuery (transaction status) and ParameterStatus. Rows are never
-decoded. Protocol follows the PostgreSQL protocol chapter, "Start-up" and "Message Flow".
+complete message is queued for ``recv()``; past ``INBOX_HIGH_WATER`` queued bytes the
+connection stops reading its socket until ``recv`` has taken the queue down to
+``INBOX_LOW_WATER``. In *relay* mode (a client's ordinary traffic) bytes go straight to the
+attached client's transport as they arrive; a ``RelayScanner`` follows message boundaries only to
+see ReadyForQuery (transaction status) and ParameterStatus. Rows are never decoded. Protocol
+follows the PostgreSQL protocol chapter, "Start-up" and "Message Flow".
 """
 
 from __future__ import annotations
@@ -38,6 +40,13 @@ _RELAY_WATCH = frozenset((_Z, _S, _E, _G))
 #: Operations"): NotificationResponse, NoticeResponse, ParameterStatus.
 _ASYNC = frozenset((_A, ord("N"), _S))
 _BYTE = tuple(bytes((i,)) for i in range(256))
+#: Collect-mode flow control (bytes of complete messages queued for ``recv``): above the high
+#: mark the connection stops reading from its socket (``transport.pause_reading``), so the peer
+#: waits (a /run link whose WebSocket client reads slowly holds back its own results); it reads
+#: again once ``recv`` has taken the queue down to the low mark. The queue can exceed the high
+#: mark by one read (and one message: a message is never cut).
+INBOX_HIGH_WATER = 1024 * 1024
+INBOX_LOW_WATER = 256 * 1024
 
 
 class ServerError(Exception):
@@ -78,7 +87,9 @@ class ServerConnection(ServerCore, asyncio.Protocol):
     Attributes: ``params`` (dict of the server's current ParameterStatus values),
     ``backend_key`` (its BackendKeyData), ``status`` (last ReadyForQuery status: b'I', b'T', b'E'),
     ``startup_key`` (the start-up parameters it was opened with, used to match pooled reuse),
-    ``created``/``last_used`` (monotonic seconds).
+    ``created``/``last_used`` (monotonic seconds), ``inbox_bytes`` (bytes of the complete
+    messages collected and not yet taken by ``recv``: at most ``INBOX_HIGH_WATER`` plus one read
+    and one message while the consumer lags).
     """
 
     def __init__(self, target: "DatabaseTarget", startup_key: frozenset):
@@ -100,6 +111,11 @@ class ServerConnection(ServerCore, asyncio.Protocol):
         self.garbage: set[str] = set()  # statements it holds for clients that left: closed before reuse
         self._frames = FrameBuffer()
         self._inbox: collections.deque = collections.deque()
+        #: bytes of the complete messages in ``_inbox`` (type byte, length word and payload)
+        self.inbox_bytes = 0
+        #: collect mode paused the transport's reading (``INBOX_HIGH_WATER``); only collect mode
+        #: resumes what it paused (relay mode's own pause is the client session's)
+        self._inbox_paused = False
         self._waiter: asyncio.Future | None = None
         self._scanner = RelayScanner(_RELAY_WATCH, self._on_relay_message)
         self._raw_waiter: asyncio.Future | None = None
@@ -130,14 +146,51 @@ class ServerConnection(ServerCore, asyncio.Protocol):
             if self._raw_waiter is not None and not self._raw_waiter.done():
                 self._raw_waiter.set_result(None)
             return
-        self._frames.feed(data)
+        frames = self._frames
+        held = len(frames)
+        frames.feed(data)
+        inbox = self._inbox
         try:
-            for frame in self._frames.frames():
-                self._inbox.append(frame)
+            for message in frames.frames():
+                inbox.append(message)
         except ProtocolViolation as e:
-            self._inbox.append(e)
+            inbox.append(e)
             self.abort()
+        # complete messages only (a partial one stays in ``_frames``): so a paused connection
+        # always has something queued for ``recv``, whose taking it resumes reading
+        self.inbox_bytes += held + len(data) - len(frames)
+        if self.inbox_bytes > INBOX_HIGH_WATER and not self._inbox_paused and inbox:
+            self._pause_collect()
         self._wake()
+
+    def _pause_collect(self) -> None:
+        """Stop reading from the socket (collect mode's queue passed ``INBOX_HIGH_WATER``)."""
+        transport = self.transport
+        if transport is not None and not self.closed and not transport.is_closing():
+            try:
+                transport.pause_reading()
+            except (RuntimeError, NotImplementedError):  # a transport that cannot pause: no limit
+                return
+            self._inbox_paused = True
+
+    def _resume_collect(self) -> None:
+        """Read from the socket again after ``_pause_collect`` (no-op when it did not pause)."""
+        if not self._inbox_paused:
+            return
+        self._inbox_paused = False
+        transport = self.transport
+        if transport is not None and not self.closed and not transport.is_closing():
+            try:
+                transport.resume_reading()
+            except (RuntimeError, NotImplementedError):
+                pass
+
+    def _took(self, item) -> None:
+        """Account for ``item`` taken off the inbox; read again below ``INBOX_LOW_WATER``."""
+        if not isinstance(item, Exception):
+            self.inbox_bytes -= 5 + len(item[1])
+        if self._inbox_paused and self.inbox_bytes <= INBOX_LOW_WATER:
+            self._resume_collect()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -207,9 +260,12 @@ class ServerConnection(ServerCore, asyncio.Protocol):
         inbox = self._inbox
         while inbox and not isinstance(inbox[0], Exception) and inbox[0][0] in _ASYNC:
             t, payload = inbox.popleft()
+            self.inbox_bytes -= 5 + len(payload)
             client.write(frame(bytes((t,)), payload))
             if t == _S:
                 self._on_relay_message(t, payload)
+        if self._inbox_paused:  # relayed output does not queue here: relay mode's own flow control
+            self._resume_collect()
 
     def detach(self) -> None:
         """Stop relaying; later output is collected for ``recv()``."""
@@ -222,9 +278,12 @@ class ServerConnection(ServerCore, asyncio.Protocol):
         """Drop messages that arrived while the connection sat idle in the pool (e.g. notices)."""
         while self._inbox and not isinstance(self._inbox[0], Exception):
             t, payload = self._inbox.popleft()
+            self.inbox_bytes -= 5 + len(payload)
             if t == _S:
                 ps = B.ParameterStatus.decode(payload)
                 self.params[ps.name] = ps.value
+        if self._inbox_paused and self.inbox_bytes <= INBOX_LOW_WATER:
+            self._resume_collect()
 
     @property
     def at_boundary(self) -> bool:
@@ -238,10 +297,19 @@ class ServerConnection(ServerCore, asyncio.Protocol):
             w.set_result(None)
 
     async def recv(self) -> tuple[int, bytes]:
-        """Next complete ``(type, payload)``. Raises ServerError when the link is gone."""
+        """Next complete ``(type, payload)``: ``type`` the message's type byte as an int,
+        ``payload`` its body without type and length. Raises ServerError when the link is gone
+        (and the ProtocolViolation that made the connection abort, in its place in the stream).
+
+        Flow control: while more than ``INBOX_HIGH_WATER`` bytes wait here the connection reads
+        nothing more from its socket; taking them down to ``INBOX_LOW_WATER`` bytes resumes it. A
+        consumer that keeps calling ``recv`` therefore never waits on a paused connection, and a
+        closed peer is still seen (as ServerError) once the queue before it is taken.
+        """
         while not self._inbox:
             if self.closed:
                 raise ServerError("server closed the connection unexpectedly")
+            self._resume_collect()  # nothing queued: never wait on a paused socket
             fut = self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await fut
@@ -250,6 +318,7 @@ class ServerConnection(ServerCore, asyncio.Protocol):
                 if self._waiter is fut:
                     self._waiter = None
         item = self._inbox.popleft()
+        self._took(item)
         if isinstance(item, Exception):
             raise item
         if item[0] == _Z:

@@ -13,6 +13,11 @@ interception uses, the original text byte for byte) is sent as its own Query, as
 statements of a file, so each statement's result is complete, and sent to the browser, the moment
 its CommandComplete arrives. The run stops at the first error (psql's ``ON_ERROR_STOP``). One link
 is one session: ``BEGIN`` in one run and ``COMMIT`` in the next work, as in psql.
+
+Rows are read only as fast as the browser takes them: ``emit`` waits for the WebSocket to drain,
+and meanwhile the link's collect-mode queue stops reading its socket past ``INBOX_HIGH_WATER``
+bytes (``proxy.backend.connection``), so the proxy's listener, and then Postgres, wait for the
+browser: a slow reader holds back its own results instead of the proxy holding them.
 """
 
 from __future__ import annotations

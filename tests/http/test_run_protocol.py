@@ -222,3 +222,68 @@ async def test_a_bug_in_a_run_ends_that_run_only(sleepy_proxy, client_tls, monke
            "sslmode=require")
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as c:
         assert await (await c.execute("SELECT 1")).fetchone() == (1,)
+
+
+def _rss_bytes(pid: int) -> int:
+    """Resident memory of process ``pid`` and its direct children (``workers = N``), in bytes,
+    from ``/proc/<pid>/status`` VmRSS."""
+    import os
+
+    pids = [pid]
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                pids += [int(p) for p in f.read().split()]
+    except OSError:
+        pass
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return total
+
+
+async def test_a_client_that_does_not_read_holds_back_its_own_results(http_proxy, http_db, client_tls):
+    """300 rows of 1 MB for a client that reads nothing for a while: the proxy keeps only a few
+    MiB of them (the link to its own listener stops reading, and then Postgres waits), not the
+    whole result; another client is answered meanwhile; then every row arrives intact."""
+    pid = http_proxy.process.pid
+    sql = "SELECT repeat('x', 1000000) FROM generate_series(1, 300)"
+    # max_queue=1: the test client itself buffers at most ~one message before it stops reading
+    async with await open_ws(http_proxy.http_port, client_tls, database=http_db,
+                             max_size=None, max_queue=1) as slow:
+        async with await open_ws(http_proxy.http_port, client_tls, database=http_db) as other:
+            await run_script(other, "SELECT 1")  # both sessions exist: their cost is in the baseline
+            before = _rss_bytes(pid)
+            await slow.send(json.dumps({"sql": sql}))
+            peak = before
+            deadline = time.monotonic() + 6
+            other_took = None
+            while time.monotonic() < deadline:
+                await asyncio.sleep(0.25)
+                peak = max(peak, _rss_bytes(pid))
+                if other_took is None and time.monotonic() > deadline - 4:
+                    t0 = time.monotonic()
+                    got = await asyncio.wait_for(run_script(other, "SELECT 42 AS answer"), 20)
+                    other_took = time.monotonic() - t0
+                    assert got[0][1]["rows"] == [["42"]]
+            grown = (peak - before) / 2**20
+            assert grown < 64, f"the proxy grew by {grown:.0f} MiB for a client that does not read"
+            assert other_took is not None and other_took < 10
+        rows = 0
+        while True:
+            m = json.loads(await asyncio.wait_for(slow.recv(), 60))
+            if m.get("done"):
+                break
+            assert "error" not in m, m
+            for row in m.get("rows", []):
+                assert row == ["x" * 1000000]
+                rows += 1
+            if "command" in m:
+                assert m["command"] == "SELECT 300"
+    assert rows == 300

@@ -30,7 +30,8 @@ The tables and the sandbox cloud are kept together: ``pgdata`` holds the rows, `
 the resources they describe, so after a restart ``iasql_commit`` finds in the cloud what the
 tables say is there (a cloud that started empty would make the next commit's sync delete the rows).
 A cloud that cannot be restored (a moto upgrade changed its classes) stops the start with the
-reason rather than starting empty under the old tables.
+reason rather than starting empty under the old tables. A service moto cannot save is named on the
+stack's stderr (``MotoServer.warn_fd``) when it is left out, not only in moto's log.
 """
 
 from __future__ import annotations

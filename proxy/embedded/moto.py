@@ -35,13 +35,17 @@ class MotoServer:
     """``moto.server`` on ``host``:``port`` (an ephemeral port when None).
 
     ``state_file``: None for a cloud that starts empty; a path to keep the cloud across restarts
-    (created on the first stop; restored at every later start).
+    (created on the first stop; restored at every later start). ``warn_fd``: with ``state_file``,
+    the file descriptor of this process that also gets the server's warnings (a service it cannot
+    save or restore), by default 2, this process's stderr; None leaves them in the server's log
+    only (read when the server fails to start).
     """
 
     host: str = "127.0.0.1"
     port: int | None = None
     process: subprocess.Popen | None = None
     state_file: Path | None = None
+    warn_fd: int | None = 2
 
     @property
     def endpoint_url(self) -> str:
@@ -63,11 +67,24 @@ class MotoServer:
 
             command = [sys.executable, "-m", "proxy.embedded.moto_state", "--state", str(self.state_file),
                        "-H", self.host, "-p", str(self.port)]
+        # the server's warnings reach the user on a copy of our stderr (its own stderr is the log)
+        warn_fd = None
+        if self.state_file is not None and self.warn_fd is not None:
+            try:
+                warn_fd = os.dup(self.warn_fd)
+            except OSError:
+                warn_fd = None  # no stderr (a daemon): the warnings stay in the log
+            else:
+                command += ["--warn-fd", str(warn_fd)]
         # moto logs every request on stderr: to a file, never to a pipe nobody reads (a full pipe
         # blocks the server after a few hundred requests)
         self._log = tempfile.TemporaryFile()
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=self._log,
-                                        start_new_session=True)
+        try:
+            self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=self._log,
+                                            start_new_session=True, pass_fds=() if warn_fd is None else (warn_fd,))
+        finally:
+            if warn_fd is not None:
+                os.close(warn_fd)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             status = self.process.poll()

@@ -19,12 +19,18 @@ history.
   when something changed, and a last one at SIGTERM/SIGINT. Writes go to a temporary file that
   replaces the old one (mode 0600), so a crash leaves the previous snapshot whole; a SIGKILL
   loses at most the last ``SAVE_INTERVAL`` seconds.
+- Each service is pickled on its own, by ``StatePickler``: moto keeps locks (every SQS queue, the
+  ECR backend), weak dictionaries and a local ``lambda`` (Lambda), and ``cryptography`` keys and
+  certificates (ACM) in its state, which plain pickle refuses; they are written as fresh locks,
+  plain entries, a place in moto's code and PEM. A service that still cannot be pickled is left
+  out, the others saved, and a warning naming it goes to stderr and to ``--warn-fd`` (the
+  development stack's own stderr), once.
 - The file records moto's version: another version's pickle could load into classes whose fields
   changed, so it is refused (exit status ``EXIT_STATE``, the reason on stderr) rather than half
   restored. A pickle runs code when loaded: the file is only read from the development stack's own
   state directory, written by this process.
 
-Run as ``python -m proxy.embedded.moto_state --state FILE [-H HOST] [-p PORT]``
+Run as ``python -m proxy.embedded.moto_state --state FILE [-H HOST] [-p PORT] [--warn-fd FD]``
 (``proxy.embedded.moto.MotoServer`` with ``state_file`` set does this).
 """
 
@@ -32,11 +38,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import os
 import pickle
 import signal
 import sys
 import threading
+import types
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -56,8 +65,142 @@ class StateError(RuntimeError):
 
 
 #: Services whose state could not be pickled (``(module, attribute)`` -> the reason), each
-#: reported once on stderr; ``snapshot`` leaves them out and saves the others.
+#: reported once (``warn``); ``snapshot`` leaves them out and saves the others.
 UNSAVED: dict[tuple[str, str], str] = {}
+#: Where ``warn`` writes besides stderr: the starting process's stderr (``--warn-fd``), or None.
+WARN_STREAM: Any = None
+
+_LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()), threading._PyRLock)  # type: ignore[attr-defined]
+_WEAK_MAPPINGS = (weakref.WeakValueDictionary, weakref.WeakKeyDictionary)
+
+
+def warn(message: str) -> None:
+    """Print ``message`` (one line) on stderr, which is moto's log, and, prefixed ``warning:``, on
+    ``WARN_STREAM`` when set, where the user of the development stack sees it. Returns None;
+    raises nothing for a closed ``WARN_STREAM``."""
+    print(message, file=sys.stderr, flush=True)
+    if WARN_STREAM is not None:
+        try:
+            print(f"warning: {message}", file=WARN_STREAM, flush=True)
+        except (OSError, ValueError):
+            pass
+
+
+def _new_lock(reentrant: bool) -> Any:
+    """A new, unlocked ``RLock`` (``reentrant``) or ``Lock``."""
+    return threading.RLock() if reentrant else threading.Lock()
+
+
+def _local_function(module: str, qualname: str, index: int) -> types.FunctionType:
+    """The function defined (without closure) inside ``module``'s ``qualname`` at ``index`` among the
+    code constants of the enclosing function (``StatePickler`` pickles such functions by place)."""
+    outer_name, _, _ = qualname.rpartition(".<locals>.")
+    outer: Any = importlib.import_module(module)
+    for part in outer_name.split("."):
+        outer = getattr(outer, part)
+    code = [c for c in getattr(outer, "__func__", outer).__code__.co_consts if isinstance(c, types.CodeType)][index]
+    fn = types.FunctionType(code, vars(importlib.import_module(module)), code.co_name)
+    fn.__qualname__ = qualname
+    return fn
+
+
+def _place_of_local_function(fn: types.FunctionType) -> tuple[str, str, int] | None:
+    """``(module, qualname, index)`` for ``_local_function``, or None when ``fn`` cannot be found
+    again that way (a closure, default arguments, an enclosing function that is itself local)."""
+    outer_name, sep, _ = fn.__qualname__.rpartition(".<locals>.")
+    if not sep or "<locals>" in outer_name or fn.__closure__ or fn.__defaults__ or fn.__kwdefaults__:
+        return None
+    outer: Any = sys.modules.get(fn.__module__)
+    for part in outer_name.split("."):
+        outer = getattr(outer, part, None)
+    code = getattr(getattr(outer, "__func__", outer), "__code__", None)
+    if code is None:
+        return None
+    consts = [c for c in code.co_consts if isinstance(c, types.CodeType)]
+    for index, const in enumerate(consts):
+        if const is fn.__code__:
+            return fn.__module__, fn.__qualname__, index
+    return None
+
+
+def _crypto_reducer(obj: Any) -> tuple | None:
+    """The reduce tuple for a key or certificate of the ``cryptography`` package (ACM keeps them):
+    its PEM, loaded back by ``_from_pem``; None for any other object."""
+    mod = type(obj).__module__
+    if not mod.startswith("cryptography."):
+        return None
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization as ser
+    from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa, x448, x25519
+
+    private = (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, dsa.DSAPrivateKey, ed25519.Ed25519PrivateKey,
+               ed448.Ed448PrivateKey, x25519.X25519PrivateKey, x448.X448PrivateKey)
+    public = (rsa.RSAPublicKey, ec.EllipticCurvePublicKey, dsa.DSAPublicKey, ed25519.Ed25519PublicKey,
+              ed448.Ed448PublicKey, x25519.X25519PublicKey, x448.X448PublicKey)
+    pem = ser.Encoding.PEM
+    if isinstance(obj, private):
+        return _from_pem, ("private", obj.private_bytes(pem, ser.PrivateFormat.PKCS8, ser.NoEncryption()))
+    if isinstance(obj, public):
+        return _from_pem, ("public", obj.public_bytes(pem, ser.PublicFormat.SubjectPublicKeyInfo))
+    if isinstance(obj, x509.Certificate):
+        return _from_pem, ("certificate", obj.public_bytes(pem))
+    if isinstance(obj, x509.CertificateSigningRequest):
+        return _from_pem, ("csr", obj.public_bytes(pem))
+    return None
+
+
+def _from_pem(kind: str, data: bytes) -> Any:
+    """The ``cryptography`` object ``_crypto_reducer`` wrote (its loaders live in a Rust module that
+    pickle cannot name)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization as ser
+
+    loaders = {"private": lambda d: ser.load_pem_private_key(d, None), "public": ser.load_pem_public_key,
+               "certificate": x509.load_pem_x509_certificate, "csr": x509.load_pem_x509_csr}
+    return loaders[kind](data)
+
+
+class StatePickler(pickle.Pickler):
+    """A Pickler for moto's service state, which holds a few things plain pickle refuses.
+
+    Takes what ``pickle.Pickler`` takes. Besides what pickle knows, it writes: a lock (``Lock``,
+    ``RLock``) as a new, unlocked lock of the same kind, and a ``Condition`` as a new condition
+    around a new lock (``Event``, ``Semaphore`` and ``Barrier`` follow, their counters kept), which
+    is right for a snapshot taken while no request runs; a ``WeakValueDictionary``,
+    ``WeakKeyDictionary`` or ``WeakSet`` as the same kind with the entries alive now; a function
+    defined (without closure or defaults) inside another, such as the ``lambda`` of a
+    ``defaultdict``, by its place in moto's code; and a ``cryptography`` key or certificate as
+    PEM. Anything else pickle refuses still raises what pickle raises (PicklingError, TypeError,
+    AttributeError).
+    """
+
+    def reducer_override(self, obj: Any) -> Any:
+        """The reduce tuple for the objects listed in the class docstring; NotImplemented for
+        everything else (pickle's own rules)."""
+        kind = type(obj)
+        if kind in _LOCK_TYPES:
+            return _new_lock, (kind is not _LOCK_TYPES[0],)
+        if kind is threading.Condition:
+            return threading.Condition, (obj._lock,)  # type: ignore[attr-defined]
+        if kind in _WEAK_MAPPINGS:
+            return kind, (dict(obj),)
+        if kind is weakref.WeakSet:
+            return kind, (list(obj),)
+        if kind is types.FunctionType and "<locals>" in obj.__qualname__:
+            place = _place_of_local_function(obj)
+            return (_local_function, place) if place is not None else NotImplemented
+        reduced = _crypto_reducer(obj)
+        return reduced if reduced is not None else NotImplemented
+
+
+def dumps(obj: Any) -> bytes:
+    """``obj`` pickled with ``StatePickler`` (highest protocol); loaded back by ``pickle.loads``.
+
+    Raises what ``StatePickler`` raises for an object it cannot write.
+    """
+    buf = io.BytesIO()
+    StatePickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    return buf.getvalue()
 
 
 def _backend_dicts() -> list[Any]:
@@ -86,9 +229,10 @@ def snapshot(cache: dict[int, tuple[str, str]] | None = None) -> bytes:
     """The pickled state of every moto service in use, and moto's random generator.
 
     Takes: ``cache``, a dict this function fills with where each ``BackendDict`` lives (pass the
-    same one each time to skip the search). Returns the bytes to write. A service whose state
-    cannot be pickled (moto's CodeBuild keeps a lock after some failed requests) is left out and
-    reported once on stderr (``UNSAVED``), so the others are still saved.
+    same one each time to skip the search). Returns the bytes to write. Each service is pickled
+    with ``StatePickler`` (moto keeps locks, weak references and keys in some services' state); a
+    service whose state still cannot be pickled is left out and named once by ``warn``
+    (``UNSAVED``), so the others are still saved.
     """
     import moto
     from moto.moto_api._internal import mock_random
@@ -100,12 +244,13 @@ def snapshot(cache: dict[int, tuple[str, str]] | None = None) -> bytes:
         if where is None:
             continue
         try:  # one service at a time: one that holds something unpicklable never stops the rest
-            backends[where] = pickle.dumps(dict(bd), protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as e:  # pickle raises many kinds (TypeError for a lock, ...)
+            backends[where] = dumps(dict(bd))
+        except Exception as e:  # pickle raises many kinds (TypeError, AttributeError, ...)
             if where not in UNSAVED:
                 UNSAVED[where] = f"{type(e).__name__}: {e}"
-                print(f"sandbox cloud: service {where[0]}.{where[1]} is not saved ({UNSAVED[where]}); "
-                      "the others are", file=sys.stderr, flush=True)
+                warn(f"sandbox cloud: the {getattr(bd, 'service_name', where[1])} service is not saved "
+                     f"({where[0]}.{where[1]}: {UNSAVED[where]}): its resources will be gone after a "
+                     "restart; the other services are saved")
     state = {"format": STATE_FORMAT, "moto": moto.__version__, "random": mock_random.getstate(),
              "backends": backends}
     return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
@@ -134,8 +279,8 @@ def restore(data: bytes) -> int:
             try:
                 accounts = pickle.loads(pickled) if isinstance(pickled, bytes) else pickled
             except Exception as e:  # one service's state that cannot be read: the others still are
-                print(f"sandbox cloud: service {module}.{attr} not restored ({type(e).__name__}: {e})",
-                      file=sys.stderr, flush=True)
+                warn(f"sandbox cloud: service {module}.{attr} not restored ({type(e).__name__}: {e}); "
+                     "it starts empty")
                 continue
             live = getattr(importlib.import_module(module), attr)
             dict.clear(live)
@@ -205,7 +350,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--state", required=True, type=Path, help="state file (created when missing)")
     parser.add_argument("-H", "--host", default="127.0.0.1")
     parser.add_argument("-p", "--port", type=int, default=5000)
+    parser.add_argument("--warn-fd", type=int, default=None,
+                        help="file descriptor that also gets the warnings (the starting process's stderr)")
     args = parser.parse_args(argv)
+    global WARN_STREAM
+    if args.warn_fd is not None:
+        try:
+            WARN_STREAM = os.fdopen(args.warn_fd, "w", buffering=1, errors="replace")
+        except OSError as e:
+            print(f"--warn-fd {args.warn_fd}: {e}", file=sys.stderr, flush=True)
 
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
     from werkzeug.serving import make_server

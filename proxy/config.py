@@ -18,7 +18,8 @@ Sections
     The keys in the table below. Key names are case-insensitive.
 ``[engine]`` (ours)
     ``aws_endpoint_url`` (string; empty = boto3's default), ``lock_wait_timeout`` (seconds,
-    default 30), ``enabled`` (boolean, default true). ``engine_user`` and ``engine_password`` are
+    default 30), ``aws_max_workers`` (integer 1-256, default 16), ``enabled`` (boolean, default
+    true). ``engine_user`` and ``engine_password`` are
     deprecated and ignored (a warning is logged at start): ``iasql_*`` calls run as the calling
     user, on the caller's own server connection.
 
@@ -172,13 +173,15 @@ class EngineConfig:
     """The ``[engine]`` section (ours): where the IaSQL engine sends AWS calls and how it locks.
 
     ``aws_endpoint_url`` None = boto3's default endpoints (or ``AWS_ENDPOINT_URL``);
-    ``lock_wait_timeout`` in seconds; ``enabled`` False = ``iasql_*`` calls are passed to Postgres;
+    ``lock_wait_timeout`` in seconds; ``aws_max_workers``: AWS calls the engine runs at once (its
+    boto3 thread pool, and each client's connection pool); ``enabled`` False = ``iasql_*`` calls are passed to Postgres;
     ``deprecated_keys``: keys given that are no longer used (``engine_user``, ``engine_password``:
     calls run as the caller), logged as a warning at start.
     """
 
     aws_endpoint_url: str | None = None
     lock_wait_timeout: float = 30.0
+    aws_max_workers: int = 16
     enabled: bool = True
     deprecated_keys: tuple[str, ...] = ()
 
@@ -482,6 +485,7 @@ _EXISTING_FILE_KEYS = ("auth_file", "client_tls_cert_file", "client_tls_key_file
 _ENGINE_KEYS: dict[str, Parser] = {
     "aws_endpoint_url": lambda k, v: v.strip() or None,
     "lock_wait_timeout": _duration,
+    "aws_max_workers": lambda k, v: _int(k, v, 1, 256),
     "enabled": _bool,
 }
 #: [engine] keys that are accepted and ignored, with why (logged as a warning at start).

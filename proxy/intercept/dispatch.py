@@ -60,6 +60,7 @@ def build_interceptor(app: "ProxyApp") -> Interceptor:
     if endpoint:
         kwargs["aws_endpoint_url"] = endpoint
     kwargs["lock_wait_timeout"] = eng.lock_wait_timeout
+    kwargs["aws_max_workers"] = eng.aws_max_workers
     registry = build_registry(EngineSettings(**kwargs))
     # scale out (issue 19): iasql_connect and the other calls of the metadata database
     registry = engine_metadata.register(registry)

@@ -94,6 +94,7 @@ def test_every_key(files: Path) -> None:
     [engine]
     aws_endpoint_url = http://127.0.0.1:5000
     lock_wait_timeout = 1min
+    aws_max_workers = 8
     enabled = off
     """
     path = files / "proxy.ini"
@@ -125,7 +126,7 @@ def test_every_key(files: Path) -> None:
     assert cfg.metrics_port == 9187
     assert cfg.admin_users == ("admin", "root") and cfg.stats_users == ("stats",)
     assert cfg.engine == EngineConfig(aws_endpoint_url="http://127.0.0.1:5000", lock_wait_timeout=60.0,
-                                      enabled=False)
+                                      aws_max_workers=8, enabled=False)
 
 
 def test_listen_port_zero_means_any_free_port() -> None:
@@ -266,6 +267,11 @@ def test_unknown_section_and_engine_key() -> None:
     with pytest.raises(ConfigError) as e:
         parse_config(MINIMAL + "[engine]\nenabled = maybe\n")
     assert e.value.key == "engine.enabled"
+    for bad in ("0", "257", "many"):
+        with pytest.raises(ConfigError) as e:
+            parse_config(MINIMAL + f"[engine]\naws_max_workers = {bad}\n")
+        assert e.value.key == "engine.aws_max_workers"
+    assert parse_config(MINIMAL).engine.aws_max_workers == 16
 
 
 def test_duplicate_key_and_syntax_errors() -> None:

@@ -501,7 +501,7 @@ def _where(pk: list[str], rec: dict) -> sql.Composable:
 
 def _lit(v: Any, kind: str | None) -> sql.Composable:
     if kind in ("json", "jsonb") or (kind is None and isinstance(v, dict)):
-        return sql.Literal(None if v is None else json.dumps(v))
+        return sql.Literal(None if v is None else json.dumps(v, ensure_ascii=False))  # the text as written
     if kind == "text[]" and isinstance(v, list):
         return sql.SQL("{}::text[]").format(sql.Literal([str(x) for x in v]))
     return sql.Literal(v)

@@ -216,3 +216,16 @@ async def test_preview_shows_drift_when_nothing_changed(registry, ctx, dsn, aws,
     await sql(dsn, "INSERT INTO bucket (name) VALUES ('iasql-mine')")
     assert await call(registry, ctx, "iasql_preview") == [
         ("create", "bucket", "iasql-mine", "bucket iasql-mine in us-east-1")]
+
+
+async def test_sql_of_a_transaction_keeps_non_ascii_json_text(registry, ctx, dsn, aws, s3):
+    """A json value the user wrote with non-ASCII text is replayed as that text (not as \\u escapes:
+    the json type keeps its text, so an escaped replay would store different text)."""
+    await call(registry, ctx, "iasql_begin")
+    await sql(dsn, """INSERT INTO bucket (name, tags) VALUES ('iasql-unicode', '{"team": "ñ✓"}')""")
+    [stmt] = [r[0] for r in await call(registry, ctx, "iasql_get_sql_for_transaction")]
+    assert '"ñ✓"' in stmt and "\\u00f1" not in stmt, stmt
+    await sql(dsn, "DELETE FROM bucket WHERE name = 'iasql-unicode'")
+    await sql(dsn, stmt)
+    assert await sql(dsn, "SELECT tags::text FROM bucket WHERE name = 'iasql-unicode'") == [('{"team": "ñ✓"}',)]
+    await call(registry, ctx, "iasql_rollback")

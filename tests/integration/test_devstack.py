@@ -300,6 +300,11 @@ def test_second_stack_on_the_same_directory_is_refused(workdir: Path) -> None:
     state = workdir / ".run"
     state.mkdir(parents=True)
     other = subprocess.Popen(["bash", "-c", "exec -a iasql-proxy sleep 60"])
+    # until the child has exec'd, /proc/<pid>/cmdline is this test process's own command line
+    deadline = time.monotonic() + 10
+    while b"iasql-proxy" not in Path(f"/proc/{other.pid}/cmdline").read_bytes():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
     try:
         (state / "devstack.json").write_text(json.dumps({"pid": other.pid}))
         stack = DevStack(state_dir=state, certs_dir=workdir / "certs", port=free_port(), with_moto=False)

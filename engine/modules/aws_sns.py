@@ -32,7 +32,14 @@ from typing import Any
 
 from engine.aws import CloudError
 from engine.modules.aws_account import VERSION
-from engine.modules.base import Col, Mapper, MapperContext, Module, read_back_or_remove
+from engine.modules.base import (
+    Col,
+    Mapper,
+    MapperContext,
+    Module,
+    json_or_text,
+    read_back_or_remove,
+)
 
 #: (column, SNS attribute name) of the text attributes, IaSQL's ``attributeKeys``.
 ATTRS = (("content_based_deduplication", "ContentBasedDeduplication"), ("delivery_policy", "DeliveryPolicy"),
@@ -72,12 +79,12 @@ class TopicMapper(Mapper):
         if any(row.get(c) is not None and not same_text(row.get(c), cloud.get(c)) for c, _ in ATTRS):
             return False
         dp = row.get("data_protection_policy")
-        return dp is None or same_text(json.dumps(_parsed(dp)), json.dumps(_parsed(cloud.get("data_protection_policy"))))
+        return dp is None or same_text(json.dumps(json_or_text(dp)), json.dumps(json_or_text(cloud.get("data_protection_policy"))))
 
     def synced_equals(self, row: dict, cloud: dict) -> bool:
         """True when writing the cloud record back would change nothing."""
         return (all(same_text(row.get(c), cloud.get(c)) for c, _ in ATTRS)
-                and _parsed(row.get("data_protection_policy")) == _parsed(cloud.get("data_protection_policy"))
+                and json_or_text(row.get("data_protection_policy")) == json_or_text(cloud.get("data_protection_policy"))
                 and all(row.get(c) == cloud.get(c) for c in ("name", "fifo_topic", "arn", "region")))
 
     async def _data_protection(self, mc: MapperContext, region: str, arn: str) -> Any:
@@ -90,7 +97,7 @@ class TopicMapper(Mapper):
                 mc.memo["sns_no_data_protection"] = True
                 return None
             raise
-        return _parsed(res.get("DataProtectionPolicy") or None)
+        return json_or_text(res.get("DataProtectionPolicy") or None)
 
     async def _record(self, mc: MapperContext, region: str, arn: str) -> dict:
         a = (await mc.call("sns", region, "get_topic_attributes", TopicArn=arn)).get("Attributes") or {}
@@ -122,7 +129,7 @@ class TopicMapper(Mapper):
         if row.get("fifo_topic"):
             attrs["FifoTopic"] = "true"
         elif row.get("data_protection_policy") is not None:
-            kw["DataProtectionPolicy"] = json.dumps(_parsed(row["data_protection_policy"]))
+            kw["DataProtectionPolicy"] = json.dumps(json_or_text(row["data_protection_policy"]))
         arn = (await mc.call("sns", region, "create_topic", Name=row["name"], Attributes=attrs, **kw))["TopicArn"]
         return await read_back_or_remove(self._record(mc, region, arn),
                                          lambda: mc.call("sns", region, "delete_topic", TopicArn=arn),
@@ -137,9 +144,9 @@ class TopicMapper(Mapper):
                 await mc.call("sns", region, "set_topic_attributes", TopicArn=arn, AttributeName=attr,
                               AttributeValue=str(row[c]))
         dp = row.get("data_protection_policy")
-        if dp is not None and not cloud.get("fifo_topic") and _parsed(dp) != _parsed(cloud.get("data_protection_policy")):
+        if dp is not None and not cloud.get("fifo_topic") and json_or_text(dp) != json_or_text(cloud.get("data_protection_policy")):
             await mc.call("sns", region, "put_data_protection_policy", ResourceArn=arn,
-                          DataProtectionPolicy=json.dumps(_parsed(dp)))
+                          DataProtectionPolicy=json.dumps(json_or_text(dp)))
         return await self._record(mc, region, arn)
 
     async def delete(self, mc: MapperContext, cloud: dict) -> None:
@@ -204,14 +211,6 @@ class SubscriptionMapper(Mapper):
                 raise
 
 
-def _parsed(value: Any) -> Any:
-    """A JSON value from JSON text (other values as they are)."""
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
 
 
 MODULE = Module(

@@ -28,6 +28,7 @@ from engine.modules.base import (
     Mapper,
     MapperContext,
     Module,
+    json_or_text,
     normalize,
     read_back_or_remove,
 )
@@ -39,14 +40,6 @@ INT_ATTRS = (("visibility_timeout", "VisibilityTimeout"), ("delay_seconds", "Del
              ("maximum_message_size", "MaximumMessageSize"))
 
 
-def parse_json(value: Any) -> Any:
-    """``value`` parsed when it is JSON text, else as it is (IaSQL's ``safeParse``)."""
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
 
 
 class QueueMapper(Mapper):
@@ -86,7 +79,7 @@ class QueueMapper(Mapper):
         arn = a.get("QueueArn")
         name = arn.rsplit(":", 1)[-1] if arn else url.rstrip("/").rsplit("/", 1)[-1]
         rec = {"url": url, "name": name, "fifo_queue": name.endswith(".fifo"), "arn": arn, "region": region,
-               "policy": parse_json(a.get("Policy")) if a.get("Policy") else None}
+               "policy": json_or_text(a.get("Policy")) if a.get("Policy") else None}
         for col, attr in INT_ATTRS:
             rec[col] = int(a[attr]) if a.get(attr) is not None else None
         return rec
@@ -115,7 +108,7 @@ class QueueMapper(Mapper):
     def _attributes(row: dict, policy: Any) -> dict:
         attrs = {attr: str(row[col]) for col, attr in INT_ATTRS if row.get(col) is not None}
         if policy is not None:
-            attrs["Policy"] = json.dumps(parse_json(policy))
+            attrs["Policy"] = json.dumps(json_or_text(policy))
         return attrs
 
     async def create(self, mc: MapperContext, row: dict) -> dict:

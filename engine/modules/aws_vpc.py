@@ -84,7 +84,14 @@ from typing import Any
 
 from engine.aws import CloudError
 from engine.modules.aws_account import VERSION
-from engine.modules.base import Col, Mapper, MapperContext, Module, normalize
+from engine.modules.base import (
+    Col,
+    Mapper,
+    MapperContext,
+    Module,
+    json_or_text,
+    normalize,
+)
 
 #: How often and how long (seconds) a create waits for a resource to leave ``pending``.
 WAIT_TRIES, WAIT_DELAY = 30, 1.0
@@ -1041,14 +1048,6 @@ class EndpointGatewayMapper(VpcModuleMapper):
 
 
 # -- dhcp_options, network_acl, peering_connection, endpoint_interface (IaSQL v0.1's other aws_vpc tables) ---------
-def _json_value(value: Any) -> Any:
-    """A ``json`` column value (text or already decoded) decoded; text that is not JSON as is."""
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
 
 
 class DhcpOptionsMapper(VpcModuleMapper):
@@ -1080,7 +1079,7 @@ class DhcpOptionsMapper(VpcModuleMapper):
     @staticmethod
     def _configurations(value: Any) -> list | None:
         """``[{"Key", "Values": [{"Value"}]}]`` in a comparable order (keys and values sorted)."""
-        value = _json_value(value)
+        value = json_or_text(value)
         if not isinstance(value, list):
             return value
         out = []
@@ -1211,7 +1210,7 @@ def acl_entries(value: Any) -> list | Any:
     """The user rules of a network ACL ``entries`` value (AWS's ``Entries`` shape), comparable:
     AWS's default rules (rule number above 32766) left out, only the fields
     ``create_network_acl_entry`` takes, ordered by (egress, rule number)."""
-    value = _json_value(value)
+    value = json_or_text(value)
     if not isinstance(value, list):
         return value
     out = []
@@ -1551,7 +1550,7 @@ class EndpointInterfaceMapper(VpcModuleMapper):
                 continue
             vpc = vpcs.get((region, e.get("VpcId")))
             out.append({"vpc_endpoint_id": e["VpcEndpointId"], "service": service,
-                        "policy": _json_value(e.get("PolicyDocument")), "state": e.get("State"),
+                        "policy": json_or_text(e.get("PolicyDocument")), "state": e.get("State"),
                         "private_dns_enabled": bool(e.get("PrivateDnsEnabled")),
                         "dns_name_record_type": (e.get("DnsOptions") or {}).get("DnsRecordIpType"),
                         "tags": tags_from_aws(e.get("Tags")), "region": region, "vpc_id": vpc,

@@ -254,6 +254,17 @@ class Module:
         return f"{self.name}@{self.version}"
 
 
+def json_or_text(value: Any) -> Any:
+    """A ``json`` column value or an AWS policy document: JSON text decoded, other values (already
+    decoded, None, text that is not JSON) as they are (IaSQL's ``safeParse``). Raises nothing."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
 def subnet_guard_sql(function: str, table: str, what: str, name_column: str) -> tuple[str, str]:
     """IaSQL's ``sql/after_install.sql`` guard of a table whose ``subnets`` column (text[] of AWS
     subnet ids) is half an array "foreign key" to ``subnet``, narrowed to what a foreign key

@@ -17,6 +17,8 @@ import socket
 import sys
 import time
 from pathlib import Path
+from collections.abc import Coroutine
+from typing import Any
 
 from proxy import logs
 from proxy.auth import Secret, parse_secret
@@ -253,7 +255,7 @@ class ProxyApp:
         for c in self._auth_conns.values():
             c.close()
         if self.fleet is not None:  # scale out (issue 19)
-            self.fleet.stop()
+            await self.fleet.stop()
 
     def target_for(self, dbname: str) -> DatabaseTarget | None:
         """Where clients of database ``dbname`` go, decided at login: the routing table (scale out,
@@ -555,12 +557,54 @@ def run(cfg: Config) -> int:
 
         return supervise(cfg)
     logs.setup()
+    return run_loop(_main(cfg))
+
+
+#: Seconds the tasks still running after the main coroutine ended get to finish their cancellation.
+EXIT_TASK_GRACE = 5.0
+
+
+def run_loop(main: Coroutine[Any, Any, int | None]) -> int:
+    """Run coroutine ``main`` on a new event loop (uvloop when installed) and close the loop in a
+    bounded time; returns ``main``'s result as the exit status.
+
+    Unlike ``asyncio.run``, the end is bounded: tasks still running when ``main`` returns are
+    cancelled and get ``EXIT_TASK_GRACE`` seconds (a task that does not end is named in the log,
+    ``event=exit_task_stuck``, and abandoned); the default executor is shut down without waiting
+    for its threads. A stuck library call must never keep a stopped proxy (or ``make run``'s
+    stack, which stops Postgres after it) alive. Raises what ``main`` raises."""
     try:
         import uvloop
 
-        return uvloop.run(_main(cfg))
-    except ImportError:
-        return asyncio.run(_main(cfg))
+        loop = uvloop.new_event_loop()
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return int(loop.run_until_complete(main) or 0)
+    finally:
+        try:
+            _cancel_leftovers(loop)
+            loop.run_until_complete(asyncio.wait_for(loop.shutdown_asyncgens(), EXIT_TASK_GRACE))
+        except (Exception, asyncio.CancelledError):  # noqa: BLE001 -- closing must go on
+            log.warning("event=exit_asyncgens_stuck")
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()  # shuts the default executor down without waiting
 
 
-__all__ = ["ProxyApp", "ListenError", "serve", "run", "Path"]
+def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
+    tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    if not tasks:
+        return
+    for t in tasks:
+        t.cancel()
+    done, pending = loop.run_until_complete(asyncio.wait(tasks, timeout=EXIT_TASK_GRACE))
+    for t in done:
+        if not t.cancelled() and t.exception() is not None:
+            log.warning("event=exit_task_failed task=%s error=%r", t.get_name(), t.exception())
+    for t in pending:
+        log.warning("event=exit_task_stuck task=%s coro=%s", t.get_name(), t.get_coro())
+
+
+__all__ = ["ProxyApp", "ListenError", "serve", "run", "run_loop", "Path"]

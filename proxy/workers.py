@@ -522,7 +522,7 @@ async def _worker_main(cfg: Config, index: int, run_dir: Path, ready_fd: int, su
 
 def _worker(cfg: Config, index: int, run_dir: Path, ready_fd: int, supervisor_pid: int) -> int:
     """The body of a forked worker; returns its exit status (2: cannot listen)."""
-    from proxy.server import ListenError
+    from proxy.server import ListenError, run_loop
 
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -533,12 +533,7 @@ def _worker(cfg: Config, index: int, run_dir: Path, ready_fd: int, supervisor_pi
         return 1
     logs.set_tag(f"[w{index}]")
     try:
-        try:
-            import uvloop
-
-            return uvloop.run(_worker_main(cfg, index, run_dir, ready_fd, supervisor_pid))
-        except ImportError:
-            return asyncio.run(_worker_main(cfg, index, run_dir, ready_fd, supervisor_pid))
+        return run_loop(_worker_main(cfg, index, run_dir, ready_fd, supervisor_pid))
     except ListenError as e:
         print(f"iasql-proxy: {e.args[1] if len(e.args) > 1 else e}", file=sys.stderr, flush=True)
         return 2

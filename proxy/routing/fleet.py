@@ -236,11 +236,13 @@ class Fleet:
         except TimeoutError:
             return False
 
-    def stop(self) -> None:
-        """Stop following (the last table read stays in force)."""
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop following (the last table read stays in force): cancel the task and wait up to
+        ``timeout`` seconds for it to close its connection."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task], timeout=timeout)
 
     async def _follow(self) -> None:
         import psycopg

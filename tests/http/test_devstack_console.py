@@ -39,7 +39,8 @@ def test_dev_stack_prints_the_console_url_and_runs_scripts(workdir: Path) -> Non
     proc = subprocess.Popen(
         [sys.executable, "-m", "proxy.cli", "dev", "--port", str(port), "--http-port", str(http_port),
          "--state-dir", str(workdir / ".run"), "--certs-dir", str(workdir / "certs"), "--no-moto"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"})  # a stop that hangs dumps its threads (SIGABRT)
     try:
         lines, command = [], None
         deadline = time.monotonic() + 120
@@ -64,8 +65,11 @@ def test_dev_stack_prints_the_console_url_and_runs_scripts(workdir: Path) -> Non
             os.kill(proc.pid, signal.SIGTERM)
         try:
             rest = proc.communicate(timeout=60)[0]
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            rest = proc.communicate(timeout=10)[0]
-    assert proc.returncode == 0
+        except subprocess.TimeoutExpired:  # say where it hangs: faulthandler prints every thread
+            os.kill(proc.pid, signal.SIGABRT)
+            try:
+                rest = proc.communicate(timeout=20)[0]
+            finally:
+                os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, rest
     assert f"iasql-proxy console on https://localhost:{http_port}/" in rest

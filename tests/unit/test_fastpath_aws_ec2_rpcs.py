@@ -8,7 +8,7 @@ import pytest
 from proxy.router.marker import MODULE_RPC_NAMES, may_call
 from proxy.wire import fastpath
 from proxy.wire import frontend as F
-from tests.unit.test_fastpath import C, LIMIT, q
+from tests.unit.test_fastpath import LIMIT, C, q
 
 PASS = 1 * 256 + ord("Q")  # relayed as is: no engine call in it
 

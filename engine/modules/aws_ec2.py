@@ -37,9 +37,13 @@ mappers/*.ts``. Tables, in dependency order:
   mappers. ``aws_elb`` is a dependency, as in IaSQL's ``module.json`` (``registered_instance``
   references its ``target_group``).
 
+RPCs (below): ``key_pair_request(key_pair_name, region, key_format, key_type)`` and
+``key_pair_import(key_name, public_key, region)`` make a key pair and record its ``key_pair`` row;
+``describe_ami(ami_id[, region])`` returns an image's attributes.
+
 Not built: IaSQL's launch of an instance with the mapping rows (and a root-volume row) given before
 it exists (here a mapping row attaches its volume once the instance runs; the root volume is AWS's
-and is read back), and the ``key_pair_request``/``key_pair_import``/``describe_ami`` functions.
+and is read back).
 
 Reads are batched: one paginated ``describe_instances`` per enabled region (regions read
 concurrently), kept for the rest of the engine call (``mc.memo``) and updated by this module's own
@@ -53,12 +57,13 @@ and role ids) run before or after the concurrent cloud part, never during it: th
 connection serves one query at a time.
 
 moto (5.2.5, the tests' cloud) answers every call used here: run/describe/terminate/start/
-stop_instances, describe/modify_instance_attribute, describe_instance_types, import/describe/
-delete_key_pair(s), describe_security_groups, ssm get_parameter, create_tags/delete_tags. Where it
+stop_instances, describe/modify_instance_attribute, describe_instance_types, create/import/describe/
+delete_key_pair(s), describe_images, describe_security_groups, ssm get_parameter, create_tags/delete_tags. Where it
 differs from AWS: an instance launched without security groups has none (AWS gives it its VPC's
 default group), a started instance keeps its launch time, instances are ``running`` right after
 launch, and ``CpuOptions`` is not returned (``aws_ec2_metadata`` then takes the instance type's
-default core count).
+default core count), and ``create_key_pair`` takes any ``KeyType``/``KeyFormat`` (it makes an RSA
+key in PEM for an unknown one: ``key_pair_request`` checks them itself).
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import json
 from typing import Any
 
 from engine.aws import CloudError
@@ -1077,6 +1083,272 @@ UNINSTALL_SQL = (
     "DROP FUNCTION public.check_target_group_instance(integer)",
 )
 
+# -- RPCs --------------------------------------------------------------------------------------------------------
+#: What ``key_pair_request`` accepts (AWS's CreateKeyPair values; moto 5.2.5 accepts anything and
+#: makes an RSA key in PEM, so they are checked here).
+KEY_FORMATS = ("pem", "ppk")
+KEY_TYPES = ("rsa", "ed25519")
+
+
+async def _rpc_region(s: Any, mc: MapperContext, fn: str, region: Any) -> str:
+    """The region an RPC works in: ``region``, or the default region when it is NULL or empty (as
+    IaSQL's ``getAwsClient``). Raises EngineError 22023 when it is not a row of ``aws_regions``."""
+    from engine.rpc import EngineError
+
+    region = region or mc.default_region
+    if not await s.fetchone("SELECT 1 FROM public.aws_regions WHERE region = $1", (region,)):
+        raise EngineError("22023", f"{fn}: {region} is not an AWS region",
+                          hint="The regions are the rows of aws_regions.")
+    return region
+
+
+async def _may_record_key_pair(s: Any, fn: str) -> None:
+    """Raise EngineError 42501 unless the caller may INSERT and UPDATE ``key_pair``: checked before
+    the cloud call, since the row could not be written afterwards."""
+    from engine.rpc import EngineError
+
+    if not (await s.fetchone("SELECT pg_catalog.has_table_privilege('public.key_pair', 'INSERT')"
+                             " AND pg_catalog.has_table_privilege('public.key_pair', 'UPDATE')"))[0]:
+        raise EngineError("42501", "permission denied for table key_pair",
+                          hint=f"{fn} records the key pair in key_pair: it needs INSERT and UPDATE on it "
+                               "(and USAGE on its id sequence).")
+
+
+def _key_pair_error(e: CloudError, name: str, region: str) -> Exception:
+    """The EngineError for a failed create/import of key pair ``name`` (42710 duplicate name,
+    22023 a value AWS refused), or ``e`` itself (reported as 58000)."""
+    from engine.rpc import EngineError
+
+    if e.code == "InvalidKeyPair.Duplicate":
+        return EngineError("42710", f"key pair {name} already exists in {region}", detail=str(e))
+    if e.code in ("InvalidKeyPair.Format", "InvalidKey.Format", "InvalidParameterValue", "InvalidParameter"):
+        return EngineError("22023", f"AWS refused key pair {name}: {e.aws_message}", detail=str(e))
+    return e
+
+
+async def _read_key_pair(s: Any, mc: MapperContext, name: str, region: str) -> dict | None:
+    """The new key pair's record, waiting until ``describe_key_pairs`` sees it (IaSQL's
+    ``waitUntilKeyPairExists``); None when it never does. Raises EngineError 57014 (cancelled)."""
+    mapper = KeyPairMapper()
+    for attempt in range(WAIT_TRIES):
+        try:
+            recs = await mapper._records(mc, region, KeyNames=[name])
+        except CloudError as e:
+            if e.code != "InvalidKeyPair.NotFound":
+                raise
+            recs = []
+        if recs:
+            return recs[0]
+        s.check_cancelled()
+        if attempt + 1 < WAIT_TRIES:
+            await asyncio.sleep(WAIT_DELAY)
+    return None
+
+
+async def _record_key_pair(s: Any, rec: dict) -> None:
+    """Insert the ``key_pair`` row of ``rec`` (or bring the row of that name and region up to date)."""
+    await s.execute(
+        "INSERT INTO public.key_pair (name, key_pair_id, type, fingerprint, public_key, region) "
+        "VALUES ($1, $2, $3::public.key_pair_type_enum, $4, $5, $6) ON CONFLICT (name, region) DO UPDATE SET "
+        "key_pair_id = EXCLUDED.key_pair_id, type = EXCLUDED.type, fingerprint = EXCLUDED.fingerprint, "
+        "public_key = EXCLUDED.public_key",
+        (rec["name"], rec["key_pair_id"], rec.get("type"), rec.get("fingerprint"), rec.get("public_key"),
+         rec["region"]))
+
+
+async def key_pair_request(state: Any, ctx: Any, key_pair_name: Any, region: Any, key_format: Any = "pem",
+                           key_type: Any = "rsa") -> list[tuple]:
+    """IaSQL's ``key_pair_request`` RPC (``src/modules/aws_ec2/rpcs/request.ts``): create EC2 key
+    pair ``key_pair_name`` in ``region`` and return its private key, as the caller, in the
+    caller's transaction.
+
+    Takes the engine state, the ``CallContext`` and four ``varchar`` arguments: the name, the
+    region (NULL or empty: the default region, as IaSQL), ``key_format`` (``pem`` or ``ppk``,
+    default ``pem``) and ``key_type`` (``rsa`` or ``ed25519``, default ``rsa``). Calls EC2
+    ``create_key_pair``, waits until ``describe_key_pairs`` sees the key and, when the region is
+    enabled, records it in ``key_pair`` (id, type, fingerprint, public key; never the private
+    key). As IaSQL, a region that is not enabled is not refused: the key pair is made there and
+    returned, but no row is written (the sync does not read that region; the next
+    ``iasql_rollback`` after enabling it reads the key pair in). Returns one row (name, status,
+    message, privatekey; IaSQL's ``privateKey`` is unquoted, so Postgres names it in lower case):
+    the name, ``OK``, ``Generated the keypair successfully`` and the private key (the only time
+    AWS shows it); ``ERROR`` with a message when the new key pair cannot be read back (the private
+    key is still returned: unlike IaSQL, which drops it). Raises EngineError 22004 (name NULL or
+    empty), 22023 (bad key format or type, a region that is not a row of ``aws_regions``, a name
+    AWS refuses), 42501 (the region is enabled and the caller may not INSERT and UPDATE
+    ``key_pair``: checked before the key pair is made), 42710 (a key pair of that name exists in
+    the region), 58000 (any other AWS failure), 57014 (cancelled), the server's SQLSTATE when the
+    row cannot be written.
+    """
+    from engine.core.functions import mapper_context
+    from engine.core.session import EngineSession
+    from engine.rpc import EngineError
+
+    if not key_pair_name:
+        raise EngineError("22004", "key_pair_request needs a key pair name")
+    fmt, typ = (key_format or "pem").lower(), (key_type or "rsa").lower()
+    if fmt not in KEY_FORMATS:
+        raise EngineError("22023", f"key_pair_request: key format {key_format} is not one of {', '.join(KEY_FORMATS)}")
+    if typ not in KEY_TYPES:
+        raise EngineError("22023", f"key_pair_request: key type {key_type} is not one of {', '.join(KEY_TYPES)}")
+    async with EngineSession(ctx, state, "key_pair_request") as s:
+        mc = await mapper_context(s)
+        region = await _rpc_region(s, mc, "key_pair_request", region)
+        record = region in mc.regions
+        if record:
+            await _may_record_key_pair(s, "key_pair_request")
+        s.check_cancelled()
+        try:
+            res = await mc.call("ec2", region, "create_key_pair", KeyName=key_pair_name, KeyFormat=fmt, KeyType=typ)
+        except CloudError as e:
+            raise _key_pair_error(e, key_pair_name, region) from None
+        private_key = res.get("KeyMaterial")
+        if not res.get("KeyPairId") or not private_key:
+            return [("", "ERROR", "Error generating keypair", "")]
+        ctx.progress(f"created key pair {key_pair_name} ({res['KeyPairId']}) in {region}")
+        rec = await _read_key_pair(s, mc, key_pair_name, region)
+        if rec is None:
+            return [(key_pair_name, "ERROR", "Failure loading the keypair", private_key)]
+        if record:
+            await _record_key_pair(s, rec)
+        return [(key_pair_name, "OK", "Generated the keypair successfully", private_key)]
+
+
+async def key_pair_import(state: Any, ctx: Any, key_name: Any, public_key: Any, region: Any) -> list[tuple]:
+    """IaSQL's ``key_pair_import`` RPC (``src/modules/aws_ec2/rpcs/import.ts``): import the public
+    key ``public_key`` (OpenSSH, PEM or DER text) as EC2 key pair ``key_name`` in ``region``, as
+    the caller, in the caller's transaction.
+
+    Takes the engine state, the ``CallContext`` and three ``varchar`` arguments (region NULL or
+    empty: the default region, as IaSQL). Calls EC2 ``import_key_pair``, waits until
+    ``describe_key_pairs`` sees the key and, when the region is enabled, records it in ``key_pair``
+    (a region that is not enabled gets the key pair but no row, as ``key_pair_request``). Returns
+    one row (name, status, message): the name, ``OK``, ``Imported the keypair successfully``, or
+    ``ERROR``/``Failure loading the keypair`` when it cannot be read back. Raises EngineError 22004
+    (name or public key NULL or empty), 22023 (a public key AWS refuses, a region that is not a
+    row of ``aws_regions``), 42501 (the region is enabled and the caller may not INSERT and UPDATE
+    ``key_pair``: checked before the import), 42710 (a key pair of that name exists in the
+    region), 58000 (any other AWS failure), 57014 (cancelled), the server's SQLSTATE when the row
+    cannot be written.
+    """
+    from engine.core.functions import mapper_context
+    from engine.core.session import EngineSession
+    from engine.rpc import EngineError
+
+    if not key_name or not public_key:
+        raise EngineError("22004", "key_pair_import needs a key name and a public key")
+    async with EngineSession(ctx, state, "key_pair_import") as s:
+        mc = await mapper_context(s)
+        region = await _rpc_region(s, mc, "key_pair_import", region)
+        record = region in mc.regions
+        if record:
+            await _may_record_key_pair(s, "key_pair_import")
+        s.check_cancelled()
+        try:
+            res = await mc.call("ec2", region, "import_key_pair", KeyName=key_name,
+                                PublicKeyMaterial=str(public_key).encode())
+        except CloudError as e:
+            raise _key_pair_error(e, key_name, region) from None
+        if not res.get("KeyPairId"):
+            return [("", "ERROR", "Error importing keypair")]
+        ctx.progress(f"imported key pair {key_name} ({res['KeyPairId']}) in {region}")
+        rec = await _read_key_pair(s, mc, key_name, region)
+        if rec is None:
+            return [("", "ERROR", "Failure loading the keypair")]
+        if record:
+            await _record_key_pair(s, rec)
+        return [(key_name, "OK", "Imported the keypair successfully")]
+
+
+async def describe_ami(state: Any, ctx: Any, ami_id: Any, region: Any = None) -> list[tuple]:
+    """IaSQL's ``describe_ami`` RPC (``src/modules/aws_ec2/rpcs/describe_ami.ts``): the attributes
+    of image ``ami_id`` (an image id, or ``resolve:ssm:<parameter>``, resolved through SSM as
+    IaSQL does).
+
+    Takes the engine state, the ``CallContext``, the ``varchar`` image id and an optional
+    ``varchar`` region (not in IaSQL, which always asks the default region: NULL, the default,
+    does that; any row of ``aws_regions`` may be named, enabled or not, since nothing is
+    recorded). Calls EC2 ``describe_images`` (and SSM ``get_parameter``). Returns one row
+    (attributes, status, message): the image's ``describe_images`` record as JSON text with AWS's
+    field names (``ImageId``, ``Name``, ``Architecture``, ...), ``OK``, ``''``. Writes nothing.
+    Raises EngineError 22004 (image id NULL or empty), 22023 (a malformed image id, a region that
+    is not a row of ``aws_regions``), 42704 (no such image, or no such SSM parameter), 58000 (any
+    other AWS failure), 57014 (cancelled).
+    """
+    from engine.core.functions import mapper_context
+    from engine.core.session import EngineSession
+    from engine.rpc import EngineError
+
+    if not ami_id:
+        raise EngineError("22004", "describe_ami needs an image id")
+    async with EngineSession(ctx, state, "describe_ami") as s:
+        mc = await mapper_context(s)
+        region = await _rpc_region(s, mc, "describe_ami", region)
+        image_id = str(ami_id)
+        s.check_cancelled()
+        if image_id.startswith(SSM_PREFIX):
+            try:
+                res = await mc.call("ssm", region, "get_parameter", Name=image_id[len(SSM_PREFIX):])
+            except CloudError as e:
+                if e.code == "ParameterNotFound":
+                    raise EngineError("42704", f"SSM parameter {image_id[len(SSM_PREFIX):]} does not exist in "
+                                               f"{region}", detail=str(e)) from None
+                raise
+            image_id = res["Parameter"]["Value"]
+            s.check_cancelled()
+        try:
+            res = await mc.call("ec2", region, "describe_images", ImageIds=[image_id])
+        except CloudError as e:
+            if e.code == "InvalidAMIID.Malformed":
+                raise EngineError("22023", f"{image_id} is not an image id", detail=str(e)) from None
+            if e.code in ("InvalidAMIID.NotFound", "InvalidAMIID.Unavailable"):
+                raise EngineError("42704", f"image {image_id} does not exist in {region}", detail=str(e)) from None
+            raise
+        images = res.get("Images") or []
+        if not images:
+            raise EngineError("42704", f"image {image_id} does not exist in {region}")
+        return [(json.dumps(images[0], default=str), "OK", "")]
+
+
+def _rpcs() -> tuple:
+    """The module's RPC declarations (``Module.rpcs``)."""
+    from engine.rpc import Argument, Column, Function
+
+    return (
+        Function(
+            name="key_pair_request",
+            arguments=(Argument("key_pair_name", "varchar"), Argument("region", "varchar"),
+                       Argument("key_format", "varchar", default="pem"),
+                       Argument("key_type", "varchar", default="rsa")),
+            columns=(Column("name", "varchar"), Column("status", "varchar"), Column("message", "varchar"),
+                     Column("privatekey", "varchar")),
+            impl=key_pair_request,
+            description="Creates an EC2 key pair and returns its private key (shown only once)",
+            sample_usage="SELECT * FROM key_pair_request('my-key', 'us-east-1')",
+            mutating=True,
+        ),
+        Function(
+            name="key_pair_import",
+            arguments=(Argument("key_name", "varchar"), Argument("public_key", "varchar"),
+                       Argument("region", "varchar")),
+            columns=(Column("name", "varchar"), Column("status", "varchar"), Column("message", "varchar")),
+            impl=key_pair_import,
+            description="Imports a public key as an EC2 key pair",
+            sample_usage="SELECT * FROM key_pair_import('my-key', 'ssh-rsa AAAA...', 'us-east-1')",
+            mutating=True,
+        ),
+        Function(
+            name="describe_ami",
+            arguments=(Argument("ami_id", "varchar"), Argument("region", "varchar", default=None)),
+            columns=(Column("attributes", "varchar"), Column("status", "varchar"), Column("message", "varchar")),
+            impl=describe_ami,
+            description="Describes an AMI: its attributes as JSON",
+            sample_usage="SELECT * FROM describe_ami('resolve:ssm:/aws/service/canonical/ubuntu/server/20.04/"
+                         "stable/current/amd64/hvm/ebs-gp2/ami-id')",
+        ),
+    )
+
+
 MODULE = Module(
     name="aws_ec2",
     version=VERSION,
@@ -1086,4 +1358,5 @@ MODULE = Module(
     mappers=(KeyPairMapper(), GeneralPurposeVolumeMapper(), InstanceMapper(), InstanceSecurityGroupsMapper(),
              InstanceBlockDeviceMappingMapper(), RegisteredInstanceMapper()),
     description="EC2 instances, their security groups, key pairs, EBS volumes and target-group registrations",
+    rpcs=_rpcs(),
 )

@@ -241,3 +241,24 @@ async def test_set_user_password_not_installed(registry, ctx):
     with pytest.raises(EngineError) as ei:
         await call(registry, ctx, "set_user_password", "u", PASSWORD)
     assert ei.value.sqlstate == "42883" and "iasql_install('aws_iam')" in ei.value.hint
+
+
+async def test_certificate_request_cancelled_while_validating(registry, ctx, dsn, aws, monkeypatch):
+    """A cancel while the call waits for ACM to issue the certificate: 57014, the certificate is
+    deleted, the validation record removed, no row written."""
+    import asyncio
+
+    monkeypatch.setattr(aws_acm, "ISSUE_WAIT", 30.0)
+    monkeypatch.setattr(aws_acm, "POLL_PAUSE", 0.2)
+    zone = aws("route53").create_hosted_zone(Name="cancel.example", CallerReference="rpc-acm-c")["HostedZone"]["Id"]
+    await _install(registry, ctx, dsn, "aws_acm", "aws_route53")
+    asyncio.get_running_loop().call_later(1.5, ctx.cancelled.set)
+    with pytest.raises(EngineError) as ei:
+        await call(registry, ctx, "certificate_request", "www.cancel.example", "DNS", "us-east-1")
+    assert ei.value.sqlstate == "57014"
+    assert any(ln.startswith("created validation record") for ln in ctx.lines)
+    assert aws("acm").list_certificates()["CertificateSummaryList"] == []
+    records = aws("route53").list_resource_record_sets(HostedZoneId=zone)["ResourceRecordSets"]
+    assert sorted(r["Type"] for r in records) == ["NS", "SOA"]
+    ctx.cancelled.clear()
+    assert await _certificates(dsn) == []

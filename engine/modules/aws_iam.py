@@ -23,11 +23,15 @@ to ``us-east-1`` and the tables have no ``region``. Tables, in dependency order:
   attached_policies_arns text[])``: cloud id ``role_name``; ``arn`` is the cloud's.
   Service-linked roles (path ``/aws-service-role/``) are not listed.
 
-RPCs: ``access_key_request(user_name)`` (below). Not built: IaSQL's ``set_user_password``.
+RPCs: ``access_key_request(user_name)`` and ``set_user_password(user_name, password,
+reset_password)`` (below). The password goes to IAM only: it is never written to a table, the
+audit log, a progress line, an error message or the engine's logs.
 
 moto (5.2.5, the tests' cloud) answers every call used here: list/create/get/update/delete_user,
 list_attached_user_policies, attach/detach_user_policy, get/delete_login_profile,
-list/update/delete_access_key and the role calls.
+list/update/delete_access_key, get/create/update/delete_login_profile and the role calls.
+moto does not apply an account password policy (no ``PasswordPolicyViolation``) and its
+``create_login_profile`` ignores ``PasswordResetRequired`` (its ``update_login_profile`` keeps it).
 """
 
 from __future__ import annotations
@@ -415,6 +419,94 @@ async def access_key_request(state: Any, ctx: Any, user_name: Any) -> list[tuple
         return [("SUCCESS", "", key["AccessKeyId"], key.get("SecretAccessKey"))]
 
 
+#: How often ``set_user_password`` retries a login profile IAM reports as temporarily unmodifiable
+#: (``EntityTemporarilyUnmodifiable``, e.g. right after the user was made), and the pause between tries.
+PASSWORD_RETRIES, PASSWORD_RETRY_PAUSE = 30, 10.0
+
+
+def _reset_flag(value: Any) -> bool:
+    """``reset_password`` as a bool: NULL, ``false`` -> False, ``true`` -> True (any letter case,
+    surrounding blanks ignored). Raises EngineError 22023 for anything else."""
+    from engine.rpc import EngineError
+
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ("true", "false"):
+        return text == "true"
+    raise EngineError("22023", "reset_password must be 'true' or 'false'")
+
+
+async def set_user_password(state: Any, ctx: Any, user_name: Any, password: Any, reset_password: Any = "false") -> list[tuple]:
+    """IaSQL's ``set_user_password`` RPC (``src/modules/aws_iam/rpcs/set_password.ts``): set, change
+    or remove the console password (login profile) of IAM user ``user_name``, as the caller.
+
+    Takes the engine state, the ``CallContext`` and the ``varchar`` arguments ``user_name``,
+    ``password`` (NULL or empty removes the user's login profile, as in IaSQL) and
+    ``reset_password`` (``'true'``: the user must choose a new password at the next sign-in;
+    default ``'false'``). Checks the user exists (``get_user``), then ``get_login_profile``
+    and ``update_login_profile`` (retried while IAM answers EntityTemporarilyUnmodifiable), or
+    ``create_login_profile`` when the user has none, or ``delete_login_profile``. Writes no row
+    (IaSQL's neither): the password reaches IAM only, never a table, the audit log, a progress line,
+    an error message or a log. Returns one row (status, message): ``OK``, ``''``. Raises
+    EngineError 22004 (user name NULL or empty), 22023 (``reset_password`` neither true nor false;
+    IAM refused the password, e.g. PasswordPolicyViolation), 42704 (no such IAM user), 58000 (any
+    other AWS failure), 57014 (cancelled).
+    """
+    from engine.core.functions import mapper_context
+    from engine.core.session import EngineSession
+    from engine.rpc import EngineError
+
+    if not user_name:
+        raise EngineError("22004", "set_user_password needs a user name")
+    reset = _reset_flag(reset_password)
+    async with EngineSession(ctx, state, "set_user_password") as s:
+        mc = await mapper_context(s)
+        s.check_cancelled()
+        try:
+            await mc.call("iam", IAM_REGION, "get_user", UserName=user_name)
+        except CloudError as e:
+            if e.code == "NoSuchEntity":
+                raise EngineError("42704", f"IAM user {user_name} does not exist") from None
+            raise
+        try:
+            await mc.call("iam", IAM_REGION, "get_login_profile", UserName=user_name)
+            has_profile = True
+        except CloudError as e:
+            if e.code != "NoSuchEntity":
+                raise
+            has_profile = False
+        s.check_cancelled()
+        try:
+            if not password:
+                if has_profile:
+                    await mc.call("iam", IAM_REGION, "delete_login_profile", UserName=user_name)
+                    ctx.progress(f"removed the console password of IAM user {user_name}")
+                return [("OK", "")]
+            if not has_profile:
+                await mc.call("iam", IAM_REGION, "create_login_profile", UserName=user_name, Password=password,
+                              PasswordResetRequired=reset)
+            else:
+                for attempt in range(PASSWORD_RETRIES):
+                    try:
+                        await mc.call("iam", IAM_REGION, "update_login_profile", UserName=user_name,
+                                      Password=password, PasswordResetRequired=reset)
+                        break
+                    except CloudError as e:
+                        if e.code != "EntityTemporarilyUnmodifiable" or attempt == PASSWORD_RETRIES - 1:
+                            raise
+                    await s._sleep(PASSWORD_RETRY_PAUSE)  # wakes at once on a cancel
+                    s.check_cancelled()
+        except CloudError as e:
+            if e.code == "PasswordPolicyViolation":
+                raise EngineError("22023", f"IAM refused the password of user {user_name}: {e.aws_message}") from None
+            if e.code == "NoSuchEntity":
+                raise EngineError("42704", f"IAM user {user_name} does not exist") from None
+            raise EngineError("58000", f"AWS call failed: {e.operation}: {e.code}") from None
+        ctx.progress(f"{'changed' if has_profile else 'set'} the console password of IAM user {user_name}")
+        return [("OK", "")]
+
+
 def _rpcs() -> tuple:
     """The module's RPC declarations (``Module.rpcs``)."""
     from engine.rpc import Argument, Column, Function
@@ -428,6 +520,16 @@ def _rpcs() -> tuple:
             impl=access_key_request,
             description="Creates an access key for an IAM user and returns its id and secret (shown only once)",
             sample_usage="SELECT * FROM access_key_request('my-user')",
+            mutating=True,
+        ),
+        Function(
+            name="set_user_password",
+            arguments=(Argument("user_name", "varchar"), Argument("password", "varchar"),
+                       Argument("reset_password", "varchar", default="false")),
+            columns=(Column("status", "varchar"), Column("message", "varchar")),
+            impl=set_user_password,
+            description="Sets, changes or (with an empty password) removes the console password of an IAM user",
+            sample_usage="SELECT * FROM set_user_password('my-user', 'A-long-Passw0rd!', 'true')",
             mutating=True,
         ),
     )

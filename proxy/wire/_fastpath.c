@@ -57,7 +57,8 @@ static const char *START_WORDS[] = {"set", "start", "reset", "discard", "dealloc
  * with one of them at an identifier start goes to the slow path, as one with iasql_ does. Keep in
  * agreement with proxy/router/marker.py MODULE_RPC_NAMES (exported as RPC_NAMES; compared by
  * tests/unit/test_fastpath.py). */
-static const char *RPC_NAMES[] = {"s3_upload_object", "access_key_request", NULL};
+static const char *RPC_NAMES[] = {"s3_upload_object", "access_key_request", "log_group_tail", "start_build",
+                                  "confirm_subscription", NULL};
 
 /* IDENT[c]: c continues an identifier (ASCII letter, '_', '$', a byte >= 0x80), so a name right
  * after it is not at an identifier start (digits count as a start: only false positives).

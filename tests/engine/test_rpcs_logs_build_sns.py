@@ -184,3 +184,22 @@ async def test_confirm_subscription_not_installed(registry, ctx):
         await call(registry, ctx, "confirm_subscription", "arn", "t")
     assert ei.value.sqlstate == "42883"
     assert "iasql_install('aws_sns')" in ei.value.hint
+
+
+async def test_a_database_made_before_these_rpcs_gets_them(registry, ctx, dsn, aws):
+    """Metadata made by a proxy without these RPCs (its marker has no or another RPC digest) gets
+    their probes, and the stubs of installed modules, at the next engine call."""
+    await _install(registry, ctx, dsn, "aws_sns")
+    await sql(dsn, "DROP FUNCTION public.confirm_subscription(VARIADIC text[]); "
+                   "DROP FUNCTION iasql_args.confirm_subscription(VARIADIC text[]); "
+                   "DROP FUNCTION iasql_args.log_group_tail(varchar, varchar); "
+                   "COMMENT ON TABLE public.iasql_audit_log IS 'iasql-proxy metadata 9 (0.1.0)'")
+    await call(registry, ctx, "iasql_modules_installed")
+    assert await sql(dsn, "SELECT to_regprocedure('public.confirm_subscription(text[])') IS NOT NULL, "
+                          "to_regprocedure('iasql_args.confirm_subscription(text[])') IS NOT NULL, "
+                          "to_regprocedure('iasql_args.log_group_tail(varchar, varchar)') IS NOT NULL, "
+                          "to_regprocedure('public.log_group_tail(varchar, varchar)') IS NOT NULL") == [
+        (True, True, True, False)]  # aws_cloudwatch is not installed: no stub
+    topic = aws("sns").create_topic(Name="rpc-old-db")["TopicArn"]
+    [(_, status, _)] = await call(registry, ctx, "confirm_subscription", topic, "t")
+    assert status == "OK"

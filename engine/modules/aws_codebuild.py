@@ -309,7 +309,7 @@ async def _wait_for_build(s: Any, mc: MapperContext, region: str, build: dict) -
             return build
         try:  # wakes at once on a CancelRequest
             await asyncio.wait_for(s.ctx.cancelled.wait(), min(delay, left))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         delay = min(delay * 2, 4.0)
 

@@ -131,8 +131,8 @@ async def test_start_build_failures(registry, ctx, dsn, aws):
     for bad in (None, ""):
         with pytest.raises(EngineError) as ei:
             await call(registry, ctx, "start_build", bad, None)
-        assert (ei.value.sqlstate, ei.value.message) == ("22004", "Please provide the name of the CodeBuild "
-                                                                 "project to build")
+        assert ei.value.sqlstate == "22004"
+        assert ei.value.message == "Please provide the name of the CodeBuild project to build"
     with pytest.raises(EngineError) as ei:
         await call(registry, ctx, "start_build", "p", "mars-1")
     assert ei.value.sqlstate == "22023"

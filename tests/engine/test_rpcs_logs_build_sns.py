@@ -203,3 +203,46 @@ async def test_a_database_made_before_these_rpcs_gets_them(registry, ctx, dsn, a
     topic = aws("sns").create_topic(Name="rpc-old-db")["TopicArn"]
     [(_, status, _)] = await call(registry, ctx, "confirm_subscription", topic, "t")
     assert status == "OK"
+
+
+class _FakeCodebuild:
+    """A CodeBuild whose build stays IN_PROGRESS (moto ends builds at the first read)."""
+
+    def __init__(self):
+        self.polls = 0
+
+    async def call(self, service, region, operation, **kw):
+        assert (service, operation) == ("codebuild", "batch_get_builds")
+        self.polls += 1
+        return {"builds": [{"id": kw["ids"][0], "buildStatus": "IN_PROGRESS"}]}
+
+
+class _FakeSession:
+    def __init__(self):
+        import asyncio
+        import types
+
+        self.ctx = types.SimpleNamespace(cancelled=asyncio.Event())
+
+    def check_cancelled(self):
+        if self.ctx.cancelled.is_set():
+            raise EngineError("57014", "canceling statement due to user request")
+
+
+async def test_start_build_wait_ends_at_its_limit_and_on_cancel(monkeypatch):
+    import asyncio
+
+    from engine.modules import aws_codebuild
+
+    monkeypatch.setattr(aws_codebuild, "BUILD_WAIT_SECONDS", 1.5)
+    cloud, s = _FakeCodebuild(), _FakeSession()
+    got = await aws_codebuild._wait_for_build(s, cloud, "us-east-1", {"id": "p:1"})
+    assert got == {"id": "p:1", "buildStatus": "IN_PROGRESS"}  # recorded as it is then
+    assert cloud.polls == 3  # at once, after 1 s, and a last look at the limit (1.5 s)
+    monkeypatch.setattr(aws_codebuild, "BUILD_WAIT_SECONDS", 60.0)
+    cloud, s = _FakeCodebuild(), _FakeSession()
+    asyncio.get_running_loop().call_later(0.2, s.ctx.cancelled.set)
+    t0 = asyncio.get_running_loop().time()
+    with pytest.raises(EngineError) as ei:
+        await aws_codebuild._wait_for_build(s, cloud, "us-east-1", {"id": "p:1"})
+    assert ei.value.sqlstate == "57014" and asyncio.get_running_loop().time() - t0 < 1.0

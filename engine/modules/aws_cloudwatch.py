@@ -16,7 +16,11 @@ Tables as in IaSQL v0.1.x's ``aws_cloudwatch`` module (``migration/1678211058198
   in place through ``put_metric_alarm`` (IaSQL's ``mappers/metric_alarm.ts``). An empty action
   list and NULL are the same.
 
-Not built: IaSQL's ``log_group_tail`` function (it reads log events, not state).
+RPC: ``log_group_tail(log_group_name, region)`` (below): the log group's recent events as rows.
+It reads only, so it may be used like any set-returning function (``WHERE``, joins).
+
+moto (5.2.5, the tests' cloud) answers describe_log_groups, create/delete_log_group,
+put/describe/delete_metric_alarms and filter_log_events (with events put by put_log_events).
 """
 
 from __future__ import annotations
@@ -192,6 +196,70 @@ _ENUMS = (
      "Milliseconds", "None", "Percent", "Seconds", "Terabits", "Terabits/Second", "Terabytes", "Terabytes/Second")),
 )
 
+#: IaSQL's opinionated limit of one ``filter_log_events`` page (``log_group_tail.ts``)
+TAIL_LIMIT = 1000
+
+
+async def log_group_tail(state: Any, ctx: Any, log_group_name: Any, region: Any = None) -> list[tuple]:
+    """IaSQL's ``log_group_tail`` RPC (``src/modules/aws_cloudwatch/rpcs/log_group_tail.ts``): the
+    recent events of CloudWatch Logs log group ``log_group_name`` in ``region``, as the caller.
+
+    Takes the engine state, the ``CallContext``, the ``varchar`` log group name and the
+    ``varchar`` region (NULL, the declared default, means ``default_aws_region()``, which is
+    IaSQL's default). Calls ``filter_log_events`` once with IaSQL's limit of 1000 events (one page,
+    as IaSQL: no further pages are read) and returns one row per event, in the order CloudWatch
+    Logs gives them: (event_id varchar, log_stream_name varchar, event_timestamp timestamptz,
+    message varchar), the timestamp converted from the event's epoch milliseconds. A log group
+    without events gives no rows. Writes nothing (not ``mutating``). Raises EngineError 22004
+    (IaSQL's ``Invalid log group name`` when the name is NULL or empty), 22023 (``region`` is not a
+    region of ``aws_regions``), 42704 (no such log group in that region), 58000 (any other AWS
+    failure), 57014 (cancelled).
+    """
+    from engine.core.functions import mapper_context
+    from engine.core.session import EngineSession
+    from engine.rpc import EngineError
+
+    if not log_group_name:
+        raise EngineError("22004", "Invalid log group name")
+    async with EngineSession(ctx, state, "log_group_tail") as s:
+        mc = await mapper_context(s)
+        region = region or mc.default_region
+        if region not in mc.regions and not await s.fetchone(
+                "SELECT 1 FROM public.aws_regions WHERE region = $1", (region,)):
+            raise EngineError("22023", f"unknown region {region}", hint="Use a region of the aws_regions table.")
+        s.check_cancelled()
+        try:
+            res = await mc.call("logs", region, "filter_log_events", logGroupName=log_group_name, limit=TAIL_LIMIT)
+        except CloudError as e:
+            if e.code == "ResourceNotFoundException":
+                raise EngineError("42704", f"log group {log_group_name} does not exist in {region}",
+                                  detail=str(e)) from None
+            raise
+        out = []
+        for ev in res.get("events") or []:
+            ms = ev.get("timestamp")
+            out.append((ev.get("eventId"), ev.get("logStreamName"),
+                        datetime.fromtimestamp(ms / 1000, timezone.utc) if ms is not None else None, ev.get("message")))
+        return out
+
+
+def _rpcs() -> tuple:
+    """The module's RPC declarations (``Module.rpcs``)."""
+    from engine.rpc import Argument, Column, Function
+
+    return (
+        Function(
+            name="log_group_tail",
+            arguments=(Argument("log_group_name", "varchar"), Argument("region", "varchar", default=None)),
+            columns=(Column("event_id", "varchar"), Column("log_stream_name", "varchar"),
+                     Column("event_timestamp", "timestamptz"), Column("message", "varchar")),
+            impl=log_group_tail,
+            description="Returns the recent events (at most 1000) of a CloudWatch Logs log group",
+            sample_usage="SELECT * FROM log_group_tail('my-log-group')",
+        ),
+    )
+
+
 MODULE = Module(
     name="aws_cloudwatch",
     version=VERSION,
@@ -236,4 +304,5 @@ MODULE = Module(
                    "DROP TABLE public.log_group"),
     mappers=(LogGroupMapper(), MetricAlarmMapper()),
     description="CloudWatch log groups and metric alarms",
+    rpcs=_rpcs(),
 )

@@ -16,7 +16,7 @@ IaSQL. Tables, in dependency order:
   an empty ``source_location`` equals NULL.
 - ``source_credentials_list(arn, source_type, auth_type, region)``: the source credentials AWS has
   (read-only, as IaSQL: a row cannot be inserted, since credentials are imported with IaSQL's
-  ``import_source_credential`` RPC; an inserted row fails the commit; a changed row is put back by
+  ``import_source_credential`` RPC, not built here; an inserted row fails the commit; a changed row is put back by
   the sync; deleting a row deletes the credential with ``delete_source_credentials``).
   Credentials of a server type the ``source_type`` enum cannot hold (``BITBUCKET``,
   ``GITHUB_ENTERPRISE``) are not read.
@@ -27,17 +27,18 @@ IaSQL. Tables, in dependency order:
   the builds AWS keeps of a deleted project are not read (so a project deleted outside leaves the
   table with its builds at the next sync).
 
-Not built: IaSQL's RPCs ``start_build(project_name, region)`` and ``import_source_credential
-(region, token, server_type, auth_type)``. The engine answers only the ``iasql_*`` functions; a
-module RPC would need registry functions, stubs in every database's metadata and the proxy's call
-routing, which do not exist yet. Builds started elsewhere (the console, the CLI, a pipeline)
-are read into ``codebuild_build_list``.
+RPC: ``start_build(project_name, region)`` (below): starts a build of a project, waits until it
+has ended and records it in ``codebuild_build_list``. Not built: IaSQL's
+``import_source_credential(region, token, server_type, auth_type)``: moto (the tests' cloud)
+does not implement ``import_source_credentials`` (``moto/codebuild/responses.py`` has no such
+operation), so it could not be tested; import credentials with the console or
+``aws codebuild import-source-credentials`` (the table is read-only either way).
 
 Cloud failures raise ``engine.aws.CloudError``, which a commit reports with SQLSTATE 58000
 (after taking back its cloud changes).
 
 moto (5.2.5, the tests' cloud) answers create_project, list_projects, batch_get_projects,
-delete_project, start_build (used by the tests to make builds outside the engine), list_builds,
+delete_project, start_build (the ``start_build`` RPC; the tests also make builds outside the engine), list_builds,
 batch_get_builds and stop_build. It differs from AWS: ``create_project`` requires a source
 ``location`` for every source type (AWS does not for ``NO_SOURCE``/``CODEPIPELINE``), it has no
 ``update_project`` (so a project changed outside cannot be made in moto; the tests cover a
@@ -207,7 +208,7 @@ class SourceCredentialsListMapper(VpcModuleMapper):
         """Always raises CloudError: credentials are imported, not inserted."""
         raise CloudError("InvalidInputException", "source credentials cannot be inserted: import them with the "
                          "CodeBuild console or `aws codebuild import-source-credentials` (IaSQL's "
-                         "import_source_credential RPC is not available in this engine); the next sync reads them",
+                         "import_source_credential RPC is not built in this engine); the next sync reads them",
                          "codebuild.import_source_credentials")
 
     async def update(self, mc: MapperContext, row: dict, cloud: dict) -> dict:
@@ -261,8 +262,8 @@ class CodebuildBuildListMapper(VpcModuleMapper):
 
     async def create(self, mc: MapperContext, row: dict) -> dict:
         """Always raises CloudError: builds are started, not inserted."""
-        raise CloudError("InvalidInputException", "builds cannot be inserted: start them in CodeBuild (IaSQL's "
-                         "start_build RPC is not available in this engine); the next sync reads them",
+        raise CloudError("InvalidInputException", "builds cannot be inserted: start them with the start_build "
+                         "function (or in CodeBuild; the next sync reads them)",
                          "codebuild.start_build")
 
     async def update(self, mc: MapperContext, row: dict, cloud: dict) -> dict:
@@ -279,6 +280,125 @@ class CodebuildBuildListMapper(VpcModuleMapper):
         if failed:
             raise CloudError(str(failed[0].get("statusCode") or "BuildNotDeleted"),
                              f"build {cloud['aws_id']} was not deleted", "codebuild.batch_delete_builds")
+
+
+#: How long ``start_build`` waits for the build to end (IaSQL's waiter: 900 s, polls 1 s to 4 s apart)
+BUILD_WAIT_SECONDS = 900.0
+
+
+async def _wait_for_build(s: Any, mc: MapperContext, region: str, build: dict) -> dict | None:
+    """Poll ``batch_get_builds`` until ``build`` has ended (not ``IN_PROGRESS``, or an end time)
+    or ``BUILD_WAIT_SECONDS`` have passed; returns its last description (None when CodeBuild no
+    longer lists it). Raises EngineError 57014 when the client cancels, engine.aws.CloudError."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + BUILD_WAIT_SECONDS
+    delay = 1.0
+    while True:
+        s.check_cancelled()
+        res = await mc.call("codebuild", region, "batch_get_builds", ids=[build["id"]])
+        found = [b for b in res.get("builds") or [] if b.get("id") == build["id"]]
+        if not found:
+            return None
+        build = found[0]
+        if build.get("buildStatus") != "IN_PROGRESS" or build.get("endTime"):
+            return build
+        left = deadline - loop.time()
+        if left <= 0:
+            return build
+        try:  # wakes at once on a CancelRequest
+            await asyncio.wait_for(s.ctx.cancelled.wait(), min(delay, left))
+        except TimeoutError:
+            pass
+        delay = min(delay * 2, 4.0)
+
+
+async def start_build(state: Any, ctx: Any, project_name: Any, region: Any = None) -> list[tuple]:
+    """IaSQL's ``start_build`` RPC (``src/modules/aws_codebuild/rpcs/start_build.ts``): start a
+    build of CodeBuild project ``project_name`` in ``region``, as the caller, in the caller's
+    transaction.
+
+    Takes the engine state, the ``CallContext``, the ``varchar`` project name and the ``varchar``
+    region (NULL, the declared default, means ``default_aws_region()``, IaSQL's default). Calls
+    ``start_build``, then waits as IaSQL does until the build has ended (``batch_get_builds``
+    every 1 to 4 s, at most ``BUILD_WAIT_SECONDS``, 900 s; after that the build is recorded as it
+    is then, e.g. ``IN_PROGRESS``), and records it in ``codebuild_build_list`` (aws_id, arn,
+    build number, status, start and end time, region, project) when the project has a
+    ``codebuild_project`` row in that region (without one the table cannot reference it, as in the
+    sync). Returns one row (name, status, message): IaSQL's ``OK`` and ``''``; ``KO`` with IaSQL's
+    ``Error launching build`` when CodeBuild answers without a build id, or ``Error getting status
+    of build`` when it no longer lists the build. Unlike IaSQL, which answers with a row, a missing
+    name or project is an error: EngineError 22004 (IaSQL's ``Please provide the name of the
+    CodeBuild project to build`` when the name is NULL or empty), 22023 (``region`` is not a region
+    of ``aws_regions``), 42704 (IaSQL's ``Codebuild project not found``: CodeBuild has no such
+    project in that region), 42501 (the project has a row and the caller may not INSERT into
+    ``codebuild_build_list``: checked before the build is started), 58000 (any other AWS
+    failure), 57014 (cancelled; a build already started keeps running and the next sync reads it),
+    the server's SQLSTATE when the row cannot be written.
+    """
+    from engine.core.functions import mapper_context
+    from engine.core.session import EngineSession
+    from engine.rpc import EngineError
+
+    if not project_name:
+        raise EngineError("22004", "Please provide the name of the CodeBuild project to build")
+    async with EngineSession(ctx, state, "start_build") as s:
+        mc = await mapper_context(s)
+        region = region or mc.default_region
+        if region not in mc.regions and not await s.fetchone(
+                "SELECT 1 FROM public.aws_regions WHERE region = $1", (region,)):
+            raise EngineError("22023", f"unknown region {region}", hint="Use a region of the aws_regions table.")
+        has_row = await s.fetchone("SELECT 1 FROM public.codebuild_project WHERE project_name = $1 AND region = $2",
+                                   (project_name, region))
+        if has_row and not (await s.fetchone(
+                "SELECT pg_catalog.has_table_privilege('public.codebuild_build_list', 'INSERT')"))[0]:
+            # refused before anything happens in the cloud: the row could not be written afterwards
+            raise EngineError("42501", "permission denied for table codebuild_build_list",
+                              hint="start_build records the build in codebuild_build_list: it needs INSERT on it "
+                                   "(and USAGE on its id sequence).")
+        s.check_cancelled()
+        try:
+            res = await mc.call("codebuild", region, "start_build", projectName=project_name)
+        except CloudError as e:
+            if e.code == "ResourceNotFoundException":
+                raise EngineError("42704", "Codebuild project not found",
+                                  detail=f"CodeBuild has no project {project_name} in {region}: {e}") from None
+            raise
+        build = res.get("build") or {}
+        if not build.get("id"):
+            return [(project_name, "KO", "Error launching build")]
+        ctx.progress(f"started build {build['id']} of CodeBuild project {project_name} in {region}")
+        build = await _wait_for_build(s, mc, region, build)
+        if build is None:
+            return [(project_name, "KO", "Error getting status of build")]
+        ctx.progress(f"build {build['id']} ended: {build.get('buildStatus')}")
+        if has_row and build.get("arn") and build.get("buildStatus") in BUILD_STATUSES:
+            await s.execute(
+                "INSERT INTO public.codebuild_build_list (aws_id, arn, build_number, build_status, end_time, "
+                "start_time, region, project_name) VALUES ($1, $2, $3, $4::public.codebuild_build_list_build_status_enum, "
+                "$5, $6, $7, $8) ON CONFLICT (aws_id, region) DO NOTHING",
+                (build["id"], build["arn"], build.get("buildNumber"), build["buildStatus"], build.get("endTime"),
+                 build.get("startTime"), region, project_name))
+        return [(project_name, "OK", "")]
+
+
+def _rpcs() -> tuple:
+    """The module's RPC declarations (``Module.rpcs``)."""
+    from engine.rpc import Argument, Column, Function
+
+    return (
+        Function(
+            name="start_build",
+            arguments=(Argument("project_name", "varchar"), Argument("region", "varchar", default=None)),
+            columns=(Column("name", "varchar"), Column("status", "varchar"), Column("message", "varchar")),
+            impl=start_build,
+            description="Starts a build of a CodeBuild project, waits until it ends and records it in "
+                        "codebuild_build_list",
+            sample_usage="SELECT * FROM start_build('my-project')",
+            mutating=True,
+        ),
+    )
 
 
 _BUILD_SPEC_SQL = r"""CREATE OR REPLACE FUNCTION public.generate_put_ecr_image_build_spec(
@@ -388,4 +508,5 @@ MODULE = Module(
          ("SELECT generate_put_ecr_image_build_spec('us-east-1', 'latest', 'app', "
           "'123456789012.dkr.ecr.us-east-1.amazonaws.com/app', '.')")),
     ),
+    rpcs=_rpcs(),
 )

@@ -15,12 +15,15 @@ Table ``subscription(id, endpoint, region, protocol, arn, topic)`` as in IaSQL: 
 the topic's ARN (foreign key to ``topic.arn``, ON DELETE CASCADE). IaSQL makes subscriptions only
 through its ``subscribe``/``unsubscribe``/``confirm_subscription`` functions (an inserted row is
 deleted again); here an inserted row subscribes (``sns.subscribe``) and a deleted one
-unsubscribes, since the engine has no module functions yet. The cloud id is
+unsubscribes, since IaSQL's ``subscribe`` and ``unsubscribe`` are not built (their names have no
+``_``, which the proxy's fast-path scan needs to find a module RPC in a statement). The cloud id is
 ``(topic, protocol, endpoint, region)`` (AWS makes no duplicates; a subscription pending
 confirmation has no ARN yet): nothing changes in place, a changed row is a new subscription.
 Subscriptions of topics that have no row are not imported.
 
-Not built yet: IaSQL's ``confirm_subscription`` function. moto (5.2) answers ``get_data_protection_policy`` with an
+RPC: ``confirm_subscription(arn, token, region)`` (below). moto (5.2) checks only that the topic
+exists: it accepts any token and answers a made-up subscription ARN without changing any
+subscription (a pending one stays pending). moto (5.2) also answers ``get_data_protection_policy`` with an
 internal error and ignores ``TracingConfig``: against such an endpoint ``data_protection_policy``
 reads as NULL (the first failed call of a read is remembered, so it is not asked again).
 """
@@ -213,6 +216,75 @@ class SubscriptionMapper(Mapper):
 
 
 
+async def confirm_subscription(state: Any, ctx: Any, *args: Any) -> list[tuple]:
+    """IaSQL's ``confirm_subscription`` RPC (``src/modules/aws_sns/rpcs/confirm_subscription.ts``):
+    confirm a subscription to SNS topic ``arn`` with the ``token`` that SNS sent to the endpoint
+    when it subscribed, as the caller.
+
+    Takes the engine state, the ``CallContext`` and IaSQL's ``VARIADIC _args text[]`` (default
+    empty; its names cannot be named arguments, since Postgres refuses an argument named like the
+    result column ``arn``): the topic ARN, the token and optionally the region (missing or NULL
+    means ``default_aws_region()``, as in IaSQL). Calls
+    SNS ``confirm_subscription`` and returns one row (arn, status, error): the confirmed
+    subscription's ARN, ``OK`` and ``''``; or IaSQL's ``''``, ``KO``, ``Error confirming
+    subscription`` when SNS answers without an ARN. Writes no row (as IaSQL: the subscription's
+    ``arn`` is read into ``subscription`` by the next sync). Unlike IaSQL, which answers a failed
+    call with a ``KO`` row, failures are errors: EngineError 22023 (IaSQL's ``Please provide a valid
+    SNS subscription ARN and a valid token.`` when one is NULL or empty; also SNS's
+    ``InvalidParameter``, e.g. a bad or expired token, with its message), 22023 (more than three
+    arguments, which IaSQL ignores; or ``region`` is not a region of ``aws_regions``), 42704 (no such topic), 58000 (any other AWS failure), 57014
+    (cancelled). Against moto (5.2), any token of an existing topic is accepted (see the module
+    docstring), so a wrong token is not refused there.
+    """
+    from engine.core.functions import mapper_context
+    from engine.core.session import EngineSession
+    from engine.rpc import EngineError
+
+    if len(args) > 3:
+        raise EngineError("22023", f"confirm_subscription takes at most 3 arguments (topic ARN, token, region), "
+                                   f"not {len(args)}")
+    arn, token, region = (*args, None, None, None)[:3]
+    if not arn or not token:
+        raise EngineError("22023", "Please provide a valid SNS subscription ARN and a valid token.")
+    async with EngineSession(ctx, state, "confirm_subscription") as s:
+        mc = await mapper_context(s)
+        region = region or mc.default_region
+        if region not in mc.regions and not await s.fetchone(
+                "SELECT 1 FROM public.aws_regions WHERE region = $1", (region,)):
+            raise EngineError("22023", f"unknown region {region}", hint="Use a region of the aws_regions table.")
+        s.check_cancelled()
+        try:
+            res = await mc.call("sns", region, "confirm_subscription", TopicArn=arn, Token=token)
+        except CloudError as e:
+            if e.code in ("NotFound", "NotFoundException"):
+                raise EngineError("42704", f"SNS topic {arn} does not exist in {region}", detail=str(e)) from None
+            if e.code in ("InvalidParameter", "InvalidParameterException"):
+                raise EngineError("22023", f"SNS refused the confirmation: {e.aws_message}", detail=str(e)) from None
+            raise
+        sub = res.get("SubscriptionArn")
+        if not sub:
+            return [("", "KO", "Error confirming subscription")]
+        ctx.progress(f"confirmed subscription {sub}")
+        return [(sub, "OK", "")]
+
+
+def _rpcs() -> tuple:
+    """The module's RPC declarations (``Module.rpcs``)."""
+    from engine.rpc import Argument, Column, Function
+
+    return (
+        Function(
+            name="confirm_subscription",
+            arguments=(Argument("_args", "text", default=[], variadic=True),),
+            columns=(Column("arn", "varchar"), Column("status", "varchar"), Column("error", "varchar")),
+            impl=confirm_subscription,
+            description="Confirms a subscription to an SNS topic with the token sent to its endpoint",
+            sample_usage="SELECT * FROM confirm_subscription('<topic arn>', '<token>')",
+            mutating=True,
+        ),
+    )
+
+
 MODULE = Module(
     name="aws_sns",
     version=VERSION,
@@ -245,4 +317,5 @@ MODULE = Module(
     uninstall_sql=("DROP TABLE public.subscription", "DROP TABLE public.topic"),
     mappers=(TopicMapper(), SubscriptionMapper()),
     description="SNS topics and subscriptions",
+    rpcs=_rpcs(),
 )

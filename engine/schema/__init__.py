@@ -45,6 +45,7 @@ Follows IaSQL's ``iasql_platform`` entities and ``iasql_functions/sql/after_inst
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any, Iterable
 
 from psycopg import sql
@@ -269,11 +270,26 @@ def drop_statements(functions: Iterable["Function"], schemas: tuple[str, ...] = 
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def rpc_digest() -> str:
+    """A short digest of every module RPC's module and SQL signature: part of the marker, so that a
+    database whose metadata was made before an RPC was added (or changed) gets its argument probe
+    and, when its module is installed, its stub at the next call (no ``METADATA_VERSION`` bump per
+    RPC)."""
+    import hashlib
+
+    from engine.modules import MODULES
+
+    sigs = sorted(f"{m.name}.{fn.signature}" for m in MODULES for fn in m.rpcs)
+    return hashlib.sha256("\n".join(sigs).encode()).hexdigest()[:12]
+
+
 def metadata_marker(version: str | None = None) -> str:
-    """The marker (comment of ``iasql_audit_log``) of current metadata for platform ``version``."""
+    """The marker (comment of ``iasql_audit_log``) of current metadata for platform ``version``
+    and the current module RPCs (``rpc_digest``)."""
     from engine.modules import VERSION
 
-    return f"{METADATA_VERSION} ({version or VERSION})"
+    return f"{METADATA_VERSION} ({version or VERSION}; rpcs {rpc_digest()})"
 
 
 async def ensure_metadata(ctx: Any, functions: Iterable["Function"], version: str | None = None,

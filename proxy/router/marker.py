@@ -21,7 +21,8 @@ import re
 #: The module RPC names the proxy recognises (lower case), as declared by ``Module.rpcs``.
 MODULE_RPC_NAMES: tuple[str, ...] = ("s3_upload_object", "access_key_request", "key_pair_request",
                                      "key_pair_import", "describe_ami", "certificate_request",
-                                     "certificate_import", "set_user_password")
+                                     "certificate_import", "set_user_password", "log_group_tail",
+                                     "start_build", "confirm_subscription")
 
 #: The longest marker (an overlap this long is enough when searching a text in slices).
 LONGEST = max(len(n) for n in ("iasql_", *MODULE_RPC_NAMES))

@@ -59,7 +59,8 @@ static const char *START_WORDS[] = {"set", "start", "reset", "discard", "dealloc
  * tests/unit/test_fastpath.py). */
 static const char *RPC_NAMES[] = {"s3_upload_object", "access_key_request", "key_pair_request",
                                   "key_pair_import", "describe_ami", "certificate_request",
-                                  "certificate_import", "set_user_password", NULL};
+                                  "certificate_import", "set_user_password", "log_group_tail", "start_build",
+                                  "confirm_subscription", NULL};
 
 /* IDENT[c]: c continues an identifier (ASCII letter, '_', '$', a byte >= 0x80), so a name right
  * after it is not at an identifier start (digits count as a start: only false positives).

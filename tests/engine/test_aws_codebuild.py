@@ -149,7 +149,9 @@ async def test_two_regions_and_the_build_spec_function(registry, ctx, dsn, aws, 
                                "'.', ARRAY['A=1'])")
     assert "docker build --build-arg A=1 -t app ." in spec and "docker push repo.example/app:v1" in spec
     help_rows = await call(registry, ctx, "iasql_help")
-    [(sample,)] = [(r[4],) for r in help_rows if r[0] == "aws_codebuild"]
+    assert sorted(r[1] for r in help_rows if r[0] == "aws_codebuild") == [
+        "generate_put_ecr_image_build_spec", "start_build"]
+    [(sample,)] = [(r[4],) for r in help_rows if r[1] == "generate_put_ecr_image_build_spec"]
     assert (await sql(dsn, sample))[0][0].startswith("version: 0.2")
     await call(registry, ctx, "iasql_begin")
     await sql(dsn, "DELETE FROM codebuild_project")

@@ -35,7 +35,7 @@ def test_registry_names_arguments_and_columns():
         module_rpcs = {n for n in reg.names() if reg.get(n).module is not None}  # test_module_rpcs.py
         assert module_rpcs == {"s3_upload_object", "access_key_request", "key_pair_request",
                                "key_pair_import", "describe_ami", "certificate_request", "certificate_import",
-                               "set_user_password"}
+                               "set_user_password", "log_group_tail", "start_build", "confirm_subscription"}
         assert reg.names() - module_rpcs == frozenset(EXPECTED) | frozenset(DEPRECATED)
         for name, (args, cols) in EXPECTED.items():
             fn = reg.get(name)

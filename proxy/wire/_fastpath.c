@@ -76,6 +76,16 @@ static inline Py_ssize_t find_byte(const unsigned char *s, Py_ssize_t i, Py_ssiz
     return p == NULL ? -1 : (Py_ssize_t)(p - s);
 }
 static Py_ssize_t RPC_UNDERSCORE[sizeof RPC_NAMES / sizeof RPC_NAMES[0]];
+static Py_ssize_t RPC_LEN[sizeof RPC_NAMES / sizeof RPC_NAMES[0]];
+
+/* RPC_PAIR: one bit per (byte before, byte after) a name's first '_', lower case: a '_' of the
+ * text whose neighbours are no such pair starts no name, so most '_' (created_at, user_id) cost
+ * one table look instead of a comparison per name. 65536 bits. Filled by init_types. */
+static unsigned char RPC_PAIR[256 * 256 / 8];
+static inline int rpc_pair(unsigned char before, unsigned char after) {
+    unsigned int k = ((unsigned int)lower(before) << 8) | lower(after);
+    return RPC_PAIR[k >> 3] & (1u << (k & 7));
+}
 
 /* 1 when one of RPC_NAMES (any ASCII case) is in s[a..b) at an identifier start (s[a] counts as
  * one), us being the offset of the text's first '_': each name is looked for around every '_'
@@ -84,10 +94,12 @@ static Py_ssize_t RPC_UNDERSCORE[sizeof RPC_NAMES / sizeof RPC_NAMES[0]];
  * never made, slowed every byte). */
 static int rpc_names_in(const unsigned char *s, Py_ssize_t a, Py_ssize_t us, Py_ssize_t b) {
     for (Py_ssize_t i = us; i >= 0 && i < b; i = find_byte(s, i + 1, b, '_')) {
+        /* every name has a byte on each side of its first '_' */
+        if (i == a || i + 1 >= b || !rpc_pair(s[i - 1], s[i + 1]))
+            continue;
         for (Py_ssize_t k = 0; RPC_NAMES[k] != NULL; k++) {
             Py_ssize_t st = i - RPC_UNDERSCORE[k];
-            if (st >= a && (st == a || !IDENT[s[st - 1]])
-                && starts(s, st, b, RPC_NAMES[k], (Py_ssize_t)strlen(RPC_NAMES[k])))
+            if (st >= a && (st == a || !IDENT[s[st - 1]]) && starts(s, st, b, RPC_NAMES[k], RPC_LEN[k]))
                 return 1;
         }
     }
@@ -188,13 +200,18 @@ static void init_types(void) {
     for (Py_ssize_t k = 0; RPC_NAMES[k] != NULL; k++) {
         const char *u = strchr(RPC_NAMES[k], '_');
         RPC_UNDERSCORE[k] = u == NULL ? -1 : (Py_ssize_t)(u - RPC_NAMES[k]);
+        RPC_LEN[k] = (Py_ssize_t)strlen(RPC_NAMES[k]);
+        if (u != NULL && u > RPC_NAMES[k] && u[1] != '\0') {
+            unsigned int p = ((unsigned int)(unsigned char)u[-1] << 8) | (unsigned char)u[1];
+            RPC_PAIR[p >> 3] |= (unsigned char)(1u << (p & 7));
+        }
     }
 }
 
 /* 0 when every RPC name has a '_' (rpc_around finds names by it) */
 static int check_rpc_names(void) {
     for (Py_ssize_t k = 0; RPC_NAMES[k] != NULL; k++)
-        if (RPC_UNDERSCORE[k] < 0)
+        if (RPC_UNDERSCORE[k] < 1 || RPC_NAMES[k][RPC_UNDERSCORE[k] + 1] == '\0')
             return -1;
     return 0;
 }

@@ -176,7 +176,9 @@ def test_scan_reply_from_an_offset(impl):
 WORDS = ["SELECT", "set", "SET", " ", "\n", "\t", ";", "iasql_", "IaSQL_", "begin", "temp", "pg_temp", "_config",
          "advisory", "/*", "*/", "--", "&", "mp", "M", "P", "x", "'", '"', "1", "\0", "from", "u&", "listen",
          "unlisten", "close", "load", "start", "reset", "discard", "prepare", "deallocate", "declare", "visory",
-         "s3_upload_object", "S3_UPLOAD_OBJECT", "s3_upload", "_object", "access_key_request", "Access_Key", "s", "3", "_", "$", "\u00e9", "."]
+         "s3_upload_object", "S3_UPLOAD_OBJECT", "s3_upload", "_object", "access_key_request", "Access_Key", "s", "3", "_", "$", "\u00e9", ".",
+         "key_pair_import", "KEY_PAIR_REQUEST", "key", "_pair", "describe_ami", "certificate_import",
+         "set_user_password", "log_group_tail", "Start_Build", "start_", "_build", "confirm_subscription"]
 sql_text = st.one_of(st.text(max_size=80), st.lists(st.sampled_from(WORDS), max_size=14).map("".join))
 
 

@@ -33,7 +33,7 @@ from typing import Any
 
 from engine.aws import CloudError
 from engine.modules.aws_account import VERSION
-from engine.modules.base import Col, Mapper, MapperContext, Module
+from engine.modules.base import Col, Mapper, MapperContext, Module, rpc_region
 
 STATUSES = ("EXPIRED", "FAILED", "INACTIVE", "ISSUED", "PENDING_VALIDATION", "REVOKED", "VALIDATION_TIMED_OUT")
 #: Key algorithms to list (ListCertificates returns only RSA_2048 ones unless asked), as IaSQL asks.
@@ -183,18 +183,6 @@ def _acm_error(e: CloudError, what: str) -> Exception:
     return EngineError("58000", f"AWS call failed: {e}")
 
 
-async def _region(s: Any, mc: MapperContext, region: Any) -> str:
-    """``region``, or the default region when NULL/empty; raises EngineError 22023 when it is not
-    an enabled region."""
-    from engine.rpc import EngineError
-
-    region = region or mc.default_region
-    if region not in mc.regions:
-        raise EngineError("22023", f"region {region} is not an enabled region",
-                          hint="Enable it in aws_regions (is_enabled) or pass an enabled region.")
-    return region
-
-
 async def _check_insert(s: Any, function: str) -> None:
     """Raise EngineError 42501 when the caller may not INSERT into ``certificate`` (before any
     cloud call: the row could not be written afterwards)."""
@@ -327,7 +315,7 @@ async def certificate_request(state: Any, ctx: Any, domain_name: Any, validation
     opts, tag_map = _json_arg(options, "options"), _json_arg(tags, "tags")
     async with EngineSession(ctx, state, "certificate_request") as s:
         mc = await mapper_context(s)
-        region = await _region(s, mc, region)
+        region = await rpc_region(s, mc, "certificate_request", region, enabled=True)
         if method == "DNS" and "aws_route53" not in {m.name for m in await installed_modules(s)}:
             raise EngineError("55000", 'DNS validated certificates only possible if "aws_route53" is installed',
                               hint="SELECT * FROM iasql_install('aws_route53'); or use EMAIL validation.")
@@ -394,7 +382,7 @@ async def certificate_import(state: Any, ctx: Any, certificate: Any, private_key
     opts, tag_map = _json_arg(options, "options"), _json_arg(tags, "tags")
     async with EngineSession(ctx, state, "certificate_import") as s:
         mc = await mapper_context(s)
-        region = await _region(s, mc, region)
+        region = await rpc_region(s, mc, "certificate_import", region, enabled=True)
         await _check_insert(s, "certificate_import")
         kw: dict[str, Any] = {"Certificate": str(certificate).encode(), "PrivateKey": str(private_key).encode()}
         if opts.get("chain"):

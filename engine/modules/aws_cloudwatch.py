@@ -31,7 +31,7 @@ from typing import Any
 
 from engine.aws import CloudError
 from engine.modules.aws_account import VERSION
-from engine.modules.base import Col, Mapper, MapperContext, Module, normalize
+from engine.modules.base import Col, Mapper, MapperContext, Module, normalize, rpc_region
 
 
 class LogGroupMapper(Mapper):
@@ -223,10 +223,7 @@ async def log_group_tail(state: Any, ctx: Any, log_group_name: Any, region: Any 
         raise EngineError("22004", "Invalid log group name")
     async with EngineSession(ctx, state, "log_group_tail") as s:
         mc = await mapper_context(s)
-        region = region or mc.default_region
-        if region not in mc.regions and not await s.fetchone(
-                "SELECT 1 FROM public.aws_regions WHERE region = $1", (region,)):
-            raise EngineError("22023", f"unknown region {region}", hint="Use a region of the aws_regions table.")
+        region = await rpc_region(s, mc, "log_group_tail", region)
         s.check_cancelled()
         try:
             res = await mc.call("logs", region, "filter_log_events", logGroupName=log_group_name, limit=TAIL_LIMIT)

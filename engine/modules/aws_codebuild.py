@@ -60,7 +60,7 @@ from typing import Any
 from engine.aws import CloudError, ReadUnavailable
 from engine.modules.aws_account import VERSION
 from engine.modules.aws_vpc import VpcModuleMapper
-from engine.modules.base import Col, MapperContext, Module, normalize
+from engine.modules.base import Col, MapperContext, Module, normalize, rpc_region
 
 COMPUTE_TYPES = ("BUILD_GENERAL1_SMALL", "BUILD_GENERAL1_MEDIUM", "BUILD_GENERAL1_LARGE", "BUILD_GENERAL1_2XLARGE")
 ENVIRONMENT_TYPES = ("ARM_CONTAINER", "LINUX_CONTAINER", "LINUX_GPU_CONTAINER", "WINDOWS_CONTAINER",
@@ -345,10 +345,7 @@ async def start_build(state: Any, ctx: Any, project_name: Any, region: Any = Non
         raise EngineError("22004", "Please provide the name of the CodeBuild project to build")
     async with EngineSession(ctx, state, "start_build") as s:
         mc = await mapper_context(s)
-        region = region or mc.default_region
-        if region not in mc.regions and not await s.fetchone(
-                "SELECT 1 FROM public.aws_regions WHERE region = $1", (region,)):
-            raise EngineError("22023", f"unknown region {region}", hint="Use a region of the aws_regions table.")
+        region = await rpc_region(s, mc, "start_build", region)
         has_row = await s.fetchone("SELECT 1 FROM public.codebuild_project WHERE project_name = $1 AND region = $2",
                                    (project_name, region))
         if has_row and not (await s.fetchone(

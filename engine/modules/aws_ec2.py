@@ -86,7 +86,7 @@ from engine.modules.aws_vpc import (
     tag_specifications,
     tags_from_aws,
 )
-from engine.modules.base import Col, MapperContext, Module
+from engine.modules.base import Col, MapperContext, Module, rpc_region
 
 #: At most this many per-instance cloud calls (user data) run at once in one read.
 USER_DATA_CONCURRENCY = 16
@@ -1090,18 +1090,6 @@ KEY_FORMATS = ("pem", "ppk")
 KEY_TYPES = ("rsa", "ed25519")
 
 
-async def _rpc_region(s: Any, mc: MapperContext, fn: str, region: Any) -> str:
-    """The region an RPC works in: ``region``, or the default region when it is NULL or empty (as
-    IaSQL's ``getAwsClient``). Raises EngineError 22023 when it is not a row of ``aws_regions``."""
-    from engine.rpc import EngineError
-
-    region = region or mc.default_region
-    if not await s.fetchone("SELECT 1 FROM public.aws_regions WHERE region = $1", (region,)):
-        raise EngineError("22023", f"{fn}: {region} is not an AWS region",
-                          hint="The regions are the rows of aws_regions.")
-    return region
-
-
 async def _may_record_key_pair(s: Any, fn: str) -> None:
     """Raise EngineError 42501 unless the caller may INSERT and UPDATE ``key_pair``: checked before
     the cloud call, since the row could not be written afterwards."""
@@ -1193,7 +1181,7 @@ async def key_pair_request(state: Any, ctx: Any, key_pair_name: Any, region: Any
         raise EngineError("22023", f"key_pair_request: key type {key_type} is not one of {', '.join(KEY_TYPES)}")
     async with EngineSession(ctx, state, "key_pair_request") as s:
         mc = await mapper_context(s)
-        region = await _rpc_region(s, mc, "key_pair_request", region)
+        region = await rpc_region(s, mc, "key_pair_request", region)
         record = region in mc.regions
         if record:
             await _may_record_key_pair(s, "key_pair_request")
@@ -1239,7 +1227,7 @@ async def key_pair_import(state: Any, ctx: Any, key_name: Any, public_key: Any, 
         raise EngineError("22004", "key_pair_import needs a key name and a public key")
     async with EngineSession(ctx, state, "key_pair_import") as s:
         mc = await mapper_context(s)
-        region = await _rpc_region(s, mc, "key_pair_import", region)
+        region = await rpc_region(s, mc, "key_pair_import", region)
         record = region in mc.regions
         if record:
             await _may_record_key_pair(s, "key_pair_import")
@@ -1283,7 +1271,7 @@ async def describe_ami(state: Any, ctx: Any, ami_id: Any, region: Any = None) ->
         raise EngineError("22004", "describe_ami needs an image id")
     async with EngineSession(ctx, state, "describe_ami") as s:
         mc = await mapper_context(s)
-        region = await _rpc_region(s, mc, "describe_ami", region)
+        region = await rpc_region(s, mc, "describe_ami", region)
         image_id = str(ami_id)
         s.check_cancelled()
         if image_id.startswith(SSM_PREFIX):

@@ -42,6 +42,7 @@ from engine.modules.base import (
     Module,
     json_or_text,
     read_back_or_remove,
+    rpc_region,
 )
 
 #: (column, SNS attribute name) of the text attributes, IaSQL's ``attributeKeys``.
@@ -248,10 +249,7 @@ async def confirm_subscription(state: Any, ctx: Any, *args: Any) -> list[tuple]:
         raise EngineError("22023", "Please provide a valid SNS subscription ARN and a valid token.")
     async with EngineSession(ctx, state, "confirm_subscription") as s:
         mc = await mapper_context(s)
-        region = region or mc.default_region
-        if region not in mc.regions and not await s.fetchone(
-                "SELECT 1 FROM public.aws_regions WHERE region = $1", (region,)):
-            raise EngineError("22023", f"unknown region {region}", hint="Use a region of the aws_regions table.")
+        region = await rpc_region(s, mc, "confirm_subscription", region)
         s.check_cancelled()
         try:
             res = await mc.call("sns", region, "confirm_subscription", TopicArn=arn, Token=token)

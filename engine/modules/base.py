@@ -313,3 +313,24 @@ async def read_back_or_remove(read: Awaitable[dict], remove: Callable[[], Awaita
         except CloudError:
             e.left = left
         raise
+
+
+async def rpc_region(s: Any, mc: Any, fn: str, region: Any, *, enabled: bool = False) -> str:
+    """The region a module RPC works in: ``region``, or the default region (``default_aws_region()``)
+    when it is NULL or empty, as IaSQL's ``getAwsClient``.
+
+    Takes the engine session ``s``, the ``MapperContext`` ``mc`` (its enabled ``regions`` and
+    ``default_region``), the RPC's name ``fn`` (for the message) and the argument. Returns the
+    region name. Raises EngineError 22023 when it is not a row of ``aws_regions``, or, with
+    ``enabled``, when it is not an enabled one (an RPC whose row the next commit would refuse)."""
+    from engine.rpc import EngineError
+
+    region = region or mc.default_region
+    if enabled:
+        if region not in mc.regions:
+            raise EngineError("22023", f"{fn}: region {region} is not an enabled region",
+                              hint="Enable it in aws_regions (is_enabled) or pass an enabled region.")
+    elif region not in mc.regions and not await s.fetchone(
+            "SELECT 1 FROM public.aws_regions WHERE region = $1", (region,)):
+        raise EngineError("22023", f"{fn}: {region} is not an AWS region", hint="The regions are the rows of aws_regions.")
+    return region

@@ -1,8 +1,12 @@
-"""Which protocol messages of a traced session may carry an AWS secret, and must be redacted.
+"""Which protocol messages of a traced session may carry a secret, and must be redacted.
 
 The IaSQL ``aws_credentials`` table holds the user's AWS key pair, and its ``secret_access_key``
 must never reach a wire trace; nor must a Secrets Manager value written to ``secret.value``
-(module ``aws_secrets_manager``). The trace writer (proxy.trace.recorder) asks a
+(module ``aws_secrets_manager``), a password (``set_user_password``, ``rds.master_user_password``,
+``ALTER ROLE ... PASSWORD``), a private key passed to ``certificate_import`` or a secret a module
+RPC returns (``access_key_request``'s ``secretaccesskey``, ``key_pair_request``'s
+``privatekey``). What counts as secret is listed in one place, below: ``SECRET_TEXT_WORDS``,
+``SECRET_ARGUMENT_FUNCTIONS``, ``SECRET_RESULT_FUNCTIONS`` and ``SECRET_COLUMN_WORDS``. The trace writer (proxy.trace.recorder) asks a
 ``SecretTracker``, one per session, about every message after it is framed; a message the
 tracker flags is written with ``"redacted": true`` and ``"hex": null`` like a password, keeping
 ``len`` and the few fields that ``redacted_fields`` says are safe (statement and portal names, an
@@ -11,8 +15,10 @@ error's severity and code).
 The rules are deliberately conservative and cheap (a bytes search per Query/Parse, set look-ups
 otherwise), and they only run on the writer thread, when tracing is on:
 
-- a ``Query`` or ``Parse`` whose text mentions ``aws_credentials``, ``secret_access_key`` or the
-  word ``secret`` (the table; case-insensitive) is redacted; so is a later one that names an
+- a ``Query`` or ``Parse`` whose text mentions ``aws_credentials``, ``secret_access_key``, the
+  word ``secret`` (the table), ``password`` anywhere (a column, a role's password, an RPC) or a
+  module RPC whose arguments carry a secret (``SECRET_ARGUMENT_FUNCTIONS``; case-insensitive) is
+  redacted; so is a later one that names an
   SQL-level prepared statement or cursor (``PREPARE x AS ...``, ``DECLARE x CURSOR FOR ...``)
   such a text created;
 - a ``Bind`` of a statement whose ``Parse`` was redacted is redacted (it carries the values), and
@@ -23,7 +29,15 @@ otherwise), and they only run on the writer thread, when tracing is on:
   ``DataRow``, ``CopyData``, ``ErrorResponse``, ``NoticeResponse`` and ``NotificationResponse``
   messages, and frontend ``CopyData``/``CopyFail``, are redacted (COPY in either direction, the
   rows of a SELECT with aliased columns, an error or notice that echoes a value);
-- a ``RowDescription`` with a column named ``secret_access_key`` makes the ``DataRow`` messages
+- a ``Query`` or ``Parse`` whose text calls a module RPC whose *results* carry a secret
+  (``SECRET_RESULT_FUNCTIONS``) is recorded (the call itself carries none, and replay can send
+  it), but the rows answering it are redacted, whatever their columns are named (``SELECT * FROM
+  access_key_request('u') AS t(a, b, c, d)``); so are the rows of a later execution of that
+  prepared statement or portal;
+- a ``RowDescription`` with a secret column (its name, lower-cased with everything but letters and
+  digits dropped, contains a word of ``SECRET_COLUMN_WORDS``: ``secret_access_key``,
+  ``secretaccesskey``, ``privatekey``, ``private_key``, ``master_user_password``...) makes the
+  ``DataRow`` messages
   after it redacted until the next RowDescription, CommandComplete, EmptyQueryResponse,
   ErrorResponse or ReadyForQuery (kept across a PortalSuspended), whatever statement produced
   them (a view, a function); the statements and portals described in the outstanding units are
@@ -42,21 +56,115 @@ from __future__ import annotations
 import collections
 import re
 
-#: Words whose presence in a statement's text makes it secret (bytes, case-insensitive).
-SECRET_WORDS = re.compile(rb"aws_credentials|secret_access_key|\bsecret\b", re.IGNORECASE)
+#: Module RPCs whose *arguments* carry a secret: a statement calling one is redacted like a
+#: statement on ``aws_credentials`` (its text, the values bound to it, every reply). aws_iam's
+#: ``set_user_password(user, password, reset_required)`` carries the console password;
+#: aws_acm's ``certificate_import(certificate, private_key, region, options, tags)`` the
+#: certificate's private key. aws_ec2's ``key_pair_import(name, public_key, region)`` is *not*
+#: here: its only key is the *public* half of an SSH key pair, which AWS itself returns to anyone
+#: allowed to describe key pairs and which is meant to be copied to servers; its rows (name,
+#: status, message) hold no secret either.
+SECRET_ARGUMENT_FUNCTIONS: tuple[str, ...] = ("set_user_password", "certificate_import")
 
-#: The column whose presence in a RowDescription makes the rows after it secret.
-SECRET_COLUMN = re.compile(rb"secret_access_key", re.IGNORECASE)
+#: Module RPCs whose *results* carry a secret that AWS returns only once: aws_iam's
+#: ``access_key_request(user)`` (column ``secretaccesskey``: the new key's secret) and aws_ec2's
+#: ``key_pair_request(name, region, ...)`` (column ``privatekey``: the new key pair's private key).
+#: Their arguments are names, so their text is recorded; their rows are redacted.
+SECRET_RESULT_FUNCTIONS: tuple[str, ...] = ("access_key_request", "key_pair_request")
+
+#: Words of statement texts that make the statement secret (matched case-insensitively, anywhere
+#: in the text): the ``aws_credentials`` table and its ``secret_access_key`` column (the user's
+#: AWS key pair), the word ``secret`` (aws_secrets_manager's table, whose ``value`` is a secret),
+#: ``password`` (``rds.master_user_password``, ``ALTER ROLE ... PASSWORD``, ``set_user_password``)
+#: and the ``SECRET_ARGUMENT_FUNCTIONS``.
+SECRET_TEXT_WORDS: tuple[str, ...] = ("aws_credentials", "secret_access_key", r"\bsecret\b", "password",
+                                      *SECRET_ARGUMENT_FUNCTIONS)
+
+#: Result column names whose values are secrets, normalised (lower case, letters and digits only):
+#: a column whose normalised name *contains* one is secret (``secret_access_key`` and
+#: ``secretaccesskey``: an AWS secret access key, of ``aws_credentials`` or ``access_key_request``;
+#: ``privatekey``: ``key_pair_request``'s private key, a ``private_key`` anywhere;
+#: ``password``: ``rds.master_user_password`` and any other password column).
+SECRET_COLUMN_WORDS: tuple[str, ...] = ("secretaccesskey", "privatekey", "password")
+
+#: A statement text that may carry a secret (bytes, case-insensitive): ``SECRET_TEXT_WORDS``.
+SECRET_WORDS = re.compile(b"|".join(w.encode() for w in SECRET_TEXT_WORDS), re.IGNORECASE)
+
+#: A statement text whose rows carry a secret (bytes, case-insensitive): ``SECRET_RESULT_FUNCTIONS``.
+SECRET_RESULT_CALLS = re.compile(b"|".join(re.escape(w.encode()) for w in SECRET_RESULT_FUNCTIONS), re.IGNORECASE)
+
+_NOT_ALNUM = re.compile(rb"[^a-z0-9]+")
 
 #: Names an SQL text creates that later texts may use without naming the table again.
 _CREATES = re.compile(rb"\b(?:PREPARE|DECLARE)\s+(\"(?:[^\"]|\"\")+\"|[A-Za-z_][A-Za-z0-9_$]*)", re.IGNORECASE)
 
 
 def mentions_secret(data: bytes) -> bool:
-    """True when ``data`` (a statement's text, any bytes) mentions ``aws_credentials``,
-    ``secret_access_key`` or the word ``secret`` (the ``aws_secrets_manager`` table) in any letter
-    case."""
+    """Whether a statement's text may carry a secret.
+
+    Args:
+        data: the text (any bytes).
+
+    Returns:
+        True when ``data`` contains one of ``SECRET_TEXT_WORDS`` (``aws_credentials``,
+        ``secret_access_key``, the word ``secret``, ``password``, a ``SECRET_ARGUMENT_FUNCTIONS``
+        name) in any letter case.
+    """
     return SECRET_WORDS.search(data) is not None
+
+
+def calls_secret_result_function(data: bytes) -> bool:
+    """Whether a statement's text calls a module RPC whose rows carry a secret.
+
+    Args:
+        data: the text (any bytes).
+
+    Returns:
+        True when ``data`` names one of ``SECRET_RESULT_FUNCTIONS`` in any letter case.
+    """
+    return SECRET_RESULT_CALLS.search(data) is not None
+
+
+def is_secret_column(name: bytes | str) -> bool:
+    """Whether a result column's values are secrets.
+
+    Args:
+        name: the column name (as in a RowDescription; bytes or text).
+
+    Returns:
+        True when ``name``, lower-cased with everything but ASCII letters and digits dropped
+        (``Secret_Access_Key`` -> ``secretaccesskey``), contains one of ``SECRET_COLUMN_WORDS``.
+    """
+    if isinstance(name, str):
+        name = name.encode("utf-8", "replace")
+    norm = _NOT_ALNUM.sub(b"", name.lower())
+    return any(w.encode() in norm for w in SECRET_COLUMN_WORDS)
+
+
+def row_description_is_secret(payload: bytes) -> bool:
+    """Whether the rows after a RowDescription carry a secret.
+
+    Args:
+        payload: the RowDescription's payload (after its type byte and length).
+
+    Returns:
+        True when one of its column names is secret (``is_secret_column``); when the payload is
+        malformed, True when any of its bytes, normalised the same way, contains a secret word
+        (never less redaction than a well-formed message would get).
+    """
+    if len(payload) >= 2:
+        n = int.from_bytes(payload[:2], "big")
+        pos = 2
+        for _ in range(n):
+            end = payload.find(b"\0", pos)
+            if end < 0:
+                break
+            if is_secret_column(payload[pos:end]):
+                return True
+            pos = end + 19  # NUL, table oid (4), attnum (2), type oid (4), size (2), modifier (4), format (2)
+        else:
+            return False
+    return is_secret_column(payload)
 
 
 class _Unit:
@@ -103,11 +211,11 @@ class SecretTracker:
         self.batch: _Unit | None = None       # the extended unit being sent (no Sync yet); also in units
         self.secret_statements: set[bytes] = set()   # Parse redacted
         self.secret_portals: set[bytes] = set()      # bound from a secret statement
-        self.rows_statements: set[bytes] = set()     # described with a secret_access_key column
+        self.rows_statements: set[bytes] = set()     # described with a secret column, or calling a SECRET_RESULT_FUNCTIONS
         self.rows_portals: set[bytes] = set()
         self.sql_names: set[bytes] = set()           # PREPARE / DECLARE names from secret texts
         self._sql_names_re: re.Pattern | None = None
-        self.rows_by_column = False   # a RowDescription with secret_access_key, until the result ends
+        self.rows_by_column = False   # a RowDescription with a secret column, until the result ends
         self.suspended = False        # a PortalSuspended since that RowDescription
 
     # -- helpers ------------------------------------------------------------------------------
@@ -161,18 +269,26 @@ class SecretTracker:
             secret = self._text_is_secret(payload)
             if secret:
                 self._learn_names(payload)
+            rows = not secret and SECRET_RESULT_CALLS.search(payload) is not None
             if self.batch is not None:  # a Query inside an unsynced batch: one ReadyForQuery for both
                 self.batch.secret |= secret
+                self.batch.rows |= rows
                 self.batch = None
             else:
-                self.units.append(_Unit(secret))
+                u = _Unit(secret)
+                u.rows = rows
+                self.units.append(u)
             return {} if secret else None
         if typ == 0x50:  # Parse
             names = _cstrings(payload, 1)
             name = names[0] if names else b""
             text = payload[len(name) + 1:]
             secret = self._text_is_secret(text)
-            self.rows_statements.discard(name)
+            rows = not secret and SECRET_RESULT_CALLS.search(text) is not None
+            if rows:  # its executions' rows are redacted, in this unit and later ones
+                self.rows_statements.add(name)
+            else:
+                self.rows_statements.discard(name)
             if secret:
                 self._learn_names(text)
                 self.secret_statements.add(name)
@@ -180,6 +296,7 @@ class SecretTracker:
                 self.secret_statements.discard(name)
             u = self._extended()
             u.secret |= secret
+            u.rows |= rows
             return {"statement": _text(name)} if secret else None
         if typ == 0x42:  # Bind
             names = _cstrings(payload, 2)
@@ -251,7 +368,7 @@ class SecretTracker:
             return {} if self._rows_outstanding() else None
         if typ == 0x54:  # RowDescription: a new result (or a Describe's answer)
             self.suspended = False
-            self.rows_by_column = SECRET_COLUMN.search(raw, 5) is not None
+            self.rows_by_column = row_description_is_secret(raw[5:])
             if self.rows_by_column:
                 for u in self.units:
                     for kind, name in u.described:

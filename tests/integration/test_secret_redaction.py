@@ -448,3 +448,40 @@ def test_log_lines_never_carry_a_statement_on_aws_credentials(stderr):
     assert "event=slow user=alice command='<redacted: may hold a secret>'" in err
     assert "RuntimeError: <redacted: may hold a secret>" in err and 'File "' in err
     assert "event=plain user=bob" in err
+
+
+def test_module_rpc_secrets_arguments_results_and_columns():
+    """set_user_password/certificate_import texts and Binds are secret; access_key_request's and
+    key_pair_request's texts are kept but their rows redacted (aliased columns too, and a later run
+    of the prepared statement); key_pair_import (a public key) is not secret."""
+    from proxy.trace.redact import is_secret_column
+
+    def rows_of(name, *values):
+        return [("b", B.RowDescription(tuple(B.FieldDescription(n, type_oid=1043) for n in name))),
+                ("b", B.DataRow(values)), ("b", B.CommandComplete("SELECT 1")), ("b", B.ReadyForQuery(b"I"))]
+
+    out = _feed([("f", F.Query("SELECT * FROM Set_User_Password('alice', 'TraceSecretPw99')"))]
+                + rows_of(("status", "message"), b"OK", b"")
+                + [("f", F.Parse("", "SELECT * FROM certificate_import($1, $2, NULL)")), ("f", F.Bind("", "")),
+                   ("f", F.Execute("")), ("f", F.Sync()), ("b", B.ParseComplete()), ("b", B.BindComplete()),
+                   ("b", B.DataRow((b"arn",))), ("b", B.CommandComplete("SELECT 1")), ("b", B.ReadyForQuery(b"I"))]
+                + [("f", F.Query("SELECT * FROM access_key_request('alice') AS t(a, b, c, d)"))]
+                + rows_of(("a", "b", "c", "d"), b"SUCCESS", b"", b"AKIA", SECRET)
+                + [("f", F.Parse("kp", "SELECT * FROM key_pair_request($1, NULL) AS t(a, b, c, d)")),
+                   ("f", F.Sync()), ("b", B.ParseComplete()), ("b", B.ReadyForQuery(b"I")),
+                   ("f", F.Bind("", "kp")), ("f", F.Execute("")), ("f", F.Sync()), ("b", B.BindComplete()),
+                   ("b", B.DataRow((b"kp", SECRET))), ("b", B.CommandComplete("SELECT 1")), ("b", B.ReadyForQuery(b"I"))]
+                + [("f", F.Query("SELECT name, status FROM key_pair_import('k', 'ssh-rsa AAAA', NULL)"))]
+                + rows_of(("name", "status"), b"k", b"OK")
+                + [("f", F.Query("SELECT * FROM some_view"))]
+                + rows_of(("id", "Master_User_Password"), b"1", SECRET)
+                + [("f", F.Query("SELECT * FROM other_view"))]
+                + rows_of(("id", "PrivateKey"), b"1", SECRET)
+                + _select_one())
+    assert _redacted(out) == [("f", "Q"), ("b", "D"), ("f", "P"), ("f", "B"), ("b", "D"), ("b", "D"), ("b", "D"),
+                              ("b", "D"), ("b", "D")]
+    for name in ("secretaccesskey", "SECRET_ACCESS_KEY", "privatekey", "private_key", "password", "db_password",
+                 "master_user_password", b"PrivateKey"):
+        assert is_secret_column(name), name
+    for name in ("accesskeyid", "access_key_id", "name", "public_key", "key_pair_id", "secret_arn"):
+        assert not is_secret_column(name), name

@@ -26,12 +26,14 @@ Then one line per protocol message, in the order the proxy saw them::
 - ``hex``: the whole message as sent, type byte and length included. Authoritative for replay.
 - ``redacted: true`` (and ``hex: null``, with ``len``: the message's length in bytes, type byte
   included): a secret was removed. During login: PasswordMessage, SASLInitialResponse,
-  SASLResponse, AuthenticationSASLContinue/Final data. After login: a message that may carry an
-  AWS secret access key (proxy.trace.redact): a Query or Parse whose text mentions
-  ``aws_credentials`` or ``secret_access_key``, the Bind of such a statement, and, until the
-  ReadyForQuery that ends them, the DataRow, CopyData, ErrorResponse, NoticeResponse and
-  NotificationResponse messages answering them and the client's CopyData/CopyFail; DataRows under
-  a RowDescription with a ``secret_access_key`` column. ``fields`` then keeps only what cannot
+  SASLResponse, AuthenticationSASLContinue/Final data. After login: a message that may carry a
+  secret (proxy.trace.redact lists them): a Query or Parse whose text mentions
+  ``aws_credentials``, ``secret_access_key``, ``secret``, ``password`` or ``certificate_import``,
+  the Bind of such a statement, and, until the ReadyForQuery that ends them, the DataRow,
+  CopyData, ErrorResponse, NoticeResponse and NotificationResponse messages answering them and the
+  client's CopyData/CopyFail; the DataRows answering ``access_key_request``/``key_pair_request``;
+  DataRows under a RowDescription with a secret column (``secretaccesskey``, ``privatekey``,
+  ``password``... after lower-casing and dropping ``_``). ``fields`` then keeps only what cannot
   hold the secret: a statement/portal name (Parse, Bind), the S/V/C fields of an error or notice.
   Replay refuses a trace with a redacted *frontend* message after AuthenticationOk (it cannot send
   what was not recorded; the error names the message index); for a redacted *backend* message it

@@ -18,9 +18,10 @@ BackendKeyData and, when a cancel connection's CancelRequest carries that key, w
 cancel connection itself then gets no file of its own; a CancelRequest for an unknown key does).
 
 Secrets in statements: a ``SecretTracker`` (proxy.trace.redact) per session follows the typed
-messages both ways, and a message that may carry an AWS secret access key (a statement on
-``aws_credentials``, the values bound to it, the rows, COPY data, errors and notices answering it,
-rows under a ``secret_access_key`` column) is written like a password: ``"redacted": true``,
+messages both ways, and a message that may carry a secret (a statement on ``aws_credentials``
+or calling ``set_user_password``/``certificate_import``, the values bound to it, the rows, COPY
+data, errors and notices answering it, the rows of ``access_key_request``/``key_pair_request``,
+rows under a secret column such as ``secret_access_key`` or ``privatekey``) is written like a password: ``"redacted": true``,
 ``"hex": null``, its ``len`` and a few safe fields. This runs on the writer thread only.
 
 Files are named ``<UTC time>-<proxy pid>-<sequence>-<user>@<database>.jsonl`` and created when the

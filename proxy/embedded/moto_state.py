@@ -22,7 +22,9 @@ history.
 - Each service is pickled on its own, by ``StatePickler``: moto keeps locks (every SQS queue, the
   ECR backend), weak dictionaries and a local ``lambda`` (Lambda), and ``cryptography`` keys and
   certificates (ACM) in its state, which plain pickle refuses; they are written as fresh locks,
-  plain entries, a place in moto's code and PEM. A service that still cannot be pickled is left
+  plain entries, a place in moto's code and PEM. SSM's parameters live in a ``defaultdict``
+  subclass whose ``__init__`` takes an account and a region: pickle writes it, but its load
+  calls ``ParameterDict(list)`` and fails; it is written as an instance made without ``__init__``. A service that still cannot be pickled is left
   out, the others saved, and a warning naming it goes to stderr and to ``--warn-fd`` (the
   development stack's own stderr), once.
 - The file records moto's version: another version's pickle could load into classes whose fields
@@ -37,6 +39,7 @@ Run as ``python -m proxy.embedded.moto_state --state FILE [-H HOST] [-p PORT] [-
 from __future__ import annotations
 
 import argparse
+import collections
 import importlib
 import io
 import os
@@ -123,6 +126,22 @@ def _place_of_local_function(fn: types.FunctionType) -> tuple[str, str, int] | N
     return None
 
 
+def _new_defaultdict(cls: type, default_factory: Any) -> Any:
+    """An empty ``defaultdict`` subclass ``cls`` instance with ``default_factory``, made without
+    calling ``cls.__init__`` (``StatePickler`` then restores its attributes and entries).
+
+    Args:
+        cls: a subclass of ``collections.defaultdict``.
+        default_factory: the factory for missing keys (None for none).
+
+    Returns:
+        The new, empty instance.
+    """
+    obj = cls.__new__(cls)
+    obj.default_factory = default_factory
+    return obj
+
+
 def _crypto_reducer(obj: Any) -> tuple | None:
     """The reduce tuple for a key or certificate of the ``cryptography`` package (ACM keeps them):
     its PEM, loaded back by ``_from_pem``; None for any other object."""
@@ -169,8 +188,10 @@ class StatePickler(pickle.Pickler):
     is right for a snapshot taken while no request runs; a ``WeakValueDictionary``,
     ``WeakKeyDictionary`` or ``WeakSet`` as the same kind with the entries alive now; a function
     defined (without closure or defaults) inside another, such as the ``lambda`` of a
-    ``defaultdict``, by its place in moto's code; and a ``cryptography`` key or certificate as
-    PEM. Anything else pickle refuses still raises what pickle raises (PicklingError, TypeError,
+    ``defaultdict``, by its place in moto's code; a subclass of ``defaultdict`` (SSM's
+    ``ParameterDict``, whose ``__init__`` takes other arguments than the factory) as a new instance
+    made without its ``__init__``, with its factory, attributes and entries; and a ``cryptography``
+    key or certificate as PEM. Anything else pickle refuses still raises what pickle raises (PicklingError, TypeError,
     AttributeError).
     """
 
@@ -186,6 +207,12 @@ class StatePickler(pickle.Pickler):
             return kind, (dict(obj),)
         if kind is weakref.WeakSet:
             return kind, (list(obj),)
+        if kind is not collections.defaultdict and isinstance(obj, collections.defaultdict):
+            # defaultdict's own reduce calls ``kind(default_factory)`` at load time, which a subclass
+            # whose __init__ takes other arguments refuses (SSM's ParameterDict(account_id,
+            # region_name): "TypeError: __init__() missing ... 'region_name'")
+            return (_new_defaultdict, (kind, obj.default_factory), getattr(obj, "__dict__", None) or None,
+                    None, iter(obj.items()))
         if kind is types.FunctionType and "<locals>" in obj.__qualname__:
             place = _place_of_local_function(obj)
             return (_local_function, place) if place is not None else NotImplemented

@@ -136,7 +136,9 @@ def test_queues_repositories_certificates_and_functions_survive_a_restart(tmp_pa
     """moto 5.2.5 keeps a lock in every SQS queue and ECR backend, cryptography objects in an ACM
     certificate, and a WeakValueDictionary and a local lambda in Lambda's storage: pickle refused
     all four, the services were silently left out of the state file, and after a restart the next
-    IaSQL sync deleted the user's `queue` (and repository, certificate, function) rows."""
+    IaSQL sync deleted the user's `queue` (and repository, certificate, function) rows. SSM's
+    parameters, in a defaultdict subclass whose __init__ takes an account and a region, were saved
+    but could not be loaded ("service moto.ssm.models.ssm_backends not restored (TypeError...)")."""
     import json
 
     state = tmp_path / "moto-state.pickle"
@@ -155,6 +157,9 @@ def test_queues_repositories_certificates_and_functions_survive_a_restart(tmp_pa
         fn = _client(first, "lambda").create_function(
             FunctionName="kept-function", Runtime="python3.11", Role=role, Handler="index.handler",
             Code={"ZipFile": _zip_of_handler()})["FunctionArn"]
+        ssm = _client(first, "ssm")
+        ssm.put_parameter(Name="/kept/param", Value="kept-value", Type="String", Description="kept")
+        ssm.put_parameter(Name="/kept/param", Value="kept-value-2", Type="String", Overwrite=True)
 
     with MotoServer(state_file=state) as second:
         sqs = _client(second, "sqs")
@@ -173,7 +178,15 @@ def test_queues_repositories_certificates_and_functions_survive_a_restart(tmp_pa
         lam = _client(second, "lambda")
         assert lam.get_function(FunctionName=fn)["Configuration"]["FunctionName"] == "kept-function"
         lam.create_alias(FunctionName="kept-function", Name="live", FunctionVersion="$LATEST")
-    assert "not saved" not in capfd.readouterr().err
+        ssm = _client(second, "ssm")
+        param = ssm.get_parameter(Name="/kept/param")["Parameter"]
+        assert (param["Value"], param["Version"]) == ("kept-value-2", 2)
+        assert [h["Value"] for h in ssm.get_parameter_history(Name="/kept/param")["Parameters"]] == \
+            ["kept-value", "kept-value-2"]
+        ssm.put_parameter(Name="/kept/new", Value="new", Type="String")  # the restored dict still works
+        assert ssm.get_parameters_by_path(Path="/aws/service/global-infrastructure/regions")["Parameters"]
+    err = capfd.readouterr().err
+    assert "not saved" not in err and "not restored" not in err, err
 
 
 _SITECUSTOMIZE = '''

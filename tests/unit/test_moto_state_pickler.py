@@ -70,6 +70,30 @@ def test_cryptography_keys_and_certificates_round_trip() -> None:
     assert back_cert == cert
 
 
+class NeedsArgs(defaultdict):
+    """Like moto's SSM ParameterDict: a defaultdict whose __init__ takes other arguments."""
+
+    def __init__(self, account_id: str, region_name: str) -> None:
+        super().__init__(list)
+        self.account_id = account_id
+        self.region_name = region_name
+        self.loaded = False
+
+
+def test_defaultdict_subclass_with_its_own_init_round_trips() -> None:
+    d = NeedsArgs("123456789012", "us-east-1")
+    d["/a"].append(1)
+    d.loaded = True
+    with pytest.raises(TypeError):
+        pickle.loads(pickle.dumps(d))  # plain pickle writes it, and cannot load it back
+    back = pickle.loads(dumps({"params": d}))["params"]
+    assert type(back) is NeedsArgs and dict(back) == {"/a": [1]} and back.default_factory is list
+    assert (back.account_id, back.region_name, back.loaded) == ("123456789012", "us-east-1", True)
+    back["/b"].append(2)
+    plain = pickle.loads(dumps(defaultdict(list, a=[1])))
+    assert type(plain) is defaultdict and plain == {"a": [1]}
+
+
 def test_what_it_cannot_write_still_raises() -> None:
     with open(__file__) as f, pytest.raises((TypeError, pickle.PicklingError, AttributeError)):
         dumps(f)  # a file object is refused, as plain pickle does

@@ -16,7 +16,8 @@ Secrets. No log line is meant to carry statement text or row values; the proxy l
 names, counts and error messages. As a safeguard for the AWS secret access keys users write to
 ``aws_credentials`` and the values they write to ``secret`` (``aws_secrets_manager``), every line
 (both paths above) is checked: a value substituted into a line that mentions ``aws_credentials``,
-``secret_access_key`` or the word ``secret`` (a statement's text, an error echoing one) is
+``secret_access_key``, the word ``secret`` or a module RPC that takes a secret
+(``set_user_password``, ``certificate_import``; ``proxy.secret_words``) is
 replaced by ``<redacted: may hold a secret>``, and so is every exception message of a traceback
 that mentions them (file, line and function lines are kept).
 The check is one regular-expression search per line.
@@ -28,6 +29,8 @@ import logging
 import re
 import sys
 import time
+
+from proxy.secret_words import SECRET_TEXT_WORDS
 
 __all__ = ["LineFormatter", "setup", "set_tag", "info", "escape", "quote_fields", "mentions_secret", "redact_statement", "redact_traceback",
            "REDACTED"]
@@ -47,24 +50,28 @@ def escape(message: str) -> str:
     return message if message.isprintable() else message.translate(_CONTROLS)
 
 
-#: Text mentioning these may be a statement carrying an AWS secret access key or a Secrets
-#: Manager value (the ``secret`` table of ``aws_secrets_manager``); the word inside ``REDACTED``
-#: itself does not count.
-_SECRET_WORDS = re.compile(r"aws_credentials|secret_access_key|(?<!may hold a )\bsecret\b", re.IGNORECASE)
+#: Text mentioning these may be a statement carrying a secret (``proxy.secret_words``: an AWS secret
+#: access key, a Secrets Manager value, a private key or password passed to a module RPC); the word
+#: ``secret`` inside ``REDACTED`` itself does not count. The bare word ``password`` is left out
+#: here (traces redact it): log lines carry no statement text, and Postgres's own messages
+#: (``password authentication failed for user "x"``) must stay readable.
+_SECRET_WORDS = re.compile("|".join(r"(?<!may hold a )\bsecret\b" if w == r"\bsecret\b" else w
+                                    for w in SECRET_TEXT_WORDS if w != "password"), re.IGNORECASE)
 
 #: What replaces such text in a log line.
 REDACTED = "<redacted: may hold a secret>"
 
 
 def mentions_secret(text: str) -> bool:
-    """True when ``text`` mentions ``aws_credentials``, ``secret_access_key`` or the word
-    ``secret`` (any case)."""
+    """True when ``text`` mentions a word of ``proxy.secret_words.SECRET_TEXT_WORDS`` but the bare
+    ``password`` (``aws_credentials``, ``secret_access_key``, the word ``secret``,
+    ``set_user_password``, ``certificate_import``; any case)."""
     return _SECRET_WORDS.search(text) is not None
 
 
 def redact_statement(text: str) -> str:
     """``text`` (a statement, or anything that may quote one) as it may be logged: unchanged, or
-    ``REDACTED`` when it mentions ``aws_credentials``/``secret_access_key``/``secret``."""
+    ``REDACTED`` when it mentions a secret word (``mentions_secret``)."""
     return REDACTED if _SECRET_WORDS.search(text) is not None else text
 
 

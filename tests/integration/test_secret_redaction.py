@@ -450,6 +450,23 @@ def test_log_lines_never_carry_a_statement_on_aws_credentials(stderr):
     assert "event=plain user=bob" in err
 
 
+def test_log_lines_never_carry_a_module_rpc_secret_argument(stderr):
+    """A statement calling set_user_password or certificate_import (a password, a private key in
+    its text) is never substituted into a log line; Postgres's own password messages stay."""
+    import logging
+
+    from proxy import logs
+
+    lg = logging.getLogger("iasql_proxy.test_secret")
+    lg.warning("event=slow command=%r", "SELECT * FROM Set_User_Password('alice', 'Pw-in-log-1')")
+    lg.warning("event=slow command=%r", "SELECT * FROM certificate_import('c', 'KEY-in-log-2', NULL)")
+    lg.warning("event=login_failed error=%s", 'password authentication failed for user "bob"')
+    err = stderr.getvalue()
+    assert "Pw-in-log-1" not in err and "KEY-in-log-2" not in err
+    assert err.count("command='<redacted: may hold a secret>'") == 2
+    assert "password authentication failed for user" in err
+
+
 def test_module_rpc_secrets_arguments_results_and_columns():
     """set_user_password/certificate_import texts and Binds are secret; access_key_request's and
     key_pair_request's texts are kept but their rows redacted (aliased columns too, and a later run

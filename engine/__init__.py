@@ -71,7 +71,8 @@ async def rpc_claims(fn: Function, module: str, ctx: Any, qualified: bool = Fals
     Args: ``ctx`` an ``rpc.CallContext``; ``qualified`` whether the call is written
     ``public.<name>(...)`` (else PostgreSQL searches the ``search_path``); ``full_name`` the
     module's ``name@version`` as ``iasql_module`` holds it (default: ``module`` at the platform version).
-    Returns True when the module is installed (a row of ``public.iasql_module``) and every function
+    Returns True when the module is installed (a row of ``public.iasql_module``; for a caller who may
+    not read that table, the stub's presence) and every function
     of that name the call could resolve to is the engine's stub (``engine.schema.STUB_MARKER``);
     False when one of them is not (a user's own function: the statement must run as written, and
     PostgreSQL picks the function, as without the proxy).
@@ -85,7 +86,9 @@ async def rpc_claims(fn: Function, module: str, ctx: Any, qualified: bool = Fals
     cands = list(cands or ())
     if not all(cands):
         return False
-    installed = False
+    # a caller who may not read the module table: the stub (there only while the module is
+    # installed) stands for it, and the engine reports what the caller may not do as it runs
+    installed = bool(cands)
     if readable:
         from engine.modules import VERSION  # the module table as ``installed_modules`` reads it
 

@@ -173,3 +173,24 @@ def test_a_dropped_stub_has_a_truthful_hint_and_comes_back_with_install(iasql_pr
         assert conn.execute(f"SELECT to_regprocedure('{STUB_SIG}') IS NOT NULL").fetchone()[0]
         assert conn.execute(f"SELECT * FROM set_user_password('{iam_user}', '{PASSWORD}')").fetchall() == [("OK", "")]
     assert _has_login_profile(moto_server, iam_user)
+
+
+def test_the_repro_through_psql_and_in_a_failed_block(iasql_proxy, fresh_db, moto_server, iam_user):
+    from tests.intercept.conftest import psql
+
+    repro = ("CREATE TABLE app_log(msg text);\n" + USER_FN.format(schema="public") + ";\n"
+             f"SELECT * FROM set_user_password('{iam_user}', 'pw');")
+    res = psql(iasql_proxy.port, fresh_db, repro, "-A", "-t")
+    assert res.returncode == 0, res.stderr
+    assert "APP|" in res.stdout.split(), res.stdout
+    res = psql(iasql_proxy.port, fresh_db, "SELECT msg FROM app_log", "-A", "-t")
+    assert res.stdout.split("\n")[0] == f"app ran {iam_user}"
+    assert not _has_login_profile(moto_server, iam_user)
+    # in a failed block, Postgres's own 25P02 (extended protocol: decided at Parse)
+    with _connect(iasql_proxy, fresh_db) as conn:
+        with conn.transaction():
+            with pytest.raises(psycopg.errors.DivisionByZero):
+                conn.execute("SELECT 1/0")
+            with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+                conn.execute("SELECT * FROM set_user_password(%s, %s)", (iam_user, "pw"))
+            raise psycopg.Rollback

@@ -50,19 +50,23 @@ _PLAN = (Column("action", "varchar"), Column("table_name", "varchar"), Column("i
 
 #: The functions named $1 that an unqualified call ($3 false) or a ``public.``-qualified one ($3
 #: true) could resolve to (the schemas PostgreSQL searches: ``public``, or the search path but the
-#: temporary schema), each with whether it is the engine's stub (``public.<name>(<types>)`` = $2,
-#: PL/pgSQL, body with STUB_MARKER = $4); and whether the caller may read ``public.iasql_module``.
+#: temporary schema; when $5, the number of arguments written, is known: only those that take that
+#: many, and the stub), each with whether it is the engine's stub (``public.<name>(<types>)`` =
+#: $2, PL/pgSQL, body with STUB_MARKER = $4); and whether the caller may read ``public.iasql_module``.
 _CANDIDATES_SQL = (
-    "SELECT (SELECT pg_catalog.array_agg(n.nspname = 'public' AND p.oid = pg_catalog.to_regprocedure($2) "
+    "SELECT (SELECT pg_catalog.array_agg(c.stub) FROM (SELECT n.nspname = 'public' "
+    "AND p.oid = pg_catalog.to_regprocedure($2) "
     "AND p.prolang = (SELECT l.oid FROM pg_catalog.pg_language l WHERE l.lanname = 'plpgsql') "
-    "AND pg_catalog.strpos(p.prosrc, $4) > 0) "
+    "AND pg_catalog.strpos(p.prosrc, $4) > 0 AS stub, "
+    "$5::int IS NULL OR p.provariadic <> 0 OR $5::int BETWEEN p.pronargs - p.pronargdefaults AND p.pronargs AS fits "
     "FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace "
     "WHERE p.proname = $1 AND CASE WHEN $3 THEN n.nspname = 'public' "
-    "ELSE n.nspname = ANY (pg_catalog.current_schemas(true)) AND n.oid <> pg_catalog.pg_my_temp_schema() END), "
+    "ELSE n.nspname = ANY (pg_catalog.current_schemas(true)) AND n.oid <> pg_catalog.pg_my_temp_schema() END) c "
+    "WHERE c.stub OR c.fits), "
     "COALESCE(pg_catalog.has_table_privilege(pg_catalog.to_regclass('public.iasql_module'), 'SELECT'), false)")
 
 
-async def rpc_claims(fn: Function, module: str, ctx: Any, qualified: bool = False, *,
+async def rpc_claims(fn: Function, module: str, ctx: Any, qualified: bool = False, nargs: int | None = None, *,
                      full_name: str | None = None) -> bool:
     """Whether the engine answers a call of module RPC ``fn`` (of module ``module``, bare name) in
     the caller's database, judged by statements run as the caller (read-only catalog queries that
@@ -70,7 +74,10 @@ async def rpc_claims(fn: Function, module: str, ctx: Any, qualified: bool = Fals
 
     Args: ``ctx`` an ``rpc.CallContext``; ``qualified`` whether the call is written
     ``public.<name>(...)`` (else PostgreSQL searches the ``search_path``); ``full_name`` the
-    module's ``name@version`` as ``iasql_module`` holds it (default: ``module`` at the platform version).
+    module's ``name@version`` as ``iasql_module`` holds it (default: ``module`` at the platform
+    version); ``nargs`` the number of arguments the call is written with, when all are positional
+    and none is marked VARIADIC (a function of the user's that cannot take that many is not one
+    PostgreSQL could call; None: every function of that name counts).
     Returns True when the module is installed (a row of ``public.iasql_module``; for a caller who may
     not read that table, the stub's presence) and every function
     of that name the call could resolve to is the engine's stub (``engine.schema.STUB_MARKER``);
@@ -82,7 +89,8 @@ async def rpc_claims(fn: Function, module: str, ctx: Any, qualified: bool = Fals
     """
     from engine.schema import STUB_MARKER, rpc_procedure
 
-    cands, readable = (await ctx.run(_CANDIDATES_SQL, (fn.name, rpc_procedure(fn), qualified, STUB_MARKER))).rows[0]
+    cands, readable = (await ctx.run(_CANDIDATES_SQL, (fn.name, rpc_procedure(fn), qualified, STUB_MARKER,
+                                                       nargs))).rows[0]
     cands = list(cands or ())
     if not all(cands):
         return False

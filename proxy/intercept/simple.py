@@ -480,8 +480,10 @@ class QueryInterceptor:
                 keep.append(call)
                 continue
             qualified = "." in text[call.start:call.args_start]
+            # how many arguments, when PostgreSQL matches them by position alone
+            nargs = None if any(a.name is not None or a.variadic for a in call.args) else len(call.args)
             try:
-                ok = await fn.claims(caller, qualified)
+                ok = await fn.claims(caller, qualified, nargs)
             except EngineError as e:
                 raise CallFailed(engine_fields(e)) from None
             if ok:

@@ -114,7 +114,13 @@ def test_a_users_function_with_other_argument_types(iasql_proxy, fresh_db, moto_
                      "LANGUAGE sql AS $$ SELECT 'mine ' || n $$")
         assert conn.execute("SELECT * FROM set_user_password(5)").fetchall() == [("mine 5",)]
         assert cur.execute("SELECT * FROM set_user_password(6)").fetchall() == [("mine 6",)]
-    assert not _has_login_profile(moto_server, iam_user)
+        assert not _has_login_profile(moto_server, iam_user)
+        # a call with arguments the user's overload cannot take is the engine's
+        assert conn.execute("SELECT * FROM set_user_password(%s, %s)", (iam_user, PASSWORD)).fetchall() == [("OK", "")]
+        assert _has_login_profile(moto_server, iam_user)
+        # named notation: PostgreSQL matches by name, so the call goes to PostgreSQL (the stub: 0A000)
+        with pytest.raises(psycopg.errors.FeatureNotSupported):
+            conn.execute("SELECT * FROM set_user_password(user_name => 'x', password => 'y')")
 
 
 def test_install_refuses_to_replace_a_users_function(iasql_proxy, fresh_db):

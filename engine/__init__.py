@@ -48,17 +48,86 @@ _PLAN = (Column("action", "varchar"), Column("table_name", "varchar"), Column("i
          Column("description", "varchar"))
 
 
-async def _module_rpc(fn: Function, module: str, state: Any, ctx: Any, *args: Any) -> list[tuple]:
-    """Run module RPC ``fn`` of ``module`` only while that module is installed: its stub
-    (``public.<name>(<argument types>)``, created by ``iasql_install``) must exist, as it must for
-    Postgres to call a function; else raises EngineError 42883 (undefined function) as Postgres
-    would, with a HINT naming the module to install. Returns ``fn.impl(state, ctx, *args)``."""
-    types = ",".join(a.type_name + ("[]" if a.variadic else "") for a in fn.arguments)
-    res = await ctx.run("SELECT pg_catalog.to_regprocedure($1) IS NOT NULL", (f"public.{fn.name}({types})",))
-    if not res.rows[0][0]:
-        raise EngineError("42883", f"function {fn.name}({', '.join(a.type_name for a in fn.arguments)}) does not exist",
-                          hint=f"{fn.name} is a function of module {module}, which is not installed in this "
-                               f"database: SELECT * FROM iasql_install('{module}');")
+#: The functions named $1 that an unqualified call ($3 false) or a ``public.``-qualified one ($3
+#: true) could resolve to (the schemas PostgreSQL searches: ``public``, or the search path but the
+#: temporary schema; when $5, the number of arguments written, is known: only those that take that
+#: many, and the stub), each with whether it is the engine's stub (``public.<name>(<types>)`` =
+#: $2, PL/pgSQL, body with STUB_MARKER = $4); and whether the caller may read ``public.iasql_module``.
+_CANDIDATES_SQL = (
+    "SELECT (SELECT pg_catalog.array_agg(c.stub) FROM (SELECT n.nspname = 'public' "
+    "AND p.oid = pg_catalog.to_regprocedure($2) "
+    "AND p.prolang = (SELECT l.oid FROM pg_catalog.pg_language l WHERE l.lanname = 'plpgsql') "
+    "AND pg_catalog.strpos(p.prosrc, $4) > 0 AS stub, "
+    "$5::int IS NULL OR p.provariadic <> 0 OR $5::int BETWEEN p.pronargs - p.pronargdefaults AND p.pronargs AS fits "
+    "FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace "
+    "WHERE p.proname = $1 AND CASE WHEN $3 THEN n.nspname = 'public' "
+    "ELSE n.nspname = ANY (pg_catalog.current_schemas(true)) AND n.oid <> pg_catalog.pg_my_temp_schema() END) c "
+    "WHERE c.stub OR c.fits), "
+    "COALESCE(pg_catalog.has_table_privilege(pg_catalog.to_regclass('public.iasql_module'), 'SELECT'), false)")
+
+
+async def rpc_claims(fn: Function, module: str, ctx: Any, qualified: bool = False, nargs: int | None = None, *,
+                     full_name: str | None = None) -> bool:
+    """Whether the engine answers a call of module RPC ``fn`` (of module ``module``, bare name) in
+    the caller's database, judged by statements run as the caller (read-only catalog queries that
+    cannot fail in a healthy transaction).
+
+    Args: ``ctx`` an ``rpc.CallContext``; ``qualified`` whether the call is written
+    ``public.<name>(...)`` (else PostgreSQL searches the ``search_path``); ``full_name`` the
+    module's ``name@version`` as ``iasql_module`` holds it (default: ``module`` at the platform
+    version); ``nargs`` the number of arguments the call is written with, when all are positional
+    and none is marked VARIADIC (a function of the user's that cannot take that many is not one
+    PostgreSQL could call; None: every function of that name counts).
+    Returns True when the module is installed (a row of ``public.iasql_module``; for a caller who may
+    not read that table, the stub's presence) and every function
+    of that name the call could resolve to is the engine's stub (``engine.schema.STUB_MARKER``);
+    False when one of them is not (a user's own function: the statement must run as written, and
+    PostgreSQL picks the function, as without the proxy).
+    Raises EngineError 42883 (undefined function, as PostgreSQL) when no function of that name is
+    there at all, with a HINT that says what to do: install the module, or, when it is installed
+    but its stub was dropped, ``iasql_install`` it again (which recreates missing stubs).
+    """
+    from engine.schema import STUB_MARKER, rpc_procedure
+
+    cands, readable = (await ctx.run(_CANDIDATES_SQL, (fn.name, rpc_procedure(fn), qualified, STUB_MARKER,
+                                                       nargs))).rows[0]
+    cands = list(cands or ())
+    if not all(cands):
+        return False
+    # a caller who may not read the module table: the stub (there only while the module is
+    # installed) stands for it, and the engine reports what the caller may not do as it runs
+    installed = bool(cands)
+    if readable:
+        from engine.modules import VERSION  # the module table as ``installed_modules`` reads it
+
+        installed = bool((await ctx.run("SELECT EXISTS (SELECT 1 FROM public.iasql_module WHERE name = $1)",
+                                        (full_name or f"{module}@{VERSION}",))).rows[0][0])
+    if installed and cands:
+        return True
+    if not installed:
+        hint = (f"{fn.name} is a function of module {module}, which is not installed in this database: "
+                f"SELECT * FROM iasql_install('{module}');")
+    else:
+        hint = (f"{fn.name} is a function of module {module}, which is installed, but its SQL function "
+                f"{rpc_procedure(fn)} is missing or not on the search_path: SELECT * FROM iasql_install('{module}'); "
+                f"recreates it (or call it as public.{fn.name}(...)).")
+    raise EngineError("42883", f"function {fn.name}({', '.join(a.type_name for a in fn.arguments)}) does not exist",
+                      hint=hint)
+
+
+async def _module_rpc(fn: Function, module: str, full_name: str, state: Any, ctx: Any, *args: Any) -> list[tuple]:
+    """Run module RPC ``fn`` of ``module`` when the engine answers it (``rpc_claims``), unless the
+    caller already established that (``ctx.claimed`` holds the name: the proxy's interceptor asks
+    before it evaluates a call). Returns ``fn.impl(state, ctx, *args)``. Raises EngineError 42883
+    (``rpc_claims``); 42725 when the call would resolve to a user's own function of that name, which
+    the engine never replaces (the proxy runs such a statement as written instead of calling here)."""
+    if fn.name not in getattr(ctx, "claimed", ()):
+        if not await rpc_claims(fn, module, ctx, full_name=full_name):
+            raise EngineError("42725", f"function {fn.name} is not IaSQL's in this database",
+                              detail=f"A function {fn.name} of the user's is visible where PostgreSQL would "
+                                     f"resolve the call; IaSQL does not run instead of it.",
+                              hint=f"Run the statement over a plain PostgreSQL connection to call your "
+                                   f"{fn.name}, or rename it to use the one of module {module}.")
     return await fn.impl(state, ctx, *args)
 
 
@@ -145,11 +214,13 @@ def build_registry(config: EngineSettings | None = None) -> Registry:
 
     for mod in MODULES:  # the modules' RPCs (stubs created at install, not with the metadata)
         for fn in mod.rpcs:
-            reg.register(dataclasses.replace(fn, impl=functools.partial(_module_rpc, fn, mod.name, state),
-                                             module=mod.name))
+            reg.register(dataclasses.replace(fn, impl=functools.partial(_module_rpc, fn, mod.name, mod.full_name, state),
+                                             module=mod.name,
+                                             claims=functools.partial(rpc_claims, fn, mod.name,
+                                                                      full_name=mod.full_name)))
     state.functions = [fn for fn in reg.functions.values() if fn.module is None]
     reg.engine_state = state  # type: ignore[attr-defined]
     return reg
 
 
-__all__ = ["build_registry", "EngineSettings", "ensure_metadata", "error_row", "after_failure", "EngineError", "rpc"]
+__all__ = ["build_registry", "rpc_claims", "EngineSettings", "ensure_metadata", "error_row", "after_failure", "EngineError", "rpc"]

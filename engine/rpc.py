@@ -123,6 +123,11 @@ class Function:
     #: the ``abandoned_transactions`` its contexts offer (``CallContext``)
     opens_transaction: bool = False
     module: str | None = None
+    #: module RPCs only: ``await claims(ctx, qualified, nargs)`` says whether the engine answers a call
+    #: of this name in the caller's database (``engine.rpc_claims``): True when it does, False when
+    #: the call is the user's own function's (run the statement as written); raises EngineError
+    #: 42883 when no function of that name is there at all. None: always the engine's.
+    claims: Callable[..., Awaitable[bool]] | None = None
 
     @property
     def signature(self) -> str:

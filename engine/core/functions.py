@@ -25,7 +25,8 @@ from engine.locks import setting_ms
 from engine.modules import MODULES, VERSION
 from engine.modules.base import Mapper, MapperContext, Module
 from engine.rpc import EngineError
-from engine.schema import ENGINE_USER, REDACTED_TABLES, drop_statements, stub_statements
+from engine.schema import (ENGINE_USER, REDACTED_TABLES, drop_statements, stub_state, stub_statements,
+                           user_function_error)
 
 PLATFORM_MODULES = ("iasql_platform", "iasql_functions")
 #: The message of the CLOSE_TRANSACTION row that ends an IaSQL transaction whose session ended.
@@ -168,9 +169,13 @@ async def iasql_install(state: EngineState, ctx: Any, *modules: Any) -> list[tup
     """Install modules and their dependencies, then load their cloud records into the new tables.
 
     Returns (module_name, created_table_name, record_count) per created table of the modules
-    named (dependencies installed with them get no rows, as in IaSQL). Raises EngineError
-    22023 (bad name), 42704 (unknown module, with a suggestion), 42P07 (a table already exists),
-    58000 (cloud read failed; nothing is installed), 55P03 (lock)."""
+    named (dependencies installed with them get no rows, as in IaSQL). A module named that is
+    installed already gets back the SQL functions of its RPCs (stubs) that were dropped, when no
+    function of the user's has taken their signature. Raises EngineError 22023 (bad name), 42704
+    (unknown module, with a suggestion), 42P07 (a table already exists), 42723 (a function of
+    the user's has the name and argument types of a module RPC, ``public.<name>(<types>)``: the
+    install would replace it with its stub; nothing is installed), 58000 (cloud read failed;
+    nothing is installed), 55P03 (lock)."""
     async with EngineSession(ctx, state, "iasql_install") as s:
         # checked inside the session, so that a bad name is an ERROR row of iasql_get_errors()
         # like any other failure; before the lock, so that a typo never waits for it
@@ -187,6 +192,13 @@ async def iasql_install(state: EngineState, ctx: Any, *modules: Any) -> list[tup
                 continue
             todo[m.name] = m
             stack += [by[d] for d in m.dependencies]
+        for m in wanted:  # installed already: its RPCs' stubs come back if they were dropped
+            if m.full_name in installed:
+                for fn in m.rpcs:
+                    if await stub_state(s, fn) == "none":
+                        ctx.progress(f"recreating the SQL function {fn.name} of {m.full_name}")
+                        for stmt in stub_statements([fn]):
+                            await s.execute(stmt)
         if not todo:
             ctx.progress("All modules already installed")
             return []
@@ -197,6 +209,11 @@ async def iasql_install(state: EngineState, ctx: Any, *modules: Any) -> list[tup
                       for m in order if any(t in existing for t in m.tables)]
         if collisions:
             raise EngineError("42P07", "Collision with existing tables detected.\n" + "\n".join(collisions))
+        # a function of the user's with an RPC's signature is never replaced by its stub
+        for m in order:
+            for fn in m.rpcs:
+                if await stub_state(s, fn) == "user":
+                    raise user_function_error(fn, m.name)
         out: list[tuple] = []
         # everything below is part of the caller's transaction: a failure (a cloud read, a
         # missing privilege, a cancel) leaves nothing installed once the transaction rolls back
@@ -275,7 +292,9 @@ async def iasql_uninstall(state: EngineState, ctx: Any, *modules: Any) -> list[t
                 rows.append((m.full_name, t, n))
             for stmt in m.uninstall_sql:
                 await s.execute(stmt)
-            for stmt in drop_statements(m.rpcs, ("public",)):  # its RPCs' stubs (42883 from now on)
+            # its RPCs' stubs (42883 from now on); a function of the user's of that signature stays
+            stubs = [fn for fn in m.rpcs if await stub_state(s, fn) == "stub"]
+            for stmt in drop_statements(stubs, ("public",)):
                 await s.execute(stmt)
             await s.execute('DELETE FROM public.iasql_tables WHERE module = $1', (m.full_name,))
             await s.execute("DELETE FROM public.iasql_module WHERE name = $1", (m.full_name,))

@@ -76,6 +76,9 @@ METADATA_MARKER_SQL = ("SELECT pg_catalog.obj_description(pg_catalog.to_regclass
                        "'pg_class')")
 
 STUB_MESSAGE = "iasql_* functions must be called through iasql-proxy"
+#: What identifies a function in ``public`` as the engine's stub (and not a user's function of
+#: the same name): a PL/pgSQL body (``pg_proc.prosrc``) containing this text (``stub_statements``).
+STUB_MARKER = STUB_MESSAGE
 STUB_HINT = ("Connect to this database through iasql-proxy, which answers iasql_* calls itself; "
              "calls over a direct connection, inside DO blocks or inside other functions are refused.")
 
@@ -270,6 +273,41 @@ def drop_statements(functions: Iterable["Function"], schemas: tuple[str, ...] = 
     return out
 
 
+def rpc_procedure(fn: "Function") -> str:
+    """``public.<name>(<argument types>)`` of ``fn``'s stub, as ``to_regprocedure`` takes it."""
+    return f"public.{fn.name}({','.join(a.type_name + ('[]' if a.variadic else '') for a in fn.arguments)})"
+
+
+#: Whether the function ``to_regprocedure($1)`` names is the engine's stub (NULL: no such function).
+_IS_STUB_SQL = ("SELECT p.prolang = (SELECT l.oid FROM pg_catalog.pg_language l WHERE l.lanname = 'plpgsql') "
+                "AND pg_catalog.strpos(p.prosrc, $2) > 0 FROM pg_catalog.pg_proc p "
+                "WHERE p.oid = pg_catalog.to_regprocedure($1)")
+
+
+async def stub_state(ctx: Any, fn: "Function") -> str:
+    """What ``public.<name>(<argument types>)`` of module RPC ``fn`` is in the caller's database:
+    ``"stub"`` (the engine's: a PL/pgSQL body with ``STUB_MARKER``), ``"user"`` (a function of
+    the user's with the stub's name and argument types) or ``"none"``. ``ctx`` is anything with
+    ``await run(query, params)`` returning an ``engine.rpc.Result``. Raises ``SqlError`` only when
+    the connection's transaction is already aborted."""
+    rows = (await ctx.run(_IS_STUB_SQL, (rpc_procedure(fn), STUB_MARKER))).rows
+    if not rows:
+        return "none"
+    return "stub" if rows[0][0] else "user"
+
+
+def user_function_error(fn: "Function", module: str) -> "Any":
+    """The EngineError (42723, Postgres's own text for a duplicate function) ``iasql_install``
+    raises when the user has a function of their own with the signature of ``module``'s RPC
+    ``fn``: installing would replace it with the stub."""
+    from engine.rpc import EngineError
+
+    return EngineError("42723", f'function "{fn.name}" already exists with same argument types',
+                       detail=f"Module {module} defines the SQL function {fn.signature}; the existing "
+                              f"{rpc_procedure(fn)} is not IaSQL's, and installing would replace it.",
+                       hint=f"Rename or drop your function {rpc_procedure(fn)}, then install {module} again.")
+
+
 @functools.lru_cache(maxsize=1)
 def rpc_digest() -> str:
     """A short digest of every module RPC's module and SQL signature: part of the marker, so that a
@@ -341,6 +379,8 @@ async def ensure_metadata(ctx: Any, functions: Iterable["Function"], version: st
         await ctx.run(stmt.as_string(None))
     installed = {r[0] for r in (await ctx.run("SELECT name FROM public.iasql_module")).rows}
     rpcs = [fn for m in MODULES if m.full_name in installed for fn in m.rpcs]
+    # a function of the user's with a stub's signature stays as it is (``stub_state``)
+    rpcs = [fn for fn in rpcs if await stub_state(ctx, fn) != "user"]
     for stmt in stub_statements(rpcs):
         await ctx.run(stmt.as_string(None))
     for mod in ("iasql_platform", "iasql_functions"):

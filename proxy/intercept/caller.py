@@ -86,6 +86,8 @@ class ServerCaller:
         self._styles: dict[str, str] = {}   # DateStyle/IntervalStyle to put back, by name
         self._styles_checked = False
         self.busy = False                   # a statement of the call is running on the server
+        # module RPC names whose calls the engine was found to answer (``QueryInterceptor.engine_calls``)
+        self.claimed: set[str] = set()
         # IaSQL transactions whose opening session ended (``abandon``): iasql_begin closes them
         self.abandoned_transactions = session.app.__dict__.get("abandoned_iasql_transactions", {})
         # the IaSQL transaction this client session opened (iasql_begin refuses a second at once)

@@ -61,6 +61,7 @@ class InterceptedStatement:
     query: str
     calls: list[Call]
     param_types: tuple[int, ...]
+    claimed: frozenset[str] = frozenset()  # module RPCs found to be the engine's at Parse
 
 
 @dataclass
@@ -231,6 +232,29 @@ class ExtendedInterceptor:
                 await batch.flushed()
                 self._fail(session, batch, e.sqlstate, e.message, hint=e.hint)
                 return
+        claimed: frozenset[str] = frozenset()
+        if calls and any(getattr(self.query.registry.get(c.name), "claims", None) is not None for c in calls):
+            # a module RPC's name: the engine's only when its module is installed and the function
+            # PostgreSQL would call is the engine's stub; else the Parse goes as written (a user's own
+            # function of that name). Decided at Parse, where PostgreSQL resolves the function too.
+            await batch.flushed()
+            if batch.failed:
+                return
+            if session.tx_status != b"E":  # in a failed block the server refuses the Parse itself
+                async with batch.paused():
+                    caller = ServerCaller(session, server)
+                    try:
+                        calls = await self.query.engine_calls(caller, calls, msg.query)
+                        await caller.finish()
+                    except CallFailed as e:
+                        session.write(encode_error(e.fields))
+                        await caller.abort()
+                        st.closes += caller.cleanup()
+                        batch.failed = True
+                        return
+                    claimed = frozenset(caller.claimed)
+            else:
+                calls = [c for c in calls if getattr(self.query.registry.get(c.name), "claims", None) is None]
         if not calls:
             st.statements.pop(msg.statement, None)
             if names is not None and msg.statement:
@@ -253,7 +277,7 @@ class ExtendedInterceptor:
         for n, oid in wanted.items():
             if types[n - 1] == 0:
                 types[n - 1] = oid
-        stmt = InterceptedStatement(msg.query, calls, tuple(types))
+        stmt = InterceptedStatement(msg.query, calls, tuple(types), claimed)
         try:
             shape = self._with_rows(stmt, [[] for _ in calls], scs)
         except CallError as e:
@@ -300,6 +324,7 @@ class ExtendedInterceptor:
         scs = server.params.get("standard_conforming_strings", "on") == "on"
         async with batch.paused():
             caller = ServerCaller(session, server)
+            caller.claimed |= stmt.claimed
             try:
                 rows_per_call = []
                 for call in stmt.calls:

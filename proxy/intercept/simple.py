@@ -465,6 +465,32 @@ class QueryInterceptor:
             raise CallFailed(arguments.client_error(e, pr.position)) from None
         return arguments.as_call_arguments(fn, res.rows[0])
 
+    async def engine_calls(self, caller: ServerCaller, calls: list[Call], text: str) -> list[Call]:
+        """The calls of ``calls`` (found in statement ``text``) that the engine answers: every
+        ``iasql_*`` call, and each module RPC call that ``Function.claims`` (``engine.rpc_claims``)
+        says is the engine's, asked on the caller's connection. A call left out is a user's own
+        function of that name: it stays in the statement, for PostgreSQL to run as written.
+        Returns the calls kept (in order; empty when the statement is to run as written). Raises
+        CallFailed (42883 when no function of that name exists at all, with the engine's HINT;
+        the server's error when the transaction is aborted) or ServerError."""
+        keep: list[Call] = []
+        for call in calls:
+            fn = self.registry.get(call.name)
+            if fn is None or fn.claims is None:
+                keep.append(call)
+                continue
+            qualified = "." in text[call.start:call.args_start]
+            # how many arguments, when PostgreSQL matches them by position alone
+            nargs = None if any(a.name is not None or a.variadic for a in call.args) else len(call.args)
+            try:
+                ok = await fn.claims(caller, qualified, nargs)
+            except EngineError as e:
+                raise CallFailed(engine_fields(e)) from None
+            if ok:
+                caller.claimed.add(fn.name)
+                keep.append(call)
+        return keep
+
     async def invoke(self, session: "ClientSession", caller: ServerCaller, fn: Function, args: list[Any]) -> list[tuple]:
         """Run ``fn`` with ``args`` in the engine (a task of its own, journaled; a client that goes
         away sets ``cancelled``) and return its rows. Progress goes to the client as NOTICE.
@@ -642,13 +668,15 @@ class _TextRun:
             await self._hidden("COMMIT" if kind == "commit" else "ROLLBACK")
         await self._send(st.text, st.start)
 
-    async def _call(self, i: int) -> tuple[str, bool]:
+    async def _call(self, i: int) -> tuple[str, bool] | None:
         """Run the calls of statement ``i`` as PostgreSQL runs a statement's functions: parse
         analysis of the statement first (its shape, the calls replaced by zero rows: an unknown
         table fails here and no call runs), then the arguments, then the RowDescription to the
         client (PostgreSQL sends it when execution starts, before any NOTICE of a function), then
         the calls. Returns the statement with their rows in place, for ``_statements`` to send,
-        and whether its RowDescription was sent already. Raises _Stop after an error (sent)."""
+        and whether its RowDescription was sent already; None when the statement's calls are
+        all a user's own functions (``QueryInterceptor.engine_calls``): it was sent as written.
+        Raises _Stop after an error (sent)."""
         st = self.stmts[i]
         calls = self.plan[i]
         if self.status == b"E":
@@ -660,6 +688,11 @@ class _TextRun:
         try:
             if isinstance(calls, CallError):
                 raise CallFailed(call_error_fields(calls))
+            calls = await self.icp.engine_calls(caller, calls, st.text)
+            if not calls:  # none is the engine's: PostgreSQL runs the statement as written
+                await caller.finish()
+                await self._send(st.text, st.start)
+                return None
             fns = [self.icp.registry.get(c.name) for c in calls]
             for call, fn in zip(calls, fns):
                 check_form(fn, call)

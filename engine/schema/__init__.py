@@ -80,7 +80,9 @@ STUB_MESSAGE = "iasql_* functions must be called through iasql-proxy"
 #: the same name): a PL/pgSQL body (``pg_proc.prosrc``) containing this text (``stub_statements``).
 STUB_MARKER = STUB_MESSAGE
 STUB_HINT = ("Connect to this database through iasql-proxy, which answers iasql_* calls itself; "
-             "calls over a direct connection, inside DO blocks or inside other functions are refused.")
+             "calls it cannot see are refused: over a direct connection, or hidden inside DO blocks, "
+             "other functions, views or an SQL-level PREPARE (send the call itself, or use your "
+             "driver's prepared statements).")
 
 CHANGE_TYPES = ("INSERT", "UPDATE", "DELETE", "START_COMMIT", "PREVIEW_START_COMMIT", "END_COMMIT",
                 "PREVIEW_END_COMMIT", "OPEN_TRANSACTION", "CLOSE_TRANSACTION", "ERROR", "START_REVERT",

@@ -31,7 +31,7 @@ from typing import Any
 from engine import rpc
 from engine.aws import AwsGateway
 from engine.core import functions as F
-from engine.core.session import EngineState
+from engine.core.session import EngineState, refuse_in_read_only
 from engine.rpc import Argument, Column, EngineError, Function, Registry
 from engine.schema import ensure_metadata, error_row
 from engine.settings import EngineSettings
@@ -52,14 +52,25 @@ async def _module_rpc(fn: Function, module: str, state: Any, ctx: Any, *args: An
     """Run module RPC ``fn`` of ``module`` only while that module is installed: its stub
     (``public.<name>(<argument types>)``, created by ``iasql_install``) must exist, as it must for
     Postgres to call a function; else raises EngineError 42883 (undefined function) as Postgres
-    would, with a HINT naming the module to install. Returns ``fn.impl(state, ctx, *args)``."""
+    would, with a HINT naming the module to install. A ``mutating`` RPC (one that changes the cloud)
+    is then refused in a read-only transaction, before any cloud call: EngineError 25006
+    (``engine.core.session.refuse_in_read_only``). Returns ``fn.impl(state, ctx, *args)``."""
     types = ",".join(a.type_name + ("[]" if a.variadic else "") for a in fn.arguments)
     res = await ctx.run("SELECT pg_catalog.to_regprocedure($1) IS NOT NULL", (f"public.{fn.name}({types})",))
     if not res.rows[0][0]:
         raise EngineError("42883", f"function {fn.name}({', '.join(a.type_name for a in fn.arguments)}) does not exist",
                           hint=f"{fn.name} is a function of module {module}, which is not installed in this "
                                f"database: SELECT * FROM iasql_install('{module}');")
+    if fn.mutating:
+        await refuse_in_read_only(ctx, fn.name)
     return await fn.impl(state, ctx, *args)
+
+
+async def _refusing_in_read_only(name: str, impl: Any, ctx: Any, *args: Any) -> list[tuple]:
+    """``impl(ctx, *args)`` of the mutating ``iasql_*`` function ``name``, refused first with
+    EngineError 25006 when the caller's transaction is read-only (``refuse_in_read_only``)."""
+    await refuse_in_read_only(ctx, name)
+    return await impl(ctx, *args)
 
 
 def build_registry(config: EngineSettings | None = None) -> Registry:
@@ -76,8 +87,11 @@ def build_registry(config: EngineSettings | None = None) -> Registry:
 
     def add(name: str, args: tuple, cols: tuple, impl: Any, desc: str, usage: str, mutating: bool = False,
             instant: bool = False, opens_transaction: bool = False) -> None:
+        bound = functools.partial(impl, state)
+        if mutating:  # refused in a read-only transaction before anything else (25006)
+            bound = functools.partial(_refusing_in_read_only, name, bound)
         reg.register(Function(name=name, arguments=args, columns=cols,
-                              impl=functools.partial(impl, state), description=desc,
+                              impl=bound, description=desc,
                               sample_usage=usage, mutating=mutating, instant=instant,
                               opens_transaction=opens_transaction))
 

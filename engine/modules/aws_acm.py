@@ -195,19 +195,36 @@ async def _check_insert(s: Any, function: str) -> None:
 
 
 async def _write_row(s: Any, mc: MapperContext, region: str, arn: str) -> dict:
-    """Describe certificate ``arn`` and insert its ``certificate`` row; returns the record."""
+    """Describe certificate ``arn`` and write its ``certificate`` row; returns the record.
+
+    An upsert on ``arn`` (``uq_certificate_arn``): another session's sync may have read the new
+    certificate in (and committed its row) while this call waited for validation; that row is
+    then updated with what ACM says now (when the caller may UPDATE ``certificate``; INSERT alone
+    is what the call needs) instead of the call failing with 23505. Raises CloudError (the
+    certificate cannot be described), SqlError (the row cannot be written)."""
     from psycopg.types.json import Json
 
     rec = await CertificateMapper()._record(mc, region, arn)
     if rec is None:
         raise CloudError("ResourceNotFoundException", f"certificate {arn} has no domain", "acm.describe_certificate")
-    await s.execute(
+    values = (rec["arn"], rec["certificate_id"], rec["domain_name"], rec["certificate_type"], rec["status"],
+              rec["renewal_eligibility"], rec["in_use"], region, Json(rec["tags"]) if rec["tags"] else None)
+    tag = await s.execute(  # no RETURNING: INSERT needs no SELECT on the table
         "INSERT INTO public.certificate (arn, certificate_id, domain_name, certificate_type, status, "
         "renewal_eligibility, in_use, region, tags) VALUES ($1, $2, $3, "
         "$4::text::public.certificate_certificate_type_enum, $5::text::public.certificate_status_enum, "
-        "$6::text::public.certificate_renewal_eligibility_enum, $7, $8, $9)",
-        (rec["arn"], rec["certificate_id"], rec["domain_name"], rec["certificate_type"], rec["status"],
-         rec["renewal_eligibility"], rec["in_use"], region, Json(rec["tags"]) if rec["tags"] else None))
+        "$6::text::public.certificate_renewal_eligibility_enum, $7, $8, $9) ON CONFLICT (arn) DO NOTHING",
+        values)
+    if tag == "INSERT 0 0" and (await s.fetchone(
+            "SELECT pg_catalog.has_table_privilege('public.certificate', 'UPDATE')"))[0]:
+        # the row a sync committed meanwhile gets what ACM says now (without UPDATE on the table
+        # it is left as the sync wrote it: the next sync refreshes it)
+        await s.execute(
+            "UPDATE public.certificate SET certificate_id = $2, domain_name = $3, "
+            "certificate_type = $4::text::public.certificate_certificate_type_enum, "
+            "status = $5::text::public.certificate_status_enum, "
+            "renewal_eligibility = $6::text::public.certificate_renewal_eligibility_enum, in_use = $7, "
+            "region = $8, tags = $9 WHERE arn = $1", values)
     return rec
 
 

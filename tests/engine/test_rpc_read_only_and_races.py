@@ -68,3 +68,90 @@ async def test_iasql_commit_is_refused_in_a_read_only_transaction(registry, ctx,
     # out of the read-only transaction the commit goes through
     await call(registry, ctx, "iasql_commit")
     assert [b["Name"] for b in aws("s3").list_buckets()["Buckets"]] == ["ro-commit"]
+
+
+async def test_a_sync_waiting_for_an_rpcs_row_does_not_fail_when_it_commits(registry, ctx, dsn, dbname, aws, mods):
+    """Session A makes a key pair and keeps its transaction open; session B's rollback reads the
+    key pair from the cloud, waits for A's uncommitted row (a unique index: Postgres) and, once A
+    commits, goes on instead of failing with 23505 uq_keypair_name_region."""
+    a = await ctx.open()
+    [(name, status, _, _)] = await registry.get("key_pair_request").impl(a, "tx-race", None)
+    assert (name, status) == ("tx-race", "OK")
+    other = Ctx(dsn=dsn, database=dbname)
+    try:
+        await call(registry, other, "iasql_begin")
+        b = asyncio.create_task(call(registry, other, "iasql_rollback"))
+        await asyncio.sleep(4)
+        assert not b.done()  # waiting for A's row
+        await a.commit()
+        await asyncio.wait_for(b, 60)
+    finally:
+        await other.close()
+    k = aws("ec2").describe_key_pairs(KeyNames=["tx-race"])["KeyPairs"][0]
+    assert await sql(dsn, "SELECT name, key_pair_id, region FROM key_pair") == [("tx-race", k["KeyPairId"],
+                                                                                 "us-east-1")]
+    assert await sql(dsn, "SELECT count(*) FROM iasql_audit_log WHERE change_type = 'ERROR'") == [(0,)]
+
+
+async def test_certificate_request_when_a_sync_recorded_the_certificate_meanwhile(registry, ctx, dsn, dbname, aws,
+                                                                                  mods, monkeypatch):
+    """Another session's sync reads the new certificate in and commits its row while
+    certificate_request runs (as during a DNS validation's wait): the call's own row write
+    updates that row instead of failing with 23505 uq_certificate_arn."""
+    from engine.modules import aws_acm
+
+    other = Ctx(dsn=dsn, database=dbname)
+    original = aws_acm.CertificateMapper._record
+    synced: list[bool] = []
+
+    async def record_after_a_sync(self, mc, region, arn):
+        if not synced:
+            synced.append(True)
+            await call(registry, other, "iasql_begin")
+            await call(registry, other, "iasql_rollback")
+            assert await sql(dsn, "SELECT arn FROM certificate") == [(arn,)]
+        return await original(self, mc, region, arn)
+
+    monkeypatch.setattr(aws_acm.CertificateMapper, "_record", record_after_a_sync)
+    try:
+        [(arn, status, message)] = await call(registry, ctx, "certificate_request", "race.example.com", "EMAIL",
+                                              None, "{}", '{"team": "web"}')
+    finally:
+        await other.close()
+    assert synced and status == "PENDING"
+    assert message == "Check your email for next steps to validate the certificate request"
+    assert await sql(dsn, "SELECT arn, domain_name, region, tags::text FROM certificate") == [
+        (arn, "race.example.com", "us-east-1", '{"team": "web"}')]
+    assert [c["CertificateArn"] for c in aws("acm").list_certificates(
+        CertificateStatuses=["PENDING_VALIDATION", "ISSUED"])["CertificateSummaryList"]] == [arn]
+
+
+async def test_access_key_request_when_a_sync_recorded_the_key_meanwhile(registry, ctx, dsn, dbname, aws, mods,
+                                                                         monkeypatch):
+    """access_key has no unique key: a key another session's sync recorded while the call ran is
+    not written a second time."""
+    from engine.modules import aws_iam
+
+    aws("iam").create_user(UserName="alice")
+    await call(registry, ctx, "iasql_begin")
+    await call(registry, ctx, "iasql_rollback")  # alice gets her row
+    other = Ctx(dsn=dsn, database=dbname)
+    caller = await ctx.open()
+    real_run = caller.run
+    synced: list[bool] = []
+
+    async def run(query, params=()):
+        if query.startswith("INSERT INTO public.access_key") and not synced:
+            synced.append(True)
+            await call(registry, other, "iasql_begin")
+            await call(registry, other, "iasql_rollback")
+            assert len(await sql(dsn, "SELECT access_key_id FROM access_key")) == 1
+        return await real_run(query, params)
+
+    monkeypatch.setattr(caller, "run", run)
+    try:
+        [(status, _, key_id, secret)] = await call(registry, ctx, "access_key_request", "alice")
+    finally:
+        await other.close()
+    assert synced and status == "SUCCESS" and secret
+    assert await sql(dsn, "SELECT access_key_id, user_name FROM access_key") == [(key_id, "alice")]

@@ -183,6 +183,20 @@ def _acm_error(e: CloudError, what: str) -> Exception:
     return EngineError("58000", f"AWS call failed: {e}")
 
 
+def _check_list_option(opts: dict, key: str, kind: type, what: str) -> None:
+    """Refuse option ``key`` of ``certificate_request`` unless it is absent, null or a JSON list
+    of ``kind`` (a string would otherwise be sent as its letters). Returns None. Raises
+    EngineError 22023 ``options.<key> must be a list of <what>``."""
+    from engine.rpc import EngineError
+
+    value = opts.get(key)
+    if value is None:
+        return
+    if not isinstance(value, list) or not all(isinstance(v, kind) for v in value):
+        raise EngineError("22023", f"options.{key} must be a list of {what}",
+                          hint='e.g. options \'{"subjectAlternativeNames": ["www.example.com"]}\'')
+
+
 async def _check_insert(s: Any, function: str) -> None:
     """Raise EngineError 42501 when the caller may not INSERT into ``certificate`` (before any
     cloud call: the row could not be written afterwards)."""
@@ -314,7 +328,8 @@ async def certificate_request(state: Any, ctx: Any, domain_name: Any, validation
     ``(arn, status, 'Certificate could not be validated')``; for EMAIL
     ``(arn, 'PENDING', 'Check your email for next steps to validate the certificate request')``
     (IaSQL returns an empty arn there). Raises EngineError 22004 (domain name NULL or empty),
-    22023 (validation method not DNS/EMAIL, options or tags not a JSON object, region not enabled,
+    22023 (validation method not DNS/EMAIL, options or tags not a JSON object, options.subjectAlternativeNames not a list of strings or
+    options.domainValidationOptions not a list of objects, region not enabled,
     ACM refused the arguments), 55000 (DNS without aws_route53), 42501 (the caller may not INSERT
     into ``certificate``: checked before the request), 58000 (any other AWS failure), 57014
     (cancelled: a certificate being validated is deleted), the server's SQLSTATE when the row
@@ -330,6 +345,9 @@ async def certificate_request(state: Any, ctx: Any, domain_name: Any, validation
     if method not in ("DNS", "EMAIL"):
         raise EngineError("22023", "validation_method must be DNS or EMAIL")
     opts, tag_map = _json_arg(options, "options"), _json_arg(tags, "tags")
+    _check_list_option(opts, "subjectAlternativeNames", str, "strings (domain names)")
+    _check_list_option(opts, "domainValidationOptions", dict, "objects ({\"DomainName\": ..., "
+                       "\"ValidationDomain\": ...})")
     async with EngineSession(ctx, state, "certificate_request") as s:
         mc = await mapper_context(s)
         region = await rpc_region(s, mc, "certificate_request", region, enabled=True)
@@ -341,9 +359,9 @@ async def certificate_request(state: Any, ctx: Any, domain_name: Any, validation
         if opts.get("arn"):
             kw["CertificateAuthorityArn"] = opts["arn"]
         if opts.get("subjectAlternativeNames"):
-            kw["SubjectAlternativeNames"] = list(opts["subjectAlternativeNames"])
+            kw["SubjectAlternativeNames"] = opts["subjectAlternativeNames"]
         if opts.get("domainValidationOptions"):
-            kw["DomainValidationOptions"] = list(opts["domainValidationOptions"])
+            kw["DomainValidationOptions"] = opts["domainValidationOptions"]
         if tag_map:
             kw["Tags"] = [{"Key": str(k), "Value": str(v)} for k, v in tag_map.items()]
         s.check_cancelled()

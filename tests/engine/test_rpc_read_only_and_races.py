@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+import psycopg
 import pytest
 
 from engine.local import call_in_transaction
@@ -155,3 +156,15 @@ async def test_access_key_request_when_a_sync_recorded_the_key_meanwhile(registr
         await other.close()
     assert synced and status == "SUCCESS" and secret
     assert await sql(dsn, "SELECT access_key_id, user_name FROM access_key") == [(key_id, "alice")]
+
+
+async def test_iasql_help_signatures_are_valid_sql(registry, ctx, dsn):
+    """Every signature iasql_help shows can be written in CREATE FUNCTION (confirm_subscription's
+    was ``VARIADIC _args text[] = []``)."""
+    await call(registry, ctx, "iasql_install", "aws_sns", "aws_ec2", "aws_acm")
+    rows = await call(registry, ctx, "iasql_help")
+    sigs = {name: sig for _, name, sig, _, _ in rows if registry.get(name)}  # the engine's functions
+    assert sigs["confirm_subscription"] == "confirm_subscription(VARIADIC _args text[])"
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        for sig in sigs.values():
+            await conn.execute(f"CREATE FUNCTION pg_temp.{sig} RETURNS void LANGUAGE sql AS ''")

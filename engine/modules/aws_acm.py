@@ -328,9 +328,9 @@ async def certificate_request(state: Any, ctx: Any, domain_name: Any, validation
     ``(arn, status, 'Certificate could not be validated')``; for EMAIL
     ``(arn, 'PENDING', 'Check your email for next steps to validate the certificate request')``
     (IaSQL returns an empty arn there). Raises EngineError 22004 (domain name NULL or empty),
-    22023 (validation method not DNS/EMAIL, options or tags not a JSON object, options.subjectAlternativeNames not a list of strings or
-    options.domainValidationOptions not a list of objects, region not enabled,
-    ACM refused the arguments), 55000 (DNS without aws_route53), 42501 (the caller may not INSERT
+    22023 (validation method not DNS/EMAIL, options or tags not a JSON object,
+    options.subjectAlternativeNames not a list of strings or options.domainValidationOptions not a
+    list of objects, region not enabled, ACM refused the arguments), 55000 (DNS without aws_route53), 42501 (the caller may not INSERT
     into ``certificate``: checked before the request), 58000 (any other AWS failure), 57014
     (cancelled: a certificate being validated is deleted), the server's SQLSTATE when the row
     cannot be written.

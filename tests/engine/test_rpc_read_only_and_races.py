@@ -131,7 +131,6 @@ async def test_access_key_request_when_a_sync_recorded_the_key_meanwhile(registr
                                                                          monkeypatch):
     """access_key has no unique key: a key another session's sync recorded while the call ran is
     not written a second time."""
-    from engine.modules import aws_iam
 
     aws("iam").create_user(UserName="alice")
     await call(registry, ctx, "iasql_begin")

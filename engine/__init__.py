@@ -31,7 +31,7 @@ from typing import Any
 from engine import rpc
 from engine.aws import AwsGateway
 from engine.core import functions as F
-from engine.core.session import EngineState
+from engine.core.session import EngineState, refuse_in_read_only
 from engine.rpc import Argument, Column, EngineError, Function, Registry
 from engine.schema import ensure_metadata, error_row
 from engine.settings import EngineSettings
@@ -120,7 +120,9 @@ async def _module_rpc(fn: Function, module: str, full_name: str, state: Any, ctx
     caller already established that (``ctx.claimed`` holds the name: the proxy's interceptor asks
     before it evaluates a call). Returns ``fn.impl(state, ctx, *args)``. Raises EngineError 42883
     (``rpc_claims``); 42725 when the call would resolve to a user's own function of that name, which
-    the engine never replaces (the proxy runs such a statement as written instead of calling here)."""
+    the engine never replaces (the proxy runs such a statement as written instead of calling here).
+    A ``mutating`` RPC (one that changes the cloud) is then refused in a read-only transaction,
+    before any cloud call: EngineError 25006 (``engine.core.session.refuse_in_read_only``)."""
     if fn.name not in getattr(ctx, "claimed", ()):
         if not await rpc_claims(fn, module, ctx, full_name=full_name):
             raise EngineError("42725", f"function {fn.name} is not IaSQL's in this database",
@@ -128,7 +130,16 @@ async def _module_rpc(fn: Function, module: str, full_name: str, state: Any, ctx
                                      f"resolve the call; IaSQL does not run instead of it.",
                               hint=f"Run the statement over a plain PostgreSQL connection to call your "
                                    f"{fn.name}, or rename it to use the one of module {module}.")
+    if fn.mutating:
+        await refuse_in_read_only(ctx, fn.name)
     return await fn.impl(state, ctx, *args)
+
+
+async def _refusing_in_read_only(name: str, impl: Any, ctx: Any, *args: Any) -> list[tuple]:
+    """``impl(ctx, *args)`` of the mutating ``iasql_*`` function ``name``, refused first with
+    EngineError 25006 when the caller's transaction is read-only (``refuse_in_read_only``)."""
+    await refuse_in_read_only(ctx, name)
+    return await impl(ctx, *args)
 
 
 def build_registry(config: EngineSettings | None = None) -> Registry:
@@ -145,8 +156,11 @@ def build_registry(config: EngineSettings | None = None) -> Registry:
 
     def add(name: str, args: tuple, cols: tuple, impl: Any, desc: str, usage: str, mutating: bool = False,
             instant: bool = False, opens_transaction: bool = False) -> None:
+        bound = functools.partial(impl, state)
+        if mutating:  # refused in a read-only transaction before anything else (25006)
+            bound = functools.partial(_refusing_in_read_only, name, bound)
         reg.register(Function(name=name, arguments=args, columns=cols,
-                              impl=functools.partial(impl, state), description=desc,
+                              impl=bound, description=desc,
                               sample_usage=usage, mutating=mutating, instant=instant,
                               opens_transaction=opens_transaction))
 

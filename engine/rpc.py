@@ -131,14 +131,30 @@ class Function:
 
     @property
     def signature(self) -> str:
-        """The SQL signature, e.g. ``iasql_install(VARIADIC text[])``."""
+        """The SQL signature as ``iasql_help`` shows it, valid SQL (as in ``CREATE FUNCTION``), e.g.
+        ``iasql_install(VARIADIC modules text[])``, ``describe_ami(ami_id varchar, region varchar =
+        NULL)``. Defaults are SQL literals (``'pem'``; a list is an array literal ``'{a,b}'``); a
+        VARIADIC argument's empty default is not shown (zero arguments is what VARIADIC means)."""
         parts = []
         for a in self.arguments:
             s = f"{'VARIADIC ' if a.variadic else ''}{a.name} {a.type_name}{'[]' if a.variadic else ''}"
-            if a.default is not NO_DEFAULT:
-                s += f" = {'NULL' if a.default is None else repr(a.default)}"
+            if a.default is not NO_DEFAULT and not (a.variadic and a.default in ([], ())):
+                s += f" = {_sql_literal(a.default)}"
             parts.append(s)
         return f"{self.name}({', '.join(parts)})"
+
+
+def _sql_literal(value: Any) -> str:
+    """``value`` as a SQL literal for a displayed signature: NULL, a number, true/false as Python
+    spells them (Postgres reads ``False``), a quoted string, or a list as a quoted array literal."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, (bool, int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        items = ",".join('"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in value)
+        value = "{" + items + "}"
+    return "'" + str(value).replace("'", "''") + "'"
 
 
 class EngineError(Exception):

@@ -417,13 +417,19 @@ INSERT_BATCH = 200
 
 
 async def _insert_rows(s: EngineSession, m: Mapper, recs: list[dict]) -> None:
-    """Insert the cloud records ``recs`` into ``m``'s table, INSERT_BATCH rows per statement."""
+    """Insert the cloud records ``recs`` into ``m``'s table, INSERT_BATCH rows per statement.
+
+    A record whose row another transaction committed after this sync read the table (an RPC such
+    as ``key_pair_request`` run meanwhile in another session: the insert waits for that
+    transaction, then meets its row in a unique index) is skipped (``ON CONFLICT DO NOTHING``)
+    rather than failing the whole sync with 23505; that row is the cloud's record already, and
+    the next sync compares it like any other. Raises SqlError for any other failure."""
     cols = m.synced_cols
     for start in range(0, len(recs), INSERT_BATCH):
         chunk = recs[start:start + INSERT_BATCH]
         values = sql.SQL(", ").join(sql.SQL("({})").format(sql.SQL(placeholders(len(cols), 1 + i * len(cols))))
                                     for i in range(len(chunk)))
-        q = sql.SQL("INSERT INTO {} ({}) VALUES {}").format(
+        q = sql.SQL("INSERT INTO {} ({}) VALUES {} ON CONFLICT DO NOTHING").format(
             sql.Identifier("public", m.table), sql.SQL(", ").join(sql.Identifier(c.name) for c in cols), values)
         await s.execute(q, [adapt(c.kind, rec.get(c.name)) for rec in chunk for c in cols])
 

@@ -69,6 +69,23 @@ def to_engine_error(exc: BaseException) -> EngineError:
     return EngineError("XX000", f"internal engine error: {type(exc).__name__}: {exc}")
 
 
+async def refuse_in_read_only(ctx: Any, function: str) -> None:
+    """Refuse a call that changes the cloud when the caller's transaction is read-only
+    (``BEGIN READ ONLY``, ``SET default_transaction_read_only = on``, a hot standby), before it
+    makes any cloud call: otherwise the cloud change would be made and only the row write after it
+    would fail, losing what the call returned (a secret key, a private key) and leaving an orphan.
+
+    Takes the caller's ``CallContext`` and the function's SQL name; runs one statement
+    (``current_setting('transaction_read_only')``) in the caller's transaction. Returns None.
+    Raises EngineError 25006 with Postgres's own wording, ``cannot execute <function> in a
+    read-only transaction`` (not recorded as an ERROR audit row: nothing could be written), or
+    the server's error (``SqlError``) when the statement fails (25P02 in an aborted transaction).
+    """
+    res = await ctx.run("SELECT pg_catalog.current_setting('transaction_read_only')", ())
+    if res.rows and res.rows[0][0] == "on":
+        raise EngineError("25006", f"cannot execute {function} in a read-only transaction")
+
+
 def query_text(query: str | sql.Composable) -> str:
     """``query`` as SQL text (a ``psycopg.sql`` composition is rendered; it only ever holds
     identifiers and SQL fragments, values travel as ``$n`` parameters)."""
@@ -302,4 +319,5 @@ def placeholders(n: int, start: int = 1) -> str:
 
 
 __all__ = ["EngineSession", "EngineState", "ENGINE_LOCK", "SqlError", "cancelled_error", "to_engine_error",
+           "refuse_in_read_only",
            "ident", "placeholders", "query_text"]

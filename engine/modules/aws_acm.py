@@ -183,6 +183,20 @@ def _acm_error(e: CloudError, what: str) -> Exception:
     return EngineError("58000", f"AWS call failed: {e}")
 
 
+def _check_list_option(opts: dict, key: str, kind: type, what: str) -> None:
+    """Refuse option ``key`` of ``certificate_request`` unless it is absent, null or a JSON list
+    of ``kind`` (a string would otherwise be sent as its letters). Returns None. Raises
+    EngineError 22023 ``options.<key> must be a list of <what>``."""
+    from engine.rpc import EngineError
+
+    value = opts.get(key)
+    if value is None:
+        return
+    if not isinstance(value, list) or not all(isinstance(v, kind) for v in value):
+        raise EngineError("22023", f"options.{key} must be a list of {what}",
+                          hint='e.g. options \'{"subjectAlternativeNames": ["www.example.com"]}\'')
+
+
 async def _check_insert(s: Any, function: str) -> None:
     """Raise EngineError 42501 when the caller may not INSERT into ``certificate`` (before any
     cloud call: the row could not be written afterwards)."""
@@ -195,19 +209,36 @@ async def _check_insert(s: Any, function: str) -> None:
 
 
 async def _write_row(s: Any, mc: MapperContext, region: str, arn: str) -> dict:
-    """Describe certificate ``arn`` and insert its ``certificate`` row; returns the record."""
+    """Describe certificate ``arn`` and write its ``certificate`` row; returns the record.
+
+    An upsert on ``arn`` (``uq_certificate_arn``): another session's sync may have read the new
+    certificate in (and committed its row) while this call waited for validation; that row is
+    then updated with what ACM says now (when the caller may UPDATE ``certificate``; INSERT alone
+    is what the call needs) instead of the call failing with 23505. Raises CloudError (the
+    certificate cannot be described), SqlError (the row cannot be written)."""
     from psycopg.types.json import Json
 
     rec = await CertificateMapper()._record(mc, region, arn)
     if rec is None:
         raise CloudError("ResourceNotFoundException", f"certificate {arn} has no domain", "acm.describe_certificate")
-    await s.execute(
+    values = (rec["arn"], rec["certificate_id"], rec["domain_name"], rec["certificate_type"], rec["status"],
+              rec["renewal_eligibility"], rec["in_use"], region, Json(rec["tags"]) if rec["tags"] else None)
+    tag = await s.execute(  # no RETURNING: INSERT needs no SELECT on the table
         "INSERT INTO public.certificate (arn, certificate_id, domain_name, certificate_type, status, "
         "renewal_eligibility, in_use, region, tags) VALUES ($1, $2, $3, "
         "$4::text::public.certificate_certificate_type_enum, $5::text::public.certificate_status_enum, "
-        "$6::text::public.certificate_renewal_eligibility_enum, $7, $8, $9)",
-        (rec["arn"], rec["certificate_id"], rec["domain_name"], rec["certificate_type"], rec["status"],
-         rec["renewal_eligibility"], rec["in_use"], region, Json(rec["tags"]) if rec["tags"] else None))
+        "$6::text::public.certificate_renewal_eligibility_enum, $7, $8, $9) ON CONFLICT (arn) DO NOTHING",
+        values)
+    if tag == "INSERT 0 0" and (await s.fetchone(
+            "SELECT pg_catalog.has_table_privilege('public.certificate', 'UPDATE')"))[0]:
+        # the row a sync committed meanwhile gets what ACM says now (without UPDATE on the table
+        # it is left as the sync wrote it: the next sync refreshes it)
+        await s.execute(
+            "UPDATE public.certificate SET certificate_id = $2, domain_name = $3, "
+            "certificate_type = $4::text::public.certificate_certificate_type_enum, "
+            "status = $5::text::public.certificate_status_enum, "
+            "renewal_eligibility = $6::text::public.certificate_renewal_eligibility_enum, in_use = $7, "
+            "region = $8, tags = $9 WHERE arn = $1", values)
     return rec
 
 
@@ -297,8 +328,9 @@ async def certificate_request(state: Any, ctx: Any, domain_name: Any, validation
     ``(arn, status, 'Certificate could not be validated')``; for EMAIL
     ``(arn, 'PENDING', 'Check your email for next steps to validate the certificate request')``
     (IaSQL returns an empty arn there). Raises EngineError 22004 (domain name NULL or empty),
-    22023 (validation method not DNS/EMAIL, options or tags not a JSON object, region not enabled,
-    ACM refused the arguments), 55000 (DNS without aws_route53), 42501 (the caller may not INSERT
+    22023 (validation method not DNS/EMAIL, options or tags not a JSON object,
+    options.subjectAlternativeNames not a list of strings or options.domainValidationOptions not a
+    list of objects, region not enabled, ACM refused the arguments), 55000 (DNS without aws_route53), 42501 (the caller may not INSERT
     into ``certificate``: checked before the request), 58000 (any other AWS failure), 57014
     (cancelled: a certificate being validated is deleted), the server's SQLSTATE when the row
     cannot be written.
@@ -313,6 +345,9 @@ async def certificate_request(state: Any, ctx: Any, domain_name: Any, validation
     if method not in ("DNS", "EMAIL"):
         raise EngineError("22023", "validation_method must be DNS or EMAIL")
     opts, tag_map = _json_arg(options, "options"), _json_arg(tags, "tags")
+    _check_list_option(opts, "subjectAlternativeNames", str, "strings (domain names)")
+    _check_list_option(opts, "domainValidationOptions", dict, "objects ({\"DomainName\": ..., "
+                       "\"ValidationDomain\": ...})")
     async with EngineSession(ctx, state, "certificate_request") as s:
         mc = await mapper_context(s)
         region = await rpc_region(s, mc, "certificate_request", region, enabled=True)
@@ -324,9 +359,9 @@ async def certificate_request(state: Any, ctx: Any, domain_name: Any, validation
         if opts.get("arn"):
             kw["CertificateAuthorityArn"] = opts["arn"]
         if opts.get("subjectAlternativeNames"):
-            kw["SubjectAlternativeNames"] = list(opts["subjectAlternativeNames"])
+            kw["SubjectAlternativeNames"] = opts["subjectAlternativeNames"]
         if opts.get("domainValidationOptions"):
-            kw["DomainValidationOptions"] = list(opts["domainValidationOptions"])
+            kw["DomainValidationOptions"] = opts["domainValidationOptions"]
         if tag_map:
             kw["Tags"] = [{"Key": str(k), "Value": str(v)} for k, v in tag_map.items()]
         s.check_cancelled()

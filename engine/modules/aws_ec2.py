@@ -1114,6 +1114,41 @@ def _key_pair_error(e: CloudError, name: str, region: str) -> Exception:
     return e
 
 
+def _check_public_key(name: str, public_key: str) -> None:
+    """Refuse, before any cloud call, a ``public_key`` that is none of the shapes EC2's
+    ``import_key_pair`` takes: OpenSSH (``ssh-rsa``, ``ssh-ed25519``, ``ecdsa-sha2-*`` and the
+    base64 key), PEM (``-----BEGIN PUBLIC KEY-----``), base64 DER, or an RFC 4716 SSH2 file (passed
+    to EC2 as it is). Parsed with the ``cryptography`` package. Returns None. Raises EngineError
+    22023 ``invalid public key for key pair <name>: ...`` (AWS would refuse it, moto answers
+    some such keys with an HTTP 500)."""
+    import base64
+    import binascii
+
+    from cryptography.hazmat.primitives.serialization import (load_der_public_key, load_pem_public_key,
+                                                              load_ssh_public_key)
+
+    from engine.rpc import EngineError
+
+    text = public_key.strip()
+    if text.startswith("---- BEGIN SSH2 PUBLIC KEY ----"):
+        return
+    data = text.encode()
+    for load in (load_ssh_public_key, load_pem_public_key):
+        try:
+            load(data)
+            return
+        except Exception:  # ValueError, UnsupportedAlgorithm: not this shape
+            pass
+    try:
+        load_der_public_key(base64.b64decode("".join(text.split()), validate=True))
+        return
+    except (binascii.Error, ValueError, Exception):  # not base64, not DER, an unsupported key
+        pass
+    raise EngineError("22023", f"invalid public key for key pair {name}: it is not an OpenSSH "
+                               "(ssh-rsa, ssh-ed25519, ecdsa-sha2-*), PEM or base64 DER public key",
+                      hint="Give the text of a public key, e.g. the line of ~/.ssh/id_ed25519.pub.")
+
+
 async def _read_key_pair(s: Any, mc: MapperContext, name: str, region: str) -> dict | None:
     """The new key pair's record, waiting until ``describe_key_pairs`` sees it (IaSQL's
     ``waitUntilKeyPairExists``); None when it never does. Raises EngineError 57014 (cancelled)."""
@@ -1213,7 +1248,8 @@ async def key_pair_import(state: Any, ctx: Any, key_name: Any, public_key: Any, 
     (a region that is not enabled gets the key pair but no row, as ``key_pair_request``). Returns
     one row (name, status, message): the name, ``OK``, ``Imported the keypair successfully``, or
     ``ERROR``/``Failure loading the keypair`` when it cannot be read back. Raises EngineError 22004
-    (name or public key NULL or empty), 22023 (a public key AWS refuses, a region that is not a
+    (name or public key NULL or empty), 22023 (a public key that is none of the shapes EC2 takes,
+    checked before any call, or one AWS refuses, a region that is not a
     row of ``aws_regions``), 42501 (the region is enabled and the caller may not INSERT and UPDATE
     ``key_pair``: checked before the import), 42710 (a key pair of that name exists in the
     region), 58000 (any other AWS failure), 57014 (cancelled), the server's SQLSTATE when the row
@@ -1225,6 +1261,7 @@ async def key_pair_import(state: Any, ctx: Any, key_name: Any, public_key: Any, 
 
     if not key_name or not public_key:
         raise EngineError("22004", "key_pair_import needs a key name and a public key")
+    _check_public_key(str(key_name), str(public_key))
     async with EngineSession(ctx, state, "key_pair_import") as s:
         mc = await mapper_context(s)
         region = await rpc_region(s, mc, "key_pair_import", region)
@@ -1259,7 +1296,8 @@ async def describe_ami(state: Any, ctx: Any, ami_id: Any, region: Any = None) ->
     recorded). Calls EC2 ``describe_images`` (and SSM ``get_parameter``). Returns one row
     (attributes, status, message): the image's ``describe_images`` record as JSON text with AWS's
     field names (``ImageId``, ``Name``, ``Architecture``, ...), ``OK``, ``''``. Writes nothing.
-    Raises EngineError 22004 (image id NULL or empty), 22023 (a malformed image id, a region that
+    Raises EngineError 22004 (image id NULL or empty), 22023 (a malformed image id, a
+    ``resolve:ssm:`` without a parameter name, a region that
     is not a row of ``aws_regions``), 42704 (no such image, or no such SSM parameter), 58000 (any
     other AWS failure), 57014 (cancelled).
     """
@@ -1275,6 +1313,10 @@ async def describe_ami(state: Any, ctx: Any, ami_id: Any, region: Any = None) ->
         image_id = str(ami_id)
         s.check_cancelled()
         if image_id.startswith(SSM_PREFIX):
+            if not image_id[len(SSM_PREFIX):].strip():
+                raise EngineError("22023", f"{image_id} names no SSM parameter",
+                                  hint="Write resolve:ssm:<parameter name>, e.g. resolve:ssm:/aws/service/"
+                                       "canonical/ubuntu/server/20.04/stable/current/amd64/hvm/ebs-gp2/ami-id")
             try:
                 res = await mc.call("ssm", region, "get_parameter", Name=image_id[len(SSM_PREFIX):])
             except CloudError as e:

@@ -412,8 +412,12 @@ async def access_key_request(state: Any, ctx: Any, user_name: Any) -> list[tuple
         if not key.get("AccessKeyId"):
             return [("ERROR", "Error generating access key", "", "")]
         if has_row:
+            # access_key has no unique key (IaSQL's table): a row another session's sync
+            # committed meanwhile for this key is not written twice
             await s.execute("INSERT INTO public.access_key (access_key_id, create_date, status, user_name) "
-                            "VALUES ($1, $2, $3::public.access_key_status_enum, $4)",
+                            "SELECT $1::varchar, $2::timestamptz, $3::public.access_key_status_enum, $4::varchar "
+                            "WHERE NOT EXISTS "
+                            "(SELECT 1 FROM public.access_key WHERE access_key_id = $1::varchar)",
                             (key["AccessKeyId"], key.get("CreateDate"), key.get("Status") or "Active", user_name))
         ctx.progress(f"created access key {key['AccessKeyId']} for IAM user {user_name}")
         return [("SUCCESS", "", key["AccessKeyId"], key.get("SecretAccessKey"))]

@@ -27,11 +27,12 @@ replaces follows ``src/modules/aws_s3/mappers/*.ts``. Tables, in dependency orde
 bucket's region is no longer enabled, the sync leaves its ``bucket`` and ``bucket_object`` rows
 alone but deletes its website and public-access-block rows (they come back once it is enabled).
 
-Not built: IaSQL's RPC ``s3_upload_object(bucket_name, key, content, content_type)``. The proxy
-hands the engine only statements whose text contains ``iasql_`` (the fast-path byte scan,
-``proxy/wire/_fastpath.c``), so a call of a function named without that prefix never reaches the
-engine; answering it needs a change to the fast path. Upload objects with any S3 client; the next
-``iasql_commit`` or ``iasql_rollback`` reads them into ``bucket_object``.
+IaSQL's RPC ``s3_upload_object(bucket_name, bucket_key, file_content, content_type)`` is built
+(``s3_upload_object`` below, in ``Module.rpcs``): the proxy passes statements naming it
+(``proxy.router.marker.MODULE_RPC_NAMES``) to the engine, which answers it while ``aws_s3`` is
+installed. It uploads the object and
+records it in ``bucket_object`` when the bucket has a row; objects uploaded with any other S3
+client are read into ``bucket_object`` by the next ``iasql_commit`` or ``iasql_rollback``.
 
 moto (5.2.5, the tests' cloud) answers every call used here: list_buckets, get_bucket_location,
 create/delete_bucket, get/put/delete_bucket_policy, get/put/delete_bucket_tagging,

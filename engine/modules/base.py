@@ -320,7 +320,9 @@ async def rpc_region(s: Any, mc: Any, fn: str, region: Any, *, enabled: bool = F
     when it is NULL or empty, as IaSQL's ``getAwsClient``.
 
     Takes the engine session ``s``, the ``MapperContext`` ``mc`` (its enabled ``regions`` and
-    ``default_region``), the RPC's name ``fn`` (for the message) and the argument. Returns the
+    ``default_region``), the RPC's name ``fn`` and the argument. The messages do not name ``fn``:
+    the RPC's ``EngineSession`` prefixes it to the ERROR audit row (``iasql_get_errors`` shows
+    ``key_pair_request: mars-north-1 is not an AWS region``). Returns the
     region name. Raises EngineError 22023 when it is not a row of ``aws_regions``, or, with
     ``enabled``, when it is not an enabled one (an RPC whose row the next commit would refuse)."""
     from engine.rpc import EngineError
@@ -328,9 +330,9 @@ async def rpc_region(s: Any, mc: Any, fn: str, region: Any, *, enabled: bool = F
     region = region or mc.default_region
     if enabled:
         if region not in mc.regions:
-            raise EngineError("22023", f"{fn}: region {region} is not an enabled region",
+            raise EngineError("22023", f"region {region} is not an enabled region",
                               hint="Enable it in aws_regions (is_enabled) or pass an enabled region.")
     elif region not in mc.regions and not await s.fetchone(
             "SELECT 1 FROM public.aws_regions WHERE region = $1", (region,)):
-        raise EngineError("22023", f"{fn}: {region} is not an AWS region", hint="The regions are the rows of aws_regions.")
+        raise EngineError("22023", f"{region} is not an AWS region", hint="The regions are the rows of aws_regions.")
     return region

@@ -88,7 +88,10 @@ async def test_key_pair_request_failures(registry, ctx, dsn, aws, ec2_mod):
     err = await refused(registry, ctx, "key_pair_request", "k", "us-east-1", "der", "rsa")
     assert err.sqlstate == "22023" and "key format der" in err.message
     err = await refused(registry, ctx, "key_pair_request", "k", "mars-north-1")
-    assert err.sqlstate == "22023" and "mars-north-1 is not an AWS region" in err.message
+    assert (err.sqlstate, err.message) == ("22023", "mars-north-1 is not an AWS region")
+    # iasql_get_errors names the function once
+    errors = [m for _, m in await call(registry, ctx, "iasql_get_errors") if "mars-north-1" in m]
+    assert errors and errors[-1] == "key_pair_request: mars-north-1 is not an AWS region"
     assert aws("ec2").describe_key_pairs()["KeyPairs"] == []
     # a name already taken in the region
     aws("ec2").create_key_pair(KeyName="taken")
@@ -120,15 +123,26 @@ async def test_key_pair_import_imports_and_records(registry, ctx, dsn, aws, ec2_
     err = await refused(registry, ctx, "key_pair_import", "imp-key", public_key(), "us-east-1")
     assert (err.sqlstate, err.message) == ("42710", "key pair imp-key already exists in us-east-1")
     assert await sql(dsn, KEY_ROW) == [row_of(k)]
+    # an ed25519 OpenSSH key passes the check before the cloud call too
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    ed = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    rows = await call(registry, ctx, "key_pair_import", "imp-ed", ed + " me@host\n", "us-east-1")
+    assert rows == [("imp-ed", "OK", "Imported the keypair successfully")]
+    assert cloud_key(aws, "imp-ed")["KeyType"] == "ed25519"
 
 
 async def test_key_pair_import_failures(registry, ctx, dsn, aws, ec2_mod):
     for args in ((None, public_key(), "us-east-1"), ("k", None, "us-east-1"), ("", "x", None), ("k", "", None)):
         err = await refused(registry, ctx, "key_pair_import", *args)
         assert (err.sqlstate, err.message) == ("22004", "key_pair_import needs a key name and a public key")
-    # (moto 5.2.5 answers a key whose first word is no key type, e.g. 'not a key', with a 500: 58000)
-    err = await refused(registry, ctx, "key_pair_import", "bad-key", "ssh-rsa notbase64!!", "us-east-1")
-    assert err.sqlstate == "22023" and err.message.startswith("AWS refused key pair bad-key"), err.message
+    # checked before the cloud call (moto 5.2.5 answers 'not a key' with an HTTP 500 page)
+    for bad in ("ssh-rsa notbase64!!", "not a key", "ssh-ed25519 AAAA", "-----BEGIN PUBLIC KEY-----\nxx\n"
+                "-----END PUBLIC KEY-----"):
+        err = await refused(registry, ctx, "key_pair_import", "bad-key", bad, "us-east-1")
+        assert (err.sqlstate, err.message) == ("22023", "invalid public key for key pair bad-key: it is not an "
+                                               "OpenSSH (ssh-rsa, ssh-ed25519, ecdsa-sha2-*), PEM or base64 DER "
+                                               "public key")
     assert aws("ec2").describe_key_pairs()["KeyPairs"] == []
     assert await sql(dsn, "SELECT count(*) FROM key_pair") == [(0,)]
 
@@ -154,6 +168,9 @@ async def test_describe_ami_failures(registry, ctx, ec2_mod):
     assert (err.sqlstate, err.message) == ("42704", "image ami-12345678 does not exist in us-east-1")
     err = await refused(registry, ctx, "describe_ami", "not-an-ami")
     assert (err.sqlstate, err.message) == ("22023", "not-an-ami is not an image id")
+    for empty in ("resolve:ssm:", "resolve:ssm:  "):
+        err = await refused(registry, ctx, "describe_ami", empty)
+        assert (err.sqlstate, err.message) == ("22023", f"{empty} names no SSM parameter")
     err = await refused(registry, ctx, "describe_ami", "resolve:ssm:/no/such/parameter")
     assert err.sqlstate == "42704" and "/no/such/parameter" in err.message
     for bad in (None, ""):

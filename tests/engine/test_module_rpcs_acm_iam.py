@@ -161,6 +161,29 @@ async def test_certificate_request_failures(registry, ctx, dsn, aws):
     assert await _certificates(dsn) == []
 
 
+async def test_certificate_request_options_must_be_lists(registry, ctx, dsn, aws):
+    """A string of SANs was sent as its letters (SANs s, l, t, ...): now 22023 before ACM is asked."""
+    await _install(registry, ctx, dsn, "aws_acm")
+    for options, message in (('{"subjectAlternativeNames": "notalist"}',
+                              "options.subjectAlternativeNames must be a list of strings (domain names)"),
+                             ('{"subjectAlternativeNames": ["ok.example.com", 3]}',
+                              "options.subjectAlternativeNames must be a list of strings (domain names)"),
+                             ('{"domainValidationOptions": "x.example.com"}',
+                              'options.domainValidationOptions must be a list of objects ({"DomainName": ..., '
+                              '"ValidationDomain": ...})')):
+        with pytest.raises(EngineError) as ei:
+            await call(registry, ctx, "certificate_request", "x.example.com", "EMAIL", "us-east-1", options)
+        assert (ei.value.sqlstate, ei.value.message) == ("22023", message)
+    assert aws("acm").list_certificates()["CertificateSummaryList"] == []
+    assert await _certificates(dsn) == []
+    # a list is sent as it is
+    [(arn, status, _)] = await call(registry, ctx, "certificate_request", "x.example.com", "EMAIL", "us-east-1",
+                                    '{"subjectAlternativeNames": ["x.example.com", "www.x.example.com"]}')
+    assert status == "PENDING"
+    sans = aws("acm").describe_certificate(CertificateArn=arn)["Certificate"]["SubjectAlternativeNames"]
+    assert sorted(sans) == ["www.x.example.com", "x.example.com"]
+
+
 async def test_certificate_rpcs_need_insert_on_certificate(registry, ctx, dsn, dbname, pg, aws, roles):
     """A caller who may not INSERT into certificate is refused (42501) before anything is made in
     the cloud."""

@@ -151,7 +151,7 @@ async def test_confirm_subscription(registry, ctx, dsn, aws):
     await _install(registry, ctx, dsn, "aws_sns")
     topic = aws("sns").create_topic(Name="rpc-topic")["TopicArn"]
     fn = registry.get("confirm_subscription")
-    assert fn.signature == "confirm_subscription(VARIADIC _args text[] = [])"  # as IaSQL's
+    assert fn.signature == "confirm_subscription(VARIADIC _args text[])"  # valid SQL (IaSQL's had "= []")
     assert [c.name for c in fn.columns] == ["arn", "status", "error"]
     [(arn, status, error)] = await call(registry, ctx, "confirm_subscription", topic, "a-token")
     # moto accepts any token of an existing topic and answers a subscription ARN of that topic

@@ -170,3 +170,26 @@ def test_key_pair_rpcs_with_the_callers_rights(iasql_proxy, pg, fresh_db, moto_s
         assert (got, status) == (name, "OK") and "PRIVATE KEY" in private
         assert c.execute("SELECT region FROM key_pair WHERE name = %s", (name,)).fetchall() == [("us-east-1",)]
     assert _keys(moto_server, "rpe-") == [name]
+
+
+@pytest.mark.parametrize("how", ["BEGIN READ ONLY", "SET default_transaction_read_only = on"])
+def test_refused_in_a_read_only_transaction_before_the_cloud_call(iasql_proxy, fresh_db, moto_server, how):
+    """A key pair made in a read-only transaction could not be recorded, and its private key
+    would be lost: the call is refused (25006, Postgres's wording) before EC2 is asked."""
+    _install(iasql_proxy.port, fresh_db)
+    with psycopg.connect(iasql_proxy.dsn(dbname=fresh_db), autocommit=True, connect_timeout=5) as conn:
+        conn.execute(how)
+        for call in ("key_pair_request('rpe-ro', NULL)", f"key_pair_import('rpe-ro-imp', '{_public_key()}', NULL)",
+                     "iasql_commit()"):
+            with pytest.raises(psycopg.Error) as ei:
+                conn.execute(f"SELECT * FROM {call}")
+            name = call.split("(")[0]
+            assert (ei.value.sqlstate, ei.value.diag.message_primary) == (
+                "25006", f"cannot execute {name} in a read-only transaction")
+            if how.startswith("BEGIN"):
+                conn.execute("ROLLBACK")
+                conn.execute(how)
+        # describe_ami changes nothing: it still answers
+        [(status,)] = conn.execute("SELECT status FROM describe_ami(%s)", (_ami(moto_server),)).fetchall()
+        assert status == "OK"
+    assert _keys(moto_server, "rpe-") == []

@@ -29,6 +29,7 @@ from proxy.wire import backend as B
 from proxy.wire import frontend as F
 from proxy.wire.common import CopyData, CopyDone
 from tests.support.proxy import REPO, ProxyProcess
+from tests.support.trace_files import read_lines, wait_for_traces
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -125,10 +126,6 @@ def _run_view(dsn: str) -> None:
         c.execute("SELECT 1 AS after_view")
 
 
-def _lines(path: Path) -> list[dict]:
-    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
-
-
 def _after_login(lines: list[dict]) -> list[dict]:
     """The message lines after AuthenticationOk (the login's own redactions come before it)."""
     n = next(i for i, o in enumerate(lines) if o.get("msg") == "AuthenticationOk")
@@ -144,31 +141,6 @@ def _wait_all_closed(record_dir: Path, timeout: float = 15.0) -> None:
         if not open_:
             return
         assert time.monotonic() < deadline, open_
-        time.sleep(0.1)
-
-
-def _app_name(lines: list[dict]) -> str | None:
-    for o in lines:
-        if o.get("msg") == "StartupMessage":
-            return o["fields"]["parameters"].get("application_name")
-    return None
-
-
-def _wait_for_traces(record_dir: Path, names: set[str], timeout: float = 15.0) -> dict[str, Path]:
-    """The closed trace of each application name in ``names`` (its end line written)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = {}
-        for f in record_dir.glob("*.jsonl"):
-            try:
-                lines = _lines(f)
-            except (json.JSONDecodeError, OSError):
-                continue
-            if lines and lines[-1].get("end") and _app_name(lines) in names:
-                found[_app_name(lines)] = f
-        if set(found) == names or time.monotonic() > deadline:
-            assert set(found) == names, (sorted(found), sorted(p.name for p in record_dir.glob("*")))
-            return found
         time.sleep(0.1)
 
 
@@ -217,7 +189,7 @@ def scenario(pg, proxy_ini, tmp_path_factory):
             c.execute("INSERT INTO aws_credentials (access_key_id, secret_access_key) VALUES ('AKIAVIEW', %s)",
                       (KEYS["view"],))
         _run_view(dsn)
-        traces = _wait_for_traces(record_dir, {"secret_psql", "secret_psycopg", "secret_view"})
+        traces = wait_for_traces(record_dir, {"secret_psql", "secret_psycopg", "secret_view"})
         yield proxy, workdir, traces
     finally:
         proxy.stop()
@@ -236,7 +208,7 @@ def _by_query(lines: list[dict], text: str) -> list[dict]:
 
 
 def test_psql_trace_keeps_everything_else(scenario):
-    lines = _lines(scenario[2]["secret_psql"])
+    lines = read_lines(scenario[2]["secret_psql"])
     assert lines[-1]["complete"] is True
     for text in ("SELECT 1 AS before_secret", "SELECT 1 AS after_secret"):
         (q,) = _by_query(lines, text)
@@ -259,7 +231,7 @@ def test_psql_trace_keeps_everything_else(scenario):
 
 
 def test_psycopg_trace_redacts_binds_and_keeps_the_rest(scenario):
-    lines = _lines(scenario[2]["secret_psycopg"])
+    lines = read_lines(scenario[2]["secret_psycopg"])
     assert lines[-1]["complete"] is True
     for text in ("SELECT 1 AS before_secret", "SELECT 1 AS after_secret", "SELECT 2 AS pipelined",
                  "SELECT 3 AS pipelined"):
@@ -275,7 +247,7 @@ def test_psycopg_trace_redacts_binds_and_keeps_the_rest(scenario):
 
 
 def test_view_rows_redacted_by_their_column(scenario):
-    lines = _lines(scenario[2]["secret_view"])
+    lines = read_lines(scenario[2]["secret_view"])
     assert not any(o.get("redacted") and o["dir"] == "frontend" for o in _after_login(lines))
     rows = [o for o in lines if o.get("msg") == "DataRow"]
     assert [o.get("redacted", False) for o in rows] == [False, True, False]
@@ -455,7 +427,6 @@ def test_log_lines_never_carry_a_module_rpc_secret_argument(stderr):
     its text) is never substituted into a log line; Postgres's own password messages stay."""
     import logging
 
-    from proxy import logs
 
     lg = logging.getLogger("iasql_proxy.test_secret")
     lg.warning("event=slow command=%r", "SELECT * FROM Set_User_Password('alice', 'Pw-in-log-1')")

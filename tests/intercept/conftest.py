@@ -108,6 +108,18 @@ def psql(port: int, dbname: str, sql: str, *args: str, timeout: float = 60) -> s
                            *args, "-c", sql], capture_output=True, text=True, timeout=timeout, env=env)
 
 
+def install_with_credentials(port: int, dbname: str, module: str) -> None:
+    """``iasql_install(module)`` through psql, then the sandbox cloud's credentials in
+    ``aws_credentials`` when the table is empty (the module RPC tests' starting point)."""
+    res = psql(port, dbname, f"SELECT * FROM iasql_install('{module}')", "-A", "-t")
+    assert res.returncode == 0, res.stderr
+    res = psql(port, dbname, "SELECT count(*) FROM aws_credentials", "-A", "-t")
+    if res.stdout.strip() == "0":
+        res = psql(port, dbname, "INSERT INTO aws_credentials (access_key_id, secret_access_key) "
+                                 "VALUES ('testing', 'testing')")
+        assert res.returncode == 0, res.stderr
+
+
 # -- decoding helpers -------------------------------------------------------------------------
 
 def row_description(payload: bytes) -> list[tuple[str, int]]:

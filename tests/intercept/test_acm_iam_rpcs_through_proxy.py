@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from tests.engine.test_module_rpcs_acm_iam import self_signed
-from tests.intercept.conftest import psql
+from tests.intercept.conftest import install_with_credentials, psql
 from tests.intercept.test_privileges import refused, roles, through_proxy  # noqa: F401  (fixture)
 
 PASSWORD = "Pr0xy-Secret-Passw0rd-xyz!"
@@ -35,15 +35,6 @@ def acm(moto_server):
             pass
 
 
-def _install(port: int, db: str, module: str) -> None:
-    res = psql(port, db, f"SELECT * FROM iasql_install('{module}')", "-A", "-t")
-    assert res.returncode == 0, res.stderr
-    res = psql(port, db, "SELECT count(*) FROM aws_credentials", "-A", "-t")
-    if res.stdout.strip() == "0":
-        res = psql(port, db, "INSERT INTO aws_credentials (access_key_id, secret_access_key) VALUES ('testing', 'testing')")
-        assert res.returncode == 0, res.stderr
-
-
 def test_not_installed_is_an_unknown_function(iasql_proxy, fresh_db):
     res = psql(iasql_proxy.port, fresh_db, "SELECT * FROM iasql_version()", "-A", "-t")
     assert res.returncode == 0, res.stderr
@@ -55,7 +46,7 @@ def test_not_installed_is_an_unknown_function(iasql_proxy, fresh_db):
 
 
 def test_certificate_import_through_the_proxy(iasql_proxy, fresh_db, acm):
-    _install(iasql_proxy.port, fresh_db, "aws_acm")
+    install_with_credentials(iasql_proxy.port, fresh_db, "aws_acm")
     pem, key = self_signed("proxy-import.example.com")
     with psycopg.connect(iasql_proxy.dsn(dbname=fresh_db), autocommit=True, connect_timeout=5) as conn:
         cur = conn.execute("SELECT * FROM certificate_import(%s, %s, 'us-east-1', '{}', %s)", (pem, key, '{"t": "1"}'))
@@ -85,7 +76,7 @@ def test_certificate_import_through_the_proxy(iasql_proxy, fresh_db, acm):
 
 
 def test_certificate_request_through_psql(iasql_proxy, fresh_db, acm):
-    _install(iasql_proxy.port, fresh_db, "aws_acm")
+    install_with_credentials(iasql_proxy.port, fresh_db, "aws_acm")
     res = psql(iasql_proxy.port, fresh_db, "SELECT * FROM certificate_request('proxy-req.example.com', 'EMAIL', "
                                            "'us-east-1', '{}')", "-A", "-F|")
     assert res.returncode == 0, res.stderr
@@ -128,7 +119,7 @@ def test_set_user_password_through_the_proxy(iasql_proxy, fresh_db, moto_server)
     user = f"rpw-{fresh_db[-8:]}"
     iam.create_user(UserName=user)
     try:
-        _install(iasql_proxy.port, fresh_db, "aws_iam")
+        install_with_credentials(iasql_proxy.port, fresh_db, "aws_iam")
         res = psql(iasql_proxy.port, fresh_db, f"SELECT * FROM set_user_password('{user}', '{PASSWORD}', 'true')",
                    "-A", "-F|")
         assert res.returncode == 0, res.stderr

@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.intercept.conftest import psql
+from tests.intercept.conftest import install_with_credentials, psql
 from tests.intercept.test_privileges import roles  # noqa: F401  (fixture)
 
 REGIONS = ("us-east-1", "eu-west-3")
@@ -44,13 +44,7 @@ def _remove_key_pairs(moto_server):
 
 
 def _install(port: int, db: str) -> None:
-    res = psql(port, db, "SELECT * FROM iasql_install('aws_ec2')", "-A", "-t")
-    assert res.returncode == 0, res.stderr
-    res = psql(port, db, "SELECT count(*) FROM aws_credentials", "-A", "-t")
-    if res.stdout.strip() == "0":
-        res = psql(port, db, "INSERT INTO aws_credentials (access_key_id, secret_access_key) "
-                             "VALUES ('testing', 'testing')")
-        assert res.returncode == 0, res.stderr
+    install_with_credentials(port, db, "aws_ec2")
 
 
 def _ami(moto_server) -> str:

@@ -10,7 +10,7 @@ import boto3
 import psycopg
 import pytest
 
-from tests.intercept.conftest import psql
+from tests.intercept.conftest import install_with_credentials, psql
 from tests.intercept.test_privileges import roles  # noqa: F401  (fixture)
 
 UPLOAD = "SELECT * FROM s3_upload_object('{b}', '{k}', '{c}', 'text/plain')"
@@ -35,13 +35,7 @@ def _remove_buckets(moto_server):
 
 
 def _install(port: int, db: str) -> None:
-    res = psql(port, db, "SELECT * FROM iasql_install('aws_s3')", "-A", "-t")
-    assert res.returncode == 0, res.stderr
-    res = psql(port, db, "SELECT count(*) FROM aws_credentials", "-A", "-t")
-    if res.stdout.strip() == "0":
-        res = psql(port, db, "INSERT INTO aws_credentials (access_key_id, secret_access_key) "
-                             "VALUES ('testing', 'testing')")
-        assert res.returncode == 0, res.stderr
+    install_with_credentials(port, db, "aws_s3")
 
 
 def test_not_installed_is_an_unknown_function(iasql_proxy, fresh_db):

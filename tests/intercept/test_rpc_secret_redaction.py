@@ -10,13 +10,10 @@ statements around them) is recorded as usual.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
-import time
 import uuid
-from pathlib import Path
 
 import boto3
 import psycopg
@@ -25,6 +22,7 @@ import pytest
 from tests.engine.test_module_rpcs_acm_iam import self_signed
 from tests.intercept.conftest import PASSWORD as PG_PASSWORD
 from tests.intercept.conftest import engine_section
+from tests.support.trace_files import read_lines, wait_for_traces
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -55,35 +53,6 @@ def _psql(port: int, db: str, sql: str, app: str = "rpc_secret_psql") -> subproc
                            f"host=127.0.0.1 port={port} user=postgres dbname={db} sslmode=disable "
                            f"application_name={app}", "-f", "-"],
                           input=sql, capture_output=True, text=True, timeout=120, env=env)
-
-
-def _lines(path: Path) -> list[dict]:
-    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
-
-
-def _app_name(lines: list[dict]) -> str | None:
-    for o in lines:
-        if o.get("msg") == "StartupMessage":
-            return o["fields"]["parameters"].get("application_name")
-    return None
-
-
-def _wait_for_traces(record_dir: Path, names: set[str], timeout: float = 20.0) -> dict[str, Path]:
-    """The closed trace of each application name in ``names``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = {}
-        for f in record_dir.glob("*.jsonl"):
-            try:
-                lines = _lines(f)
-            except (json.JSONDecodeError, OSError):
-                continue
-            if lines and lines[-1].get("end") and _app_name(lines) in names:
-                found[_app_name(lines)] = f
-        if set(found) == names or time.monotonic() > deadline:
-            assert set(found) == names, sorted(found)
-            return found
-        time.sleep(0.1)
 
 
 def _needles(secret: str) -> list[bytes]:
@@ -158,7 +127,7 @@ def scenario(pg, moto_server, proxy_ini, start_proxy, tmp_path_factory):
             [(status,)] = conn.execute("SELECT status FROM certificate_import(%s, %s, NULL)",
                                        (pem2, cert_key2)).fetchall()
             conn.execute("SELECT 1 AS after_secret")
-        traces = _wait_for_traces(record_dir, {"rpc_secret_psql", "rpc_secret_psycopg"})
+        traces = wait_for_traces(record_dir, {"rpc_secret_psql", "rpc_secret_psycopg"})
         yield traces, secrets, (key_id, k_id)
     finally:
         for u in USERS.values():
@@ -204,7 +173,7 @@ def _rows_after(lines: list[dict], q: dict) -> list[dict]:
 
 def test_psql_trace_keeps_what_is_not_secret(scenario):
     traces, _, (key_id, _) = scenario
-    lines = _lines(traces["rpc_secret_psql"])
+    lines = read_lines(traces["rpc_secret_psql"])
     assert lines[-1]["complete"] is True
     for text in ("access_key_request(", "key_pair_request("):  # names only: recorded, replayable
         (q,) = _by_query(lines, text)
@@ -227,7 +196,7 @@ def test_psql_trace_keeps_what_is_not_secret(scenario):
 
 def test_psycopg_trace_redacts_binds_and_rows(scenario):
     traces, _, _ = scenario
-    lines = _lines(traces["rpc_secret_psycopg"])
+    lines = read_lines(traces["rpc_secret_psycopg"])
     assert lines[-1]["complete"] is True
     parses = [o for o in lines if o.get("msg") == "Parse"]
     secret_parses = [o for o in parses if o.get("redacted")]

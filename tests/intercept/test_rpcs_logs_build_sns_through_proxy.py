@@ -12,7 +12,7 @@ import boto3
 import psycopg
 import pytest
 
-from tests.intercept.conftest import psql
+from tests.intercept.conftest import install_with_credentials, psql
 from tests.intercept.test_privileges import roles  # noqa: F401  (fixture)
 
 ASSUME = json.dumps({"Version": "2012-10-17", "Statement": [
@@ -46,15 +46,6 @@ def _cleanup(moto_server):
             sns.delete_topic(TopicArn=t["TopicArn"])
 
 
-def _install(port: int, db: str, module: str) -> None:
-    res = psql(port, db, f"SELECT * FROM iasql_install('{module}')", "-A", "-t")
-    assert res.returncode == 0, res.stderr
-    res = psql(port, db, "SELECT count(*) FROM aws_credentials", "-A", "-t")
-    if res.stdout.strip() == "0":
-        res = psql(port, db, "INSERT INTO aws_credentials (access_key_id, secret_access_key) VALUES ('testing', 'testing')")
-        assert res.returncode == 0, res.stderr
-
-
 @pytest.mark.parametrize("call", ["SELECT * FROM log_group_tail('/g')", "SELECT * FROM start_build('p')",
                                   "SELECT * FROM confirm_subscription('arn', 'token')"])
 def test_not_installed_is_an_unknown_function(iasql_proxy, fresh_db, call):
@@ -73,7 +64,7 @@ def test_log_group_tail_through_psql_and_psycopg(iasql_proxy, fresh_db, moto_ser
     t0 = int(time.time() * 1000) - 60_000
     logs.put_log_events(logGroupName=group, logStreamName="api",
                         logEvents=[{"timestamp": t0, "message": "boot"}, {"timestamp": t0 + 2000, "message": "ready"}])
-    _install(iasql_proxy.port, fresh_db, "aws_cloudwatch")
+    install_with_credentials(iasql_proxy.port, fresh_db, "aws_cloudwatch")
     res = psql(iasql_proxy.port, fresh_db, f"SELECT * FROM log_group_tail('{group}')", "-A", "-F|")
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
@@ -112,7 +103,7 @@ def test_start_build_through_psql(iasql_proxy, fresh_db, moto_server):
     cb = _client(moto_server, "codebuild")
     project = f"rpb-{fresh_db[-8:]}"
     _project(moto_server, project)
-    _install(iasql_proxy.port, fresh_db, "aws_codebuild")
+    install_with_credentials(iasql_proxy.port, fresh_db, "aws_codebuild")
     res = psql(iasql_proxy.port, fresh_db, "SELECT * FROM iasql_begin(); SELECT * FROM iasql_rollback()")
     assert res.returncode == 0, res.stderr
     res = psql(iasql_proxy.port, fresh_db, f"SELECT * FROM start_build('{project}')", "-A", "-F|")
@@ -178,7 +169,7 @@ def test_start_build_with_the_callers_rights(iasql_proxy, pg, fresh_db, moto_ser
 def test_confirm_subscription_through_psql(iasql_proxy, fresh_db, moto_server):
     sns = _client(moto_server, "sns")
     topic = sns.create_topic(Name=f"rps-{fresh_db[-8:]}")["TopicArn"]
-    _install(iasql_proxy.port, fresh_db, "aws_sns")
+    install_with_credentials(iasql_proxy.port, fresh_db, "aws_sns")
     res = psql(iasql_proxy.port, fresh_db, f"SELECT * FROM confirm_subscription('{topic}', 'token-1')", "-A", "-F|")
     assert res.returncode == 0, res.stderr
     head, row = res.stdout.splitlines()[:2]

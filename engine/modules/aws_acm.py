@@ -33,7 +33,7 @@ from typing import Any
 
 from engine.aws import CloudError
 from engine.modules.aws_account import VERSION
-from engine.modules.base import Col, Mapper, MapperContext, Module, rpc_region
+from engine.modules.base import Col, Mapper, MapperContext, Module, require_table_privileges, rpc_region
 
 STATUSES = ("EXPIRED", "FAILED", "INACTIVE", "ISSUED", "PENDING_VALIDATION", "REVOKED", "VALIDATION_TIMED_OUT")
 #: Key algorithms to list (ListCertificates returns only RSA_2048 ones unless asked), as IaSQL asks.
@@ -200,12 +200,7 @@ def _check_list_option(opts: dict, key: str, kind: type, what: str) -> None:
 async def _check_insert(s: Any, function: str) -> None:
     """Raise EngineError 42501 when the caller may not INSERT into ``certificate`` (before any
     cloud call: the row could not be written afterwards)."""
-    from engine.rpc import EngineError
-
-    if not (await s.fetchone("SELECT pg_catalog.has_table_privilege('public.certificate', 'INSERT')"))[0]:
-        raise EngineError("42501", "permission denied for table certificate",
-                          hint=f"{function} records the certificate in certificate: it needs INSERT on it "
-                               "(and USAGE on its id sequence).")
+    await require_table_privileges(s, function, "certificate", ("INSERT",), "the certificate")
 
 
 async def _write_row(s: Any, mc: MapperContext, region: str, arn: str) -> dict:

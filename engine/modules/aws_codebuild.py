@@ -60,7 +60,7 @@ from typing import Any
 from engine.aws import CloudError, ReadUnavailable
 from engine.modules.aws_account import VERSION
 from engine.modules.aws_vpc import VpcModuleMapper
-from engine.modules.base import Col, MapperContext, Module, normalize, rpc_region
+from engine.modules.base import Col, MapperContext, Module, normalize, require_table_privileges, rpc_region
 
 COMPUTE_TYPES = ("BUILD_GENERAL1_SMALL", "BUILD_GENERAL1_MEDIUM", "BUILD_GENERAL1_LARGE", "BUILD_GENERAL1_2XLARGE")
 ENVIRONMENT_TYPES = ("ARM_CONTAINER", "LINUX_CONTAINER", "LINUX_GPU_CONTAINER", "WINDOWS_CONTAINER",
@@ -348,12 +348,8 @@ async def start_build(state: Any, ctx: Any, project_name: Any, region: Any = Non
         region = await rpc_region(s, mc, "start_build", region)
         has_row = await s.fetchone("SELECT 1 FROM public.codebuild_project WHERE project_name = $1 AND region = $2",
                                    (project_name, region))
-        if has_row and not (await s.fetchone(
-                "SELECT pg_catalog.has_table_privilege('public.codebuild_build_list', 'INSERT')"))[0]:
-            # refused before anything happens in the cloud: the row could not be written afterwards
-            raise EngineError("42501", "permission denied for table codebuild_build_list",
-                              hint="start_build records the build in codebuild_build_list: it needs INSERT on it "
-                                   "(and USAGE on its id sequence).")
+        if has_row:
+            await require_table_privileges(s, "start_build", "codebuild_build_list", ("INSERT",), "the build")
         s.check_cancelled()
         try:
             res = await mc.call("codebuild", region, "start_build", projectName=project_name)

@@ -86,7 +86,7 @@ from engine.modules.aws_vpc import (
     tag_specifications,
     tags_from_aws,
 )
-from engine.modules.base import Col, MapperContext, Module, rpc_region
+from engine.modules.base import Col, MapperContext, Module, require_table_privileges, rpc_region
 
 #: At most this many per-instance cloud calls (user data) run at once in one read.
 USER_DATA_CONCURRENCY = 16
@@ -1093,13 +1093,7 @@ KEY_TYPES = ("rsa", "ed25519")
 async def _may_record_key_pair(s: Any, fn: str) -> None:
     """Raise EngineError 42501 unless the caller may INSERT and UPDATE ``key_pair``: checked before
     the cloud call, since the row could not be written afterwards."""
-    from engine.rpc import EngineError
-
-    if not (await s.fetchone("SELECT pg_catalog.has_table_privilege('public.key_pair', 'INSERT')"
-                             " AND pg_catalog.has_table_privilege('public.key_pair', 'UPDATE')"))[0]:
-        raise EngineError("42501", "permission denied for table key_pair",
-                          hint=f"{fn} records the key pair in key_pair: it needs INSERT and UPDATE on it "
-                               "(and USAGE on its id sequence).")
+    await require_table_privileges(s, fn, "key_pair", ("INSERT", "UPDATE"), "the key pair")
 
 
 def _key_pair_error(e: CloudError, name: str, region: str) -> Exception:

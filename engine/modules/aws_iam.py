@@ -42,7 +42,7 @@ from typing import Any
 
 from engine.aws import CloudError
 from engine.modules.aws_account import VERSION
-from engine.modules.base import Col, Mapper, MapperContext, Module, normalize
+from engine.modules.base import Col, Mapper, MapperContext, Module, normalize, require_table_privileges
 
 IAM_REGION = "us-east-1"
 
@@ -397,10 +397,8 @@ async def access_key_request(state: Any, ctx: Any, user_name: Any) -> list[tuple
     async with EngineSession(ctx, state, "access_key_request") as s:
         mc = await mapper_context(s)
         has_row = await s.fetchone("SELECT 1 FROM public.iam_user WHERE user_name = $1", (user_name,))
-        if has_row and not (await s.fetchone("SELECT pg_catalog.has_table_privilege('public.access_key', 'INSERT')"))[0]:
-            raise EngineError("42501", "permission denied for table access_key",
-                              hint="access_key_request records the new key in access_key: it needs INSERT on it "
-                                   "(and USAGE on its id sequence).")
+        if has_row:
+            await require_table_privileges(s, "access_key_request", "access_key", ("INSERT",), "the new key")
         s.check_cancelled()
         try:
             res = await mc.call("iam", IAM_REGION, "create_access_key", UserName=user_name)

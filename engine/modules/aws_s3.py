@@ -48,7 +48,7 @@ from typing import Any
 
 from engine.aws import CloudError
 from engine.modules.aws_account import VERSION
-from engine.modules.base import Col, Mapper, MapperContext, Module, normalize
+from engine.modules.base import Col, Mapper, MapperContext, Module, normalize, require_table_privileges
 
 GLOBAL_REGION = "us-east-1"
 
@@ -468,13 +468,8 @@ async def s3_upload_object(state: Any, ctx: Any, bucket_name: Any, bucket_key: A
             return [(bucket_name, bucket_key, "KO",
                      "Bucket content could not be updated because it is not on supported regions")]
         has_row = await s.fetchone("SELECT 1 FROM public.bucket WHERE name = $1 AND region = $2", (bucket_name, region))
-        if has_row and not (await s.fetchone(
-                "SELECT pg_catalog.has_table_privilege('public.bucket_object', 'INSERT')"
-                " AND pg_catalog.has_table_privilege('public.bucket_object', 'UPDATE')"))[0]:
-            # refused before anything happens in the cloud: the row could not be written afterwards
-            raise EngineError("42501", "permission denied for table bucket_object",
-                              hint="s3_upload_object records the object in bucket_object: it needs INSERT "
-                                   "and UPDATE on it (and USAGE on its id sequence).")
+        if has_row:
+            await require_table_privileges(s, "s3_upload_object", "bucket_object", ("INSERT", "UPDATE"), "the object")
         s.check_cancelled()
         ctx.progress(f"uploading {bucket_key} to bucket {bucket_name} in {region}")
         result = await mc.call("s3", region, "put_object", Bucket=bucket_name, Key=bucket_key,

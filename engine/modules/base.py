@@ -336,3 +336,20 @@ async def rpc_region(s: Any, mc: Any, fn: str, region: Any, *, enabled: bool = F
             "SELECT 1 FROM public.aws_regions WHERE region = $1", (region,)):
         raise EngineError("22023", f"{region} is not an AWS region", hint="The regions are the rows of aws_regions.")
     return region
+
+
+async def require_table_privileges(s: Any, fn: str, table: str, privileges: tuple[str, ...], what: str) -> None:
+    """Refuse a module RPC before its cloud call when the caller may not write the row it records
+    (afterwards the row could not be written and the cloud change would be left unrecorded).
+
+    Takes the engine session ``s`` (running as the caller), the RPC's name ``fn``, the ``public``
+    table, the privileges needed on it (``("INSERT",)``, ``("INSERT", "UPDATE")``) and what the
+    row describes (``"the key pair"``, for the HINT). Returns None. Raises EngineError 42501
+    (insufficient_privilege) ``permission denied for table <table>``, as PostgreSQL words it."""
+    from engine.rpc import EngineError
+
+    checks = " AND ".join(f"pg_catalog.has_table_privilege('public.{table}', '{p}')" for p in privileges)
+    if not (await s.fetchone(f"SELECT {checks}"))[0]:
+        raise EngineError("42501", f"permission denied for table {table}",
+                          hint=f"{fn} records {what} in {table}: it needs {' and '.join(privileges)} on it "
+                               "(and USAGE on its id sequence).")
